@@ -1,0 +1,131 @@
+"""Training methods as pairs of pure functions: ``init(params) -> state`` and
+``step(state, key, *args) -> (state, info)``.
+
+Every method (backprop + optax, zeroth-order estimators + optax, direct search,
+binarized or pruned variants) has this shape, so :func:`fold_jax.train.fit` is the
+only training loop. ``state.params`` is the current point; ``info`` holds at least
+``loss`` (scalar) and ``evals`` (loss evaluations spent by the step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, PRNGKeyArray, PyTree
+
+__all__ = [
+    "OPTIMIZERS",
+    "DescentState",
+    "Method",
+    "all_finite",
+    "descent",
+    "gradient",
+    "optimizer",
+]
+
+
+class Method(NamedTuple):
+    """A training method: ``init(params) -> state``; ``step(state, key, *args)``."""
+
+    init: Callable[[PyTree], Any]
+    step: Callable[..., tuple[Any, dict[str, Array]]]
+    name: str = "method"
+
+
+class DescentState(NamedTuple):
+    params: PyTree
+    opt_state: optax.OptState
+
+
+OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
+    "sgd": optax.sgd,
+    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+    "nesterov": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+    "rmsprop": optax.rmsprop,
+    "adagrad": optax.adagrad,
+    "lion": optax.lion,
+    "adabelief": optax.adabelief,
+}
+
+
+def optimizer(
+    name: str | optax.GradientTransformation, learning_rate: float = 1e-3
+) -> optax.GradientTransformation:
+    """An optax optimizer by name (see ``OPTIMIZERS``), or ``name`` itself if it is one."""
+    if isinstance(name, optax.GradientTransformation):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(
+            f"optimizer must be a name or an optax.GradientTransformation, "
+            f"got {type(name).__name__}"
+        )
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer={name!r} is not known; allowed: {sorted(OPTIMIZERS)}")
+    if not isinstance(learning_rate, int | float) or not learning_rate > 0:
+        raise ValueError(f"learning_rate={learning_rate!r} must be a positive number")
+    return OPTIMIZERS[name](learning_rate)
+
+
+def all_finite(tree: PyTree) -> Array:
+    """True when every leaf of ``tree`` is finite (True for an empty tree)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def descent(
+    value_and_grad: Callable[..., tuple],
+    tx: optax.GradientTransformation,
+    *,
+    evals_per_step: int,
+    name: str = "descent",
+) -> Method:
+    """Optax descent on any ``value_and_grad(params, key, *args) -> (value, grads[, aux])``.
+
+    A step whose value or gradient is not finite is skipped (params and optimizer
+    state unchanged, ``info["skipped"] = 1``): a bad loss never poisons parameters.
+    ``aux`` (a dict of scalars) is merged into ``info``.
+    """
+
+    def init(params: PyTree) -> DescentState:
+        return DescentState(params, tx.init(params))
+
+    def step(state: DescentState, key: PRNGKeyArray, *args) -> tuple[DescentState, dict]:
+        value, grads, *rest = value_and_grad(state.params, key, *args)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new = DescentState(optax.apply_updates(state.params, updates), opt_state)
+        ok = jnp.isfinite(value) & all_finite(grads)
+        new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+        info = {
+            "loss": jnp.asarray(value, jnp.float32),
+            "evals": jnp.asarray(evals_per_step, jnp.int32),
+            "skipped": (~ok).astype(jnp.int32),
+        }
+        if rest:
+            info.update(rest[0])
+        return new, info
+
+    return Method(init, step, name)
+
+
+def gradient(
+    loss: Callable[..., Array], tx: optax.GradientTransformation | str, learning_rate=1e-3
+) -> Method:
+    """Backpropagation: ``jax.value_and_grad(loss)`` fed to an optax optimizer.
+
+    Counts one loss evaluation per step (the forward; the backward pass costs about
+    two more forwards' worth of work but no extra evaluation of the loss).
+    """
+    tx = optimizer(tx, learning_rate)
+    vg = jax.value_and_grad(loss)
+
+    def value_and_grad(params, key, *args):
+        del key
+        return vg(params, *args)
+
+    return descent(value_and_grad, tx, evals_per_step=1, name="backprop")

@@ -1,0 +1,147 @@
+"""Flax MLPs with a pure ``apply(params, x)`` and an activation chosen by name.
+
+Layers multiply through :func:`fold_jax.perturb.matmul`, so a kernel may be a plain
+array or a lazy low-rank perturbation (fused zeroth-order evaluation). Layer ``i`` is
+named ``dense_i``; other modules (pruning, probes) rely on that order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
+
+from fold_jax import perturb
+
+__all__ = [
+    "ACTIVATIONS",
+    "INITIALIZERS",
+    "MLP",
+    "Dense",
+    "Net",
+    "activation",
+    "count_params",
+    "mlp",
+]
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "abs": jnp.abs,  # the "fold": reflects the input space about each hyperplane
+    "fold": jnp.abs,
+    "leaky_relu": jax.nn.leaky_relu,
+    "gelu": jax.nn.gelu,
+    "identity": lambda x: x,
+}
+
+INITIALIZERS: dict[str, Callable] = {
+    "lecun_normal": nn.initializers.lecun_normal(),
+    "he_normal": nn.initializers.he_normal(),
+    "glorot_normal": nn.initializers.glorot_normal(),
+    "glorot_uniform": nn.initializers.glorot_uniform(),
+}
+
+
+def _lookup(table: dict, name: str, argument: str):
+    if not isinstance(name, str) or name not in table:
+        raise ValueError(f"{argument}={name!r} is not known; allowed: {sorted(table)}")
+    return table[name]
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+    """The jax.nn activation called ``name`` (ValueError listing the names otherwise)."""
+    return _lookup(ACTIVATIONS, name, "activation")
+
+
+class Dense(nn.Module):
+    """``y = x @ kernel + bias`` with kernel (in, features); kernel may be LowRank."""
+
+    features: int
+    use_bias: bool = True
+    kernel_init: Callable = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        y = perturb.matmul(x, kernel)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y
+
+
+class MLP(nn.Module):
+    """Dense layers of ``widths`` (hidden..., outputs) with ``activation`` between them.
+
+    ``layer`` builds each dense layer (``layer(features, name=...)``), so binarized or
+    masked layers drop in without a second network class. Output is raw logits.
+    """
+
+    widths: Sequence[int]
+    activation: str = "relu"
+    layer: Callable[..., nn.Module] = Dense
+    kernel_init: str = "lecun_normal"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        act = activation(self.activation)
+        init = _lookup(INITIALIZERS, self.kernel_init, "kernel_init")
+        for i, width in enumerate(self.widths):
+            x = self.layer(width, kernel_init=init, name=f"dense_{i}")(x)
+            if i + 1 < len(self.widths):
+                x = act(x)
+        return x
+
+
+@dataclasses.dataclass(frozen=True)
+class Net:
+    """A flax module plus its input size: ``init(key) -> params``, ``apply(params, x)``.
+
+    Frozen and hashable, so it can be closed over or passed as a static argument.
+    """
+
+    module: nn.Module
+    in_features: int
+
+    def init(self, key: PRNGKeyArray) -> PyTree:
+        return self.module.init(key, jnp.zeros((1, self.in_features), jnp.float32))
+
+    def apply(self, params: PyTree, x: ArrayLike) -> Array:
+        """Logits (..., outputs) for inputs x (..., in_features)."""
+        shape = jnp.shape(x)
+        if len(shape) == 0 or shape[-1] != self.in_features:
+            raise ValueError(
+                f"x has shape {shape}; its last axis must be in_features={self.in_features}"
+            )
+        return self.module.apply(params, x)
+
+
+def mlp(
+    widths: Sequence[int],
+    activation: str = "relu",
+    *,
+    layer: Callable[..., nn.Module] = Dense,
+    kernel_init: str = "lecun_normal",
+) -> Net:
+    """An MLP from its full widths, input first: ``mlp((64, 128, 128, 10), "relu")``."""
+    if isinstance(widths, int | str) or not isinstance(widths, Sequence):
+        raise TypeError(f"widths must be a sequence of ints, got {type(widths).__name__}")
+    widths = tuple(widths)
+    if len(widths) < 2:
+        raise ValueError(f"widths={widths} needs at least (in_features, outputs): 2+ entries")
+    for w in widths:
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            raise ValueError(f"widths={widths}: every width must be a positive int")
+    _lookup(ACTIVATIONS, activation, "activation")
+    _lookup(INITIALIZERS, kernel_init, "kernel_init")
+    module = MLP(widths[1:], activation=activation, layer=layer, kernel_init=kernel_init)
+    return Net(module, widths[0])
+
+
+def count_params(params: PyTree) -> int:
+    """Total number of scalars in a parameter pytree."""
+    return int(sum(jnp.size(leaf) for leaf in jax.tree.leaves(params)))
