@@ -1,0 +1,48 @@
+"""What a benchmark suite looks like to the runner (:mod:`bench.run`).
+
+A suite is a module ``bench/suite_<name>.py`` with
+
+- ``FILE``: the results file stem its jobs write (``"races"`` -> ``results/races.csv``);
+- ``KEY``: the key columns identifying a row of ``FILE`` (a job is done when a row with
+  its ``Job.key`` values is there);
+- optionally ``KEYS``: ``{file_stem: key_columns}`` for other files its jobs write
+  (e.g. ``{"curves": [...]}``);
+- ``jobs(profile) -> Iterable[Job]`` for ``profile`` in ``PROFILES``.
+
+``Job.run()`` returns either a list of rows (dicts) for ``FILE`` or a dict
+``{file_stem: rows}`` for several files. The runner writes the other files first
+(replacing rows with the same key: they belong to this attempt) and ``FILE`` last, so
+a job interrupted between the writes is simply not done and reruns cleanly.
+Metadata columns (run_id, git commit, backend, ...) are added by
+:func:`fold_jax.results.append`; a row should nonetheless carry the key columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+__all__ = ["PROFILES", "Job", "Rows", "check_profile"]
+
+PROFILES = ("quick", "full")
+
+Rows = list[dict[str, Any]] | Mapping[str, list[dict[str, Any]]]
+
+
+class Job(NamedTuple):
+    """One unit of benchmark work: ``run() -> rows`` identified by ``key``.
+
+    ``label`` names it on the progress bar; ``cost`` is its expected relative run time
+    (seconds are a fine unit), used to weight the progress bar's time estimate.
+    """
+
+    key: dict[str, Any]
+    run: Callable[[], Rows]
+    label: str = ""
+    cost: float = 1.0
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is not known; allowed: {list(PROFILES)}")
+    return profile

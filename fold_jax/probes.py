@@ -1,0 +1,182 @@
+"""Probes of the essays' claims: vanishing gradients and multilabel heads.
+
+- Vanishing gradients: per-layer gradient norms of an MLP (``dense_i`` kernels, in
+  layer order) and the first/last ratio; per-layer cosines between a gradient
+  estimate (zeroth-order, forward-mode) and the true gradient.
+- Heads: what a softmax head does to a multilabel task. Softmax is trained on the
+  labels normalised to a distribution; its labels are then decided by a threshold on
+  the softmax probabilities or by top-k. :func:`label_metrics` scores either way with
+  the same exact-match and micro-F1 as :meth:`fold_jax.heads.Head.metrics`.
+
+Linear-region counting (folding) lives in :mod:`fold_jax.regions`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, ArrayLike, PyTree
+
+from fold_jax import nets, perturb
+
+__all__ = [
+    "deep_mlp",
+    "first_last_ratio",
+    "label_metrics",
+    "layer_cosines",
+    "layer_grad_norms",
+    "layer_names",
+    "layer_norms",
+    "normalized_targets",
+    "softmax_label_predictions",
+    "softmax_multilabel_loss",
+    "tree_cosine",
+]
+
+_DENSE = re.compile(r"dense_(\d+)$")
+
+
+def _layers(tree: PyTree) -> dict:
+    """The ``{"dense_i": {...}}`` dict of a flax params tree (with or without "params")."""
+    if isinstance(tree, dict) and "params" in tree and isinstance(tree["params"], dict):
+        tree = tree["params"]
+    if not isinstance(tree, dict) or not any(_DENSE.match(str(k)) for k in tree):
+        raise ValueError("params must be a fold_jax.nets params tree with dense_i layers "
+                         "({'params': {'dense_0': {'kernel', 'bias'}, ...}})")
+    return tree
+
+
+def layer_names(params: PyTree) -> list[str]:
+    """``["dense_0", "dense_1", ...]`` in layer order (numeric, so dense_10 follows dense_9)."""
+    names = [k for k in _layers(params) if _DENSE.match(str(k))]
+    return sorted(names, key=lambda k: int(_DENSE.match(k).group(1)))
+
+
+def layer_norms(grads: PyTree) -> Array:
+    """Frobenius norms (L,) of each ``dense_i`` kernel leaf of ``grads``, in layer order."""
+    layers = _layers(grads)
+    return jnp.stack([jnp.linalg.norm(perturb.materialize(layers[k]["kernel"]).ravel())
+                      for k in layer_names(grads)])
+
+
+def layer_grad_norms(loss: Callable[..., Array], params: PyTree, *args) -> Array:
+    """Per-layer gradient norms (L,): ``||d loss / d kernel_i||`` from ``jax.grad(loss)``.
+
+    ``loss(params, *args)`` is scalar; entry i belongs to ``dense_i`` (layer 0 is
+    next to the input, layer L-1 is the output layer).
+    """
+    return layer_norms(jax.grad(loss)(params, *args))
+
+
+def first_last_ratio(norms: ArrayLike) -> Array:
+    """``norms[0] / norms[-1]``: how much gradient reaches the first layer, relative to
+    the last (<< 1: vanishing, >> 1: exploding)."""
+    norms = jnp.asarray(norms)
+    if norms.ndim != 1 or norms.shape[0] < 2:
+        raise ValueError(f"norms has shape {norms.shape}; it must be (L,) with L >= 2")
+    return norms[0] / norms[-1]
+
+
+def _cosine(a: Array, b: Array) -> Array:
+    a, b = a.ravel(), b.ravel()
+    denom = jnp.linalg.norm(a) * jnp.linalg.norm(b)
+    return jnp.where(denom > 0, jnp.dot(a, b) / jnp.where(denom > 0, denom, 1.0), jnp.nan)
+
+
+def layer_cosines(estimate: PyTree, reference: PyTree) -> Array:
+    """Per-layer cosines (L,) between the ``dense_i`` kernels of two gradient trees.
+
+    NaN for a layer where either kernel gradient is exactly zero.
+    """
+    est, ref = _layers(estimate), _layers(reference)
+    names = layer_names(reference)
+    if layer_names(estimate) != names:
+        raise ValueError(f"estimate has layers {layer_names(estimate)}, reference {names}")
+    return jnp.stack([_cosine(perturb.materialize(est[k]["kernel"]),
+                              perturb.materialize(ref[k]["kernel"])) for k in names])
+
+
+def tree_cosine(a: PyTree, b: PyTree) -> Array:
+    """Cosine between two pytrees flattened to one vector each (every leaf counted)."""
+    va = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(a)])
+    vb = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(b)])
+    if va.shape != vb.shape:
+        raise ValueError(f"a has {va.size} entries, b has {vb.size}: they must match")
+    return _cosine(va, vb)
+
+
+def deep_mlp(
+    in_features: int, outputs: int, *, depth: int, width: int = 64, activation: str = "relu"
+) -> nets.Net:
+    """An MLP with ``depth`` hidden layers of ``width`` units (``depth + 1`` dense layers).
+
+    ``depth`` counts activations: ``depth=1`` is one hidden layer. Standard flax
+    (LeCun normal) initialisation, as :func:`fold_jax.nets.mlp`.
+    """
+    for name, value in (("depth", depth), ("width", width), ("in_features", in_features),
+                        ("outputs", outputs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be an int >= 1")
+    return nets.mlp((in_features, *(width,) * depth, outputs), activation)
+
+
+# --- heads: softmax on a multilabel task -------------------------------------------------
+
+
+def normalized_targets(labels: ArrayLike) -> Array:
+    """Multilabel labels (N, L) in {0, 1} as distributions: ``y / sum(y)``; a row with
+    no label on becomes uniform (softmax has no way to say "none")."""
+    y = jnp.asarray(labels, jnp.float32)
+    if y.ndim != 2:
+        raise ValueError(f"labels has shape {y.shape}; it must be (N, L) multilabel")
+    count = y.sum(-1, keepdims=True)
+    return jnp.where(count > 0, y / jnp.maximum(count, 1.0), 1.0 / y.shape[-1])
+
+
+def softmax_multilabel_loss(apply: Callable[[PyTree, Array], Array]) -> Callable[..., Array]:
+    """``loss(params, x, y)``: softmax cross-entropy against :func:`normalized_targets`."""
+
+    def loss(params: PyTree, x: ArrayLike, y: ArrayLike) -> Array:
+        return optax.softmax_cross_entropy(apply(params, x), normalized_targets(y)).mean()
+
+    return loss
+
+
+def softmax_label_predictions(
+    logits: ArrayLike, *, threshold: float | None = None, k: int | ArrayLike | None = None
+) -> Array:
+    """Label decisions (N, L) int from softmax probabilities of ``logits`` (N, L).
+
+    ``threshold``: label on when its softmax probability >= threshold (at most
+    ``floor(1 / threshold)`` labels can be on). ``k``: the k most probable labels
+    (an int, or (N,) per example, e.g. the true label counts: an oracle).
+    Give exactly one of the two.
+    """
+    if (threshold is None) == (k is None):
+        raise ValueError("give exactly one of threshold= or k=")
+    probs = jax.nn.softmax(jnp.asarray(logits), axis=-1)
+    if threshold is not None:
+        if not isinstance(threshold, int | float) or not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold={threshold!r} must be a number in (0, 1)")
+        return (probs >= threshold).astype(jnp.int32)
+    rank = jnp.argsort(jnp.argsort(-probs, axis=-1), axis=-1)  # 0 = most probable
+    k = jnp.asarray(k)
+    if k.ndim == 1:
+        k = k[:, None]
+    return (rank < k).astype(jnp.int32)
+
+
+def label_metrics(pred: ArrayLike, labels: ArrayLike) -> dict[str, Array]:
+    """``exact_match`` (every label right) and pooled ``micro_f1`` of decisions (N, L)."""
+    pred, truth = jnp.asarray(pred, jnp.int32), jnp.asarray(labels, jnp.int32)
+    if pred.shape != truth.shape or pred.ndim != 2:
+        raise ValueError(f"pred {pred.shape} and labels {truth.shape} must both be (N, L)")
+    tp = jnp.sum(pred * truth)
+    fp = jnp.sum(pred * (1 - truth))
+    fn = jnp.sum((1 - pred) * truth)
+    return {"exact_match": jnp.mean(jnp.all(pred == truth, axis=-1)),
+            "micro_f1": 2 * tp / jnp.maximum(2 * tp + fp + fn, 1)}

@@ -1,0 +1,150 @@
+"""Honest wall-clock timing of JAX callables.
+
+Compile is timed apart (``jax.jit(f).lower(*args).compile()``); the compiled
+executable is warmed up, each round runs enough back-to-back calls to last at
+least ``min_round_s`` and ends with ``jax.block_until_ready``; we report the median
+and inter-quartile range of the per-call time over rounds. FLOPs come from the
+compiled ``cost_analysis()`` and memory from ``memory_analysis()`` as
+argument + output + temp - alias bytes (its peak field is wrong on CPU); both are
+NaN where the backend gives none.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+__all__ = ["Timing", "aot", "calibrate", "flops", "mem_bytes", "measure", "time_rounds"]
+
+
+class Timing(NamedTuple):
+    """Seconds per call (median, IQR over ``rounds``), compile seconds, FLOPs, bytes."""
+
+    compile_s: float
+    median_s: float
+    iqr_s: float
+    rounds: int
+    flops: float
+    mem_bytes: float
+
+
+def aot(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
+    """Compile ``fn`` ahead of time for ``args``: ``(compiled, compile_s)``.
+
+    ``fn`` may be a plain function (jitted here) or already ``jax.jit``-ed (its
+    static arguments kept). Compile time includes tracing and lowering.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args, **kwargs).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def flops(compiled) -> float:
+    """FLOPs of one call from ``compiled.cost_analysis()`` (dict, list of dicts or None
+    across jax versions); NaN when absent."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # some backends raise instead of returning None
+        return math.nan
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        return math.nan
+    value = float(cost["flops"])
+    return value if value >= 0 else math.nan
+
+
+def mem_bytes(compiled) -> float:
+    """argument + output + temp - alias bytes of ``compiled``; NaN when absent."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:
+        return math.nan
+    if m is None:
+        return math.nan
+    try:
+        total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                 - m.alias_size_in_bytes)
+    except AttributeError:
+        return math.nan
+    return float(total)
+
+
+def _call(compiled, args) -> float:
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    return time.perf_counter() - t0
+
+
+def calibrate(compiled, args: tuple, *, min_round_s: float = 1e-3, warmup: int = 2
+              ) -> tuple[int, float]:
+    """Warm up, then ``(iterations, seconds_per_call)``: calls per round so that a
+    round lasts at least ``min_round_s``."""
+    for _ in range(max(warmup, 1)):
+        per_call = _call(compiled, args)
+    # re-estimate on a batch of calls: single-call time overstates tiny kernels
+    n = max(1, min(1000, int(min_round_s / max(per_call, 1e-9))))
+    t0 = time.perf_counter()
+    out = None
+    for _ in range(n):
+        out = compiled(*args)
+    jax.block_until_ready(out)
+    per_call = (time.perf_counter() - t0) / n
+    iterations = max(1, math.ceil(min_round_s / max(per_call, 1e-9)))
+    return iterations, per_call
+
+
+def time_rounds(compiled, args: tuple, *, iterations: int, rounds: int) -> np.ndarray:
+    """Per-call seconds of each of ``rounds`` rounds of ``iterations`` calls."""
+    times = np.empty(rounds)
+    for r in range(rounds):
+        out = None
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            out = compiled(*args)
+        jax.block_until_ready(out)
+        times[r] = (time.perf_counter() - t0) / iterations
+    return times
+
+
+def measure(
+    fn: Callable,
+    *args,
+    min_round_s: float = 1e-3,
+    min_rounds: int = 5,
+    max_rounds: int = 200,
+    max_time_s: float = 1.0,
+    warmup: int = 2,
+) -> Timing:
+    """Time ``fn(*args)``: compile apart, warm up, rounds >= ``min_round_s``.
+
+    Runs between ``min_rounds`` and ``max_rounds`` rounds, as many as fit in about
+    ``max_time_s`` seconds. ``fn`` may also be an already compiled executable
+    (``compile_s`` is then 0).
+    """
+    for value, argument in ((min_round_s, "min_round_s"), (max_time_s, "max_time_s")):
+        if not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"{argument}={value!r} must be a positive number of seconds")
+    for value, argument in ((min_rounds, "min_rounds"), (max_rounds, "max_rounds")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{argument}={value!r} must be a positive int")
+    if min_rounds > max_rounds:
+        raise ValueError(f"min_rounds={min_rounds} exceeds max_rounds={max_rounds}")
+    if isinstance(fn, jax.stages.Compiled):
+        compiled, compile_s = fn, 0.0
+    else:
+        compiled, compile_s = aot(fn, *args)
+    iterations, per_call = calibrate(compiled, args, min_round_s=min_round_s, warmup=warmup)
+    rounds = int(np.clip(max_time_s / max(per_call * iterations, 1e-9), min_rounds, max_rounds))
+    times = time_rounds(compiled, args, iterations=iterations, rounds=rounds)
+    q1, median, q3 = np.percentile(times, [25, 50, 75])
+    return Timing(compile_s, float(median), float(q3 - q1), rounds, flops(compiled),
+                  mem_bytes(compiled))

@@ -1,0 +1,46 @@
+"""nox sessions: tests, lint, bench (quick profile + report), report.
+
+``nox -s bench`` writes results/*.csv, results/REPORT.md and results/figures/. Pass
+options after ``--``: ``nox -s bench -- --profile full`` or ``-- --only races``.
+"""
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "tests"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+DEV = nox.project.dependency_groups(PYPROJECT, "dev")
+
+
+def _install(session: nox.Session) -> None:
+    session.install("-e", ".", *DEV)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The unit and property tests (CPU)."""
+    _install(session)
+    session.run("pytest", "-q", "tests", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the package, tests and benchmarks."""
+    session.install("ruff")
+    session.run("ruff", "check", "fold_jax", "tests", "bench", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Quick profile by default: kernel micro-benchmarks, suites, then the report."""
+    _install(session)
+    session.run("python", "-m", "bench.run", *session.posargs)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Rebuild results/REPORT.md and figures from the existing CSVs."""
+    _install(session)
+    session.run("python", "-m", "fold_jax.report", *session.posargs)

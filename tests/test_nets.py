@@ -1,0 +1,56 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fold_jax import nets, perturb
+
+
+def test_mlp_shapes_names_and_count(digits_net, digits_params):
+    layers = digits_params["params"]
+    assert sorted(layers) == ["dense_0", "dense_1", "dense_2"]
+    assert layers["dense_1"]["kernel"].shape == (128, 128)
+    assert nets.count_params(digits_params) == 64 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10
+    assert digits_net.apply(digits_params, jnp.ones((5, 64))).shape == (5, 10)
+
+
+@pytest.mark.parametrize("name", sorted(nets.ACTIVATIONS))
+def test_every_activation_runs_and_matches_jax_nn(name):
+    net = nets.mlp((3, 4, 2), name)
+    params = net.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (6, 3))
+    p = params["params"]
+    h = nets.activation(name)(x @ p["dense_0"]["kernel"] + p["dense_0"]["bias"])
+    expected = h @ p["dense_1"]["kernel"] + p["dense_1"]["bias"]
+    np.testing.assert_allclose(net.apply(params, x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dense_accepts_lowrank_kernels_fused(digits_net, digits_params):
+    k = jax.random.split(jax.random.key(2), 2)
+    p = digits_params["params"]
+    a = jax.random.normal(k[0], (128, 2))
+    b = jax.random.normal(k[1], (128, 2))
+    lazy = {"params": {**p, "dense_1": {**p["dense_1"],
+                                          "kernel": perturb.LowRank(p["dense_1"]["kernel"], a, b, 0.1)}}}
+    dense = {"params": {**p, "dense_1": {**p["dense_1"],
+                                           "kernel": perturb.materialize(lazy["params"]["dense_1"]["kernel"])}}}
+    x = jax.random.normal(jax.random.key(3), (4, 64))
+    np.testing.assert_allclose(digits_net.apply(lazy, x), digits_net.apply(dense, x), rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("widths", "activation", "error", "match"),
+    [((), "relu", ValueError, "widths"), ((64,), "relu", ValueError, "widths"),
+     ((64, 0, 10), "relu", ValueError, "widths"), ((64, -3, 10), "relu", ValueError, "widths"),
+     ((64, 2.5, 10), "relu", ValueError, "widths"), (64, "relu", TypeError, "widths"),
+     ((64, 10), "swish", ValueError, "sigmoid")],
+)
+def test_bad_construction(widths, activation, error, match):
+    with pytest.raises(error, match=match):
+        nets.mlp(widths, activation)
+
+
+def test_wrong_feature_size_names_x(digits_net, digits_params):
+    with pytest.raises(ValueError, match="in_features=64"):
+        digits_net.apply(digits_params, jnp.ones((3, 30)))
