@@ -30,10 +30,10 @@ def test_dense_accepts_lowrank_kernels_fused(digits_net, digits_params):
     p = digits_params["params"]
     a = jax.random.normal(k[0], (128, 2))
     b = jax.random.normal(k[1], (128, 2))
-    lazy = {"params": {**p, "dense_1": {**p["dense_1"],
-                                          "kernel": perturb.LowRank(p["dense_1"]["kernel"], a, b, 0.1)}}}
-    dense = {"params": {**p, "dense_1": {**p["dense_1"],
-                                           "kernel": perturb.materialize(lazy["params"]["dense_1"]["kernel"])}}}
+    layer = p["dense_1"]
+    lazy_kernel = perturb.LowRank(layer["kernel"], a, b, 0.1)
+    lazy = {"params": {**p, "dense_1": {**layer, "kernel": lazy_kernel}}}
+    dense = {"params": {**p, "dense_1": {**layer, "kernel": perturb.materialize(lazy_kernel)}}}
     x = jax.random.normal(jax.random.key(3), (4, 64))
     np.testing.assert_allclose(digits_net.apply(lazy, x), digits_net.apply(dense, x), rtol=1e-5,
                                atol=1e-5)
