@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-__all__ = ["Timing", "aot", "calibrate", "flops", "mem_bytes", "measure", "time_rounds"]
+__all__ = ["Timing", "aot", "calibrate", "flops", "measure", "mem_bytes", "time_rounds"]
 
 
 class Timing(NamedTuple):
@@ -102,14 +102,18 @@ def calibrate(compiled, args: tuple, *, min_round_s: float = 1e-3, warmup: int =
     return iterations, per_call
 
 
-def time_rounds(compiled, args: tuple, *, iterations: int, rounds: int) -> np.ndarray:
-    """Per-call seconds of each of ``rounds`` rounds of ``iterations`` calls."""
+def time_rounds(compiled, args: tuple, *, iterations: int, rounds: int,
+                block_each: bool = False) -> np.ndarray:
+    """Per-call seconds of each of ``rounds`` rounds of ``iterations`` calls (blocking
+    at the end of a round, or after every call with ``block_each``)."""
     times = np.empty(rounds)
     for r in range(rounds):
         out = None
         t0 = time.perf_counter()
         for _ in range(iterations):
             out = compiled(*args)
+            if block_each:
+                jax.block_until_ready(out)
         jax.block_until_ready(out)
         times[r] = (time.perf_counter() - t0) / iterations
     return times
@@ -123,12 +127,14 @@ def measure(
     max_rounds: int = 200,
     max_time_s: float = 1.0,
     warmup: int = 2,
+    block_each: bool = False,
 ) -> Timing:
     """Time ``fn(*args)``: compile apart, warm up, rounds >= ``min_round_s``.
 
     Runs between ``min_rounds`` and ``max_rounds`` rounds, as many as fit in about
-    ``max_time_s`` seconds. ``fn`` may also be an already compiled executable
-    (``compile_s`` is then 0).
+    ``max_time_s`` seconds. ``block_each`` waits for every call's result (the
+    pytest-benchmark convention) rather than once per round. ``fn`` may also be an
+    already compiled executable (``compile_s`` is then 0).
     """
     for value, argument in ((min_round_s, "min_round_s"), (max_time_s, "max_time_s")):
         if not isinstance(value, int | float) or not value > 0:
@@ -144,7 +150,8 @@ def measure(
         compiled, compile_s = aot(fn, *args)
     iterations, per_call = calibrate(compiled, args, min_round_s=min_round_s, warmup=warmup)
     rounds = int(np.clip(max_time_s / max(per_call * iterations, 1e-9), min_rounds, max_rounds))
-    times = time_rounds(compiled, args, iterations=iterations, rounds=rounds)
+    times = time_rounds(compiled, args, iterations=iterations, rounds=rounds,
+                        block_each=block_each)
     q1, median, q3 = np.percentile(times, [25, 50, 75])
     return Timing(compile_s, float(median), float(q3 - q1), rounds, flops(compiled),
                   mem_bytes(compiled))

@@ -1,0 +1,5 @@
+import sys
+
+from fold_jax.report import main
+
+sys.exit(main())
