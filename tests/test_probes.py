@@ -1,0 +1,117 @@
+"""Vanishing-gradient probes and softmax-on-multilabel helpers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fold_jax import heads, probes
+
+
+@pytest.fixture(scope="module")
+def batch():
+    kx, ky = jax.random.split(jax.random.key(0))
+    return jax.random.normal(kx, (32, 5)), jax.random.randint(ky, (32,), 0, 3)
+
+
+def _loss(net):
+    head = heads.Head("multiclass")
+    return lambda p, x, y: head.loss(net.apply(p, x), y)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_layer_grad_norms_equal_jax_grad(batch, activation):
+    net = probes.deep_mlp(5, 3, depth=11, width=4, activation=activation)
+    params = net.init(jax.random.key(1))
+    loss = _loss(net)
+    norms = probes.layer_grad_norms(loss, params, *batch)
+    grads = jax.grad(loss)(params, *batch)["params"]
+    expected = [np.linalg.norm(np.asarray(grads[f"dense_{i}"]["kernel"])) for i in range(12)]
+    assert norms.shape == (12,)  # dense_10, dense_11 come after dense_9: numeric order
+    np.testing.assert_allclose(np.asarray(norms), expected, rtol=1e-6)
+    assert probes.layer_names(params)[-3:] == ["dense_9", "dense_10", "dense_11"]
+    np.testing.assert_allclose(probes.first_last_ratio(norms), expected[0] / expected[-1],
+                               rtol=1e-6)
+    # also under jit (callers jit; nothing inside the probe forbids it)
+    jitted = jax.jit(lambda p, x, y: probes.layer_grad_norms(loss, p, x, y))(params, *batch)
+    np.testing.assert_allclose(np.asarray(jitted), expected, rtol=1e-5)
+
+
+def test_deep_sigmoid_gradient_vanishes_relu_does_not(batch):
+    ratios = {}
+    for activation in ("sigmoid", "relu"):
+        net = probes.deep_mlp(5, 3, depth=16, width=32, activation=activation)
+        norms = probes.layer_grad_norms(_loss(net), net.init(jax.random.key(0)), *batch)
+        ratios[activation] = float(probes.first_last_ratio(norms))
+    # sigmoid' <= 1/4 per layer: with LeCun init the product over 16 layers is tiny
+    assert ratios["sigmoid"] < 1e-4 < 1e-1 < ratios["relu"]
+
+
+def test_layer_cosines_properties():
+    net = probes.deep_mlp(5, 3, depth=2, width=4)
+    g = net.init(jax.random.key(0))
+    h = net.init(jax.random.key(1))
+    np.testing.assert_allclose(probes.layer_cosines(g, g), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(probes.layer_cosines(jax.tree.map(lambda x: -3.0 * x, g), g),
+                               -1.0, rtol=1e-6)
+    c = np.asarray(probes.layer_cosines(h, g))
+    assert c.shape == (3,) and np.all(np.abs(c) <= 1.0 + 1e-6)
+    manual = [np.dot(np.ravel(h["params"][k]["kernel"]), np.ravel(g["params"][k]["kernel"]))
+              / np.linalg.norm(h["params"][k]["kernel"]) / np.linalg.norm(g["params"][k]["kernel"])
+              for k in ("dense_0", "dense_1", "dense_2")]
+    np.testing.assert_allclose(c, manual, rtol=1e-5)
+    zero = jax.tree.map(jnp.zeros_like, g)
+    assert np.all(np.isnan(np.asarray(probes.layer_cosines(zero, g))))
+    np.testing.assert_allclose(probes.tree_cosine(g, g), 1.0, rtol=1e-6)
+
+
+def test_softmax_label_predictions_and_metrics():
+    logits = jnp.log(jnp.array([[0.6, 0.3, 0.1], [0.2, 0.45, 0.35], [0.34, 0.33, 0.33]]))
+    labels = jnp.array([[1, 1, 0], [0, 1, 1], [0, 0, 0]])
+    by_threshold = probes.softmax_label_predictions(logits, threshold=0.25)
+    np.testing.assert_array_equal(by_threshold, [[1, 1, 0], [0, 1, 1], [1, 1, 1]])
+    # above 1/2 at most one label can be on: a two-label row is never matched exactly
+    assert int(probes.softmax_label_predictions(logits, threshold=0.5).sum(-1).max()) <= 1
+    oracle = probes.softmax_label_predictions(logits, k=labels.sum(-1))
+    np.testing.assert_array_equal(oracle, labels)
+    m = probes.label_metrics(by_threshold, labels)
+    np.testing.assert_allclose(m["exact_match"], 2 / 3)
+    np.testing.assert_allclose(m["micro_f1"], 2 * 4 / (2 * 4 + 3 + 0))
+    # the same numbers as Head.metrics for sigmoid decisions
+    sig_logits = jax.random.normal(jax.random.key(0), (50, 4))
+    y = jax.random.bernoulli(jax.random.key(1), 0.4, (50, 4)).astype(jnp.int32)
+    head = heads.Head("multilabel").metrics(sig_logits, y, 0.7)
+    mine = probes.label_metrics(heads.Head("multilabel").predict(sig_logits, 0.7), y)
+    np.testing.assert_allclose(mine["exact_match"], head["accuracy"], rtol=1e-6)
+    np.testing.assert_allclose(mine["micro_f1"], head["micro_f1"], rtol=1e-6)
+
+
+def test_normalized_targets_and_loss():
+    y = jnp.array([[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 0]])
+    t = probes.normalized_targets(y)
+    np.testing.assert_allclose(t, [[0.5, 0, 0.5, 0], [0.25] * 4, [0, 1, 0, 0]])
+    net = probes.deep_mlp(3, 4, depth=1, width=4)
+    params = net.init(jax.random.key(0))
+    x = jnp.ones((3, 3))
+    loss = probes.softmax_multilabel_loss(net.apply)(params, x, y)
+    logp = jax.nn.log_softmax(net.apply(params, x))
+    np.testing.assert_allclose(loss, -(t * logp).sum(-1).mean(), rtol=1e-6)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="depth"):
+        probes.deep_mlp(2, 1, depth=0)
+    with pytest.raises(ValueError, match="width"):
+        probes.deep_mlp(2, 1, depth=2, width=0)
+    with pytest.raises(ValueError, match="activation"):
+        probes.deep_mlp(2, 1, depth=2, activation="swish")
+    with pytest.raises(ValueError, match="norms"):
+        probes.first_last_ratio(jnp.ones(1))
+    with pytest.raises(ValueError, match="threshold"):
+        probes.softmax_label_predictions(jnp.zeros((2, 3)), threshold=1.5)
+    with pytest.raises(ValueError, match="threshold"):
+        probes.softmax_label_predictions(jnp.zeros((2, 3)))
+    with pytest.raises(ValueError, match="labels"):
+        probes.normalized_targets(jnp.zeros(3))
+    with pytest.raises(ValueError, match="params"):
+        probes.layer_norms({"a": jnp.zeros(2)})
