@@ -97,7 +97,7 @@ def test_grid_regions_counts_and_bounds():
 
 
 def test_grid_regions_of_one_fold_is_two_halfplanes():
-    net, params = regions.tent_net(1, "abs")  # 1-D input: embed a 2-D grid by a plane
+    _net, params = regions.tent_net(1, "abs")  # 1-D input: embed a 2-D grid by a plane
     g = regions.grid_regions(params, [0.0], [1.0], [0.0], activation="abs", resolution=9)
     assert (g.n_patterns, g.n_components) == (2, 2)
 
