@@ -41,9 +41,24 @@ class Head:
         if self.kind not in KINDS:
             raise ValueError(f"kind={self.kind!r} is not known; allowed: {list(KINDS)}")
 
+    def _check(self, logits: ArrayLike, labels: ArrayLike | None = None) -> Array:
+        """Static shape checks (free under jit): a clear error instead of a broadcast."""
+        logits = jnp.asarray(logits)
+        if logits.ndim != 2 or logits.shape[0] == 0:
+            raise ValueError(f"logits has shape {logits.shape}; a {self.kind} head needs "
+                             "(N, outputs) with N >= 1")
+        if self.kind == "binary" and logits.shape[1] != 1:
+            raise ValueError(f"logits has shape {logits.shape}; a binary head needs (N, 1)")
+        if labels is not None:
+            want = logits.shape if self.kind == "multilabel" else logits.shape[:1]
+            if jnp.shape(labels) != want:
+                raise ValueError(f"labels has shape {jnp.shape(labels)}; for logits "
+                                 f"{logits.shape} a {self.kind} head needs {want}")
+        return logits
+
     def loss(self, logits: ArrayLike, labels: ArrayLike) -> Array:
         """Mean loss over the batch (multilabel: summed over labels first)."""
-        logits = jnp.asarray(logits)
+        logits = self._check(logits, labels)
         if self.kind == "binary":
             return optax.sigmoid_binary_cross_entropy(logits[..., 0], labels).mean()
         if self.kind == "multiclass":
@@ -59,6 +74,7 @@ class Head:
     def predict(self, logits: ArrayLike, threshold: float = 0.5) -> Array:
         """Hard predictions shaped like the labels."""
         threshold = _check_threshold(threshold)
+        logits = self._check(logits)
         if self.kind == "multiclass":
             return jnp.argmax(logits, axis=-1)
         on = (self.probs(logits) >= threshold).astype(jnp.int32)

@@ -59,3 +59,18 @@ def test_unknown_kind_lists_kinds():
         Head("regression")
     for k in KINDS:
         assert k in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "logits_shape", "labels_shape"),
+    [("multiclass", (0, 5), (0,)), ("multiclass", (4, 5), (3,)), ("binary", (4, 2), (4,)),
+     ("multilabel", (4, 3), (4,)), ("multiclass", (5,), (5,))],
+)
+def test_bad_shapes_name_the_argument(kind, logits_shape, labels_shape):
+    with pytest.raises(ValueError, match=r"logits|labels"):
+        Head(kind).loss(jnp.zeros(logits_shape), jnp.zeros(labels_shape, jnp.int32))
+
+
+def test_non_finite_logits_give_non_finite_loss_not_an_exception():
+    loss = Head("multiclass").loss(jnp.array([[jnp.nan, 0.0]]), jnp.array([0]))
+    assert not bool(jnp.isfinite(loss))
