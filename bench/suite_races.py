@@ -1,0 +1,268 @@
+"""Time-to-target races (AlgoPerf style): how long, how many steps and how many loss
+evaluations each method needs to reach a fixed test target, per task and variant.
+
+Every race trains through :func:`fold_jax.train.fit` (timed steps, untimed evaluation
+every ``EVAL_EVERY`` steps, compile timed apart) with a wall-clock ``budget_s`` and
+stops at the target. A miss counts as infinity (steps/evals/time_to_target = inf).
+
+Targets (``TARGETS``) are fixed per task from the tuned gradient baseline: Adam
+(learning rate best of {1e-3, 3e-3, 1e-2}) trained for 2000 steps, batch 128, on the
+race network, 3 seeds (``python -m bench.suite_races --calibrate`` reprints them). The
+target is the baseline's median best test metric minus a margin (2 points of accuracy /
+micro-F1, rounded down to 0.01), so the baseline reaches it reliably well inside
+the budget while it still demands a well-trained model; forward-only methods either
+get there or miss. Targets are constants on purpose: changing them invalidates every
+stored race, so do it only together with the results files.
+
+A job returns ``{"races": [row], "curves": rows}`` (see :mod:`bench.common`); curves
+rows hold one value per (evaluation, split, metric).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import optax
+
+from bench.common import Job, check_profile
+from fold_jax import methods, nets, tasks, train
+
+FILE = "races"
+KEY = ["task", "method", "variant", "seed", "budget_s", "backend", "device_kind", "n_devices"]
+KEYS = {"curves": ["task", "method", "variant", "seed", "budget_s", "step", "split", "metric",
+                   "backend", "device_kind", "n_devices"]}
+
+EVAL_EVERY = 25
+BATCH_SIZE = 128
+
+
+class Race(NamedTuple):
+    widths: tuple[int, ...]  # hidden widths used; first/last are set from the task
+    target_metric: str
+    target: float
+    adam_lr: float  # the tuned baseline's learning rate
+
+
+# Calibrated with `python -m bench.suite_races --calibrate` (2026-11-21, CPU, jax 0.10.2):
+# median best test metric of tuned Adam: digits 0.9750 (lr 1e-2), breast_cancer 0.9737
+# (3e-3), digit_attributes micro-F1 0.9760 (1e-3), spirals 0.9950 (1e-2).
+TARGETS: dict[str, Race] = {
+    "digits": Race((64, 32, 10), "accuracy", 0.95, 1e-2),
+    "breast_cancer": Race((30, 16, 1), "accuracy", 0.95, 3e-3),
+    "digit_attributes": Race((64, 32, 4), "micro_f1", 0.95, 1e-3),
+    "spirals": Race((2, 32, 32, 1), "accuracy", 0.97, 1e-2),
+}
+
+ALL_METHODS = ("adam", "sgd", "zo_gaussian", "zo_rademacher", "zo_sphere", "zo_lowrank",
+               "forward_gradient", "gld", "rso", "one_plus_one")
+VARIANTS = ("dense", "binarized", "pruned")
+# Each profile: seeds, budget and a list of (tasks, methods, variants) grids.
+# quick (~3-4 min on a loaded 2-core CPU, compile included): every method on digits, a
+# representative subset on the other tasks, and the variants on digits.
+PROFILE = {
+    "quick": dict(seeds=[0], budget_s=2.0, grids=[
+        (["digits"], ALL_METHODS, ["dense"]),
+        (["breast_cancer", "digit_attributes", "spirals"],
+         ["adam", "zo_gaussian", "forward_gradient", "gld"], ["dense"]),
+        (["digits"], ["adam", "zo_gaussian"], ["binarized", "pruned"]),
+    ]),
+    "full": dict(seeds=[0, 1, 2], budget_s=20.0, grids=[
+        (list(TARGETS), ALL_METHODS, VARIANTS),
+    ]),
+}
+SPARSITY = 0.8  # pruned variant: fraction of weights removed
+
+
+# ------------------------------------------------------------------------ methods
+
+
+def _zo(noise: str, rank: int | None = None, num_directions: int = 32, lr: float = 1e-2):
+    def make(loss, tx_wrap, mask, race=None):
+        options = dict(num_directions=num_directions, sigma=1e-3, noise=noise, rank=rank)
+        tx = tx_wrap(optax.adam(lr))
+        if hasattr(methods, "zeroth_order"):
+            if mask is not None:
+                options["mask"] = mask
+            return methods.zeroth_order(loss, tx, lr, **options)
+        from fold_jax import zo
+
+        vg = zo.value_and_grad(loss, mask=mask, **options)
+        return methods.descent(vg, tx, evals_per_step=vg.evals, name=f"zo_{noise}")
+
+    return make
+
+
+def _forward_gradient(num_directions: int = 8, lr: float = 1e-2):
+    def make(loss, tx_wrap, mask, race=None):
+        tx = tx_wrap(optax.adam(lr))
+        if hasattr(methods, "forward_gradient"):
+            return methods.forward_gradient(loss, tx, lr, num_directions)
+        from fold_jax import zo
+
+        vg = zo.forward_value_and_grad(loss, num_directions=num_directions)
+        return methods.descent(vg, tx, evals_per_step=vg.evals, name="forward_gradient")
+
+    return make
+
+
+def _gradient(opt: str, lr: float | None):
+    def make(loss, tx_wrap, mask, race=None):
+        rate = race.adam_lr if lr is None else lr
+        return methods.gradient(loss, tx_wrap(methods.optimizer(opt, rate)))
+
+    return make
+
+
+def _search(name: str, **options):
+    def make(loss, tx_wrap, mask, race=None):
+        from fold_jax import search
+
+        return getattr(search, name)(loss, **options)
+
+    return make
+
+
+# name -> (builder(loss, tx_wrap, zo_mask) -> Method, module it needs, handles pruning)
+METHODS: dict[str, tuple[Callable, str, bool]] = {
+    "adam": (_gradient("adam", None), "fold_jax.methods", True),
+    "sgd": (_gradient("momentum", 0.1), "fold_jax.methods", True),
+    "zo_gaussian": (_zo("gaussian"), "fold_jax.zo", True),
+    "zo_rademacher": (_zo("rademacher"), "fold_jax.zo", True),
+    "zo_sphere": (_zo("sphere"), "fold_jax.zo", True),
+    "zo_lowrank": (_zo("gaussian", rank=1), "fold_jax.zo", False),
+    "forward_gradient": (_forward_gradient(), "fold_jax.zo", False),
+    "gld": (_search("gld"), "fold_jax.search", False),
+    "rso": (_search("rso"), "fold_jax.search", False),
+    "one_plus_one": (_search("one_plus_one"), "fold_jax.search", False),
+}
+
+
+def _available(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------- one race
+
+
+def _model(task, race: Race, variant: str, seed: int):
+    """(apply, params, tx_wrap, zo_mask) of the race network in ``variant``."""
+    widths = (task.n_features, *race.widths[1:-1], task.n_outputs)
+    key = jax.random.key(seed)
+    if variant == "dense":
+        net = nets.mlp(widths, "relu")
+        return net.apply, net.init(key), (lambda tx: tx), None
+    from fold_jax import variants
+
+    v = variants.make(variant, widths, "relu", key=key,
+                      sparsity=SPARSITY if variant == "pruned" else None)
+    return v.net.apply, v.params, v.wrap_tx, v.zo_mask
+
+
+def _to_target(history, column: str, target: float, metric: str) -> dict[str, float]:
+    values = history[column].to_numpy()
+    hit = values <= target if metric == "loss" else values >= target
+    if not hit.any():
+        return {"steps_to_target": math.inf, "evals_to_target": math.inf,
+                "time_to_target_s": math.inf}
+    first = history.iloc[int(np.argmax(hit))]
+    return {"steps_to_target": float(first["step"]), "evals_to_target": float(first["evals"]),
+            "time_to_target_s": float(first["elapsed_s"])}
+
+
+def _curves(history, key: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    columns = [c for c in history.columns if c not in ("step", "evals", "elapsed_s")]
+    for record in history.to_dict("records"):
+        for column in columns:
+            split, _, metric = column.partition("_")
+            if not math.isfinite(record[column]):
+                continue
+            rows.append({**key, "step": int(record["step"]), "evals": int(record["evals"]),
+                         "elapsed_s": float(record["elapsed_s"]), "split": split,
+                         "metric": metric, "value": float(record[column])})
+    return rows
+
+
+def race(task_name: str, method: str, variant: str, seed: int, budget_s: float
+         ) -> dict[str, list[dict[str, Any]]]:
+    """Run one race; ``{"races": [row], "curves": rows}``."""
+    spec = TARGETS[task_name]
+    task = tasks.get(task_name)
+    apply, params, tx_wrap, mask = _model(task, spec, variant, seed)
+    build, _, _ = METHODS[method]
+    m = build(task.loss_fn(apply), tx_wrap, mask, spec)
+    result = train.fit(m, params, task, apply=apply, budget_s=budget_s,
+                       batch_size=min(BATCH_SIZE, task.n_train), eval_every=EVAL_EVERY,
+                       target=spec.target, target_metric=spec.target_metric, seed=seed)
+    h = result.history
+    column = f"test_{spec.target_metric}"
+    key = {"task": task_name, "method": method, "variant": variant, "seed": seed,
+           "budget_s": budget_s}
+    row = {**key, "target_metric": spec.target_metric, "target": spec.target,
+           "reached": bool(result.reached), **_to_target(h, column, spec.target,
+                                                         spec.target_metric),
+           "compile_s": result.compile_s, "final_test_metric": float(h[column].iloc[-1]),
+           "n_params": nets.count_params(params), "steps_run": int(h["step"].iloc[-1]),
+           "evals_run": int(h["evals"].iloc[-1]), "elapsed_s": float(h["elapsed_s"].iloc[-1]),
+           "final_test_loss": float(h["test_loss"].iloc[-1]),
+           "evals_per_step": float(h["evals"].iloc[-1] / max(h["step"].iloc[-1], 1))}
+    return {"races": [row], "curves": _curves(h, key)}
+
+
+def jobs(profile: str) -> Iterator[Job]:
+    """The races of ``profile`` (pruned x methods that cannot keep a mask are left out)."""
+    p = PROFILE[check_profile(profile)]
+    grid = [(t, m, v) for tasks_, methods_, variants_ in p["grids"] for t in tasks_
+            for m in methods_ for v in variants_ if v != "pruned" or METHODS[m][2]]
+    missing = sorted({METHODS[m][1] for _, m, _ in grid if not _available(METHODS[m][1])})
+    if any(v != "dense" for *_, v in grid) and not _available("fold_jax.variants"):
+        missing.append("fold_jax.variants")
+    if missing:
+        print(f"races: skipping jobs that need the missing modules {missing}")
+    cost = p["budget_s"] + 5.0  # budget + compile + evaluation, seconds
+    for task_name, method, variant in grid:
+        if METHODS[method][1] in missing or (variant != "dense"
+                                             and "fold_jax.variants" in missing):
+            continue
+        for seed in p["seeds"]:
+            key = {"task": task_name, "method": method, "variant": variant, "seed": seed,
+                   "budget_s": p["budget_s"]}
+            yield Job(key, lambda a=(task_name, method, variant, seed, p["budget_s"]): race(*a),
+                      f"{task_name}/{method}/{variant}/s{seed}", cost)
+
+
+def calibrate(steps: int = 2000, seeds=(0, 1, 2), margin: float = 0.02) -> dict[str, float]:
+    """Re-derive ``TARGETS`` from tuned Adam (see module docstring); prints a table."""
+    out = {}
+    for name, spec in TARGETS.items():
+        task = tasks.get(name)
+        best = []
+        for lr in (1e-3, 3e-3, 1e-2):
+            finals = []
+            for seed in seeds:
+                apply, params, _, _ = _model(task, spec, "dense", seed)
+                m = methods.gradient(task.loss_fn(apply), optax.adam(lr))
+                r = train.fit(m, params, task, apply=apply, steps=steps, eval_every=100,
+                              batch_size=min(BATCH_SIZE, task.n_train), seed=seed)
+                finals.append(float(r.history[f"test_{spec.target_metric}"].max()))
+            best.append((float(np.median(finals)), lr))
+        value, lr = max(best)
+        out[name] = math.floor((value - margin) * 100) / 100
+        print(f"{name}: tuned adam lr={lr:g} median best test {spec.target_metric}={value:.4f}"
+              f" -> target {out[name]:.2f}")
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    if "--calibrate" in sys.argv:
+        calibrate()
