@@ -22,6 +22,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from bench.common import PROFILES, Job
 
@@ -98,18 +99,20 @@ def _run_kernels(args) -> tuple[bool, str]:
     return False, "\n".join(lines[-40:])
 
 
-def main(argv: list[str] | None = None) -> int:
-    suites = discover()
+def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None) -> int:
+    """Command-line entry; ``suites`` (name -> suite module) replaces discovery (tests)."""
+    modules = dict(suites) if suites is not None else {}
+    names = list(modules) if suites is not None else discover()
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=PROFILES, default="quick")
     parser.add_argument("--only", default=None,
-                        help=f"comma-separated parts: {', '.join([KERNELS, *suites])}")
+                        help=f"comma-separated parts: {', '.join([KERNELS, *names])}")
     parser.add_argument("-k", default=None, help="run only jobs whose label contains this")
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args(argv)
-    parts = [KERNELS, *suites]
+    parts = names if suites is not None else [KERNELS, *names]
     if args.only:
         chosen = [p.strip() for p in args.only.split(",") if p.strip()]
         bad = [p for p in chosen if p not in parts]
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  KERNELS_COST[args.profile])))
                 continue
             try:
-                suite = importlib.import_module(f"bench.suite_{name}")
+                suite = modules.get(name) or importlib.import_module(f"bench.suite_{name}")
                 todo, n_done = pending(suite, args.profile, args.results_dir, args.k)
             except Exception as e:
                 failures.append(f"{name}: cannot list jobs: {_message(e)}")

@@ -1,0 +1,211 @@
+"""fold_jax.results: schema, metadata, atomic resumable appends, validated loading."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+from fold_jax import results
+
+KEY = ["task", "method", "variant", "seed", "budget_s"]
+
+
+def race_row(seed, method="adam", **extra):
+    return {"task": "digits", "method": method, "variant": "dense", "seed": seed,
+            "target_metric": "accuracy", "target": 0.95, "reached": seed % 2 == 0,
+            "steps_to_target": 100.0 if seed % 2 == 0 else math.inf, "evals_to_target": 100.0,
+            "time_to_target_s": 0.5, "compile_s": 1.0, "final_test_metric": 0.96,
+            "budget_s": 2.0, "n_params": 2410, **extra}
+
+
+def test_metadata_has_every_column_and_one_run_id():
+    a, b = results.metadata(), results.metadata()
+    assert set(results.META_COLUMNS) <= set(a)
+    assert a["run_id"] == b["run_id"] == results.run_id()
+    assert a["n_devices"] >= 1 and a["backend"] in ("cpu", "gpu", "tpu", "cuda", "rocm")
+    assert a["git_commit"] == "unknown" or len(a["git_commit"]) == 40
+
+
+def test_append_load_round_trip_with_metadata(tmp_path):
+    assert results.append("races", [race_row(0), race_row(1)], key=KEY,
+                          results_dir=tmp_path) == 2
+    frame = results.load(tmp_path)["races"]
+    assert list(frame.columns[: len(results.META_COLUMNS)]) == list(results.META_COLUMNS)
+    assert len(frame) == 2 and frame["seed"].tolist() == [0, 1]
+    assert frame["steps_to_target"].iloc[1] == math.inf
+    assert frame["reached"].tolist() == [True, False]
+    assert isinstance(results.load(tmp_path / "races.csv"), pd.DataFrame)
+
+
+def test_duplicates_are_dropped_across_and_within_appends(tmp_path):
+    results.append("races", [race_row(0), race_row(0), race_row(1)], key=KEY,
+                   results_dir=tmp_path)
+    # same keys with other spellings: 2.0 vs "2", 0 vs 0.0
+    again = [race_row(0.0, budget_s="2"), race_row(2)]
+    assert results.append("races", again, key=KEY, results_dir=tmp_path) == 1
+    frame = results.load(tmp_path)["races"]
+    assert sorted(frame["seed"]) == [0, 1, 2]
+    assert results.done("races", {"task": "digits", "method": "adam", "seed": 2},
+                        results_dir=tmp_path)
+    assert not results.done("races", {"task": "digits", "method": "sgd", "seed": 2},
+                            results_dir=tmp_path)
+    assert not results.done("races", {"task": "x"}, results_dir=tmp_path / "none")
+
+
+def test_none_and_nan_keys_match(tmp_path):
+    row = {"bench": "b", "method": "m", "variant": "dense", "n_params": 10, "batch_size": 4,
+           "num_directions": None, "rank": None, "sparsity": None, "dtype": "float32",
+           **{c: 1.0 for c in ("compile_s", "step_median_s", "step_iqr_s", "rounds",
+                               "evals_per_s", "flops", "mem_bytes", "inference_equiv_s",
+                               "frac_of_inference")}}
+    key = ["bench", "method", "num_directions", "rank", "sparsity"]
+    assert results.append("kernels", [row], key=key, results_dir=tmp_path) == 1
+    assert results.append("kernels", [{**row, "rank": float("nan")}], key=key,
+                          results_dir=tmp_path) == 0
+    assert results.done("kernels", {"bench": "b", "rank": None}, results_dir=tmp_path)
+
+
+def test_replace_keeps_one_row_per_key_with_the_new_values(tmp_path):
+    results.append("races", [race_row(0), race_row(1)], key=KEY, results_dir=tmp_path)
+    results.append("races", [race_row(1, n_params=7)], key=KEY, results_dir=tmp_path,
+                   replace=True)
+    frame = results.load(tmp_path)["races"]
+    assert sorted(frame["seed"]) == [0, 1]
+    assert frame.set_index("seed").loc[1, "n_params"] == 7
+
+
+def test_new_columns_extend_old_rows_with_nan(tmp_path):
+    results.append("races", [race_row(0)], key=KEY, results_dir=tmp_path)
+    results.append("races", [race_row(1, extra_col=3.5)], key=KEY, results_dir=tmp_path)
+    frame = results.load(tmp_path)["races"]
+    assert math.isnan(frame["extra_col"].iloc[0]) and frame["extra_col"].iloc[1] == 3.5
+
+
+def test_bad_rows_raise_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="lacks columns"):
+        results.append("races", [race_row(0), {"task": "digits"}], key=KEY,
+                       results_dir=tmp_path)
+    assert not (tmp_path / "races.csv").exists()
+    with pytest.raises(TypeError, match="key"):
+        results.append("races", [race_row(0)], key="task", results_dir=tmp_path)
+    with pytest.raises(ValueError, match="name"):
+        results.append("../x", [race_row(0)], key=KEY, results_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda text: text.replace("final_test_metric", "final_metric"),
+         r"races\.csv: missing core columns \['final_test_metric'\]"),
+        (lambda text: text + "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q,r,s,t,u,v,w,x,y,z,aa,bb\n",
+         r"races\.csv: unparsable rows.*line 4"),
+        (lambda text: text.replace(",2410", ",many", 2).replace(",many", ",2410", 1),
+         r"races\.csv: row 2 \(line 3\): column 'n_params' must be num, got 'many'"),
+        (lambda text: text.replace(",True,", ",maybe,", 1),
+         r"races\.csv: row 1 \(line 2\): column 'reached' must be bool"),
+        (lambda text: "", r"races\.csv: empty file"),
+    ],
+)
+def test_malformed_file_names_file_and_row(tmp_path, mutate, message):
+    results.append("races", [race_row(0), race_row(1)], key=KEY, results_dir=tmp_path)
+    path = tmp_path / "races.csv"
+    path.write_text(mutate(path.read_text()))
+    with pytest.raises(ValueError, match=message):
+        results.load(tmp_path)
+    before = path.read_text()
+    with pytest.raises(ValueError, match=message):  # append refuses to build on it
+        results.append("races", [race_row(5)], key=KEY, results_dir=tmp_path)
+    assert path.read_text() == before
+
+
+def test_unwritable_results_dir_names_the_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OSError, match=r"cannot create results directory .*file"):
+        results.append("races", [race_row(0)], key=KEY, results_dir=blocker / "sub")
+    if os.geteuid() != 0:  # root ignores permission bits
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(PermissionError, match="locked"):
+            results.append("races", [race_row(0)], key=KEY, results_dir=locked)
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
+    results.append("races", [race_row(0)], key=KEY, results_dir=tmp_path)
+    before = (tmp_path / "races.csv").read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results.os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        results.append("races", [race_row(1)], key=KEY, results_dir=tmp_path)
+    assert (tmp_path / "races.csv").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["races.csv"]
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from fold_jax import results
+    out, start, stop, pause = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    have = results.done_keys("curves", ["seed", "step"], out)
+    for step in range(start, stop):
+        if ("0", str(step)) in have:
+            continue
+        rows = [{"task": "t", "method": "m", "variant": "dense", "seed": 0, "step": step,
+                 "evals": step, "elapsed_s": 0.1 * step, "split": "test", "metric": "acc",
+                 "value": 0.5, "pad": "x" * 2000} for _ in range(3)]
+        results.append("curves", rows, key=["seed", "step"], results_dir=out)
+        time.sleep(pause)
+    print("finished", flush=True)
+""")
+
+
+def _writer(out, start, stop, pause):
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(out), str(start), str(stop),
+                             str(pause)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _rows_on_disk(path):
+    try:
+        return len(results.load(path))
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_writer_resumes_without_loss_or_duplicates(tmp_path, sig):
+    path = tmp_path / "curves.csv"
+    proc = _writer(tmp_path, 0, 40, 0.0)
+    deadline = time.time() + 60
+    while _rows_on_disk(path) < 10 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    proc.communicate(timeout=30)
+    seen = results.load(path)  # never torn, whatever the moment of the kill
+    saved = set(seen["step"])
+    assert len(seen) == len(saved) and len(saved) >= 10
+    rerun = _writer(tmp_path, 0, 40, 0.0)
+    _, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    final = results.load(path)
+    assert sorted(final["step"]) == list(range(40))  # nothing lost, nothing doubled
+    kept = final[final["step"].isin(saved)]
+    assert (kept["run_id"] == seen.set_index("step").loc[kept["step"], "run_id"].values).all()
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    procs = [_writer(tmp_path, 0, 15, 0.0), _writer(tmp_path, 15, 30, 0.0)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert sorted(results.load(tmp_path / "curves.csv")["step"]) == list(range(30))
