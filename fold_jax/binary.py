@@ -1,0 +1,396 @@
+"""Binarized networks: sign with a straight-through gradient, bit packing, XNOR matmul.
+
+Conventions (used by every function here):
+
+- ``sign(x)`` is +1 for ``x >= 0`` (so sign(0) = +1) and -1 otherwise.
+- A {-1, +1} value is stored as one bit: bit 1 means -1, bit 0 means +1 (the float
+  sign-bit convention). Along the packed axis, element ``k`` lives in word ``k // W``,
+  bit ``k % W`` (least significant first), ``W`` = ``word_bits`` (32, or 64 when
+  ``jax_enable_x64`` is on; without x64 JAX has no uint64, so 64 raises ValueError).
+- Padding bits (when K is not a multiple of W) are 0 in both operands, so their XOR is
+  0 and ``popcount`` ignores them; the padding correction is to use the true ``k``
+  in ``dot = k - 2 * popcount(a XOR b)``, not ``words * W``.
+
+Training follows BinaryConnect (latent real weights, forward with their sign, STE
+gradient where ``|w| <= 1``, latents clipped to [-1, 1] by :func:`clip_latent`), with
+the XNOR-Net per-output scale ``alpha = mean |W|`` and BNN binarized activations as
+options. :func:`pack_mlp` / :func:`packed_apply` run a trained binarized MLP with
+weights stored at 1 bit each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
+
+from fold_jax import nets
+from fold_jax.methods import Method
+
+__all__ = [
+    "BinaryDense",
+    "FlipState",
+    "PackedLayer",
+    "PackedMLP",
+    "binary_layer",
+    "clip_latent",
+    "flip_search",
+    "pack",
+    "pack_mlp",
+    "packed_apply",
+    "sign",
+    "sign_ste",
+    "unpack",
+    "xnor_matmul",
+]
+
+
+def sign(x: ArrayLike) -> Array:
+    """Elementwise sign in {-1, +1} with sign(0) = +1, same dtype as x (no gradient)."""
+    x = jnp.asarray(x)
+    return jnp.where(x >= 0, 1, -1).astype(x.dtype)
+
+
+@jax.custom_vjp
+def sign_ste(x: Array) -> Array:
+    """:func:`sign` forward; straight-through gradient ``g * (|x| <= 1)`` backward."""
+    return sign(x)
+
+
+def _ste_fwd(x):
+    return sign(x), x
+
+
+def _ste_bwd(x, g):
+    return (jnp.where(jnp.abs(x) <= 1, g, jnp.zeros_like(g)),)
+
+
+sign_ste.defvjp(_ste_fwd, _ste_bwd)
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def _word_dtype(word_bits: int):
+    if word_bits == 32:
+        return jnp.uint32
+    if word_bits == 64:
+        if not jax.config.jax_enable_x64:
+            raise ValueError("word_bits=64 needs jax_enable_x64 (JAX has no uint64 without "
+                             "it); allowed: 32, or 64 under jax.enable_x64(True)")
+        return jnp.uint64
+    raise ValueError(f"word_bits={word_bits!r}; allowed: 32, 64")
+
+
+def _axis(axis: int, ndim: int) -> int:
+    if not isinstance(axis, int | np.integer) or not -ndim <= axis < ndim:
+        raise ValueError(f"axis={axis!r} out of range for a {ndim}-D array")
+    return int(axis) % ndim
+
+
+def pack(x: ArrayLike, axis: int = -1, *, word_bits: int = 32) -> Array:
+    """Signs of x packed along ``axis``: (..., K, ...) -> (..., ceil(K/W), ...) words.
+
+    Any real x is accepted and binarized with :func:`sign` (sign(0) = +1).
+    """
+    dtype = _word_dtype(word_bits)
+    x = jnp.asarray(x)
+    if x.ndim == 0:
+        raise ValueError("x must have at least one axis to pack")
+    axis = _axis(axis, x.ndim)
+    x = jnp.moveaxis(x, axis, -1)
+    k = x.shape[-1]
+    words = -(-k // word_bits)
+    bits = (x < 0).astype(dtype)
+    bits = jnp.pad(bits, [(0, 0)] * (x.ndim - 1) + [(0, words * word_bits - k)])
+    bits = bits.reshape(*x.shape[:-1], words, word_bits)
+    shifts = jnp.arange(word_bits, dtype=dtype)
+    packed = jnp.sum(bits << shifts, axis=-1, dtype=dtype)  # disjoint bits: sum == or
+    return jnp.moveaxis(packed, -1, axis)
+
+
+def unpack(packed: ArrayLike, k: int, axis: int = -1, *, dtype=jnp.float32) -> Array:
+    """Exact inverse of :func:`pack`: words along ``axis`` -> k values in {-1, +1}."""
+    packed = jnp.asarray(packed)
+    if packed.dtype not in (jnp.uint32, jnp.uint64):
+        raise ValueError(f"packed must be uint32 or uint64 words, got {packed.dtype}")
+    word_bits = 8 * packed.dtype.itemsize
+    axis = _axis(axis, packed.ndim)
+    words = packed.shape[axis]
+    if not isinstance(k, int | np.integer) or not (words - 1) * word_bits < k <= words * word_bits:
+        raise ValueError(f"k={k!r} does not fit {words} words of {word_bits} bits; allowed: "
+                         f"{(words - 1) * word_bits + 1}..{words * word_bits}")
+    p = jnp.moveaxis(packed, axis, -1)
+    shifts = jnp.arange(word_bits, dtype=packed.dtype)
+    bits = (p[..., None] >> shifts) & jnp.asarray(1, packed.dtype)
+    bits = bits.reshape(*p.shape[:-1], words * word_bits)[..., :k]
+    values = (1 - 2 * bits.astype(jnp.int32)).astype(dtype)
+    return jnp.moveaxis(values, -1, axis)
+
+
+def xnor_matmul(a: ArrayLike, b: ArrayLike, k: int, *, block_m: int | None = 256) -> Array:
+    """``sign(x) @ sign(w)`` from packed operands, exactly, as int32 (M, N).
+
+    a: (M, words) = ``pack(x, axis=-1)``, x (M, k); b: (words, N) = ``pack(w, axis=0)``,
+    w (k, N). ``dot = k - 2 * popcount(a XOR b)``: a ``lax.scan`` over the words adds one
+    (rows, N) popcount plane per word, and ``lax.map`` runs row blocks of ``block_m``
+    (None: all rows at once), so no (M, N, words) array is ever built; the largest
+    intermediate is (block_m, N) int32.
+    """
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"a and b must be 2-D packed words, got shapes {a.shape}, {b.shape}")
+    if a.dtype != b.dtype or a.dtype not in (jnp.uint32, jnp.uint64):
+        raise ValueError(f"a and b must be packed words of one dtype (uint32/uint64), got "
+                         f"{a.dtype}, {b.dtype}")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"packed shapes do not match: a {a.shape} has {a.shape[1]} words, "
+                         f"b {b.shape} has {b.shape[0]}")
+    word_bits = 8 * a.dtype.itemsize
+    words = a.shape[1]
+    if not isinstance(k, int | np.integer) or not (words - 1) * word_bits < k <= words * word_bits:
+        raise ValueError(f"k={k!r} does not match {words} words of {word_bits} bits")
+    if block_m is not None and (not isinstance(block_m, int) or block_m < 1):
+        raise ValueError(f"block_m={block_m!r} must be a positive int or None")
+    m, n = a.shape[0], b.shape[1]
+
+    def rows(a_blk):  # (rows, words) -> (rows, n) mismatch counts
+        def add_word(acc, ab):
+            aw, bw = ab
+            return acc + jax.lax.population_count(aw[:, None] ^ bw[None, :]).astype(jnp.int32), None
+
+        acc0 = jnp.zeros((a_blk.shape[0], n), jnp.int32)
+        acc, _ = jax.lax.scan(add_word, acc0, (a_blk.T, b))
+        return acc
+
+    if block_m is None or m <= block_m:
+        mismatches = rows(a)
+    else:
+        blocks = -(-m // block_m)
+        a_pad = jnp.pad(a, ((0, blocks * block_m - m), (0, 0)))
+        mismatches = jax.lax.map(rows, a_pad.reshape(blocks, block_m, words))
+        mismatches = mismatches.reshape(blocks * block_m, n)[:m]
+    return jnp.int32(k) - 2 * mismatches
+
+
+# ---------------------------------------------------------------------------- layers
+
+
+def _binarize_kernel(kernel: Array, scale: bool) -> Array:
+    if kernel.ndim != 2:
+        raise ValueError(f"kernel must be 2-D (in, out), got shape {kernel.shape}")
+    w = sign_ste(kernel)
+    if scale:
+        w = w * jnp.mean(jnp.abs(kernel), axis=0)
+    return w
+
+
+class BinaryDense(nn.Module):
+    """Dense layer with sign-binarized weights (BinaryConnect; latent kernel is real).
+
+    ``scale``: multiply output column j by ``alpha_j = mean_i |W_ij|`` (XNOR-Net).
+    ``binarize_input``: also binarize the input with :func:`sign_ste` (BNN).
+    """
+
+    features: int
+    use_bias: bool = True
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    scale: bool = True
+    binarize_input: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        if self.binarize_input:
+            x = sign_ste(x)
+        y = x @ _binarize_kernel(kernel, self.scale)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y
+
+
+def binary_layer(*, scale: bool = True, binarize_activations: bool = False) -> Callable:
+    """A layer factory for ``nets.mlp(..., layer=binary_layer(...))``.
+
+    With ``binarize_activations`` every layer but the first (``dense_0``, which sees the
+    real-valued input) binarizes its input; use it with activation "identity" or "tanh"
+    (sign of a ReLU output is always +1).
+    """
+
+    def make(features: int, *, name: str, **kwargs) -> BinaryDense:
+        bin_in = bool(binarize_activations) and name != "dense_0"
+        return BinaryDense(features, scale=scale, binarize_input=bin_in, name=name, **kwargs)
+
+    return make
+
+
+def clip_latent(limit: float = 1.0) -> optax.GradientTransformation:
+    """Optax transform keeping 2-D (kernel) leaves of ``params + updates`` in [-limit, limit].
+
+    Chain it last: ``optax.chain(optax.adam(1e-3), clip_latent())``. Needs ``params``.
+    """
+    if not isinstance(limit, int | float) or not limit > 0:
+        raise ValueError(f"limit={limit!r} must be a positive number")
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("clip_latent needs params: call tx.update(grads, state, params)")
+
+        def clip(u, p):
+            if jnp.ndim(p) < 2:
+                return u
+            return jnp.clip(p + u, -limit, limit) - p
+
+        return jax.tree.map(clip, updates, params), state
+
+    return optax.GradientTransformation(init, update)
+
+
+# ------------------------------------------------------------------ packed inference
+
+
+class PackedLayer(NamedTuple):
+    """One layer stored at 1 bit per weight: kernel (words, out) words, k = fan-in."""
+
+    kernel: Array
+    alpha: Array | None
+    bias: Array | None
+    k: int
+    binarize_input: bool
+
+
+class PackedMLP(NamedTuple):
+    layers: tuple[PackedLayer, ...]
+    activation: str
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the packed kernels (alpha and bias not included)."""
+        return int(sum(layer.kernel.size * layer.kernel.dtype.itemsize for layer in self.layers))
+
+
+def pack_mlp(
+    params: PyTree,
+    activation: str = "relu",
+    *,
+    scale: bool = True,
+    binarize_activations: bool = False,
+    word_bits: int = 32,
+) -> PackedMLP:
+    """Pack a trained :class:`BinaryDense` MLP (params of ``nets.mlp`` with binary layers)."""
+    nets.activation(activation)
+    p = params["params"] if "params" in params else params
+    layers = []
+    for i in range(len(p)):
+        name = f"dense_{i}"
+        if name not in p:
+            raise ValueError(f"params has no layer {name!r}; layers must be dense_0..dense_n")
+        kernel = jnp.asarray(p[name]["kernel"])
+        if kernel.ndim != 2:
+            raise ValueError(f"params[{name!r}]['kernel'] must be 2-D, got {kernel.shape}")
+        alpha = jnp.mean(jnp.abs(kernel), axis=0) if scale else None
+        layers.append(PackedLayer(pack(kernel, axis=0, word_bits=word_bits), alpha,
+                                  p[name].get("bias"), int(kernel.shape[0]),
+                                  bool(binarize_activations) and i > 0))
+    return PackedMLP(tuple(layers), activation)
+
+
+def packed_apply(packed: PackedMLP, x: ArrayLike) -> Array:
+    """Logits of a packed binarized MLP; equals ``net.apply`` of the latent params.
+
+    Layers with a binarized input (BNN hidden layers) run :func:`xnor_matmul` on packed
+    activations (fully 1-bit). Layers with a real input (the first layer, and every
+    layer without binarized activations) unpack their 1-bit weights to {-1, +1} floats
+    and do a float matmul: storage is 1 bit, compute is f32.
+    """
+    act = nets.activation(packed.activation)
+    h = jnp.asarray(x, jnp.float32)
+    for i, layer in enumerate(packed.layers):
+        if layer.binarize_input:
+            bits = pack(h, axis=-1, word_bits=8 * layer.kernel.dtype.itemsize)
+            y = xnor_matmul(bits.reshape(-1, bits.shape[-1]), layer.kernel, layer.k)
+            y = y.reshape(*h.shape[:-1], -1).astype(jnp.float32)
+        else:
+            y = h @ unpack(layer.kernel, layer.k, axis=0)
+        if layer.alpha is not None:
+            y = y * layer.alpha
+        if layer.bias is not None:
+            y = y + layer.bias
+        h = act(y) if i + 1 < len(packed.layers) else y
+    return h
+
+
+# -------------------------------------------------------------- sign-space search
+
+
+class FlipState(NamedTuple):
+    params: PyTree
+    loss: Array
+
+
+def _flip(w: Array, mask: Array, eps: float = 1e-3) -> Array:
+    """Negate the sign of w where mask (0 becomes -eps, so sign(0)=+1 flips too)."""
+    mag = jnp.maximum(jnp.abs(w), eps)
+    return jnp.where(mask, jnp.where(w >= 0, -mag, mag), w)
+
+
+def flip_search(
+    loss: Callable[..., Array],
+    *,
+    flips: int = 8,
+    bias_sigma: float = 0.01,
+    mask: PyTree | None = None,
+    name: str = "bit_flip",
+) -> Method:
+    """Gradient-free moves in sign space: flip about ``flips`` weight signs per step.
+
+    Each step flips each 2-D (kernel) entry with probability ``flips / n_kernel`` (only
+    where ``mask`` is 1, when given), moves 1-D leaves (biases) by N(0, bias_sigma^2),
+    and accepts the move only if ``loss`` on the step's batch drops (2 evaluations).
+    """
+    if isinstance(flips, bool) or not isinstance(flips, int) or flips < 1:
+        raise ValueError(f"flips={flips!r} must be a positive int")
+    if not isinstance(bias_sigma, int | float) or bias_sigma < 0:
+        raise ValueError(f"bias_sigma={bias_sigma!r} must be a number >= 0")
+
+    def init(params: PyTree) -> FlipState:
+        return FlipState(params, jnp.asarray(jnp.inf, jnp.float32))
+
+    def step(state: FlipState, key: PRNGKeyArray, *args) -> tuple[FlipState, dict[str, Any]]:
+        params = state.params
+        leaves, treedef = jax.tree.flatten(params)
+        masks = [None] * len(leaves) if mask is None else jax.tree.leaves(mask)
+        n_kernel = sum(leaf.size for leaf in leaves if leaf.ndim >= 2)
+        p = min(1.0, flips / max(n_kernel, 1))
+        keys = jax.random.split(key, len(leaves))
+        new = []
+        for leaf, m, k in zip(leaves, masks, keys, strict=True):
+            if leaf.ndim >= 2:
+                f = jax.random.bernoulli(k, p, leaf.shape)
+                if m is not None:
+                    f = f & (jnp.asarray(m) != 0)
+                new.append(_flip(leaf, f))
+            else:
+                new.append(leaf + bias_sigma * jax.random.normal(k, leaf.shape, leaf.dtype))
+        candidate = jax.tree.unflatten(treedef, new)
+        current = loss(params, *args)
+        trial = loss(candidate, *args)
+        accept = jnp.isfinite(trial) & (trial < current)
+        params = jax.tree.map(lambda c, o: jnp.where(accept, c, o), candidate, params)
+        value = jnp.where(accept, trial, current).astype(jnp.float32)
+        info = {"loss": value, "evals": jnp.asarray(2, jnp.int32),
+                "accepted": accept.astype(jnp.int32)}
+        return FlipState(params, value), info
+
+    return Method(init, step, name)
+
