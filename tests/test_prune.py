@@ -1,0 +1,156 @@
+"""fold_jax.prune: exact masks, schedules, masks through optax, BCSR inference, ZO masks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fold_jax import methods, nets, prune, tasks, train
+
+NET = nets.mlp((20, 30, 7, 3), "relu")
+PARAMS = NET.init(jax.random.key(0))
+
+
+def _zeros(tree):
+    return [int((np.asarray(x) == 0).sum()) for x in jax.tree.leaves(tree) if np.ndim(x) == 2]
+
+
+@pytest.mark.parametrize("s", [0.0, 0.3, 0.95, 0.999])
+def test_masks_have_exactly_the_asked_sparsity(s):
+    sizes = [x.size for x in jax.tree.leaves(PARAMS) if x.ndim == 2]
+    layer = prune.magnitude_mask(PARAMS, s, scope="layer")
+    assert _zeros(layer) == [round(s * n) for n in sizes]
+    assert sum(_zeros(prune.magnitude_mask(PARAMS, s, scope="global"))) == round(s * sum(sizes))
+    rand = prune.random_mask(jax.random.key(1), PARAMS, s)
+    assert _zeros(rand) == [round(s * n) for n in sizes]
+    for mask in (layer, rand):  # biases are never pruned
+        assert all(np.all(np.asarray(m) == 1) for m in jax.tree.leaves(mask) if m.ndim == 1)
+
+
+def test_magnitude_mask_keeps_the_largest_weights():
+    w = {"k": jnp.array([[0.1, -3.0, 0.5], [2.0, -0.2, 0.0]])}
+    np.testing.assert_array_equal(prune.magnitude_mask(w, 0.5)["k"], [[0, 1, 1], [1, 0, 0]])
+    g = prune.magnitude_mask({"a": w["k"], "b": 5 * jnp.ones((2, 3))}, 0.5, scope="global")
+    np.testing.assert_array_equal(g["a"], np.zeros((2, 3)))  # global: "b" wins every place
+    np.testing.assert_array_equal(g["b"], np.ones((2, 3)))
+
+
+def test_nm_mask_keeps_n_of_every_m():
+    w = {"k": jax.random.normal(jax.random.key(2), (8, 5))}
+    m = np.asarray(prune.nm_mask(w, 2, 4)["k"]).reshape(2, 4, 5)
+    np.testing.assert_array_equal(m.sum(axis=1), 2 * np.ones((2, 5)))
+    big = np.abs(np.asarray(w["k"])).reshape(2, 4, 5)
+    kept_min = np.where(m == 1, big, np.inf).min(axis=1)
+    dropped_max = np.where(m == 0, big, -np.inf).max(axis=1)
+    assert np.all(kept_min >= dropped_max)
+
+
+def test_cubic_schedule_values():
+    s = prune.cubic_schedule(0.9, 100, begin_step=10)
+    np.testing.assert_allclose([s(0), s(10), s(60), s(110), s(500)],
+                               [0.0, 0.0, 0.9 * (1 - 0.5**3), 0.9, 0.9], rtol=1e-6)
+
+
+@pytest.mark.parametrize("opt", ["adam", "adamw"])
+def test_masks_survive_optimizer_steps(opt):
+    mask = prune.magnitude_mask(PARAMS, 0.8)
+    tx = prune.keep_masked(methods.optimizer(opt, 1e-2), mask)
+    params = PARAMS  # not masked yet: the first update zeroes the pruned entries
+    state = tx.init(params)
+    x = jax.random.normal(jax.random.key(3), (16, 20))
+    grad = jax.jit(jax.grad(lambda p: jnp.sum(NET.apply(p, x) ** 2)))
+    update = jax.jit(tx.update)
+    for _ in range(5):
+        updates, state = update(grad(params), state, params)
+        params = optax.apply_updates(params, updates)
+    for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask), strict=True):
+        assert np.all(np.asarray(p)[np.asarray(m) == 0] == 0)
+    assert prune.sparsity(params) == pytest.approx(0.8, abs=1e-3)
+
+
+def test_gradual_prune_reaches_final_sparsity_and_never_unprunes():
+    tx = optax.chain(optax.sgd(1e-2), prune.gradual_prune(0.75, 20, frequency=5))
+    params, state = PARAMS, tx.init(PARAMS)
+    update = jax.jit(tx.update)
+    previous = np.zeros(1)
+    sparsities = []
+    for i in range(30):
+        grads = jax.tree.map(lambda p, i=i: jnp.full_like(p, 0.01 * (-1) ** i), params)
+        updates, state = update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        zeros = np.concatenate([np.asarray(m).ravel() == 0 for m in jax.tree.leaves(state[1].mask)])
+        assert np.all(zeros[previous.nonzero()[0]]) if previous.any() else True
+        previous = zeros
+        sparsities.append(prune.sparsity(params))
+    assert sparsities == sorted(sparsities)
+    sizes = [x.size for x in jax.tree.leaves(PARAMS) if x.ndim == 2]
+    assert _zeros(params) == [round(0.75 * n) for n in sizes]
+
+
+def test_bcsr_inference_matches_dense_and_lowers_to_native_kernel():
+    params = prune.apply_mask(PARAMS, prune.magnitude_mask(PARAMS, 0.9))
+    model = prune.sparse_mlp(params)
+    assert model.nonzeros == sum(round(0.1 * x.size) for x in jax.tree.leaves(PARAMS)
+                                 if x.ndim == 2)
+    x = jax.random.normal(jax.random.key(4), (9, 20))
+    sparse_fn = jax.jit(lambda x: prune.sparse_apply(model, x))
+    np.testing.assert_allclose(sparse_fn(x), jax.jit(NET.apply)(params, x), rtol=1e-5, atol=1e-5)
+    hlo = sparse_fn.lower(x).compile().as_text()
+    if jax.default_backend() == "cpu":
+        assert "cpu_csr_sparse_dense_ffi" in hlo
+
+
+def test_zo_on_pruned_weights_perturbs_only_survivors_and_variance_drops():
+    zo = pytest.importorskip("fold_jax.zo")
+    d, s = 400, 0.9
+    w = {"k": jax.random.normal(jax.random.key(5), (20, 20))}
+    mask = prune.magnitude_mask(w, s)
+    w = prune.apply_mask(w, mask)
+    fun = lambda p: 0.5 * jnp.sum(p["k"] ** 2)  # noqa: E731 - gradient = w (zero off-mask)
+    keys = jax.random.split(jax.random.key(6), 400)
+    errs = {}
+    for name, m in (("masked", mask), ("full", None)):
+        vg = zo.value_and_grad(fun, num_directions=2, sigma=1e-2, mask=m)
+        g = jax.jit(jax.vmap(lambda k, vg=vg: vg(w, k)[1]["k"]))(keys)
+        if m is not None:
+            assert np.all(np.asarray(g)[:, np.asarray(mask["k"]) == 0] == 0)
+        errs[name] = float(jnp.mean(jnp.sum((g - w["k"]) ** 2, axis=(1, 2))))
+    # one antithetic gaussian pair: E|g_hat - g|^2 = (d + 1)|g|^2 ; d_eff = 40 vs d = 400
+    ratio = errs["masked"] / errs["full"]
+    expected = (round((1 - s) * d) + 1) / (d + 1)
+    assert 0.7 * expected < ratio < 1.4 * expected
+
+
+def test_gradually_pruned_mlp_learns_digits():
+    task = tasks.get("digits")
+    net = nets.mlp((64, 128, 10), "relu")
+    tx = optax.chain(optax.adam(3e-3), prune.gradual_prune(0.9, 200, frequency=20))
+    r = train.fit(methods.gradient(task.loss_fn(net.apply), tx), net.init(jax.random.key(0)),
+                  task, apply=net.apply, steps=300, eval_every=300)
+    assert prune.sparsity(r.state.params) == pytest.approx(0.9, abs=1e-3)
+    assert r.history["test_accuracy"].iloc[-1] >= 0.94
+
+
+def test_bad_input_names_the_argument():
+    for bad in (-0.1, 1.0, 1.5, "0.5", True):
+        with pytest.raises(ValueError, match="sparsity"):
+            prune.magnitude_mask(PARAMS, bad)
+    with pytest.raises(ValueError, match="scope"):
+        prune.magnitude_mask(PARAMS, 0.5, scope="network")
+    with pytest.raises(ValueError, match="scope"):
+        prune.random_mask(jax.random.key(0), PARAMS, 0.5, scope="row")
+    with pytest.raises(ValueError, match="schedule"):
+        prune.gradual_prune(0.9, 100, schedule="linear")
+    with pytest.raises(ValueError, match="final_sparsity"):
+        prune.gradual_prune(1.0, 100)
+    with pytest.raises(ValueError, match="total_steps"):
+        prune.cubic_schedule(0.5, 0)
+    with pytest.raises(ValueError, match="frequency"):
+        prune.gradual_prune(0.5, 10, frequency=0)
+    with pytest.raises(ValueError, match="kernel"):
+        prune.to_bcsr(jnp.ones(3))
+    with pytest.raises(ValueError, match="x has shape"):
+        prune.sparse_matmul(jnp.ones((2, 4)), prune.to_bcsr(jnp.ones((3, 5))))
+    with pytest.raises(ValueError, match="m="):
+        prune.nm_mask({"k": jnp.ones((6, 2))}, 2, 4)
