@@ -1,0 +1,166 @@
+"""Report section for results/kernels.csv: cost of a step relative to inference, how
+step time grows with num_directions and n_params (log-log, fitted slopes), memory."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fold_jax.report._common import fmt, loglog_slope, save, table
+
+__all__ = ["label", "section"]
+
+MAX_SERIES = 10
+
+
+def label(row) -> str:
+    """A kernel's name: method, noise, rank, chunk size (the ones present)."""
+    parts = [str(row["method"])]
+    noise = row.get("noise")
+    if isinstance(noise, str) and noise and noise not in parts[0]:
+        parts.append(noise)
+    for column, short in (("rank", "r"), ("chunk_size", "chunk")):
+        value = row.get(column)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            parts.append(f"{short}={int(value)}")
+    if row.get("variant", "dense") not in ("dense", None) and isinstance(row.get("variant"), str):
+        parts.append(row["variant"])
+    return " ".join(parts)
+
+
+def _prepare(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["kernel"] = [label(r) for r in frame.to_dict("records")]
+    frame["where"] = frame["backend"].astype(str) + ":" + frame["device_kind"].astype(str)
+    return frame
+
+
+def _fits(frame: pd.DataFrame, x: str, y: str, line: list[str], config: list[str]):
+    """Every (line, config) group with >= 2 distinct ``x``: (line keys, config keys, data)."""
+    out = []
+    for keys, g in frame.dropna(subset=[x, y]).groupby(line + config, dropna=False):
+        g = g.groupby(x, as_index=False)[y].median().sort_values(x)
+        if g[x].nunique() >= 2:
+            out.append((keys[: len(line)], keys[len(line):], g))
+    return out
+
+
+def _pick(fits):
+    """One config per line: the one with most points, then the largest config values."""
+    best = {}
+    for line, config, g in fits:
+        rank = (len(g), tuple(-math.inf if pd.isna(v) else v for v in config))
+        if line not in best or rank > best[line][0]:
+            best[line] = (rank, config, g)
+    return [(line, config, g) for line, (_, config, g) in best.items()][:MAX_SERIES]
+
+
+def _loglog(frame, x, y, line, config, xlabel, ylabel, title, fig_dir, name, scale=1.0):
+    """Log-log plot, one line per ``line`` group (at its best-covered config)."""
+    import matplotlib.pyplot as plt
+
+    fits = _fits(frame, x, y, line, config)
+    if not fits:
+        return "", pd.DataFrame()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for keys, cfg, g in _pick(fits):
+        slope = loglog_slope(g[x], g[y])
+        where = ", ".join(f"{c}={fmt(v)}" for c, v in zip(config, cfg, strict=True)
+                          if not pd.isna(v))
+        ax.plot(g[x], g[y] * scale, marker="o",
+                label=f"{': '.join(map(str, keys))} [{where}] slope {slope:.2f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    slopes = pd.DataFrame([{**dict(zip(line, keys, strict=True)),
+                            "slope": loglog_slope(g[x], g[y])} for keys, _, g in fits])
+    summary = slopes.groupby(line, dropna=False)["slope"].agg(
+        configs="size", median="median", min="min", max="max").reset_index()
+    return save(fig, fig_dir, name, title), summary.assign(x=x)
+
+
+def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
+    frame = frames.get("kernels")
+    if frame is None or frame.empty:
+        return ""
+    import matplotlib.pyplot as plt
+
+    frame = _prepare(frame)
+    multi = frame["where"].nunique() > 1
+    out = [f"{len(frame)} kernel measurements (pytest-benchmark, AOT-compiled callables, "
+           "median and IQR over rounds of >= 1 ms). `frac_of_inference` = time of plain "
+           "inference on num_directions x batch examples, measured in the same test, divided "
+           "by the step time: 1 means a step costs exactly that inference; backprop rows "
+           "compare with inference on the batch alone.\n"]
+
+    # 1. cost relative to inference, per kernel
+    group = (["where"] if multi else []) + ["bench", "kernel"]
+    rows = []
+    for keys, g in frame.groupby(group, dropna=False, sort=True):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        frac = g["frac_of_inference"].replace([np.inf, -np.inf], np.nan).dropna()
+        rows.append({**dict(zip(group, keys, strict=True)), "configs": len(g),
+                     "frac_of_inference (median)": frac.median() if len(frac) else math.nan,
+                     "min": frac.min() if len(frac) else math.nan,
+                     "max": frac.max() if len(frac) else math.nan,
+                     "step median (ms)": g["step_median_s"].median() * 1e3,
+                     "evals/s (median)": g["evals_per_s"].median(),
+                     "compile (s)": g["compile_s"].median()})
+    out += ["### Step cost relative to inference\n", table(pd.DataFrame(rows))]
+
+    # 2. step time vs num_directions and n_params (log-log with slopes)
+    line = (["where"] if multi else []) + ["bench", "kernel"]
+    link, s1 = _loglog(frame, "num_directions", "step_median_s", line,
+                       ["n_params", "batch_size"], "num_directions (count)",
+                       "step time (ms, median)", "Step time vs number of directions",
+                       fig_dir, "kernels_time_vs_directions", scale=1e3)
+    out.append(link or "_No kernel was measured at several num_directions._\n")
+    link, s2 = _loglog(frame, "n_params", "step_median_s", line,
+                       ["batch_size", "num_directions"], "parameters (count)",
+                       "step time (ms, median)", "Step time vs number of parameters", fig_dir,
+                       "kernels_time_vs_params", scale=1e3)
+    out.append(link or "_No kernel was measured at several n_params._\n")
+    slopes = pd.concat([s1, s2], ignore_index=True)
+    if len(slopes):
+        slopes = slopes[["x", *line, "configs", "median", "min", "max"]]
+        out += ["### Fitted log-log slopes of step time\n",
+                "Per kernel, the slope of log(step time) against log(x), fitted separately "
+                "for every configuration of the other sizes (median, min, max over those). "
+                "1: time grows in proportion; 0: flat (fixed overheads dominate). The figures "
+                "show the best-covered configuration of each kernel.\n", table(slopes)]
+
+    # 3. memory per kernel
+    mem = frame.dropna(subset=["mem_bytes"])
+    if len(mem):
+        link, _ = _loglog(mem, "n_params", "mem_bytes", line, ["batch_size", "num_directions"],
+                          "parameters (count)",
+                          "compiled memory (MiB): argument + output + temp - alias",
+                          "Memory vs number of parameters", fig_dir, "kernels_memory",
+                          scale=1 / 2**20)
+        order = ["bench", "kernel", "n_params", "batch_size", "num_directions"]
+        largest = mem.sort_values(order, na_position="first").groupby(
+            ["bench", "kernel"]).tail(1)
+        largest = largest.assign(**{"memory (MiB)": largest["mem_bytes"] / 2**20})
+        fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(largest) + 1.5))
+        names = [f"{b}: {k} (n={fmt(n)}, batch={fmt(bs)}, dirs={fmt(d)})" for b, k, n, bs, d in
+                 largest[["bench", "kernel", "n_params", "batch_size",
+                          "num_directions"]].itertuples(index=False)]
+        ax.barh(names, largest["memory (MiB)"])
+        spread = largest["memory (MiB)"].max() / max(largest["memory (MiB)"].min(), 1e-12)
+        if spread > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel("compiled memory (MiB" + (", log scale)" if spread > 20 else ")"))
+        ax.set_title("Memory per kernel at its largest measured model")
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+        out += ["### Memory\n", "From `memory_analysis()`: argument + output + temp - alias "
+                "bytes of the compiled step (NaN where the backend reports none).\n",
+                save(fig, fig_dir, "kernels_memory_bars", "Memory per kernel"), link]
+    return "\n".join(x for x in out if x)
