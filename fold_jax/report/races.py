@@ -244,10 +244,11 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
             _profile_figure(races, fig_dir, colors)]
     link, v = _variants_figure(s, fig_dir)
     if link:
-        dense_ref = s[s["variant"] == "dense"].set_index(["task", "method"])
-        v = v.assign(**{"time / dense": [
-            t / dense_ref["time (s)"].get((a, b), math.nan)
-            for a, b, t in zip(v["task"], v["method"], v["time (s)"], strict=True)]})
+        dense_ref = s[s["variant"] == "dense"].set_index(["task", "method"])["time (s)"]
+        ref = [dense_ref.get((a, b), math.nan) for a, b in zip(v["task"], v["method"],
+                                                                strict=True)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = v.assign(**{"time / dense": v["time (s)"].to_numpy(float) / np.asarray(ref)})
         out += ["### Dense vs binarized vs pruned\n", link,
                 table(v[["task", "method", "variant", "reached", "time (s)", "time / dense",
                          "evals", "final metric", "n_params"]])]
