@@ -129,3 +129,40 @@ def gradient(
         return vg(params, *args)
 
     return descent(value_and_grad, tx, evals_per_step=1, name="backprop")
+
+
+def zeroth_order(
+    loss: Callable[..., Array],
+    tx: optax.GradientTransformation | str,
+    learning_rate: float = 1e-3,
+    **zo_options,
+) -> Method:
+    """Zeroth-order descent: :func:`fold_jax.zo.value_and_grad` (options ``zo_options``)
+    fed to an optax optimizer. ``evals`` counts the loss evaluations a step spends;
+    ``info["valid_directions"]`` the perturbed evaluations that entered the estimate.
+    """
+    from fold_jax import zo
+
+    tx = optimizer(tx, learning_rate)
+    vg = zo.value_and_grad(loss, **zo_options)
+    rank = zo_options.get("rank")
+    name = "zo_" + zo_options.get("noise", "gaussian") + (f"_r{rank}" if rank else "")
+    return descent(vg.with_info, tx, evals_per_step=vg.evals, name=name)
+
+
+def forward_gradient(
+    loss: Callable[..., Array],
+    tx: optax.GradientTransformation | str,
+    learning_rate: float = 1e-3,
+    num_directions: int = 1,
+) -> Method:
+    """Forward-gradient descent (Baydin et al. 2022): :func:`fold_jax.zo.forward_value_and_grad`
+    fed to an optax optimizer; one jvp (forward with tangent) per direction."""
+    from fold_jax import zo
+
+    tx = optimizer(tx, learning_rate)
+    vg = zo.forward_value_and_grad(loss, num_directions=num_directions)
+    return descent(vg.with_info, tx, evals_per_step=vg.evals, name="forward_gradient")
+
+
+__all__ += ["forward_gradient", "zeroth_order"]
