@@ -12,9 +12,12 @@ again, so depth multiplies the regions.
   breakpoints found are exactly the pattern changes (float64, roots closer than
   ``tol`` merged). It also counts the affine *pieces* of the output (adjacent
   regions where the net happens to have the same slope merged), <= regions.
-- :func:`grid_regions` estimates them on a 2-D grid: distinct patterns and
-  4-connected components of equal pattern. Regions smaller than a cell are missed,
-  so it is a lower bound that tightens with ``resolution``.
+- :func:`grid_regions` estimates them on a 2-D grid: distinct patterns, and
+  8-connected components of equal pattern. Regions smaller than a cell are missed,
+  so the pattern count is a lower bound that tightens with ``resolution``. Every
+  activation region is convex (fixed pattern: the pre-activations are affine in x,
+  the region an intersection of half-spaces), so each pattern is one region; more
+  components than patterns means thin regions were cut by the sampling (aliasing).
 - :func:`tent_net`: the constructive case, ``L`` tent maps ``x -> 1 - |2x - 1|``
   stacked; the net has exactly ``2**L`` affine pieces on [0, 1].
 """
@@ -167,7 +170,7 @@ def line_regions(
 
 class GridRegions(NamedTuple):
     """Regions on a 2-D grid: pattern_ids (res, res) int, rows along v and columns
-    along u; n_patterns distinct patterns; n_components 4-connected equal-pattern sets."""
+    along u; n_patterns distinct patterns; n_components 8-connected equal-pattern sets."""
 
     pattern_ids: np.ndarray
     n_patterns: int
@@ -215,7 +218,9 @@ def grid_regions(
     ids = ids.reshape(resolution, resolution)
     index = np.arange(ids.size).reshape(ids.shape)
     pairs = [(index[:, :-1], index[:, 1:], ids[:, :-1] == ids[:, 1:]),
-             (index[:-1, :], index[1:, :], ids[:-1, :] == ids[1:, :])]
+             (index[:-1, :], index[1:, :], ids[:-1, :] == ids[1:, :]),
+             (index[:-1, :-1], index[1:, 1:], ids[:-1, :-1] == ids[1:, 1:]),
+             (index[:-1, 1:], index[1:, :-1], ids[:-1, 1:] == ids[1:, :-1])]
     rows = np.concatenate([a[m] for a, _, m in pairs])
     cols = np.concatenate([b[m] for _, b, m in pairs])
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(ids.size, ids.size))

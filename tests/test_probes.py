@@ -19,9 +19,8 @@ def _loss(net):
     return lambda p, x, y: head.loss(net.apply(p, x), y)
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
-def test_layer_grad_norms_equal_jax_grad(batch, activation):
-    net = probes.deep_mlp(5, 3, depth=11, width=4, activation=activation)
+def test_layer_grad_norms_equal_jax_grad(batch):
+    net = probes.deep_mlp(5, 3, depth=11, width=4, activation="sigmoid")
     params = net.init(jax.random.key(1))
     loss = _loss(net)
     norms = probes.layer_grad_norms(loss, params, *batch)
@@ -40,10 +39,11 @@ def test_layer_grad_norms_equal_jax_grad(batch, activation):
 def test_deep_sigmoid_gradient_vanishes_relu_does_not(batch):
     ratios = {}
     for activation in ("sigmoid", "relu"):
-        net = probes.deep_mlp(5, 3, depth=16, width=32, activation=activation)
-        norms = probes.layer_grad_norms(_loss(net), net.init(jax.random.key(0)), *batch)
+        net = probes.deep_mlp(5, 3, depth=12, width=16, activation=activation)
+        norms = jax.jit(probes.layer_grad_norms, static_argnums=0)(
+            _loss(net), net.init(jax.random.key(0)), *batch)
         ratios[activation] = float(probes.first_last_ratio(norms))
-    # sigmoid' <= 1/4 per layer: with LeCun init the product over 16 layers is tiny
+    # sigmoid' <= 1/4 per layer: with LeCun init the product over 12 layers is tiny
     assert ratios["sigmoid"] < 1e-4 < 1e-1 < ratios["relu"]
 
 

@@ -1,0 +1,369 @@
+"""Report section for results/probes.csv: vanishing gradients, heads, folding.
+
+``section(frames, fig_dir) -> str`` (markdown). Numbers are read from the CSV rows
+(mean over rows that share everything but the machine, if several machines wrote
+them). One figure is computed here rather than read: the 2-D region map of a ReLU net
+trained on spirals (:func:`spirals_region_map`, seed 0, same config every build).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["MAP", "section", "spirals_region_map"]
+
+MAP = dict(activation="relu", depth=4, width=32, learning_rate=1e-2, steps=2000,
+           resolution=300, box=2.5)
+_COLORS = {"sigmoid": "tab:red", "tanh": "tab:orange", "relu": "tab:blue", "abs": "tab:green"}
+
+
+def _fmt(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if x == 0:
+        return "0"
+    if abs(x) >= 1e4 or abs(x) < 1e-2:
+        return f"{x:.1e}"
+    return f"{x:.3g}"
+
+
+def _table(frame: pd.DataFrame, fmt=_fmt) -> str:
+    frame = frame.reset_index()
+    head = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(fmt(v) if isinstance(v, float) else str(v) for v in row) + " |"
+            for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+def _pivot(df, index, columns, query=None):
+    if query is not None:
+        df = df.query(query)
+    if df.empty:
+        return pd.DataFrame()
+    return df.pivot_table(index=index, columns=columns, values="value", aggfunc="mean",
+                          dropna=False).dropna(how="all")
+
+
+def _save(fig, fig_dir: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(fig_dir / f"{name}.png", dpi=110)
+    return f"![{name}](figures/{name}.png)"
+
+
+# ------------------------------------------------------------------------- vanishing
+
+
+def _vanishing(df: pd.DataFrame, fig_dir: Path) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    v = df[df.probe == "vanishing"]
+    if v.empty:
+        return []
+    ratio = _pivot(v, ["activation", "depth"], "stage", "metric == 'ratio_first_last'")
+    acc = _pivot(v, ["activation", "depth"], "stage", "metric == 'test_accuracy'")
+    zero = _pivot(v, ["activation", "depth"], "stage", "metric == 'zero_layers_f32'")
+    table = pd.DataFrame(index=ratio.index)
+    for stage in ("init", "trained"):
+        if stage in ratio:
+            table[f"ratio {stage}"] = ratio[stage]
+        if stage in acc:
+            table[f"test acc {stage}"] = acc[stage]
+        if stage in zero:
+            table[f"f32 zero layers {stage}"] = zero[stage]
+    out = ["### Vanishing gradients", "",
+           "Per-layer gradient norms ||dL/dW_i|| (Frobenius, dense kernels) of an MLP of "
+           "width 64 on a fixed batch of 256 digits, standard flax init (LeCun normal, zero "
+           "bias), computed in float64; *ratio* = first layer / last (output) layer. "
+           "*trained*: after a short Adam (lr 1e-3) run. *f32 zero layers*: layers whose "
+           "float32 gradient is exactly 0 (underflow).", ""]
+    lines = []
+    for act in ("sigmoid", "tanh", "relu", "abs"):
+        if act not in ratio.index.get_level_values(0):
+            continue
+        r = ratio.loc[act]
+        parts = [f"depth {d}: {_fmt(r.loc[d, 'init'])}" for d in r.index if "init" in r]
+        if "trained" in r:
+            parts_t = [f"depth {d}: {_fmt(r.loc[d, 'trained'])}" for d in r.index
+                       if not math.isnan(r.loc[d, "trained"])]
+            if parts_t:
+                parts.append("trained " + ", ".join(parts_t))
+        lines.append(f"- **{act}** first/last ratio at init " + ", ".join(parts))
+    out += [*lines, "", _table(table), ""]
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for act in ratio.index.get_level_values(0).unique():
+        r = ratio.loc[act]
+        for stage, style in (("init", "-o"), ("trained", "--s")):
+            if stage in r and r[stage].notna().any():
+                s = r[stage].dropna()
+                ax.plot(s.index, s.clip(lower=1e-30), style, color=_COLORS.get(act),
+                        label=f"{act} ({stage})")
+    ax.set(xscale="log", yscale="log", xlabel="depth (hidden layers)",
+           ylabel="||grad W_first|| / ||grad W_last||",
+           title="Gradient reaching the first layer")
+    ax.set_xticks(sorted(ratio.index.get_level_values(1).unique()))
+    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
+    ax.axhline(1.0, color="gray", lw=0.5)
+    ax.legend(fontsize=7, ncol=2)
+    out += [_save(fig, fig_dir, "probes_grad_ratio"), ""]
+
+    norms = v[(v.metric == "grad_norm")]
+    if not norms.empty:
+        depth = int(norms.depth.max())
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (act, stage), g in norms[norms.depth == depth].groupby(["activation", "stage"]):
+            g = g.groupby("layer").value.mean()
+            ax.plot(g.index, g.clip(lower=1e-30), "-" if stage == "init" else "--",
+                    color=_COLORS.get(act), label=f"{act} ({stage})")
+        ax.set(yscale="log", xlabel="layer index (0 = input side)",
+               ylabel="||dL/dW_i|| (float64)", title=f"Per-layer gradient norms, depth {depth}")
+        ax.legend(fontsize=7, ncol=2)
+        out += [_save(fig, fig_dir, "probes_layer_norms"), ""]
+    return out
+
+
+def _zo(df: pd.DataFrame, fig_dir: Path) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    z = df[df.probe == "zo_cosine"]
+    out = []
+    if not z.empty:
+        overall = _pivot(z, ["activation", "depth"], "method", "metric == 'cosine_all'")
+        cos = z[z.metric == "cosine"].groupby(["activation", "depth", "method", "layer"])
+        cos = cos.value.mean().reset_index()
+        first = cos.sort_values("layer").groupby(["activation", "depth", "method"]).value
+        edge = pd.DataFrame({"first layer": first.first(), "last layer": first.last()})
+        edge = edge.unstack("method")
+        edge.columns = [f"{m}: {where}" for where, m in edge.columns]
+        out += ["### Zeroth-order estimates per layer", "",
+                "Cosine between a forward-only gradient estimate and backprop's gradient at "
+                "init (mean over 4 keys; 64 loss evaluations for zo, 64 tangents for the "
+                "forward gradient). ZO noise is isotropic over all parameters, so a layer's "
+                "cosine scales with its share of the gradient norm: where backprop's "
+                "gradient vanishes, the estimate of that layer is pure noise.", "",
+                "Overall cosine:", "", _table(overall), "",
+                "First vs last layer cosine:", "", _table(edge), ""]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (act, depth, method), g in cos.groupby(["activation", "depth", "method"]):
+            if method != "zo_gaussian" or depth != cos.depth.max():
+                continue
+            ax.plot(g.layer, g.value, "-o", color=_COLORS.get(act), label=f"{act} cosine")
+            share = z.query("metric == 'grad_share' and activation == @act and depth == @depth "
+                            "and method == @method").groupby("layer").value.mean()
+            ax.plot(share.index, share, ":", color=_COLORS.get(act), label=f"{act} grad share")
+        ax.set(xlabel="layer index", ylabel="cosine / share of ||grad||",
+               title=f"zo_gaussian per-layer cosine, depth {int(cos.depth.max())}")
+        ax.legend(fontsize=7)
+        out += [_save(fig, fig_dir, "probes_zo_cosine"), ""]
+    d = df[df.probe == "deep_sigmoid_training"]
+    if not d.empty:
+        t = _pivot(d, ["activation", "method"], "metric")
+        cols = [c for c in ("init_test_accuracy", "test_accuracy", "best_test_accuracy",
+                            "train_loss", "steps", "evals", "elapsed_s", "budget_s")
+                if c in t]
+        t = t[cols]
+        trained = t[t["best_test_accuracy"] >= 0.5] if "best_test_accuracy" in t else t
+        names = ", ".join(f"{a}/{m}" for a, m in trained.index) or "none"
+        out += ["### Who trains a depth-16 sigmoid net on digits", "",
+                "Same wall-clock budget per method (compile excluded), width 64, batch 128. "
+                f"Reaching >= 50% test accuracy: **{names}**.", "", _table(t), ""]
+    return out
+
+
+# ----------------------------------------------------------------------------- heads
+
+
+def _heads(df: pd.DataFrame, fig_dir: Path) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    h = df[df.probe == "heads"]
+    th = df[df.probe == "threshold"]
+    out = []
+    if not h.empty:
+        t = _pivot(h, ["task", "method"], "metric")
+        out += ["### Heads", "",
+                "Same MLP (64-64 ReLU), Adam 1e-3, same steps. binary: sigmoid; multiclass: "
+                "softmax; multilabel (digit_attributes: even, >=5, prime, closed loop): one "
+                "sigmoid per label, or a softmax trained on the labels normalised to a "
+                "distribution (a digit 1 has no label: uniform target) and decided by a "
+                "threshold on the softmax probabilities (0.5 below), top-1/top-2, or top-k "
+                "with the true k (an oracle). test_accuracy of a multilabel head is exact "
+                "match.", "", _table(t), ""]
+    if not th.empty:
+        t = _pivot(th, ["method", "threshold"], "metric", "method != 'truth'")
+        truth = th.query("method == 'truth'").value.mean()
+        sig = t.loc["sigmoid"] if "sigmoid" in t.index else None
+        soft = t.loc["softmax"] if "softmax" in t.index else None
+        if sig is not None and soft is not None:
+            gap = (sig["exact_match"] - soft["exact_match"])
+            out += [f"Across thresholds 0.3-0.9 the sigmoid head's exact match is "
+                    f"{_fmt(sig['exact_match'].min())}-{_fmt(sig['exact_match'].max())} "
+                    f"(micro-F1 {_fmt(sig['micro_f1'].min())}-{_fmt(sig['micro_f1'].max())}); "
+                    f"the softmax head's is {_fmt(soft['exact_match'].min())}-"
+                    f"{_fmt(soft['exact_match'].max())} (micro-F1 "
+                    f"{_fmt(soft['micro_f1'].min())}-{_fmt(soft['micro_f1'].max())}), "
+                    f"{_fmt(gap.min())} to {_fmt(gap.max())} lower. Softmax probabilities "
+                    f"sum to one, so above a threshold t at most floor(1/t) labels can be on: "
+                    f"at t >= 0.5 it predicts <= 1 label where the truth has "
+                    f"{_fmt(truth)} on average.", "", _table(t), ""]
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.5))
+        for ax, metric, label in zip(axes, ("exact_match", "micro_f1", "labels_on"),
+                                     ("exact-match accuracy", "micro-F1",
+                                      "labels predicted on (mean)"), strict=True):
+            for method, style in (("sigmoid", "-o"), ("softmax", "--s")):
+                if method in t.index and metric in t:
+                    s = t.loc[method][metric]
+                    ax.plot(s.index, s, style, label=f"{method} head")
+            if metric == "labels_on":
+                ax.axhline(truth, color="gray", ls=":", label="truth")
+            ax.set(xlabel="threshold", ylabel=label)
+            ax.legend(fontsize=7)
+        fig.suptitle("digit_attributes: per-label sigmoid vs softmax over labels")
+        out += [_save(fig, fig_dir, "probes_thresholds"), ""]
+    return out
+
+
+# --------------------------------------------------------------------------- regions
+
+
+def spirals_region_map(resolution: int = MAP["resolution"]):
+    """Train ``MAP``'s ReLU net on spirals (Adam, seed 0) and grid its regions.
+
+    Returns (task, net, params, GridRegions, test_accuracy, origin, u, v).
+    """
+    import jax
+    import optax
+
+    from fold_jax import methods, probes, regions, tasks, train
+
+    task = tasks.get("spirals")
+    net = probes.deep_mlp(2, 1, depth=MAP["depth"], width=MAP["width"],
+                          activation=MAP["activation"])
+    m = methods.gradient(task.loss_fn(net.apply), optax.adam(MAP["learning_rate"]))
+    r = train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=MAP["steps"],
+                  eval_every=MAP["steps"])
+    box = MAP["box"]
+    plane = regions.box_plane([-box, -box], [box, box])
+    grid = regions.grid_regions(r.state.params, *plane, activation=MAP["activation"],
+                                resolution=resolution)
+    return (task, net, r.state.params, grid, float(r.history["test_accuracy"].iloc[-1]),
+            *plane)
+
+
+def _region_map(fig_dir: Path) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    task, net, params, grid, acc, origin, u, v = spirals_region_map()
+    res = grid.pattern_ids.shape[0]
+    rng = np.random.default_rng(0)
+    colors = rng.permutation(grid.n_patterns)[grid.pattern_ids]
+    box = MAP["box"]
+    extent = (-box, box, -box, box)
+    s = np.linspace(0, 1, res)
+    xs = origin[0] + s * u[0]
+    ys = origin[1] + s * v[1]
+    xx, yy = np.meshgrid(xs, ys)
+    logits = np.asarray(net.apply(params, np.stack([xx.ravel(), yy.ravel()], 1)
+                                  .astype(np.float32))).reshape(res, res)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(colors, origin="lower", extent=extent, cmap="tab20", interpolation="nearest")
+    ax.contour(xx, yy, logits, levels=[0.0], colors="black", linewidths=1.5)
+    x, y = np.asarray(task.x_train), np.asarray(task.y_train)
+    for label, marker in ((0, "o"), (1, "^")):
+        ax.scatter(x[y == label, 0], x[y == label, 1], s=4, marker=marker, c="white",
+                   edgecolors="black", linewidths=0.2, label=f"arm {label}")
+    ax.set(xlabel="x1 (standardized)", ylabel="x2 (standardized)",
+           title=f"Activation regions, ReLU {MAP['depth']}x{MAP['width']} on spirals "
+                 f"({grid.n_patterns} patterns)")
+    ax.legend(loc="upper right", fontsize=7)
+    link = _save(fig, fig_dir, "probes_spirals_regions")
+    return [f"Region map: a ReLU net of depth {MAP['depth']}, width {MAP['width']} trained "
+            f"on spirals ({MAP['steps']} Adam steps, lr {MAP['learning_rate']:g}, seed 0, "
+            f"retrained when the report is built) reaches test accuracy {acc:.3f}; on a "
+            f"{res}x{res} grid over [-{box}, {box}]^2 it shows {grid.n_patterns} activation "
+            f"patterns in {grid.n_components} connected pieces (a lower bound: regions "
+            f"thinner than a cell are missed). Colours: regions; black: the decision "
+            f"boundary.", "", link, ""]
+
+
+def _regions(df: pd.DataFrame, fig_dir: Path) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    out = []
+    r = df[df.probe.isin(["regions_line", "regions_grid"])]
+    tent = df[df.probe == "tent"]
+    if not tent.empty:
+        t = _pivot(tent, ["activation", "depth"], "metric")
+        exact = bool(((t["pieces"] == t["expected"]) & (t["regions"] == t["expected"])).all())
+        out += ["### Folding: linear regions", "",
+                "Constructive case: L tent maps x -> 1 - |2x - 1| stacked as a fold_jax MLP "
+                "(abs: 1 unit per layer; relu: tent(x) = relu(2x) - relu(4x - 2), 2 units). "
+                f"Exact count on [0, 1] equals 2^L for every L measured: **{exact}** "
+                f"(L = {int(t.index.get_level_values(1).min())}.."
+                f"{int(t.index.get_level_values(1).max())}).", ""]
+    if r.empty:
+        return out
+    if tent.empty:
+        out += ["### Folding: linear regions", ""]
+    init = r[r.stage == "init"]
+    line = _pivot(init, ["activation", "depth"], "width", "metric == 'regions'")
+    grid = _pivot(init, ["activation", "depth"], "width", "metric == 'patterns'")
+    out += ["Random nets at init (flax default: LeCun normal kernels, zero biases, so every "
+            "region is a cone from the origin). *Line*: exact activation regions met by a "
+            "chord of [-2, 2]^2 (mean over 4 chords off the origin); *grid*: distinct "
+            "activation patterns on a grid over [-2.5, 2.5]^2 (a lower bound). Columns: "
+            "width.", "", "Line (exact):", "", _table(line), "", "Grid patterns:", "",
+            _table(grid), ""]
+    trained = r[r.stage == "trained"]
+    if not trained.empty:
+        t = _pivot(trained, ["activation", "depth", "method"], "metric")
+        base = _pivot(init.query("width == 32"), ["activation", "depth"], "metric")
+        out += ["After training on spirals (width 32; Adam lr 1e-2 vs zeroth-order "
+                "zo_gaussian, same steps); init counts of the same nets for comparison:", "",
+                _table(t), "", _table(base), ""]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for (act, width), g in init[init.metric == "regions"].groupby(["activation", "width"]):
+        g = g.groupby("depth").value.mean()
+        ax.plot(g.index, g, "-o", color=_COLORS.get(act), alpha=0.4 + 0.6 * width / 64,
+                label=f"{act}, width {int(width)} (init)")
+    if not trained.empty:
+        for (act, method), g in trained[trained.metric == "regions"].groupby(
+                ["activation", "method"]):
+            g = g.groupby("depth").value.mean()
+            ax.plot(g.index, g, "s--" if method.startswith("adam") else "^:",
+                    color=_COLORS.get(act), label=f"{act}, width 32, trained {method}")
+    if not tent.empty:
+        g = tent[tent.metric == "pieces"].groupby("depth").value.mean()
+        ax.plot(g.index, g, "k-", lw=2, label="tent-map net (2^L)")
+    ax.set(yscale="log", xlabel="depth (hidden layers)",
+           ylabel="linear regions along a segment (exact)",
+           title="Regions vs depth")
+    ax.legend(fontsize=6, ncol=2)
+    out += [_save(fig, fig_dir, "probes_regions_depth"), ""]
+    return out
+
+
+def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
+    """Markdown for the probes: measured ratios, head comparisons, region counts."""
+    df = frames.get("probes")
+    if df is None or df.empty:
+        return ""
+    df = df.copy()
+    for column in ("depth", "width", "layer", "threshold", "value"):
+        if column in df:
+            df[column] = pd.to_numeric(df[column], errors="coerce")
+    fig_dir = Path(fig_dir)
+    parts = _vanishing(df, fig_dir) + _zo(df, fig_dir) + _heads(df, fig_dir)
+    parts += _regions(df, fig_dir)
+    if not df[df.probe.isin(["regions_line", "regions_grid", "tent"])].empty:
+        try:
+            parts += _region_map(fig_dir)
+        except Exception as e:  # the map is extra: keep the rest of the section
+            parts += [f"_Spirals region map failed: {type(e).__name__}: {e}_", ""]
+    return "\n".join(parts)
