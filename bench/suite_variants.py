@@ -1,0 +1,232 @@
+"""Dense vs binarized vs pruned: kernels and trained nets -> results/variants.csv.
+
+Rows (``row_kind``):
+
+- "kernel": one matmul (M x K) @ (K x N) per row; dense f32, masked-dense (the mask
+  multiplied in every call: simulated sparsity), BCSR (real sparse kernel) at each
+  sparsity; binarized as packed XNOR-popcount (real 1-bit kernel, uint32 words and
+  uint64 under x64) and as an unpacked f32 {-1, +1} matmul (simulated). Every job times
+  its own dense baseline, so ``speedup_vs_dense`` compares numbers from the same run.
+- "train": MLPs trained on digits (dense Adam; STE-binarized Adam; zeroth-order on the
+  latent weights; bit flips in sign space; gradual magnitude pruning to each sparsity),
+  with test accuracy and the inference time of the trained net on the test set, by its
+  real kernel (packed / BCSR) and by dense f32 (``speedup_vs_dense``).
+
+Columns: row_kind, variant, kernel, method, real_kernel, sparsity, shape, word_bits,
+time_median_s, time_iqr_s, compile_s, speedup_vs_dense, weight_bytes, bits_per_weight,
+nonzeros, accuracy, steps, train_s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bench.common import Job, check_profile
+from fold_jax import binary, methods, nets, prune, tasks, timing, train
+
+FILE = "variants"
+KEY = ["row_kind", "variant", "kernel", "method", "sparsity", "shape", "word_bits",
+       "backend", "device_kind", "n_devices"]
+
+SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
+HIDDEN = (64, 256, 256, 10)
+PROFILE = {
+    "quick": dict(shapes=((256, 1024, 1024), (256, 4096, 4096)), max_time_s=0.5,
+                  steps=600, zo_steps=2000, flip_steps=4000, train_sparsities=(0.5, 0.9, 0.99)),
+    "full": dict(shapes=((256, 1024, 1024), (256, 4096, 4096)), max_time_s=2.0,
+                 steps=1500, zo_steps=5000, flip_steps=20000, train_sparsities=SPARSITIES),
+}
+
+
+def _row(**kw) -> dict:
+    base = dict(row_kind="kernel", variant="dense", kernel="dense", method="none",
+                real_kernel=False, sparsity=0.0, shape="", word_bits=0,
+                time_median_s=math.nan, time_iqr_s=math.nan, compile_s=math.nan,
+                speedup_vs_dense=math.nan, weight_bytes=math.nan, bits_per_weight=math.nan,
+                nonzeros=math.nan, accuracy=math.nan, steps=0, train_s=math.nan)
+    return {**base, **kw}
+
+
+def _time(fn, *args, max_time_s: float) -> timing.Timing:
+    return timing.measure(fn, *args, max_time_s=max_time_s, block_each=True)
+
+
+def _timed(t: timing.Timing, dense_s: float) -> dict:
+    return dict(time_median_s=t.median_s, time_iqr_s=t.iqr_s, compile_s=t.compile_s,
+                speedup_vs_dense=dense_s / t.median_s)
+
+
+def _operands(m, k, n):
+    kx, kw = jax.random.split(jax.random.key(0))
+    return (jax.random.normal(kx, (m, k), jnp.float32),
+            jax.random.normal(kw, (k, n), jnp.float32))
+
+
+def sparse_kernels(shape: tuple[int, int, int], max_time_s: float) -> list[dict]:
+    """Dense, masked-dense and BCSR rows at every sparsity for one shape."""
+    m, k, n = shape
+    name = "x".join(map(str, shape))
+    x, w = _operands(m, k, n)
+    dense = _time(lambda x, w: x @ w, x, w, max_time_s=max_time_s)
+    rows = [_row(shape=name, weight_bytes=w.nbytes, bits_per_weight=32.0, nonzeros=w.size,
+                 **_timed(dense, dense.median_s))]
+    for s in SPARSITIES:
+        mask = prune.random_mask(jax.random.key(1), {"w": w}, s)["w"]
+        ws = w * mask
+        nnz = int(np.count_nonzero(np.asarray(ws)))
+        masked = _time(lambda x, w, m: x @ (w * m), x, w, mask, max_time_s=max_time_s)
+        rows.append(_row(variant="pruned", kernel="masked", sparsity=s, shape=name,
+                         weight_bytes=w.nbytes, bits_per_weight=32.0, nonzeros=nnz,
+                         **_timed(masked, dense.median_s)))
+        wt = prune.to_bcsr(ws)
+        sp = _time(prune.sparse_matmul, x, wt, max_time_s=max_time_s)
+        nbytes = wt.data.nbytes + wt.indices.nbytes + wt.indptr.nbytes
+        rows.append(_row(variant="pruned", kernel="bcsr", real_kernel=True, sparsity=s,
+                         shape=name, weight_bytes=nbytes, bits_per_weight=8 * nbytes / w.size,
+                         nonzeros=nnz, **_timed(sp, dense.median_s)))
+    return rows
+
+
+def binary_kernels(shape: tuple[int, int, int], max_time_s: float) -> list[dict]:
+    """Dense f32, unpacked sign matmul and packed XNOR (uint32 and uint64) rows."""
+    m, k, n = shape
+    name = "x".join(map(str, shape))
+    x, w = _operands(m, k, n)
+    dense = _time(lambda x, w: x @ w, x, w, max_time_s=max_time_s)
+    sx, sw = binary.sign(x), binary.sign(w)
+    unpacked = _time(lambda x, w: x @ w, sx, sw, max_time_s=max_time_s)
+    rows = [_row(variant="binarized_dense_baseline", shape=name, weight_bytes=w.nbytes,
+                 bits_per_weight=32.0, nonzeros=w.size, **_timed(dense, dense.median_s)),
+            _row(variant="binarized", kernel="sign_unpacked", shape=name, weight_bytes=sw.nbytes,
+                 bits_per_weight=32.0, nonzeros=w.size, **_timed(unpacked, dense.median_s))]
+    for word_bits in (32, 64):
+        with jax.enable_x64(word_bits == 64):
+            a = binary.pack(x, word_bits=word_bits)
+            b = binary.pack(w, axis=0, word_bits=word_bits)
+            t = _time(lambda a, b: binary.xnor_matmul(a, b, k), a, b, max_time_s=max_time_s)
+            # packing the activation inside the call (weights packed once, offline)
+            tp = _time(lambda x, b, wb=word_bits: binary.xnor_matmul(
+                binary.pack(x, word_bits=wb), b, k), x, b, max_time_s=max_time_s)
+        for kernel, tt in (("xnor_packed", t), ("xnor_packed_incl_act_pack", tp)):
+            rows.append(_row(variant="binarized", kernel=kernel, real_kernel=True, shape=name,
+                             word_bits=word_bits, weight_bytes=int(b.nbytes),
+                             bits_per_weight=8 * b.nbytes / w.size, nonzeros=w.size,
+                             **_timed(tt, dense.median_s)))
+    return rows
+
+
+# ----------------------------------------------------------------------- training
+
+
+def _fit(method, params, task, apply, steps):
+    r = train.fit(method, params, task, apply=apply, steps=steps, eval_every=steps,
+                  batch_size=128, seed=0)
+    return r.state.params, float(r.history["test_accuracy"].iloc[-1]), \
+        float(r.history["elapsed_s"].iloc[-1])
+
+
+def _infer(apply, x, max_time_s):
+    return _time(apply, x, max_time_s=max_time_s)
+
+
+def train_dense(steps: int, max_time_s: float) -> list[dict]:
+    task = tasks.get("digits")
+    net = nets.mlp(HIDDEN, "relu")
+    m = methods.gradient(task.loss_fn(net.apply), optax.adam(2e-3))
+    params, acc, train_s = _fit(m, net.init(jax.random.key(0)), task, net.apply, steps)
+    t = _infer(jax.jit(lambda x: net.apply(params, x)), task.x_test, max_time_s)
+    n = sum(x.size for x in jax.tree.leaves(params) if x.ndim == 2)
+    return [_row(row_kind="train", method="adam", shape="mlp" + "-".join(map(str, HIDDEN)),
+                 accuracy=acc, steps=steps, train_s=train_s, weight_bytes=4 * n,
+                 bits_per_weight=32.0, nonzeros=n, **_timed(t, t.median_s))]
+
+
+def train_binarized(method: str, steps: int, max_time_s: float) -> list[dict]:
+    """method: "ste_adam", "zo_gaussian" (latent weights) or "bit_flip" (sign space)."""
+    task = tasks.get("digits")
+    net = nets.mlp(HIDDEN, "relu", layer=binary.binary_layer())
+    loss = task.loss_fn(net.apply)
+    tx = optax.chain(optax.adam(3e-3 if method == "ste_adam" else 1e-2), binary.clip_latent())
+    if method == "ste_adam":
+        m = methods.gradient(loss, tx)
+    elif method == "zo_gaussian":
+        m = methods.zeroth_order(loss, tx, num_directions=64, sigma=0.05)
+    elif method == "bit_flip":
+        m = binary.flip_search(loss, flips=4)
+    else:
+        raise ValueError(f"method={method!r}; allowed: ste_adam, zo_gaussian, bit_flip")
+    params, acc, train_s = _fit(m, net.init(jax.random.key(0)), task, net.apply, steps)
+    packed = binary.pack_mlp(params, "relu")
+    t_packed = _infer(jax.jit(lambda x: binary.packed_apply(packed, x)), task.x_test,
+                      max_time_s)
+    t_dense = _infer(jax.jit(lambda x: net.apply(params, x)), task.x_test, max_time_s)
+    n = sum(x.size for x in jax.tree.leaves(params) if x.ndim == 2)
+    return [_row(row_kind="train", variant="binarized", kernel="packed_1bit_weights",
+                 method=method, real_kernel=True, shape="mlp" + "-".join(map(str, HIDDEN)),
+                 accuracy=acc, steps=steps, train_s=train_s, weight_bytes=packed.weight_bytes,
+                 bits_per_weight=8 * packed.weight_bytes / n, nonzeros=n,
+                 **_timed(t_packed, t_dense.median_s))]
+
+
+def train_pruned(sparsity: float, steps: int, max_time_s: float) -> list[dict]:
+    """Gradual magnitude pruning (cubic, over the first 2/3 of the steps), then BCSR."""
+    task = tasks.get("digits")
+    net = nets.mlp(HIDDEN, "relu")
+    tx = optax.chain(optax.adam(2e-3),
+                     prune.gradual_prune(sparsity, (2 * steps) // 3, frequency=max(steps // 60, 1)))
+    m = methods.gradient(task.loss_fn(net.apply), tx)
+    params, acc, train_s = _fit(m, net.init(jax.random.key(0)), task, net.apply, steps)
+    model = prune.sparse_mlp(params)
+    t_sparse = _infer(jax.jit(lambda x: prune.sparse_apply(model, x)), task.x_test, max_time_s)
+    t_dense = _infer(jax.jit(lambda x: net.apply(params, x)), task.x_test, max_time_s)
+    n = sum(x.size for x in jax.tree.leaves(params) if x.ndim == 2)
+    name = "mlp" + "-".join(map(str, HIDDEN))
+    common = dict(row_kind="train", variant="pruned", method="gradual_adam", sparsity=sparsity,
+                  shape=name, accuracy=acc, steps=steps, train_s=train_s,
+                  nonzeros=model.nonzeros)
+    return [_row(kernel="masked", weight_bytes=4 * n, bits_per_weight=32.0, **common,
+                 **_timed(t_dense, t_dense.median_s)),
+            _row(kernel="bcsr", real_kernel=True, weight_bytes=model.weight_bytes,
+                 bits_per_weight=8 * model.weight_bytes / n, **common,
+                 **_timed(t_sparse, t_dense.median_s))]
+
+
+def _meta_key(**kw) -> dict:
+    """The key of a job's last row (the runner adds backend, device_kind, n_devices)."""
+    base = dict(row_kind="kernel", variant="dense", kernel="dense", method="none",
+                sparsity=0.0, shape="", word_bits=0)
+    return {**base, **kw}
+
+
+def jobs(profile: str = "quick") -> Iterator[Job]:
+    p = PROFILE[check_profile(profile)]
+    t = p["max_time_s"]
+    for shape in p["shapes"]:
+        name = "x".join(map(str, shape))
+        yield Job(_meta_key(variant="pruned", kernel="bcsr", sparsity=SPARSITIES[-1],
+                            shape=name),
+                  lambda shape=shape: sparse_kernels(shape, t), f"sparse kernels {name}",
+                  cost=30.0)
+        yield Job(_meta_key(variant="binarized", kernel="xnor_packed_incl_act_pack",
+                            shape=name, word_bits=64),
+                  lambda shape=shape: binary_kernels(shape, t), f"binary kernels {name}",
+                  cost=10.0)
+    mlp = "mlp" + "-".join(map(str, HIDDEN))
+    yield Job(_meta_key(row_kind="train", method="adam", shape=mlp),
+              lambda: train_dense(p["steps"], t), "train dense", cost=20.0)
+    for method, steps in (("ste_adam", p["steps"]), ("zo_gaussian", p["zo_steps"]),
+                          ("bit_flip", p["flip_steps"])):
+        yield Job(_meta_key(row_kind="train", variant="binarized", kernel="packed_1bit_weights",
+                            method=method, shape=mlp),
+                  lambda method=method, steps=steps: train_binarized(method, steps, t),
+                  f"train binarized {method}", cost=steps / 20)
+    for s in p["train_sparsities"]:
+        yield Job(_meta_key(row_kind="train", variant="pruned", kernel="bcsr",
+                            method="gradual_adam", sparsity=s, shape=mlp),
+                  lambda s=s: train_pruned(s, p["steps"], t), f"train pruned {s}", cost=20.0)

@@ -1,0 +1,141 @@
+"""Report section for results/variants.csv: dense vs binarized vs pruned kernels and
+trained nets (speedups measured in the same run, sizes, accuracy, crossover sparsity)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fold_jax.report._common import fmt, save, table
+
+__all__ = ["crossover", "section"]
+
+
+def crossover(frame: pd.DataFrame) -> float:
+    """Lowest sparsity from which BCSR stays faster than dense (NaN if never)."""
+    f = frame.sort_values("sparsity")
+    faster = (f["speedup_vs_dense"] > 1).to_numpy()
+    if not faster.any():
+        return math.nan
+    tail = np.flatnonzero(~faster)
+    start = 0 if not len(tail) else tail[-1] + 1
+    return float(f["sparsity"].iloc[start]) if start < len(f) else math.nan
+
+
+def _latest(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    if "timestamp_utc" in frame:
+        frame = frame.sort_values("timestamp_utc")
+    return frame.drop_duplicates(keys, keep="last")
+
+
+def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    frame = frames.get("variants")
+    if frame is None or not len(frame):
+        return "No variants.csv rows yet (run `python -m bench.run --only variants`).\n"
+    frame = _latest(frame, ["row_kind", "variant", "kernel", "method", "sparsity", "shape",
+                            "word_bits"])
+    kern = frame[frame["row_kind"] == "kernel"]
+    trained = frame[frame["row_kind"] == "train"]
+    out = ["Kernels are one matmul (M x K) @ (K x N); `speedup_vs_dense` divides the f32 "
+           "dense time of the same run by the row's time. `real_kernel` is True for a real "
+           "packed or sparse kernel, False for a simulation (dense math with a mask or "
+           "with {-1, +1} floats).\n"]
+
+    cols = ["variant", "kernel", "real_kernel", "sparsity", "shape", "word_bits",
+            "time_median_s", "speedup_vs_dense", "weight_bytes", "bits_per_weight",
+            "nonzeros"]
+    if len(kern):
+        out += ["### Kernels\n", table(kern[cols].sort_values(["shape", "variant", "kernel",
+                                                                "sparsity", "word_bits"]))]
+        for shape, f in kern[kern["kernel"] == "bcsr"].groupby("shape"):
+            c = crossover(f)
+            slower = ", ".join(fmt(s) for s in f.loc[f["speedup_vs_dense"] <= 1, "sparsity"])
+            out.append(f"- {shape}: BCSR beats dense from sparsity {fmt(c)} on; slower than "
+                       f"dense at {slower or 'no measured sparsity'}. BCSR is for inference: "
+                       f"training keeps dense masked weights (gradients are dense-shaped).\n")
+        sparse = kern[kern["variant"].isin(["dense", "pruned"])]
+        if len(sparse):
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for (shape, kernel), f in sparse.groupby(["shape", "kernel"]):
+                if kernel == "dense":
+                    ax.axhline(f["time_median_s"].iloc[0] * 1e3, ls="--", color="gray",
+                               label=f"dense {shape}")
+                    continue
+                f = f.sort_values("sparsity")
+                ax.plot(f["sparsity"], f["time_median_s"] * 1e3, "o-", label=f"{kernel} {shape}")
+            ax.set_xscale("logit")
+            ax.set_yscale("log")
+            ax.set_xlabel("sparsity (fraction of zero weights, logit scale)")
+            ax.set_ylabel("time per matmul (ms, log scale)")
+            ax.set_title("Sparse vs masked vs dense matmul")
+            ax.legend(fontsize=7)
+            out.append(save(fig, fig_dir, "variants_time_vs_sparsity",
+                            "time vs sparsity: dense, masked-dense, BCSR"))
+            plt.close(fig)
+        binar = kern[kern["kernel"].str.startswith(("xnor", "sign"))]
+        if len(binar):
+            fig, ax = plt.subplots(figsize=(6, 4))
+            labels = [f"{r.kernel} u{int(r.word_bits)}" if r.word_bits else r.kernel
+                      for r in binar.itertuples()]
+            x = np.arange(len(binar))
+            ax.bar(x, binar["speedup_vs_dense"], color="tab:blue")
+            ax.set_xticks(x, [f"{lb}\n{s}" for lb, s in zip(labels, binar["shape"],
+                                                             strict=True)],
+                          rotation=60, ha="right", fontsize=6)
+            ax.axhline(1.0, color="gray", ls="--", label="dense f32")
+            ax.set_ylabel("speedup over f32 dense (x)")
+            ax.set_title("Binarized matmul kernels")
+            ax.legend()
+            out.append(save(fig, fig_dir, "variants_binary_speedup",
+                            "binarized kernels: speedup over dense"))
+            plt.close(fig)
+
+    if len(trained):
+        tcols = ["variant", "method", "kernel", "real_kernel", "sparsity", "accuracy", "steps",
+                 "train_s", "time_median_s", "speedup_vs_dense", "weight_bytes",
+                 "bits_per_weight", "nonzeros"]
+        out += ["### Trained on digits\n",
+                "Accuracy is test accuracy; times are inference on the test split with the "
+                "row's kernel; `speedup_vs_dense` is over the same net run dense in f32.\n",
+                table(trained[tcols].sort_values(["variant", "method", "sparsity", "kernel"]))]
+        pr = trained[(trained["variant"] == "pruned") & (trained["kernel"] == "bcsr")]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        ax = axes[0]
+        if len(pr):
+            pr = pr.sort_values("sparsity")
+            ax.plot(pr["sparsity"], 100 * pr["accuracy"], "o-", label="gradual magnitude pruning")
+        for r in trained[trained["variant"] != "pruned"].itertuples():
+            ax.axhline(100 * r.accuracy, ls="--", lw=1,
+                       color="gray" if r.variant == "dense" else None,
+                       label=f"{r.variant} ({r.method})")
+        ax.set_xscale("logit")
+        ax.set_xlabel("sparsity (logit scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Accuracy vs sparsity (digits)")
+        ax.legend(fontsize=7)
+        ax = axes[1]
+        names = [f"{r.variant}\n{r.method}\n{r.kernel}" +
+                 (f"\ns={fmt(r.sparsity)}" if r.variant == "pruned" else "")
+                 for r in trained.itertuples()]
+        x = np.arange(len(trained))
+        ax.bar(x - 0.2, 100 * trained["accuracy"], 0.4, label="test accuracy (%)")
+        ax2 = ax.twinx()
+        ax2.bar(x + 0.2, trained["weight_bytes"] / 1024, 0.4, color="tab:orange",
+                label="weights (KiB)")
+        ax2.set_yscale("log")
+        ax.set_xticks(x, names, fontsize=5, rotation=90)
+        ax.set_ylabel("test accuracy (%)")
+        ax2.set_ylabel("weight storage (KiB, log scale)")
+        ax.set_title("Dense vs binarized vs pruned")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
+        out.append(save(fig, fig_dir, "variants_accuracy",
+                        "accuracy vs sparsity; dense vs binarized vs pruned"))
+        plt.close(fig)
+    return "\n".join(out)
