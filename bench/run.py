@@ -125,6 +125,11 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
     from fold_jax import results
 
     os.environ.setdefault("FOLD_JAX_RUN_ID", results.run_id())  # the pytest child shares it
+    try:
+        results.check_writable(args.results_dir)
+    except OSError as e:
+        print(f"cannot write results: {e}", file=sys.stderr)
+        return 1
     t_start = time.perf_counter()
     failures: list[str] = []
     plan: list[tuple[str, object, Job]] = []
@@ -159,23 +164,30 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
             bar.set_description(current[:60])
             if name == KERNELS:
                 ok, text = _run_kernels(args)
-                (tqdm.write if ok else failures.append)(
-                    f"kernels: {text}" if ok else f"kernels: pytest bench failed:\n{text}")
-                if not ok:
-                    tqdm.write(failures[-1], file=sys.stderr)
+                if ok:
+                    tqdm.write(f"kernels: {text}")
+                else:
+                    failures.append("kernels: pytest bench failed")
+                    tqdm.write(f"FAILED kernels (pytest bench):\n{text}", file=sys.stderr)
             else:
                 try:
                     rows = job.run()
-                    saved_rows += write_rows(suite, job, rows, args.results_dir)
-                    saved_jobs += 1
-                except (PermissionError, OSError) as e:
-                    failures.append(f"{current}: cannot write results: {_message(e)}")
-                    tqdm.write(f"FAILED {failures[-1]}", file=sys.stderr)
                 except Exception as e:
                     failures.append(f"{current}: {_message(e)}")
                     tb = traceback.format_exc().strip().splitlines()
                     tqdm.write(f"FAILED {current}: {_message(e)}\n  " + "\n  ".join(tb[-6:]),
                                file=sys.stderr)
+                else:
+                    try:
+                        saved_rows += write_rows(suite, job, rows, args.results_dir)
+                        saved_jobs += 1
+                    except OSError as e:  # disk full, permissions: later writes would fail too
+                        bar.close()
+                        print(f"\nstopping: cannot write the results of {current}: "
+                              f"{_message(e)}\nsaved {saved_jobs} jobs ({saved_rows} rows) this "
+                              f"run; fix the problem and rerun the same command to resume.",
+                              file=sys.stderr)
+                        return 1
             bar.update(max(job.cost, 0.0))
     except KeyboardInterrupt:
         bar.close()

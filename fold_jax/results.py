@@ -33,6 +33,7 @@ __all__ = [
     "META_COLUMNS",
     "SCHEMAS",
     "append",
+    "check_writable",
     "done",
     "done_keys",
     "load",
@@ -279,7 +280,9 @@ def _locked(directory: Path):
         os.close(fd)
 
 
-def _writable_dir(results_dir: str | os.PathLike) -> Path:
+def check_writable(results_dir: str | os.PathLike) -> Path:
+    """Create ``results_dir`` if needed; PermissionError / OSError naming it if it cannot
+    be written."""
     directory = Path(results_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -351,7 +354,7 @@ def append(
             row.setdefault(column, value)
     if not rows:
         return 0
-    directory = _writable_dir(results_dir)
+    directory = check_writable(results_dir)
     path = directory / f"{name}.csv"
     with _locked(directory):
         for stale in directory.glob(f".{name}.csv.*.tmp"):  # left by a killed writer

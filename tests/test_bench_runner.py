@@ -155,3 +155,33 @@ def test_kernel_row_appends_once_then_skips(tmp_path, capsys):
     assert pytest.main(args) == 0
     assert "1 skipped" in capsys.readouterr().out
     assert len(results.load(tmp_path / "kernels.csv")) == 1
+
+
+def test_unwritable_results_dir_stops_before_any_job(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    argv = ["--results-dir", str(blocker / "results"), "--no-report"]
+    assert run.main(argv, suites={"fake": _fake_suite(3)}) == 1
+    err = capsys.readouterr().err
+    assert "cannot write results" in err and str(blocker) in err
+
+
+def test_disk_full_mid_run_stops_cleanly_and_resumes(tmp_path, capsys, monkeypatch):
+    argv = ["--results-dir", str(tmp_path), "--no-report"]
+    real, calls = results.append, []
+
+    def flaky(name, rows, **kwargs):
+        calls.append(name)
+        if len(calls) > 4:  # jobs 0 and 1 saved (curves + fake each), then the disk is full
+            raise OSError(28, "No space left on device")
+        return real(name, rows, **kwargs)
+
+    monkeypatch.setattr(results, "append", flaky)
+    assert run.main(argv, suites={"fake": _fake_suite(5)}) == 1
+    err = capsys.readouterr().err
+    assert "stopping: cannot write the results of fake:job2" in err
+    assert "No space left on device" in err and "saved 2 jobs" in err
+    monkeypatch.setattr(results, "append", real)
+    assert sorted(results.load(tmp_path / "fake.csv")["i"]) == [0, 1]
+    assert run.main(argv, suites={"fake": _fake_suite(5)}) == 0
+    _check_complete(tmp_path, 5)
