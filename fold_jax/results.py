@@ -204,6 +204,12 @@ def validate(frame: pd.DataFrame, path: str | os.PathLike, name: str | None = No
                              f"{kind}, got {series.iloc[i]!r}")
 
 
+def _to_bool(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return pd.NA
+    return str(value) in ("True", "1", "1.0")
+
+
 def _read(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, on_bad_lines="error", low_memory=False)
@@ -214,10 +220,9 @@ def _read(path: Path) -> pd.DataFrame:
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not a UTF-8 text CSV: {e}") from e
     validate(frame, path)
-    for column in ("reached",):
-        if column in frame.columns and frame[column].dtype == object:
-            frame[column] = frame[column].map({"True": True, "False": False, "1": True,
-                                               "0": False}).astype("boolean")
+    for column, kind in SCHEMAS.get(Path(path).stem, {}).items():
+        if kind == "bool" and column in frame.columns and frame[column].dtype != bool:
+            frame[column] = frame[column].map(_to_bool).astype("boolean")
     return frame
 
 

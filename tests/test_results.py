@@ -43,6 +43,9 @@ def test_append_load_round_trip_with_metadata(tmp_path):
     assert frame["steps_to_target"].iloc[1] == math.inf
     assert frame["reached"].tolist() == [True, False]
     assert isinstance(results.load(tmp_path / "races.csv"), pd.DataFrame)
+    results.append("races", [race_row(2, reached=None)], key=KEY, results_dir=tmp_path)
+    reached = results.load(tmp_path)["races"]["reached"]
+    assert reached.dtype == "boolean" and reached.isna().tolist() == [False, False, True]
 
 
 def test_duplicates_are_dropped_across_and_within_appends(tmp_path):
