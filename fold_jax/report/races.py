@@ -52,7 +52,7 @@ def summary(races: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (task, variant, method), g in races.groupby(["task", "variant", "method"]):
         rows.append({"task": task, "variant": variant, "method": method,
-                     "reached": f"{int(g["reached"].fillna(False).astype(bool).sum())}/{len(g)}",
+                     "reached": f"{int(g['reached'].fillna(False).astype(bool).sum())}/{len(g)}",
                      "time (s)": g["time_to_target_s"].median(),
                      "steps": g["steps_to_target"].median(),
                      "evals": g["evals_to_target"].median(),
