@@ -306,9 +306,19 @@ def _order(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
+def _file_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; results are for sharing
         with os.fdopen(fd, "w", newline="") as f:
             frame.to_csv(f, index=False)
             f.flush()
