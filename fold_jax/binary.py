@@ -134,7 +134,14 @@ def unpack(packed: ArrayLike, k: int, axis: int = -1, *, dtype=jnp.float32) -> A
     return jnp.moveaxis(values, -1, axis)
 
 
-def xnor_matmul(a: ArrayLike, b: ArrayLike, k: int, *, block_m: int | None = 256) -> Array:
+def _auto_block(m: int, n: int, budget_bytes: int = 1 << 19) -> int:
+    """Rows per block so the (rows, n) int32 accumulator stays within ~512 KiB (L2)."""
+    rows = max(8, budget_bytes // (4 * max(n, 1)))
+    return min(m, 1 << (rows.bit_length() - 1))
+
+
+def xnor_matmul(a: ArrayLike, b: ArrayLike, k: int, *,
+                block_m: int | str | None = "auto") -> Array:
     """``sign(x) @ sign(w)`` from packed operands, exactly, as int32 (M, N).
 
     a: (M, words) = ``pack(x, axis=-1)``, x (M, k); b: (words, N) = ``pack(w, axis=0)``,
@@ -156,9 +163,12 @@ def xnor_matmul(a: ArrayLike, b: ArrayLike, k: int, *, block_m: int | None = 256
     words = a.shape[1]
     if not isinstance(k, int | np.integer) or not (words - 1) * word_bits < k <= words * word_bits:
         raise ValueError(f"k={k!r} does not match {words} words of {word_bits} bits")
-    if block_m is not None and (not isinstance(block_m, int) or block_m < 1):
-        raise ValueError(f"block_m={block_m!r} must be a positive int or None")
     m, n = a.shape[0], b.shape[1]
+    if block_m == "auto":
+        block_m = _auto_block(m, n)
+    elif block_m is not None and (isinstance(block_m, bool) or not isinstance(block_m, int)
+                                  or block_m < 1):
+        raise ValueError(f"block_m={block_m!r} must be a positive int, 'auto' or None")
 
     def rows(a_blk):  # (rows, words) -> (rows, n) mismatch counts
         def add_word(acc, ab):

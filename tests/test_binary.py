@@ -32,8 +32,9 @@ def test_xnor_matmul_equals_float_sign_matmul_exactly(m, k, n):
     got = xnor(pack(x), pack(w, axis=0), k=k, block_m=64)
     assert got.dtype == jnp.int32 and got.shape == (m, n)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
-    unblocked = xnor(pack(x), pack(w, axis=0), k=k, block_m=None)
-    np.testing.assert_array_equal(np.asarray(unblocked), np.asarray(ref))
+    for block_m in (None, "auto"):
+        other = xnor(pack(x), pack(w, axis=0), k=k, block_m=block_m)
+        np.testing.assert_array_equal(np.asarray(other), np.asarray(ref))
 
 
 @pytest.mark.parametrize(("m", "k", "n"), [(5, 63, 3), (4, 130, 7)])
@@ -129,6 +130,8 @@ def test_bad_input_names_the_argument():
         binary.xnor_matmul(a, binary.pack(jnp.ones((40, 3)), axis=0), 70)
     with pytest.raises(ValueError, match="2-D"):
         binary.xnor_matmul(a[0], b, 40)
+    with pytest.raises(ValueError, match="block_m"):
+        binary.xnor_matmul(a, binary.pack(jnp.ones((40, 3)), axis=0), 40, block_m=0)
     with pytest.raises(ValueError, match="word_bits"):
         binary.pack(jnp.ones(3), word_bits=16)
     if not jax.config.jax_enable_x64:
