@@ -200,6 +200,12 @@ def zo_cosine(activation: str, depth: int, method: str) -> list[dict]:
     rows = [_row("zo_cosine", "cosine", c, layer=i, **ids) for i, c in enumerate(per_layer)]
     rows += [_row("zo_cosine", "grad_share", v / np.linalg.norm(norms), layer=i, **ids)
              for i, v in enumerate(norms)]
+    n_params = nets.count_params(params)
+    rows.append(_row("zo_cosine", "n_params", n_params, **ids))
+    if method != "zo_lowrank":  # P iid isotropic directions: E cos ~ sqrt(P / (P + d + 1))
+        pairs = 32 if method == "zo_gaussian" else 64
+        rows.append(_row("zo_cosine", "expected_cosine_all",
+                         math.sqrt(pairs / (pairs + n_params + 1)), **ids))
     rows.append(_row("zo_cosine", "cosine_all", np.mean([float(c) for c in overall]), **ids))
     return rows
 

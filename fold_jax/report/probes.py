@@ -26,6 +26,8 @@ def _fmt(x: float) -> str:
         return "-"
     if x == 0:
         return "0"
+    if float(x).is_integer() and abs(x) < 1e7:
+        return str(int(x))
     if abs(x) >= 1e4 or abs(x) < 1e-2:
         return f"{x:.1e}"
     return f"{x:.3g}"
@@ -67,7 +69,10 @@ def _vanishing(df: pd.DataFrame, fig_dir: Path) -> list[str]:
     ratio = _pivot(v, ["activation", "depth"], "stage", "metric == 'ratio_first_last'")
     acc = _pivot(v, ["activation", "depth"], "stage", "metric == 'test_accuracy'")
     zero = _pivot(v, ["activation", "depth"], "stage", "metric == 'zero_layers_f32'")
+    first = _pivot(v, ["activation", "depth"], "stage", "metric == 'grad_norm' and layer == 0")
     table = pd.DataFrame(index=ratio.index)
+    if "init" in first:
+        table["first-layer norm init"] = first["init"]
     for stage in ("init", "trained"):
         if stage in ratio:
             table[f"ratio {stage}"] = ratio[stage]
@@ -93,6 +98,12 @@ def _vanishing(df: pd.DataFrame, fig_dir: Path) -> list[str]:
             if parts_t:
                 parts.append("trained " + ", ".join(parts_t))
         lines.append(f"- **{act}** first/last ratio at init " + ", ".join(parts))
+    if "relu" in first.index.get_level_values(0) and "init" in first:
+        g = first.loc["relu", "init"].dropna()
+        lines.append(f"- The ratio stays O(1) for tanh, relu and abs, but under LeCun (not He) "
+                     f"init ReLU's gradient shrinks in *every* layer alike: first-layer norm "
+                     f"{_fmt(g.iloc[0])} at depth {int(g.index[0])}, {_fmt(g.iloc[-1])} at "
+                     f"depth {int(g.index[-1])} (the signal loses ~sqrt(2) per layer).")
     out += [*lines, "", _table(table), ""]
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -141,12 +152,22 @@ def _zo(df: pd.DataFrame, fig_dir: Path) -> list[str]:
         edge = pd.DataFrame({"first layer": first.first(), "last layer": first.last()})
         edge = edge.unstack("method")
         edge.columns = [f"{m}: {where}" for where, m in edge.columns]
+        expected = _pivot(z, ["activation", "depth"], "method",
+                          "metric == 'expected_cosine_all'")
+        if not expected.empty:
+            expected.columns = [f"{c} (iid theory)" for c in expected.columns]
+            overall = overall.join(expected)
         out += ["### Zeroth-order estimates per layer", "",
                 "Cosine between a forward-only gradient estimate and backprop's gradient at "
                 "init (mean over 4 keys; 64 loss evaluations for zo, 64 tangents for the "
                 "forward gradient). ZO noise is isotropic over all parameters, so a layer's "
                 "cosine scales with its share of the gradient norm: where backprop's "
-                "gradient vanishes, the estimate of that layer is pure noise.", "",
+                "gradient vanishes, the estimate of that layer is pure noise. With P "
+                "independent isotropic directions and d parameters the expected overall "
+                "cosine is about sqrt(P / (P + d + 1)) (P = 32 antithetic pairs for "
+                "zo_gaussian, 64 tangents for forward_gradient): forward-only estimates "
+                "are dimension-limited everywhere, and vanish per layer where backprop's "
+                "gradient does.", "",
                 "Overall cosine:", "", _table(overall), "",
                 "First vs last layer cosine:", "", _table(edge), ""]
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -170,6 +191,10 @@ def _zo(df: pd.DataFrame, fig_dir: Path) -> list[str]:
         t = t[cols]
         trained = t[t["best_test_accuracy"] >= 0.5] if "best_test_accuracy" in t else t
         names = ", ".join(f"{a}/{m}" for a, m in trained.index) or "none"
+        if "best_test_accuracy" in t:
+            top = t["best_test_accuracy"].idxmax()
+            names += (f" (highest best test accuracy: {top[0]}/{top[1]}, "
+                      f"{_fmt(t['best_test_accuracy'].max())})")
         out += ["### Who trains a depth-16 sigmoid net on digits", "",
                 "Same wall-clock budget per method (compile excluded), width 64, batch 128. "
                 f"Reaching >= 50% test accuracy: **{names}**.", "", _table(t), ""]
@@ -316,14 +341,32 @@ def _regions(df: pd.DataFrame, fig_dir: Path) -> list[str]:
     grid = _pivot(init, ["activation", "depth"], "width", "metric == 'patterns'")
     out += ["Random nets at init (flax default: LeCun normal kernels, zero biases, so every "
             "region is a cone from the origin). *Line*: exact activation regions met by a "
-            "chord of [-2, 2]^2 (mean over 4 chords off the origin); *grid*: distinct "
-            "activation patterns on a grid over [-2.5, 2.5]^2 (a lower bound). Columns: "
-            "width.", "", "Line (exact):", "", _table(line), "", "Grid patterns:", "",
-            _table(grid), ""]
+            "chord of [-2, 2]^2 (mean over 4 chords off the origin; breakpoints tracked "
+            "layer by layer); *grid*: distinct activation patterns on a grid over "
+            "[-2.5, 2.5]^2 (a lower bound: regions thinner than a cell are missed). An "
+            "activation region is convex (an intersection of half-spaces), so a pattern is "
+            "one region; more 8-connected *components* than patterns measures grid "
+            "aliasing, not extra regions. Columns: width.", "",
+            "Line (exact):", "", _table(line), "", "Grid patterns:", "", _table(grid), ""]
+    if not line.empty:
+        grow = {act: line.loc[act] for act in line.index.get_level_values(0).unique()}
+        notes = []
+        for act, g in grow.items():
+            w = g.columns.max()
+            d0, d1 = g.index.min(), g.index.max()
+            notes.append(f"{act} width {int(w)}: {_fmt(g.loc[d0, w])} regions at depth "
+                         f"{int(d0)} -> {_fmt(g.loc[d1, w])} at depth {int(d1)}, x"
+                         f"{_fmt(g.loc[d1, w] / g.loc[d0, w])} for x{_fmt(d1 / d0)} depth "
+                         f"(2^depth would give x{_fmt(2.0 ** (d1 - d0))})")
+        out += ["Random nets gain regions at most about linearly with depth (i.e. with the "
+                "number of units), far below the 2^L a constructed net reaches: "
+                + "; ".join(notes) + ".", ""]
     trained = r[r.stage == "trained"]
     if not trained.empty:
         t = _pivot(trained, ["activation", "depth", "method"], "metric")
         base = _pivot(init.query("width == 32"), ["activation", "depth"], "metric")
+        done = {(a, d) for a, d, _ in t.index}
+        base = base[[i in done for i in base.index]] if not base.empty else base
         out += ["After training on spirals (width 32; Adam lr 1e-2 vs zeroth-order "
                 "zo_gaussian, same steps); init counts of the same nets for comparison:", "",
                 _table(t), "", _table(base), ""]
