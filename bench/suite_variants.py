@@ -14,7 +14,9 @@ Rows (``row_kind``):
 
 Columns: row_kind, variant, kernel, method, real_kernel, sparsity, shape, word_bits,
 time_median_s, time_iqr_s, compile_s, speedup_vs_dense, weight_bytes, bits_per_weight,
-nonzeros, accuracy, steps, train_s.
+nonzeros, accuracy, steps, train_s; "zo_variance" rows add est_mse, est_mse_sem,
+expected_mse, grad_sq_survivors, grad_sq_all (zeroth-order estimator error on a pruned
+net with the mask vs without it).
 """
 
 from __future__ import annotations
@@ -197,6 +199,47 @@ def train_pruned(sparsity: float, steps: int, max_time_s: float) -> list[dict]:
                  **_timed(t_sparse, t_dense.median_s))]
 
 
+def zo_variance(sparsity: float, repeats: int = 64) -> list[dict]:
+    """Error of one antithetic gaussian ZO pair on the surviving weights of a magnitude-
+    pruned digits MLP, perturbing only survivors (mask) vs all weights (full).
+
+    For coordinates S (survivors) and true gradient g: E|g_hat_S - g_S|^2 is
+    (|S| + 1)|g_S|^2 with the mask and |S||g|^2 + |g_S|^2 without (``expected_mse``).
+    """
+    from fold_jax import zo
+
+    task = tasks.get("digits")
+    net = nets.mlp(HIDDEN, "relu")
+    params = net.init(jax.random.key(0))
+    mask = prune.magnitude_mask(params, sparsity)
+    params = prune.apply_mask(params, mask)
+    loss = task.loss_fn(net.apply)
+    x, y = task.x_train[:256], task.y_train[:256]
+    g = prune.apply_mask(jax.grad(loss)(params, x, y), mask)
+    g_full = jax.grad(loss)(params, x, y)
+    sq = lambda t: float(sum(jnp.sum(v ** 2) for v in jax.tree.leaves(t)))  # noqa: E731
+    d_eff = int(sum(jnp.sum(m) for m in jax.tree.leaves(mask)))
+    g_s2, g2 = sq(g), sq(g_full)
+    keys = jax.random.split(jax.random.key(1), repeats)
+    rows = []
+    for kernel, m, expected in (("zo_masked", mask, (d_eff + 1) * g_s2),
+                                ("zo_full", None, d_eff * g2 + g_s2)):
+        vg = zo.value_and_grad(loss, num_directions=2, sigma=1e-3, mask=m)
+
+        def err(key, vg=vg):
+            est = prune.apply_mask(vg(params, key, x, y)[1], mask)
+            return sum(jnp.sum((e - t) ** 2) for e, t in zip(jax.tree.leaves(est),
+                                                             jax.tree.leaves(g), strict=True))
+
+        errs = np.asarray(jax.jit(jax.vmap(err))(keys))
+        rows.append(_row(row_kind="zo_variance", variant="pruned", kernel=kernel,
+                         method="zo_gaussian", sparsity=sparsity, nonzeros=d_eff,
+                         shape="mlp" + "-".join(map(str, HIDDEN)), est_mse=float(errs.mean()),
+                         est_mse_sem=float(errs.std() / np.sqrt(repeats)),
+                         expected_mse=expected, grad_sq_survivors=g_s2, grad_sq_all=g2))
+    return rows
+
+
 def _meta_key(**kw) -> dict:
     """The key of a job's last row (the runner adds backend, device_kind, n_devices)."""
     base = dict(row_kind="kernel", variant="dense", kernel="dense", method="none",
@@ -226,6 +269,10 @@ def jobs(profile: str = "quick") -> Iterator[Job]:
                             method=method, shape=mlp),
                   lambda method=method, steps=steps: train_binarized(method, steps, t),
                   f"train binarized {method}", cost=steps / 20)
+    for s in SPARSITIES:
+        yield Job(_meta_key(row_kind="zo_variance", variant="pruned", kernel="zo_full",
+                            method="zo_gaussian", sparsity=s, shape=mlp),
+                  lambda s=s: zo_variance(s), f"zo variance {s}", cost=5.0)
     for s in p["train_sparsities"]:
         yield Job(_meta_key(row_kind="train", variant="pruned", kernel="bcsr",
                             method="gradual_adam", sparsity=s, shape=mlp),

@@ -138,4 +138,16 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
         out.append(save(fig, fig_dir, "variants_accuracy",
                         "accuracy vs sparsity; dense vs binarized vs pruned"))
         plt.close(fig)
+    zv = frame[frame["row_kind"] == "zo_variance"]
+    if len(zv) and "est_mse" in zv:
+        wide = zv.pivot_table(index="sparsity", columns="kernel",
+                              values=["est_mse", "expected_mse"], aggfunc="last")
+        wide.columns = [f"{a} ({b})" for a, b in wide.columns]
+        if {"est_mse (zo_full)", "est_mse (zo_masked)"} <= set(wide.columns):
+            wide["variance drop (x)"] = wide["est_mse (zo_full)"] / wide["est_mse (zo_masked)"]
+        out += ["### Zeroth-order estimator on pruned nets\n",
+                "Squared error of one antithetic gaussian pair on the surviving weights of a "
+                "magnitude-pruned MLP (digits batch of 256), perturbing only survivors "
+                "(zo_masked) or every weight (zo_full); expected_mse from the formula in "
+                "`bench/suite_variants.zo_variance`.\n", table(wide, index=True)]
     return "\n".join(out)
