@@ -37,7 +37,9 @@ KEY = ["row_kind", "variant", "kernel", "method", "sparsity", "shape", "word_bit
        "backend", "device_kind", "n_devices"]
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
-HIDDEN = (64, 256, 256, 10)
+HIDDEN = (64, 256, 256, 10)  # dense and pruned nets
+BIN_HIDDEN = (64, 64, 10)  # binarized nets (all three training methods, and a dense twin):
+# zeroth-order descent needs many steps on 85k latent weights; 4.8k train in minutes
 PROFILE = {
     "quick": dict(shapes=((256, 1024, 1024), (256, 4096, 4096)), max_time_s=0.5,
                   steps=600, zo_steps=2000, flip_steps=4000, train_sparsities=(0.5, 0.9, 0.99)),
@@ -137,14 +139,14 @@ def _infer(apply, x, max_time_s):
     return _time(apply, x, max_time_s=max_time_s)
 
 
-def train_dense(steps: int, max_time_s: float) -> list[dict]:
+def train_dense(steps: int, max_time_s: float, widths=HIDDEN) -> list[dict]:
     task = tasks.get("digits")
-    net = nets.mlp(HIDDEN, "relu")
+    net = nets.mlp(widths, "relu")
     m = methods.gradient(task.loss_fn(net.apply), optax.adam(2e-3))
     params, acc, train_s = _fit(m, net.init(jax.random.key(0)), task, net.apply, steps)
     t = _infer(jax.jit(lambda x: net.apply(params, x)), task.x_test, max_time_s)
     n = sum(x.size for x in jax.tree.leaves(params) if x.ndim == 2)
-    return [_row(row_kind="train", method="adam", shape="mlp" + "-".join(map(str, HIDDEN)),
+    return [_row(row_kind="train", method="adam", shape="mlp" + "-".join(map(str, widths)),
                  accuracy=acc, steps=steps, train_s=train_s, weight_bytes=4 * n,
                  bits_per_weight=32.0, nonzeros=n, **_timed(t, t.median_s))]
 
@@ -152,7 +154,7 @@ def train_dense(steps: int, max_time_s: float) -> list[dict]:
 def train_binarized(method: str, steps: int, max_time_s: float) -> list[dict]:
     """method: "ste_adam", "zo_gaussian" (latent weights) or "bit_flip" (sign space)."""
     task = tasks.get("digits")
-    net = nets.mlp(HIDDEN, "relu", layer=binary.binary_layer())
+    net = nets.mlp(BIN_HIDDEN, "relu", layer=binary.binary_layer())
     loss = task.loss_fn(net.apply)
     tx = optax.chain(optax.adam(3e-3 if method == "ste_adam" else 1e-2), binary.clip_latent())
     if method == "ste_adam":
@@ -170,7 +172,7 @@ def train_binarized(method: str, steps: int, max_time_s: float) -> list[dict]:
     t_dense = _infer(jax.jit(lambda x: net.apply(params, x)), task.x_test, max_time_s)
     n = sum(x.size for x in jax.tree.leaves(params) if x.ndim == 2)
     return [_row(row_kind="train", variant="binarized", kernel="packed_1bit_weights",
-                 method=method, real_kernel=True, shape="mlp" + "-".join(map(str, HIDDEN)),
+                 method=method, real_kernel=True, shape="mlp" + "-".join(map(str, BIN_HIDDEN)),
                  accuracy=acc, steps=steps, train_s=train_s, weight_bytes=packed.weight_bytes,
                  bits_per_weight=8 * packed.weight_bytes / n, nonzeros=n,
                  **_timed(t_packed, t_dense.median_s))]
@@ -263,10 +265,13 @@ def jobs(profile: str = "quick") -> Iterator[Job]:
     mlp = "mlp" + "-".join(map(str, HIDDEN))
     yield Job(_meta_key(row_kind="train", method="adam", shape=mlp),
               lambda: train_dense(p["steps"], t), "train dense", cost=20.0)
+    bin_mlp = "mlp" + "-".join(map(str, BIN_HIDDEN))
+    yield Job(_meta_key(row_kind="train", method="adam", shape=bin_mlp),
+              lambda: train_dense(p["steps"], t, BIN_HIDDEN), "train dense small", cost=10.0)
     for method, steps in (("ste_adam", p["steps"]), ("zo_gaussian", p["zo_steps"]),
                           ("bit_flip", p["flip_steps"])):
         yield Job(_meta_key(row_kind="train", variant="binarized", kernel="packed_1bit_weights",
-                            method=method, shape=mlp),
+                            method=method, shape=bin_mlp),
                   lambda method=method, steps=steps: train_binarized(method, steps, t),
                   f"train binarized {method}", cost=steps / 20)
     for s in SPARSITIES:
