@@ -115,3 +115,42 @@ def test_bad_input():
         probes.normalized_targets(jnp.zeros(3))
     with pytest.raises(ValueError, match="params"):
         probes.layer_norms({"a": jnp.zeros(2)})
+
+
+def test_report_section_states_ratios_and_draws_figures(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from fold_jax.report import probes as report
+
+    def row(probe, metric, value, **k):
+        base = dict(probe=probe, task="digits", activation=None, depth=None, width=64,
+                    stage=None, method=None, layer=None, threshold=None)
+        return {**base, **k, "metric": metric, "value": value}
+
+    rows = []
+    for act, per_layer in (("sigmoid", 0.25), ("relu", 1.0)):
+        for depth in (2, 4):
+            norms = [per_layer ** (depth - i) for i in range(depth + 1)]
+            for stage in ("init", "trained"):
+                ids = dict(activation=act, depth=depth, stage=stage, method="adam")
+                rows += [row("vanishing", "grad_norm", n, layer=i, **ids)
+                         for i, n in enumerate(norms)]
+                rows += [row("vanishing", "ratio_first_last", norms[0] / norms[-1], **ids),
+                         row("vanishing", "test_accuracy", 0.5, **ids)]
+    for method, em in (("sigmoid", 0.9), ("softmax", 0.3)):
+        for t in (0.3, 0.5):
+            ids = dict(task="digit_attributes", method=method, threshold=t)
+            rows += [row("threshold", "exact_match", em, **ids),
+                     row("threshold", "micro_f1", em, **ids),
+                     row("threshold", "labels_on", 1.0, **ids)]
+    rows.append(row("threshold", "labels_on", 1.8, task="digit_attributes", method="truth"))
+    text = report.section({"probes": pd.DataFrame(rows)}, tmp_path)
+    assert "first/last ratio at init depth 2: 0.0625, depth 4: 3.9e-03" in text
+    assert "sigmoid head's exact match is 0.9-0.9" in text
+    for name in ("probes_grad_ratio", "probes_layer_norms", "probes_thresholds"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+        assert f"figures/{name}.png" in text
+    assert report.section({}, tmp_path) == ""

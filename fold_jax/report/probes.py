@@ -91,9 +91,9 @@ def _vanishing(df: pd.DataFrame, fig_dir: Path) -> list[str]:
         if act not in ratio.index.get_level_values(0):
             continue
         r = ratio.loc[act]
-        parts = [f"depth {d}: {_fmt(r.loc[d, 'init'])}" for d in r.index if "init" in r]
+        parts = [f"depth {int(d)}: {_fmt(r.loc[d, 'init'])}" for d in r.index if "init" in r]
         if "trained" in r:
-            parts_t = [f"depth {d}: {_fmt(r.loc[d, 'trained'])}" for d in r.index
+            parts_t = [f"depth {int(d)}: {_fmt(r.loc[d, 'trained'])}" for d in r.index
                        if not math.isnan(r.loc[d, "trained"])]
             if parts_t:
                 parts.append("trained " + ", ".join(parts_t))
