@@ -24,7 +24,9 @@ def label(row) -> str:
         parts.append(noise)
     for column, short in (("rank", "r"), ("chunk_size", "chunk")):
         value = row.get(column)
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value == 0:
+            continue
+        if not (column == "rank" and parts[0].endswith(f"_r{int(value)}")):
             parts.append(f"{short}={int(value)}")
     if row.get("variant", "dense") not in ("dense", None) and isinstance(row.get("variant"), str):
         parts.append(row["variant"])

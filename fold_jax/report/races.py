@@ -133,7 +133,8 @@ def _curve_figure(curves, races, x, xlabel, fig_dir, name, colors):
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             unique.setdefault("target" if lab.startswith("target") else lab, h)
-    fig.legend(unique.values(), unique.keys(), fontsize=8, loc="center left",
+    order = sorted(k for k in unique if k != "target") + ["target"] * ("target" in unique)
+    fig.legend([unique[k] for k in order], order, fontsize=8, loc="center left",
                bbox_to_anchor=(1.0, 0.5), title="method")
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
