@@ -101,7 +101,8 @@ def test_ratios_and_profiles_follow_the_definitions(filled):
 def test_missing_sections_and_data_are_reported(tmp_path):
     _, curves = _races()
     results.append("curves", curves[:3], key=[*RACE_KEY, "step"], results_dir=tmp_path)
-    text = report.build(tmp_path, verbose=False).read_text()
+    assert report.main(["--results-dir", str(tmp_path)]) == 0  # the command-line entry
+    text = (tmp_path / "REPORT.md").read_text()
     assert "| curves.csv | 3 | 1 |" in text
     assert "_Skipped: no kernels data._" in text and "_Skipped: no races data._" in text
     assert "_Skipped: no scaling data._" in text
