@@ -158,8 +158,10 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
     bar = tqdm(total=total, unit="cost", dynamic_ncols=True, file=sys.stderr,
                bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}")
     current = ""
+    part_s: dict[str, float] = {}
     try:
         for name, suite, job in plan:
+            t_job = time.perf_counter()
             current = f"{name}:{job.label or job.key}"
             bar.set_description(current[:60])
             if name == KERNELS:
@@ -188,6 +190,7 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
                               f"run; fix the problem and rerun the same command to resume.",
                               file=sys.stderr)
                         return 1
+            part_s[name] = part_s.get(name, 0.0) + time.perf_counter() - t_job
             bar.update(max(job.cost, 0.0))
     except KeyboardInterrupt:
         bar.close()
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
     bar.close()
     minutes = (time.perf_counter() - t_start) / 60
     print(f"ran {len(plan)} jobs in {minutes:.1f} min: {saved_jobs} saved ({saved_rows} rows), "
-          f"{len(failures)} failed")
+          f"{len(failures)} failed" + (" (" + ", ".join(
+              f"{k} {v / 60:.1f} min" for k, v in part_s.items()) + ")" if part_s else ""))
 
     if not args.no_report:
         try:
