@@ -237,9 +237,11 @@ def gradual_prune(final_sparsity: float, total_steps: int, *, begin_step: int = 
         new = jax.tree.map(lambda p, u, m: (p + u) * m, params, updates, state.mask)
         due = (count >= begin_step) & (count <= end) & (
             ((count - begin_step) % frequency == 0) | (count == end))
-        scores = jax.tree.map(jnp.abs, new)
-        recomputed = _score_mask(scores, sched(count), scope)
-        mask = jax.tree.map(lambda r, m: jnp.where(due, r & m, m), recomputed, state.mask)
+        def recompute():  # argsorts only on pruning steps (lax.cond runs one branch)
+            fresh = _score_mask(jax.tree.map(jnp.abs, new), sched(count), scope)
+            return jax.tree.map(jnp.logical_and, fresh, state.mask)
+
+        mask = jax.lax.cond(due, recompute, lambda: state.mask)
         updates = jax.tree.map(lambda n, m, p: n * m - p, new, mask, params)
         return updates, GradualPruneState(mask, count)
 
