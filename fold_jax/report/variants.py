@@ -104,23 +104,24 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
                 "row's kernel; `speedup_vs_dense` is over the same net run dense in f32.\n",
                 table(trained[tcols].sort_values(["variant", "method", "sparsity", "kernel"]))]
         pr = trained[(trained["variant"] == "pruned") & (trained["kernel"] == "bcsr")]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 5))
         ax = axes[0]
         if len(pr):
             pr = pr.sort_values("sparsity")
             ax.plot(pr["sparsity"], 100 * pr["accuracy"], "o-", label="gradual magnitude pruning")
-        for r in trained[trained["variant"] != "pruned"].itertuples():
-            ax.axhline(100 * r.accuracy, ls="--", lw=1,
-                       color="gray" if r.variant == "dense" else None,
-                       label=f"{r.variant} ({r.method})")
+        others = trained[trained["variant"] != "pruned"]
+        colors = plt.get_cmap("tab10")
+        for i, r in enumerate(others.itertuples()):
+            ax.axhline(100 * r.accuracy, ls="--", lw=1, color=colors((i + 1) % 10),
+                       label=f"{r.variant} {r.method} ({r.shape})")
         ax.set_xscale("logit")
         ax.set_xlabel("sparsity (logit scale)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title("Accuracy vs sparsity (digits)")
         ax.legend(fontsize=7)
         ax = axes[1]
-        names = [f"{r.variant}\n{r.method}\n{r.kernel}" +
-                 (f"\ns={fmt(r.sparsity)}" if r.variant == "pruned" else "")
+        names = [f"{r.variant} {r.method} {r.kernel} {r.shape}" +
+                 (f" s={fmt(r.sparsity)}" if r.variant == "pruned" else "")
                  for r in trained.itertuples()]
         x = np.arange(len(trained))
         ax.bar(x - 0.2, 100 * trained["accuracy"], 0.4, label="test accuracy (%)")
@@ -134,7 +135,8 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
         ax.set_title("Dense vs binarized vs pruned")
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
+        ax.set_ylim(0, 125)
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left", ncol=2)
         out.append(save(fig, fig_dir, "variants_accuracy",
                         "accuracy vs sparsity; dense vs binarized vs pruned"))
         plt.close(fig)
