@@ -20,9 +20,9 @@ Semantics (decided here, documented in the README table of fold_jax.zo):
   ``"sphere"`` (u uniform on the sphere of radius sqrt(d), d = perturbed dimension).
   All have E[u u^T] = I, so the estimate is unbiased for the gradient of the
   smoothed loss (exactly the gradient on quadratics). Variance of one direction
-  with an exact directional derivative: gaussian (d+1)|g|^2, rademacher and sphere
-  (d-1)|g|^2 (minus sum g_i^2 terms for rademacher), divided by the number of
-  directions (pairs) averaged.
+  with an exact directional derivative (trace of the covariance of (g.u) u):
+  gaussian (d+1)|g|^2, rademacher and sphere (d-1)|g|^2; the average over K
+  directions (pairs) divides it by K.
 - ``rank=r``: every 2-D leaf (in, out) is perturbed by ``A B^T / sqrt(r)`` with A
   (in, r), B (out, r) drawn from ``noise`` (gaussian or rademacher); 1-D and other
   leaves get full-rank noise. E[(AB^T)(AB^T)^T]/r = I, so the estimate stays unbiased.

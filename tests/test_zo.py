@@ -273,15 +273,15 @@ def test_bad_rank_for_leaf_and_mask(mlp_problem):
 def test_zeroth_order_trains_digits_quickly():
     task = tasks.get("digits")
     net = nets.mlp((64, 32, 10), "relu")
-    m = methods.zeroth_order(task.loss_fn(net.apply), optax.adam(3e-3), num_directions=64,
-                             sigma=1e-2, rank=2)
+    m = methods.zeroth_order(task.loss_fn(net.apply), optax.adam(1e-2), num_directions=32,
+                             sigma=1e-2, rank=2, shaping="centered_ranks")
     t0 = time.perf_counter()
-    r = train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=400,
+    r = train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=200,
                   batch_size=128, eval_every=200)
     assert time.perf_counter() - t0 < 30
-    assert r.history.evals.iloc[-1] == 400 * 64
-    # chance is 10%; a working estimator gets well past that in 400 steps
-    assert r.history.test_accuracy.iloc[-1] > 0.7, r.history
+    assert r.history.evals.iloc[-1] == 200 * 32
+    # chance is 10%; a working estimator gets past 80% in 200 steps (0.92 measured)
+    assert r.history.test_accuracy.iloc[-1] > 0.8, r.history
 
 
 def test_forward_gradient_method_trains():
