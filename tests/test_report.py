@@ -63,6 +63,8 @@ def filled(tmp_path):
 
 
 def test_build_writes_report_and_figures(filled):
+    (filled / "figures").mkdir()
+    (filled / "figures" / "stale_from_an_old_build.png").write_bytes(b"old")
     path = report.build(filled, verbose=False)
     assert path == filled / "REPORT.md"
     text = path.read_text()
@@ -80,6 +82,7 @@ def test_build_writes_report_and_figures(filled):
     assert "| num_directions | zo_step | zo | 2 | 1 | 1 | 1 |" in text
     assert "_Skipped: no scaling data._" in text or "## Scaling\n\n_Skipped" in text
     assert not list(filled.glob(".report.*"))  # temporary build dir cleaned up
+    assert "stale_from_an_old_build.png" not in figures
 
 
 def test_ratios_and_profiles_follow_the_definitions(filled):

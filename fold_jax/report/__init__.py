@@ -6,7 +6,8 @@ exposes ``section(frames: dict[str, DataFrame], fig_dir: Path) -> str`` (markdow
 figures saved into ``fig_dir`` and linked as ``figures/NAME.png``). A section whose
 module or data is missing is skipped with a line saying so. The report and figures
 are written to a temporary directory first and then moved into place, so a failed
-build never leaves a half-written report.
+build never leaves a half-written report; PNGs in ``figures/`` that the build no
+longer makes are removed (the directory is generated output).
 
 Command line: ``python -m fold_jax.report [--results-dir results]``.
 """
@@ -97,8 +98,12 @@ def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True) -
         (tmp / "REPORT.md").write_text("\n".join(parts))
         fig_dir = directory / "figures"
         fig_dir.mkdir(exist_ok=True)
-        for png in fig_tmp.glob("*.png"):
-            os.replace(png, fig_dir / png.name)
+        made = {png.name for png in fig_tmp.glob("*.png")}
+        for name in made:
+            os.replace(fig_tmp / name, fig_dir / name)
+        for stale in fig_dir.glob("*.png"):  # figures of an older build, no longer made
+            if stale.name not in made:
+                stale.unlink()
         report = directory / "REPORT.md"
         os.replace(tmp / "REPORT.md", report)
     finally:
