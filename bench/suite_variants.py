@@ -152,22 +152,28 @@ def train_dense(steps: int, max_time_s: float, widths=HIDDEN) -> list[dict]:
 
 
 def train_binarized(method: str, steps: int, max_time_s: float) -> list[dict]:
-    """method: "ste_adam", "zo_gaussian" (latent weights) or "bit_flip" (sign space)."""
+    """method: "ste_adam", "ste_adam_bnn" (binarized tanh activations: hidden layers run
+    XNOR on packed activations at inference), "zo_gaussian" (latent weights) or
+    "bit_flip" (sign space). The first layer sees real inputs: 1-bit weights, f32 math."""
     task = tasks.get("digits")
-    net = nets.mlp(BIN_HIDDEN, "relu", layer=binary.binary_layer())
+    bnn = method == "ste_adam_bnn"  # binarized activations too: hidden layers fully XNOR
+    act = "tanh" if bnn else "relu"
+    net = nets.mlp(BIN_HIDDEN, act, layer=binary.binary_layer(binarize_activations=bnn))
     loss = task.loss_fn(net.apply)
-    tx = optax.chain(optax.adam(3e-3 if method == "ste_adam" else 1e-2), binary.clip_latent())
-    if method == "ste_adam":
+    tx = optax.chain(optax.adam(3e-3 if method.startswith("ste") else 1e-2),
+                     binary.clip_latent())
+    if method.startswith("ste_adam"):
         m = methods.gradient(loss, tx)
     elif method == "zo_gaussian":
         m = methods.zeroth_order(loss, tx, num_directions=64, sigma=0.05)
     elif method == "bit_flip":
         m = binary.flip_search(loss, flips=4)
     else:
-        raise ValueError(f"method={method!r}; allowed: ste_adam, zo_gaussian, bit_flip")
-    batch = 128 if method == "ste_adam" else 256  # forward-only: less batch noise pays
+        raise ValueError(f"method={method!r}; allowed: ste_adam, ste_adam_bnn, zo_gaussian, "
+                         f"bit_flip")
+    batch = 128 if method.startswith("ste") else 256  # forward-only: less batch noise pays
     params, acc, train_s = _fit(m, net.init(jax.random.key(0)), task, net.apply, steps, batch)
-    packed = binary.pack_mlp(params, "relu")
+    packed = binary.pack_mlp(params, act, binarize_activations=bnn)
     t_packed = _infer(jax.jit(lambda x: binary.packed_apply(packed, x)), task.x_test,
                       max_time_s)
     t_dense = _infer(jax.jit(lambda x: net.apply(params, x)), task.x_test, max_time_s)
@@ -269,7 +275,8 @@ def jobs(profile: str = "quick") -> Iterator[Job]:
     bin_mlp = "mlp" + "-".join(map(str, BIN_HIDDEN))
     yield Job(_meta_key(row_kind="train", method="adam", shape=bin_mlp),
               lambda: train_dense(p["steps"], t, BIN_HIDDEN), "train dense small", cost=10.0)
-    for method, steps in (("ste_adam", p["steps"]), ("zo_gaussian", p["zo_steps"]),
+    for method, steps in (("ste_adam", p["steps"]), ("ste_adam_bnn", p["steps"]),
+                          ("zo_gaussian", p["zo_steps"]),
                           ("bit_flip", p["flip_steps"])):
         yield Job(_meta_key(row_kind="train", variant="binarized", kernel="packed_1bit_weights",
                             method=method, shape=bin_mlp),
