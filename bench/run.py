@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
 
     saved_jobs = saved_rows = 0
     total = sum(max(job.cost, 0.0) for *_, job in plan)
-    bar = tqdm(total=total, unit="cost", dynamic_ncols=True, file=sys.stderr,
+    bar = tqdm(total=total, unit="cost", dynamic_ncols=True, file=sys.stderr, disable=not plan,
                bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}")
     current = ""
     part_s: dict[str, float] = {}
