@@ -2,45 +2,59 @@
 
 A :class:`LowRank` leaf stands for ``base + scale * a @ b.T`` without forming the
 (in x out) sum. fold_jax's own layers call :func:`matmul`, which evaluates
-``x @ (base + scale * a b^T)`` as ``x @ base + scale * (x @ a) @ b.T``: under ``vmap``
-over directions ``x @ base`` is one large matmul on all examples and the low-rank
-term costs O(r (in + out)) per example, so evaluating a population costs about one
-inference (EGGROLL, 2025). A user's own layer opts into the fused path by calling
-:func:`matmul` on its kernel instead of ``x @ kernel``.
+``x @ (base + scale * a b^T)`` in the cheaper of two associations:
+
+- ``"factored"``: ``x @ base + scale * (x @ a) @ b.T`` (EGGROLL, 2025). Under ``vmap``
+  over directions ``x @ base`` is one large matmul on all examples (computed once
+  when x is shared, as in the first layer) and the low-rank term costs
+  O(r (in + out)) per example.
+- ``"dense"``: ``x @ (base + scale * a @ b.T)``: forms the perturbed matrix (O(r in
+  out)) and multiplies once; cheaper in FLOPs and memory when the rows of x exceed
+  in * out / (in + out), e.g. a 128 x 128 layer seen by a batch of more than 64.
+
+``"auto"`` (default) picks by that static shape rule, per layer and per call. A
+user's own layer opts into the fused path by calling :func:`matmul` on its kernel
+instead of ``x @ kernel``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-__all__ = ["LowRank", "is_lowrank", "materialize", "matmul"]
+__all__ = ["ASSOCIATIONS", "LowRank", "is_lowrank", "materialize", "matmul"]
+
+ASSOCIATIONS = ("auto", "factored", "dense")
 
 
 @jax.tree_util.register_pytree_node_class
 class LowRank:
     """``base + scale * a @ b.T`` kept factored.
 
-    Shapes: base (in, out), a (in, r), b (out, r), scale scalar. Defines no
+    Shapes: base (in, out), a (in, r), b (out, r), scale scalar. ``association``
+    (static) says how :func:`matmul` evaluates it (module docstring). Defines no
     arithmetic on purpose: code that is not written for it fails loudly at trace
     time instead of silently computing something else.
     """
 
-    __slots__ = ("a", "b", "base", "scale")
+    __slots__ = ("a", "association", "b", "base", "scale")
 
-    def __init__(self, base: Any, a: Any, b: Any, scale: Any):
+    def __init__(self, base: Any, a: Any, b: Any, scale: Any, association: str = "auto"):
+        if association not in ASSOCIATIONS:
+            raise ValueError(f"association={association!r}; allowed: {list(ASSOCIATIONS)}")
         self.base, self.a, self.b, self.scale = base, a, b, scale
+        self.association = association
 
     def tree_flatten(self):
-        return (self.base, self.a, self.b, self.scale), None
+        return (self.base, self.a, self.b, self.scale), self.association
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        del aux
-        return cls(*children)
+        return cls(*children, association=aux)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -65,8 +79,19 @@ def materialize(w: LowRank | ArrayLike) -> Array:
     return jnp.asarray(w)
 
 
+def _factored_is_cheaper(x_shape: tuple[int, ...], w: LowRank) -> bool:
+    rows = math.prod(x_shape[:-1])
+    n_in, n_out = jnp.shape(w.base)
+    return rows * (n_in + n_out) <= n_in * n_out
+
+
 def matmul(x: ArrayLike, w: LowRank | ArrayLike) -> Array:
-    """``x @ w`` for x (..., in); fused ``x @ base + scale (x @ a) b^T`` for LowRank."""
-    if isinstance(w, LowRank):
+    """``x @ w`` for x (..., in). For a LowRank ``w``: ``x @ base + scale (x @ a) b^T``
+    ("factored") or ``x @ (base + scale a b^T)`` ("dense"), by ``w.association``."""
+    if not isinstance(w, LowRank):
+        return jnp.matmul(x, w)
+    factored = w.association == "factored" or (
+        w.association == "auto" and _factored_is_cheaper(jnp.shape(x), w))
+    if factored:
         return x @ w.base + w.scale * ((x @ w.a) @ w.b.T)
-    return jnp.matmul(x, w)
+    return x @ materialize(w)

@@ -10,8 +10,9 @@ Invariants: only comparisons of losses are used (all three are invariant to stri
 increasing transforms of the loss); a candidate replaces the current point only if
 its loss on the same ``args`` is strictly lower; NaN/inf candidates are never taken
 (a non-finite current loss counts as +inf, so any finite candidate may replace it).
-Candidates of a step are evaluated together with ``vmap`` over a flat parameter
-vector (``jax.flatten_util.ravel_pytree``).
+Candidates of a step are evaluated together with ``population_map`` (``jax.vmap``
+by default; :func:`fold_jax.parallel.population_map` shards them over devices) over
+a flat parameter vector (``jax.flatten_util.ravel_pytree``).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def gld(
     min_radius: float = 1e-3,
     num_per_radius: int = 1,
     mask: PyTree | None = None,
+    population_map: Callable = jax.vmap,
 ) -> Method:
     """Gradientless Descent, search variant (Golovin et al. 2019, Alg. 1).
 
@@ -123,7 +125,7 @@ def gld(
 
         cands = jax.vmap(candidate)(jnp.arange(radii.shape[0]), radii)
         f0 = f(x)
-        best, accept, loss = _select(f0, jax.vmap(f)(cands))
+        best, accept, loss = _select(f0, population_map(f)(cands))
         new = jnp.where(accept, cands[best], x)
         info = {"loss": loss, "evals": jnp.int32(radii.shape[0] + 1),
                 "accepted": accept.astype(jnp.int32)}
@@ -140,6 +142,7 @@ def rso(
     sigma: float = 0.1,
     relative: bool = True,
     mask: PyTree | None = None,
+    population_map: Callable = jax.vmap,
 ) -> Method:
     """Random Search Optimization (Tripathi & Singh 2020), vectorized.
 
@@ -180,7 +183,7 @@ def rso(
         delta = jnp.concatenate([delta, -delta])
         idx = jnp.concatenate([idx, idx])
         f0 = f(x)
-        values = jax.vmap(lambda i, d: f(x.at[i].add(d)))(idx, delta)
+        values = population_map(lambda i, d: f(x.at[i].add(d)))(idx, delta)
         best, accept, loss = _select(f0, values)
         new = jnp.where(accept, x.at[idx[best]].add(delta[best]), x)
         info = {"loss": loss, "evals": jnp.int32(2 * num_candidates + 1),

@@ -34,7 +34,11 @@ Semantics (decided here, documented in the README table of fold_jax.zo):
   materializes ``W + s A B^T / sqrt(r)``. A user's flax layer opts in by computing
   ``fold_jax.perturb.matmul(x, kernel)`` instead of ``x @ kernel``. A loss that also
   reads raw leaves (e.g. weight decay over ``jax.tree.leaves(params)``) would see the
-  factors: pass ``fused=False`` or put the decay in the optimizer.
+  factors: pass ``fused=False`` or put the decay in the optimizer. ``fused=True``
+  forces the factored association ``x@W + s (x@A) B^T`` in every layer;
+  ``fused="auto"`` lets each layer pick the cheaper association by its static
+  shapes (:mod:`fold_jax.perturb`: the factored one when the rows of x are fewer than
+  in*out/(in+out), else ``x @ (W + s A B^T)``).
 - ``chunk_size=c`` evaluates c perturbed losses at a time (``lax.scan`` over vmapped
   chunks), so memory is bounded by c forward passes; the last chunk is padded and
   the padding masked out (``vg.evals`` counts the padding: it is computed).
@@ -49,6 +53,11 @@ Semantics (decided here, documented in the README table of fold_jax.zo):
   zero and value is NaN, so :func:`fold_jax.methods.descent` skips the step.
   ``vg.with_info(params, key, *args) -> (value, grads, {"valid_directions": n})``
   reports the perturbed evaluations that entered the estimate.
+
+- ``population_map`` (default None: ``vmap``): a map ``f -> batched f`` over direction
+  indices used for the losses, e.g. :func:`fold_jax.parallel.population_map`, which
+  shards the directions over devices. The update is then assembled in a second pass
+  from regenerated noise, so only the (directions x signs) losses cross devices.
 
 The (num_directions x n_params) noise is never kept: direction k's noise is
 regenerated from ``jax.random.fold_in(key, k)`` (MeZO / OpenAI-ES seed trick). With
@@ -158,13 +167,14 @@ def _dense(leaf: _Leaf, u, rank, m) -> Array:
     return u
 
 
-def _perturb(plan, leaves, parts, t, rank, masks, fused: bool) -> list:
+def _perturb(plan, leaves, parts, t, rank, masks, association: str | None) -> list:
+    """Perturbed leaves; low-rank leaves stay factored (LowRank) unless association is None."""
     out = []
     for leaf, w, u, m in zip(plan, leaves, parts, masks, strict=True):
-        if leaf.lowrank and fused:
+        if leaf.lowrank and association is not None:
             a, b = u
             out.append(perturb.LowRank(w, a.astype(w.dtype), b.astype(w.dtype),
-                                       (t / math.sqrt(rank)).astype(w.dtype)))
+                                       (t / math.sqrt(rank)).astype(w.dtype), association))
         else:
             out.append(w + (t * _dense(leaf, u, rank, m)).astype(w.dtype))
     return out
@@ -327,6 +337,7 @@ def value_and_grad(
     mask: PyTree | None = None,
     fused: bool | str = "auto",
     prng: str = "hash",
+    population_map: Callable | None = None,
 ) -> Callable[..., tuple[Array, PyTree]]:
     """Zeroth-order ``vg(params, key, *args) -> (value, grads)`` for ``fun(params, *args)``.
 
@@ -336,6 +347,8 @@ def value_and_grad(
     """
     _check_options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping, fused,
                    prng)
+    if population_map is not None and not callable(population_map):
+        raise TypeError("population_map must be callable (f -> batched f) or None")
     if fused is True and mask is not None:
         raise ValueError("fused=True cannot be combined with mask (a masked low-rank "
                          "perturbation is not low rank); use fused='auto' or False")
@@ -355,6 +368,7 @@ def value_and_grad(
         plan, m_total = _plan(leaves, rank)
         use_fused = rank is not None and mask is None and (
             fused is True or (fused == "auto" and _fusable(fun, params, args, rank)))
+        association = ("factored" if fused is True else "auto") if use_fused else None
         d_eff = (sum(jnp.sum(m) for m in masks) if mask is not None
                  else float(sum(math.prod(p.shape) for p in plan)))
         f = lambda ls: fun(jax.tree.unflatten(treedef, ls), *args)  # noqa: E731
@@ -367,7 +381,7 @@ def value_and_grad(
 
         def values_of(parts):
             def unit(u):
-                ev = lambda t: f(_perturb(plan, leaves, u, t, rank, masks, use_fused))  # noqa: E731
+                ev = lambda t: f(_perturb(plan, leaves, u, t, rank, masks, association))  # noqa: E731
                 return jax.vmap(lambda t: jnp.asarray(ev(t), jnp.float32))(ts)
 
             return jax.vmap(unit)(parts)  # (chunk, signs)
@@ -383,7 +397,7 @@ def value_and_grad(
 
         idx_all = jnp.arange(n_chunks * per_chunk, dtype=jnp.uint32).reshape(n_chunks, -1)
         zeros = [jnp.zeros(p.shape, jnp.float32) for p in plan]
-        if shaping is None:
+        if shaping is None and population_map is None:
             def body(carry, idx):
                 acc, total, count = carry
                 parts = noise_of(idx)
@@ -398,20 +412,28 @@ def value_and_grad(
                 (acc, total, count), _ = body(carry, idx_all[0])
             else:
                 (acc, total, count), _ = jax.lax.scan(body, carry, idx_all)
-        else:
-            if n_chunks == 1:
+        else:  # two passes: every loss first, then the update from regenerated noise
+            parts = None
+            if population_map is not None:  # sharded: only the loss matrix crosses devices
+                one = lambda k: values_of(noise_of(k[None]))[0]  # noqa: E731
+                vals = population_map(one)(idx_all.reshape(-1)).reshape(n_chunks, per_chunk,
+                                                                         signs)
+            elif n_chunks == 1:
                 parts = noise_of(idx_all[0])
                 vals = values_of(parts)[None]
             else:
                 vals = jax.lax.map(lambda idx: values_of(noise_of(idx)), idx_all)
-            valid = jnp.all(jnp.isfinite(vals), axis=-1) & (idx_all < units)
-            if antithetic:
-                r = _ranks(vals, jnp.broadcast_to(valid[..., None], vals.shape))
-                coef = r[..., 0] - r[..., 1]
+            if shaping is None:
+                coef, valid = jax.vmap(coefficients)(vals, idx_all)
             else:
-                coef = _ranks(vals[..., 0], valid)
-            coef = jnp.sign(coef) if sign else coef
-            if n_chunks == 1:
+                valid = jnp.all(jnp.isfinite(vals), axis=-1) & (idx_all < units)
+                if antithetic:
+                    r = _ranks(vals, jnp.broadcast_to(valid[..., None], vals.shape))
+                    coef = r[..., 0] - r[..., 1]
+                else:
+                    coef = _ranks(vals[..., 0], valid)
+                coef = jnp.sign(coef) if sign else coef
+            if parts is not None:
                 acc = _contract(plan, coef[0], parts, rank, masks)
             else:
                 def accumulate(acc, xs):
@@ -468,15 +490,23 @@ def sample(
 
 
 def forward_value_and_grad(
-    fun: Callable[..., Array], *, num_directions: int = 1, prng: str = "hash"
+    fun: Callable[..., Array],
+    *,
+    num_directions: int = 1,
+    prng: str = "hash",
+    population_map: Callable | None = None,
 ) -> Callable[..., tuple[Array, PyTree]]:
     """Forward gradient (Baydin et al. 2022): ``grads = mean_k (grad f . u_k) u_k`` with
     u_k ~ N(0, I) and the directional derivative from one ``jax.jvp`` each (exact,
     unbiased; variance (d+1)|g|^2 / K). ``value = fun(params, *args)`` exactly.
     Directions with a non-finite derivative are dropped as in :func:`value_and_grad`;
     ``vg.evals = num_directions`` (one forward-with-tangent each); ``vg.with_info``.
+    ``population_map`` as in :func:`value_and_grad` (tangents sharded over devices;
+    only the directional derivatives cross, the tangents are regenerated).
     """
     _check_int(num_directions, "num_directions")
+    if population_map is not None and not callable(population_map):
+        raise TypeError("population_map must be callable (f -> batched f) or None")
     if prng not in PRNGS:
         raise ValueError(f"prng={prng!r} is not known; allowed: {list(PRNGS)}")
 
@@ -493,7 +523,13 @@ def forward_value_and_grad(
             value, deriv = jax.jvp(f, (leaves,), (tangents,))
             return value, deriv, parts
 
-        values, derivs, parts = jax.vmap(one)(jnp.arange(num_directions, dtype=jnp.uint32))
+        ks = jnp.arange(num_directions, dtype=jnp.uint32)
+        if population_map is None:
+            values, derivs, parts = jax.vmap(one)(ks)
+        else:
+            values, derivs = population_map(lambda k: one(k)[:2])(ks)
+            parts = jax.vmap(lambda k: _direction(key, k, plan, m_total, "gaussian", prng, None,
+                                                  masks, 0.0))(ks)
         valid = jnp.isfinite(derivs)
         count = jnp.sum(valid)
         coef = jnp.where(valid, derivs, 0.0) / jnp.maximum(count, 1).astype(jnp.float32)

@@ -54,3 +54,19 @@ def test_bad_construction(widths, activation, error, match):
 def test_wrong_feature_size_names_x(digits_net, digits_params):
     with pytest.raises(ValueError, match="in_features=64"):
         digits_net.apply(digits_params, jnp.ones((3, 30)))
+
+
+def test_lowrank_associations_agree_and_auto_follows_the_shape_rule():
+    k = jax.random.split(jax.random.key(4), 3)
+    base = jax.random.normal(k[0], (32, 32))
+    a, b = jax.random.normal(k[1], (32, 2)), jax.random.normal(k[2], (32, 2))
+    dense = perturb.materialize(perturb.LowRank(base, a, b, 0.3))
+    for rows in (4, 64):  # 4 * 64 <= 32 * 32: factored; 64 * 64 > 32 * 32: dense
+        x = jnp.ones((rows, 32))
+        for how in perturb.ASSOCIATIONS:
+            got = perturb.matmul(x, perturb.LowRank(base, a, b, 0.3, how))
+            np.testing.assert_allclose(got, x @ dense, rtol=1e-4, atol=1e-4)
+    assert perturb._factored_is_cheaper((4, 32), perturb.LowRank(base, a, b, 0.3))
+    assert not perturb._factored_is_cheaper((64, 32), perturb.LowRank(base, a, b, 0.3))
+    with pytest.raises(ValueError, match="association"):
+        perturb.LowRank(base, a, b, 0.3, "fast")

@@ -1,0 +1,72 @@
+"""Sharded estimators equal single-device ones (same keys) on 1, 2, 3 and 8 devices.
+
+JAX fixes its device count at start-up, so the comparison runs in a subprocess with
+8 forced host (CPU) devices; meshes of 1, 2, 3 and 8 are built from them.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from fold_jax import parallel
+
+HELPER = Path(__file__).parent / "helpers" / "parallel_check.py"
+
+
+@pytest.fixture(scope="module")
+def sharded_cases():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, str(HELPER)], env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_eight_host_devices_were_forced(sharded_cases):
+    assert sharded_cases["devices"] == 8
+    assert {c["devices"] for c in sharded_cases["cases"]} == {1, 2, 3, 8}
+
+
+def test_sharded_equals_single_device_for_every_estimator(sharded_cases):
+    names = {c["case"] for c in sharded_cases["cases"] if c["devices"] == 3}
+    assert names >= {"gaussian", "rademacher", "sphere", "forward_differences", "lowrank",
+                     "lowrank_chunked", "centered_ranks", "sign", "forward_gradient", "gld",
+                     "rso", "population_map"}
+    for case in sharded_cases["cases"]:
+        # float32 sums in another order: relative error ~ sqrt(terms) * 2^-24 << 1e-4
+        assert case["diff"] <= 1e-4 * max(case["scale"], 1.0), case
+
+
+def test_mesh_and_population_map_errors():
+    with pytest.raises(ValueError, match="devices"):
+        parallel.mesh(len(jax.devices()) + 1)
+    with pytest.raises(TypeError, match="devices"):
+        parallel.mesh("all")
+    with pytest.raises(ValueError, match="axis"):
+        parallel.population_map(jnp.sum, parallel.mesh(), axis="other")
+    with pytest.raises(TypeError, match="Mesh"):
+        parallel.population_map(jnp.sum, mesh="cpu")
+    f = parallel.population_map(lambda a, b: a + b)
+    with pytest.raises(ValueError, match="leading axis"):
+        f(jnp.ones(3), jnp.ones(4))
+    with pytest.raises(TypeError, match="population_map"):
+        from fold_jax import zo
+
+        zo.value_and_grad(jnp.sum, population_map=3)
+
+
+def test_shard_batch_requires_divisible_batch():
+    m = parallel.mesh()
+    n = m.shape[parallel.AXIS]
+    placed = parallel.shard_batch(jnp.ones((2 * n, 3)), m)
+    assert placed.shape == (2 * n, 3)
+    if n > 1:
+        with pytest.raises(ValueError, match="multiple"):
+            parallel.shard_batch(jnp.ones((2 * n + 1, 3)), m)
