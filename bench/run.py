@@ -122,8 +122,9 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
 
     from tqdm.auto import tqdm
 
-    from fold_jax import results
+    from fold_jax import parallel, results
 
+    parallel.initialize()  # multi-host: FOLD_JAX_* variables (README); no-op otherwise
     os.environ.setdefault("FOLD_JAX_RUN_ID", results.run_id())  # the pytest child shares it
     try:
         results.check_writable(args.results_dir)

@@ -15,6 +15,7 @@ call ``jax.distributed.initialize()`` on every host first (README, "Several host
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import jax
@@ -31,6 +32,7 @@ __all__ = [
     "data_parallel_gradient",
     "forward_value_and_grad",
     "gld",
+    "initialize",
     "mesh",
     "population_map",
     "rso",
@@ -39,6 +41,38 @@ __all__ = [
 ]
 
 AXIS = "population"
+
+
+ENV = ("FOLD_JAX_COORDINATOR", "FOLD_JAX_NUM_PROCESSES", "FOLD_JAX_PROCESS_ID")
+
+
+def initialize(environ: dict[str, str] | None = None) -> bool:
+    """Join a multi-host run through ``jax.distributed.initialize`` when asked to.
+
+    Reads ``FOLD_JAX_COORDINATOR`` (host:port of process 0), ``FOLD_JAX_NUM_PROCESSES``
+    and ``FOLD_JAX_PROCESS_ID``; ``FOLD_JAX_AUTO=1`` instead lets JAX detect the cluster
+    (Slurm, Open MPI, Cloud TPU). Returns True when it initialized, False when none of
+    these is set (a single-host run). Call it before any other JAX work.
+    """
+    env = dict(os.environ if environ is None else environ)
+    if env.get("FOLD_JAX_AUTO") == "1":
+        jax.distributed.initialize()
+        return True
+    given = [name for name in ENV if env.get(name)]
+    if not given:
+        return False
+    if len(given) != len(ENV):
+        missing = sorted(set(ENV) - set(given))
+        raise ValueError(f"multi-host run: set all of {list(ENV)}; missing {missing}")
+    try:
+        n, rank = int(env["FOLD_JAX_NUM_PROCESSES"]), int(env["FOLD_JAX_PROCESS_ID"])
+    except ValueError as e:
+        raise ValueError("FOLD_JAX_NUM_PROCESSES and FOLD_JAX_PROCESS_ID must be integers") from e
+    if n < 1 or not 0 <= rank < n:
+        raise ValueError(f"FOLD_JAX_PROCESS_ID={rank} must be in 0..FOLD_JAX_NUM_PROCESSES-1 "
+                         f"(= {n - 1})")
+    jax.distributed.initialize(env["FOLD_JAX_COORDINATOR"], num_processes=n, process_id=rank)
+    return True
 
 
 def mesh(devices: Sequence[jax.Device] | int | None = None, axis: str = AXIS) -> Mesh:

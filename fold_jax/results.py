@@ -337,6 +337,13 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
                 os.unlink(tmp)
 
 
+def _not_writer() -> bool:
+    """In a multi-host run (``jax.distributed``) only process 0 writes results."""
+    import jax
+
+    return jax.process_count() > 1 and jax.process_index() != 0
+
+
 def append(
     name: str,
     rows: Iterable[Mapping[str, Any]],
@@ -352,7 +359,8 @@ def append(
     so a resumed run writes no duplicates; with ``replace=True`` they replace the old
     rows instead. Raises ValueError for rows missing key or core columns (nothing is
     written), ValueError when the existing file is malformed, and PermissionError /
-    OSError naming the path when the directory cannot be written.
+    OSError naming the path when the directory cannot be written. In a multi-host
+    run only process 0 writes (the others return 0).
     """
     _check_name(name)
     key = _check_key(key)
@@ -367,7 +375,7 @@ def append(
             raise ValueError(f"rows[{i}] for {name}.csv lacks columns {lacking}")
         for column, value in meta.items():
             row.setdefault(column, value)
-    if not rows:
+    if not rows or _not_writer():
         return 0
     directory = check_writable(results_dir)
     path = directory / f"{name}.csv"
