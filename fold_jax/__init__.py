@@ -1,12 +1,46 @@
-"""fold_jax: training without backpropagation, in JAX, measured against it."""
+"""fold_jax: training without backpropagation, in JAX, measured against it.
 
-from fold_jax import heads, methods, nets, perturb, search, tasks, train, zo
+Submodules: tasks, heads, nets, perturb, methods, train (the one loop), zo, search,
+binary, prune, variants, probes, regions, parallel, results, timing; report is
+imported on demand (it needs matplotlib).
+"""
+
+from fold_jax import (
+    binary,
+    heads,
+    methods,
+    nets,
+    parallel,
+    perturb,
+    probes,
+    prune,
+    regions,
+    results,
+    search,
+    tasks,
+    timing,
+    train,
+    variants,
+    zo,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["heads", "methods", "nets", "perturb", "search", "tasks", "train", "zo"]
-from fold_jax import binary as binary
-from fold_jax import probes as probes
-from fold_jax import prune as prune
-from fold_jax import regions as regions
-from fold_jax import variants as variants
+__all__ = [
+    "binary",
+    "heads",
+    "methods",
+    "nets",
+    "parallel",
+    "perturb",
+    "probes",
+    "prune",
+    "regions",
+    "results",
+    "search",
+    "tasks",
+    "timing",
+    "train",
+    "variants",
+    "zo",
+]
