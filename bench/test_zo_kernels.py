@@ -18,8 +18,8 @@ from fold_jax import methods, nets, search, tasks, zo
 
 SIGMA = 1e-2
 PROFILE = {
-    "quick": {"chunks": [None, 16], "memory_chunks": [8, 32], "scale_k": [8, 32, 128],
-              "scale_w": [16, 128, 512], "forward_k": [1, 8], "es_k": [32, 128]},
+    "quick": {"chunks": [None, 16], "memory_chunks": [8, 32], "scale_k": [8, 32, 128, 512],
+              "scale_w": [16, 128, 1024], "forward_k": [1, 8], "es_k": [32, 128]},
     "full": {"chunks": [None, 8, 16, 32], "memory_chunks": [4, 8, 16, 32, 64],
              "scale_k": [8, 32, 128, 512], "scale_w": [16, 64, 128, 512, 1024],
              "forward_k": [1, 8, 32], "es_k": [32, 128, 512]},
@@ -69,13 +69,17 @@ def openai_es_reference(loss, num_directions: int, sigma: float):
     return vg
 
 
-def test_fused_lowrank(kernel_row, digits, chunk):
-    """Headline row: fused rank-4 estimator, 128 directions, batch 256."""
+@pytest.mark.parametrize("fused", [True, "auto"])
+def test_fused_lowrank(kernel_row, digits, chunk, fused):
+    """Headline rows: rank-4 estimator, 128 directions, batch 256, through fold_jax's
+    layers: fused=True forces x@W + s(x@A)B^T in every layer, "auto" lets each layer
+    take the cheaper association (perturb.matmul)."""
     net, params, x, y = _setup(digits)
     vg = zo.value_and_grad(digits.loss_fn(net.apply), num_directions=128, sigma=SIGMA,
-                           rank=4, chunk_size=chunk, fused=True)
+                           rank=4, chunk_size=chunk, fused=fused)
+    method = "zo_gaussian_fused" if fused is True else "zo_gaussian_fused_auto"
     kernel_row(bench="zo_fused_lowrank", fn=vg, args=(params, jax.random.key(0), x, y),
-               method="zo_gaussian_fused", n_params=nets.count_params(params), batch_size=256,
+               method=method, n_params=nets.count_params(params), batch_size=256,
                num_directions=128, rank=4, chunk_size=chunk or 0,
                inference=_inference(net, params, x, 128))
 
