@@ -305,18 +305,14 @@ def pack_mlp(
 ) -> PackedMLP:
     """Pack a trained :class:`BinaryDense` MLP (params of ``nets.mlp`` with binary layers)."""
     nets.activation(activation)
-    p = params["params"] if "params" in params else params
     layers = []
-    for i in range(len(p)):
-        name = f"dense_{i}"
-        if name not in p:
-            raise ValueError(f"params has no layer {name!r}; layers must be dense_0..dense_n")
-        kernel = jnp.asarray(p[name]["kernel"])
+    for i, (name, layer) in enumerate(nets.dense_layers(params)):
+        kernel = jnp.asarray(layer["kernel"])
         if kernel.ndim != 2:
             raise ValueError(f"params[{name!r}]['kernel'] must be 2-D, got {kernel.shape}")
         alpha = jnp.mean(jnp.abs(kernel), axis=0) if scale else None
         layers.append(PackedLayer(pack(kernel, axis=0, word_bits=word_bits), alpha,
-                                  p[name].get("bias"), int(kernel.shape[0]),
+                                  layer.get("bias"), int(kernel.shape[0]),
                                   bool(binarize_activations) and i > 0))
     return PackedMLP(tuple(layers), activation)
 

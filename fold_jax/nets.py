@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import errors
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from fold_jax import perturb
@@ -25,6 +26,7 @@ __all__ = [
     "Net",
     "activation",
     "count_params",
+    "dense_layers",
     "mlp",
 ]
 
@@ -108,6 +110,9 @@ class Net:
     in_features: int
 
     def init(self, key: PRNGKeyArray) -> PyTree:
+        from fold_jax.methods import check_key
+
+        check_key(key)
         return self.module.init(key, jnp.zeros((1, self.in_features), jnp.float32))
 
     def apply(self, params: PyTree, x: ArrayLike) -> Array:
@@ -117,7 +122,12 @@ class Net:
             raise ValueError(
                 f"x has shape {shape}; its last axis must be in_features={self.in_features}"
             )
-        return self.module.apply(params, x)
+        try:
+            return self.module.apply(params, x)
+        except (errors.ScopeCollectionNotFound, errors.ScopeParamNotFoundError,
+                errors.ScopeParamShapeError) as e:
+            raise ValueError(f"params do not fit this net (in_features={self.in_features}): "
+                             f"{str(e).split(' (https')[0]}") from e
 
 
 def mlp(
@@ -145,3 +155,18 @@ def mlp(
 def count_params(params: PyTree) -> int:
     """Total number of scalars in a parameter pytree."""
     return int(sum(jnp.size(leaf) for leaf in jax.tree.leaves(params)))
+
+
+def dense_layers(params: PyTree) -> list[tuple[str, dict]]:
+    """``[("dense_0", {"kernel", "bias"}), ...]`` of an :func:`mlp` params tree (with or
+    without the "params" level), in layer order: dense_10 follows dense_9."""
+    tree = params.get("params", params) if isinstance(params, dict) else None
+    names = [k for k in tree if isinstance(k, str) and k.startswith("dense_")
+             and k[6:].isdigit()] if isinstance(tree, dict) else []
+    if not names:
+        raise ValueError("params must be a fold_jax.nets params tree with dense_i layers "
+                         "({'params': {'dense_0': {'kernel', 'bias'}, ...}})")
+    names.sort(key=lambda k: int(k[6:]))
+    if names != [f"dense_{i}" for i in range(len(names))]:
+        raise ValueError(f"params layers must be dense_0..dense_{len(names) - 1}, got {names}")
+    return [(k, tree[k]) for k in names]

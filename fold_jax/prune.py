@@ -290,14 +290,9 @@ class SparseMLP(NamedTuple):
 def sparse_mlp(params: PyTree, activation: str = "relu") -> SparseMLP:
     """BCSR copy of a (pruned) ``nets.mlp`` parameter tree for :func:`sparse_apply`."""
     nets.activation(activation)
-    p = params["params"] if "params" in params else params
-    layers = []
-    for i in range(len(p)):
-        name = f"dense_{i}"
-        if name not in p:
-            raise ValueError(f"params has no layer {name!r}; layers must be dense_0..dense_n")
-        layers.append(SparseLayer(to_bcsr(p[name]["kernel"]), p[name].get("bias")))
-    return SparseMLP(tuple(layers), activation)
+    layers = tuple(SparseLayer(to_bcsr(layer["kernel"]), layer.get("bias"))
+                   for _, layer in nets.dense_layers(params))
+    return SparseMLP(layers, activation)
 
 
 def sparse_apply(model: SparseMLP, x: ArrayLike) -> Array:

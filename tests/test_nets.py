@@ -70,3 +70,13 @@ def test_lowrank_associations_agree_and_auto_follows_the_shape_rule():
     assert not perturb._factored_is_cheaper((64, 32), perturb.LowRank(base, a, b, 0.3))
     with pytest.raises(ValueError, match="association"):
         perturb.LowRank(base, a, b, 0.3, "fast")
+
+
+def test_dense_layers_in_numeric_order_and_bad_trees():
+    params = nets.mlp((3, *[4] * 11, 2)).init(jax.random.key(0))
+    names = [n for n, _ in nets.dense_layers(params)]
+    assert names == [f"dense_{i}" for i in range(12)]
+    assert nets.dense_layers(params["params"])[10][0] == "dense_10"
+    for bad in ({}, {"params": {"conv_0": {}}}, [1, 2], {"params": {"dense_1": {}}}):
+        with pytest.raises(ValueError, match="dense_"):
+            nets.dense_layers(bad)

@@ -21,7 +21,7 @@ def test_quick_start_is_two_commands():
 
 def test_research_example_runs_and_reaches_its_targets():
     namespace: dict = {}
-    exec(compile(_python_blocks()[0], str(README), "exec"), namespace)  # noqa: S102
+    exec(compile(_python_blocks()[0], str(README), "exec"), namespace)
     result = namespace["result"]  # the zeroth-order run, stopped at its target
     assert result.reached and result.history["test_accuracy"].iloc[-1] >= 0.95
     grads = namespace["grads"]
