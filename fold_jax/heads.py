@@ -62,6 +62,9 @@ class Head:
         if self.kind == "binary":
             return optax.sigmoid_binary_cross_entropy(logits[..., 0], labels).mean()
         if self.kind == "multiclass":
+            if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+                raise TypeError(f"labels must be integer class indices for a multiclass head, "
+                                f"got dtype {jnp.result_type(labels)}")
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
         return optax.sigmoid_binary_cross_entropy(logits, labels).sum(-1).mean()
 

@@ -9,11 +9,13 @@ only training loop. ``state.params`` is the current point; ``info`` holds at lea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
@@ -22,6 +24,7 @@ __all__ = [
     "DescentState",
     "Method",
     "all_finite",
+    "check_key",
     "descent",
     "gradient",
     "optimizer",
@@ -54,6 +57,31 @@ OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
 }
 
 
+def check_key(key, argument: str = "key") -> None:
+    """TypeError naming ``argument`` unless ``key`` is one PRNG key: a typed key of
+    shape () (``jax.random.key(seed)``) or a legacy raw uint32 key of shape (2,)
+    (``jax.random.PRNGKey(seed)``, accepted as jax.random accepts it). Works on
+    tracers (only static shape and dtype are read)."""
+    shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
+    if shape is None or dtype is None:
+        raise TypeError(f"{argument} must be a PRNG key from jax.random.key(seed), got "
+                        f"{type(key).__name__} {key!r:.40}")
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if tuple(shape) != ():
+            raise TypeError(f"{argument} must be a single PRNG key of shape (), got a key "
+                            f"array of shape {tuple(shape)} (split keys are vmapped over)")
+        return
+    if np.dtype(dtype) != np.uint32 or tuple(shape) != (2,):
+        raise TypeError(f"{argument} must be a PRNG key from jax.random.key(seed) (or a raw "
+                        f"uint32 key of shape (2,)), got an array of dtype {dtype} and shape "
+                        f"{tuple(shape)}")
+
+
+def _check_callable(fun, argument: str) -> None:
+    if not callable(fun):
+        raise TypeError(f"{argument} must be callable, got {type(fun).__name__}")
+
+
 def optimizer(
     name: str | optax.GradientTransformation, learning_rate: float = 1e-3
 ) -> optax.GradientTransformation:
@@ -67,7 +95,8 @@ def optimizer(
         )
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer={name!r} is not known; allowed: {sorted(OPTIMIZERS)}")
-    if not isinstance(learning_rate, int | float) or not learning_rate > 0:
+    if (isinstance(learning_rate, bool) or not isinstance(learning_rate, int | float)
+            or not learning_rate > 0 or not math.isfinite(learning_rate)):
         raise ValueError(f"learning_rate={learning_rate!r} must be a positive number")
     return OPTIMIZERS[name](learning_rate)
 
@@ -89,13 +118,22 @@ def descent(
 
     A step whose value or gradient is not finite is skipped (params and optimizer
     state unchanged, ``info["skipped"] = 1``): a bad loss never poisons parameters.
-    ``aux`` (a dict of scalars) is merged into ``info``.
+    ``aux`` (a dict of scalars) is merged into ``info``. ``key`` must be one PRNG key
+    (see :func:`check_key`; :func:`gradient` ignores its value).
     """
+    _check_callable(value_and_grad, "value_and_grad")
+    if not (hasattr(tx, "init") and hasattr(tx, "update")):
+        raise TypeError(f"tx must be an optax.GradientTransformation, got {type(tx).__name__}"
+                        " (methods.optimizer(name, lr) builds one from a name)")
+    if isinstance(evals_per_step, bool) or not isinstance(evals_per_step, int | np.integer) \
+            or evals_per_step < 0:
+        raise ValueError(f"evals_per_step={evals_per_step!r} must be an int >= 0")
 
     def init(params: PyTree) -> DescentState:
         return DescentState(params, tx.init(params))
 
     def step(state: DescentState, key: PRNGKeyArray, *args) -> tuple[DescentState, dict]:
+        check_key(key)
         value, grads, *rest = value_and_grad(state.params, key, *args)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new = DescentState(optax.apply_updates(state.params, updates), opt_state)
@@ -121,6 +159,7 @@ def gradient(
     Counts one loss evaluation per step (the forward; the backward pass costs about
     two more forwards' worth of work but no extra evaluation of the loss).
     """
+    _check_callable(loss, "loss")
     tx = optimizer(tx, learning_rate)
     vg = jax.value_and_grad(loss)
 

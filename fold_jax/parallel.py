@@ -110,6 +110,9 @@ def population_map(
     sharded over ``mesh[axis]``. Inputs (n, ...) are padded to a multiple of the device
     count with copies of the last element; outputs come back (n, ...). ``f`` may close
     over arrays (they are replicated)."""
+    if not callable(f):
+        raise TypeError(f"f must be callable (the function mapped over the population), got "
+                        f"{type(f).__name__}")
     m = _check_mesh(mesh, axis)
     n_dev = m.shape[axis]
     spec = PartitionSpec(axis)

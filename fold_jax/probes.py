@@ -102,6 +102,8 @@ def layer_cosines(estimate: PyTree, reference: PyTree) -> Array:
 
 def tree_cosine(a: PyTree, b: PyTree) -> Array:
     """Cosine between two pytrees flattened to one vector each (every leaf counted)."""
+    if not jax.tree.leaves(a) or not jax.tree.leaves(b):
+        raise ValueError("a and b must be non-empty pytrees (no leaves to compare)")
     va = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(a)])
     vb = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(b)])
     if va.shape != vb.shape:
@@ -164,7 +166,12 @@ def softmax_label_predictions(
             raise ValueError(f"threshold={threshold!r} must be a number in (0, 1)")
         return (probs >= threshold).astype(jnp.int32)
     rank = jnp.argsort(jnp.argsort(-probs, axis=-1), axis=-1)  # 0 = most probable
+    n_labels = probs.shape[-1]
+    if isinstance(k, int) and not isinstance(k, bool) and not 1 <= k <= n_labels:
+        raise ValueError(f"k={k!r} must be in 1..{n_labels} (the number of labels)")
     k = jnp.asarray(k)
+    if not jnp.issubdtype(k.dtype, jnp.integer) or k.ndim > 1:
+        raise TypeError(f"k must be an int or an (N,) integer array, got {k.dtype} {k.shape}")
     if k.ndim == 1:
         k = k[:, None]
     return (rank < k).astype(jnp.int32)

@@ -92,6 +92,10 @@ def activation_patterns(params: PyTree, x: ArrayLike, activation: str) -> Array:
     layers = _layers(params)
     names = layer_names(params)
     h = jnp.asarray(x, jnp.float32)
+    first = layers[names[0]]["kernel"]
+    n_in = jnp.shape(getattr(first, "base", first))[0]
+    if h.ndim != 2 or h.shape[1] != n_in:
+        raise ValueError(f"x has shape {h.shape}; it must be (N, in_features={n_in})")
     bits = []
     for name in names[:-1]:
         z = perturb.matmul(h, layers[name]["kernel"]) + layers[name].get("bias", 0.0)

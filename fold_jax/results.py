@@ -364,6 +364,12 @@ def append(
     """
     _check_name(name)
     key = _check_key(key)
+    if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
+        raise TypeError(f"rows must be an iterable of dicts, got {type(rows).__name__}")
+    rows = list(rows)
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"rows[{i}] must be a dict, got {type(row).__name__}")
     rows = [dict(r) for r in rows]
     meta = metadata()
     required = [c for c in SCHEMAS.get(name, {}) if c not in META_COLUMNS]

@@ -27,7 +27,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from fold_jax.methods import Method
+from fold_jax.methods import Method, check_key
 
 __all__ = ["GLDState", "OnePlusOneState", "RSOState", "gld", "one_plus_one", "rso"]
 
@@ -47,8 +47,33 @@ class OnePlusOneState(NamedTuple):
 
 
 def _positive(value, name: str):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name}={value!r} must be a positive number")
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
+            or not math.isfinite(value)):
+        raise ValueError(f"{name}={value!r} must be a positive finite number")
+
+
+def _check_fun(fun) -> None:
+    if not callable(fun):
+        raise TypeError(f"fun must be callable (fun(params, *args) -> scalar), got "
+                        f"{type(fun).__name__}")
+
+
+def _check_params(params: PyTree) -> None:
+    """ValueError / TypeError naming params: no leaves, or a non-float leaf."""
+    leaves = jax.tree.leaves(params)
+    if not leaves or sum(math.prod(jnp.shape(w)) for w in leaves) == 0:
+        raise ValueError("params has no entries: nothing to search over")
+    for w in leaves:
+        if not jnp.issubdtype(jnp.result_type(w), jnp.inexact):
+            raise TypeError(f"params leaves must be floating point, got a "
+                            f"{jnp.result_type(w)} leaf of shape {jnp.shape(w)}")
+
+
+def _flat(params: PyTree, key) -> tuple[Array, Callable]:
+    """Checked ``ravel_pytree(params)`` for a step called with ``key``."""
+    check_key(key)
+    _check_params(params)
+    return ravel_pytree(params)
 
 
 def _count(value, name: str):
@@ -68,7 +93,10 @@ def _flat_mask(mask: PyTree | None) -> np.ndarray | None:
 
 def _losses(fun, unravel, args):
     def f(x):
-        return jnp.asarray(fun(unravel(x), *args), jnp.float32)
+        out = jnp.asarray(fun(unravel(x), *args), jnp.float32)
+        if out.shape != ():  # static: raised while tracing, before anything runs
+            raise ValueError(f"fun must return a scalar loss; it returned shape {out.shape}")
+        return out
 
     return f
 
@@ -98,6 +126,7 @@ def gld(
     min_radius (K = ceil(log2(R / r)) + 1 radii) and moves to the best one if it
     beats x. evals = K * num_per_radius + 1.
     """
+    _check_fun(fun)
     _positive(max_radius, "max_radius")
     _positive(min_radius, "min_radius")
     if min_radius > max_radius:
@@ -109,10 +138,11 @@ def gld(
     flat_mask = _flat_mask(mask)
 
     def init(params: PyTree) -> GLDState:
+        _check_params(params)
         return GLDState(params)
 
     def step(state: GLDState, key: PRNGKeyArray, *args) -> tuple[GLDState, dict]:
-        x, unravel = ravel_pytree(state.params)
+        x, unravel = _flat(state.params, key)
         f = _losses(fun, unravel, args)
         m = jnp.ones_like(x) if flat_mask is None else jnp.asarray(flat_mask, x.dtype)
         dim = jnp.sum(m)
@@ -152,6 +182,7 @@ def rso(
     not constant, else ``sigma``), evaluates x + delta and x - delta for every block
     in one vmap and keeps the best if it beats x. evals = 2 * num_candidates + 1.
     """
+    _check_fun(fun)
     _count(num_candidates, "num_candidates")
     _count(block_size, "block_size")
     _positive(sigma, "sigma")
@@ -164,6 +195,7 @@ def rso(
             s = jnp.where(std > 0, sigma * std, sigma)
             return jnp.full(jnp.shape(w), s, jnp.float32)
 
+        _check_params(params)
         x, _ = ravel_pytree(params)
         scales, _ = ravel_pytree(jax.tree.map(scale, params))
         if allowed is None and block_size > x.shape[0]:
@@ -171,7 +203,7 @@ def rso(
         return RSOState(params, scales.astype(x.dtype))
 
     def step(state: RSOState, key: PRNGKeyArray, *args) -> tuple[RSOState, dict]:
-        x, unravel = ravel_pytree(state.params)
+        x, unravel = _flat(state.params, key)
         f = _losses(fun, unravel, args)
         k_idx, k_delta = jax.random.split(key)
         shape = (num_candidates, block_size)
@@ -207,15 +239,17 @@ def one_plus_one(
     exp(-1/(4 damping)) on failure, so sigma is stationary at a 1/5 success rate.
     evals = 2.
     """
+    _check_fun(fun)
     _positive(sigma, "sigma")
     _positive(damping, "damping")
     flat_mask = _flat_mask(mask)
 
     def init(params: PyTree) -> OnePlusOneState:
+        _check_params(params)
         return OnePlusOneState(params, jnp.asarray(sigma, jnp.float32))
 
     def step(state: OnePlusOneState, key: PRNGKeyArray, *args):
-        x, unravel = ravel_pytree(state.params)
+        x, unravel = _flat(state.params, key)
         f = _losses(fun, unravel, args)
         z = jax.random.normal(key, x.shape, x.dtype)
         if flat_mask is not None:

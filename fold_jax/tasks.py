@@ -109,7 +109,11 @@ class Objective:
     x_star: Array
 
     def __call__(self, x: ArrayLike) -> Array:
-        return self.fn(jnp.asarray(x))
+        """f(x) for x (..., dim); NaN/inf in x propagate to the value."""
+        x = jnp.asarray(x)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ValueError(f"x has shape {x.shape}; {self.name} needs (..., dim={self.dim})")
+        return self.fn(x)
 
 
 def _split(x, y, *, seed: int, test_fraction: float, stratify, name: str, kind: str,

@@ -8,11 +8,13 @@ replacement from the training split, keyed by the seed, so a seed fixes the run.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from jaxtyping import Array, PyTree
@@ -37,7 +39,18 @@ def _positive_int(value, argument: str, allow_none: bool = False) -> None:
         raise ValueError(f"{argument}={value!r} must be a positive int")
 
 
-def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric, apply):
+def _check_params(params) -> None:
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError("params has no leaves: initialise them with net.init(key)")
+    for w in leaves:
+        if not jnp.issubdtype(jnp.result_type(w), jnp.inexact):
+            raise TypeError(f"params leaves must be floating point, got a "
+                            f"{jnp.result_type(w)} leaf of shape {jnp.shape(w)}")
+
+
+def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric, apply,
+           target=None, seed=0, progress=False):
     if not (hasattr(method, "init") and hasattr(method, "step")):
         raise TypeError(f"method must have init and step (a fold_jax Method), "
                         f"got {type(method).__name__}")
@@ -48,8 +61,16 @@ def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric,
     _positive_int(steps, "steps", allow_none=True)
     if budget_s is not None and (
         isinstance(budget_s, bool) or not isinstance(budget_s, int | float) or not budget_s > 0
+        or not math.isfinite(budget_s)
     ):
-        raise ValueError(f"budget_s={budget_s!r} must be a positive number of seconds")
+        raise ValueError(f"budget_s={budget_s!r} must be a positive finite number of seconds")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed={seed!r} must be an int (the run's PRNG seed)")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, int | float)
+                               or not math.isfinite(target)):
+        raise ValueError(f"target={target!r} must be a finite number or None")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress={progress!r} must be True or False")
     if steps is None and budget_s is None:
         raise ValueError("give steps=, budget_s= or both: the run needs a budget")
     _positive_int(batch_size, "batch_size")
@@ -87,7 +108,9 @@ def fit(
     History rows (one per evaluation, step 0 included): step, evals, elapsed_s,
     batch_loss (mean over the chunk), train_* and test_* head metrics.
     """
-    _check(method, task, steps, budget_s, batch_size, eval_every, target_metric, apply)
+    _check(method, task, steps, budget_s, batch_size, eval_every, target_metric, apply,
+           target, seed, progress)
+    _check_params(params)
     x, y = task.x_train, task.y_train
     n = task.n_train
     head = task.head

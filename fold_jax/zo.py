@@ -77,6 +77,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from fold_jax import perturb
+from fold_jax.methods import check_key
 
 __all__ = ["NOISES", "PRNGS", "SHAPINGS", "forward_value_and_grad", "sample", "value_and_grad"]
 
@@ -268,7 +269,8 @@ def _check_int(value, name: str, minimum: int = 1, allow_none: bool = False):
 def _check_options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping, fused,
                    prng):
     _check_int(num_directions, "num_directions")
-    if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not sigma > 0:
+    if (isinstance(sigma, bool) or not isinstance(sigma, int | float) or not sigma > 0
+            or not math.isfinite(sigma)):
         raise ValueError(f"sigma={sigma!r} must be a positive number")
     if noise not in NOISES:
         raise ValueError(f"noise={noise!r} is not known; allowed: {list(NOISES)}")
@@ -295,6 +297,10 @@ def _check_call(params, rank, mask, fused):
     leaves = jax.tree.leaves(params)
     if not leaves:
         raise ValueError("params has no leaves: nothing to perturb")
+    for w in leaves:
+        if not jnp.issubdtype(jnp.result_type(w), jnp.inexact):
+            raise TypeError(f"params leaves must be floating point (they are perturbed), got "
+                            f"a {jnp.result_type(w)} leaf of shape {jnp.shape(w)}")
     if rank is not None:
         mats = [tuple(jnp.shape(w)) for w in leaves if jnp.ndim(w) == 2]
         if fused is True and not mats:
@@ -312,6 +318,18 @@ def _check_call(params, rank, mask, fused):
 
 
 # ------------------------------------------------------------------------- estimator
+
+
+def _check_loss(fun, params, args) -> None:
+    """ValueError unless ``fun(params, *args)`` is a scalar (shapes only, nothing runs)."""
+    try:
+        out = jax.eval_shape(fun, params, *args)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"fun(params, *args) fails on params/args of these shapes "
+                         f"({[jnp.shape(a) for a in args]} for args): {e}") from e
+    if getattr(out, "shape", None) != ():
+        raise ValueError(f"fun must return a scalar loss; it returned "
+                         f"{getattr(out, 'shape', type(out).__name__)}")
 
 
 def _ranks(values: Array, valid: Array) -> Array:
@@ -345,6 +363,9 @@ def value_and_grad(
     has attributes ``evals`` (loss evaluations per call) and ``with_info`` (same
     call, returns ``(value, grads, {"valid_directions": int32})``).
     """
+    if not callable(fun):
+        raise TypeError(f"fun must be callable (fun(params, *args) -> scalar), got "
+                        f"{type(fun).__name__}")
     _check_options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping, fused,
                    prng)
     if population_map is not None and not callable(population_map):
@@ -361,7 +382,9 @@ def value_and_grad(
     evals = n_chunks * per_chunk * signs + (0 if antithetic else 1)
 
     def with_info(params: PyTree, key: PRNGKeyArray, *args) -> tuple[Array, PyTree, dict]:
+        check_key(key)
         _check_call(params, rank, mask, fused)
+        _check_loss(fun, params, args)
         leaves, treedef = jax.tree.flatten(params)
         masks = [None] * len(leaves) if mask is None else [
             jnp.asarray(m != 0, jnp.float32) for m in jax.tree.leaves(mask)]
@@ -504,6 +527,9 @@ def forward_value_and_grad(
     ``population_map`` as in :func:`value_and_grad` (tangents sharded over devices;
     only the directional derivatives cross, the tangents are regenerated).
     """
+    if not callable(fun):
+        raise TypeError(f"fun must be callable (fun(params, *args) -> scalar), got "
+                        f"{type(fun).__name__}")
     _check_int(num_directions, "num_directions")
     if population_map is not None and not callable(population_map):
         raise TypeError("population_map must be callable (f -> batched f) or None")
@@ -511,7 +537,9 @@ def forward_value_and_grad(
         raise ValueError(f"prng={prng!r} is not known; allowed: {list(PRNGS)}")
 
     def with_info(params: PyTree, key: PRNGKeyArray, *args):
+        check_key(key)
         _check_call(params, None, None, "auto")
+        _check_loss(fun, params, args)
         leaves, treedef = jax.tree.flatten(params)
         plan, m_total = _plan(leaves, None)
         masks = [None] * len(leaves)
