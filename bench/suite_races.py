@@ -2,8 +2,11 @@
 evaluations each method needs to reach a fixed test target, per task and variant.
 
 Every race trains through :func:`fold_jax.train.fit` (timed steps, untimed evaluation
-every ``EVAL_EVERY`` steps, compile timed apart) with a wall-clock ``budget_s`` and
-stops at the target. A miss counts as infinity (steps/evals/time_to_target = inf).
+every ``EVAL_EVERY`` steps, compile timed apart) for at most ``max_steps`` steps (a
+deterministic budget: the same seed gives the same rows on any machine, timing columns
+aside) and stops at the target. ``budget_s`` is only a generous wall-clock safety cap;
+``capped`` records whether it cut the race short (then the row depends on machine
+speed). A miss counts as infinity (steps/evals/time_to_target = inf).
 
 Targets (``TARGETS``) are fixed per task from the tuned gradient baseline: Adam
 (learning rate best of {1e-3, 3e-3, 1e-2}) trained for 2000 steps, batch 128, on the
@@ -32,9 +35,10 @@ from bench.common import Job, check_profile
 from fold_jax import methods, nets, tasks, train
 
 FILE = "races"
-KEY = ["task", "method", "variant", "seed", "budget_s", "backend", "device_kind", "n_devices"]
-KEYS = {"curves": ["task", "method", "variant", "seed", "budget_s", "step", "split", "metric",
-                   "backend", "device_kind", "n_devices"]}
+KEY = ["task", "method", "variant", "seed", "max_steps", "budget_s", "backend", "device_kind",
+       "n_devices"]
+KEYS = {"curves": ["task", "method", "variant", "seed", "max_steps", "budget_s", "step", "split",
+                   "metric", "backend", "device_kind", "n_devices"]}
 
 EVAL_EVERY = 25
 BATCH_SIZE = 128
@@ -60,17 +64,19 @@ TARGETS: dict[str, Race] = {
 ALL_METHODS = ("adam", "sgd", "zo_gaussian", "zo_rademacher", "zo_sphere", "zo_lowrank",
                "forward_gradient", "gld", "rso", "one_plus_one")
 VARIANTS = ("dense", "binarized", "pruned")
-# Each profile: seeds, budget and a list of (tasks, methods, variants) grids.
-# quick (~3-4 min on a loaded 2-core CPU, compile included): every method on digits, a
-# representative subset on the other tasks, and the variants on digits.
+# Each profile: seeds, step budget (max_steps), wall-clock safety cap (budget_s) and a
+# list of (tasks, methods, variants) grids. quick: every method on digits, a
+# representative subset on the other tasks, and the variants on digits; 500 steps is
+# about what the former 2 s budget gave the zeroth-order methods (~3.7 ms/step on a
+# loaded 2-core CPU), and compile dominates each race's wall time.
 PROFILE = {
-    "quick": dict(seeds=[0], budget_s=2.0, grids=[
+    "quick": dict(seeds=[0], max_steps=500, budget_s=60.0, grids=[
         (["digits"], ALL_METHODS, ["dense"]),
         (["breast_cancer", "digit_attributes", "spirals"],
          ["adam", "zo_gaussian", "forward_gradient", "gld"], ["dense"]),
         (["digits"], ["adam", "zo_gaussian"], ["binarized", "pruned"]),
     ]),
-    "full": dict(seeds=[0, 1, 2], budget_s=10.0, grids=[
+    "full": dict(seeds=[0, 1, 2], max_steps=3000, budget_s=300.0, grids=[
         (list(TARGETS), ALL_METHODS, VARIANTS),
     ]),
 }
@@ -195,26 +201,31 @@ def _curves(history, key: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def race(task_name: str, method: str, variant: str, seed: int, budget_s: float
-         ) -> dict[str, list[dict[str, Any]]]:
-    """Run one race; ``{"races": [row], "curves": rows}``."""
+def race(task_name: str, method: str, variant: str, seed: int, budget_s: float,
+         max_steps: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Run one race of at most ``max_steps`` steps (default: the quick profile's) with
+    ``budget_s`` as wall-clock safety cap; ``{"races": [row], "curves": rows}``."""
+    if max_steps is None:
+        max_steps = PROFILE["quick"]["max_steps"]
     spec = TARGETS[task_name]
     task = tasks.get(task_name)
     apply, params, tx_wrap, mask = _model(task, spec, variant, seed)
     build, _, _ = METHODS[method]
     m = build(task.loss_fn(apply), tx_wrap, mask, spec)
-    result = train.fit(m, params, task, apply=apply, budget_s=budget_s,
+    result = train.fit(m, params, task, apply=apply, steps=max_steps, budget_s=budget_s,
                        batch_size=min(BATCH_SIZE, task.n_train), eval_every=EVAL_EVERY,
                        target=spec.target, target_metric=spec.target_metric, seed=seed)
     h = result.history
     column = f"test_{spec.target_metric}"
     key = {"task": task_name, "method": method, "variant": variant, "seed": seed,
-           "budget_s": budget_s}
+           "max_steps": max_steps, "budget_s": budget_s}
+    steps_run = int(h["step"].iloc[-1])
     row = {**key, "target_metric": spec.target_metric, "target": spec.target,
            "reached": bool(result.reached), **_to_target(h, column, spec.target,
                                                          spec.target_metric),
            "compile_s": result.compile_s, "final_test_metric": float(h[column].iloc[-1]),
-           "n_params": nets.count_params(params), "steps_run": int(h["step"].iloc[-1]),
+           "n_params": nets.count_params(params), "steps_run": steps_run,
+           "capped": bool(not result.reached and steps_run < max_steps),
            "evals_run": int(h["evals"].iloc[-1]), "elapsed_s": float(h["elapsed_s"].iloc[-1]),
            "final_test_loss": float(h["test_loss"].iloc[-1]),
            "evals_per_step": float(h["evals"].iloc[-1] / max(h["step"].iloc[-1], 1)),
@@ -233,15 +244,16 @@ def jobs(profile: str) -> Iterator[Job]:
         missing.append("fold_jax.variants")
     if missing:
         print(f"races: skipping jobs that need the missing modules {missing}")
-    cost = p["budget_s"] + 5.0  # budget + compile + evaluation, seconds
+    cost = 6.0  # compile + steps + evaluation, seconds (quick, loaded CPU)
     for task_name, method, variant in grid:
         if METHODS[method][1] in missing or (variant != "dense"
                                              and "fold_jax.variants" in missing):
             continue
         for seed in p["seeds"]:
             key = {"task": task_name, "method": method, "variant": variant, "seed": seed,
-                   "budget_s": p["budget_s"]}
-            yield Job(key, lambda a=(task_name, method, variant, seed, p["budget_s"]): race(*a),
+                   "max_steps": p["max_steps"], "budget_s": p["budget_s"]}
+            yield Job(key, lambda a=(task_name, method, variant, seed, p["budget_s"],
+                                     p["max_steps"]): race(*a),
                       f"{task_name}/{method}/{variant}/s{seed}", cost)
 
 

@@ -646,3 +646,45 @@ def test_keep_masked_names_a_bad_tx():
 def test_schedule_rejects_negative_begin_step():
     with pytest.raises(ValueError, match="begin_step"):
         prune.cubic_schedule(0.5, 10, begin_step=-1)
+
+
+# ------------------------------------------------- faults: results dir lost mid-run
+
+
+def test_results_dir_lost_mid_run_stops_cleanly_then_resumes(tmp_path, capsys):
+    """Between two jobs the results directory is replaced by a plain file (a disk
+    unmounted, a dir swapped away; chmod does not stop root): the runner stops with a
+    message naming the job, the saved rows stay whole, and a rerun finishes the rest."""
+    import types
+
+    from bench import run
+    from bench.common import Job
+
+    out, moved = tmp_path / "results", tmp_path / "moved"
+    lost = []
+
+    def job(i):
+        def go():
+            if i == 2 and not lost:
+                lost.append(True)
+                out.rename(moved)
+                out.write_text("not a directory")
+            return [{"i": i, "v": i * i}]
+        return go
+
+    suite = types.ModuleType("suite_fake")
+    suite.FILE, suite.KEY = "fake", ["i"]
+    suite.jobs = lambda profile: [Job({"i": i}, job(i), f"job{i}") for i in range(4)]
+    argv = ["--results-dir", str(out), "--no-report"]
+    assert run.main(argv, suites={"fake": suite}) == 1
+    err = capsys.readouterr().err
+    assert "stopping: cannot write the results of fake:job2" in err and str(out) in err
+    assert "saved 2 jobs" in err and "rerun the same command" in err
+    saved = results.load(moved / "fake.csv")
+    assert sorted(saved["i"]) == [0, 1]
+    assert sorted(p.name for p in moved.iterdir()) == ["fake.csv"]  # no temp files
+    out.unlink()
+    moved.rename(out)
+    assert run.main(argv, suites={"fake": suite}) == 0
+    frame = results.load(out / "fake.csv")
+    assert sorted(frame["i"]) == [0, 1, 2, 3] and list(frame["v"]) == [0, 1, 4, 9]
