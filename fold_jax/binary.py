@@ -31,7 +31,7 @@ import optax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from fold_jax import nets
-from fold_jax.methods import Method
+from fold_jax.methods import Method, check_key
 
 __all__ = [
     "BinaryDense",
@@ -327,6 +327,9 @@ def packed_apply(packed: PackedMLP, x: ArrayLike) -> Array:
     """
     act = nets.activation(packed.activation)
     h = jnp.asarray(x, jnp.float32)
+    if h.ndim == 0 or h.shape[-1] != packed.layers[0].k:
+        raise ValueError(f"x has shape {h.shape}; its last axis must be the first layer's "
+                         f"in_features={packed.layers[0].k}")
     for i, layer in enumerate(packed.layers):
         if layer.binarize_input:
             bits = pack(h, axis=-1, word_bits=8 * layer.kernel.dtype.itemsize)
@@ -370,15 +373,20 @@ def flip_search(
     where ``mask`` is 1, when given), moves 1-D leaves (biases) by N(0, bias_sigma^2),
     and accepts the move only if ``loss`` on the step's batch drops (2 evaluations).
     """
+    if not callable(loss):
+        raise TypeError(f"loss must be callable, got {type(loss).__name__}")
     if isinstance(flips, bool) or not isinstance(flips, int) or flips < 1:
         raise ValueError(f"flips={flips!r} must be a positive int")
     if not isinstance(bias_sigma, int | float) or bias_sigma < 0:
         raise ValueError(f"bias_sigma={bias_sigma!r} must be a number >= 0")
 
     def init(params: PyTree) -> FlipState:
+        if not jax.tree.leaves(params):
+            raise ValueError("params has no leaves: nothing to flip")
         return FlipState(params, jnp.asarray(jnp.inf, jnp.float32))
 
     def step(state: FlipState, key: PRNGKeyArray, *args) -> tuple[FlipState, dict[str, Any]]:
+        check_key(key)
         params = state.params
         leaves, treedef = jax.tree.flatten(params)
         masks = [None] * len(leaves) if mask is None else jax.tree.leaves(mask)

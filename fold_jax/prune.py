@@ -25,6 +25,7 @@ from jax.experimental import sparse
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from fold_jax import nets
+from fold_jax.methods import check_key
 
 __all__ = [
     "SCHEDULES",
@@ -101,8 +102,14 @@ def _as_dtype(mask: PyTree, params: PyTree) -> PyTree:
     return jax.tree.map(lambda m, p: m.astype(jnp.result_type(p)), mask, params)
 
 
+def _check_params(params: PyTree) -> None:
+    if not jax.tree.leaves(params):
+        raise ValueError("params has no leaves: nothing to mask")
+
+
 def magnitude_mask(params: PyTree, sparsity: float, *, scope: str = "layer") -> PyTree:
     """Keep the largest-|w| entries of each kernel ("layer") or of all kernels ("global")."""
+    _check_params(params)
     s = _check_sparsity(sparsity)
     _check_scope(scope)
     scores = jax.tree.map(lambda p: jnp.abs(jnp.asarray(p, jnp.float32)), params)
@@ -112,6 +119,8 @@ def magnitude_mask(params: PyTree, sparsity: float, *, scope: str = "layer") -> 
 def random_mask(key: PRNGKeyArray, params: PyTree, sparsity: float, *,
                 scope: str = "layer") -> PyTree:
     """A uniformly random mask with the same exact sparsity as :func:`magnitude_mask`."""
+    check_key(key)
+    _check_params(params)
     s = _check_sparsity(sparsity)
     _check_scope(scope)
     leaves, treedef = jax.tree.flatten(params)
@@ -144,6 +153,8 @@ def nm_mask(params: PyTree, n: int = 2, m: int = 4) -> PyTree:
 
 def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
     """params * mask, leafwise."""
+    if jax.tree.structure(mask) != jax.tree.structure(params):
+        raise ValueError("mask must have the structure of params (a pytree of 0/1 like it)")
     return jax.tree.map(lambda p, m: p * m.astype(jnp.result_type(p)), params, mask)
 
 
@@ -164,6 +175,7 @@ def cubic_schedule(final_sparsity: float, total_steps: int, *, begin_step: int =
     s_i = _check_sparsity(initial_sparsity, "initial_sparsity")
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
         raise ValueError(f"total_steps={total_steps!r} must be a positive int")
+    _check_begin(begin_step)
 
     def schedule(t):
         frac = jnp.clip((jnp.asarray(t, jnp.float32) - begin_step) / total_steps, 0.0, 1.0)
@@ -176,8 +188,14 @@ def constant_schedule(final_sparsity: float, total_steps: int = 1, *, begin_step
                       initial_sparsity: float = 0.0) -> Callable[[ArrayLike], Array]:
     """One-shot: sparsity s_f from ``begin_step`` on (0 before)."""
     s_f = _check_sparsity(final_sparsity, "final_sparsity")
+    _check_begin(begin_step)
     del total_steps, initial_sparsity
     return lambda t: jnp.where(jnp.asarray(t) >= begin_step, s_f, 0.0)
+
+
+def _check_begin(begin_step) -> None:
+    if isinstance(begin_step, bool) or not isinstance(begin_step, int) or begin_step < 0:
+        raise ValueError(f"begin_step={begin_step!r} must be an int >= 0")
 
 
 SCHEDULES: dict[str, Callable] = {"cubic": cubic_schedule, "constant": constant_schedule}
@@ -190,6 +208,8 @@ def keep_masked(tx: optax.GradientTransformation, mask: PyTree) -> optax.Gradien
     updates after it; with ``params`` given, pruned entries are also set to zero by the
     update (``-params`` there), so params that were not masked yet become masked.
     """
+    if not isinstance(tx, optax.GradientTransformation):
+        raise TypeError(f"tx must be an optax.GradientTransformation, got {type(tx).__name__}")
 
     def update(grads, state, params=None):
         grads = apply_mask(grads, mask)

@@ -51,9 +51,6 @@ Results files: rows given as a string, a dict, a list of lists; rows lacking key
 columns; a name with a slash; key as a string; ``done`` with a list or an empty dict;
 ``load`` of a missing file; a results directory replaced by a file between appends.
 After every failed append the file is byte-identical.
-
-Fixes still needed in fold_jax/binary.py and fold_jax/prune.py are marked
-``xfail(strict=True)`` below with the fix in the reason.
 """
 
 from __future__ import annotations
@@ -576,11 +573,6 @@ def test_variants_and_prune_validation_that_holds():
             call()
 
 
-def _xfail(reason):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
-@_xfail("binary.flip_search.step should call fold_jax.methods.check_key(key) first")
 @pytest.mark.parametrize("bad", ["int", "typed batch (2,)"])
 def test_flip_search_rejects_bad_keys(bad):
     m = binary.flip_search(quad)
@@ -588,20 +580,17 @@ def test_flip_search_rejects_bad_keys(bad):
         m.step(m.init(P), BAD_KEYS[bad], X)
 
 
-@_xfail("prune.random_mask should call fold_jax.methods.check_key(key) first")
 @pytest.mark.parametrize("bad", ["int", "typed batch (2,)"])
 def test_random_mask_rejects_bad_keys(bad):
     with pytest.raises(TypeError, match=KEY_MESSAGE):
         prune.random_mask(BAD_KEYS[bad], NET_PARAMS, 0.5)
 
 
-@_xfail("binary.flip_search should raise TypeError('loss must be callable') when not")
 def test_flip_search_rejects_non_callable_loss():
     with pytest.raises(TypeError, match="loss must be callable"):
         binary.flip_search(3)
 
 
-@_xfail("binary.flip_search init should raise ValueError('params has no leaves') for {}")
 def test_flip_search_rejects_empty_params():
     with pytest.raises(ValueError, match="params"):
         binary.flip_search(quad).init({})
@@ -613,36 +602,26 @@ def test_empty_nets_are_rejected_by_packed_and_sparse_inference():
             call()
 
 
-@_xfail("prune.magnitude_mask should raise ValueError naming params for a tree without "
-        "leaves (returns {} today)")
 def test_magnitude_mask_rejects_empty_params():
     with pytest.raises(ValueError, match="params"):
         prune.magnitude_mask({}, 0.5)
 
 
-@_xfail("binary.packed_apply should check x.shape[-1] == first layer's in_features and "
-        "raise ValueError naming x (it fails inside dot_general)")
 def test_packed_apply_names_bad_x():
     with pytest.raises(ValueError, match="x has shape"):
         binary.packed_apply(binary.pack_mlp(NET_PARAMS), jnp.ones((3, 5)))
 
 
-@_xfail("prune.apply_mask should raise ValueError('mask must have the structure of params')"
-        " instead of a tree_map structure error")
 def test_apply_mask_names_a_mismatched_mask():
     with pytest.raises(ValueError, match="mask"):
         prune.apply_mask(NET_PARAMS, {"a": 1})
 
 
-@_xfail("prune.keep_masked should raise TypeError naming tx for a non-optax tx "
-        "(AttributeError today)")
 def test_keep_masked_names_a_bad_tx():
     with pytest.raises(TypeError, match="tx"):
         prune.keep_masked("adam", NET_PARAMS)
 
 
-@_xfail("prune.cubic_schedule / gradual_prune should reject begin_step < 0 "
-        "(ValueError naming begin_step)")
 def test_schedule_rejects_negative_begin_step():
     with pytest.raises(ValueError, match="begin_step"):
         prune.cubic_schedule(0.5, 10, begin_step=-1)
