@@ -53,7 +53,7 @@ SEGMENTS = (((-BOX, 1.0), (BOX, 1.0)), ((-BOX, -1.0), (BOX, -1.0)),
             ((1.0, -BOX), (1.0, BOX)), ((-1.0, -BOX), (-1.0, BOX)))
 
 PROFILE = {
-    "quick": dict(trained_depths=(16,), train_steps=100,
+    "quick": dict(vanishing_depths=(2, 4, 8, 16), trained_depths=(16,), train_steps=100,
                   zo_grid=[(a, 8, "zo_gaussian") for a in ("sigmoid", "relu")],
                   sigmoid_methods=("adam", "zo_gaussian"), sigmoid_activations=("sigmoid",),
                   deep_steps={"adam": 1500, "default": 150}, sigmoid_budget_s=60.0,
@@ -61,7 +61,7 @@ PROFILE = {
                   region_widths=(8, 32), grid_resolution=128,
                   region_trained=[("relu", 4)], region_methods=("adam_1e-2", "zo_gaussian"),
                   region_steps=500, tent_depths=tuple(range(1, 11))),
-    "full": dict(trained_depths=DEPTHS, train_steps=500,
+    "full": dict(vanishing_depths=DEPTHS, trained_depths=DEPTHS, train_steps=500,
                  zo_grid=[(a, d, m) for a in ACTIVATIONS for d in DEPTHS
                           for m in ("zo_gaussian", "zo_lowrank", "forward_gradient")],
                  sigmoid_methods=None, sigmoid_activations=("sigmoid", "relu"),
@@ -346,7 +346,7 @@ def _job(run: Callable[[], list[dict]], last: dict, label: str, cost: float) -> 
 def jobs(profile: str) -> Iterator[Job]:
     p = PROFILE[check_profile(profile)]
     for activation in ACTIVATIONS:
-        for depth in DEPTHS:
+        for depth in p["vanishing_depths"]:  # quick skips 32: its float64 compile is slow
             trained = depth in p["trained_depths"]
             last = _row("vanishing", "ratio_first_last", 0, task="digits",
                         activation=activation, depth=depth, width=WIDTH,
