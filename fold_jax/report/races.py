@@ -25,11 +25,13 @@ BASELINE = "adam"
 
 
 def _latest_budget(frame: pd.DataFrame) -> pd.DataFrame:
-    """Keep, per task, only rows with the largest budget_s (a full run supersedes quick)."""
-    if "budget_s" not in frame.columns or frame.empty:
+    """Keep, per task, only rows with the largest step budget (max_steps, else budget_s):
+    a full run supersedes quick."""
+    column = next((c for c in ("max_steps", "budget_s") if c in frame.columns), None)
+    if column is None or frame.empty:
         return frame
-    top = frame.groupby("task")["budget_s"].transform("max")
-    return frame[frame["budget_s"] == top]
+    top = frame.groupby("task")[column].transform("max")
+    return frame[frame[column] == top]
 
 
 def _main_backend(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -209,8 +211,12 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
     races, note = _main_backend(_latest_budget(races))
     curves = frames.get("curves")
     colors = _colors(set(races["method"]))
-    budgets = ", ".join(f"{t} {fmt(b)} s" for t, b in
-                        races.groupby("task")["budget_s"].max().items())
+    if "max_steps" in races.columns:
+        budgets = ", ".join(f"{t} {int(g['max_steps'].max())} steps (cap {fmt(g['budget_s'].max())}"
+                            " s)" for t, g in races.groupby("task"))
+    else:
+        budgets = ", ".join(f"{t} {fmt(b)} s" for t, b in
+                            races.groupby("task")["budget_s"].max().items())
     targets = ", ".join(f"{t}: test {m} >= {fmt(v)}" if m != "loss" else f"{t}: loss <= {v}"
                         for t, (m, v) in races.groupby("task")[["target_metric",
                                                                 "target"]].first().iterrows())
