@@ -25,6 +25,7 @@ __all__ = [
     "Method",
     "all_finite",
     "check_key",
+    "check_params",
     "descent",
     "gradient",
     "optimizer",
@@ -75,6 +76,18 @@ def check_key(key, argument: str = "key") -> None:
         raise TypeError(f"{argument} must be a PRNG key from jax.random.key(seed) (or a raw "
                         f"uint32 key of shape (2,)), got an array of dtype {dtype} and shape "
                         f"{tuple(shape)}")
+
+
+def check_params(params: PyTree, purpose: str) -> None:
+    """ValueError when ``params`` has no entries (``purpose`` says why that matters),
+    TypeError when a leaf is not floating point; both name params."""
+    leaves = jax.tree.leaves(params)
+    if sum(math.prod(jnp.shape(w)) for w in leaves) == 0:
+        raise ValueError(f"params has no entries: {purpose}")
+    for w in leaves:
+        if not jnp.issubdtype(jnp.result_type(w), jnp.inexact):
+            raise TypeError(f"params leaves must be floating point, got a "
+                            f"{jnp.result_type(w)} leaf of shape {jnp.shape(w)}")
 
 
 def _check_callable(fun, argument: str) -> None:

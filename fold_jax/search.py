@@ -27,7 +27,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from fold_jax.methods import Method, check_key
+from fold_jax.methods import Method, check_key, check_params
 
 __all__ = ["GLDState", "OnePlusOneState", "RSOState", "gld", "one_plus_one", "rso"]
 
@@ -58,21 +58,10 @@ def _check_fun(fun) -> None:
                         f"{type(fun).__name__}")
 
 
-def _check_params(params: PyTree) -> None:
-    """ValueError / TypeError naming params: no leaves, or a non-float leaf."""
-    leaves = jax.tree.leaves(params)
-    if not leaves or sum(math.prod(jnp.shape(w)) for w in leaves) == 0:
-        raise ValueError("params has no entries: nothing to search over")
-    for w in leaves:
-        if not jnp.issubdtype(jnp.result_type(w), jnp.inexact):
-            raise TypeError(f"params leaves must be floating point, got a "
-                            f"{jnp.result_type(w)} leaf of shape {jnp.shape(w)}")
-
-
 def _flat(params: PyTree, key) -> tuple[Array, Callable]:
     """Checked ``ravel_pytree(params)`` for a step called with ``key``."""
     check_key(key)
-    _check_params(params)
+    check_params(params, "nothing to search over")
     return ravel_pytree(params)
 
 
@@ -138,7 +127,7 @@ def gld(
     flat_mask = _flat_mask(mask)
 
     def init(params: PyTree) -> GLDState:
-        _check_params(params)
+        check_params(params, "nothing to search over")
         return GLDState(params)
 
     def step(state: GLDState, key: PRNGKeyArray, *args) -> tuple[GLDState, dict]:
@@ -195,7 +184,7 @@ def rso(
             s = jnp.where(std > 0, sigma * std, sigma)
             return jnp.full(jnp.shape(w), s, jnp.float32)
 
-        _check_params(params)
+        check_params(params, "nothing to search over")
         x, _ = ravel_pytree(params)
         scales, _ = ravel_pytree(jax.tree.map(scale, params))
         if allowed is None and block_size > x.shape[0]:
@@ -245,7 +234,7 @@ def one_plus_one(
     flat_mask = _flat_mask(mask)
 
     def init(params: PyTree) -> OnePlusOneState:
-        _check_params(params)
+        check_params(params, "nothing to search over")
         return OnePlusOneState(params, jnp.asarray(sigma, jnp.float32))
 
     def step(state: OnePlusOneState, key: PRNGKeyArray, *args):

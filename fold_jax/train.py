@@ -14,12 +14,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from jaxtyping import Array, PyTree
 
-from fold_jax.methods import Method
+from fold_jax.methods import Method, check_params
 from fold_jax.tasks import Task
 
 __all__ = ["TrainResult", "fit"]
@@ -37,16 +36,6 @@ def _positive_int(value, argument: str, allow_none: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{argument}={value!r} must be a positive int")
-
-
-def _check_params(params) -> None:
-    leaves = jax.tree.leaves(params)
-    if not leaves:
-        raise ValueError("params has no leaves: initialise them with net.init(key)")
-    for w in leaves:
-        if not jnp.issubdtype(jnp.result_type(w), jnp.inexact):
-            raise TypeError(f"params leaves must be floating point, got a "
-                            f"{jnp.result_type(w)} leaf of shape {jnp.shape(w)}")
 
 
 def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric, apply,
@@ -110,7 +99,7 @@ def fit(
     """
     _check(method, task, steps, budget_s, batch_size, eval_every, target_metric, apply,
            target, seed, progress)
-    _check_params(params)
+    check_params(params, "initialise them with net.init(key)")
     x, y = task.x_train, task.y_train
     n = task.n_train
     head = task.head

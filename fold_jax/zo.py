@@ -77,7 +77,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from fold_jax import perturb
-from fold_jax.methods import check_key
+from fold_jax.methods import check_key, check_params
 
 __all__ = ["NOISES", "PRNGS", "SHAPINGS", "forward_value_and_grad", "sample", "value_and_grad"]
 
@@ -294,13 +294,8 @@ def _check_options(num_directions, sigma, noise, antithetic, rank, chunk_size, s
 
 
 def _check_call(params, rank, mask, fused):
+    check_params(params, "nothing to perturb")
     leaves = jax.tree.leaves(params)
-    if not leaves:
-        raise ValueError("params has no leaves: nothing to perturb")
-    for w in leaves:
-        if not jnp.issubdtype(jnp.result_type(w), jnp.inexact):
-            raise TypeError(f"params leaves must be floating point (they are perturbed), got "
-                            f"a {jnp.result_type(w)} leaf of shape {jnp.shape(w)}")
     if rank is not None:
         mats = [tuple(jnp.shape(w)) for w in leaves if jnp.ndim(w) == 2]
         if fused is True and not mats:

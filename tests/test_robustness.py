@@ -157,7 +157,7 @@ def test_legacy_raw_keys_are_accepted_and_match_typed_keys():
 
 def test_bad_params_are_named():
     for vg in (zo.value_and_grad(quad, num_directions=4), zo.forward_value_and_grad(quad)):
-        with pytest.raises(ValueError, match="params has no leaves"):
+        with pytest.raises(ValueError, match="params has no entries"):
             vg({}, KEY, X)
         with pytest.raises(TypeError, match="params leaves must be floating"):
             vg({"w": jnp.ones(3, jnp.int32)}, KEY, X)
@@ -398,7 +398,7 @@ def test_fit_names_other_bad_arguments(fit_setup):
     for options, error, message in cases:
         with pytest.raises(error, match=message):
             train.fit(m, params, task, apply=net.apply, **{"steps": 5, **options})
-    with pytest.raises(ValueError, match="params has no leaves"):
+    with pytest.raises(ValueError, match="params has no entries"):
         train.fit(m, {}, task, apply=net.apply, steps=5)
     with pytest.raises(TypeError, match="params leaves must be floating"):
         train.fit(m, jax.tree.map(lambda w: w.astype(jnp.int32), params), task,
