@@ -31,7 +31,8 @@ import optax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from fold_jax import nets
-from fold_jax.methods import Method, check_key
+from fold_jax.checks import check_callable, check_key
+from fold_jax.methods import Method
 
 __all__ = [
     "BinaryDense",
@@ -373,8 +374,7 @@ def flip_search(
     where ``mask`` is 1, when given), moves 1-D leaves (biases) by N(0, bias_sigma^2),
     and accepts the move only if ``loss`` on the step's batch drops (2 evaluations).
     """
-    if not callable(loss):
-        raise TypeError(f"loss must be callable, got {type(loss).__name__}")
+    check_callable(loss, "loss")
     if isinstance(flips, bool) or not isinstance(flips, int) or flips < 1:
         raise ValueError(f"flips={flips!r} must be a positive int")
     if not isinstance(bias_sigma, int | float) or bias_sigma < 0:

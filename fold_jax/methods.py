@@ -15,9 +15,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
+
+from fold_jax.checks import check_callable, check_int, check_key, check_params
 
 __all__ = [
     "OPTIMIZERS",
@@ -27,8 +28,10 @@ __all__ = [
     "check_key",
     "check_params",
     "descent",
+    "forward_gradient",
     "gradient",
     "optimizer",
+    "zeroth_order",
 ]
 
 
@@ -56,43 +59,6 @@ OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
     "lion": optax.lion,
     "adabelief": optax.adabelief,
 }
-
-
-def check_key(key, argument: str = "key") -> None:
-    """TypeError naming ``argument`` unless ``key`` is one PRNG key: a typed key of
-    shape () (``jax.random.key(seed)``) or a legacy raw uint32 key of shape (2,)
-    (``jax.random.PRNGKey(seed)``, accepted as jax.random accepts it). Works on
-    tracers (only static shape and dtype are read)."""
-    shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
-    if shape is None or dtype is None:
-        raise TypeError(f"{argument} must be a PRNG key from jax.random.key(seed), got "
-                        f"{type(key).__name__} {key!r:.40}")
-    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        if tuple(shape) != ():
-            raise TypeError(f"{argument} must be a single PRNG key of shape (), got a key "
-                            f"array of shape {tuple(shape)} (split keys are vmapped over)")
-        return
-    if np.dtype(dtype) != np.uint32 or tuple(shape) != (2,):
-        raise TypeError(f"{argument} must be a PRNG key from jax.random.key(seed) (or a raw "
-                        f"uint32 key of shape (2,)), got an array of dtype {dtype} and shape "
-                        f"{tuple(shape)}")
-
-
-def check_params(params: PyTree, purpose: str) -> None:
-    """ValueError when ``params`` has no entries (``purpose`` says why that matters),
-    TypeError when a leaf is not floating point; both name params."""
-    leaves = jax.tree.leaves(params)
-    if sum(math.prod(jnp.shape(w)) for w in leaves) == 0:
-        raise ValueError(f"params has no entries: {purpose}")
-    for w in leaves:
-        if not jnp.issubdtype(jnp.result_type(w), jnp.inexact):
-            raise TypeError(f"params leaves must be floating point, got a "
-                            f"{jnp.result_type(w)} leaf of shape {jnp.shape(w)}")
-
-
-def _check_callable(fun, argument: str) -> None:
-    if not callable(fun):
-        raise TypeError(f"{argument} must be callable, got {type(fun).__name__}")
 
 
 def optimizer(
@@ -134,13 +100,11 @@ def descent(
     ``aux`` (a dict of scalars) is merged into ``info``. ``key`` must be one PRNG key
     (see :func:`check_key`; :func:`gradient` ignores its value).
     """
-    _check_callable(value_and_grad, "value_and_grad")
+    check_callable(value_and_grad, "value_and_grad")
     if not (hasattr(tx, "init") and hasattr(tx, "update")):
         raise TypeError(f"tx must be an optax.GradientTransformation, got {type(tx).__name__}"
                         " (methods.optimizer(name, lr) builds one from a name)")
-    if isinstance(evals_per_step, bool) or not isinstance(evals_per_step, int | np.integer) \
-            or evals_per_step < 0:
-        raise ValueError(f"evals_per_step={evals_per_step!r} must be an int >= 0")
+    check_int(evals_per_step, "evals_per_step", 0, allow_numpy=True)
 
     def init(params: PyTree) -> DescentState:
         return DescentState(params, tx.init(params))
@@ -172,7 +136,7 @@ def gradient(
     Counts one loss evaluation per step (the forward; the backward pass costs about
     two more forwards' worth of work but no extra evaluation of the loss).
     """
-    _check_callable(loss, "loss")
+    check_callable(loss, "loss")
     tx = optimizer(tx, learning_rate)
     vg = jax.value_and_grad(loss)
 
@@ -216,5 +180,3 @@ def forward_gradient(
     vg = zo.forward_value_and_grad(loss, num_directions=num_directions)
     return descent(vg.with_info, tx, evals_per_step=vg.evals, name="forward_gradient")
 
-
-__all__ += ["forward_gradient", "zeroth_order"]

@@ -25,7 +25,7 @@ from jax.experimental import sparse
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from fold_jax import nets
-from fold_jax.methods import check_key
+from fold_jax.checks import check_key
 
 __all__ = [
     "SCHEDULES",

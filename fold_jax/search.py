@@ -27,7 +27,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from fold_jax.methods import Method, check_key, check_params
+from fold_jax.checks import check_callable, check_int, check_key, check_params, check_positive
+from fold_jax.methods import Method
 
 __all__ = ["GLDState", "OnePlusOneState", "RSOState", "gld", "one_plus_one", "rso"]
 
@@ -46,28 +47,11 @@ class OnePlusOneState(NamedTuple):
     sigma: Array  # scalar step size
 
 
-def _positive(value, name: str):
-    if (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
-            or not math.isfinite(value)):
-        raise ValueError(f"{name}={value!r} must be a positive finite number")
-
-
-def _check_fun(fun) -> None:
-    if not callable(fun):
-        raise TypeError(f"fun must be callable (fun(params, *args) -> scalar), got "
-                        f"{type(fun).__name__}")
-
-
 def _flat(params: PyTree, key) -> tuple[Array, Callable]:
     """Checked ``ravel_pytree(params)`` for a step called with ``key``."""
     check_key(key)
     check_params(params, "nothing to search over")
     return ravel_pytree(params)
-
-
-def _count(value, name: str):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be an int >= 1")
 
 
 def _flat_mask(mask: PyTree | None) -> np.ndarray | None:
@@ -115,12 +99,12 @@ def gld(
     min_radius (K = ceil(log2(R / r)) + 1 radii) and moves to the best one if it
     beats x. evals = K * num_per_radius + 1.
     """
-    _check_fun(fun)
-    _positive(max_radius, "max_radius")
-    _positive(min_radius, "min_radius")
+    check_callable(fun, "fun", "fun(params, *args) -> scalar")
+    check_positive(max_radius, "max_radius")
+    check_positive(min_radius, "min_radius")
     if min_radius > max_radius:
         raise ValueError(f"min_radius={min_radius} must be <= max_radius={max_radius}")
-    _count(num_per_radius, "num_per_radius")
+    check_int(num_per_radius, "num_per_radius")
     n_radii = math.ceil(math.log2(max_radius / min_radius)) + 1
     radii = jnp.repeat(max_radius * 2.0 ** -jnp.arange(n_radii, dtype=jnp.float32),
                        num_per_radius)
@@ -171,10 +155,10 @@ def rso(
     not constant, else ``sigma``), evaluates x + delta and x - delta for every block
     in one vmap and keeps the best if it beats x. evals = 2 * num_candidates + 1.
     """
-    _check_fun(fun)
-    _count(num_candidates, "num_candidates")
-    _count(block_size, "block_size")
-    _positive(sigma, "sigma")
+    check_callable(fun, "fun", "fun(params, *args) -> scalar")
+    check_int(num_candidates, "num_candidates")
+    check_int(block_size, "block_size")
+    check_positive(sigma, "sigma")
     flat_mask = _flat_mask(mask)
     allowed = None if flat_mask is None else np.flatnonzero(flat_mask)
 
@@ -228,9 +212,9 @@ def one_plus_one(
     exp(-1/(4 damping)) on failure, so sigma is stationary at a 1/5 success rate.
     evals = 2.
     """
-    _check_fun(fun)
-    _positive(sigma, "sigma")
-    _positive(damping, "damping")
+    check_callable(fun, "fun", "fun(params, *args) -> scalar")
+    check_positive(sigma, "sigma")
+    check_positive(damping, "damping")
     flat_mask = _flat_mask(mask)
 
     def init(params: PyTree) -> OnePlusOneState:

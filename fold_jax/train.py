@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Array, PyTree
 
-from fold_jax.methods import Method, check_params
+from fold_jax.checks import check_int, check_params
+from fold_jax.methods import Method
 from fold_jax.tasks import Task
 
 __all__ = ["TrainResult", "fit"]
@@ -31,13 +32,6 @@ class TrainResult(NamedTuple):
     reached: bool
 
 
-def _positive_int(value, argument: str, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{argument}={value!r} must be a positive int")
-
-
 def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric, apply,
            target=None, seed=0, progress=False):
     if not (hasattr(method, "init") and hasattr(method, "step")):
@@ -47,7 +41,7 @@ def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric,
         raise TypeError(f"task must be a fold_jax.tasks.Task, got {type(task).__name__}")
     if not callable(apply):
         raise TypeError("apply must be callable: apply(params, x) -> logits")
-    _positive_int(steps, "steps", allow_none=True)
+    check_int(steps, "steps", allow_none=True, allow_numpy=True)
     if budget_s is not None and (
         isinstance(budget_s, bool) or not isinstance(budget_s, int | float) or not budget_s > 0
         or not math.isfinite(budget_s)
@@ -62,11 +56,11 @@ def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric,
         raise TypeError(f"progress={progress!r} must be True or False")
     if steps is None and budget_s is None:
         raise ValueError("give steps=, budget_s= or both: the run needs a budget")
-    _positive_int(batch_size, "batch_size")
+    check_int(batch_size, "batch_size", allow_numpy=True)
     if batch_size > task.n_train:
         raise ValueError(f"batch_size={batch_size} exceeds the {task.n_train} training "
                          f"examples of {task.name!r}; allowed: 1..{task.n_train}")
-    _positive_int(eval_every, "eval_every")
+    check_int(eval_every, "eval_every", allow_numpy=True)
     allowed = ("loss", "accuracy", "micro_f1") if task.kind == "multilabel" else ("loss",
                                                                                   "accuracy")
     if target_metric not in allowed:

@@ -77,7 +77,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from fold_jax import perturb
-from fold_jax.methods import check_key, check_params
+from fold_jax.checks import check_callable, check_int, check_key, check_params
 
 __all__ = ["NOISES", "PRNGS", "SHAPINGS", "forward_value_and_grad", "sample", "value_and_grad"]
 
@@ -258,17 +258,9 @@ def _fusable(fun, params, args, rank) -> bool:
 # ------------------------------------------------------------------------ validation
 
 
-def _check_int(value, name: str, minimum: int = 1, allow_none: bool = False):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an int >= {minimum}"
-                         + (" or None" if allow_none else ""))
-
-
 def _check_options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping, fused,
                    prng):
-    _check_int(num_directions, "num_directions")
+    check_int(num_directions, "num_directions")
     if (isinstance(sigma, bool) or not isinstance(sigma, int | float) or not sigma > 0
             or not math.isfinite(sigma)):
         raise ValueError(f"sigma={sigma!r} must be a positive number")
@@ -277,11 +269,11 @@ def _check_options(num_directions, sigma, noise, antithetic, rank, chunk_size, s
     if antithetic and num_directions % 2:
         raise ValueError(f"num_directions={num_directions} must be even with antithetic=True "
                          "(it counts evaluations: num_directions // 2 mirrored pairs)")
-    _check_int(rank, "rank", allow_none=True)
+    check_int(rank, "rank", allow_none=True)
     if rank is not None and noise == "sphere":
         raise ValueError("noise='sphere' cannot be combined with rank; allowed noise with "
                          "rank: ['gaussian', 'rademacher']")
-    _check_int(chunk_size, "chunk_size", allow_none=True)
+    check_int(chunk_size, "chunk_size", allow_none=True)
     if chunk_size is not None and antithetic and chunk_size % 2:
         raise ValueError(f"chunk_size={chunk_size} must be even with antithetic=True "
                          "(it counts evaluations, pairs stay together)")
@@ -358,9 +350,7 @@ def value_and_grad(
     has attributes ``evals`` (loss evaluations per call) and ``with_info`` (same
     call, returns ``(value, grads, {"valid_directions": int32})``).
     """
-    if not callable(fun):
-        raise TypeError(f"fun must be callable (fun(params, *args) -> scalar), got "
-                        f"{type(fun).__name__}")
+    check_callable(fun, "fun", "fun(params, *args) -> scalar")
     _check_options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping, fused,
                    prng)
     if population_map is not None and not callable(population_map):
@@ -522,10 +512,8 @@ def forward_value_and_grad(
     ``population_map`` as in :func:`value_and_grad` (tangents sharded over devices;
     only the directional derivatives cross, the tangents are regenerated).
     """
-    if not callable(fun):
-        raise TypeError(f"fun must be callable (fun(params, *args) -> scalar), got "
-                        f"{type(fun).__name__}")
-    _check_int(num_directions, "num_directions")
+    check_callable(fun, "fun", "fun(params, *args) -> scalar")
+    check_int(num_directions, "num_directions")
     if population_map is not None and not callable(population_map):
         raise TypeError("population_map must be callable (f -> batched f) or None")
     if prng not in PRNGS:
