@@ -73,7 +73,7 @@ def openai_es_reference(loss, num_directions: int, sigma: float):
 def test_fused_lowrank(kernel_row, digits, chunk, fused):
     """Headline rows: rank-4 estimator, 128 directions, batch 256, through fold_jax's
     layers: fused=True forces x@W + s(x@A)B^T in every layer, "auto" lets each layer
-    take the cheaper association (perturb.matmul)."""
+    take its association by shape (perturb.matmul)."""
     net, params, x, y = _setup(digits)
     vg = zo.value_and_grad(digits.loss_fn(net.apply), num_directions=128, sigma=SIGMA,
                            rank=4, chunk_size=chunk, fused=fused)

@@ -2,19 +2,24 @@
 
 A :class:`LowRank` leaf stands for ``base + scale * a @ b.T`` without forming the
 (in x out) sum. fold_jax's own layers call :func:`matmul`, which evaluates
-``x @ (base + scale * a b^T)`` in the cheaper of two associations:
+``x @ (base + scale * a b^T)`` in one of two associations:
 
 - ``"factored"``: ``x @ base + scale * (x @ a) @ b.T`` (EGGROLL, 2025). Under ``vmap``
   over directions ``x @ base`` is one large matmul on all examples (computed once
   when x is shared, as in the first layer) and the low-rank term costs
   O(r (in + out)) per example.
 - ``"dense"``: ``x @ (base + scale * a @ b.T)``: forms the perturbed matrix (O(r in
-  out)) and multiplies once; cheaper in FLOPs and memory when the rows of x exceed
-  in * out / (in + out), e.g. a 128 x 128 layer seen by a batch of more than 64.
+  out)) and multiplies it (per direction, under ``vmap``).
 
-``"auto"`` (default) picks by that static shape rule, per layer and per call. A
-user's own layer opts into the fused path by calling :func:`matmul` on its kernel
-instead of ``x @ kernel``.
+``"auto"`` (default) picks per layer and per call from static shapes: factored when
+the factors add at most a quarter to the layer's FLOPs (``4 r (in + out) <= in out``)
+or when it is cheaper outright (``rows (in + out) <= in out``), else dense. The FLOP
+count alone would pick dense for any batch over in*out/(in+out) rows (64 for a
+128 x 128 layer), but the factored form runs one shared GEMM instead of a batch of
+per-direction ones and keeps no per-direction weight copies; on the digits MLP with
+128 directions it was 1.2-1.4x faster on a 2-core CPU. Thin layers (a 128 -> 10
+head) stay dense. A user's own layer opts into the fused path by calling
+:func:`matmul` on its kernel instead of ``x @ kernel``.
 """
 
 from __future__ import annotations
@@ -80,9 +85,14 @@ def materialize(w: LowRank | ArrayLike) -> Array:
 
 
 def _factored_is_cheaper(x_shape: tuple[int, ...], w: LowRank) -> bool:
+    """The "auto" rule: factored when the low-rank term adds at most a quarter to the
+    layer's FLOPs (r (in + out) <= in out / 4), or when it is cheaper outright
+    (rows (in + out) <= in out); dense otherwise (thin layers such as a 128 -> 10
+    head, where the factors cost nearly as much as the weights)."""
     rows = math.prod(x_shape[:-1])
     n_in, n_out = jnp.shape(w.base)
-    return rows * (n_in + n_out) <= n_in * n_out
+    rank = jnp.shape(w.a)[-1]
+    return 4 * rank * (n_in + n_out) <= n_in * n_out or rows * (n_in + n_out) <= n_in * n_out
 
 
 def matmul(x: ArrayLike, w: LowRank | ArrayLike) -> Array:
@@ -93,5 +103,5 @@ def matmul(x: ArrayLike, w: LowRank | ArrayLike) -> Array:
     factored = w.association == "factored" or (
         w.association == "auto" and _factored_is_cheaper(jnp.shape(x), w))
     if factored:
-        return x @ w.base + w.scale * ((x @ w.a) @ w.b.T)
+        return x @ w.base + ((x @ w.a) * w.scale) @ w.b.T
     return x @ materialize(w)

@@ -61,13 +61,18 @@ def test_lowrank_associations_agree_and_auto_follows_the_shape_rule():
     base = jax.random.normal(k[0], (32, 32))
     a, b = jax.random.normal(k[1], (32, 2)), jax.random.normal(k[2], (32, 2))
     dense = perturb.materialize(perturb.LowRank(base, a, b, 0.3))
-    for rows in (4, 64):  # 4 * 64 <= 32 * 32: factored; 64 * 64 > 32 * 32: dense
+    for rows in (4, 64):
         x = jnp.ones((rows, 32))
         for how in perturb.ASSOCIATIONS:
             got = perturb.matmul(x, perturb.LowRank(base, a, b, 0.3, how))
             np.testing.assert_allclose(got, x @ dense, rtol=1e-4, atol=1e-4)
-    assert perturb._factored_is_cheaper((4, 32), perturb.LowRank(base, a, b, 0.3))
-    assert not perturb._factored_is_cheaper((64, 32), perturb.LowRank(base, a, b, 0.3))
+    # 4 r (in + out) = 512 <= in out = 1024: the factors add <= 1/4, factored at any rows
+    for rows in (1, 64, 4096):
+        assert perturb._factored_is_cheaper((rows, 32), perturb.LowRank(base, a, b, 0.3))
+    # a thin 32 -> 4 head: 4 r (in + out) = 288 > 128, so the FLOP rule rows * 36 <= 128
+    thin = perturb.LowRank(base[:, :4], a, b[:4], 0.3)
+    assert perturb._factored_is_cheaper((3, 32), thin)
+    assert not perturb._factored_is_cheaper((4, 32), thin)
     with pytest.raises(ValueError, match="association"):
         perturb.LowRank(base, a, b, 0.3, "fast")
 

@@ -101,7 +101,10 @@ def test_two_processes_over_jax_distributed_match_one(tmp_path):
     assert sorted(o["process"] for o in outs) == [0, 1]
     for o in outs:
         assert o["processes"] == 2 and o["global_devices"] == 2
-        assert o["diff"] <= 1e-5 and o["value_diff"] <= 1e-5
+        # the two programs fuse differently, so losses agree to float32 rounding
+        # (|df| <~ 4 ulp of f ~ 2.3, about 1e-6); the estimate divides loss differences
+        # by 2 sigma = 0.02 and multiplies them by |u| < 6: |dg| <~ 1e-6 / 0.02 * 6 = 3e-4
+        assert o["value_diff"] <= 1e-5 and o["diff"] <= 3e-4
 
 
 def test_initialize_reads_the_environment():
