@@ -67,16 +67,22 @@ def _scalar(value: Any) -> Any:
 def kernel_row(benchmark, profile, results_dir) -> Callable[..., dict | None]:
     """``kernel_row(bench=, fn=, args=, method=, variant="dense", n_params=None,
     batch_size=None, num_directions=None, rank=None, sparsity=None, dtype="float32",
-    inference=(g, g_args) or None, evals=None, **extra) -> row``
+    inference=(g, g_args) or None, evals=None, baseline=None, **extra) -> row``
 
     Skips the test when the row (bench, config, extra config, backend) is in
     kernels.csv. Otherwise AOT-compiles ``fn`` (compile_s), times the compiled callable
     with ``benchmark.pedantic`` (warm-up rounds, rounds of >= 1 ms), reads FLOPs and
-    memory from the compiled object, times ``inference`` in the same test
-    (inference_equiv_s, frac_of_inference = inference_equiv_s / step_median_s) and
-    appends the row. ``extra`` is configuration (part of the key and extra_info).
-    ``evals`` is examples evaluated per call (default num_directions * batch_size, or
-    batch_size): evals_per_s = evals / step_median_s.
+    memory from the compiled object and appends the row. With ``inference`` the step
+    and the inference are then timed again in alternating rounds (same machine state)
+    and the row's step_median_s / step_iqr_s / rounds and inference_equiv_s come from
+    those rounds: frac_of_inference = inference_equiv_s / step_median_s is a paired,
+    same-time ratio (pytest-benchmark's own stats keep the first timing). ``extra`` is
+    configuration (part of the key and extra_info). ``baseline=(name, fn, args)``
+    joins those alternating rounds: speedup_vs_baseline = baseline_median_s /
+    step_median_s. inference_mem_bytes is the inference's compiled memory (same
+    measure as mem_bytes). ``evals`` is examples evaluated
+    per call (default num_directions * batch_size, or batch_size): evals_per_s =
+    evals / step_median_s.
     """
     used = []
 
@@ -85,7 +91,7 @@ def kernel_row(benchmark, profile, results_dir) -> Callable[..., dict | None]:
             batch_size: int | None = None, num_directions: int | None = None,
             rank: int | None = None, sparsity: float | None = None, dtype: str = "float32",
             inference: tuple[Callable, tuple] | None = None, evals: float | None = None,
-            **extra) -> dict:
+            baseline: tuple[str, Callable, tuple] | None = None, **extra) -> dict:
         if used:
             raise RuntimeError("kernel_row may be called once per test (one benchmark each)")
         used.append(True)
@@ -120,11 +126,18 @@ def kernel_row(benchmark, profile, results_dir) -> Callable[..., dict | None]:
             q1, median, q3 = np.percentile(times, [25, 50, 75])
             median, iqr, n_rounds = float(median), float(q3 - q1), rounds
 
-        inference_s = inference_compile_s = math.nan
-        if inference is not None:
-            g, g_args = inference
-            t = timing.measure(g, *g_args, block_each=True, **budget)
-            inference_s, inference_compile_s = t.median_s, t.compile_s
+        inference_s = inference_compile_s = inference_mem = baseline_s = math.nan
+        if inference is not None:  # the ratios: all timed in alternating rounds
+            calls = [(compiled, args), inference] + ([baseline[1:]] if baseline else [])
+            t_step, t_inf, *t_base = timing.interleaved(
+                calls, block_each=True, min_rounds=max(10, budget["min_rounds"]),
+                max_rounds=budget["max_rounds"], max_time_s=2 * len(calls) * budget["max_time_s"])
+            median, iqr, n_rounds = t_step.median_s, t_step.iqr_s, t_step.rounds
+            inference_s, inference_compile_s = t_inf.median_s, t_inf.compile_s
+            inference_mem = t_inf.mem_bytes
+            baseline_s = t_base[0].median_s if t_base else math.nan
+        elif baseline is not None:
+            raise ValueError("baseline= needs inference= (they are timed together)")
         if evals is None and batch_size is not None:
             evals = (num_directions or 1) * batch_size
         out = {
@@ -140,6 +153,10 @@ def kernel_row(benchmark, profile, results_dir) -> Callable[..., dict | None]:
             "inference_equiv_s": inference_s,
             "inference_compile_s": inference_compile_s,
             "frac_of_inference": inference_s / median,
+            "inference_mem_bytes": inference_mem,
+            "baseline": baseline[0] if baseline else "",
+            "baseline_median_s": baseline_s,
+            "speedup_vs_baseline": baseline_s / median,
             "profile": profile,
         }
         benchmark.extra_info.update({k: out[k] for k in ("compile_s", "flops", "mem_bytes",

@@ -5,8 +5,9 @@ Rows (``row_kind``):
 - "kernel": one matmul (M x K) @ (K x N) per row; dense f32, masked-dense (the mask
   multiplied in every call: simulated sparsity), BCSR (real sparse kernel) at each
   sparsity; binarized as packed XNOR-popcount (real 1-bit kernel, uint32 words and
-  uint64 under x64) and as an unpacked f32 {-1, +1} matmul (simulated). Every job times
-  its own dense baseline, so ``speedup_vs_dense`` compares numbers from the same run.
+  uint64 under x64) and as an unpacked f32 {-1, +1} matmul (simulated). Each kernel is
+  timed in alternating rounds with the dense matmul, and ``speedup_vs_dense`` divides
+  that paired dense median by the kernel's: a same-run, same-time ratio.
 - "train": MLPs trained on digits (dense Adam; STE-binarized Adam; zeroth-order on the
   latent weights; bit flips in sign space; gradual magnitude pruning to each sparsity),
   with test accuracy and the inference time of the trained net on the test set, by its
@@ -72,28 +73,47 @@ def _operands(m, k, n):
             jax.random.normal(kw, (k, n), jnp.float32))
 
 
+def _paired(dense_call, calls: list, max_time_s: float) -> list[dict]:
+    """Time dense and each ``calls`` entry in alternating rounds; ``_timed`` fields of
+    each call, its speedup against the dense time of the same rounds."""
+    t_dense, *ts = timing.interleaved([dense_call, *calls], block_each=True,
+                                      min_rounds=10, max_time_s=max_time_s * (1 + len(calls)))
+    return [_timed(t, t_dense.median_s) for t in ts]
+
+
+def _matmul(x, w):
+    return x @ w
+
+
 def sparse_kernels(shape: tuple[int, int, int], max_time_s: float) -> list[dict]:
-    """Dense, masked-dense and BCSR rows at every sparsity for one shape."""
+    """Dense, masked-dense and BCSR rows at every sparsity for one shape.
+
+    BCSR appears twice: ``"bcsr"`` keeps activations feature-major (``sparse_matmul_t``,
+    the layout :func:`fold_jax.prune.sparse_apply` runs in) and ``"bcsr_row_major"``
+    pays a transpose of x and of the result (``sparse_matmul``).
+    """
     m, k, n = shape
     name = "x".join(map(str, shape))
     x, w = _operands(m, k, n)
-    dense = _time(lambda x, w: x @ w, x, w, max_time_s=max_time_s)
+    dense = _time(_matmul, x, w, max_time_s=max_time_s)
     rows = [_row(shape=name, weight_bytes=w.nbytes, bits_per_weight=32.0, nonzeros=w.size,
                  **_timed(dense, dense.median_s))]
     for s in SPARSITIES:
         mask = prune.random_mask(jax.random.key(1), {"w": w}, s)["w"]
         ws = w * mask
         nnz = int(np.count_nonzero(np.asarray(ws)))
-        masked = _time(lambda x, w, m: x @ (w * m), x, w, mask, max_time_s=max_time_s)
-        rows.append(_row(variant="pruned", kernel="masked", sparsity=s, shape=name,
-                         weight_bytes=w.nbytes, bits_per_weight=32.0, nonzeros=nnz,
-                         **_timed(masked, dense.median_s)))
         wt = prune.to_bcsr(ws)
-        sp = _time(prune.sparse_matmul, x, wt, max_time_s=max_time_s)
         nbytes = wt.data.nbytes + wt.indices.nbytes + wt.indptr.nbytes
-        rows.append(_row(variant="pruned", kernel="bcsr", real_kernel=True, sparsity=s,
-                         shape=name, weight_bytes=nbytes, bits_per_weight=8 * nbytes / w.size,
-                         nonzeros=nnz, **_timed(sp, dense.median_s)))
+        masked, row_major, feature_major = _paired(
+            (_matmul, (x, w)), [(lambda x, w, m: x @ (w * m), (x, w, mask)),
+                                (prune.sparse_matmul, (x, wt)),
+                                (prune.sparse_matmul_t, (wt, x.T))], max_time_s)
+        common = dict(variant="pruned", sparsity=s, shape=name, nonzeros=nnz)
+        rows.append(_row(kernel="masked", weight_bytes=w.nbytes, bits_per_weight=32.0,
+                         **common, **masked))
+        for kernel, t in (("bcsr_row_major", row_major), ("bcsr", feature_major)):
+            rows.append(_row(kernel=kernel, real_kernel=True, weight_bytes=nbytes,
+                             bits_per_weight=8 * nbytes / w.size, **common, **t))
     return rows
 
 
@@ -102,26 +122,27 @@ def binary_kernels(shape: tuple[int, int, int], max_time_s: float) -> list[dict]
     m, k, n = shape
     name = "x".join(map(str, shape))
     x, w = _operands(m, k, n)
-    dense = _time(lambda x, w: x @ w, x, w, max_time_s=max_time_s)
+    dense = _time(_matmul, x, w, max_time_s=max_time_s)
     sx, sw = binary.sign(x), binary.sign(w)
-    unpacked = _time(lambda x, w: x @ w, sx, sw, max_time_s=max_time_s)
+    (unpacked,) = _paired((_matmul, (x, w)), [(_matmul, (sx, sw))], max_time_s)
     rows = [_row(variant="binarized_dense_baseline", shape=name, weight_bytes=w.nbytes,
                  bits_per_weight=32.0, nonzeros=w.size, **_timed(dense, dense.median_s)),
             _row(variant="binarized", kernel="sign_unpacked", shape=name, weight_bytes=sw.nbytes,
-                 bits_per_weight=32.0, nonzeros=w.size, **_timed(unpacked, dense.median_s))]
+                 bits_per_weight=32.0, nonzeros=w.size, **unpacked)]
     for word_bits in (32, 64):
         with jax.enable_x64(word_bits == 64):
             a = binary.pack(x, word_bits=word_bits)
             b = binary.pack(w, axis=0, word_bits=word_bits)
-            t = _time(lambda a, b: binary.xnor_matmul(a, b, k), a, b, max_time_s=max_time_s)
-            # packing the activation inside the call (weights packed once, offline)
-            tp = _time(lambda x, b, wb=word_bits: binary.xnor_matmul(
-                binary.pack(x, word_bits=wb), b, k), x, b, max_time_s=max_time_s)
-        for kernel, tt in (("xnor_packed", t), ("xnor_packed_incl_act_pack", tp)):
+            # the second call packs the activation inside (weights packed once, offline)
+            packed, incl_pack = _paired(
+                (_matmul, (x, w)),
+                [(lambda a, b: binary.xnor_matmul(a, b, k), (a, b)),
+                 (lambda x, b, wb=word_bits: binary.xnor_matmul(binary.pack(x, word_bits=wb),
+                                                                b, k), (x, b))], max_time_s)
+        for kernel, t in (("xnor_packed", packed), ("xnor_packed_incl_act_pack", incl_pack)):
             rows.append(_row(variant="binarized", kernel=kernel, real_kernel=True, shape=name,
                              word_bits=word_bits, weight_bytes=int(b.nbytes),
-                             bits_per_weight=8 * b.nbytes / w.size, nonzeros=w.size,
-                             **_timed(tt, dense.median_s)))
+                             bits_per_weight=8 * b.nbytes / w.size, nonzeros=w.size, **t))
     return rows
 
 
@@ -174,15 +195,14 @@ def train_binarized(method: str, steps: int, max_time_s: float) -> list[dict]:
     batch = 128 if method.startswith("ste") else 256  # forward-only: less batch noise pays
     params, acc, train_s = _fit(m, net.init(jax.random.key(0)), task, net.apply, steps, batch)
     packed = binary.pack_mlp(params, act, binarize_activations=bnn)
-    t_packed = _infer(jax.jit(lambda x: binary.packed_apply(packed, x)), task.x_test,
-                      max_time_s)
-    t_dense = _infer(jax.jit(lambda x: net.apply(params, x)), task.x_test, max_time_s)
+    (t_packed,) = _paired((jax.jit(lambda x: net.apply(params, x)), (task.x_test,)),
+                          [(jax.jit(lambda x: binary.packed_apply(packed, x)), (task.x_test,))],
+                          max_time_s)
     n = sum(x.size for x in jax.tree.leaves(params) if x.ndim == 2)
     return [_row(row_kind="train", variant="binarized", kernel="packed_1bit_weights",
                  method=method, real_kernel=True, shape="mlp" + "-".join(map(str, BIN_HIDDEN)),
                  accuracy=acc, steps=steps, train_s=train_s, weight_bytes=packed.weight_bytes,
-                 bits_per_weight=8 * packed.weight_bytes / n, nonzeros=n,
-                 **_timed(t_packed, t_dense.median_s))]
+                 bits_per_weight=8 * packed.weight_bytes / n, nonzeros=n, **t_packed)]
 
 
 def train_pruned(sparsity: float, steps: int, max_time_s: float) -> list[dict]:
@@ -194,8 +214,11 @@ def train_pruned(sparsity: float, steps: int, max_time_s: float) -> list[dict]:
     m = methods.gradient(task.loss_fn(net.apply), tx)
     params, acc, train_s = _fit(m, net.init(jax.random.key(0)), task, net.apply, steps)
     model = prune.sparse_mlp(params)
-    t_sparse = _infer(jax.jit(lambda x: prune.sparse_apply(model, x)), task.x_test, max_time_s)
-    t_dense = _infer(jax.jit(lambda x: net.apply(params, x)), task.x_test, max_time_s)
+    dense_apply = jax.jit(lambda x: net.apply(params, x))
+    t_dense = _infer(dense_apply, task.x_test, max_time_s)
+    (t_sparse,) = _paired((dense_apply, (task.x_test,)),
+                          [(jax.jit(lambda x: prune.sparse_apply(model, x)), (task.x_test,))],
+                          max_time_s)
     n = sum(x.size for x in jax.tree.leaves(params) if x.ndim == 2)
     name = "mlp" + "-".join(map(str, HIDDEN))
     common = dict(row_kind="train", variant="pruned", method="gradual_adam", sparsity=sparsity,
@@ -204,8 +227,7 @@ def train_pruned(sparsity: float, steps: int, max_time_s: float) -> list[dict]:
     return [_row(kernel="masked", weight_bytes=4 * n, bits_per_weight=32.0, **common,
                  **_timed(t_dense, t_dense.median_s)),
             _row(kernel="bcsr", real_kernel=True, weight_bytes=model.weight_bytes,
-                 bits_per_weight=8 * model.weight_bytes / n, **common,
-                 **_timed(t_sparse, t_dense.median_s))]
+                 bits_per_weight=8 * model.weight_bytes / n, **common, **t_sparse)]
 
 
 def zo_variance(sparsity: float, repeats: int = 64) -> list[dict]:

@@ -42,14 +42,19 @@ def test_xnor_packed_matmul(kernel_row, shape, word_bits):
     print(f"xnor {shape} u{word_bits}: {row['frac_of_inference']:.2f}x dense")
 
 
+@pytest.mark.parametrize("layout", ["feature_major", "row_major"])
 @pytest.mark.parametrize("sparsity", SPARSITIES)
-def test_bcsr_matmul(kernel_row, sparsity):
+def test_bcsr_matmul(kernel_row, sparsity, layout):
+    """BCSR times dense x: feature-major (sparse_matmul_t, as sparse_apply runs) and
+    row-major (sparse_matmul: two transposes more)."""
     m, k, n = SHAPES[0]
     x, w = _dense(m, k, n)
     w = prune.apply_mask({"w": w}, prune.random_mask(jax.random.key(1), {"w": w}, sparsity))["w"]
     wt = prune.to_bcsr(w)
-    row = kernel_row(bench="bcsr_matmul", fn=prune.sparse_matmul, args=(x, wt), method="bcsr",
+    fn, args = ((prune.sparse_matmul_t, (wt, x.T)) if layout == "feature_major"
+                else (prune.sparse_matmul, (x, wt)))
+    row = kernel_row(bench="bcsr_matmul", fn=fn, args=args, method="bcsr",
                      variant="pruned", n_params=int(np.count_nonzero(np.asarray(w))),
                      batch_size=m, sparsity=sparsity, inference=(_matmul, (x, w)),
-                     shape="x".join(map(str, SHAPES[0])))
-    print(f"bcsr s={sparsity}: {row['frac_of_inference']:.2f}x dense")
+                     shape="x".join(map(str, SHAPES[0])), layout=layout)
+    print(f"bcsr {layout} s={sparsity}: {row['frac_of_inference']:.2f}x dense")

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-__all__ = ["Timing", "aot", "calibrate", "flops", "measure", "mem_bytes", "time_rounds"]
+__all__ = ["Timing", "aot", "calibrate", "flops", "interleaved", "measure", "mem_bytes",
+           "time_rounds"]
 
 
 class Timing(NamedTuple):
@@ -136,6 +137,28 @@ def measure(
     pytest-benchmark convention) rather than once per round. ``fn`` may also be an
     already compiled executable (``compile_s`` is then 0).
     """
+    return interleaved([(fn, args)], min_round_s=min_round_s, min_rounds=min_rounds,
+                       max_rounds=max_rounds, max_time_s=max_time_s, warmup=warmup,
+                       block_each=block_each)[0]
+
+
+def interleaved(
+    calls: Sequence[tuple[Callable, tuple]],
+    *,
+    min_round_s: float = 1e-3,
+    min_rounds: int = 5,
+    max_rounds: int = 200,
+    max_time_s: float = 1.0,
+    warmup: int = 2,
+    block_each: bool = False,
+) -> list[Timing]:
+    """:func:`measure` for several ``(fn, args)`` at once, in alternating rounds.
+
+    Round r of every callable runs before round r + 1 of any, so slow drifts of a
+    shared machine (frequency, neighbours) hit all of them alike and the ratio of
+    their medians is a same-time comparison. ``max_time_s`` budgets all of them
+    together. Returns one :class:`Timing` per call, in order.
+    """
     for value, argument in ((min_round_s, "min_round_s"), (max_time_s, "max_time_s")):
         if not isinstance(value, int | float) or not value > 0:
             raise ValueError(f"{argument}={value!r} must be a positive number of seconds")
@@ -144,14 +167,27 @@ def measure(
             raise ValueError(f"{argument}={value!r} must be a positive int")
     if min_rounds > max_rounds:
         raise ValueError(f"min_rounds={min_rounds} exceeds max_rounds={max_rounds}")
-    if isinstance(fn, jax.stages.Compiled):
-        compiled, compile_s = fn, 0.0
-    else:
-        compiled, compile_s = aot(fn, *args)
-    iterations, per_call = calibrate(compiled, args, min_round_s=min_round_s, warmup=warmup)
-    rounds = int(np.clip(max_time_s / max(per_call * iterations, 1e-9), min_rounds, max_rounds))
-    times = time_rounds(compiled, args, iterations=iterations, rounds=rounds,
-                        block_each=block_each)
-    q1, median, q3 = np.percentile(times, [25, 50, 75])
-    return Timing(compile_s, float(median), float(q3 - q1), rounds, flops(compiled),
-                  mem_bytes(compiled))
+    if not calls:
+        raise ValueError("calls must hold at least one (fn, args) pair")
+    prepared = []
+    for fn, args in calls:
+        if isinstance(fn, jax.stages.Compiled):
+            compiled, compile_s = fn, 0.0
+        else:
+            compiled, compile_s = aot(fn, *args)
+        iterations, per_call = calibrate(compiled, args, min_round_s=min_round_s,
+                                         warmup=warmup)
+        prepared.append((compiled, tuple(args), compile_s, iterations, per_call * iterations))
+    per_round = max(sum(p[4] for p in prepared), 1e-9)
+    rounds = int(np.clip(max_time_s / per_round, min_rounds, max_rounds))
+    times = np.empty((len(prepared), rounds))
+    for r in range(rounds):
+        for i, (compiled, args, _, iterations, _) in enumerate(prepared):
+            times[i, r] = time_rounds(compiled, args, iterations=iterations, rounds=1,
+                                      block_each=block_each)[0]
+    out = []
+    for (compiled, _, compile_s, _, _), t in zip(prepared, times, strict=True):
+        q1, median, q3 = np.percentile(t, [25, 50, 75])
+        out.append(Timing(compile_s, float(median), float(q3 - q1), rounds, flops(compiled),
+                          mem_bytes(compiled)))
+    return out

@@ -99,6 +99,11 @@ def test_bcsr_inference_matches_dense_and_lowers_to_native_kernel():
     hlo = sparse_fn.lower(x).compile().as_text()
     if jax.default_backend() == "cpu":
         assert "cpu_csr_sparse_dense_ffi" in hlo
+    # one layer, both layouts: row-major x @ w and feature-major (x @ w).T
+    w = params["params"]["dense_0"]["kernel"]
+    wt = prune.to_bcsr(w)
+    np.testing.assert_allclose(prune.sparse_matmul(x, wt), x @ w, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(prune.sparse_matmul_t(wt, x.T), (x @ w).T, rtol=1e-5, atol=1e-5)
 
 
 def test_zo_on_pruned_weights_perturbs_only_survivors_and_variance_drops():
@@ -152,5 +157,7 @@ def test_bad_input_names_the_argument():
         prune.to_bcsr(jnp.ones(3))
     with pytest.raises(ValueError, match="x has shape"):
         prune.sparse_matmul(jnp.ones((2, 4)), prune.to_bcsr(jnp.ones((3, 5))))
+    with pytest.raises(ValueError, match="x_t has shape"):
+        prune.sparse_matmul_t(prune.to_bcsr(jnp.ones((3, 5))), jnp.ones((2, 4)))
     with pytest.raises(ValueError, match="m="):
         prune.nm_mask({"k": jnp.ones((6, 2))}, 2, 4)

@@ -36,6 +36,16 @@ def test_known_duration_is_measured():
     assert t.compile_s > 0
 
 
+def test_interleaved_times_each_call_apart_in_alternating_rounds():
+    x = jnp.ones(3)
+    calls = [(functools.partial(_sleepy, seconds=s), (x,)) for s in (2e-3, 6e-3)]
+    short, long = timing.interleaved(calls, min_rounds=4, max_rounds=4, max_time_s=0.01)
+    assert short.rounds == long.rounds == 4
+    assert 2e-3 <= short.median_s < 6e-3 <= long.median_s  # each its own duration
+    with pytest.raises(ValueError, match="calls"):
+        timing.interleaved([])
+
+
 def test_matmul_flops_and_memory_are_exact():
     a = jnp.ones((N, N), jnp.float32)
     b = jnp.ones((N, N), jnp.float32)

@@ -17,7 +17,7 @@ MAX_SERIES = 10
 
 
 def label(row) -> str:
-    """A kernel's name: method, noise, rank, chunk size (the ones present)."""
+    """A kernel's name: method, noise, rank, chunk size, layout (the ones present)."""
     parts = [str(row["method"])]
     noise = row.get("noise")
     if isinstance(noise, str) and noise and noise not in parts[0]:
@@ -28,6 +28,9 @@ def label(row) -> str:
             continue
         if not (column == "rank" and parts[0].endswith(f"_r{int(value)}")):
             parts.append(f"{short}={int(value)}")
+    layout = row.get("layout")
+    if isinstance(layout, str) and layout:
+        parts.append(layout)
     if row.get("variant", "dense") not in ("dense", None) and isinstance(row.get("variant"), str):
         parts.append(row["variant"])
     return " ".join(parts)
@@ -88,6 +91,31 @@ def _loglog(frame, x, y, line, config, xlabel, ylabel, title, fig_dir, name, sca
     return save(fig, fig_dir, name, title), summary.assign(x=x)
 
 
+def _targets(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per kernel measurement that a target of the zeroth-order engine names."""
+    rows = []
+
+    def add(g, what, value, target, ok):
+        for r, v in zip(g.to_dict("records"), value, strict=True):
+            rows.append({"ratio": what, "kernel": r["kernel"],
+                         "num_directions": r.get("num_directions"),
+                         "chunk_size": r.get("chunk_size"), "value": v, "target": target,
+                         "met": bool(ok(v)) if np.isfinite(v) else False})
+
+    g = frame[frame["bench"] == "zo_fused_lowrank"]
+    add(g, "inference time / step time", g["frac_of_inference"], ">= 0.95", lambda v: v >= 0.95)
+    if "speedup_vs_baseline" in frame:
+        g = frame[(frame["bench"] == "zo_fullrank_vs_es") & frame["speedup_vs_baseline"].notna()]
+        add(g, "materialized OpenAI-ES time / step time", g["speedup_vs_baseline"], ">= 1",
+            lambda v: v >= 1)
+    if "inference_mem_bytes" in frame:
+        g = frame[(frame["bench"] == "zo_chunk_memory") & (frame["method"] != "inference")]
+        add(g, "memory / (inference memory + params)",
+            g["mem_bytes"] / (g["inference_mem_bytes"] + 4 * g["n_params"]), "<= 1.25",
+            lambda v: v <= 1.25)
+    return pd.DataFrame(rows)
+
+
 def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
     frame = frames.get("kernels")
     if frame is None or frame.empty:
@@ -98,9 +126,9 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
     multi = frame["where"].nunique() > 1
     out = [f"{len(frame)} kernel measurements (pytest-benchmark, AOT-compiled callables, "
            "median and IQR over rounds of >= 1 ms). `frac_of_inference` = time of plain "
-           "inference on num_directions x batch examples, measured in the same test, divided "
-           "by the step time: 1 means a step costs exactly that inference; backprop rows "
-           "compare with inference on the batch alone.\n"]
+           "inference on num_directions x batch examples divided by the step time, both "
+           "timed in alternating rounds of the same test: 1 means a step costs exactly that "
+           "inference; backprop rows compare with inference on the batch alone.\n"]
 
     # 1. cost relative to inference, per kernel
     group = (["where"] if multi else []) + ["bench", "kernel"]
@@ -116,6 +144,14 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
                      "evals/s (median)": g["evals_per_s"].median(),
                      "compile (s)": g["compile_s"].median()})
     out += ["### Step cost relative to inference\n", table(pd.DataFrame(rows))]
+
+    targets = _targets(frame)
+    if len(targets):
+        out += ["### Same-run ratios against the suite's targets\n",
+                "Each ratio divides two timings from the same alternating rounds (or two "
+                "memory sizes of the same compile). Memory: the estimator's compiled memory "
+                "over that of inference on chunk_size x batch examples plus the parameters "
+                "(the gradient it returns; float32).\n", table(targets)]
 
     # 2. step time vs num_directions and n_params (log-log with slopes)
     line = (["where"] if multi else []) + ["bench", "kernel"]

@@ -55,9 +55,11 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
         for shape, f in kern[kern["kernel"] == "bcsr"].groupby("shape"):
             c = crossover(f)
             slower = ", ".join(fmt(s) for s in f.loc[f["speedup_vs_dense"] <= 1, "sparsity"])
-            out.append(f"- {shape}: BCSR beats dense from sparsity {fmt(c)} on; slower than "
-                       f"dense at {slower or 'no measured sparsity'}. BCSR is for inference: "
-                       f"training keeps dense masked weights (gradients are dense-shaped).\n")
+            out.append(f"- {shape}: BCSR (activations feature-major, as `sparse_apply` runs; "
+                       f"`bcsr_row_major` adds two transposes) beats dense from sparsity "
+                       f"{fmt(c)} on; slower than dense at {slower or 'no measured sparsity'}. "
+                       f"BCSR is for inference: training keeps dense masked weights "
+                       f"(gradients are dense-shaped).\n")
         sparse = kern[kern["variant"].isin(["dense", "pruned"])]
         if len(sparse):
             fig, ax = plt.subplots(figsize=(6, 4))
