@@ -336,7 +336,11 @@ def sparse_apply(model: SparseMLP, x: ArrayLike) -> Array:
     activations feature-major (in, M) in between, so x and the logits are the only
     transposes."""
     act = nets.activation(model.activation)
-    h = jnp.asarray(x, jnp.float32).T
+    h = jnp.asarray(x, jnp.float32)
+    n_in = model.layers[0].kernel_t.shape[1]
+    if h.ndim != 2 or h.shape[1] != n_in:
+        raise ValueError(f"x has shape {h.shape}; needs (M, {n_in})")
+    h = h.T
     for i, layer in enumerate(model.layers):
         h = sparse_matmul_t(layer.kernel_t, h)
         if layer.bias is not None:
