@@ -38,7 +38,7 @@ from fold_jax import heads, methods, nets, probes, regions, tasks, train
 
 FILE = "probes"
 KEY = ["probe", "task", "activation", "depth", "width", "stage", "method", "layer",
-       "threshold", "metric", "backend", "device_kind", "n_devices"]
+       "threshold", "metric", "host", "backend", "device_kind", "n_devices"]
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "abs")
 DEPTHS = (2, 4, 8, 16, 32)

@@ -35,10 +35,10 @@ from bench.common import Job, check_profile
 from fold_jax import methods, nets, tasks, train
 
 FILE = "races"
-KEY = ["task", "method", "variant", "seed", "max_steps", "budget_s", "backend", "device_kind",
-       "n_devices"]
+KEY = ["task", "method", "variant", "seed", "max_steps", "budget_s", "host", "backend",
+       "device_kind", "n_devices"]
 KEYS = {"curves": ["task", "method", "variant", "seed", "max_steps", "budget_s", "step", "split",
-                   "metric", "backend", "device_kind", "n_devices"]}
+                   "metric", "host", "backend", "device_kind", "n_devices"]}
 
 EVAL_EVERY = 25
 BATCH_SIZE = 128

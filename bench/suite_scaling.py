@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from bench.common import Job, check_profile
 
 FILE = "scaling"
-KEY = ["method", "devices", "forced_host_devices", "num_directions", "batch_size", "backend"]
+KEY = ["method", "devices", "forced_host_devices", "num_directions", "batch_size", "host",
+       "backend"]
 
 BATCH = 256
 PROFILE = {"quick": {"num_directions": [256]}, "full": {"num_directions": [64, 256, 1024]}}

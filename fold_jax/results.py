@@ -20,6 +20,7 @@ import contextlib
 import datetime as _dt
 import math
 import os
+import platform
 import subprocess
 import tempfile
 import uuid
@@ -47,6 +48,7 @@ META_COLUMNS: tuple[str, ...] = (
     "run_id",
     "timestamp_utc",
     "git_commit",
+    "host",
     "backend",
     "device_kind",
     "n_devices",
@@ -107,7 +109,8 @@ def _git_commit() -> str:
 
 
 def metadata() -> dict[str, Any]:
-    """Machine metadata for a row: run_id, timestamp_utc (now), git_commit, backend,
+    """Machine metadata for a row: run_id, timestamp_utc (now), git_commit, host
+    (``platform.node()``: resuming only skips rows this machine wrote), backend,
     device_kind, n_devices, jax_version, jaxlib_version."""
     global _STATIC_META
     if _STATIC_META is None:
@@ -117,6 +120,7 @@ def metadata() -> dict[str, Any]:
         devices = jax.devices()
         _STATIC_META = {
             "git_commit": _git_commit(),
+            "host": platform.node() or "unknown",
             "backend": jax.default_backend(),
             "device_kind": devices[0].device_kind if devices else "unknown",
             "n_devices": jax.device_count(),

@@ -132,3 +132,14 @@ def test_helpers():
     assert math.isnan(_common.loglog_slope([1, 1], [2, 3]))
     x = np.array([1.0, 2.0, 4.0])
     assert _common.loglog_slope(x, x**-0.5) == pytest.approx(-0.5)
+
+
+def test_report_describes_the_host_that_wrote_the_newest_row():
+    old = pd.DataFrame({"host": ["a", "b"], "timestamp_utc": ["2026-01-03T00:00:00",
+                                                              "2026-01-02T00:00:00"], "v": [1, 2]})
+    other = pd.DataFrame({"host": ["b"], "timestamp_utc": ["2026-01-01T00:00:00"], "v": [3]})
+    plain = pd.DataFrame({"v": [4]})  # no metadata: kept
+    kept, others = report.newest_host({"x": old, "y": other, "z": plain})
+    assert list(kept["x"]["v"]) == [1] and kept["y"].empty and list(kept["z"]["v"]) == [4]
+    assert others == ["b"]
+    assert report.newest_host({"z": plain}) == ({"z": plain}, [])

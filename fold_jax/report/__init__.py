@@ -26,7 +26,7 @@ import pandas as pd
 
 from fold_jax import results
 
-__all__ = ["SECTIONS", "build", "main"]
+__all__ = ["SECTIONS", "build", "main", "newest_host"]
 
 SECTIONS: tuple[str, ...] = ("kernels", "races", "variants", "probes", "scaling")
 _TITLES = {"kernels": "Kernels", "races": "Time-to-target races", "variants": "Variants",
@@ -60,6 +60,22 @@ def _header(frames: dict[str, pd.DataFrame]) -> str:
     return "\n".join(lines)
 
 
+def newest_host(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Keep the rows of the host that wrote the newest row (by timestamp_utc); returns
+    the filtered frames and the other hosts found. Rows without a host are kept."""
+    stamped = [f[["host", "timestamp_utc"]].dropna() for f in frames.values()
+               if {"host", "timestamp_utc"} <= set(f.columns)]
+    stamped = [f for f in stamped if len(f)]
+    if not stamped:
+        return frames, []
+    allm = pd.concat(stamped, ignore_index=True)
+    host = str(allm.loc[allm["timestamp_utc"].astype(str).idxmax(), "host"])
+    others = sorted({str(h) for h in allm["host"]} - {host})
+    kept = {name: (f[f["host"].isna() | (f["host"].astype(str) == host)]
+                   if "host" in f.columns else f) for name, f in frames.items()}
+    return kept, others
+
+
 def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True) -> Path:
     """Write ``<results_dir>/REPORT.md`` and ``<results_dir>/figures/*.png``; return the
     report's path. Raises ValueError when a results file is malformed."""
@@ -72,12 +88,15 @@ def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True) -
     if not directory.is_dir():
         raise FileNotFoundError(f"results directory {directory} does not exist; run the "
                                 f"benchmarks first (python -m bench.run)")
-    frames = results.load(directory)
+    frames, other_hosts = newest_host(results.load(directory))
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".report."))
     try:
         fig_tmp = tmp / "figures"
         fig_tmp.mkdir()
         parts = [_header(frames)]
+        if other_hosts:
+            parts.append(f"This report shows the machine that wrote the newest row; rows "
+                         f"from {', '.join(other_hosts)} stay in the CSVs.\n")
         for name in SECTIONS:
             title = f"## {_TITLES.get(name, name.title())}\n\n"
             try:
