@@ -306,7 +306,9 @@ def check_writable(results_dir: str | os.PathLike) -> Path:
 
 
 def _order(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    first = [c for c in (*META_COLUMNS, *SCHEMAS.get(name, {})) if c in frame.columns]
+    # dict.fromkeys: a schema may repeat a metadata column (scaling's n_devices)
+    first = [c for c in dict.fromkeys((*META_COLUMNS, *SCHEMAS.get(name, {})))
+             if c in frame.columns]
     return frame[first + [c for c in frame.columns if c not in first]]
 
 

@@ -212,3 +212,13 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
     assert sorted(results.load(tmp_path / "curves.csv")["step"]) == list(range(30))
+
+
+def test_a_schema_column_that_is_also_metadata_is_written_once(tmp_path):
+    rows = [{"method": "zo", "throughput": 1.0, "devices": 1}]
+    for _ in range(2):  # the second append reads the file back and rewrites it
+        results.append("scaling", rows, key=["method", "devices"], results_dir=tmp_path)
+        rows = [{"method": "zo", "throughput": 2.0, "devices": 2}]
+    header = (tmp_path / "scaling.csv").read_text().splitlines()[0].split(",")
+    assert header.count("n_devices") == 1 and not any(c.startswith("n_devices.") for c in header)
+    assert len(results.load(tmp_path)["scaling"]) == 2
