@@ -19,7 +19,7 @@ import pytest
 from fold_jax import results, timing
 
 KERNELS_KEY = ["bench", "method", "variant", "n_params", "batch_size", "num_directions",
-               "rank", "sparsity", "dtype", "host", "backend", "device_kind", "n_devices"]
+               "rank", "sparsity", "dtype", *results.MACHINE_KEY]
 
 # rounds / time budget per benchmark by profile
 _BUDGET = {"quick": dict(min_rounds=5, max_rounds=50, max_time_s=0.25),
@@ -100,7 +100,7 @@ def kernel_row(benchmark, profile, results_dir) -> Callable[..., dict | None]:
                   "sparsity": sparsity, "dtype": dtype,
                   **{k: _scalar(v) for k, v in sorted(extra.items())}}
         meta = results.metadata()
-        key = {**config, **{k: meta[k] for k in ("host", "backend", "device_kind", "n_devices")}}
+        key = {**config, **{k: meta[k] for k in results.MACHINE_KEY}}
         if results.done("kernels", key, results_dir):
             pytest.skip(f"already in {results_dir}/kernels.csv: {bench}")
         benchmark.extra_info.update({k: v for k, v in config.items() if v is not None})

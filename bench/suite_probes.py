@@ -34,11 +34,11 @@ import numpy as np
 import optax
 
 from bench.common import Job, check_profile
-from fold_jax import heads, methods, nets, probes, regions, tasks, train
+from fold_jax import heads, methods, nets, probes, regions, results, tasks, train
 
 FILE = "probes"
 KEY = ["probe", "task", "activation", "depth", "width", "stage", "method", "layer",
-       "threshold", "metric", "host", "backend", "device_kind", "n_devices"]
+       "threshold", "metric", *results.MACHINE_KEY]
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "abs")
 DEPTHS = (2, 4, 8, 16, 32)

@@ -32,13 +32,12 @@ import numpy as np
 import optax
 
 from bench.common import Job, check_profile
-from fold_jax import methods, nets, tasks, train
+from fold_jax import methods, nets, results, tasks, train
 
 FILE = "races"
-KEY = ["task", "method", "variant", "seed", "max_steps", "budget_s", "host", "backend",
-       "device_kind", "n_devices"]
+KEY = ["task", "method", "variant", "seed", "max_steps", "budget_s", *results.MACHINE_KEY]
 KEYS = {"curves": ["task", "method", "variant", "seed", "max_steps", "budget_s", "step", "split",
-                   "metric", "host", "backend", "device_kind", "n_devices"]}
+                   "metric", *results.MACHINE_KEY]}
 
 EVAL_EVERY = 25
 BATCH_SIZE = 128

@@ -31,11 +31,11 @@ import numpy as np
 import optax
 
 from bench.common import Job, check_profile
-from fold_jax import binary, methods, nets, prune, tasks, timing, train
+from fold_jax import binary, methods, nets, prune, results, tasks, timing, train
 
 FILE = "variants"
 KEY = ["row_kind", "variant", "kernel", "method", "sparsity", "shape", "word_bits",
-       "host", "backend", "device_kind", "n_devices"]
+       *results.MACHINE_KEY]
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
 HIDDEN = (64, 256, 256, 10)  # dense and pruned nets
@@ -272,7 +272,7 @@ def zo_variance(sparsity: float, repeats: int = 64) -> list[dict]:
 
 
 def _meta_key(**kw) -> dict:
-    """The key of a job's last row (the runner adds host, backend, device_kind, n_devices)."""
+    """The key of a job's last row (the runner adds results.MACHINE_KEY)."""
     base = dict(row_kind="kernel", variant="dense", kernel="dense", method="none",
                 sparsity=0.0, shape="", word_bits=0)
     return {**base, **kw}

@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
+    "MACHINE_KEY",
     "META_COLUMNS",
     "SCHEMAS",
     "append",
@@ -55,6 +56,9 @@ META_COLUMNS: tuple[str, ...] = (
     "jax_version",
     "jaxlib_version",
 )
+# the metadata that names the machine: in every resume key, so a rerun skips only the
+# rows this machine wrote
+MACHINE_KEY: tuple[str, ...] = ("host", "backend", "device_kind", "n_devices")
 
 # Core columns per file (type: "num" numbers incl. inf/NaN, "int" integers,
 # "str" text, "bool" True/False). Extra columns are allowed in every file.
