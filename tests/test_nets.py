@@ -77,6 +77,24 @@ def test_lowrank_associations_agree_and_auto_follows_the_shape_rule():
         perturb.LowRank(base, a, b, 0.3, "fast")
 
 
+@pytest.mark.parametrize("rank", [1, perturb.UNROLL_MAX_RANK, perturb.UNROLL_MAX_RANK + 1])
+def test_factored_product_matches_dense_on_both_sides_of_the_unroll_rank(rank):
+    """(x @ a) b^T is unrolled into multiply-adds up to UNROLL_MAX_RANK and a dot
+    above it; both equal x @ (base + s a b^T), with leading batch dims and under vmap."""
+    k = jax.random.split(jax.random.key(5), 5)
+    base = jax.random.normal(k[0], (16, 24))
+    a = jax.random.normal(k[1], (3, 16, rank))
+    b = jax.random.normal(k[2], (3, 24, rank))
+    x = jax.random.normal(k[3], (3, 2, 5, 16))
+
+    def one(x, a, b):
+        w = perturb.LowRank(base, a, b, 0.7, "factored")
+        return perturb.matmul(x, w), x @ perturb.materialize(w)
+
+    got, want = jax.vmap(one)(x, a, b)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
 def test_dense_layers_in_numeric_order_and_bad_trees():
     params = nets.mlp((3, *[4] * 11, 2)).init(jax.random.key(0))
     names = [n for n, _ in nets.dense_layers(params)]
