@@ -398,9 +398,14 @@ def value_and_grad(
             gen = lambda k: _direction(key, k, plan, m_total, noise, prng, rank, masks, d_eff)  # noqa: E731
             return _stacked(gen, idx)
 
-        def values_of(parts):
+        def values_of(parts, idx):
+            # Tie the parameters to the chunk's indices: XLA would otherwise hoist what
+            # depends on params and args only (the shared x @ W of a first layer) out of
+            # the chunk loop, keeping it live beside every chunk's activations.
+            ls, _ = jax.lax.optimization_barrier((leaves, idx))
+
             def unit(u):
-                ev = lambda t: f(_perturb(plan, leaves, u, t, rank, masks, association))  # noqa: E731
+                ev = lambda t: f(_perturb(plan, ls, u, t, rank, masks, association))  # noqa: E731
                 return jax.vmap(lambda t: jnp.asarray(ev(t), jnp.float32))(ts)
 
             return jax.vmap(unit)(parts)  # (chunk, signs)
@@ -420,7 +425,7 @@ def value_and_grad(
             def body(carry, idx):
                 acc, total, count = carry
                 parts = noise_of(idx)
-                vals = values_of(parts)
+                vals = values_of(parts, idx)
                 coef, valid = coefficients(vals, idx)
                 acc = [a + g for a, g in zip(acc, _contract(plan, coef, parts, rank, masks),
                                              strict=True)]
@@ -434,14 +439,14 @@ def value_and_grad(
         else:  # two passes: every loss first, then the update from regenerated noise
             parts = None
             if population_map is not None:  # sharded: only the loss matrix crosses devices
-                one = lambda k: values_of(noise_of(k[None]))[0]  # noqa: E731
+                one = lambda k: values_of(noise_of(k[None]), k[None])[0]  # noqa: E731
                 vals = population_map(one)(idx_all.reshape(-1)).reshape(n_chunks, per_chunk,
                                                                          signs)
             elif n_chunks == 1:
                 parts = noise_of(idx_all[0])
-                vals = values_of(parts)[None]
+                vals = values_of(parts, idx_all[0])[None]
             else:
-                vals = jax.lax.map(lambda idx: values_of(noise_of(idx)), idx_all)
+                vals = jax.lax.map(lambda idx: values_of(noise_of(idx), idx), idx_all)
             if shaping is None:
                 coef, valid = jax.vmap(coefficients)(vals, idx_all)
             else:
