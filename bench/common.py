@@ -32,8 +32,9 @@ Rows = list[dict[str, Any]] | Mapping[str, list[dict[str, Any]]]
 class Job(NamedTuple):
     """One unit of benchmark work: ``run() -> rows`` identified by ``key``.
 
-    ``label`` names it on the progress bar; ``cost`` is its expected relative run time
-    (seconds are a fine unit), used to weight the progress bar's time estimate.
+    ``label`` names it on the progress bar; ``cost`` is its expected run time in
+    seconds on a 2-core CPU (calibrated on the quick profile), which weights the
+    progress bar's time estimate.
     """
 
     key: dict[str, Any]

@@ -242,7 +242,7 @@ def jobs(profile: str) -> Iterator[Job]:
         missing.append("fold_jax.variants")
     if missing:
         print(f"races: skipping jobs that need the missing modules {missing}")
-    cost = 6.0  # compile + steps + evaluation, seconds (quick, loaded CPU)
+    cost = 4.0  # compile + steps + evaluation, seconds (quick, 2-core CPU)
     for task_name, method, variant in grid:
         if METHODS[method][1] in missing or (variant != "dense"
                                              and "fold_jax.variants" in missing):

@@ -105,7 +105,7 @@ def jobs(profile: str) -> Iterator[Job]:
                            "forced_host_devices": forced, "num_directions": k,
                            "batch_size": BATCH, "backend": backend},
                           lambda n=n, k=k, forced=forced: _worker(n, forced, k),
-                          label=f"scaling {n}/{forced} host devices K={k}", cost=25.0)
+                          label=f"scaling {n}/{forced} host devices K={k}", cost=20.0)
         else:
             for n in _counts(len(jax.devices())):
                 yield Job({"method": "backprop_data_parallel", "devices": n,

@@ -48,6 +48,9 @@ PROFILE = {
                  steps=1500, zo_steps=6000, flip_steps=50000, train_sparsities=SPARSITIES),
 }
 
+# training steps per second of each binarized method on a 2-core CPU (progress-bar weights)
+STEPS_PER_S = {"ste_adam": 150, "ste_adam_bnn": 150, "zo_gaussian": 250, "bit_flip": 2500}
+
 
 def _row(**kw) -> dict:
     base = dict(row_kind="kernel", variant="dense", kernel="dense", method="none",
@@ -286,29 +289,31 @@ def jobs(profile: str = "quick") -> Iterator[Job]:
         yield Job(_meta_key(variant="pruned", kernel="bcsr", sparsity=SPARSITIES[-1],
                             shape=name),
                   lambda shape=shape: sparse_kernels(shape, t), f"sparse kernels {name}",
-                  cost=30.0)
+                  cost=(25.0 if shape[-1] <= 1024 else 90.0) * t / 0.5)
         yield Job(_meta_key(variant="binarized", kernel="xnor_packed_incl_act_pack",
                             shape=name, word_bits=64),
                   lambda shape=shape: binary_kernels(shape, t), f"binary kernels {name}",
-                  cost=10.0)
+                  cost=8.0 * t / 0.5)
     mlp = "mlp" + "-".join(map(str, HIDDEN))
     yield Job(_meta_key(row_kind="train", method="adam", shape=mlp),
-              lambda: train_dense(p["steps"], t), "train dense", cost=20.0)
+              lambda: train_dense(p["steps"], t), "train dense", cost=p["steps"] / 120)
     bin_mlp = "mlp" + "-".join(map(str, BIN_HIDDEN))
     yield Job(_meta_key(row_kind="train", method="adam", shape=bin_mlp),
-              lambda: train_dense(p["steps"], t, BIN_HIDDEN), "train dense small", cost=10.0)
+              lambda: train_dense(p["steps"], t, BIN_HIDDEN), "train dense small",
+              cost=p["steps"] / 300)
     for method, steps in (("ste_adam", p["steps"]), ("ste_adam_bnn", p["steps"]),
                           ("zo_gaussian", p["zo_steps"]),
                           ("bit_flip", p["flip_steps"])):
         yield Job(_meta_key(row_kind="train", variant="binarized", kernel="packed_1bit_weights",
                             method=method, shape=bin_mlp),
                   lambda method=method, steps=steps: train_binarized(method, steps, t),
-                  f"train binarized {method}", cost=steps / 20)
+                  f"train binarized {method}", cost=steps / STEPS_PER_S[method])
     for s in SPARSITIES:
         yield Job(_meta_key(row_kind="zo_variance", variant="pruned", kernel="zo_full",
                             method="zo_gaussian", sparsity=s, shape=mlp),
-                  lambda s=s: zo_variance(s), f"zo variance {s}", cost=5.0)
+                  lambda s=s: zo_variance(s), f"zo variance {s}", cost=3.0)
     for s in p["train_sparsities"]:
         yield Job(_meta_key(row_kind="train", variant="pruned", kernel="bcsr",
                             method="gradual_adam", sparsity=s, shape=mlp),
-                  lambda s=s: train_pruned(s, p["steps"], t), f"train pruned {s}", cost=20.0)
+                  lambda s=s: train_pruned(s, p["steps"], t), f"train pruned {s}",
+                  cost=p["steps"] / 65)
