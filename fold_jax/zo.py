@@ -396,6 +396,7 @@ def value_and_grad(
         _check_call(params, rank, mask, fused)
         _check_loss(fun, params, args)
         leaves, treedef = jax.tree.flatten(params)
+        leaves = [jnp.asarray(w) for w in leaves]  # Python-float leaves too
         masks = [None] * len(leaves) if mask is None else [
             jnp.asarray(m != 0, jnp.float32) for m in jax.tree.leaves(mask)]
         plan, m_total = _plan(leaves, rank)
@@ -517,6 +518,7 @@ def sample(
     _check_options(2, 1.0, noise, True, rank, None, None, "auto", prng)
     _check_call(params, rank, mask, "auto")
     leaves, treedef = jax.tree.flatten(params)
+    leaves = [jnp.asarray(w) for w in leaves]  # Python-float leaves too
     masks = [None] * len(leaves) if mask is None else [
         jnp.asarray(m != 0, jnp.float32) for m in jax.tree.leaves(mask)]
     plan, m_total = _plan(leaves, rank)
@@ -555,6 +557,7 @@ def forward_value_and_grad(
         _check_call(params, None, None, "auto")
         _check_loss(fun, params, args)
         leaves, treedef = jax.tree.flatten(params)
+        leaves = [jnp.asarray(w) for w in leaves]  # Python-float leaves too
         plan, m_total = _plan(leaves, None)
         masks = [None] * len(leaves)
         f = lambda ls: jnp.asarray(fun(jax.tree.unflatten(treedef, ls), *args), jnp.float32)  # noqa: E731

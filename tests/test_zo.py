@@ -210,6 +210,23 @@ def test_nan_injection_never_makes_nan_params(mlp_problem):
         assert all(jnp.all(jnp.isfinite(w)) for w in jax.tree.leaves(state.params))
 
 
+@pytest.mark.parametrize("chunk_size", [None, 4])
+def test_python_float_and_numpy_leaves_work_like_arrays(chunk_size):
+    """jax.value_and_grad takes a Python float or NumPy leaf; so do the estimators."""
+    f = lambda p, x: jnp.sum((p["w"] * x) ** 2) + p["b"] ** 2  # noqa: E731
+    x = jnp.arange(3.0)
+    loose = {"w": np.ones(3, np.float32), "b": 1.5}
+    arrays = {"w": jnp.ones(3), "b": jnp.float32(1.5)}
+    key = jax.random.key(0)
+    vg = zo.value_and_grad(f, num_directions=8, sigma=1e-2, chunk_size=chunk_size)
+    fwd = zo.forward_value_and_grad(f, num_directions=3)
+    for estimator in (vg, fwd):
+        got, want = estimator(loose, key, x), estimator(arrays, key, x)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            assert jnp.shape(a) == jnp.shape(b)
+            np.testing.assert_array_equal(a, b)
+
+
 def test_forward_gradient_unbiased():
     k, m = 4, 500
     vg = zo.forward_value_and_grad(quad, num_directions=k)
