@@ -161,9 +161,17 @@ def rso(fun, *, mesh: Mesh | None = None, axis: str = AXIS, **options) -> method
 
 
 def population_map_factory(mesh: Mesh | None = None, axis: str = AXIS):
-    """``f -> population_map(f, mesh, axis)``: what the estimators take for their map."""
+    """``f -> population_map(f, mesh, axis)``: what the estimators take for their map.
+
+    Its ``shards`` attribute (the device count along ``axis``) lets the estimators give
+    each device one row of directions."""
     m = _check_mesh(mesh, axis)
-    return lambda f: population_map(f, m, axis)
+
+    def mapper(f):
+        return population_map(f, m, axis)
+
+    mapper.shards = m.shape[axis]
+    return mapper
 
 
 def shard_batch(batch: PyTree, mesh: Mesh | None = None, axis: str = AXIS) -> PyTree:

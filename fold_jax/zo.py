@@ -56,10 +56,13 @@ Semantics (decided here, documented in the README table of fold_jax.zo):
   ``vg.with_info(params, key, *args) -> (value, grads, {"valid_directions": n})``
   reports the perturbed evaluations that entered the estimate.
 
-- ``population_map`` (default None: ``vmap``): a map ``f -> batched f`` over direction
-  indices used for the losses, e.g. :func:`fold_jax.parallel.population_map`, which
-  shards the directions over devices. The update is then assembled in a second pass
-  from regenerated noise, so only the (directions x signs) losses cross devices.
+- ``population_map`` (default None: ``vmap``): a map ``f -> batched f`` used for the
+  losses, e.g. :func:`fold_jax.parallel.population_map_factory`, which shards the
+  directions over devices. It maps over rows of direction indices: one row per shard
+  when the map has an int attribute ``shards`` (fold_jax.parallel's maps do), else a
+  single row. The update is then assembled in a second pass from regenerated noise,
+  so only the (directions x signs) losses cross devices. ``chunk_size`` does not
+  bound memory on this path: each shard evaluates its row at once.
 
 The (num_directions x n_params) noise is never kept: direction k's noise is
 regenerated from ``jax.random.fold_in(key, k)`` (MeZO / OpenAI-ES seed trick). With
@@ -172,14 +175,18 @@ def _stacked(gen: Callable, idx: Array):
     return jax.lax.map(gen, idx)
 
 
-def _blocks(idx: Array, size: int = 2) -> Array:
-    """(n,) direction indices as (ceil(n / size), size) blocks for a population map.
+def _blocks(idx: Array, population_map: Callable) -> Array:
+    """(n,) direction indices as (blocks, size) rows for ``population_map``: one row per
+    shard (``population_map.shards``, 1 when the map has no such attribute).
 
-    A map over single directions would run ``_stacked`` over one index, a loop XLA
-    removes, after which the noise fuses into its consumers again (the rank-4 digits
-    step ran 2x slower sharded than unsharded). Blocks of two keep the loop. The
-    padding repeats the last index; callers drop its values.
+    Each row's noise is then generated in one ``_stacked`` loop. A map over single
+    directions ran that loop once per index, a loop XLA removes, after which the noise
+    fused into its consumers again (the sharded rank-4 digits step ran 2x slower than
+    the unsharded one); fixed-size blocks of two would pad small populations to twice
+    the work per device. The padding repeats the last index; callers drop its values.
     """
+    shards = getattr(population_map, "shards", 1)
+    size = max(1, -(-idx.shape[0] // shards))
     pad = (-idx.shape[0]) % size
     return jnp.concatenate([idx, jnp.repeat(idx[-1:], pad)]).reshape(-1, size)
 
@@ -455,7 +462,7 @@ def value_and_grad(
             parts = None
             if population_map is not None:  # sharded: only the loss matrix crosses devices
                 block = lambda ks: values_of(noise_of(ks), ks)  # noqa: E731
-                vals = population_map(block)(_blocks(idx_all.reshape(-1)))
+                vals = population_map(block)(_blocks(idx_all.reshape(-1), population_map))
                 vals = vals.reshape(-1, signs)[: n_chunks * per_chunk].reshape(
                     n_chunks, per_chunk, signs)
             elif n_chunks == 1:
@@ -576,7 +583,7 @@ def forward_value_and_grad(
         else:  # sharded: each device regenerates its tangents, only derivatives cross
             block = lambda b: jax.vmap(derivative)(_stacked(gen, b))  # noqa: E731
             values, derivs = (v.reshape(-1)[:num_directions]
-                              for v in population_map(block)(_blocks(ks)))
+                              for v in population_map(block)(_blocks(ks, population_map)))
         valid = jnp.isfinite(derivs)
         count = jnp.sum(valid)
         coef = jnp.where(valid, derivs, 0.0) / jnp.maximum(count, 1).astype(jnp.float32)

@@ -227,6 +227,33 @@ def test_python_float_and_numpy_leaves_work_like_arrays(chunk_size):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("shards", [None, 1, 3, 8])
+def test_population_map_gets_one_row_of_directions_per_shard(mlp_problem, shards):
+    """A population map sees (rows, size) direction indices: one row per ``shards``
+    (a single row without the attribute), padding dropped; estimates equal vmap's."""
+    loss, params, x, y = mlp_problem
+    rows_seen = []
+
+    def pmap_like(f):
+        def mapped(rows):
+            rows_seen.append(rows.shape)
+            return jax.vmap(f)(rows)
+        return mapped
+
+    if shards is not None:
+        pmap_like.shards = shards
+    key = jax.random.key(3)
+    for make, n in ((lambda **o: zo.value_and_grad(loss, num_directions=10, sigma=1e-2, **o), 5),
+                    (lambda **o: zo.forward_value_and_grad(loss, num_directions=7, **o), 7)):
+        rows_seen.clear()
+        want = make()(params, key, x, y)
+        got = make(population_map=pmap_like)(params, key, x, y)
+        size = -(-n // (shards or 1))
+        assert rows_seen == [(-(-n // size), size)]
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_forward_gradient_unbiased():
     k, m = 4, 500
     vg = zo.forward_value_and_grad(quad, num_directions=k)
