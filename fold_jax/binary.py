@@ -31,7 +31,7 @@ import optax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from fold_jax import nets
-from fold_jax.checks import check_callable, check_key
+from fold_jax.checks import check_callable, check_int, check_key
 from fold_jax.methods import Method
 
 __all__ = [
@@ -375,8 +375,7 @@ def flip_search(
     and accepts the move only if ``loss`` on the step's batch drops (2 evaluations).
     """
     check_callable(loss, "loss")
-    if isinstance(flips, bool) or not isinstance(flips, int) or flips < 1:
-        raise ValueError(f"flips={flips!r} must be a positive int")
+    check_int(flips, "flips")
     if not isinstance(bias_sigma, int | float) or bias_sigma < 0:
         raise ValueError(f"bias_sigma={bias_sigma!r} must be a number >= 0")
 

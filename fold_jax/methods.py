@@ -9,7 +9,6 @@ only training loop. ``state.params`` is the current point; ``info`` holds at lea
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from fold_jax.checks import check_callable, check_int, check_key, check_params
+from fold_jax.checks import check_callable, check_int, check_key, check_params, check_positive
 
 __all__ = [
     "OPTIMIZERS",
@@ -74,9 +73,7 @@ def optimizer(
         )
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer={name!r} is not known; allowed: {sorted(OPTIMIZERS)}")
-    if (isinstance(learning_rate, bool) or not isinstance(learning_rate, int | float)
-            or not learning_rate > 0 or not math.isfinite(learning_rate)):
-        raise ValueError(f"learning_rate={learning_rate!r} must be a positive number")
+    check_positive(learning_rate, "learning_rate")
     return OPTIMIZERS[name](learning_rate)
 
 

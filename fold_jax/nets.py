@@ -17,6 +17,7 @@ from flax import errors
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from fold_jax import perturb
+from fold_jax.checks import check_key
 
 __all__ = [
     "ACTIVATIONS",
@@ -110,8 +111,6 @@ class Net:
     in_features: int
 
     def init(self, key: PRNGKeyArray) -> PyTree:
-        from fold_jax.methods import check_key
-
         check_key(key)
         return self.module.init(key, jnp.zeros((1, self.in_features), jnp.float32))
 

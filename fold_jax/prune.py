@@ -25,7 +25,7 @@ from jax.experimental import sparse
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from fold_jax import nets
-from fold_jax.checks import check_key
+from fold_jax.checks import check_int, check_key
 
 __all__ = [
     "SCHEDULES",
@@ -174,9 +174,8 @@ def cubic_schedule(final_sparsity: float, total_steps: int, *, begin_step: int =
     """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f) (1 - (t - t0)/T)^3, clamped to [t0, t0+T]."""
     s_f = _check_sparsity(final_sparsity, "final_sparsity")
     s_i = _check_sparsity(initial_sparsity, "initial_sparsity")
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps={total_steps!r} must be a positive int")
-    _check_begin(begin_step)
+    check_int(total_steps, "total_steps")
+    check_int(begin_step, "begin_step", 0)
 
     def schedule(t):
         frac = jnp.clip((jnp.asarray(t, jnp.float32) - begin_step) / total_steps, 0.0, 1.0)
@@ -189,14 +188,9 @@ def constant_schedule(final_sparsity: float, total_steps: int = 1, *, begin_step
                       initial_sparsity: float = 0.0) -> Callable[[ArrayLike], Array]:
     """One-shot: sparsity s_f from ``begin_step`` on (0 before)."""
     s_f = _check_sparsity(final_sparsity, "final_sparsity")
-    _check_begin(begin_step)
+    check_int(begin_step, "begin_step", 0)
     del total_steps, initial_sparsity
     return lambda t: jnp.where(jnp.asarray(t) >= begin_step, s_f, 0.0)
-
-
-def _check_begin(begin_step) -> None:
-    if isinstance(begin_step, bool) or not isinstance(begin_step, int) or begin_step < 0:
-        raise ValueError(f"begin_step={begin_step!r} must be an int >= 0")
 
 
 SCHEDULES: dict[str, Callable] = {"cubic": cubic_schedule, "constant": constant_schedule}
@@ -243,8 +237,7 @@ def gradual_prune(final_sparsity: float, total_steps: int, *, begin_step: int = 
         raise ValueError(f"schedule={schedule!r} is not known; allowed: {sorted(SCHEDULES)}")
     _check_scope(scope)
     sched = SCHEDULES[schedule](final_sparsity, total_steps, begin_step=begin_step)
-    if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
-        raise ValueError(f"frequency={frequency!r} must be a positive int")
+    check_int(frequency, "frequency")
     end = begin_step + total_steps
 
     def init(params):

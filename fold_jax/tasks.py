@@ -20,6 +20,7 @@ from sklearn import datasets as skdata
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from fold_jax.checks import check_int
 from fold_jax.heads import Head
 
 __all__ = ["Objective", "Task", "get", "names"]
@@ -192,8 +193,7 @@ def teacher(seed: int = 0, test_fraction: float = 0.2, n_samples: int = 2000,
 
 def _objective(name: str, fn, x0_value: float, star_value: float):
     def make(dim: int = 10) -> Objective:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim={dim!r} must be a positive int")
+        check_int(dim, "dim")
         if name == "rosenbrock" and dim < 2:
             raise ValueError(f"dim={dim!r}: rosenbrock needs dim >= 2")
         return Objective(name, dim, fn, jnp.full((dim,), x0_value, jnp.float32),
