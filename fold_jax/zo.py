@@ -82,7 +82,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from fold_jax import perturb
-from fold_jax.checks import check_callable, check_int, check_key, check_params
+from fold_jax.checks import check_callable, check_int, check_key, check_params, check_positive
 
 __all__ = ["NOISES", "PRNGS", "SHAPINGS", "forward_value_and_grad", "sample", "value_and_grad"]
 
@@ -128,6 +128,13 @@ class _Leaf(NamedTuple):
     lowrank: bool  # perturbed by A B^T / sqrt(r)
     offset: int  # start in the flat noise vector
     size: int  # noise entries (r (in + out) for low-rank leaves)
+
+
+def _flatten(params: PyTree) -> tuple[list[Array], jax.tree_util.PyTreeDef]:
+    """Leaves as arrays (Python-float and NumPy leaves too, as jax.value_and_grad takes
+    them) and the treedef."""
+    leaves, treedef = jax.tree.flatten(params)
+    return [jnp.asarray(w) for w in leaves], treedef
 
 
 def _plan(leaves: list[Array], rank: int | None) -> tuple[list[_Leaf], int]:
@@ -293,9 +300,7 @@ def _fusable(fun, params, args, rank) -> bool:
 def _check_options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping, fused,
                    prng):
     check_int(num_directions, "num_directions")
-    if (isinstance(sigma, bool) or not isinstance(sigma, int | float) or not sigma > 0
-            or not math.isfinite(sigma)):
-        raise ValueError(f"sigma={sigma!r} must be a positive number")
+    check_positive(sigma, "sigma")
     if noise not in NOISES:
         raise ValueError(f"noise={noise!r} is not known; allowed: {list(NOISES)}")
     if antithetic and num_directions % 2:
@@ -402,8 +407,7 @@ def value_and_grad(
         check_key(key)
         _check_call(params, rank, mask, fused)
         _check_loss(fun, params, args)
-        leaves, treedef = jax.tree.flatten(params)
-        leaves = [jnp.asarray(w) for w in leaves]  # Python-float leaves too
+        leaves, treedef = _flatten(params)
         masks = [None] * len(leaves) if mask is None else [
             jnp.asarray(m != 0, jnp.float32) for m in jax.tree.leaves(mask)]
         plan, m_total = _plan(leaves, rank)
@@ -524,8 +528,7 @@ def sample(
     pair estimator the pair index is k; ``u`` then enters ``params +- sigma * u``."""
     _check_options(2, 1.0, noise, True, rank, None, None, "auto", prng)
     _check_call(params, rank, mask, "auto")
-    leaves, treedef = jax.tree.flatten(params)
-    leaves = [jnp.asarray(w) for w in leaves]  # Python-float leaves too
+    leaves, treedef = _flatten(params)
     masks = [None] * len(leaves) if mask is None else [
         jnp.asarray(m != 0, jnp.float32) for m in jax.tree.leaves(mask)]
     plan, m_total = _plan(leaves, rank)
@@ -563,8 +566,7 @@ def forward_value_and_grad(
         check_key(key)
         _check_call(params, None, None, "auto")
         _check_loss(fun, params, args)
-        leaves, treedef = jax.tree.flatten(params)
-        leaves = [jnp.asarray(w) for w in leaves]  # Python-float leaves too
+        leaves, treedef = _flatten(params)
         plan, m_total = _plan(leaves, None)
         masks = [None] * len(leaves)
         f = lambda ls: jnp.asarray(fun(jax.tree.unflatten(treedef, ls), *args), jnp.float32)  # noqa: E731
