@@ -97,14 +97,14 @@ def _zo(noise: str, rank: int | None = None, num_directions: int = 32, lr: float
                        sigma=BINARIZED_SIGMA if variant == "binarized" else sigma)
         if mask is not None:
             options["mask"] = mask
-        return methods.zeroth_order(loss, tx_wrap(optax.adam(lr)), lr, **options)
+        return methods.zeroth_order(loss, tx_wrap(optax.adam(lr)), **options)
 
     return make
 
 
 def _forward_gradient(num_directions: int = 8, lr: float = 1e-2):
     def make(loss, tx_wrap, mask, race=None, variant="dense"):
-        return methods.forward_gradient(loss, tx_wrap(optax.adam(lr)), lr, num_directions)
+        return methods.forward_gradient(loss, tx_wrap(optax.adam(lr)), None, num_directions)
 
     return make
 
@@ -187,7 +187,8 @@ def _to_target(history, column: str, target: float, metric: str) -> dict[str, fl
 
 def _curves(history, key: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    columns = [c for c in history.columns if c not in ("step", "evals", "elapsed_s")]
+    counts = ("step", "evals", "elapsed_s", "skipped", "accepted")  # not metrics
+    columns = [c for c in history.columns if c not in counts]
     for record in history.to_dict("records"):
         for column in columns:
             split, _, metric = column.partition("_")
@@ -228,7 +229,8 @@ def race(task_name: str, method: str, variant: str, seed: int, budget_s: float,
            "final_test_loss": float(h["test_loss"].iloc[-1]),
            "evals_per_step": float(h["evals"].iloc[-1] / max(h["step"].iloc[-1], 1)),
            "sparsity": SPARSITY if variant == "pruned" else 0.0, "batch_size": BATCH_SIZE,
-           "eval_every": EVAL_EVERY}
+           "eval_every": EVAL_EVERY, "skipped_steps": int(result.skipped),
+           "accepted_steps": int(h["accepted"].sum()) if "accepted" in h else float("nan")}
     return {"races": [row], "curves": _curves(h, key)}
 
 

@@ -1,5 +1,12 @@
 """Argument checks shared by the public API: each raises ValueError or TypeError naming
-the argument and what is allowed, in Python, before JAX traces anything."""
+the argument and what is allowed, in Python, before JAX traces anything.
+
+Numbers may be given as Python numbers, NumPy scalars (or 0-d arrays) and concrete
+0-d JAX arrays; :func:`check_int` and :func:`check_positive` return them as Python
+``int`` / ``float``, so the caller can use the value in Python (shapes, loop counts,
+optax hyperparameters). A traced value (inside ``jax.jit``) is a TypeError: these
+arguments must be known when the function is built.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
-__all__ = ["check_callable", "check_int", "check_key", "check_params", "check_positive"]
+__all__ = ["check_callable", "check_finite", "check_int", "check_key", "check_params",
+           "check_positive"]
 
 
 def check_callable(fun: Any, argument: str, signature: str | None = None) -> None:
@@ -21,23 +29,98 @@ def check_callable(fun: Any, argument: str, signature: str | None = None) -> Non
         raise TypeError(f"{argument} must be callable{shape}, got {type(fun).__name__}")
 
 
+def _scalar(value: Any, argument: str, integer: bool) -> int | float | None:
+    """``value`` as a Python int (``integer``) or real number, or None when it is not
+    one (bools never count). TypeError for a tracer."""
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"{argument} must be a concrete number, not traced (got a traced "
+                        f"{value.dtype} of shape {value.shape} inside a jax transformation); "
+                        f"pass it as a Python or NumPy number, or mark it static")
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return None if integer else float(value)
+    if isinstance(value, np.generic | np.ndarray | jax.Array):
+        if np.shape(value) != ():
+            return None
+        dtype = value.dtype
+        if jnp.issubdtype(dtype, jnp.integer):
+            return int(value)
+        if not integer and jnp.issubdtype(dtype, jnp.floating):
+            return float(value)
+    return None
+
+
 def check_int(value: Any, argument: str, minimum: int = 1, *, allow_none: bool = False,
-              allow_numpy: bool = False) -> None:
-    """ValueError unless ``value`` is an int >= ``minimum`` (bools never count; numpy
-    integers only with ``allow_numpy``; None only with ``allow_none``)."""
+              allow_numpy: bool = True) -> int | None:
+    """``value`` as a Python int, checked to be >= ``minimum``.
+
+    Args:
+        value: a Python int, a NumPy integer scalar or a concrete 0-d JAX integer array
+            (bools and floats never count); None only with ``allow_none``.
+        argument: the argument's name, shown in the error.
+        minimum: the smallest allowed value.
+        allow_none: accept None (and return it).
+        allow_numpy: kept for callers that pass it; NumPy and JAX integers are always
+            accepted.
+
+    Returns:
+        The value as a Python ``int``, or None when ``allow_none`` and it is None.
+
+    Raises:
+        ValueError: naming ``argument`` when ``value`` is not an allowed int >= minimum.
+        TypeError: when ``value`` is a tracer (it must be concrete).
+    """
+    del allow_numpy
     if value is None and allow_none:
-        return
-    kinds = int | np.integer if allow_numpy else int
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+        return None
+    number = _scalar(value, argument, integer=True)
+    if number is None or number < minimum:
         raise ValueError(f"{argument}={value!r} must be an int >= {minimum}"
                          + (" or None" if allow_none else ""))
+    return number
 
 
-def check_positive(value: Any, argument: str) -> None:
-    """ValueError unless ``value`` is a positive finite number (bools never count)."""
-    if (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
-            or not math.isfinite(value)):
+def check_positive(value: Any, argument: str) -> float:
+    """``value`` as a Python float, checked to be positive and finite.
+
+    Args:
+        value: a Python, NumPy or concrete 0-d JAX real number (bools never count).
+        argument: the argument's name, shown in the error.
+
+    Returns:
+        The value as a Python ``float``.
+
+    Raises:
+        ValueError: naming ``argument`` unless ``value`` is a positive finite number.
+        TypeError: when ``value`` is a tracer (it must be concrete).
+    """
+    number = _scalar(value, argument, integer=False)
+    if number is None or not number > 0 or not math.isfinite(number):
         raise ValueError(f"{argument}={value!r} must be a positive finite number")
+    return float(number)
+
+
+def check_finite(value: Any, argument: str) -> float:
+    """``value`` as a Python float, checked to be a finite real number (any sign).
+
+    Args:
+        value: a Python, NumPy or concrete 0-d JAX real number (bools never count).
+        argument: the argument's name, shown in the error.
+
+    Returns:
+        The value as a Python ``float``.
+
+    Raises:
+        ValueError: naming ``argument`` unless ``value`` is a finite number.
+        TypeError: when ``value`` is a tracer (it must be concrete).
+    """
+    number = _scalar(value, argument, integer=False)
+    if number is None or not math.isfinite(number):
+        raise ValueError(f"{argument}={value!r} must be a finite number")
+    return float(number)
 
 
 def check_key(key, argument: str = "key") -> None:

@@ -20,8 +20,10 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 from fold_jax.checks import check_callable, check_int, check_key, check_params, check_positive
 
 __all__ = [
+    "DEFAULT_LEARNING_RATE",
     "OPTIMIZERS",
     "DescentState",
+    "LearningRate",
     "Method",
     "all_finite",
     "check_key",
@@ -47,7 +49,11 @@ class DescentState(NamedTuple):
     opt_state: optax.OptState
 
 
-OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
+LearningRate = float | Callable[[Any], Any]  # a number or an optax schedule: step -> lr
+
+DEFAULT_LEARNING_RATE = 1e-3
+
+OPTIMIZERS: dict[str, Callable[[LearningRate], optax.GradientTransformation]] = {
     "sgd": optax.sgd,
     "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
     "nesterov": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
@@ -61,10 +67,34 @@ OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
 
 
 def optimizer(
-    name: str | optax.GradientTransformation, learning_rate: float = 1e-3
+    name: str | optax.GradientTransformation, learning_rate: LearningRate | None = None
 ) -> optax.GradientTransformation:
-    """An optax optimizer by name (see ``OPTIMIZERS``), or ``name`` itself if it is one."""
+    """An optax optimizer by name (see ``OPTIMIZERS``), or ``name`` itself if it is one.
+
+    Args:
+        name: a key of ``OPTIMIZERS`` or an ``optax.GradientTransformation`` (returned
+            as it is; its learning rate is the one it was built with).
+        learning_rate: with a name, a positive finite number (Python, NumPy or concrete
+            JAX scalar) or an optax schedule (a callable ``step -> lr``, e.g.
+            ``optax.linear_schedule``); None means ``DEFAULT_LEARNING_RATE`` (1e-3).
+            Must be None when ``name`` is an optax object.
+
+    Returns:
+        The optax ``GradientTransformation``.
+
+    Raises:
+        TypeError: ``name`` is neither a name nor an optax object.
+        ValueError: an unknown name, a bad learning rate, or a learning rate beside an
+            optax object (it would be silently ignored).
+    """
     if isinstance(name, optax.GradientTransformation):
+        if learning_rate is not None:
+            raise ValueError(
+                f"learning_rate={learning_rate!r} was given beside an optax "
+                f"GradientTransformation, which already holds its learning rate: set the "
+                f"learning rate inside the optax object (e.g. optax.adam(lr)) and leave "
+                f"learning_rate=None, or pass the optimizer by name"
+            )
         return name
     if not isinstance(name, str):
         raise TypeError(
@@ -73,8 +103,28 @@ def optimizer(
         )
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer={name!r} is not known; allowed: {sorted(OPTIMIZERS)}")
-    check_positive(learning_rate, "learning_rate")
-    return OPTIMIZERS[name](learning_rate)
+    if learning_rate is None:
+        return OPTIMIZERS[name](DEFAULT_LEARNING_RATE)
+    if callable(learning_rate):
+        _check_schedule(learning_rate)
+        return OPTIMIZERS[name](learning_rate)
+    return OPTIMIZERS[name](check_positive(learning_rate, "learning_rate"))
+
+
+def _check_schedule(schedule: Callable[[Any], Any]) -> None:
+    """ValueError naming learning_rate unless ``schedule(step)`` gives a real scalar
+    (checked abstractly with ``jax.eval_shape``: nothing runs)."""
+    try:
+        out = jax.eval_shape(schedule, jax.ShapeDtypeStruct((), jnp.int32))
+    except Exception as error:  # any failure is the schedule's
+        raise ValueError(f"learning_rate={schedule!r} is callable but is not an optax "
+                         f"schedule step -> lr: calling it on an int32 step failed with "
+                         f"{type(error).__name__}: {error}") from error
+    dtype = getattr(out, "dtype", None)
+    if (getattr(out, "shape", None) != () or dtype is None
+            or not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer))):
+        raise ValueError(f"learning_rate={schedule!r} must be a schedule step -> scalar "
+                         f"learning rate; it returned {out!r}")
 
 
 def all_finite(tree: PyTree) -> Array:
@@ -101,7 +151,7 @@ def descent(
     if not (hasattr(tx, "init") and hasattr(tx, "update")):
         raise TypeError(f"tx must be an optax.GradientTransformation, got {type(tx).__name__}"
                         " (methods.optimizer(name, lr) builds one from a name)")
-    check_int(evals_per_step, "evals_per_step", 0, allow_numpy=True)
+    evals_per_step = check_int(evals_per_step, "evals_per_step", 0)
 
     def init(params: PyTree) -> DescentState:
         return DescentState(params, tx.init(params))
@@ -126,12 +176,16 @@ def descent(
 
 
 def gradient(
-    loss: Callable[..., Array], tx: optax.GradientTransformation | str, learning_rate=1e-3
+    loss: Callable[..., Array],
+    tx: optax.GradientTransformation | str,
+    learning_rate: LearningRate | None = None,
 ) -> Method:
     """Backpropagation: ``jax.value_and_grad(loss)`` fed to an optax optimizer.
 
     Counts one loss evaluation per step (the forward; the backward pass costs about
-    two more forwards' worth of work but no extra evaluation of the loss).
+    two more forwards' worth of work but no extra evaluation of the loss). ``tx`` and
+    ``learning_rate`` are as in :func:`optimizer` (a learning rate beside an optax
+    object is a ValueError).
     """
     check_callable(loss, "loss")
     tx = optimizer(tx, learning_rate)
@@ -147,12 +201,13 @@ def gradient(
 def zeroth_order(
     loss: Callable[..., Array],
     tx: optax.GradientTransformation | str,
-    learning_rate: float = 1e-3,
+    learning_rate: LearningRate | None = None,
     **zo_options,
 ) -> Method:
     """Zeroth-order descent: :func:`fold_jax.zo.value_and_grad` (options ``zo_options``)
     fed to an optax optimizer. ``evals`` counts the loss evaluations a step spends;
     ``info["valid_directions"]`` the perturbed evaluations that entered the estimate.
+    ``tx`` and ``learning_rate`` are as in :func:`optimizer`.
     """
     from fold_jax import zo
 
@@ -166,11 +221,12 @@ def zeroth_order(
 def forward_gradient(
     loss: Callable[..., Array],
     tx: optax.GradientTransformation | str,
-    learning_rate: float = 1e-3,
+    learning_rate: LearningRate | None = None,
     num_directions: int = 1,
 ) -> Method:
     """Forward-gradient descent (Baydin et al. 2022): :func:`fold_jax.zo.forward_value_and_grad`
-    fed to an optax optimizer; one jvp (forward with tangent) per direction."""
+    fed to an optax optimizer; one jvp (forward with tangent) per direction. ``tx`` and
+    ``learning_rate`` are as in :func:`optimizer`."""
     from fold_jax import zo
 
     tx = optimizer(tx, learning_rate)

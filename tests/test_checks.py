@@ -1,26 +1,94 @@
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fold_jax import checks
 
-
-def test_check_int_bounds_bools_numpy_and_none():
-    checks.check_int(3, "n")
-    checks.check_int(0, "n", 0)
-    checks.check_int(None, "n", allow_none=True)
-    checks.check_int(np.int64(2), "n", allow_numpy=True)
-    for bad, kw in [(0, {}), (True, {}), (2.0, {}), (np.int64(2), {}), (None, {}), (-1, {})]:
-        with pytest.raises(ValueError, match="n="):
-            checks.check_int(bad, "n", **kw)
+SETTINGS = settings(derandomize=True, max_examples=40, deadline=None, database=None)
+INT_KINDS = [int, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint32,
+             lambda v: np.array(v, np.int64), lambda v: jnp.asarray(v, jnp.int32)]
+REAL_KINDS = [float, np.float32, np.float64, lambda v: np.array(v, np.float32),
+              lambda v: jnp.asarray(v, jnp.float32), lambda v: jnp.asarray(v, jnp.bfloat16)]
 
 
-def test_check_positive_and_callable():
-    checks.check_positive(0.5, "sigma")
-    for bad in (0, -1.0, float("nan"), float("inf"), True, "1"):
-        with pytest.raises(ValueError, match="sigma="):
-            checks.check_positive(bad, "sigma")
+@SETTINGS
+@given(value=st.integers(0, 100), kind=st.sampled_from(INT_KINDS), minimum=st.integers(0, 100))
+def test_check_int_takes_python_numpy_and_jax_ints_and_returns_a_python_int(value, kind,
+                                                                            minimum):
+    given_value = kind(value)
+    if value >= minimum:
+        out = checks.check_int(given_value, "n", minimum)
+        assert type(out) is int and out == value
+    else:
+        with pytest.raises(ValueError, match=rf"n=.* must be an int >= {minimum}"):
+            checks.check_int(given_value, "n", minimum)
+
+
+@pytest.mark.parametrize("bad", [True, False, np.bool_(True), jnp.asarray(True), 2.0,
+                                 np.float32(2), jnp.float32(2), np.ones(1, np.int64),
+                                 jnp.ones((1,), jnp.int32), "3", None, 1 + 0j,
+                                 jax.random.key(0)])
+def test_check_int_rejects_bools_floats_arrays_and_others(bad):
+    with pytest.raises(ValueError, match=r"(?s)n=.* must be an int >= 1"):
+        checks.check_int(bad, "n")
+
+
+def test_check_int_none_minimum_and_legacy_keyword():
+    assert checks.check_int(None, "n", allow_none=True) is None
+    assert checks.check_int(0, "n", 0) == 0
+    assert checks.check_int(np.int64(2), "n", allow_numpy=True) == 2  # kept, now a no-op
+    assert checks.check_int(np.int64(2), "n", allow_numpy=False) == 2
+    with pytest.raises(ValueError, match="n=-1 must be an int >= 0 or None"):
+        checks.check_int(-1, "n", 0, allow_none=True)
+
+
+@SETTINGS
+@given(value=st.floats(1e-30, 1e30), kind=st.sampled_from(REAL_KINDS + INT_KINDS[:5]))
+def test_check_positive_takes_python_numpy_and_jax_numbers_and_returns_a_float(value, kind):
+    if kind in INT_KINDS:
+        value = float(max(1, min(int(value), 100)))
+    given_value = kind(value)
+    out = checks.check_positive(given_value, "sigma")
+    assert type(out) is float and out > 0
+    np.testing.assert_allclose(out, float(np.asarray(given_value, np.float64)))
+    assert checks.check_finite(-out, "x") == -out
+
+
+@SETTINGS
+@given(value=st.sampled_from([0.0, -1.0, -1e-8, math.nan, math.inf, -math.inf]),
+       kind=st.sampled_from(REAL_KINDS))
+def test_check_positive_rejects_zero_negative_nan_and_inf_of_every_kind(value, kind):
+    with pytest.raises(ValueError, match=r"sigma=.* must be a positive finite number"):
+        checks.check_positive(kind(value), "sigma")
+    if not math.isfinite(value):
+        with pytest.raises(ValueError, match=r"x=.* must be a finite number"):
+            checks.check_finite(kind(value), "x")
+
+
+@pytest.mark.parametrize("bad", [True, np.bool_(True), "1", None, 1j, np.ones(2),
+                                 jnp.ones((1,)), jax.random.key(0)])
+def test_check_positive_rejects_non_numbers(bad):
+    with pytest.raises(ValueError, match="sigma="):
+        checks.check_positive(bad, "sigma")
+    with pytest.raises(ValueError, match="sigma="):
+        checks.check_finite(bad, "sigma")
+
+
+@pytest.mark.parametrize("check", [lambda v: checks.check_int(v, "num_directions"),
+                                   lambda v: checks.check_positive(v, "num_directions"),
+                                   lambda v: checks.check_finite(v, "num_directions")])
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.float32])
+def test_traced_numbers_are_a_type_error_naming_the_argument(check, dtype):
+    with pytest.raises(TypeError, match="num_directions must be a concrete number, not traced"):
+        jax.jit(check)(jnp.asarray(3, dtype))
+
+
+def test_check_callable():
     checks.check_callable(len, "fun")
     with pytest.raises(TypeError, match=r"fun must be callable \(f\(x\)\), got int"):
         checks.check_callable(3, "fun", "f(x)")

@@ -31,7 +31,8 @@ rejected, params and optimizer state unchanged) and for the three search methods
 (candidate rejected, params unchanged); NaN params for a zeroth-order step (skipped,
 params unchanged); NaN/inf/bool/negative for learning_rate, sigma, budget_s, target,
 threshold, test_fraction, spirals noise, search radii and the prune sparsity;
-NaN/inf values in a results row (written and read back as NaN/inf).
+NaN/inf values in a results row (written and read back as NaN/inf); NaN/inf in a task's
+data or in the initial params for ``train.fit`` (ValueError before anything runs).
 
 Empty pytrees / zero-size: {} params for zo, forward, the search inits, train.fit,
 ``Net.apply``, ``probes.tree_cosine``, ``binary.pack_mlp``, ``binary.flip_search``,
@@ -44,7 +45,8 @@ gradient, descent, flip_search, parallel.population_map, timing.measure), a stri
 for ``descent`` and ``prune.keep_masked``, negative ``evals_per_step``, unknown names
 (task, activation, optimizer, noise, head kind, variant, prune scope), steps/batch_size/
 eval_every of 0, -1, 1.5, True, "10" (hypothesis), odd antithetic num_directions,
-numpy ints, ``parallel.mesh`` of 0 / too many / a string, a non-Mesh ``mesh``, a negative
+a learning_rate beside an optax object, a callable learning_rate that is no schedule,
+``parallel.mesh`` of 0 / too many / a string, a non-Mesh ``mesh``, a negative
 prune ``begin_step``, ``timing.measure`` round limits of NaN / 0.
 
 Results files: rows given as a string, a dict, a list of lists; rows lacking key or core
@@ -55,6 +57,7 @@ After every failed append the file is byte-identical.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -216,8 +219,9 @@ def test_method_builder_options_are_named():
         (lambda: methods.forward_gradient(quad, "adam", 1e-3, 0), ValueError,
          "num_directions=0"),
         (lambda: zo.value_and_grad(quad, noise="uniform"), ValueError, "noise='uniform'"),
-        (lambda: zo.value_and_grad(quad, num_directions=np.int64(4)), ValueError,
-         "num_directions"),
+        (lambda: methods.gradient(quad, optax.adam(1e-3), 1e-2), ValueError,
+         "learning_rate=0.01 was given beside an optax"),
+        (lambda: methods.optimizer("adam", lambda: 1e-3), ValueError, "learning_rate="),
         (lambda: search.gld(quad, max_radius=0.1, min_radius=1.0), ValueError, "min_radius"),
         (lambda: search.rso(quad, num_candidates=0), ValueError, "num_candidates"),
     ]
@@ -410,6 +414,26 @@ def test_fit_names_other_bad_arguments(fit_setup):
     with pytest.raises(TypeError, match="apply must"):
         train.fit(m, params, task, apply=None, steps=5)
     assert _same(params, before)  # nothing touched the caller's params
+
+
+@SETTINGS
+@given(array=st.sampled_from(["x_train", "y_train", "x_test", "y_test", "params"]),
+       value=st.sampled_from([math.nan, math.inf, -math.inf]), count=st.integers(1, 5))
+def test_fit_names_non_finite_data_and_params(fit_setup, array, value, count):
+    task, net, m = fit_setup
+    params = net.init(KEY)
+    if array == "params":
+        leaf = params["params"]["dense_0"]["kernel"]
+        params["params"]["dense_0"]["kernel"] = leaf.reshape(-1).at[:count].set(value).reshape(
+            leaf.shape)
+        where = r"params\['params'\]\['dense_0'\]\['kernel'\]"
+    else:
+        data = getattr(task, array).astype(jnp.float32)
+        flat = data.reshape(-1).at[:count].set(value)
+        task = dataclasses.replace(task, **{array: flat.reshape(data.shape)})
+        where = rf"task\.{array}"
+    with pytest.raises(ValueError, match=rf"{where} .*has {count} non-finite entries"):
+        train.fit(m, params, task, apply=net.apply, steps=5)
 
 
 # ---------------------------------------------------------------- probes / regions

@@ -145,3 +145,6 @@ def test_search_runs_through_fit():
         h = r.history
         assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]
         assert h.evals.iloc[-1] > 60
+        # history says how many moves were taken: at most one a step, none at step 0
+        assert h.accepted.tolist()[0] == 0 and 0 < h.accepted.sum() <= 60
+        assert h.skipped.sum() == 0 == r.skipped  # search rejects, it never skips

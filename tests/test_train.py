@@ -1,10 +1,16 @@
+import dataclasses
+import warnings
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fold_jax import methods, tasks, train
+from fold_jax import methods, nets, search, tasks, train
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +76,14 @@ def test_non_finite_loss_never_poisons_params(digits, digits_net, digits_params)
         return jnp.where(jnp.sum(y) % 2 == 0, jnp.nan, base(params, x, y))
 
     m = methods.gradient(flaky, "adam", 1e-3)
-    r = train.fit(m, digits_params, digits, apply=digits_net.apply, steps=40, eval_every=20)
+    with pytest.warns(RuntimeWarning, match=r"\d+ of 40 steps .* skipped.*not finite"):
+        r = train.fit(m, digits_params, digits, apply=digits_net.apply, steps=40, eval_every=20)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(r.state))
     assert r.history["test_accuracy"].iloc[-1] > 0.5  # the finite steps still trained
+    h = r.history
+    assert 0 < r.skipped < 40 and h["skipped"].sum() == r.skipped
+    assert h["skipped"].iloc[0] == 0 and (h["skipped"].iloc[1:] <= np.diff(h["step"])).all()
+    assert "accepted" not in h.columns  # descent reports no accepted moves
 
 
 def test_descent_reports_skipped_steps(digits, digits_net, digits_params):
@@ -120,3 +131,214 @@ def test_wrong_feature_size_is_caught_before_tracing_deeply(digits_params):
     m = methods.gradient(task.loss_fn(net.apply), "sgd")
     with pytest.raises(ValueError, match="in_features"):
         train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=2)
+
+
+# ------------------------------------------------ what fit says: skipped / accepted steps
+
+
+class CountState(NamedTuple):
+    params: dict
+    t: jax.Array
+
+
+def counting_method(skip_every: int, accept_every: int | None) -> methods.Method:
+    """Step t (1-based) is skipped when t % skip_every == 0 and accepted when
+    t % accept_every == 0: the expected history is known exactly."""
+
+    def init(params):
+        return CountState(params, jnp.int32(0))
+
+    def step(state, key, x, y):
+        t = state.t + 1
+        info = {"loss": jnp.float32(1.0), "evals": jnp.int32(1),
+                "skipped": (t % skip_every == 0).astype(jnp.int32)}
+        if accept_every is not None:
+            info["accepted"] = (t % accept_every == 0).astype(jnp.int32)
+        return CountState(state.params, t), info
+
+    return methods.Method(init, step, "counting")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    task = tasks.get("breast_cancer")
+    net = nets.mlp((task.n_features, 1))
+    return task, net, net.init(jax.random.key(0))
+
+
+@settings(derandomize=True, max_examples=10, deadline=None, database=None)
+@given(steps=st.integers(1, 60), eval_every=st.integers(1, 25), skip_every=st.integers(1, 70),
+       accept_every=st.one_of(st.none(), st.integers(1, 9)))
+def test_history_counts_skipped_and_accepted_steps_per_interval(tiny, steps, eval_every,
+                                                               skip_every, accept_every):
+    task, net, params = tiny
+    m = counting_method(skip_every, accept_every)
+    total = steps // skip_every
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = train.fit(m, params, task, apply=net.apply, steps=steps, eval_every=eval_every,
+                      batch_size=8)
+    h = r.history
+    step = h["step"].to_numpy()
+    assert step[0] == 0 and step[-1] == steps
+    np.testing.assert_array_equal(h["skipped"], np.r_[0, np.diff(step // skip_every)])
+    assert r.skipped == total == h["skipped"].sum()
+    if accept_every is None:
+        assert "accepted" not in h.columns
+    else:
+        np.testing.assert_array_equal(h["accepted"], np.r_[0, np.diff(step // accept_every)])
+    warned = [w for w in caught if issubclass(w.category, RuntimeWarning)
+              and "skipped" in str(w.message)]
+    assert len(warned) == (1 if total > 0.02 * steps else 0)
+    if warned:
+        assert f"{total} of {steps} steps" in str(warned[0].message)
+
+
+def test_direct_search_history_has_accepted_moves(tiny):
+    task, net, params = tiny
+    loss = task.loss_fn(net.apply)
+    for m in (search.gld(loss, max_radius=0.5, min_radius=1e-2), search.rso(loss),
+              search.one_plus_one(loss, sigma=0.05)):
+        r = train.fit(m, params, task, apply=net.apply, steps=30, eval_every=10, batch_size=64)
+        h = r.history
+        assert {"skipped", "accepted"} <= set(h.columns), m.name
+        assert h["accepted"].iloc[0] == 0 and h["skipped"].sum() == 0 == r.skipped
+        assert (h["accepted"].iloc[1:] <= np.diff(h["step"])).all()
+        assert 0 < h["accepted"].sum() <= 30  # it moved, never more than once a step
+
+
+def test_a_clean_run_skips_nothing_and_does_not_warn(adam_run):
+    assert adam_run.skipped == 0 and (adam_run.history["skipped"] == 0).all()
+    assert list(adam_run.history.columns[:4]) == ["step", "evals", "elapsed_s", "batch_loss"]
+    # positional users of TrainResult keep working; skipped defaults to 0
+    assert train.TrainResult(None, adam_run.history, 0.0, False).skipped == 0
+
+
+def test_target_met_at_step_zero_still_has_the_columns(tiny):
+    task, net, params = tiny
+    r = train.fit(search.rso(task.loss_fn(net.apply)), params, task, apply=net.apply,
+                  steps=10, target=0.0, batch_size=8)
+    assert r.reached and len(r.history) == 1
+    assert r.history[["skipped", "accepted"]].iloc[0].tolist() == [0, 0]
+
+
+# ------------------------------------------------------ fit rejects non-finite inputs
+
+
+class Untouchable(NamedTuple):
+    init: object
+    step: object
+    name: str = "untouchable"
+
+
+def _untouchable():
+    def fail(*args):
+        raise AssertionError("fit ran the method before checking its inputs")
+
+    return Untouchable(fail, fail)
+
+
+@pytest.mark.parametrize(("array", "index", "value"), [("x_train", (3, 5), np.nan),
+                                                       ("x_train", (0, 0), -np.inf),
+                                                       ("x_test", (7, 1), np.nan)])
+def test_fit_rejects_non_finite_features_before_running(tiny, array, index, value):
+    task, net, params = tiny
+    bad = dataclasses.replace(task, **{array: getattr(task, array).at[index].set(value)})
+    with pytest.raises(ValueError, match=rf"task\.{array} .* has 1 non-finite entries"):
+        train.fit(_untouchable(), params, bad, apply=net.apply, steps=5)
+
+
+def test_fit_rejects_inf_labels_and_names_the_count(tiny):
+    task, net, params = tiny
+    y = task.y_test.astype(jnp.float32).at[jnp.array([0, 2, 4])].set(jnp.inf)
+    bad = dataclasses.replace(task, y_test=y)
+    with pytest.raises(ValueError, match=r"task\.y_test .* has 3 non-finite entries .* out of"):
+        train.fit(_untouchable(), params, bad, apply=net.apply, steps=5)
+
+
+def test_fit_rejects_nan_params_naming_the_leaf(tiny):
+    task, net, params = tiny
+    bad = jax.tree_util.tree_map_with_path(
+        lambda path, w: w.at[(0,) * w.ndim].set(jnp.nan) if "kernel" in str(path) else w,
+        params)
+    with pytest.raises(ValueError, match=r"params\[.*kernel.*\] has 1 non-finite"):
+        train.fit(_untouchable(), bad, task, apply=net.apply, steps=5)
+    m = methods.gradient(task.loss_fn(net.apply), "sgd")
+    with pytest.raises(ValueError, match="non-finite"):
+        train.fit(m, bad, task, apply=net.apply, steps=5)
+
+
+def test_fit_takes_numpy_and_jax_counts(tiny):
+    task, net, params = tiny
+    m = methods.gradient(task.loss_fn(net.apply), "adam", 1e-2)
+    a = train.fit(m, params, task, apply=net.apply, steps=20, eval_every=10, batch_size=32,
+                  seed=3)
+    b = train.fit(m, params, task, apply=net.apply, steps=np.int64(20),
+                  eval_every=jnp.int32(10), batch_size=np.int32(32), seed=jnp.int32(3),
+                  budget_s=np.float32(60.0))
+    cols = [c for c in a.history.columns if c != "elapsed_s"]
+    assert a.history[cols].equals(b.history[cols])
+
+
+# ------------------------------------------------------------ optimizer learning rates
+
+
+def test_schedule_learning_rate_trains_and_follows_the_schedule(tiny):
+    task, net, params = tiny
+    loss = task.loss_fn(net.apply)
+    schedule = optax.linear_schedule(0.1, 0.0, 10)
+    m = methods.gradient(loss, "sgd", schedule)
+    r = train.fit(m, params, task, apply=net.apply, steps=40, eval_every=20, batch_size=64)
+    assert r.history["train_loss"].iloc[-1] < 0.8 * r.history["train_loss"].iloc[0]
+    # sgd with a schedule: step k moves by schedule(k) * grad; after 10 steps lr is 0
+    state = m.init(params)
+    step = jax.jit(m.step)
+    x, y = task.x_train[:16], task.y_train[:16]
+    for k in range(12):
+        before = state.params
+        grads = jax.grad(loss)(before, x, y)
+        state, _ = step(state, jax.random.key(k), x, y)
+        for p, g, q in zip(jax.tree.leaves(before), jax.tree.leaves(grads),
+                           jax.tree.leaves(state.params), strict=True):
+            np.testing.assert_allclose(q, p - float(schedule(k)) * g, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [0.05, np.float32(0.05), np.float64(0.05), jnp.float32(0.05),
+                                  jnp.asarray(0.05, jnp.bfloat16)])
+def test_numpy_and_jax_learning_rates_match_python_floats(rate):
+    tx = methods.optimizer("sgd", rate)
+    ref = methods.optimizer("sgd", float(rate))
+    g = {"w": jnp.arange(3.0)}
+    a, _ = tx.update(g, tx.init(g))
+    b, _ = ref.update(g, ref.init(g))
+    np.testing.assert_array_equal(a["w"], b["w"])
+
+
+def test_default_learning_rate_is_1e_3():
+    g = {"w": jnp.ones(2)}
+    tx = methods.optimizer("sgd")
+    np.testing.assert_allclose(tx.update(g, tx.init(g))[0]["w"], -1e-3 * g["w"])
+
+
+def quad(p, x):
+    return jnp.sum((p["w"] - x) ** 2)
+
+
+@pytest.mark.parametrize("build", [
+    lambda tx, lr: methods.optimizer(tx, lr),
+    lambda tx, lr: methods.gradient(quad, tx, lr),
+    lambda tx, lr: methods.zeroth_order(quad, tx, lr, num_directions=4),
+    lambda tx, lr: methods.forward_gradient(quad, tx, lr),
+])
+@pytest.mark.parametrize("rate", [10.0, 1e-3, optax.constant_schedule(0.1)])
+def test_learning_rate_beside_an_optax_object_is_an_error(build, rate):
+    with pytest.raises(ValueError, match=r"learning_rate=.* inside the optax object"):
+        build(optax.sgd(1e-3), rate)
+    build(optax.sgd(1e-3), None)  # the optax object's own rate: fine
+    build("sgd", rate)  # by name the rate is used
+
+
+@pytest.mark.parametrize("bad", [lambda step: jnp.ones(3), lambda: 0.1, lambda s: "x"])
+def test_callables_that_are_not_schedules_are_named(bad):
+    with pytest.raises(ValueError, match="learning_rate="):
+        methods.optimizer("adam", bad)
