@@ -3,17 +3,18 @@
 A suite is a module ``bench/suite_<name>.py`` with
 
 - ``FILE``: the results file stem its jobs write (``"races"`` -> ``results/races.csv``);
-- ``KEY``: the key columns identifying a row of ``FILE`` (a job is done when a row with
-  its ``Job.key`` values is there);
+- ``KEY``: the key columns identifying a row of ``FILE`` within a run (a job is done
+  when the current run already wrote a row with its ``Job.key`` values; rows of other
+  runs never count, see :mod:`bench.run`);
 - optionally ``KEYS``: ``{file_stem: key_columns}`` for other files its jobs write
   (e.g. ``{"curves": [...]}``);
 - ``jobs(profile) -> Iterable[Job]`` for ``profile`` in ``PROFILES``.
 
 ``Job.run()`` returns either a list of rows (dicts) for ``FILE`` or a dict
 ``{file_stem: rows}`` for several files. The runner writes the other files first
-(replacing rows with the same key: they belong to this attempt) and ``FILE`` last, so
-a job interrupted between the writes is simply not done and reruns cleanly.
-Metadata columns (run_id, git commit, backend, ...) are added by
+(replacing this run's rows with the same key: they belong to an earlier attempt of the
+job) and ``FILE`` last, so a job interrupted between the writes is simply not done and
+reruns cleanly. Metadata columns (run_id, git commit, backend, ...) are added by
 :func:`fold_jax.results.append`; a row should nonetheless carry the key columns.
 """
 

@@ -1,26 +1,42 @@
 """Run the benchmarks: ``python -m bench.run [--profile quick|full] [--only ...] [-k SUB]
-[--results-dir results] [--no-report]``.
+[--results-dir results] [--no-report] [--new | --resume RUN_ID]``.
 
 Parts: ``kernels`` (the pytest-benchmark micro-benchmarks in ``bench/test_*.py``, run
 as ``pytest bench``) and every suite ``bench/suite_<name>.py`` (see
-:mod:`bench.common`). Jobs whose rows are already in the results files are skipped;
-the rest run under a progress bar whose time estimate is weighted by ``Job.cost``, and
+:mod:`bench.common`).
+
+Every run measures the machine it runs on. A command starts a new run (a new run id,
+recorded in ``<results-dir>/runs.csv`` with its commit, host, profile and parts) unless
+it continues an unfinished one: the same command (same profile, parts and ``-k``)
+rerun on the same machine after an interruption, a kill or failed jobs continues the
+newest such run of this checkout (``<results-dir>/.partial/<run_id>.json``, git-ignored)
+if the code (``fold_jax/``, ``bench/``) has not changed since it started. A finished
+run is never continued. ``--new`` always starts a new run; ``--resume RUN_ID``
+continues that run (or fails saying why not). A resumed run skips only the jobs whose
+rows *this run* already wrote, and says how many; rows of other runs (the committed
+reference run included) are kept and never reused. The run id reaches the ``pytest
+bench`` child as ``$FOLD_JAX_RUN_ID`` (set it yourself to name a new run).
+
+The jobs run under a progress bar whose time estimate is weighted by ``Job.cost``, and
 each job's rows are appended atomically as soon as it finishes. Ctrl-C stops after
 saying what was saved (rerun the same command to resume); a failing job is reported
-and the run goes on, exiting non-zero at the end. Then the report is rebuilt
-(``fold_jax.report.build``) unless ``--no-report``.
+and the run goes on, exiting non-zero at the end (the run stays unfinished, so a rerun
+retries just the failed jobs). Then the report is rebuilt (``fold_jax.report.build``)
+unless ``--no-report``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import os
+import platform
 import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +46,10 @@ HERE = Path(__file__).resolve().parent
 KERNELS = "kernels"
 KERNELS_COST = {"quick": 140.0, "full": 450.0}  # seconds on a 2-core CPU (time estimate)
 
-__all__ = ["discover", "main", "pending", "write_rows"]
+__all__ = ["discover", "main", "pending", "select_run", "write_rows"]
+
+MACHINE = ("host", "backend", "device_kind", "n_devices")  # a run measures one machine
+OPTIONS = ("profile", "parts", "filter")  # the command a run was started with
 
 
 def discover() -> list[str]:
@@ -42,14 +61,16 @@ def _message(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def pending(suite, profile: str, results_dir: str, substring: str | None
-            ) -> tuple[list[Job], int]:
-    """The jobs of ``suite`` still to run (filtered by ``substring``) and how many are done."""
+def pending(suite, profile: str, results_dir: str, substring: str | None,
+            run_id: str | None = None) -> tuple[list[Job], int]:
+    """The jobs of ``suite`` still to run (filtered by ``substring``) and how many of them
+    run ``run_id`` (by default the current run) already wrote; rows of other runs never
+    count."""
     from fold_jax import results
 
     meta = results.metadata()
     key_columns = list(suite.KEY)
-    have = results.done_keys(suite.FILE, key_columns, results_dir)
+    have = results.done_keys(suite.FILE, key_columns, results_dir, run=run_id)
     todo, n_done = [], 0
     for job in suite.jobs(profile):
         if substring and substring not in (job.label or str(job.key)):
@@ -99,20 +120,145 @@ def _run_kernels(args) -> tuple[bool, str]:
     return False, "\n".join(lines[-40:])
 
 
+class RunChoiceError(Exception):
+    """The requested run cannot be continued (the message says why)."""
+
+
+def _now() -> str:
+    """UTC now, to the millisecond (orders runs started in the same second)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _pid_alive(record: Mapping[str, str]) -> bool:
+    """Whether another process on this host that is still alive holds ``record``'s run."""
+    try:
+        pid = int(record.get("pid", ""))
+    except ValueError:
+        return False
+    if record.get("host") != platform.node() or pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        return True
+    return True
+
+
+def _describe(record: Mapping[str, str]) -> str:
+    options = f"--profile {record.get('profile')} --only {record.get('parts')}"
+    if record.get("filter"):
+        options += f" -k {record['filter']}"
+    return options
+
+
+def _continuable(record: Mapping[str, str], current: Mapping[str, Any]) -> str | None:
+    """Why the run of ``record`` cannot be continued here (None when it can)."""
+    from fold_jax import results
+
+    machine = {c: str(current[c]) for c in MACHINE}
+    theirs = {c: record.get(c, "") for c in MACHINE}
+    if theirs != machine:
+        return (f"it measured another machine ({', '.join(f'{c}={v}' for c, v in theirs.items())}"
+                f"; this is {', '.join(f'{c}={v}' for c, v in machine.items())})")
+    commit, head = record.get("git_commit", ""), str(current["git_commit"])
+    changed = False if commit == head else results.code_changed(commit, head)
+    if changed is not False:
+        since = ("has changed since" if changed else "cannot be compared with it")
+        return (f"it started at commit {commit[:8]} and the code (fold_jax/, bench/) {since} "
+                f"(checkout at {head[:8]}); its rows would mix code versions")
+    if record.get("status") == "running" and _pid_alive(record):
+        return f"it is still running (pid {record['pid']})"
+    return None
+
+
+def select_run(results_dir: str, options: Mapping[str, str], current: Mapping[str, Any], *,
+               explicit: Sequence[str] = (), resume: str | None = None, new: bool = False,
+               requested: str | None = None) -> tuple[dict[str, str] | None, str, list[str]]:
+    """Decide which run this command writes: ``(record, run_id, notes)`` where ``record``
+    is the resumable record of the run to continue (None: a new run ``run_id``) and
+    ``notes`` say why an unfinished run is not continued.
+
+    ``options``: this command's profile, parts (comma-joined) and filter (``-k`` or
+    ``""``); ``explicit``: those given on the command line; ``current``: this machine's
+    :func:`fold_jax.results.metadata`. ``resume``: continue exactly that run
+    (RunChoiceError when it is unknown, finished, not from this checkout, of another
+    machine or code, or when an ``explicit`` option differs from its own).
+    ``requested``: an id from ``$FOLD_JAX_RUN_ID`` (continued when resumable, else the
+    id of the new run). ``new``: never continue. Otherwise the newest resumable run
+    with the same ``options`` and machine is continued when the code has not changed
+    since it started.
+    """
+    from fold_jax import results
+
+    marks = {r["run_id"]: r for r in results.resumable(results_dir)}
+    target = resume or (requested if requested in marks and not new else None)
+    if target is not None:
+        record = marks.get(target)
+        if record is None:
+            known = results.runs(results_dir)
+            row = known[known["run_id"] == target]
+            if len(row) and row.iloc[0]["status"] == "finished":
+                raise RunChoiceError(f"run {target} finished at {row.iloc[0]['finished_utc']};"
+                                     f" a finished run is never resumed (drop --resume for a "
+                                     f"new run)")
+            where = "was not started from this checkout" if len(row) else "is not known"
+            hint = (f"; resumable here: {', '.join(marks)}" if marks else
+                    "; no run is resumable here")
+            raise RunChoiceError(f"run {target} {where} (no {results_dir}/.partial/"
+                                 f"{target}.json){hint}")
+        why = _continuable(record, current)
+        if why:
+            raise RunChoiceError(f"cannot resume run {target}: {why}; start a new run instead")
+        theirs = {k: record.get(k, "") for k in OPTIONS}
+        if any(theirs[k] != options[k] for k in explicit):
+            raise RunChoiceError(f"run {target} was started with {_describe(theirs)}; rerun "
+                                 f"it without --profile/--only/-k or with the same ones")
+        return dict(record), target, []
+    if requested is not None:
+        results.check_run_id(requested)
+        if requested in set(results.runs(results_dir)["run_id"]):
+            raise RunChoiceError(f"FOLD_JAX_RUN_ID={requested} names a run that is already "
+                                 f"recorded (resumed only when unfinished, without --new); "
+                                 f"unset it for a new run")
+        return None, requested, []
+    notes: list[str] = []
+    if not new:
+        wanted = {k: options[k] for k in OPTIONS}
+        same = [r for r in marks.values() if {k: r.get(k, "") for k in OPTIONS} == wanted
+                and {c: r.get(c, "") for c in MACHINE} == {c: str(current[c]) for c in MACHINE}]
+        if same:
+            newest = max(same, key=lambda r: (r.get("started_utc", ""), r["run_id"]))
+            why = _continuable(newest, current)
+            if why is None:
+                return dict(newest), newest["run_id"], []
+            notes.append(f"not resuming unfinished run {newest['run_id']}: {why}")
+    return None, results.new_run_id(), notes
+
+
 def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None) -> int:
     """Command-line entry; ``suites`` (name -> suite module) replaces discovery (tests)."""
     modules = dict(suites) if suites is not None else {}
     names = list(modules) if suites is not None else discover()
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=PROFILES, default="quick")
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="quick (default) or full")
     parser.add_argument("--only", default=None,
                         help=f"comma-separated parts: {', '.join([KERNELS, *names])}")
     parser.add_argument("-k", default=None, help="run only jobs whose label contains this")
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--no-report", action="store_true")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--new", action="store_true",
+                       help="start a new run even if this command's last run is unfinished")
+    which.add_argument("--resume", metavar="RUN_ID", default=None,
+                       help="continue this unfinished run (its profile, parts and -k)")
     args = parser.parse_args(argv)
-    parts = names if suites is not None else [KERNELS, *names]
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    all_parts = names if suites is not None else [KERNELS, *names]
+    parts = list(all_parts)
     if args.only:
         chosen = [p.strip() for p in args.only.split(",") if p.strip()]
         bad = [p for p in chosen if p not in parts]
@@ -120,38 +266,141 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
             parser.error(f"--only {','.join(bad)}: not known; allowed: {', '.join(parts)}")
         parts = [p for p in parts if p in chosen]
 
-    from tqdm.auto import tqdm
-
     from fold_jax import parallel, results
 
     parallel.initialize()  # multi-host: FOLD_JAX_* variables (README); no-op otherwise
-    os.environ.setdefault("FOLD_JAX_RUN_ID", results.run_id())  # the pytest child shares it
     try:
         results.check_writable(args.results_dir)
     except OSError as e:
         print(f"cannot write results: {e}", file=sys.stderr)
         return 1
+    options = {"profile": args.profile or "quick", "parts": ",".join(parts),
+               "filter": args.k or ""}
+    explicit = [k for k, given in (("profile", args.profile), ("parts", args.only),
+                                   ("filter", args.k)) if given is not None]
+    meta = results.metadata()
+    env_before = os.environ.get("FOLD_JAX_RUN_ID")
+    try:
+        record, rid, notes = select_run(args.results_dir, options, meta, explicit=explicit,
+                                        resume=args.resume, new=args.new,
+                                        requested=env_before or None)
+    except (RunChoiceError, ValueError) as e:
+        print(f"cannot choose the run: {e}", file=sys.stderr)
+        return 2
+    if record is not None:  # a resumed run keeps the command it was started with
+        args.profile, args.k = record["profile"], record.get("filter") or None
+        parts = [p for p in record["parts"].split(",") if p]
+        unknown = [p for p in parts if p not in all_parts]
+        if unknown:
+            print(f"cannot resume run {rid}: its parts {unknown} are not known here",
+                  file=sys.stderr)
+            return 2
+    args.profile = args.profile or "quick"
+    previous_id = results.set_run_id(rid)
+    os.environ["FOLD_JAX_RUN_ID"] = rid  # the pytest child writes rows of this run too
+    try:
+        return _execute(args, parts, modules, record, rid, notes, meta)
+    finally:
+        results.set_run_id(previous_id)
+        if env_before is None:
+            os.environ.pop("FOLD_JAX_RUN_ID", None)
+        else:
+            os.environ["FOLD_JAX_RUN_ID"] = env_before
+
+
+def _count_rows(results_dir: str, name: str, rid: str) -> int:
+    """Rows of run ``rid`` in ``<results_dir>/<name>.csv`` (0 when none or unreadable)."""
+    from fold_jax import results
+
+    path = Path(results_dir) / f"{name}.csv"
+    try:
+        frame = results.load(path) if path.exists() else None
+    except ValueError:
+        return 0
+    if frame is None or "run_id" not in frame.columns:
+        return 0
+    return int((frame["run_id"].astype(str) == rid).sum())
+
+
+def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
+             record: Mapping[str, str] | None, rid: str, notes: Sequence[str],
+             meta: Mapping[str, Any]) -> int:
+    """Plan, run and record the jobs of run ``rid`` (``record``: resumed, else new)."""
+    from tqdm.auto import tqdm
+
+    from fold_jax import results
+
+    for note in notes:
+        print(note)
+    state: dict[str, Any] = {
+        "run_id": rid, "status": "running", "pid": os.getpid(),
+        "command": " ".join(["python -m bench.run", *args.argv]),
+    }
+    if record is None:
+        state |= {"started_utc": _now(), "finished_utc": "", "attempts": 1,
+                  "git_commit": meta["git_commit"], "jax_version": meta.get("jax_version", ""),
+                  "profile": args.profile, "parts": ",".join(parts), "filter": args.k or "",
+                  **{c: meta[c] for c in MACHINE}}
+        print(f"new run {rid}: commit {str(meta['git_commit'])[:8]}, host {meta['host']} "
+              f"({meta['backend']}, {meta['n_devices']} x {meta['device_kind']}), profile "
+              f"{args.profile}; every job is measured (rows of other runs stay in "
+              f"{args.results_dir}/ and are never reused)")
+    else:
+        try:
+            attempts = int(record.get("attempts") or 1) + 1
+        except ValueError:
+            attempts = 2
+        state = {**record, **state, "attempts": attempts}
+        print(f"resuming run {rid} ({record.get('status') or 'unfinished'}, started "
+              f"{record.get('started_utc')}, attempt {attempts}, {_describe(record)}): only "
+              f"the jobs this run already wrote are skipped")
+    try:
+        results.record_run(args.results_dir, state)
+        results.mark_resumable(args.results_dir, state)
+    except (OSError, ValueError) as e:
+        print(f"cannot record run {rid}: {_message(e)}", file=sys.stderr)
+        return 1
+
+    def save_state(**changes: Any) -> None:
+        """Record the run's status; later failures to write (a full disk) are reported
+        but not fatal: the rows written are what counts."""
+        state.update(changes)
+        try:
+            results.record_run(args.results_dir, state)
+            if state["status"] == "finished":
+                results.clear_resumable(args.results_dir, rid)
+            else:
+                results.mark_resumable(args.results_dir, state)
+        except (OSError, ValueError) as e:
+            print(f"(could not record run {rid} as {state['status']}: {_message(e)})",
+                  file=sys.stderr)
+
     t_start = time.perf_counter()
     failures: list[str] = []
     plan: list[tuple[str, object, Job]] = []
     try:
         for name in parts:
             if name == KERNELS:
+                n_rows = _count_rows(args.results_dir, "kernels", rid)
+                print(f"kernels: pytest bench; {n_rows} kernel rows already written by this "
+                      f"run {rid} (their benchmarks are skipped)")
                 plan.append((KERNELS, None, Job({}, lambda: [], "pytest bench",
                                                  KERNELS_COST[args.profile])))
                 continue
             try:
                 suite = modules.get(name) or importlib.import_module(f"bench.suite_{name}")
-                todo, n_done = pending(suite, args.profile, args.results_dir, args.k)
+                todo, n_done = pending(suite, args.profile, args.results_dir, args.k, rid)
             except Exception as e:
                 failures.append(f"{name}: cannot list jobs: {_message(e)}")
                 print(f"FAILED to load suite {name!r}: {_message(e)}", file=sys.stderr)
                 continue
-            print(f"{name}: {len(todo)} jobs to run, {n_done} already in "
-                  f"{Path(args.results_dir) / suite.FILE}.csv")
+            print(f"{name}: {len(todo)} jobs to run, {n_done} already written by this run "
+                  f"{rid} ({Path(args.results_dir) / suite.FILE}.csv)")
             plan += [(name, suite, job) for job in todo]
     except KeyboardInterrupt:
-        print("\ninterrupted before any job ran; nothing written", file=sys.stderr)
+        save_state(status="interrupted")
+        print(f"\ninterrupted before any job ran; nothing written (run {rid})",
+              file=sys.stderr)
         return 130
 
     saved_jobs = saved_rows = 0
@@ -188,22 +437,31 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
                         bar.close()
                         print(f"\nstopping: cannot write the results of {current}: "
                               f"{_message(e)}\nsaved {saved_jobs} jobs ({saved_rows} rows) this "
-                              f"run; fix the problem and rerun the same command to resume.",
-                              file=sys.stderr)
+                              f"time in run {rid}; fix the problem and rerun the same command "
+                              f"to resume.", file=sys.stderr)
+                        save_state(status="interrupted")
                         return 1
             part_s[name] = part_s.get(name, 0.0) + time.perf_counter() - t_job
             bar.update(max(job.cost, 0.0))
     except KeyboardInterrupt:
         bar.close()
+        save_state(status="interrupted")
         print(f"\ninterrupted during {current}: saved {saved_jobs} jobs ({saved_rows} rows) "
-              f"this run in {args.results_dir}/; that job was not saved. Rerun the same "
-              f"command to resume.", file=sys.stderr)
+              f"this time in {args.results_dir}/ (run {rid}); that job was not saved. Rerun "
+              f"the same command to resume.", file=sys.stderr)
         return 130
     bar.close()
     minutes = (time.perf_counter() - t_start) / 60
     print(f"ran {len(plan)} jobs in {minutes:.1f} min: {saved_jobs} saved ({saved_rows} rows), "
           f"{len(failures)} failed" + (" (" + ", ".join(
               f"{k} {v / 60:.1f} min" for k, v in part_s.items()) + ")" if part_s else ""))
+    if failures:
+        save_state(status="failed")
+        print(f"run {rid} is unfinished: rerun the same command to retry what failed in this "
+              f"run, or pass --new to start over")
+    else:
+        save_state(status="finished", finished_utc=_now())
+        print(f"run {rid} finished")
 
     if not args.no_report:
         try:

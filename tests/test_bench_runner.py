@@ -1,8 +1,12 @@
-"""bench.run (resume, interrupts, failures), the races suite and the kernel_row fixture."""
+"""bench.run (runs, resume, interrupts, failures), the races suite and the kernel_row
+fixture."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,7 +87,7 @@ def test_failing_job_is_reported_and_the_rest_saved_then_resumed(tmp_path, capsy
     assert "FAILED fake:job3: RuntimeError: boom" in capsys.readouterr().err
     assert sorted(results.load(tmp_path / "fake.csv")["i"]) == [0, 1, 2, 4, 5]
     assert run.main(argv, suites={"fake": _fake_suite(6)}) == 0
-    assert "1 jobs to run, 5 already in" in capsys.readouterr().out
+    assert "1 jobs to run, 5 already written by this run" in capsys.readouterr().out
     _check_complete(tmp_path, 6)
 
 
@@ -95,16 +99,165 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, sig):
         time.sleep(0.02)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    saved = set(results.load(tmp_path / "fake.csv")["i"])
+    first = results.load(tmp_path / "fake.csv")
+    saved, (rid,) = set(first["i"]), set(first["run_id"])
     assert 3 <= len(saved) < 12
     if sig == signal.SIGINT:
         assert proc.returncode == 130
         assert "interrupted during fake:job" in err and "Rerun the same command" in err
+        assert _registry(tmp_path)[rid] == "interrupted"
+    else:
+        assert _registry(tmp_path)[rid] == "running"  # killed: no chance to say more
     proc = _start(tmp_path, n=12)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert f"{12 - len(saved)} jobs to run, {len(saved)} already in" in out
+    assert f"resuming run {rid}" in out
+    assert f"{12 - len(saved)} jobs to run, {len(saved)} already written by this run {rid}" in out
     _check_complete(tmp_path, 12)
+    assert set(results.load(tmp_path / "fake.csv")["run_id"]) == {rid}
+    assert _registry(tmp_path) == {rid: "finished"} and results.resumable(tmp_path) == []
+
+
+def _registry(out) -> dict[str, str]:
+    """run id -> status, from runs.csv."""
+    return dict(zip(*(results.runs(out)[c] for c in ("run_id", "status")), strict=True))
+
+
+def _foreign_rows(out, n, run="20250101T000000Z-ref000"):
+    """Rows of every job written by another run on this very machine (same host, backend,
+    devices): the committed reference run on a machine named like the reference's."""
+    meta = results.metadata()
+    rows = [{**meta, "run_id": run, "i": i, "v": -1} for i in range(n)]
+    results.append("fake", rows, key=["i"], results_dir=out)
+    return run
+
+
+def test_resume_continues_only_the_interrupted_run(tmp_path, capsys):
+    argv = ["--results-dir", str(tmp_path), "--no-report"]
+    ref = _foreign_rows(tmp_path, 6)
+    assert run.main(argv, suites={"fake": _fake_suite(6, fail_at=3)}) == 1
+    out = capsys.readouterr().out
+    assert "new run" in out and "6 jobs to run, 0 already written by this run" in out
+    (rid,) = set(_registry(tmp_path))
+    assert _registry(tmp_path) == {rid: "failed"}
+    assert [r["run_id"] for r in results.resumable(tmp_path)] == [rid]
+    assert run.main(argv, suites={"fake": _fake_suite(6)}) == 0
+    out = capsys.readouterr().out
+    assert f"resuming run {rid}" in out
+    assert f"1 jobs to run, 5 already written by this run {rid}" in out
+    assert f"run {rid} finished" in out
+    frame = results.load(tmp_path / "fake.csv")
+    assert frame.groupby("run_id")["i"].apply(sorted).to_dict() == {ref: list(range(6)),
+                                                                     rid: list(range(6))}
+    assert (frame[frame["run_id"] == ref]["v"] == -1).all()  # the other run's rows untouched
+    record = results.runs(tmp_path).set_index("run_id").loc[rid]
+    assert record["status"] == "finished" and record["attempts"] == "2"
+    assert record["profile"] == "quick" and record["parts"] == "fake"
+    assert record["host"] == results.metadata()["host"] and record["finished_utc"]
+    assert results.resumable(tmp_path) == [] and not (tmp_path / ".partial").exists()
+
+
+def test_a_new_run_after_a_finished_one_measures_everything(tmp_path, capsys):
+    argv = ["--results-dir", str(tmp_path), "--no-report"]
+    assert run.main(argv, suites={"fake": _fake_suite(4)}) == 0
+    capsys.readouterr()
+    assert run.main(argv, suites={"fake": _fake_suite(4)}) == 0  # same command, same host
+    out = capsys.readouterr().out
+    assert "resuming" not in out and "new run" in out
+    assert "4 jobs to run, 0 already written by this run" in out
+    frame = results.load(tmp_path / "fake.csv")
+    assert frame.groupby("run_id")["i"].apply(sorted).tolist() == [[0, 1, 2, 3]] * 2
+    assert len(set(frame["host"])) == 1
+    assert sorted(_registry(tmp_path).values()) == ["finished", "finished"]
+
+
+def test_the_committed_reference_rows_are_never_skipped(tmp_path, monkeypatch):
+    """The bug: on a machine named like the reference's ("vm"), resume skipped every job
+    the committed results held. Only the current run's rows count."""
+    shutil.copy(ROOT / "results" / "races.csv", tmp_path / "races.csv")
+    reference = results.load(tmp_path / "races.csv")
+    (ref_run,) = set(reference["run_id"])
+    machine = reference.iloc[0][list(results.MACHINE_KEY)].to_dict()
+    real = results.metadata
+    monkeypatch.setattr(results, "metadata", lambda: {**real(), **machine})
+    n_jobs = len(list(suite_races.jobs("quick")))
+    todo, n_done = run.pending(suite_races, "quick", str(tmp_path), None)
+    assert (len(todo), n_done) == (n_jobs, 0)
+    todo, n_done = run.pending(suite_races, "quick", str(tmp_path), None, results.new_run_id())
+    assert (len(todo), n_done) == (n_jobs, 0)
+    _, n_done = run.pending(suite_races, "quick", str(tmp_path), None, ref_run)
+    assert n_done > 0  # the keys do match: what counted before was the host alone
+
+
+def test_new_and_resume_choose_the_run(tmp_path, capsys):
+    argv = ["--results-dir", str(tmp_path), "--no-report"]
+    assert run.main(argv, suites={"fake": _fake_suite(6, fail_at=3)}) == 1
+    (first,) = _registry(tmp_path)
+    assert run.main([*argv, "--new"], suites={"fake": _fake_suite(6, fail_at=3)}) == 1
+    out = capsys.readouterr().out
+    (second,) = set(_registry(tmp_path)) - {first}
+    assert "6 jobs to run, 0 already written by this run " + second in out
+    assert run.main(argv, suites={"fake": _fake_suite(6)}) == 0  # the newest unfinished one
+    assert f"1 jobs to run, 5 already written by this run {second}" in capsys.readouterr().out
+    assert run.main([*argv, "--resume", first], suites={"fake": _fake_suite(6)}) == 0
+    assert f"1 jobs to run, 5 already written by this run {first}" in capsys.readouterr().out
+    assert _registry(tmp_path) == {first: "finished", second: "finished"}
+    assert run.main([*argv, "--resume", first], suites={"fake": _fake_suite(6)}) == 2
+    assert "a finished run is never resumed" in capsys.readouterr().err
+    assert run.main([*argv, "--resume", "20200101T000000Z-nope00"],
+                    suites={"fake": _fake_suite(6)}) == 2
+    assert "is not known" in capsys.readouterr().err
+    assert run.main([*argv, "-k", "job1"], suites={"fake": _fake_suite(6, fail_at=1)}) == 1
+    (third,) = set(_registry(tmp_path)) - {first, second}
+    capsys.readouterr()
+    assert run.main([*argv, "--resume", third, "-k", "job2"],
+                    suites={"fake": _fake_suite(6)}) == 2  # not the command it started with
+    assert "was started with --profile quick --only fake -k job1" in capsys.readouterr().err
+    assert run.main([*argv, "--resume", third], suites={"fake": _fake_suite(6)}) == 0
+    out = capsys.readouterr().out
+    assert f"1 jobs to run, 0 already written by this run {third}" in out  # -k job1 kept
+    assert len(results.load(tmp_path / "fake.csv")) == 6 + 6 + 1
+
+
+def test_a_run_is_not_resumed_once_the_code_changed(tmp_path, capsys):
+    argv = ["--results-dir", str(tmp_path), "--no-report"]
+    assert run.main(argv, suites={"fake": _fake_suite(6, fail_at=3)}) == 1
+    (rid,) = _registry(tmp_path)
+    mark = tmp_path / ".partial" / f"{rid}.json"
+    record = json.loads(mark.read_text())
+    mark.write_text(json.dumps({**record, "git_commit": "0" * 40}))  # started at other code
+    capsys.readouterr()
+    assert run.main(argv, suites={"fake": _fake_suite(6)}) == 0
+    out = capsys.readouterr().out
+    assert f"not resuming unfinished run {rid}: it started at commit 00000000" in out
+    assert "6 jobs to run, 0 already written by this run" in out
+    assert run.main([*argv, "--resume", rid], suites={"fake": _fake_suite(6)}) == 2
+    assert f"cannot resume run {rid}: it started at commit 00000000" in capsys.readouterr().err
+
+
+def test_the_kernels_child_writes_rows_of_the_same_run(tmp_path, monkeypatch, capsys):
+    seen = []
+
+    def fake_kernels(args):
+        seen.append((os.environ.get("FOLD_JAX_RUN_ID"), results.run_id(), args.profile))
+        return True, "1 passed"
+
+    monkeypatch.setattr(run, "discover", lambda: [])
+    monkeypatch.setattr(run, "_run_kernels", fake_kernels)
+    monkeypatch.delenv("FOLD_JAX_RUN_ID", raising=False)
+    before = results.run_id()
+    assert run.main(["--results-dir", str(tmp_path), "--no-report"]) == 0
+    (rid,) = _registry(tmp_path)
+    assert seen == [(rid, rid, "quick")]
+    assert f"kernels: pytest bench; 0 kernel rows already written by this run {rid}" in (
+        capsys.readouterr().out)
+    assert "FOLD_JAX_RUN_ID" not in os.environ and results.run_id() == before  # restored
+    monkeypatch.setenv("FOLD_JAX_RUN_ID", "20260101T000000Z-named")  # names the new run
+    assert run.main(["--results-dir", str(tmp_path), "--no-report"]) == 0
+    assert seen[-1][0] == "20260101T000000Z-named"
+    assert _registry(tmp_path)["20260101T000000Z-named"] == "finished"
+    assert run.main(["--results-dir", str(tmp_path), "--no-report"]) == 2  # used up
+    assert "already recorded" in capsys.readouterr().err
 
 
 def test_write_rows_fills_keys_and_rejects_undeclared_files(tmp_path):
@@ -152,9 +305,16 @@ def test_kernel_row_appends_once_then_skips(tmp_path, capsys):
     assert row["bench"] == "forward" and row["batch_size"] == 32 and row["step_median_s"] > 0
     assert row["flops"] > 0 and row["mem_bytes"] > 0 and row["inference_equiv_s"] > 0
     capsys.readouterr()
-    assert pytest.main(args) == 0
+    assert pytest.main(args) == 0  # the same run: resumed, the row is there
     assert "1 skipped" in capsys.readouterr().out
     assert len(results.load(tmp_path / "kernels.csv")) == 1
+    previous = results.set_run_id(results.new_run_id())  # another run measures it again
+    try:
+        assert pytest.main(args) == 0
+        assert "1 passed" in capsys.readouterr().out
+        assert results.load(tmp_path / "kernels.csv")["run_id"].nunique() == 2
+    finally:
+        results.set_run_id(previous)
 
 
 def test_unwritable_results_dir_stops_before_any_job(tmp_path, capsys):

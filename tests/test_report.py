@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -106,7 +109,7 @@ def test_missing_sections_and_data_are_reported(tmp_path):
     results.append("curves", curves[:3], key=[*RACE_KEY, "step"], results_dir=tmp_path)
     assert report.main(["--results-dir", str(tmp_path)]) == 0  # the command-line entry
     text = (tmp_path / "REPORT.md").read_text()
-    assert "| curves.csv | 3 | 1 |" in text
+    assert f"| curves.csv | `{results.run_id()}` | no record | 3 of 3 |" in text
     assert "_Skipped: no kernels data._" in text and "_Skipped: no races data._" in text
     assert "_Skipped: no scaling data._" in text
 
@@ -134,12 +137,116 @@ def test_helpers():
     assert _common.loglog_slope(x, x**-0.5) == pytest.approx(-0.5)
 
 
-def test_report_describes_the_host_that_wrote_the_newest_row():
-    old = pd.DataFrame({"host": ["a", "b"], "timestamp_utc": ["2026-01-03T00:00:00",
-                                                              "2026-01-02T00:00:00"], "v": [1, 2]})
-    other = pd.DataFrame({"host": ["b"], "timestamp_utc": ["2026-01-01T00:00:00"], "v": [3]})
-    plain = pd.DataFrame({"v": [4]})  # no metadata: kept
-    kept, others = report.newest_host({"x": old, "y": other, "z": plain})
-    assert list(kept["x"]["v"]) == [1] and kept["y"].empty and list(kept["z"]["v"]) == [4]
-    assert others == ["b"]
-    assert report.newest_host({"z": plain}) == ({"z": plain}, [])
+def _as(rows, run, when, **meta):
+    """``rows`` as written by run ``run`` at ``when`` (other metadata: this machine's)."""
+    return [{**r, "run_id": run, "timestamp_utc": when, **meta} for r in rows]
+
+
+def _section(text, title):
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def test_each_file_shows_one_run_and_says_which(tmp_path):
+    old, new, broken = ("20260101T000000Z-old000", "20260102T000000Z-new000",
+                        "20260103T000000Z-broken")
+    rows, curves = _races()
+    for run, day in ((old, "01"), (new, "02"), (broken, "03")):
+        when = f"2026-01-{day}T00:00:00+00:00"
+        slower = [{**r, "time_to_target_s": r["time_to_target_s"] * int(day)} for r in rows]
+        results.append("races", _as(slower, run, when), key=RACE_KEY, results_dir=tmp_path)
+        results.append("curves", _as(curves, run, when),
+                       key=[*RACE_KEY, "step", "split", "metric"], results_dir=tmp_path)
+        results.record_run(tmp_path, {"run_id": run, "started_utc": when,
+                                      "status": "failed" if run == broken else "finished"})
+    results.append("kernels", _as(_kernels(), old, "2026-01-01T00:00:00+00:00"),
+                   key=KERNEL_KEY, results_dir=tmp_path)
+    kept, sources = report.select_runs(results.load(tmp_path), results.runs(tmp_path))
+    assert set(kept["races"]["run_id"]) == set(kept["curves"]["run_id"]) == {new}
+    assert (kept["races"]["time_to_target_s"] == [r["time_to_target_s"] * 2 for r in rows]
+            ).all()
+    assert set(kept["kernels"]["run_id"]) == {old}  # the newest finished run with kernels
+    races_source = sources["races"]
+    assert races_source.newer == (broken,) and races_source.other_runs == 2
+    assert (races_source.rows, races_source.rows_in_file) == (len(rows), 3 * len(rows))
+
+    text = report.build(tmp_path, verbose=False).read_text()
+    races = _section(text, "Time-to-target races")
+    meta = results.metadata()
+    assert f"_Source: run `{new}`, commit `{meta['git_commit'][:8]}`, host {meta['host']}" in races
+    assert "2026-01-02 00:00 UTC" in races
+    assert f"{len(rows)} of {3 * len(rows)} rows of races.csv" in races
+    assert f"Newer unfinished runs with rows here are not shown: `{broken}`" in races
+    assert f"run `{old}`" in _section(text, "Kernels") and old not in races
+    assert f"| races.csv | `{new}` | finished | {len(rows)} of {3 * len(rows)} |" in text
+    assert "3 in all" in text
+
+
+def test_select_runs_prefers_finished_runs_then_the_newest():
+    frame = pd.DataFrame({"run_id": ["a", "a", "b", "c", None],
+                          "timestamp_utc": ["2026-01-01T00:00:00+00:00"] * 2
+                          + ["2026-01-02T00:00:00+00:00", "2026-01-03T00:00:00+00:00", None],
+                          "v": [1, 2, 3, 4, 5]})
+    registry = pd.DataFrame({"run_id": ["a", "c"], "status": ["finished", "interrupted"],
+                             "started_utc": ["2026-01-01T00:00:00+00:00",
+                                             "2026-01-03T00:00:00+00:00"],
+                             "filter": ["", "digits"]})
+    plain = pd.DataFrame({"v": [9]})  # no metadata: kept whole
+    only_c = frame[frame["run_id"] == "c"]
+    kept, sources = report.select_runs({"x": frame, "y": only_c, "z": plain}, registry)
+    # b has no record (rows from before runs were recorded): counts as finished, and is newest
+    assert list(kept["x"]["v"]) == [3] and sources["x"].status == "unrecorded"
+    assert sources["x"].newer == ("c",) and sources["x"].other_runs == 2
+    assert list(kept["y"]["v"]) == [4] and sources["y"].status == "interrupted"
+    assert "**interrupted**" in sources["y"].describe()
+    assert sources["y"].describe().endswith("only jobs matching `-k digits`")
+    assert kept["z"] is plain and "z" not in sources
+    assert report.select_runs({}, None) == ({}, {})
+
+
+def _git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com",
+                          "-c", "commit.gpgsign=false", *args], cwd=repo, check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def _commit(repo: Path, path: str, text: str) -> str:
+    (repo / path).parent.mkdir(parents=True, exist_ok=True)
+    (repo / path).write_text(text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", path)
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def test_rows_measured_on_changed_code_are_flagged_stale(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    first = _commit(repo, "fold_jax/a.py", "x = 1\n")
+    second = _commit(repo, "bench/b.py", "y = 1\n")  # the code changed since the first
+    head = _commit(repo, "README.md", "docs\n")  # only docs changed since the second
+    out = repo / "results"
+    rows, curves = _races()
+    when = "2026-01-01T00:00:00+00:00"
+    results.append("races", _as(rows, "20260101T000000Z-first0", when, git_commit=first),
+                   key=RACE_KEY, results_dir=out)
+    results.append("curves", _as(curves, "20260101T000000Z-nogit0", when, git_commit="f" * 40),
+                   key=[*RACE_KEY, "step", "split", "metric"], results_dir=out)
+    results.append("kernels", _as(_kernels(), "20260102T000000Z-second", when,
+                                  git_commit=second), key=KERNEL_KEY, results_dir=out)
+    text = report.build(out, verbose=False).read_text()  # the checkout holding results/
+    races = _section(text, "Time-to-target races")
+    assert (f"> **Stale:** races.csv: it was measured at commit `{first[:8]}`; the code that "
+            f"produces it (fold_jax/, bench/) has changed since (HEAD `{head[:8]}`).") in races
+    assert "curves.csv: measured at commit `ffffffff`, which this checkout cannot" in races
+    assert "Stale" not in _section(text, "Kernels")  # README changes do not count
+    assert f"| {first[:8]} (stale) |" in text and f"| {second[:8]} |" in text
+    assert f"Checkout at commit `{head[:8]}`" in text
+
+    plain = tmp_path / "plain"  # no git at all: nothing flagged, nothing fails
+    shutil.copytree(out, plain, ignore=shutil.ignore_patterns("REPORT.md", "figures"))
+    text = report.build(plain, verbose=False, repo=plain).read_text()
+    assert "Stale" not in text and "cannot compare" not in text and "Checkout at" not in text
+    assert f"_Source: run `20260101T000000Z-first0`, no run record, commit `{first[:8]}`" in text

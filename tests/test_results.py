@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -172,10 +174,11 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def _writer(out, start, stop, pause):
+def _writer(out, start, stop, pause, run="20260101T000000Z-writer"):
+    """A writer process; resuming means the same run id (``$FOLD_JAX_RUN_ID``)."""
     return subprocess.Popen([sys.executable, "-c", WRITER, str(out), str(start), str(stop),
                              str(pause)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, env={**os.environ, "FOLD_JAX_RUN_ID": run})
 
 
 def _rows_on_disk(path):
@@ -204,6 +207,117 @@ def test_killed_writer_resumes_without_loss_or_duplicates(tmp_path):
     assert sorted(final["step"]) == list(range(40))  # nothing lost, nothing doubled
     kept = final[final["step"].isin(saved)]
     assert (kept["run_id"] == seen.set_index("step").loc[kept["step"], "run_id"].values).all()
+    other = _writer(tmp_path, 0, 40, 0.0, run="20260101T000001Z-other")  # another run
+    _, err = other.communicate(timeout=120)
+    assert other.returncode == 0, err
+    final = results.load(path)  # measured everything again, beside the first run's rows
+    assert final.groupby("run_id")["step"].nunique().to_dict() == {
+        "20260101T000000Z-writer": 40, "20260101T000001Z-other": 40}
+
+
+@pytest.fixture
+def as_run():
+    """``as_run(id)`` makes ``id`` the current run id; the old one is restored after."""
+    previous = results.set_run_id(None)
+    results.set_run_id(previous)
+    yield results.set_run_id
+    results.set_run_id(previous)
+
+
+def test_resume_keys_belong_to_one_run(tmp_path, as_run):
+    as_run("20260101T000000Z-aaaaaa")
+    assert results.append("races", [race_row(0), race_row(1)], key=KEY,
+                          results_dir=tmp_path) == 2
+    key = {"task": "digits", "method": "adam", "seed": 0}
+    assert results.done("races", key, tmp_path)
+    as_run("20260102T000000Z-bbbbbb")  # same host, same keys: another run's rows never count
+    assert not results.done("races", key, tmp_path)
+    assert results.done_keys("races", ["seed"], tmp_path) == set()
+    assert results.done("races", key, tmp_path, run="20260101T000000Z-aaaaaa")
+    assert results.done_keys("races", ["seed"], tmp_path, run=results.ALL_RUNS) == {
+        ("0",), ("1",)}
+    # nor are they dropped as duplicates or replaced: each run keeps its own rows
+    assert results.append("races", [race_row(0), race_row(0)], key=KEY,
+                          results_dir=tmp_path) == 1
+    assert results.append("races", [race_row(1, n_params=7)], key=KEY, results_dir=tmp_path,
+                          replace=True) == 1
+    frame = results.load(tmp_path)["races"]
+    by_run = frame.groupby("run_id")["seed"].apply(sorted).to_dict()
+    assert by_run == {"20260101T000000Z-aaaaaa": [0, 1], "20260102T000000Z-bbbbbb": [0, 1]}
+    assert frame.set_index(["run_id", "seed"])["n_params"].to_dict() == {
+        ("20260101T000000Z-aaaaaa", 0): 2410, ("20260101T000000Z-aaaaaa", 1): 2410,
+        ("20260102T000000Z-bbbbbb", 0): 2410, ("20260102T000000Z-bbbbbb", 1): 7}
+    assert results.metadata()["run_id"] == "20260102T000000Z-bbbbbb"
+    with pytest.raises(ValueError, match="run id"):
+        as_run("../x")
+
+
+def test_run_registry_and_resume_marks(tmp_path):
+    rid = results.new_run_id()
+    assert results.check_run_id(rid) == rid
+    results.record_run(tmp_path, {"run_id": rid, "status": "running", "profile": "quick",
+                                  "started_utc": "2026-01-01T00:00:00.000+00:00"})
+    results.record_run(tmp_path, {"run_id": rid, "status": "finished", "attempts": 2})
+    results.record_run(tmp_path, {"run_id": "20260102T000000Z-second", "status": "failed"})
+    results.mark_resumable(tmp_path, {"run_id": "20260102T000000Z-second", "status": "failed",
+                                      "profile": "quick"})
+    results.mark_resumable(tmp_path, {"run_id": "20260103T000000Z-markonly",
+                                      "status": "running"})
+    (tmp_path / ".partial" / "20260104T000000Z-broken.json").write_text("{not json")
+    table = results.runs(tmp_path).set_index("run_id")
+    assert list(table.columns[: len(results.RUN_COLUMNS) - 1]) == list(results.RUN_COLUMNS[1:])
+    assert table.loc[rid, ["status", "profile", "attempts"]].tolist() == ["finished", "quick",
+                                                                         "2"]
+    assert table.loc[rid, "started_utc"] == "2026-01-01T00:00:00.000+00:00"  # kept
+    assert table["resumable"].to_dict() == {rid: False, "20260102T000000Z-second": True,
+                                            "20260103T000000Z-markonly": True}
+    assert [r["run_id"] for r in results.resumable(tmp_path)] == [
+        "20260102T000000Z-second", "20260103T000000Z-markonly"]
+    assert json.loads((tmp_path / ".partial" / "20260102T000000Z-second.json").read_text())[
+        "profile"] == "quick"
+    for run in ("20260102T000000Z-second", "20260103T000000Z-markonly",
+                "20260104T000000Z-broken", "20260105T000000Z-none"):
+        results.clear_resumable(tmp_path, run)
+    assert not (tmp_path / ".partial").exists() and results.resumable(tmp_path) == []
+    results.append("races", [race_row(0)], key=KEY, results_dir=tmp_path)
+    assert set(results.load(tmp_path)) == {"races"}  # the registry is not a results file
+    assert len(results.load(tmp_path / "runs.csv")) == 2
+    with pytest.raises(ValueError, match="run registry"):
+        results.append("runs", [{"run_id": "x"}], key=["run_id"], results_dir=tmp_path)
+    with pytest.raises(ValueError, match="run id"):
+        results.record_run(tmp_path, {"status": "running"})
+    (tmp_path / "runs.csv").write_text("status\nrunning\n")
+    with pytest.raises(ValueError, match=r"runs\.csv: missing column 'run_id'"):
+        results.runs(tmp_path)
+
+
+def _git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com",
+                          "-c", "commit.gpgsign=false", *args], cwd=repo, check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def test_code_changed_compares_the_code_paths(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "fold_jax").mkdir(parents=True)
+    _git(repo, "init", "-q")
+    (repo / "fold_jax" / "a.py").write_text("x = 1\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "one")
+    first = _git(repo, "rev-parse", "HEAD")
+    (repo / "README.md").write_text("docs\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "docs only")
+    assert results.git_commit(repo) != first and len(results.git_commit(repo)) == 40
+    assert results.code_changed(first, cwd=repo) is False  # only README changed
+    (repo / "fold_jax" / "a.py").write_text("x = 2\n")
+    _git(repo, "commit", "-qam", "code")
+    assert results.code_changed(first, cwd=repo) is True
+    assert results.code_changed("0" * 40, cwd=repo) is None  # a commit git does not know
+    assert results.code_changed("unknown", cwd=repo) is None
+    assert results.code_changed(first, cwd=tmp_path) is None  # no git there
+    assert results.git_commit(tmp_path) == "unknown"
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):

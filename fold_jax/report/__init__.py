@@ -1,13 +1,23 @@
 """The benchmark report: ``results/REPORT.md`` and ``results/figures/*.png``.
 
-``build(results_dir)`` loads the validated CSVs (:func:`fold_jax.results.load`) and
-calls each section module ``fold_jax.report.<name>`` in ``SECTIONS`` order; a section
-exposes ``section(frames: dict[str, DataFrame], fig_dir: Path) -> str`` (markdown,
-figures saved into ``fig_dir`` and linked as ``figures/NAME.png``). A section whose
+``build(results_dir)`` loads the validated CSVs (:func:`fold_jax.results.load`), keeps
+the rows of one run per file (:func:`select_runs`: the newest finished run with rows in
+that file; see below) and calls each section module ``fold_jax.report.<name>`` in
+``SECTIONS`` order; a section exposes ``section(frames: dict[str, DataFrame], fig_dir:
+Path) -> str`` (markdown, figures saved into ``fig_dir`` and linked as
+``figures/NAME.png``). Each section opens with the run its tables come from (run id,
+status, commit, host and device, date) and a warning when that run measured code that
+has changed since (``git diff --quiet COMMIT HEAD -- fold_jax bench``). A section whose
 module or data is missing is skipped with a line saying so. The report and figures
 are written to a temporary directory first and then moved into place, so a failed
 build never leaves a half-written report; PNGs in ``figures/`` that the build no
 longer makes are removed (the directory is generated output).
+
+Which run: the run registry (``runs.csv``, :func:`fold_jax.results.runs`) says each
+run's status and start time. A run with no record (rows written before runs were
+recorded, or by ``pytest bench`` on its own) counts as finished, started at its
+first row. For every file the newest finished run with rows in it is shown; when no
+finished run has rows there, the newest run is shown and labelled unfinished.
 
 Command line: ``python -m fold_jax.report [--results-dir results]``.
 """
@@ -15,70 +25,224 @@ Command line: ``python -m fold_jax.report [--results-dir results]``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import os
 import shutil
 import tempfile
 import traceback
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from fold_jax import results
 
-__all__ = ["SECTIONS", "build", "main", "newest_host"]
+__all__ = ["SECTIONS", "SECTION_FILES", "Source", "build", "main", "select_runs"]
 
 SECTIONS: tuple[str, ...] = ("kernels", "races", "variants", "probes", "scaling")
+# the results files each section reads (default: the file named like the section)
+SECTION_FILES: dict[str, tuple[str, ...]] = {"races": ("races", "curves")}
 _TITLES = {"kernels": "Kernels", "races": "Time-to-target races", "variants": "Variants",
            "probes": "Probes", "scaling": "Scaling"}
+_SHOWN = ("finished", "unrecorded")  # statuses eligible by default
 
 
-def _header(frames: dict[str, pd.DataFrame]) -> str:
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where the rows shown for one results file come from."""
+
+    file: str
+    run_id: str
+    status: str  # finished / failed / interrupted / running / unrecorded (no record)
+    started: str  # the run's start (registry) or its first row, UTC
+    commits: tuple[str, ...]  # git commits of the rows shown
+    hosts: tuple[str, ...]
+    devices: tuple[str, ...]  # "backend, n x device_kind"
+    rows: int  # rows shown
+    rows_in_file: int
+    other_runs: int  # other runs with rows in the file (not shown)
+    newer: tuple[str, ...] = ()  # newer unfinished runs with rows in the file (not shown)
+    stale: tuple[str, ...] = ()  # commits whose code differs from the checkout's HEAD
+    unchecked: tuple[str, ...] = ()  # commits that could not be compared with HEAD
+    filter: str = ""  # the run's -k: it measured only the jobs whose label contains this
+
+    def describe(self) -> str:
+        """Markdown: run, status, commit, host and device, date."""
+        status = "" if self.status == "finished" else (
+            ", no run record" if self.status == "unrecorded" else f", **{self.status}**")
+        commits = ", ".join(f"`{c[:8]}`" for c in self.commits) or "unknown"
+        when = _stamp(self.started)
+        day = when.strftime("%Y-%m-%d %H:%M UTC") if when.year > 1900 else "unknown date"
+        only = f", only jobs matching `-k {self.filter}`" if self.filter else ""
+        return (f"run `{self.run_id}`{status}, commit {commits}, host "
+                f"{', '.join(self.hosts) or 'unknown'} ({'; '.join(self.devices) or '?'}), "
+                f"{day}{only}")
+
+
+def _texts(frame: pd.DataFrame, column: str) -> tuple[str, ...]:
+    if column not in frame.columns:
+        return ()
+    return tuple(sorted({str(v) for v in frame[column].dropna() if str(v) != ""}))
+
+
+def _devices(frame: pd.DataFrame) -> tuple[str, ...]:
+    columns = [c for c in ("backend", "n_devices", "device_kind") if c in frame.columns]
+    if len(columns) < 3:
+        return ()
+    seen = frame[columns].drop_duplicates().astype(str).itertuples(index=False)
+    return tuple(sorted(f"{b}, {n} x {k}" for b, n, k in seen))
+
+
+def _stamp(value) -> pd.Timestamp:
+    out = pd.to_datetime(str(value), utc=True, errors="coerce") if value else pd.NaT
+    return pd.Timestamp.min.tz_localize("UTC") if pd.isna(out) else out
+
+
+def select_runs(frames: Mapping[str, pd.DataFrame], registry: pd.DataFrame | None = None, *,
+                repo: str | os.PathLike | None = None, head: str | None = None
+                ) -> tuple[dict[str, pd.DataFrame], dict[str, Source]]:
+    """Keep the rows of one run per file: the newest finished (or unrecorded) run with
+    rows in it, else the newest run. Returns the filtered frames and a :class:`Source`
+    per file that has a ``run_id`` column (files without one are kept whole).
+
+    ``registry``: :func:`fold_jax.results.runs` (status and start time per run). The
+    rows' commits are compared with ``head`` (default: HEAD of the git checkout at
+    ``repo``, else of the current directory or the package) through
+    :func:`fold_jax.results.code_changed`; without git nothing is flagged.
+    """
+    registry = registry if registry is not None else pd.DataFrame(columns=["run_id"])
+    status = {str(r["run_id"]): str(r.get("status") or "running")
+              for r in registry.to_dict("records")}
+    started = {str(r["run_id"]): str(r.get("started_utc") or "")
+               for r in registry.to_dict("records")}
+    filters = {str(r["run_id"]): str(r.get("filter") or "") for r in registry.to_dict("records")}
+    first_row: dict[str, str] = {}
+    for frame in frames.values():
+        if not {"run_id", "timestamp_utc"} <= set(frame.columns):
+            continue
+        sub = frame.dropna(subset=["run_id", "timestamp_utc"])
+        firsts = sub["timestamp_utc"].astype(str).groupby(sub["run_id"].astype(str)).min()
+        for rid, stamp in firsts.items():
+            if rid not in first_row or stamp < first_row[rid]:
+                first_row[rid] = stamp
+    if head is None:
+        found = results.git_commit(repo)
+        head = None if found == "unknown" else found
+    verdicts: dict[str, bool | None] = {}
+
+    def changed(commit: str) -> bool | None:
+        if commit not in verdicts:
+            verdicts[commit] = (None if head is None
+                                else results.code_changed(commit, head, cwd=repo))
+        return verdicts[commit]
+
+    kept: dict[str, pd.DataFrame] = {}
+    sources: dict[str, Source] = {}
+    for name, frame in frames.items():
+        if "run_id" not in frame.columns or frame.empty:
+            kept[name] = frame
+            continue
+        ids = frame["run_id"].astype(str)
+        present = sorted(set(ids[frame["run_id"].notna()]))
+        if not present:
+            kept[name] = frame
+            continue
+
+        def order(rid: str) -> tuple[pd.Timestamp, str]:
+            return _stamp(started.get(rid) or first_row.get(rid, "")), rid
+
+        def state(rid: str) -> str:
+            return status.get(rid, "unrecorded")
+
+        eligible = [r for r in present if state(r) in _SHOWN]
+        chosen = max(eligible or present, key=order)
+        rows = frame[ids == chosen]
+        commits = _texts(rows, "git_commit")
+        sources[name] = Source(
+            file=name, run_id=chosen, status=state(chosen),
+            started=started.get(chosen) or first_row.get(chosen, ""), commits=commits,
+            hosts=_texts(rows, "host"), devices=_devices(rows), rows=len(rows),
+            rows_in_file=len(frame), other_runs=len(present) - 1,
+            newer=tuple(r for r in sorted(present, key=order)
+                        if order(r) > order(chosen) and state(r) not in _SHOWN),
+            stale=tuple(c for c in commits if head is not None and c != head
+                        and changed(c) is True),
+            unchecked=tuple(c for c in commits if head is not None and c != head
+                            and changed(c) is None),
+            filter=filters.get(chosen, ""))
+        kept[name] = rows
+    return kept, sources
+
+
+def _provenance(sources: Sequence[Source], head: str | None) -> str:
+    """The lines a section opens with: where its rows come from, and warnings."""
+    if not sources:
+        return ""
+    by_run: dict[str, list[Source]] = {}
+    for s in sources:
+        by_run.setdefault(s.run_id, []).append(s)
+    out = []
+    for group in by_run.values():
+        files = " and ".join(f"{s.file}.csv" for s in group)
+        they, them = ("they were", "them") if len(group) > 1 else ("it was", "it")
+        counts = ", ".join(f"{s.rows} of {s.rows_in_file} rows of {s.file}.csv"
+                           for s in group)
+        out.append(f"_Source: {group[0].describe()}; {counts}._")
+        first = group[0]
+        if first.status not in _SHOWN:
+            out.append(f"> **Unfinished run:** no finished run has rows in {files}, so "
+                       f"these come from run `{first.run_id}` ({first.status}); rerun its "
+                       f"command to finish it.")
+        for c in dict.fromkeys(c for s in group for c in s.stale):
+            out.append(f"> **Stale:** {files}: {they} measured at commit `{c[:8]}`; the "
+                       f"code that produces {them} (fold_jax/, bench/) has changed since "
+                       f"(HEAD `{(head or '')[:8]}`).")
+        for c in dict.fromkeys(c for s in group for c in s.unchecked):
+            out.append(f"> {files}: measured at commit `{c[:8]}`, which this checkout "
+                       f"cannot compare with HEAD `{(head or '')[:8]}`.")
+        newer = list(dict.fromkeys(r for s in group for r in s.newer))
+        if newer:
+            out.append("> Newer unfinished runs with rows here are not shown: "
+                       + ", ".join(f"`{r}`" for r in newer) + ".")
+    return "\n\n".join(out) + "\n\n"
+
+
+def _header(frames: Mapping[str, pd.DataFrame], sources: Mapping[str, Source],
+            head: str | None, n_runs: int) -> str:
     lines = ["# fold_jax benchmark report", "",
              "Generated by `python -m fold_jax.report` from the CSVs in this directory; "
              "do not edit by hand.", ""]
-    meta = [f for f in frames.values() if "run_id" in f.columns and len(f)]
-    if meta:
-        allm = pd.concat([f[[c for c in results.META_COLUMNS if c in f.columns]] for f in meta])
-        lines += ["| file | rows | runs | backend | device | devices | jax | commit |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for name, f in frames.items():
-            if not len(f) or "run_id" not in f.columns:
-                continue
+    if sources:
+        lines += ["Each file's tables come from one run: the newest finished run with rows "
+                  "in it. The CSVs keep the rows of every run "
+                  f"({n_runs} in all; `runs.csv` records those made by `python -m "
+                  "bench.run`)." + (f" Checkout at commit `{head[:8]}`." if head else ""), "",
+                  "| file | run | status | rows shown | commit | host | backend | device | "
+                  "devices | jax | started (UTC) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name, s in sorted(sources.items()):
+            f = frames[name]
 
             def vals(c, f=f):
-                return ", ".join(sorted({str(v) for v in f[c].dropna()})) if c in f else ""
+                return ", ".join(_texts(f, c))
 
-            commits = ", ".join(sorted({str(v)[:8] for v in f["git_commit"].dropna()}))
-            lines.append(f"| {name}.csv | {len(f)} | {f['run_id'].nunique()} | "
-                         f"{vals('backend')} | {vals('device_kind')} | {vals('n_devices')} | "
-                         f"{vals('jax_version')} | {commits} |")
-        stamps = allm["timestamp_utc"].dropna().astype(str)
-        if len(stamps):
-            lines += ["", f"Rows written between {stamps.min()} and {stamps.max()} (UTC)."]
+            stale = " (stale)" if s.stale else ""
+            status = "no record" if s.status == "unrecorded" else s.status
+            lines.append(f"| {name}.csv | `{s.run_id}` | {status} | {s.rows} of "
+                         f"{s.rows_in_file} | {', '.join(c[:8] for c in s.commits)}{stale} | "
+                         f"{', '.join(s.hosts)} | {vals('backend')} | {vals('device_kind')} | "
+                         f"{vals('n_devices')} | {vals('jax_version')} | {s.started} |")
     lines.append("")
     return "\n".join(lines)
 
 
-def newest_host(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Keep the rows of the host that wrote the newest row (by timestamp_utc); returns
-    the filtered frames and the other hosts found. Rows without a host are kept."""
-    stamped = [f[["host", "timestamp_utc"]].dropna() for f in frames.values()
-               if {"host", "timestamp_utc"} <= set(f.columns)]
-    stamped = [f for f in stamped if len(f)]
-    if not stamped:
-        return frames, []
-    allm = pd.concat(stamped, ignore_index=True)
-    host = str(allm.loc[allm["timestamp_utc"].astype(str).idxmax(), "host"])
-    others = sorted({str(h) for h in allm["host"]} - {host})
-    kept = {name: (f[f["host"].isna() | (f["host"].astype(str) == host)]
-                   if "host" in f.columns else f) for name, f in frames.items()}
-    return kept, others
-
-
-def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True) -> Path:
+def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True,
+          repo: str | os.PathLike | None = None) -> Path:
     """Write ``<results_dir>/REPORT.md`` and ``<results_dir>/figures/*.png``; return the
-    report's path. Raises ValueError when a results file is malformed."""
+    report's path. ``repo``: the git checkout whose HEAD the rows' commits are compared
+    with (default: the one holding ``results_dir``, else the current directory's or the
+    package's). Raises ValueError when a results file is malformed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,15 +252,20 @@ def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True) -
     if not directory.is_dir():
         raise FileNotFoundError(f"results directory {directory} does not exist; run the "
                                 f"benchmarks first (python -m bench.run)")
-    frames, other_hosts = newest_host(results.load(directory))
+    loaded = results.load(directory)
+    registry = results.runs(directory)
+    if repo is None:  # the checkout holding the results, else the one holding the package
+        repo = directory if results.git_commit(directory) != "unknown" else None
+    found = results.git_commit(repo)
+    head = None if found == "unknown" else found
+    frames, sources = select_runs(loaded, registry, repo=repo, head=head)
+    n_runs = len(set().union(*[set(f["run_id"].dropna().astype(str)) for f in loaded.values()
+                               if "run_id" in f.columns]) if loaded else set())
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".report."))
     try:
         fig_tmp = tmp / "figures"
         fig_tmp.mkdir()
-        parts = [_header(frames)]
-        if other_hosts:
-            parts.append(f"This report shows the machine that wrote the newest row; rows "
-                         f"from {', '.join(other_hosts)} stay in the CSVs.\n")
+        parts = [_header(frames, sources, head, n_runs)]
         for name in SECTIONS:
             title = f"## {_TITLES.get(name, name.title())}\n\n"
             try:
@@ -113,6 +282,9 @@ def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True) -
                 body = f"_Section failed: {type(e).__name__}: {e}_\n"
             finally:
                 plt.close("all")
+            if body:
+                files = SECTION_FILES.get(name, (name,))
+                body = _provenance([sources[f] for f in files if f in sources], head) + body
             parts.append(title + (body or f"_Skipped: no {name} data._\n"))
         (tmp / "REPORT.md").write_text("\n".join(parts))
         fig_dir = directory / "figures"
