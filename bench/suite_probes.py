@@ -338,6 +338,50 @@ def tent(activation: str, depth: int) -> list[dict]:
 # ------------------------------------------------------------------------------ jobs
 
 
+HEALTH_SHAPE = (316, 317)  # a linear layer: d = 316 * 317 + 317 = 100,489 parameters
+
+
+def estimator_health(noise: str, prng: str, rank: int | None, chunk: int | None,
+                     forward: bool = False) -> list[dict]:
+    """Non-finite estimates and dropped directions per 1000 calls at d = 1e5 (4
+    directions a call, a least-squares linear layer through perturb.matmul)."""
+    from fold_jax import perturb, zo
+
+    n_in, n_out = HEALTH_SHAPE
+    x = jax.random.normal(jax.random.key(20), (8, n_in)) / n_in**0.5
+    params = {"w": jax.random.normal(jax.random.key(21), HEALTH_SHAPE) / n_in**0.5,
+              "b": jnp.zeros(n_out)}
+
+    def loss(p, x):
+        return jnp.mean((perturb.matmul(x, p["w"]) + p["b"]) ** 2)
+
+    if forward:
+        vg = zo.forward_value_and_grad(loss, num_directions=4, prng=prng)
+    else:
+        vg = zo.value_and_grad(loss, num_directions=4, sigma=1e-2, noise=noise, prng=prng,
+                               rank=rank, chunk_size=chunk)
+    health = probes.estimator_health(vg, params, x, calls=1000)
+    ids = dict(task="linear_d100489", width=n_in * n_out + n_out, stage="init",
+               method=_health_label(noise, prng, rank, chunk, forward))
+    return [_row("estimator_health", "non_finite_per_1000", health["non_finite"], **ids),
+            _row("estimator_health", "dropped_per_1000", health["dropped_directions"], **ids)]
+
+
+def _health_label(noise, prng, rank, chunk, forward) -> str:
+    if forward:
+        return f"forward_gradient/{prng}"
+    return f"{noise}/{prng}/rank{rank or 'full'}/chunk{chunk or 'all'}"
+
+
+def _health_grid(profile: str) -> list[tuple]:
+    full = profile == "full"
+    grid = [(n, p, r, c, False) for n in ("gaussian", "rademacher", "sphere")
+            for p in ("hash", "threefry") for r in ((None, 4) if full or n == "gaussian"
+                                                    else (None,))
+            for c in ((None, 2) if full else (None,)) if not (n == "sphere" and r)]
+    return grid + [("gaussian", p, None, None, True) for p in ("hash", "threefry")]
+
+
 def _job(run: Callable[[], list[dict]], last: dict, label: str, cost: float) -> Job:
     """A job whose key is its ``last`` row (written by ``run``)."""
     return Job(_key(last), run, label, cost)
@@ -345,6 +389,12 @@ def _job(run: Callable[[], list[dict]], last: dict, label: str, cost: float) -> 
 
 def jobs(profile: str) -> Iterator[Job]:
     p = PROFILE[check_profile(profile)]
+    for config in _health_grid(profile):
+        last = _row("estimator_health", "dropped_per_1000", 0, task="linear_d100489",
+                    width=HEALTH_SHAPE[0] * HEALTH_SHAPE[1] + HEALTH_SHAPE[1], stage="init",
+                    method=_health_label(*config))
+        yield _job(lambda a=config: estimator_health(*a), last,
+                   f"health/{_health_label(*config)}", 7)
     for activation in ACTIVATIONS:
         for depth in p["vanishing_depths"]:  # quick skips 32: its float64 compile is slow
             trained = depth in p["trained_depths"]

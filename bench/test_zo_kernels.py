@@ -8,6 +8,7 @@ examples in the same test (frac_of_inference = inference time / step time).
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -82,6 +83,52 @@ def test_fused_lowrank(kernel_row, digits, chunk, fused):
                method=method, n_params=nets.count_params(params), batch_size=256,
                num_directions=128, rank=4, chunk_size=chunk or 0,
                inference=_inference(net, params, x, 128))
+
+
+def test_fused_lowrank_default_options(kernel_row, digits):
+    """The rank-4 estimator with every other option at its default (chunk_size="auto":
+    16 evaluations per chunk on CPU): the target is >= 0.95 of inference."""
+    net, params, x, y = _setup(digits)
+    vg = zo.value_and_grad(digits.loss_fn(net.apply), num_directions=128, sigma=SIGMA, rank=4)
+    kernel_row(bench="zo_fused_lowrank", fn=vg, args=(params, jax.random.key(0), x, y),
+               method="zo_gaussian_fused_default", n_params=nets.count_params(params),
+               batch_size=256, num_directions=128, rank=4,
+               chunk_size=vg.options.chunk_size or 0,
+               inference=_inference(net, params, x, 128))
+
+
+class _LinenMLP(nn.Module):
+    """A user's own flax.linen MLP 64-128-128-10 from standard nn.Dense layers."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(128)(x))
+        x = nn.relu(nn.Dense(128)(x))
+        return nn.Dense(10)(x)
+
+
+def test_flax_linen_mlp_on_the_fused_path(kernel_row, digits):
+    """A standard nn.Dense MLP through fold_jax.flax_layers' interception vs the same net
+    from fold_jax.nets, timed in alternating rounds: speedup_vs_baseline = fold_jax nets
+    time / linen time (target >= 0.9). Rank 4, K = 128, batch 256, chunk 16."""
+    net, params, x, y = _setup(digits)
+    model = _LinenMLP()
+    linen_params = model.init(jax.random.key(0), x[:1])["params"]
+
+    def linen_loss(p, x, y):
+        logits = model.apply({"params": p}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    options = dict(num_directions=128, sigma=SIGMA, rank=4, chunk_size=16)
+    vg = zo.value_and_grad(linen_loss, **options)
+    assert vg.describe(linen_params, x, y)["path"] == "fused"
+    ours = zo.value_and_grad(digits.loss_fn(net.apply), **options)
+    key = jax.random.key(0)
+    kernel_row(bench="zo_fused_flax", fn=vg, args=(linen_params, key, x, y),
+               method="zo_gaussian_fused_linen", n_params=nets.count_params(linen_params),
+               batch_size=256, num_directions=128, rank=4, chunk_size=16,
+               inference=_inference(net, params, x, 128),
+               baseline=("zo_gaussian_fused_fold_jax_nets", ours, (params, key, x, y)))
 
 
 @pytest.mark.parametrize("impl", ["zo_gaussian", "zo_gaussian_chunk32",

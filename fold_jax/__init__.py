@@ -1,16 +1,21 @@
 """fold_jax: training without backpropagation, in JAX, measured against it.
 
 Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, train
-(the one loop), zo, search, binary, prune, variants, probes, regions, parallel,
-results, timing; report is imported on demand (it needs matplotlib).
+(the one loop), zo (built from noise, directions, shaping, fusion and flax_layers),
+search, binary, prune, variants, probes, regions, parallel, results, timing; report is
+imported on demand (it needs matplotlib).
 """
 
 from fold_jax import (
     binary,
     checks,
+    directions,
+    flax_layers,
+    fusion,
     heads,
     methods,
     nets,
+    noise,
     parallel,
     perturb,
     probes,
@@ -18,6 +23,7 @@ from fold_jax import (
     regions,
     results,
     search,
+    shaping,
     tasks,
     timing,
     train,
@@ -30,9 +36,13 @@ __version__ = "0.1.0"
 __all__ = [
     "binary",
     "checks",
+    "directions",
+    "flax_layers",
+    "fusion",
     "heads",
     "methods",
     "nets",
+    "noise",
     "parallel",
     "perturb",
     "probes",
@@ -40,6 +50,7 @@ __all__ = [
     "regions",
     "results",
     "search",
+    "shaping",
     "tasks",
     "timing",
     "train",

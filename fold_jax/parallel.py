@@ -160,18 +160,12 @@ def rso(fun, *, mesh: Mesh | None = None, axis: str = AXIS, **options) -> method
     return search.rso(fun, population_map=population_map_factory(mesh, axis), **options)
 
 
-def population_map_factory(mesh: Mesh | None = None, axis: str = AXIS):
-    """``f -> population_map(f, mesh, axis)``: what the estimators take for their map.
-
-    Its ``shards`` attribute (the device count along ``axis``) lets the estimators give
-    each device one row of directions."""
+def population_map_factory(mesh: Mesh | None = None, axis: str = AXIS) -> zo.PopulationMap:
+    """``f -> population_map(f, mesh, axis)`` as a :class:`fold_jax.zo.PopulationMap`
+    whose ``shards`` (the device count along ``axis``) gives each device one row of
+    directions."""
     m = _check_mesh(mesh, axis)
-
-    def mapper(f):
-        return population_map(f, m, axis)
-
-    mapper.shards = m.shape[axis]
-    return mapper
+    return zo.PopulationMap(lambda f: population_map(f, m, axis), m.shape[axis])
 
 
 def shard_batch(batch: PyTree, mesh: Mesh | None = None, axis: str = AXIS) -> PyTree:
@@ -191,7 +185,7 @@ def shard_batch(batch: PyTree, mesh: Mesh | None = None, axis: str = AXIS) -> Py
 
 
 def data_parallel_gradient(
-    loss: Callable[..., Array], tx: optax.GradientTransformation | str, learning_rate=1e-3
+    loss: Callable[..., Array], tx: optax.GradientTransformation | str, learning_rate=None
 ) -> methods.Method:
     """Backprop baseline for the scaling benchmark: :func:`fold_jax.methods.gradient`.
 

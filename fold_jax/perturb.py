@@ -1,8 +1,12 @@
-"""Lazy low-rank weight perturbations and the fused matmul that consumes them.
+"""Lazy low-rank weight perturbations and the fused products that consume them.
 
 A :class:`LowRank` leaf stands for ``base + scale * a @ b.T`` without forming the
-(in x out) sum. fold_jax's own layers call :func:`matmul`, which evaluates
-``x @ (base + scale * a b^T)`` in one of two associations:
+sum. A kernel of any ndim >= 2 is seen through its *matrix view*
+``(prod(shape[:-1]), shape[-1])`` (for a 2-D (in, out) kernel the kernel itself; for
+a conv kernel (kh, kw, cin, cout) the (kh kw cin, cout) matrix of an im2col GEMM):
+``a`` is (prod(shape[:-1]), r) and ``b`` is (shape[-1], r). fold_jax's own layers call
+:func:`matmul`, which evaluates ``x @ (base + scale * a b^T)`` in one of two
+associations:
 
 - ``"factored"``: ``x @ base + scale * (x @ a) @ b.T`` (EGGROLL, 2025). Under ``vmap``
   over directions ``x @ base`` is one large matmul on all examples (computed once
@@ -13,40 +17,65 @@ A :class:`LowRank` leaf stands for ``base + scale * a @ b.T`` without forming th
 - ``"dense"``: ``x @ (base + scale * a @ b.T)``: forms the perturbed matrix (O(r in
   out)) and multiplies it (per direction, under ``vmap``).
 
-``"auto"`` (default) picks per layer and per call from static shapes: factored when
-the factors add at most a quarter to the layer's FLOPs (``4 r (in + out) <= in out``)
-or when it is cheaper outright (``rows (in + out) <= in out``), else dense. The FLOP
-count alone would pick dense for any batch over in*out/(in+out) rows (64 for a
-128 x 128 layer), but the factored form runs one shared GEMM instead of a batch of
-per-direction ones and keeps no per-direction weight copies; on the digits MLP with
-128 directions it was 1.2-1.4x faster on a 2-core CPU. Thin layers (a 128 -> 10
-head) stay dense. A user's own layer opts into the fused path by calling
-:func:`matmul` on its kernel instead of ``x @ kernel``.
+``"auto"`` (default) picks per layer and per call from static shapes
+(:meth:`LowRank.pick`): factored when the factors add at most a quarter to the
+layer's FLOPs (``4 r (in + out) <= in out``) or when it is cheaper outright
+(``rows (in + out) <= in out``), else dense. The FLOP count alone would pick dense
+for any batch over in*out/(in+out) rows (64 for a 128 x 128 layer), but the factored
+form runs one shared GEMM instead of a batch of per-direction ones and keeps no
+per-direction weight copies; on the digits MLP with 128 directions it was 1.2-1.4x
+faster on a 2-core CPU. Thin layers (a 128 -> 10 head) stay dense.
+
+:func:`conv` does the same for a convolution, given the layer's own ``conv_fn(x,
+kernel)`` (so strides, padding and dilation stay the layer's): factored is
+``conv_fn(x, base) + scale * conv_fn(x, a as (kh, kw, cin, r)) @ b.T``, which is exact
+because a convolution is linear in its kernel and output channel j reads only
+``kernel[..., j]``.
+
+Every consumer calls ``w.pick(x_shape)`` exactly once per use and obeys it, so a
+subclass that overrides :meth:`LowRank.pick` sees (and may record or force) the
+association of every product. A user's own layer opts into the fused path by calling
+:func:`matmul` (or :func:`conv`) on its kernel instead of ``x @ kernel``; standard flax
+layers do so inside :func:`fold_jax.flax_layers.intercept`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-__all__ = ["ASSOCIATIONS", "UNROLL_MAX_RANK", "LowRank", "is_lowrank", "materialize", "matmul"]
+__all__ = [
+    "ASSOCIATIONS",
+    "UNROLL_MAX_RANK",
+    "LowRank",
+    "conv",
+    "is_lowrank",
+    "materialize",
+    "matmul",
+]
 
 ASSOCIATIONS = ("auto", "factored", "dense")
 UNROLL_MAX_RANK = 4  # ranks up to this expand (x @ a) b^T elementwise (see _expand)
 
+ConvFn = Callable[[Array, Array], Array]
+
 
 @jax.tree_util.register_pytree_node_class
 class LowRank:
-    """``base + scale * a @ b.T`` kept factored.
+    """``base + scale * a @ b.T`` kept factored, for a kernel of any ndim >= 2.
 
-    Shapes: base (in, out), a (in, r), b (out, r), scale scalar. ``association``
-    (static) says how :func:`matmul` evaluates it (module docstring). Defines no
-    arithmetic on purpose: code that is not written for it fails loudly at trace
-    time instead of silently computing something else.
+    Shapes: base (..., out) in the kernel's own shape (e.g. (in, out) or a conv's
+    (kh, kw, cin, out)); a (prod(base.shape[:-1]), r); b (out, r); scale scalar. The
+    product ``a @ b.T`` is the kernel's matrix view (:attr:`matrix_shape`), reshaped to
+    base's shape. ``association`` (static) says how consumers evaluate it (module
+    docstring), through :meth:`pick`. Defines no arithmetic on purpose: code that is
+    not written for it fails loudly at trace time instead of silently computing
+    something else.
     """
 
     __slots__ = ("a", "association", "b", "base", "scale")
@@ -66,11 +95,36 @@ class LowRank:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The kernel's shape (base's)."""
         return tuple(jnp.shape(self.base))
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        """``(prod(shape[:-1]), shape[-1])``: the (in, out) matrix ``a @ b.T`` fills."""
+        shape = self.shape
+        if len(shape) < 2:
+            raise ValueError(f"a LowRank kernel needs ndim >= 2, got base shape {shape}")
+        return math.prod(shape[:-1]), shape[-1]
 
     @property
     def dtype(self):
         return jnp.result_type(self.base)
+
+    def pick(self, x_shape: tuple[int, ...]) -> str:
+        """The association for an input of shape ``x_shape`` (..., in).
+
+        Args:
+            x_shape: the static shape of the input the kernel multiplies; its last axis
+                is the contracted one (for a convolution the input (N, H, W, cin): rows
+                count N H W, and in, out are the matrix view's).
+
+        Returns:
+            ``"factored"`` or ``"dense"``: ``self.association`` unless it is ``"auto"``,
+            then the shape rule of the module docstring.
+        """
+        if self.association != "auto":
+            return self.association
+        return "factored" if _factored_is_cheaper(tuple(x_shape), self) else "dense"
 
     def __repr__(self) -> str:
         return f"LowRank(shape={self.shape}, rank={jnp.shape(self.a)[-1]})"
@@ -81,9 +135,16 @@ def is_lowrank(x: Any) -> bool:
 
 
 def materialize(w: LowRank | ArrayLike) -> Array:
-    """The dense (in, out) matrix a :class:`LowRank` stands for (identity on arrays)."""
+    """The dense kernel a :class:`LowRank` stands for (identity on arrays).
+
+    Args:
+        w: a LowRank (base (..., out), a (in, r), b (out, r)) or an array.
+
+    Returns:
+        ``base + scale * (a @ b.T)`` reshaped to base's shape, or ``w`` as an array.
+    """
     if isinstance(w, LowRank):
-        return w.base + w.scale * (w.a @ w.b.T)
+        return w.base + jnp.reshape(w.scale * (w.a @ w.b.T), w.shape)
     return jnp.asarray(w)
 
 
@@ -91,26 +152,110 @@ def _factored_is_cheaper(x_shape: tuple[int, ...], w: LowRank) -> bool:
     """The "auto" rule: factored when the low-rank term adds at most a quarter to the
     layer's FLOPs (r (in + out) <= in out / 4), or when it is cheaper outright
     (rows (in + out) <= in out); dense otherwise (thin layers such as a 128 -> 10
-    head, where the factors cost nearly as much as the weights)."""
+    head, where the factors cost nearly as much as the weights). (in, out) is the
+    kernel's matrix view and rows = prod(x_shape[:-1])."""
     rows = math.prod(x_shape[:-1])
-    n_in, n_out = jnp.shape(w.base)
+    n_in, n_out = w.matrix_shape
     rank = jnp.shape(w.a)[-1]
     return 4 * rank * (n_in + n_out) <= n_in * n_out or rows * (n_in + n_out) <= n_in * n_out
 
 
-def matmul(x: ArrayLike, w: LowRank | ArrayLike) -> Array:
-    """``x @ w`` for x (..., in). For a LowRank ``w``: ``x @ base + scale (x @ a) b^T``
-    ("factored") or ``x @ (base + scale a b^T)`` ("dense"), by ``w.association``."""
+def _pick(w: LowRank, x_shape: tuple[int, ...]) -> str:
+    """Checks w's factor shapes, then calls ``w.pick(x_shape)`` once and checks the answer."""
+    n_in, n_out = w.matrix_shape
+    a_shape, b_shape = tuple(jnp.shape(w.a)), tuple(jnp.shape(w.b))
+    if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[1] != b_shape[1] or (
+            a_shape[0], b_shape[0]) != (n_in, n_out):
+        raise ValueError(f"LowRank of shape {w.shape} (matrix view {(n_in, n_out)}) needs a "
+                         f"({n_in}, r) and b ({n_out}, r); got a {a_shape}, b {b_shape}")
+    how = w.pick(tuple(x_shape))
+    if how not in ("factored", "dense"):
+        raise ValueError(f"{type(w).__name__}.pick returned {how!r}; expected 'factored' or "
+                         "'dense'")
+    return how
+
+
+def _cast(x: Any, dtype: Any) -> Any:
+    return x if dtype is None else jnp.asarray(x, dtype)
+
+
+def matmul(x: ArrayLike, w: LowRank | ArrayLike, *, precision: Any = None,
+           dtype: Any = None) -> Array:
+    """``x @ w`` for x (..., in), through w's matrix view when w is LowRank.
+
+    Args:
+        x: input (..., in), in = prod(w.shape[:-1]).
+        w: an (in, out) array, or a LowRank (base (..., out), a (in, r), b (out, r)).
+        precision: ``jax.lax.Precision`` of every product (None: default).
+        dtype: when given, the LowRank's base, a, b and scale are cast to it (a layer's
+            computation dtype); x is used as given. Ignored for arrays.
+
+    Returns:
+        (..., out): ``x @ base + scale (x @ a) b^T`` ("factored") or ``x @ (base + scale
+        a b^T)`` ("dense"), by ``w.pick(x.shape)``.
+    """
     if not isinstance(w, LowRank):
-        return jnp.matmul(x, w)
-    factored = w.association == "factored" or (
-        w.association == "auto" and _factored_is_cheaper(jnp.shape(x), w))
-    if factored:
-        return x @ w.base + _expand((x @ w.a) * w.scale, w.b)
-    return x @ materialize(w)
+        return jnp.matmul(x, w, precision=precision)
+    how = _pick(w, jnp.shape(x))
+    view = w.matrix_shape
+    if how == "factored":
+        xa = jnp.matmul(x, _cast(w.a, dtype), precision=precision) * _cast(w.scale, dtype)
+        base = jnp.reshape(_cast(w.base, dtype), view)
+        return jnp.matmul(x, base, precision=precision) + _expand(xa, _cast(w.b, dtype),
+                                                                  precision)
+    return jnp.matmul(x, jnp.reshape(_cast(materialize(w), dtype), view), precision=precision)
 
 
-def _expand(xa: Array, b: Array) -> Array:
+def conv(x: ArrayLike, w: LowRank | ArrayLike, conv_fn: ConvFn, *,
+         feature_group_count: int = 1) -> Array:
+    """A convolution ``conv_fn(x, kernel)`` by a kernel that may be LowRank.
+
+    Args:
+        x: the layer's input, e.g. (N, H, W, cin) (channels last).
+        w: a kernel (kh, kw, cin / groups, out) or a LowRank of that shape (a
+            (kh kw cin / groups, r), b (out, r)).
+        conv_fn: the layer's own convolution without bias, ``conv_fn(x, kernel) ->
+            (..., kernel.shape[-1])`` for a kernel of w's shape with any number of
+            output channels; it must be linear in the kernel with output channel j
+            reading only ``kernel[..., j]`` (any lax convolution with fixed strides,
+            padding, dilation and ``feature_group_count``). It casts x and the kernel
+            to the computation dtype itself.
+        feature_group_count: the groups conv_fn convolves with (output channels split
+            into contiguous groups, as in ``lax.conv_general_dilated``).
+
+    Returns:
+        conv_fn's output (..., out). For a LowRank w, by ``w.pick(x.shape)``: factored
+        ``conv_fn(x, base) + scale * conv_fn(x, a') @ b.T`` with a' = a reshaped to
+        (kh, kw, cin / groups, r) (tiled per group when groups > 1), or dense
+        ``conv_fn(x, materialize(w))``.
+    """
+    if not isinstance(w, LowRank):
+        return conv_fn(x, w)
+    if _pick(w, jnp.shape(x)) == "dense":
+        return conv_fn(x, materialize(w))
+    y = conv_fn(x, w.base)
+    rank = jnp.shape(w.a)[-1]
+    factor = jnp.reshape(w.a, (*w.shape[:-1], rank))
+    if feature_group_count > 1:  # every group convolves its own inputs with the same a
+        factor = jnp.tile(factor, (1,) * (factor.ndim - 1) + (feature_group_count,))
+    xa = conv_fn(x, factor)
+    xa = xa * jnp.asarray(w.scale, xa.dtype)
+    return y + _grouped_expand(xa, jnp.asarray(w.b, xa.dtype), feature_group_count)
+
+
+def _grouped_expand(xa: Array, b: Array, groups: int) -> Array:
+    """``xa @ b.T`` per group: xa (..., groups r), b (out, r) -> (..., out), where
+    output channel j (of group j // (out / groups)) reads that group's r columns."""
+    if groups == 1:
+        return _expand(xa, b)
+    n_out, rank = jnp.shape(b)
+    xg = jnp.reshape(xa, (*xa.shape[:-1], groups, rank))
+    bg = jnp.reshape(b, (groups, n_out // groups, rank))
+    out = jnp.einsum("...gk,gmk->...gm", xg, bg)
+    return jnp.reshape(out, (*xa.shape[:-1], n_out))
+
+
+def _expand(xa: Array, b: Array, precision: Any = None) -> Array:
     """``xa @ b.T`` for xa (..., r), b (out, r).
 
     For r <= ``UNROLL_MAX_RANK`` it is written as r broadcast multiply-adds, which
@@ -124,7 +269,7 @@ def _expand(xa: Array, b: Array) -> Array:
     """
     rank = jnp.shape(b)[-1]
     if rank > UNROLL_MAX_RANK:
-        return xa @ b.T
+        return jnp.matmul(xa, b.T, precision=precision)
     out = xa[..., 0:1] * b[:, 0]
     for k in range(1, rank):
         out = out + xa[..., k : k + 1] * b[:, k]

@@ -25,6 +25,7 @@ from fold_jax import nets, perturb
 
 __all__ = [
     "deep_mlp",
+    "estimator_health",
     "first_last_ratio",
     "label_metrics",
     "layer_cosines",
@@ -187,3 +188,33 @@ def label_metrics(pred: ArrayLike, labels: ArrayLike) -> dict[str, Array]:
     fn = jnp.sum((1 - pred) * truth)
     return {"exact_match": jnp.mean(jnp.all(pred == truth, axis=-1)),
             "micro_f1": 2 * tp / jnp.maximum(2 * tp + fp + fn, 1)}
+
+
+def estimator_health(vg: Callable, params: PyTree, *args, calls: int = 1000, batch: int = 100,
+                     seed: int = 0) -> dict[str, int]:
+    """How often an estimator returns a non-finite estimate, over ``calls`` keys.
+
+    Args:
+        vg: a zeroth-order estimator with ``with_info`` (:mod:`fold_jax.zo`).
+        params, args: what it is called on.
+        calls: keys drawn (a multiple of ``batch``).
+        batch: calls vmapped at once.
+        seed: seed of the keys.
+
+    Returns:
+        ``non_finite`` (calls whose value or any gradient entry is NaN or inf),
+        ``dropped_directions`` (perturbed evaluations dropped, summed over calls) and
+        ``calls``.
+    """
+    if calls % batch:
+        raise ValueError(f"calls={calls} must be a multiple of batch={batch}")
+
+    def one(key):
+        value, grads, info = vg.with_info(params, key, *args)
+        finite = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+        return ~(jnp.isfinite(value) & jnp.all(finite)), info["dropped_directions"]
+
+    keys = jax.random.split(jax.random.key(seed), calls).reshape(-1, batch)
+    bad, dropped = jax.jit(lambda ks: jax.lax.map(jax.vmap(one), ks))(keys)
+    return {"non_finite": int(jnp.sum(bad)), "dropped_directions": int(jnp.sum(dropped)),
+            "calls": calls}

@@ -1,347 +1,258 @@
 """Zeroth-order gradient estimators: drop-ins for ``jax.value_and_grad`` that take a key.
 
 ``value_and_grad(fun, ...)(params, key, *args) -> (value, grads)`` estimates the
-gradient of ``fun(params, *args)`` from loss evaluations at random perturbations
-``params + sigma * u_k`` only (no backward pass)::
+gradient of ``fun(params, *args)`` from loss evaluations at ``params + sigma * u_k``
+only (no backward pass)::
 
     grads = 1/K_valid * sum_k c_k u_k,  c_k = (f(x + s u_k) - f(x - s u_k)) / (2 s)
 
-Semantics (decided here, documented in the README table of fold_jax.zo):
+A call reads validate -> directions -> schedule -> normalize, each a named piece:
 
-- ``num_directions`` is the number of *perturbed loss evaluations* per call (the
-  population size of OpenAI-ES / evosax). ``antithetic=True`` (default) spends them
-  as ``num_directions // 2`` mirrored pairs (central differences; ``num_directions``
-  must be even) and ``value`` is the mean of the pair losses ``(f(x+su)+f(x-su))/2``,
-  an O(sigma^2) estimate of ``f(x)`` that costs no extra evaluation.
-  ``antithetic=False`` spends them as forward differences against one shared
-  evaluation at ``params``; ``value`` is then exactly ``f(params)`` and a call costs
-  ``num_directions + 1`` evaluations. ``vg.evals`` holds the evaluations a call spends.
-- noise ``"gaussian"`` (u ~ N(0, I)), ``"rademacher"`` (SPSA, u in {-1, +1}^d) or
-  ``"sphere"`` (u uniform on the sphere of radius sqrt(d), d = perturbed dimension).
-  All have E[u u^T] = I, so the estimate is unbiased for the gradient of the
-  smoothed loss (exactly the gradient on quadratics). Variance of one direction
-  with an exact directional derivative (trace of the covariance of (g.u) u):
-  gaussian (d+1)|g|^2, rademacher and sphere (d-1)|g|^2; the average over K
-  directions (pairs) divides it by K.
-- ``rank=r``: every 2-D leaf (in, out) is perturbed by ``A B^T / sqrt(r)`` with A
-  (in, r), B (out, r) drawn from ``noise`` (gaussian or rademacher); 1-D and other
-  leaves get full-rank noise. E[(AB^T)(AB^T)^T]/r = I, so the estimate stays unbiased.
-  With ``fused`` the loss sees ``fold_jax.perturb.LowRank(W, A, B, s/sqrt(r))``
-  leaves and fold_jax layers compute ``x@W + s (x@A) B^T``: a population costs
-  about one inference on ``num_directions x batch`` examples. ``fused="auto"``
-  uses that path when ``fun`` accepts LowRank leaves and every 2-D leaf reaches
-  :func:`fold_jax.perturb.matmul` (checked with ``jax.eval_shape``), and otherwise
-  materializes ``W + s A B^T / sqrt(r)``. A user's flax layer opts in by computing
-  ``fold_jax.perturb.matmul(x, kernel)`` instead of ``x @ kernel``. A loss that also
-  reads raw leaves (e.g. weight decay over ``jax.tree.leaves(params)``) would see the
-  factors: pass ``fused=False`` or put the decay in the optimizer. ``fused=True``
-  forces the factored association ``x@W + s (x@A) B^T`` in every layer;
-  ``fused="auto"`` lets each layer pick its association by static shapes
-  (:mod:`fold_jax.perturb`: factored unless the factors would add more than a quarter
-  to the layer's FLOPs, as in a thin 128 -> 10 head, else ``x @ (W + s A B^T)``).
+- :mod:`fold_jax.directions` draws direction k from ``fold_in(key, k)`` (noise kind,
+  word source, rank, mask), applies it, checks it is finite and contracts a population
+  of them; :mod:`fold_jax.noise` turns random words into noise that is finite for
+  every word.
+- :mod:`fold_jax.shaping` turns a population's losses into the ``c_k`` (raw slopes,
+  centered ranks, signs, or the user's function).
+- the schedule (:func:`one_pass`, :func:`two_pass`, :func:`sharded`) orders the work:
+  chunk by chunk in one pass for local shapings, every loss first and then the update
+  from regenerated noise for population-wide shapings and population maps.
+- :mod:`fold_jax.fusion` finds the leaves a loss takes as lazy low-rank factors.
+
+Semantics:
+
+- ``num_directions`` counts *perturbed loss evaluations* per call (the population
+  size of OpenAI-ES / evosax). ``antithetic=True`` spends them as ``num_directions //
+  2`` mirrored pairs (so it must be even) and ``value`` is the mean pair loss
+  ``(f(x+su)+f(x-su))/2``, an O(sigma^2) estimate of ``f(x)``; ``antithetic=False``
+  uses forward differences against one evaluation at ``params`` (``value`` exact,
+  ``num_directions + 1`` evaluations). ``vg.evals`` counts a call's evaluations.
+- ``noise``: ``"gaussian"``, ``"rademacher"`` (SPSA) or ``"sphere"`` (radius
+  sqrt(d)); all have E[u u^T] = I, so the estimate is unbiased for the gradient of the
+  smoothed loss. One direction's variance with an exact directional derivative
+  (trace of the covariance of (g.u) u): gaussian (d+1)|g|^2, rademacher and sphere
+  (d-1)|g|^2 (plus g_i^2-weighted terms: see tests); K directions divide it by K.
+- ``rank=r``: leaves of ndim >= 2 (matrix view ``(prod(shape[:-1]), shape[-1])``, e.g.
+  a conv kernel over (kh kw cin, cout)) whose sides are both >= r get ``A B^T /
+  sqrt(r)``; thinner leaves (a (h, 1) head) and 1-D leaves get full-rank noise. Both
+  are unbiased. ``fused="auto"`` passes low-rank leaves to the loss as
+  :class:`fold_jax.perturb.LowRank` where a layer consumes them (fold_jax's layers,
+  ``perturb.matmul``, and standard flax linen Dense/DenseGeneral/Conv and nnx
+  Linear/Conv through :mod:`fold_jax.flax_layers`), so a population costs about one
+  inference on ``num_directions x batch`` examples; other low-rank leaves are
+  materialized (``W + s A B^T``) and a :class:`FallbackWarning` names them.
+  ``fused=True`` requires every low-rank leaf to fuse (ValueError naming the leaves
+  otherwise) and forces the factored association; ``fused=False`` materializes all.
+  ``vg.describe(params, *args)`` says what runs. A loss that also reads raw leaves
+  (weight decay over ``jax.tree.leaves(params)``) would see the factors: pass
+  ``fused=False`` or put the decay in the optimizer.
 - ``chunk_size=c`` evaluates c perturbed losses at a time (``lax.scan`` over vmapped
-  chunks), so memory is bounded by c forward passes; the last chunk is padded and
-  the padding masked out (``vg.evals`` counts the padding: it is computed). What
-  depends on params and args only (a first layer's shared ``x @ W``) is recomputed
-  per chunk instead of being hoisted out of the loop and kept live across it.
-- ``shaping="centered_ranks"`` (OpenAI-ES) replaces losses by centered ranks in
-  [-0.5, 0.5] (coefficient ``rank(f+) - rank(f-)``, no 1/sigma): a descent direction
-  invariant to monotone transforms of the loss, not in gradient units (use Adam).
-  ``sign=True`` uses ``sign(f+ - f-)`` (one-bit comparisons, ZO-SignSGD style).
-- ``mask`` (pytree like params, 0/1): only entries where mask != 0 are perturbed
-  (pruned nets); grads are zero elsewhere.
-- A direction (pair) whose perturbed loss is NaN or inf is dropped: its coefficient
-  is zeroed and the average runs over the valid ones. If none is valid, grads are
-  zero and value is NaN, so :func:`fold_jax.methods.descent` skips the step.
-  ``vg.with_info(params, key, *args) -> (value, grads, {"valid_directions": n})``
-  reports the perturbed evaluations that entered the estimate.
-
-- ``population_map`` (default None: ``vmap``): a map ``f -> batched f`` used for the
-  losses, e.g. :func:`fold_jax.parallel.population_map_factory`, which shards the
-  directions over devices. It maps over rows of direction indices: one row per shard
-  when the map has an int attribute ``shards`` (fold_jax.parallel's maps do), else a
-  single row. The update is then assembled in a second pass from regenerated noise,
-  so only the (directions x signs) losses cross devices. ``chunk_size`` does not
-  bound memory on this path: each shard evaluates its row at once.
-
-The (num_directions x n_params) noise is never kept: direction k's noise is
-regenerated from ``jax.random.fold_in(key, k)`` (MeZO / OpenAI-ES seed trick). With
-``prng="hash"`` (default) the threefry key only seeds a cheap counter hash
-(lowbias32) over the flat noise vector, 2-10x cheaper than threefry on CPU;
-``prng="threefry"`` uses ``jax.random`` directly.
+  chunks), so memory is bounded by c forward passes. The default ``"auto"`` takes
+  about 16 on CPU (the digits MLP's rank-4 step at K = 128 ran at 0.73-0.79x of
+  inference unchunked, 1.06-1.13x with chunks of 16: a 32,768-row population spills
+  the caches) and one chunk on accelerators; ``None`` is one chunk; the last chunk is padded and
+  the padding dropped (``vg.evals`` counts it: it is computed). What depends on
+  params and args only (a first layer's ``x @ W``) is recomputed per chunk.
+- ``shaping``: None/"raw", "centered_ranks", "sign", a :class:`fold_jax.shaping.Shaping`
+  or a callable ``fn(population) -> coefficients``; ``sign=True`` takes the sign of
+  the shaped coefficients.
+- ``mask`` (pytree like params, 0/1): only entries where mask != 0 are perturbed.
+- A direction is valid when its losses and its noise are finite (and it is not
+  padding); invalid directions are removed by selection, never by a zero
+  coefficient. The average runs over the valid ones; when none is valid, grads are
+  zero and value is NaN (:func:`fold_jax.methods.descent` then skips the step).
+  ``vg.with_info`` also returns ``{"valid_directions", "dropped_directions"}``
+  (perturbed evaluations kept and dropped).
+- ``population_map``: a :class:`PopulationMap` (e.g.
+  :func:`fold_jax.parallel.population_map_factory`, which shards directions over
+  devices) or a plain ``f -> batched f``; it maps over (shards, size) rows of
+  direction indices and only the (directions x signs) losses cross devices.
+  ``chunk_size`` does not bound memory on this path.
+- ``prng``: ``"hash"`` (default, a counter hash seeded by threefry) or ``"threefry"``
+  (:mod:`fold_jax.noise`).
 """
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from fold_jax import perturb
+from fold_jax import directions as directions_lib
+from fold_jax import flax_layers, fusion
+from fold_jax import shaping as shaping_lib
 from fold_jax.checks import check_callable, check_int, check_key, check_params, check_positive
+from fold_jax.directions import NOISES, Directions
+from fold_jax.noise import PRNGS
 
-__all__ = ["NOISES", "PRNGS", "SHAPINGS", "forward_value_and_grad", "sample", "value_and_grad"]
+__all__ = [
+    "NOISES",
+    "PRNGS",
+    "SHAPINGS",
+    "Estimator",
+    "FallbackWarning",
+    "PopulationMap",
+    "forward_value_and_grad",
+    "one_pass",
+    "sample",
+    "sharded",
+    "two_pass",
+    "value_and_grad",
+]
 
-NOISES = ("gaussian", "rademacher", "sphere")
-SHAPINGS = (None, "centered_ranks")
-PRNGS = ("hash", "threefry")
+SHAPINGS = (None, "raw", "centered_ranks", "sign")
 FUSED = ("auto", True, False)
 
 
-# ----------------------------------------------------------------------------- noise
+class FallbackWarning(UserWarning):
+    """A low-rank leaf is materialized per direction instead of fused (slower)."""
 
 
-def _lowbias32(x: Array) -> Array:
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = x * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
+class PopulationMap(NamedTuple):
+    """``map(f)`` is ``f`` batched over a leading axis; ``shards`` rows are mapped at once
+    (one per device for :func:`fold_jax.parallel.population_map_factory`)."""
+
+    map: Callable[[Callable], Callable]
+    shards: int = 1
+
+    def __call__(self, f: Callable) -> Callable:
+        return self.map(f)
 
 
-def _bits(key: PRNGKeyArray, m: int, prng: str) -> Array:
-    """m uint32 words for one direction's key."""
-    if prng == "threefry":
-        return jax.random.bits(key, (m,), jnp.uint32)
-    seed = jax.random.bits(key, (2,), jnp.uint32)
-    return _lowbias32(_lowbias32(jnp.arange(m, dtype=jnp.uint32) ^ seed[0]) + seed[1])
+def _as_population_map(pmap: Any) -> PopulationMap | None:
+    if pmap is None or isinstance(pmap, PopulationMap):
+        return pmap
+    if not callable(pmap):
+        raise TypeError("population_map must be a PopulationMap, a callable (f -> batched f) "
+                        f"or None, got {type(pmap).__name__}")
+    return PopulationMap(pmap, int(getattr(pmap, "shards", 1)))
 
 
-def _flat_noise(key: PRNGKeyArray, m: int, noise: str, prng: str) -> Array:
-    """(m,) float32 noise with E[u u^T] = I per coordinate (sphere is normalized later)."""
-    if noise == "rademacher":
-        words = _bits(key, -(-m // 32), prng)
-        bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & jnp.uint32(1)
-        return bits.reshape(-1)[:m].astype(jnp.float32) * 2.0 - 1.0
-    if prng == "threefry":
-        return jax.random.normal(key, (m,), jnp.float32)
-    u = ((_bits(key, m, prng) >> 8).astype(jnp.float32) + 0.5) * (1.0 / 16777216.0)
-    return jnp.sqrt(2.0).astype(jnp.float32) * jax.lax.erf_inv(2.0 * u - 1.0)
+# ------------------------------------------------------------------------ options
 
 
-class _Leaf(NamedTuple):
-    shape: tuple[int, ...]
-    lowrank: bool  # perturbed by A B^T / sqrt(r)
-    offset: int  # start in the flat noise vector
-    size: int  # noise entries (r (in + out) for low-rank leaves)
+class Options(NamedTuple):
+    """Validated estimator options (see :func:`value_and_grad`)."""
+
+    num_directions: int
+    sigma: float
+    noise: str
+    antithetic: bool
+    rank: int | None
+    chunk_size: int | None
+    shaping: shaping_lib.Shaping
+    mask: PyTree | None
+    fused: bool | str
+    prng: str
+    population_map: PopulationMap | None
+
+    @property
+    def signs(self) -> int:
+        return 2 if self.antithetic else 1
+
+    @property
+    def units(self) -> int:
+        """Pairs (antithetic) or single directions per call."""
+        return self.num_directions // self.signs
+
+    @property
+    def per_chunk(self) -> int:
+        if self.chunk_size is None:
+            return self.units
+        return max(1, min(self.units, self.chunk_size // self.signs))
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.units // self.per_chunk)
+
+    @property
+    def evals(self) -> int:
+        return self.n_chunks * self.per_chunk * self.signs + (0 if self.antithetic else 1)
+
+    @property
+    def schedule(self) -> str:
+        if self.population_map is not None:
+            return "sharded"
+        return "one_pass" if self.shaping.local else "two_pass"
 
 
-def _flatten(params: PyTree) -> tuple[list[Array], jax.tree_util.PyTreeDef]:
+def _options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping, sign, mask,
+             fused, prng, population_map) -> Options:
+    """Options, or a ValueError / TypeError naming the argument and the allowed values."""
+    check_int(num_directions, "num_directions", allow_numpy=True)
+    num_directions = int(num_directions)
+    check_positive(sigma, "sigma")
+    if noise not in NOISES:
+        raise ValueError(f"noise={noise!r} is not known; allowed: {list(NOISES)}")
+    if not isinstance(antithetic, bool):
+        raise TypeError(f"antithetic={antithetic!r} must be True or False")
+    if antithetic and num_directions % 2:
+        raise ValueError(f"num_directions={num_directions} must be even with antithetic=True "
+                         "(it counts evaluations: num_directions // 2 mirrored pairs)")
+    check_int(rank, "rank", allow_none=True, allow_numpy=True)
+    rank = None if rank is None else int(rank)
+    if rank is not None and noise == "sphere":
+        raise ValueError("noise='sphere' cannot be combined with rank; allowed noise with "
+                         "rank: ['gaussian', 'rademacher']")
+    if isinstance(chunk_size, str) and chunk_size == "auto":
+        chunk_size = _auto_chunk(num_directions, antithetic)
+    check_int(chunk_size, "chunk_size", allow_none=True, allow_numpy=True)
+    chunk_size = None if chunk_size is None else int(chunk_size)
+    if chunk_size is not None and antithetic and chunk_size % 2:
+        raise ValueError(f"chunk_size={chunk_size} must be even with antithetic=True "
+                         "(it counts evaluations, pairs stay together)")
+    if not isinstance(sign, bool):
+        raise TypeError(f"sign={sign!r} must be True or False")
+    shape_fn = shaping_lib.resolve(shaping, sign)
+    if not (fused is True or fused is False or (isinstance(fused, str) and fused == "auto")):
+        raise ValueError(f"fused={fused!r}; allowed: ['auto', True, False]")
+    if fused is True and mask is not None:
+        raise ValueError("fused=True cannot be combined with mask (a masked low-rank "
+                         "perturbation is not low rank); use fused='auto' or False")
+    if fused is True and rank is None:
+        raise ValueError("fused=True needs rank=r (only low-rank perturbations are fused)")
+    if prng not in PRNGS:
+        raise ValueError(f"prng={prng!r} is not known; allowed: {list(PRNGS)}")
+    return Options(num_directions, float(sigma), noise, antithetic, rank, chunk_size, shape_fn,
+                   mask, fused, prng, _as_population_map(population_map))
+
+
+AUTO_CHUNK_CPU = 16  # evaluations per chunk that keep a digits-MLP population in cache
+
+
+def _auto_chunk(num_directions: int, antithetic: bool) -> int | None:
+    """``chunk_size="auto"``: on CPU about ``AUTO_CHUNK_CPU`` evaluations per chunk,
+    balanced so the last chunk needs (almost) no padding; on accelerators one chunk
+    (they want the whole population at once)."""
+    if jax.default_backend() != "cpu":
+        return None
+    signs = 2 if antithetic else 1
+    units = num_directions // signs
+    n_chunks = -(-units // max(1, AUTO_CHUNK_CPU // signs))
+    return -(-units // n_chunks) * signs
+
+
+def _leaves(params: PyTree) -> tuple[list[Array], Any]:
     """Leaves as arrays (Python-float and NumPy leaves too, as jax.value_and_grad takes
     them) and the treedef."""
     leaves, treedef = jax.tree.flatten(params)
     return [jnp.asarray(w) for w in leaves], treedef
 
 
-def _plan(leaves: list[Array], rank: int | None) -> tuple[list[_Leaf], int]:
-    plan, offset = [], 0
-    for leaf in leaves:
-        shape = tuple(jnp.shape(leaf))
-        low = rank is not None and len(shape) == 2
-        size = rank * (shape[0] + shape[1]) if low else math.prod(shape)
-        plan.append(_Leaf(shape, low, offset, size))
-        offset += size
-    return plan, offset
-
-
-def _leaf_noise(plan, flat: Array, rank, masks) -> list:
-    """Split one direction's flat noise into per-leaf arrays or (A, B) factor pairs."""
-    out = []
-    for leaf, m in zip(plan, masks, strict=True):
-        seg = flat[leaf.offset : leaf.offset + leaf.size]
-        if leaf.lowrank:
-            n_in = leaf.shape[0] * rank
-            out.append((seg[:n_in].reshape(leaf.shape[0], rank), seg[n_in:].reshape(-1, rank)))
-        else:
-            u = seg.reshape(leaf.shape)
-            out.append(u if m is None else u * m)
+def _mask_leaves(mask: PyTree | None, params: PyTree) -> list | None:
+    if mask is None:
+        return None
+    if jax.tree.structure(mask) != jax.tree.structure(params):
+        raise ValueError("mask must be a pytree with the structure of params (or None)")
+    out = jax.tree.leaves(mask)
+    for w, m in zip(jax.tree.leaves(params), out, strict=True):
+        if jnp.shape(m) != jnp.shape(w):
+            raise ValueError(f"mask leaf shape {jnp.shape(m)} != param shape {jnp.shape(w)}")
     return out
-
-
-def _direction(key, k, plan, m_total, noise, prng, rank, masks, d_eff):
-    flat = _flat_noise(jax.random.fold_in(key, k), m_total, noise, prng)
-    parts = _leaf_noise(plan, flat, rank, masks)
-    if noise == "sphere":  # normalize the (masked) vector to radius sqrt(d_eff)
-        sq = sum(jnp.sum(u * u) for u in parts)
-        parts = [u * jnp.sqrt(d_eff / sq) for u in parts]
-    return parts
-
-
-def _stacked(gen: Callable, idx: Array):
-    """``gen`` over the direction indices ``idx``, stacked on a leading axis.
-
-    A loop (``lax.map``), not ``vmap``: the loop's output is a buffer, so XLA cannot
-    fuse the noise generation (hash, ``erf_inv``) into its consumers. Fused, a bias's
-    noise would be recomputed for every activation entry it is broadcast to, which
-    made a rank-4 step on the digits MLP about 2x slower on CPU.
-    """
-    return jax.lax.map(gen, idx)
-
-
-def _blocks(idx: Array, population_map: Callable) -> Array:
-    """(n,) direction indices as (blocks, size) rows for ``population_map``: one row per
-    shard (``population_map.shards``, 1 when the map has no such attribute).
-
-    Each row's noise is then generated in one ``_stacked`` loop. A map over single
-    directions ran that loop once per index, a loop XLA removes, after which the noise
-    fused into its consumers again (the sharded rank-4 digits step ran 2x slower than
-    the unsharded one); fixed-size blocks of two would pad small populations to twice
-    the work per device. The padding repeats the last index; callers drop its values.
-    """
-    shards = getattr(population_map, "shards", 1)
-    size = max(1, -(-idx.shape[0] // shards))
-    pad = (-idx.shape[0]) % size
-    return jnp.concatenate([idx, jnp.repeat(idx[-1:], pad)]).reshape(-1, size)
-
-
-def _dense(leaf: _Leaf, u, rank, m) -> Array:
-    """The perturbation a leaf's noise stands for, as a dense array."""
-    if leaf.lowrank:
-        a, b = u
-        w = (a @ b.T) / math.sqrt(rank)
-        return w if m is None else w * m
-    return u
-
-
-def _perturb(plan, leaves, parts, t, rank, masks, association: str | None) -> list:
-    """Perturbed leaves; low-rank leaves stay factored (LowRank) unless association is None."""
-    out = []
-    for leaf, w, u, m in zip(plan, leaves, parts, masks, strict=True):
-        if leaf.lowrank and association is not None:
-            a, b = u
-            out.append(perturb.LowRank(w, a.astype(w.dtype), b.astype(w.dtype),
-                                       (t / math.sqrt(rank)).astype(w.dtype), association))
-        else:
-            out.append(w + (t * _dense(leaf, u, rank, m)).astype(w.dtype))
-    return out
-
-
-def _contract(plan, c: Array, parts, rank, masks) -> list[Array]:
-    """sum_k c_k u_k per leaf, for stacked noise parts with leading axis k."""
-    out = []
-    for leaf, u, m in zip(plan, parts, masks, strict=True):
-        if leaf.lowrank:
-            a, b = u
-            g = jnp.einsum("kir,kor->io", a * c[:, None, None], b) / math.sqrt(rank)
-            out.append(g if m is None else g * m)
-        else:
-            out.append(jnp.tensordot(c, u, axes=1))
-    return out
-
-
-# ----------------------------------------------------------------------- fused probe
-
-_SEEN: set[int] = set()
-
-
-@jax.tree_util.register_pytree_node_class
-class _Probe(perturb.LowRank):
-    """A LowRank that records (by leaf id) when a layer reads its factors."""
-
-    __slots__ = ("uid",)
-
-    def __init__(self, base, a, b, scale, uid: int = -1):
-        super().__init__(base, a, b, scale)
-        self.uid = uid
-
-    def __getattribute__(self, name):
-        if name == "a":
-            _SEEN.add(object.__getattribute__(self, "uid"))
-        return object.__getattribute__(self, name)
-
-    def tree_flatten(self):
-        get = object.__getattribute__
-        return (get(self, "base"), get(self, "a"), get(self, "b"), get(self, "scale")), get(
-            self, "uid"
-        )
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children, uid=aux)
-
-
-def _fusable(fun, params, args, rank) -> bool:
-    """True when ``fun`` takes LowRank leaves for every 2-D leaf and multiplies by them."""
-    leaves, treedef = jax.tree.flatten(params)
-    probes, ids = [], []
-    for i, w in enumerate(leaves):
-        if jnp.ndim(w) == 2:
-            a = jax.ShapeDtypeStruct((w.shape[0], rank), w.dtype)
-            b = jax.ShapeDtypeStruct((w.shape[1], rank), w.dtype)
-            probes.append(_Probe(w, a, b, jax.ShapeDtypeStruct((), w.dtype), uid=i))
-            ids.append(i)
-        else:
-            probes.append(w)
-    if not ids:
-        return False
-    spec = lambda x: (jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))  # noqa: E731
-                      if hasattr(x, "shape") and hasattr(x, "dtype") else x)
-    probes = [_Probe(spec(p.base), p.a, p.b, p.scale, uid=p.uid) if isinstance(p, _Probe)
-              else spec(p) for p in probes]
-    args = jax.tree.map(spec, args)
-    _SEEN.clear()
-    try:
-        out = jax.eval_shape(lambda p, *a: fun(p, *a), jax.tree.unflatten(treedef, probes), *args)
-    except Exception:
-        return False
-    finally:
-        seen = set(_SEEN)
-        _SEEN.clear()
-    return jnp.shape(out) == () and set(ids) <= seen
-
-
-# ------------------------------------------------------------------------ validation
-
-
-def _check_options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping, fused,
-                   prng):
-    check_int(num_directions, "num_directions")
-    check_positive(sigma, "sigma")
-    if noise not in NOISES:
-        raise ValueError(f"noise={noise!r} is not known; allowed: {list(NOISES)}")
-    if antithetic and num_directions % 2:
-        raise ValueError(f"num_directions={num_directions} must be even with antithetic=True "
-                         "(it counts evaluations: num_directions // 2 mirrored pairs)")
-    check_int(rank, "rank", allow_none=True)
-    if rank is not None and noise == "sphere":
-        raise ValueError("noise='sphere' cannot be combined with rank; allowed noise with "
-                         "rank: ['gaussian', 'rademacher']")
-    check_int(chunk_size, "chunk_size", allow_none=True)
-    if chunk_size is not None and antithetic and chunk_size % 2:
-        raise ValueError(f"chunk_size={chunk_size} must be even with antithetic=True "
-                         "(it counts evaluations, pairs stay together)")
-    if shaping not in SHAPINGS:
-        raise ValueError(f"shaping={shaping!r} is not known; allowed: {list(SHAPINGS)}")
-    if not (fused is True or fused is False or (isinstance(fused, str) and fused == "auto")):
-        raise ValueError(f"fused={fused!r}; allowed: ['auto', True, False]")
-    if prng not in PRNGS:
-        raise ValueError(f"prng={prng!r} is not known; allowed: {list(PRNGS)}")
-
-
-def _check_call(params, rank, mask, fused):
-    check_params(params, "nothing to perturb")
-    leaves = jax.tree.leaves(params)
-    if rank is not None:
-        mats = [tuple(jnp.shape(w)) for w in leaves if jnp.ndim(w) == 2]
-        if fused is True and not mats:
-            raise ValueError("fused=True needs at least one 2-D leaf in params")
-        for shape in mats:
-            if rank > min(shape):
-                raise ValueError(f"rank={rank} exceeds min(shape)={min(shape)} of a 2-D leaf "
-                                 f"{shape}; allowed: 1..{min(min(s) for s in mats)}")
-    if mask is not None:
-        if jax.tree.structure(mask) != jax.tree.structure(params):
-            raise ValueError("mask must be a pytree with the structure of params (or None)")
-        for w, m in zip(leaves, jax.tree.leaves(mask), strict=True):
-            if jnp.shape(m) != jnp.shape(w):
-                raise ValueError(f"mask leaf shape {jnp.shape(m)} != param shape {jnp.shape(w)}")
-
-
-# ------------------------------------------------------------------------- estimator
 
 
 def _check_loss(fun, params, args) -> None:
@@ -356,13 +267,299 @@ def _check_loss(fun, params, args) -> None:
                          f"{getattr(out, 'shape', type(out).__name__)}")
 
 
-def _ranks(values: Array, valid: Array) -> Array:
-    """Centered ranks in [-0.5, 0.5] of the valid entries (0 for invalid)."""
-    flat = jnp.where(valid, values, jnp.inf).reshape(-1)
-    ranks = jnp.argsort(jnp.argsort(flat)).astype(jnp.float32)
-    n = jnp.sum(valid)
-    centered = ranks / jnp.maximum(n - 1, 1).astype(jnp.float32) - 0.5
-    return jnp.where(valid, centered.reshape(values.shape), 0.0)
+def _paths(params: PyTree) -> list[str]:
+    return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+# ------------------------------------------------------------------------ the problem
+
+
+class Problem(NamedTuple):
+    """One call's estimation problem: what the schedules evaluate and contract.
+
+    Attributes:
+        loss: leaves -> float32 scalar (``fun`` with the call's args bound).
+        params: the parameter leaves.
+        key: the call's key; direction k is drawn from ``fold_in(key, k)``.
+        dirs: how directions are drawn.
+        associations: per leaf, the LowRank association or None (summed).
+        offsets: (signs,) the perturbation sizes ``[s, -s]`` or ``[s]``.
+        baseline: ``f(params)`` for one-sided estimates, else None.
+        step: the finite-difference distance (2s or s).
+        units: real directions; indices >= units are padding.
+    """
+
+    loss: Callable[[list], Array]
+    params: list[Array]
+    key: PRNGKeyArray
+    dirs: Directions
+    associations: tuple[str | None, ...]
+    offsets: Array
+    baseline: Array | None
+    step: float
+    units: int
+
+    def noise(self, idx: Array) -> list:
+        """Noise of the directions ``idx``, stacked."""
+        return self.dirs.stacked(self.key, idx)
+
+    def evaluate(self, parts: list, idx: Array) -> tuple[Array, Array]:
+        """(losses (n, signs), valid (n,)) for directions ``idx`` with noise ``parts``."""
+        # Tie the parameters to the chunk's indices: XLA would otherwise hoist what
+        # depends on params and args only (the shared x @ W of a first layer) out of
+        # the chunk loop, keeping it live beside every chunk's activations.
+        ls, _ = jax.lax.optimization_barrier((self.params, idx))
+
+        def one(u):
+            at = lambda t: self.loss(self.dirs.apply(ls, u, t, self.associations))  # noqa: E731
+            return jax.vmap(at)(self.offsets)
+
+        vals = jax.vmap(one)(parts)
+        valid = jnp.all(jnp.isfinite(vals), axis=1) & jax.vmap(self.dirs.finite)(parts)
+        return vals, valid & (idx < self.units)
+
+    def population(self, vals: Array, valid: Array) -> shaping_lib.Population:
+        return shaping_lib.Population(vals, valid, self.baseline, self.step)
+
+    def value_sum(self, vals: Array, valid: Array) -> Array:
+        """Sum over valid directions of their mean loss (the antithetic value)."""
+        return jnp.sum(jnp.where(valid, jnp.mean(vals, axis=1), 0.0))
+
+    def zeros(self) -> list[Array]:
+        return [jnp.zeros(leaf.shape, jnp.float32) for leaf in self.dirs.leaves]
+
+
+class Sums(NamedTuple):
+    """What a schedule returns: sum_k c_k u_k per leaf, the valid directions' summed
+    mean loss, and their count."""
+
+    grads: list[Array]
+    value: Array
+    count: Array
+
+
+def _add(a: list[Array], b: list[Array]) -> list[Array]:
+    return [x + y for x, y in zip(a, b, strict=True)]
+
+
+def _chunks(options: Options) -> Array:
+    n = options.n_chunks * options.per_chunk
+    return jnp.arange(n, dtype=jnp.uint32).reshape(options.n_chunks, options.per_chunk)
+
+
+def one_pass(p: Problem, shape: shaping_lib.Shaping, idx: Array) -> Sums:
+    """Chunk by chunk: draw, evaluate, shape and contract each chunk (local shapings).
+
+    Args:
+        p: the problem.
+        shape: a local shaping.
+        idx: (chunks, per_chunk) direction indices.
+    """
+    def body(carry: Sums, ids: Array):
+        parts = p.noise(ids)
+        vals, valid = p.evaluate(parts, ids)
+        coef = shape.fn(p.population(vals, valid))
+        return Sums(_add(carry.grads, p.dirs.contract(coef, valid, parts)),
+                    carry.value + p.value_sum(vals, valid),
+                    carry.count + jnp.sum(valid)), None
+
+    start = Sums(p.zeros(), jnp.float32(0), jnp.int32(0))
+    if idx.shape[0] == 1:
+        return body(start, idx[0])[0]
+    return jax.lax.scan(body, start, idx)[0]
+
+
+def _shaped_update(p: Problem, shape: shaping_lib.Shaping, idx: Array, vals: Array,
+                   valid: Array, parts: list | None) -> Sums:
+    """Shape the whole population's losses, then contract from (regenerated) noise."""
+    coef = shape.fn(p.population(vals.reshape(-1, vals.shape[-1]), valid.reshape(-1)))
+    coef = coef.reshape(valid.shape)
+    if parts is not None:  # one chunk: its noise is still at hand
+        grads = p.dirs.contract(coef[0], valid[0], parts)
+    else:
+        def accumulate(acc, xs):
+            ids, c, ok = xs
+            return _add(acc, p.dirs.contract(c, ok, p.noise(ids))), None
+
+        grads = jax.lax.scan(accumulate, p.zeros(), (idx, coef, valid))[0]
+    return Sums(grads, p.value_sum(vals.reshape(-1, vals.shape[-1]), valid.reshape(-1)),
+                jnp.sum(valid))
+
+
+def two_pass(p: Problem, shape: shaping_lib.Shaping, idx: Array) -> Sums:
+    """Every loss first (chunk by chunk), then the update from regenerated noise: for
+    shapings that need the whole population (centered ranks, user functions)."""
+    if idx.shape[0] == 1:
+        parts = p.noise(idx[0])
+        vals, valid = p.evaluate(parts, idx[0])
+        return _shaped_update(p, shape, idx, vals[None], valid[None], parts)
+    vals, valid = jax.lax.map(lambda ids: p.evaluate(p.noise(ids), ids), idx)
+    return _shaped_update(p, shape, idx, vals, valid, None)
+
+
+def _rows(idx: Array, shards: int) -> Array:
+    """(n,) direction indices as (rows, size) for a population map: one row per shard.
+
+    Each row's noise is then generated in one loop; a map over single directions ran
+    that loop once per index, which XLA removes, and the noise fused into its
+    consumers again (the sharded rank-4 digits step ran 2x slower). The padding
+    repeats the last index; callers drop its values.
+    """
+    size = max(1, -(-idx.shape[0] // shards))
+    pad = (-idx.shape[0]) % size
+    return jnp.concatenate([idx, jnp.repeat(idx[-1:], pad)]).reshape(-1, size)
+
+
+def sharded(p: Problem, shape: shaping_lib.Shaping, idx: Array, pmap: PopulationMap) -> Sums:
+    """Losses through ``pmap`` (one row of directions per shard; only the loss matrix
+    crosses devices), then the update from regenerated noise."""
+    flat = idx.reshape(-1)
+    vals, valid = pmap(lambda ids: p.evaluate(p.noise(ids), ids))(_rows(flat, pmap.shards))
+    vals = vals.reshape(-1, vals.shape[-1])[: flat.shape[0]].reshape(*idx.shape, -1)
+    valid = valid.reshape(-1)[: flat.shape[0]].reshape(idx.shape)
+    return _shaped_update(p, shape, idx, vals, valid, None)
+
+
+def _normalize(sums: Sums, params: list[Array], baseline: Array | None
+               ) -> tuple[Array, list[Array]]:
+    """Average over the valid directions; grads 0 and value NaN when none is valid."""
+    ok = sums.count > 0
+    n = jnp.maximum(sums.count, 1).astype(jnp.float32)
+    grads = [jnp.where(ok, g / n, 0.0).astype(w.dtype) for g, w in zip(sums.grads, params,
+                                                                       strict=True)]
+    value = sums.value / n if baseline is None else baseline
+    return jnp.where(ok, value, jnp.nan), grads
+
+
+# -------------------------------------------------------------------------- estimators
+
+
+class Estimator:
+    """A zeroth-order estimator: ``vg(params, key, *args) -> (value, grads)``.
+
+    Attributes:
+        evals: loss evaluations one call spends.
+    """
+
+    evals: int
+
+    def with_info(self, params: PyTree, key: PRNGKeyArray, *args
+                  ) -> tuple[Array, PyTree, dict[str, Array]]:
+        raise NotImplementedError
+
+    def describe(self, params: PyTree, *args) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __call__(self, params: PyTree, key: PRNGKeyArray, *args) -> tuple[Array, PyTree]:
+        value, grads, _ = self.with_info(params, key, *args)
+        return value, grads
+
+
+def _lowrank_matrices(dirs: Directions) -> dict[int, tuple[int, int]]:
+    return {i: leaf.matrix for i, leaf in enumerate(dirs.leaves) if leaf.lowrank}
+
+
+class ZerothOrder(Estimator):
+    """:func:`value_and_grad`'s estimator (see the module docstring)."""
+
+    def __init__(self, fun: Callable[..., Array], options: Options):
+        self.fun = flax_layers.wrap(fun)
+        self.options = options
+        self.evals = options.evals
+
+    def _setup(self, params: PyTree, args: tuple, warn: bool):
+        """Validated leaves, directions and per-leaf associations for one call."""
+        o = self.options
+        check_params(params, "nothing to perturb")
+        mask = _mask_leaves(o.mask, params)
+        _check_loss(self.fun, params, args)
+        leaves, treedef = _leaves(params)
+        dirs = directions_lib.directions(leaves, noise=o.noise, prng=o.prng, rank=o.rank,
+                                         mask=mask)
+        matrices = _lowrank_matrices(dirs)
+        if o.fused is True and not matrices:
+            raise ValueError(f"fused=True needs a leaf of ndim >= 2 whose sides are both >= "
+                             f"rank={o.rank}; params has none")
+        picked: dict[int, str | None] = dict.fromkeys(matrices, fusion.MATERIALIZED)
+        if o.fused is not False and mask is None and matrices:
+            want = "factored" if o.fused is True else "auto"
+            picked = fusion.associations(self.fun, leaves, treedef, args, list(matrices),
+                                         matrices, o.rank, want)
+            unfused = [i for i, a in picked.items() if a is fusion.MATERIALIZED]
+            if unfused and o.fused is True:
+                why = fusion.failing_leaves(self.fun, leaves, treedef, args, unfused, matrices,
+                                            o.rank)
+                paths = _paths(params)
+                raise ValueError("fused=True, but these leaves cannot take low-rank factors: "
+                                 + "; ".join(f"{paths[i]} {leaves[i].shape}: {why.get(i, '?')}"
+                                             for i in unfused)
+                                 + ". Use fused='auto' (materializes them) or fold_jax's "
+                                 "layers / perturb.matmul.")
+            if unfused and warn:
+                paths = _paths(params)
+                warnings.warn(f"zo.value_and_grad: {len(unfused)} of {len(matrices)} low-rank "
+                              f"leaves are materialized per direction (slower): "
+                              f"{', '.join(paths[i] for i in unfused)}; no layer consumed "
+                              f"their factors (see vg.describe(params, *args))",
+                              FallbackWarning, stacklevel=3)
+        runtime = {i: (None if a is fusion.MATERIALIZED
+                       else ("factored" if o.fused is True else "auto"))
+                   for i, a in picked.items()}
+        associations = tuple(runtime.get(i) for i in range(len(leaves)))
+        return leaves, treedef, dirs, picked, associations
+
+    def with_info(self, params, key, *args):
+        """Same call as ``vg``; also returns ``{"valid_directions", "dropped_directions"}``
+        (perturbed evaluations that entered the estimate, and those dropped)."""
+        check_key(key)
+        o = self.options
+        leaves, treedef, dirs, _, associations = self._setup(params, args, warn=True)
+        f = lambda ls: jnp.asarray(self.fun(jax.tree.unflatten(treedef, ls), *args),  # noqa: E731
+                                   jnp.float32)
+        baseline = None if o.antithetic else f(leaves)
+        offsets = jnp.asarray([o.sigma, -o.sigma] if o.antithetic else [o.sigma], jnp.float32)
+        p = Problem(f, leaves, key, dirs, associations, offsets, baseline,
+                    o.signs * o.sigma, o.units)
+        idx = _chunks(o)
+        if o.population_map is not None:
+            sums = sharded(p, o.shaping, idx, o.population_map)
+        elif o.shaping.local:
+            sums = one_pass(p, o.shaping, idx)
+        else:
+            sums = two_pass(p, o.shaping, idx)
+        value, grads = _normalize(sums, leaves, baseline)
+        kept = (sums.count * o.signs).astype(jnp.int32)
+        info = {"valid_directions": kept,
+                "dropped_directions": jnp.int32(o.units * o.signs) - kept}
+        return value, jax.tree.unflatten(treedef, grads), info
+
+    def describe(self, params: PyTree, *args) -> dict[str, Any]:
+        """What a call on these params and args runs (nothing is evaluated).
+
+        Returns:
+            ``path``: ``"fused"`` (some low-rank leaf reaches a layer as factors),
+            ``"materialized"`` (low-rank noise, summed into dense weights) or
+            ``"full_rank"``; ``schedule``, ``evals``, ``chunks``, ``per_chunk``,
+            ``shaping``, and ``leaves``: per leaf path its ``shape``, ``noise``
+            (``"lowrank"`` or ``"full_rank"``) and ``association`` (``"factored"``,
+            ``"dense"``, ``"mixed"``, ``"materialized"`` or ``"full_rank"``).
+        """
+        o = self.options
+        _, _, dirs, picked, _ = self._setup(params, args, warn=False)
+        table = {}
+        for i, (path, leaf) in enumerate(zip(_paths(params), dirs.leaves, strict=True)):
+            if not leaf.lowrank:
+                assoc = "full_rank"
+            else:
+                assoc = picked.get(i) or "materialized"
+            table[path] = {"shape": leaf.shape, "noise": "lowrank" if leaf.lowrank
+                           else "full_rank", "association": assoc}
+        kinds = {v["association"] for v in table.values()}
+        path = ("full_rank" if kinds == {"full_rank"}
+                else "materialized" if kinds <= {"full_rank", "materialized"} else "fused")
+        return {"path": path, "schedule": o.schedule, "evals": o.evals, "chunks": o.n_chunks,
+                "per_chunk": o.per_chunk * o.signs, "shaping": o.shaping.name,
+                "leaves": table}
 
 
 def value_and_grad(
@@ -373,144 +570,45 @@ def value_and_grad(
     noise: str = "gaussian",
     antithetic: bool = True,
     rank: int | None = None,
-    chunk_size: int | None = None,
-    shaping: str | None = None,
+    chunk_size: int | str | None = "auto",
+    shaping: str | shaping_lib.Shaping | Callable | None = None,
     sign: bool = False,
     mask: PyTree | None = None,
     fused: bool | str = "auto",
     prng: str = "hash",
-    population_map: Callable | None = None,
-) -> Callable[..., tuple[Array, PyTree]]:
+    population_map: PopulationMap | Callable | None = None,
+) -> ZerothOrder:
     """Zeroth-order ``vg(params, key, *args) -> (value, grads)`` for ``fun(params, *args)``.
 
-    See the module docstring for the meaning of every option. The returned function
-    has attributes ``evals`` (loss evaluations per call) and ``with_info`` (same
-    call, returns ``(value, grads, {"valid_directions": int32})``).
+    Args:
+        fun: scalar loss ``fun(params, *args)``.
+        num_directions: perturbed evaluations per call (even when antithetic).
+        sigma: perturbation size (parameter units).
+        noise: ``"gaussian"``, ``"rademacher"`` or ``"sphere"``.
+        antithetic: mirrored pairs (central differences) or forward differences.
+        rank: low-rank rank for leaves of ndim >= 2, or None.
+        chunk_size: evaluations per chunk (memory bound), None for one chunk, or
+            ``"auto"`` (default): about 16 on CPU (balanced chunks), one chunk on
+            accelerators.
+        shaping: see :mod:`fold_jax.shaping`.
+        sign: take the sign of the shaped coefficients.
+        mask: 0/1 pytree like params: perturb only where != 0.
+        fused: ``"auto"``, True or False (module docstring).
+        prng: ``"hash"`` or ``"threefry"``.
+        population_map: a :class:`PopulationMap` or ``f -> batched f``.
+
+    Returns:
+        A :class:`ZerothOrder` estimator: callable as above, with ``evals``,
+        ``with_info`` and ``describe``. ``grads`` is shaped like ``params``; ``value``
+        is the mean pair loss (antithetic) or ``fun(params, *args)``.
+
+    Raises:
+        ValueError / TypeError: a bad option, named, before anything is traced.
     """
     check_callable(fun, "fun", "fun(params, *args) -> scalar")
-    _check_options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping, fused,
-                   prng)
-    if population_map is not None and not callable(population_map):
-        raise TypeError("population_map must be callable (f -> batched f) or None")
-    if fused is True and mask is not None:
-        raise ValueError("fused=True cannot be combined with mask (a masked low-rank "
-                         "perturbation is not low rank); use fused='auto' or False")
-    if fused is True and rank is None:
-        raise ValueError("fused=True needs rank=r (only low-rank perturbations are fused)")
-    signs = 2 if antithetic else 1
-    units = num_directions // signs  # pairs (antithetic) or single directions
-    per_chunk = units if chunk_size is None else max(1, min(units, chunk_size // signs))
-    n_chunks = -(-units // per_chunk)
-    evals = n_chunks * per_chunk * signs + (0 if antithetic else 1)
-
-    def with_info(params: PyTree, key: PRNGKeyArray, *args) -> tuple[Array, PyTree, dict]:
-        check_key(key)
-        _check_call(params, rank, mask, fused)
-        _check_loss(fun, params, args)
-        leaves, treedef = _flatten(params)
-        masks = [None] * len(leaves) if mask is None else [
-            jnp.asarray(m != 0, jnp.float32) for m in jax.tree.leaves(mask)]
-        plan, m_total = _plan(leaves, rank)
-        use_fused = rank is not None and mask is None and (
-            fused is True or (fused == "auto" and _fusable(fun, params, args, rank)))
-        association = ("factored" if fused is True else "auto") if use_fused else None
-        d_eff = (sum(jnp.sum(m) for m in masks) if mask is not None
-                 else float(sum(math.prod(p.shape) for p in plan)))
-        f = lambda ls: fun(jax.tree.unflatten(treedef, ls), *args)  # noqa: E731
-        f0 = None if antithetic else jnp.asarray(f(leaves), jnp.float32)
-        ts = jnp.asarray([sigma, -sigma] if antithetic else [sigma], jnp.float32)
-
-        def noise_of(idx):
-            gen = lambda k: _direction(key, k, plan, m_total, noise, prng, rank, masks, d_eff)  # noqa: E731
-            return _stacked(gen, idx)
-
-        def values_of(parts, idx):
-            # Tie the parameters to the chunk's indices: XLA would otherwise hoist what
-            # depends on params and args only (the shared x @ W of a first layer) out of
-            # the chunk loop, keeping it live beside every chunk's activations.
-            ls, _ = jax.lax.optimization_barrier((leaves, idx))
-
-            def unit(u):
-                ev = lambda t: f(_perturb(plan, ls, u, t, rank, masks, association))  # noqa: E731
-                return jax.vmap(lambda t: jnp.asarray(ev(t), jnp.float32))(ts)
-
-            return jax.vmap(unit)(parts)  # (chunk, signs)
-
-        def coefficients(vals, idx):
-            valid = jnp.all(jnp.isfinite(vals), axis=1) & (idx < units)
-            diff = vals[:, 0] - vals[:, 1] if antithetic else vals[:, 0] - f0
-            coef = jnp.sign(diff) if sign else diff / (signs * sigma)
-            return jnp.where(valid, coef, 0.0), valid
-
-        def pair_value(vals, valid):
-            return jnp.sum(jnp.where(valid, jnp.mean(vals, axis=1), 0.0))
-
-        idx_all = jnp.arange(n_chunks * per_chunk, dtype=jnp.uint32).reshape(n_chunks, -1)
-        zeros = [jnp.zeros(p.shape, jnp.float32) for p in plan]
-        if shaping is None and population_map is None:
-            def body(carry, idx):
-                acc, total, count = carry
-                parts = noise_of(idx)
-                vals = values_of(parts, idx)
-                coef, valid = coefficients(vals, idx)
-                acc = [a + g for a, g in zip(acc, _contract(plan, coef, parts, rank, masks),
-                                             strict=True)]
-                return (acc, total + pair_value(vals, valid), count + jnp.sum(valid)), None
-
-            carry = (zeros, jnp.float32(0), jnp.int32(0))
-            if n_chunks == 1:
-                (acc, total, count), _ = body(carry, idx_all[0])
-            else:
-                (acc, total, count), _ = jax.lax.scan(body, carry, idx_all)
-        else:  # two passes: every loss first, then the update from regenerated noise
-            parts = None
-            if population_map is not None:  # sharded: only the loss matrix crosses devices
-                block = lambda ks: values_of(noise_of(ks), ks)  # noqa: E731
-                vals = population_map(block)(_blocks(idx_all.reshape(-1), population_map))
-                vals = vals.reshape(-1, signs)[: n_chunks * per_chunk].reshape(
-                    n_chunks, per_chunk, signs)
-            elif n_chunks == 1:
-                parts = noise_of(idx_all[0])
-                vals = values_of(parts, idx_all[0])[None]
-            else:
-                vals = jax.lax.map(lambda idx: values_of(noise_of(idx), idx), idx_all)
-            if shaping is None:
-                coef, valid = jax.vmap(coefficients)(vals, idx_all)
-            else:
-                valid = jnp.all(jnp.isfinite(vals), axis=-1) & (idx_all < units)
-                if antithetic:
-                    r = _ranks(vals, jnp.broadcast_to(valid[..., None], vals.shape))
-                    coef = r[..., 0] - r[..., 1]
-                else:
-                    coef = _ranks(vals[..., 0], valid)
-                coef = jnp.sign(coef) if sign else coef
-            if parts is not None:
-                acc = _contract(plan, coef[0], parts, rank, masks)
-            else:
-                def accumulate(acc, xs):
-                    idx, c = xs
-                    g = _contract(plan, c, noise_of(idx), rank, masks)
-                    return [a + b for a, b in zip(acc, g, strict=True)], None
-
-                acc, _ = jax.lax.scan(accumulate, zeros, (idx_all, coef))
-            total = jnp.sum(jax.vmap(pair_value)(vals, valid))
-            count = jnp.sum(valid)
-
-        ok = count > 0
-        n = jnp.maximum(count, 1).astype(jnp.float32)
-        grads = [jnp.where(ok, a / n, 0.0).astype(w.dtype) for a, w in zip(acc, leaves,
-                                                                          strict=True)]
-        value = jnp.where(ok, total / n, jnp.nan) if antithetic else jnp.where(ok, f0, jnp.nan)
-        info = {"valid_directions": (count * signs).astype(jnp.int32)}
-        return value, jax.tree.unflatten(treedef, grads), info
-
-    def vg(params: PyTree, key: PRNGKeyArray, *args) -> tuple[Array, PyTree]:
-        value, grads, _ = with_info(params, key, *args)
-        return value, grads
-
-    vg.with_info = with_info
-    vg.evals = evals
-    return vg
+    return ZerothOrder(fun, _options(num_directions, sigma, noise, antithetic, rank,
+                                     chunk_size, shaping, sign, mask, fused, prng,
+                                     population_map))
 
 
 def sample(
@@ -523,21 +621,79 @@ def sample(
     mask: PyTree | None = None,
     prng: str = "hash",
 ) -> PyTree:
-    """Direction ``k`` exactly as :func:`value_and_grad` draws it for ``key``, as a dense
-    pytree like ``params`` (low-rank leaves materialized as A B^T / sqrt(rank)). For a
-    pair estimator the pair index is k; ``u`` then enters ``params +- sigma * u``."""
-    _check_options(2, 1.0, noise, True, rank, None, None, "auto", prng)
-    _check_call(params, rank, mask, "auto")
-    leaves, treedef = _flatten(params)
-    masks = [None] * len(leaves) if mask is None else [
-        jnp.asarray(m != 0, jnp.float32) for m in jax.tree.leaves(mask)]
-    plan, m_total = _plan(leaves, rank)
-    d_eff = (sum(jnp.sum(m) for m in masks) if mask is not None
-             else float(sum(math.prod(p.shape) for p in plan)))
-    parts = _direction(key, jnp.asarray(k, jnp.uint32), plan, m_total, noise, prng, rank, masks,
-                       d_eff)
-    return jax.tree.unflatten(treedef, [_dense(p, u, rank, m)
-                                        for p, u, m in zip(plan, parts, masks, strict=True)])
+    """Direction ``k`` exactly as :func:`value_and_grad` draws it for ``key``.
+
+    Args:
+        params: the parameter pytree.
+        key: the estimator call's key.
+        k: direction (pair) index; ``params +- sigma * u`` are the evaluation points.
+        noise, rank, mask, prng: as in :func:`value_and_grad`.
+
+    Returns:
+        A dense pytree like ``params`` (low-rank leaves as ``A B^T / sqrt(rank)``).
+    """
+    o = _options(2, 1.0, noise, True, rank, None, None, False, mask, "auto", prng, None)
+    check_params(params, "nothing to perturb")
+    leaves, treedef = _leaves(params)
+    dirs = directions_lib.directions(leaves, noise=o.noise, prng=o.prng, rank=o.rank,
+                                     mask=_mask_leaves(mask, params))
+    return jax.tree.unflatten(treedef, dirs.dense(dirs.draw(key, jnp.asarray(k, jnp.uint32))))
+
+
+class ForwardGradient(Estimator):
+    """:func:`forward_value_and_grad`'s estimator."""
+
+    def __init__(self, fun: Callable[..., Array], num_directions: int, prng: str,
+                 population_map: PopulationMap | None):
+        self.fun = fun
+        self.num_directions = num_directions
+        self.prng = prng
+        self.population_map = population_map
+        self.evals = num_directions
+
+    def with_info(self, params, key, *args):
+        """Same call as ``vg``; also returns ``{"valid_directions", "dropped_directions"}``."""
+        check_key(key)
+        check_params(params, "nothing to perturb")
+        _check_loss(self.fun, params, args)
+        leaves, treedef = _leaves(params)
+        dirs = directions_lib.directions(leaves, noise="gaussian", prng=self.prng)
+        f = lambda ls: jnp.asarray(self.fun(jax.tree.unflatten(treedef, ls), *args),  # noqa: E731
+                                   jnp.float32)
+
+        def derivatives(ids, parts=None):
+            parts = dirs.stacked(key, ids) if parts is None else parts
+
+            def one(u):
+                tangents = [t.astype(w.dtype) for t, w in zip(u, leaves, strict=True)]
+                return jax.jvp(f, (leaves,), (tangents,))
+
+            values, derivs = jax.vmap(one)(parts)
+            return values, derivs, jnp.isfinite(derivs) & jax.vmap(dirs.finite)(parts)
+
+        ks = jnp.arange(self.num_directions, dtype=jnp.uint32)
+        parts = dirs.stacked(key, ks)
+        pmap = self.population_map
+        if pmap is None:
+            values, derivs, valid = derivatives(ks, parts)
+        else:  # each device regenerates its tangents, only derivatives cross
+            values, derivs, valid = (v.reshape(-1)[: self.num_directions] for v in
+                                     pmap(derivatives)(_rows(ks, pmap.shards)))
+        grads = dirs.contract(derivs, valid, parts)
+        count = jnp.sum(valid)
+        value, grads = _normalize(Sums(grads, values[0], count), leaves, values[0])
+        n = count.astype(jnp.int32)
+        return value, jax.tree.unflatten(treedef, grads), {
+            "valid_directions": n, "dropped_directions": jnp.int32(self.num_directions) - n}
+
+    def describe(self, params: PyTree, *args) -> dict[str, Any]:
+        """``path`` (always ``"full_rank"``), ``schedule``, ``evals`` and per-leaf shapes."""
+        check_params(params, "nothing to perturb")
+        return {"path": "full_rank", "schedule": "sharded" if self.population_map else "jvp",
+                "evals": self.evals, "leaves": {
+                    p: {"shape": tuple(jnp.shape(w)), "noise": "full_rank",
+                        "association": "full_rank"}
+                    for p, w in zip(_paths(params), jax.tree.leaves(params), strict=True)}}
 
 
 def forward_value_and_grad(
@@ -545,61 +701,26 @@ def forward_value_and_grad(
     *,
     num_directions: int = 1,
     prng: str = "hash",
-    population_map: Callable | None = None,
-) -> Callable[..., tuple[Array, PyTree]]:
-    """Forward gradient (Baydin et al. 2022): ``grads = mean_k (grad f . u_k) u_k`` with
-    u_k ~ N(0, I) and the directional derivative from one ``jax.jvp`` each (exact,
-    unbiased; variance (d+1)|g|^2 / K). ``value = fun(params, *args)`` exactly.
-    Directions with a non-finite derivative are dropped as in :func:`value_and_grad`;
-    ``vg.evals = num_directions`` (one forward-with-tangent each); ``vg.with_info``.
-    ``population_map`` as in :func:`value_and_grad` (tangents sharded over devices;
-    only the directional derivatives cross, the tangents are regenerated).
+    population_map: PopulationMap | Callable | None = None,
+) -> ForwardGradient:
+    """Forward gradient (Baydin et al. 2022): ``grads = mean_k (grad f . u_k) u_k``.
+
+    u_k ~ N(0, I); each directional derivative comes from one ``jax.jvp`` (exact,
+    unbiased; variance (d+1)|g|^2 / K). Directions with a non-finite derivative or
+    noise are dropped as in :func:`value_and_grad`.
+
+    Args:
+        fun: scalar loss ``fun(params, *args)``.
+        num_directions: tangents per call (``evals``: one forward-with-tangent each).
+        prng: ``"hash"`` or ``"threefry"``.
+        population_map: as in :func:`value_and_grad` (tangents sharded over devices).
+
+    Returns:
+        A :class:`ForwardGradient`: ``vg(params, key, *args) -> (value, grads)`` with
+        ``value = fun(params, *args)`` exactly; ``evals``, ``with_info``, ``describe``.
     """
     check_callable(fun, "fun", "fun(params, *args) -> scalar")
-    check_int(num_directions, "num_directions")
-    if population_map is not None and not callable(population_map):
-        raise TypeError("population_map must be callable (f -> batched f) or None")
+    check_int(num_directions, "num_directions", allow_numpy=True)
     if prng not in PRNGS:
         raise ValueError(f"prng={prng!r} is not known; allowed: {list(PRNGS)}")
-
-    def with_info(params: PyTree, key: PRNGKeyArray, *args):
-        check_key(key)
-        _check_call(params, None, None, "auto")
-        _check_loss(fun, params, args)
-        leaves, treedef = _flatten(params)
-        plan, m_total = _plan(leaves, None)
-        masks = [None] * len(leaves)
-        f = lambda ls: jnp.asarray(fun(jax.tree.unflatten(treedef, ls), *args), jnp.float32)  # noqa: E731
-
-        def gen(k):
-            return _direction(key, k, plan, m_total, "gaussian", prng, None, masks, 0.0)
-
-        def derivative(parts):
-            tangents = [u.astype(w.dtype) for u, w in zip(parts, leaves, strict=True)]
-            return jax.jvp(f, (leaves,), (tangents,))  # (value, directional derivative)
-
-        ks = jnp.arange(num_directions, dtype=jnp.uint32)
-        parts = _stacked(gen, ks)
-        if population_map is None:
-            values, derivs = jax.vmap(derivative)(parts)
-        else:  # sharded: each device regenerates its tangents, only derivatives cross
-            block = lambda b: jax.vmap(derivative)(_stacked(gen, b))  # noqa: E731
-            values, derivs = (v.reshape(-1)[:num_directions]
-                              for v in population_map(block)(_blocks(ks, population_map)))
-        valid = jnp.isfinite(derivs)
-        count = jnp.sum(valid)
-        coef = jnp.where(valid, derivs, 0.0) / jnp.maximum(count, 1).astype(jnp.float32)
-        grads = [g.astype(w.dtype) for g, w in zip(_contract(plan, coef, parts, None, masks),
-                                                   leaves, strict=True)]
-        value = jnp.where(count > 0, values[0], jnp.nan)
-        return value, jax.tree.unflatten(treedef, grads), {
-            "valid_directions": count.astype(jnp.int32)}
-
-    def vg(params: PyTree, key: PRNGKeyArray, *args):
-        value, grads, _ = with_info(params, key, *args)
-        return value, grads
-
-    vg.with_info = with_info
-    vg.evals = num_directions
-    return vg
-
+    return ForwardGradient(fun, int(num_directions), prng, _as_population_map(population_map))
