@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from fold_jax import parallel
@@ -39,9 +40,17 @@ def test_sharded_equals_single_device_for_every_estimator(sharded_cases):
     assert names >= {"gaussian", "rademacher", "sphere", "forward_differences", "lowrank",
                      "lowrank_chunked", "centered_ranks", "sign", "forward_gradient", "gld",
                      "rso", "population_map"}
+    eps = float(np.finfo(np.float32).eps)
     for case in sharded_cases["cases"]:
-        # float32 sums in another order: relative error ~ sqrt(terms) * 2^-24 << 1e-4
-        assert case["diff"] <= 1e-4 * max(case["scale"], 1.0), case
+        # float32 sums in another order: relative error ~ sqrt(terms) * 2^-24 << 1e-4.
+        # Zeroth-order cases also evaluate each loss in batches of another shape (XLA
+        # may pick other kernels): a loss may move by its rounding, <= 64 eps |f| (the
+        # 64 input features' dot products), and a coefficient divides that by sigma;
+        # the estimate averages c_k u_k with |u| < 5.5 (the noise bound).
+        bound = 1e-4 * max(case["scale"], 1.0)
+        if "sigma" in case:
+            bound += 5.5 * 64 * eps * abs(case["loss"]) / case["sigma"]
+        assert case["diff"] <= bound, case
 
 
 def test_mesh_and_population_map_errors():

@@ -49,7 +49,8 @@ def main() -> None:
             got = jax.jit(parallel.value_and_grad(loss, mesh=mesh, sigma=1e-2, **opts))(
                 params, key, x, y)
             out["cases"].append({"devices": n, "case": name, "diff": max_diff(ref, got),
-                                 "scale": max_diff(ref, jax.tree.map(jnp.zeros_like, ref))})
+                                 "scale": max_diff(ref, jax.tree.map(jnp.zeros_like, ref)),
+                                 "loss": float(loss(params, x, y)), "sigma": 1e-2})
         ref = jax.jit(zo.forward_value_and_grad(loss, num_directions=5))(params, key, x, y)
         got = jax.jit(parallel.forward_value_and_grad(loss, mesh=mesh, num_directions=5))(
             params, key, x, y)
