@@ -9,7 +9,6 @@ and the kernel of magnitudes |base| + |s| |a| |b|^T (bias |bias|). ``_bound`` is
 """
 
 import math
-from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -31,36 +30,6 @@ def _float32_products():
     """Full float32 dots and convs (TF32 on a GPU would need 1e-3 tolerances)."""
     with jax.default_matmul_precision("float32"):
         yield
-
-
-class Recorder(LowRank):
-    """A LowRank that logs each pick's answer and each read of ``a``."""
-
-    __slots__ = ()
-    picks: ClassVar[list[str]] = []  # shared logs, cleared by the recorder fixture
-    a_reads: ClassVar[list[int]] = []
-
-    def __getattribute__(self, name):
-        if name == "a":
-            Recorder.a_reads.append(1)
-        return object.__getattribute__(self, name)
-
-    def pick(self, x_shape):
-        how = super().pick(x_shape)
-        Recorder.picks.append(how)
-        return how
-
-
-jax.tree_util.register_pytree_node_class(Recorder)
-
-
-@pytest.fixture
-def recorder():
-    Recorder.picks.clear()
-    Recorder.a_reads.clear()
-    yield Recorder
-    Recorder.picks.clear()
-    Recorder.a_reads.clear()
 
 
 # --------------------------------------------------------------------------- helpers

@@ -8,7 +8,6 @@ the rounding of W + s a b^T), where M is the same product on absolute values,
 """
 
 import math
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -53,36 +52,6 @@ def _assert_within(got, want, bound):
     err = np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))
     worst = err.argmax()
     assert np.all(err <= bound), f"max error {err.flat[worst]:.3g}, bound {bound.flat[worst]:.3g}"
-
-
-class Recorder(LowRank):
-    """A LowRank that records every pick (its answer) and every read of ``a``."""
-
-    __slots__ = ()
-    picks: ClassVar[list[str]] = []  # shared logs, cleared by the recorder fixture
-    a_reads: ClassVar[list[int]] = []
-
-    def __getattribute__(self, name):
-        if name == "a":
-            Recorder.a_reads.append(1)
-        return object.__getattribute__(self, name)
-
-    def pick(self, x_shape):
-        how = super().pick(x_shape)
-        Recorder.picks.append(how)
-        return how
-
-
-jax.tree_util.register_pytree_node_class(Recorder)
-
-
-@pytest.fixture
-def recorder():
-    Recorder.picks.clear()
-    Recorder.a_reads.clear()
-    yield Recorder
-    Recorder.picks.clear()
-    Recorder.a_reads.clear()
 
 
 def _eqns(jaxpr):
