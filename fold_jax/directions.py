@@ -175,9 +175,10 @@ class Directions(NamedTuple):
                 g = g.reshape(leaf.shape)
                 out.append(g if m is None else g * m)
             else:
+                # a dot, not sum(c * u, axis=0): XLA's CPU reduction over the
+                # direction axis ran 40-100x slower at 1.1M parameters
                 keep = valid.reshape((-1,) + (1,) * len(leaf.shape))
-                cu = c.reshape(keep.shape) * jnp.where(keep, u, 0.0)
-                out.append(jnp.sum(cu, axis=0))
+                out.append(jnp.tensordot(c, jnp.where(keep, u, 0.0), axes=1))
         return out
 
 
