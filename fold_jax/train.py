@@ -1,6 +1,10 @@
 """The one training loop: every method and variant trains through :func:`fit`.
 
-Steps are jitted and run in ``lax.scan`` chunks of ``eval_every`` steps; the chunk
+``fit`` trains on a data :class:`~fold_jax.tasks.Task` (any head kind, regression
+included: ``apply(params, x)`` gives the outputs) or minimizes an
+:class:`~fold_jax.tasks.Objective` (a test function of the params with no data: the
+method's step takes no data arguments and the history tracks the objective's
+``value``). Steps are jitted and run in ``lax.scan`` chunks of ``eval_every`` steps; the chunk
 is compiled ahead of time (compile time reported apart), and evaluation between
 chunks is excluded from the training clock. Minibatches are drawn with
 replacement from the training split, keyed by the seed, so a seed fixes the run.
@@ -20,8 +24,9 @@ import pandas as pd
 from jaxtyping import Array, PyTree
 
 from fold_jax.checks import check_finite, check_int, check_params, check_positive
+from fold_jax.heads import higher_is_better
 from fold_jax.methods import Method
-from fold_jax.tasks import Task
+from fold_jax.tasks import Objective, Task
 
 __all__ = ["SKIPPED_WARN_FRACTION", "TrainResult", "fit"]
 
@@ -44,14 +49,24 @@ class TrainResult(NamedTuple):
 def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric, apply,
            target=None, seed=0, progress=False):
     """The loop's arguments checked, numbers as Python values: ``(steps, budget_s,
-    batch_size, eval_every, target, seed)``."""
+    batch_size, eval_every, target, seed, target_metric)`` (target_metric resolved from
+    None to the task's default)."""
     if not (hasattr(method, "init") and hasattr(method, "step")):
         raise TypeError(f"method must have init and step (a fold_jax Method), "
                         f"got {type(method).__name__}")
-    if not isinstance(task, Task):
-        raise TypeError(f"task must be a fold_jax.tasks.Task, got {type(task).__name__}")
-    if not callable(apply):
+    if not isinstance(task, Task | Objective):
+        raise TypeError(f"task must be a fold_jax.tasks.Task or Objective, got "
+                        f"{type(task).__name__}")
+    data = isinstance(task, Task)
+    if data and apply is None:
+        raise TypeError(f"apply is required for a Task ({task.name!r}): apply(params, x) -> "
+                        f"outputs; only an Objective needs none")
+    if data and not callable(apply):
         raise TypeError("apply must be callable: apply(params, x) -> logits")
+    if not data and apply is not None:
+        raise ValueError(f"apply (a {type(apply).__name__}) was given with the Objective "
+                         f"{task.name!r}, which has no data and evaluates params itself: "
+                         f"leave apply=None")
     steps = check_int(steps, "steps", allow_none=True)
     if budget_s is not None:
         try:
@@ -73,16 +88,29 @@ def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric,
     if steps is None and budget_s is None:
         raise ValueError("give steps=, budget_s= or both: the run needs a budget")
     batch_size = check_int(batch_size, "batch_size")
-    if batch_size > task.n_train:
+    if data and batch_size > task.n_train:
         raise ValueError(f"batch_size={batch_size} exceeds the {task.n_train} training "
                          f"examples of {task.name!r}; allowed: 1..{task.n_train}")
     eval_every = check_int(eval_every, "eval_every")
-    allowed = ("loss", "accuracy", "micro_f1") if task.kind == "multilabel" else ("loss",
-                                                                                  "accuracy")
+    allowed = task.head.metric_names if data else ("value",)
+    if target_metric is None:
+        target_metric = task.head.default_metric if data else "value"
     if target_metric not in allowed:
-        raise ValueError(f"target_metric={target_metric!r}; allowed for a {task.kind} task: "
+        what = f"a {task.kind} task" if data else "an Objective"
+        raise ValueError(f"target_metric={target_metric!r}; allowed for {what}: "
                          f"{list(allowed)}")
-    return steps, budget_s, batch_size, eval_every, target, seed
+    return steps, budget_s, batch_size, eval_every, target, seed, target_metric
+
+
+def _check_objective_params(objective: Objective, params: PyTree) -> None:
+    """ValueError naming params unless they are one finite floating array (dim,)."""
+    if not isinstance(params, np.ndarray | jax.Array):
+        raise ValueError(f"params must be one array of shape (dim,) = ({objective.dim},) for "
+                         f"the Objective {objective.name!r} (its value is objective(params)), "
+                         f"got {type(params).__name__}")
+    if tuple(params.shape) != (objective.dim,):
+        raise ValueError(f"params has shape {tuple(params.shape)}; the Objective "
+                         f"{objective.name!r} needs ({objective.dim},)")
 
 
 def _non_finite(a: Any) -> tuple[int, int]:
@@ -93,9 +121,10 @@ def _non_finite(a: Any) -> tuple[int, int]:
     return int(jnp.count_nonzero(~jnp.isfinite(a))), int(a.size)
 
 
-def _check_finite_inputs(task: Task, params: PyTree) -> None:
+def _check_finite_inputs(task: Task | Objective, params: PyTree) -> None:
     """ValueError naming the first data array or params leaf holding NaN or inf."""
-    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+    arrays = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    for name in arrays if isinstance(task, Task) else ():
         array = getattr(task, name, None)
         if array is None:
             continue
@@ -115,46 +144,62 @@ def _check_finite_inputs(task: Task, params: PyTree) -> None:
 def fit(
     method: Method,
     params: PyTree,
-    task: Task,
+    task: Task | Objective,
     *,
-    apply: Callable[[PyTree, Array], Array],
+    apply: Callable[[PyTree, Array], Array] | None = None,
     steps: int | None = None,
     budget_s: float | None = None,
     batch_size: int = 128,
     eval_every: int = 50,
     target: float | None = None,
-    target_metric: str = "accuracy",
+    target_metric: str | None = None,
     threshold: float = 0.5,
     seed: int = 0,
     progress: bool = False,
 ) -> TrainResult:
-    """Train ``params`` with ``method`` on ``task``; ``apply(params, x)`` gives logits.
+    """Train ``params`` with ``method`` on ``task`` (a Task or an Objective).
+
+    On a :class:`~fold_jax.tasks.Task`, ``apply(params, x)`` gives the outputs (logits,
+    or predicted values for regression) and each step is ``method.step(state, key, xb,
+    yb)`` on a minibatch. On an :class:`~fold_jax.tasks.Objective` there is no data:
+    each step is ``method.step(state, key)`` (build the method on ``loss(params) =
+    objective(params)``), ``params`` is one array of shape (dim,), and ``apply`` must be
+    None (``batch_size`` and ``threshold`` are unused).
 
     Stops at ``steps``, after ``budget_s`` seconds of training time, or when the
-    test ``target_metric`` reaches ``target`` (loss: falls to it), whichever first.
-    Counts (steps, batch_size, eval_every, seed) and numbers (budget_s, target) may be
+    ``target_metric`` (a Task's test split; an Objective's value) reaches ``target``
+    in its direction (:func:`fold_jax.heads.higher_is_better`: accuracy, micro_f1 and
+    r2 rise to it; loss, mse, rmse and value fall to it), whichever first. Counts
+    (steps, batch_size, eval_every, seed) and numbers (budget_s, target) may be
     Python, NumPy or concrete JAX scalars.
 
     History rows (one per evaluation, step 0 included): step, evals, elapsed_s,
-    batch_loss (mean over the chunk), train_* and test_* head metrics, ``skipped``
+    batch_loss (mean over the chunk), then train_* and test_* head metrics for a Task
+    or ``value`` (the objective at the current params) for an Objective, ``skipped``
     (steps the method skipped since the previous row, ``info["skipped"]``: its estimate
     was not finite; 0 for methods that never skip) and, for methods that report
     ``info["accepted"]`` (direct search, bit-flip search), ``accepted`` (steps whose
-    move was accepted since the previous row). Both are 0 on the step-0 row.
+    move was accepted since the previous row). Both are 0 on the step-0 row. The
+    validation split is not scored here (``task.evaluate(apply, params, "val")``).
 
     Args:
         method: a :class:`fold_jax.methods.Method`.
-        params: the initial params (finite, floating point).
-        task: the data; its arrays must be finite.
-        apply: ``apply(params, x) -> logits``.
+        params: the initial params (finite, floating point; for an Objective one array
+            of shape (dim,)).
+        task: the data (its arrays must be finite) or an Objective.
+        apply: ``apply(params, x) -> outputs``; required for a Task (TypeError when
+            missing), None for an Objective.
         steps: the most steps to run (None: only ``budget_s`` bounds the run).
         budget_s: the most seconds of training time (compilation and evaluation
             excluded).
         batch_size: minibatch size, drawn with replacement (the whole training split
             when equal to it).
         eval_every: steps between evaluations (one compiled ``lax.scan`` chunk).
-        target: stop when the test ``target_metric`` reaches it.
-        target_metric: "loss", "accuracy" (or "micro_f1" for multilabel tasks).
+        target: stop when ``target_metric`` reaches it.
+        target_metric: one of the head's metrics (``task.head.metric_names``: "loss",
+            "accuracy", "micro_f1" for multilabel; regression "loss", "mse", "rmse",
+            "r2") or "value" for an Objective; None: "accuracy" (classification),
+            "r2" (regression), "value" (Objective).
         threshold: decision threshold of binary and multilabel heads.
         seed: fixes minibatches and the method's keys.
         progress: show a tqdm progress bar.
@@ -163,32 +208,44 @@ def fit(
         A :class:`TrainResult`; ``skipped`` is the run's total of skipped steps.
 
     Raises:
-        ValueError: bad arguments, or NaN/inf in the task's data or in ``params``
+        TypeError: a method without init/step, a task that is neither Task nor
+            Objective, a Task without ``apply``.
+        ValueError: bad arguments (an ``apply`` beside an Objective, Objective params
+            not of shape (dim,)), or NaN/inf in the task's data or in ``params``
             (raised before anything compiles).
 
     Warns:
         RuntimeWarning: when more than ``SKIPPED_WARN_FRACTION`` (2%) of the run's steps
             were skipped.
     """
-    steps, budget_s, batch_size, eval_every, target, seed = _check(
+    steps, budget_s, batch_size, eval_every, target, seed, target_metric = _check(
         method, task, steps, budget_s, batch_size, eval_every, target_metric, apply, target,
         seed, progress)
-    check_params(params, "initialise them with net.init(key)")
+    data = isinstance(task, Task)
+    check_params(params, "initialise them with net.init(key)" if data
+                 else "start from the objective's x0")
+    arrays: tuple[Array, ...] = ()  # the step's data arguments (none for an Objective)
+    n = 0
+    if isinstance(task, Objective):
+        _check_objective_params(task, params)
+    else:
+        arrays, n = (task.x_train, task.y_train), task.n_train
     _check_finite_inputs(task, params)
-    x, y = task.x_train, task.y_train
-    n = task.n_train
-    head = task.head
     reported: set[str] = set()  # which of _COUNTS the method's info holds
+    column = f"test_{target_metric}" if data else "value"
+    higher = higher_is_better(target_metric)
 
-    def chunk(state, keys, xs, ys):
+    def chunk(state, keys, *xy):
         def one_step(state, key):
             batch_key, step_key = jax.random.split(key)
-            if batch_size == n:
-                xb, yb = xs, ys
+            if not xy:
+                batch = ()
+            elif batch_size == n:
+                batch = xy
             else:
                 idx = jax.random.randint(batch_key, (batch_size,), 0, n)
-                xb, yb = xs[idx], ys[idx]
-            state, info = method.step(state, step_key, xb, yb)
+                batch = tuple(a[idx] for a in xy)
+            state, info = method.step(state, step_key, *batch)
             counts = {k: jnp.asarray(info[k], jnp.int32) for k in _COUNTS if k in info}
             reported.update(counts)  # static: recorded while tracing
             return state, {"loss": info["loss"], "evals": info["evals"], **counts}
@@ -197,8 +254,10 @@ def fit(
 
     @jax.jit
     def evaluate(p):
-        train = head.metrics(apply(p, task.x_train), task.y_train, threshold)
-        test = head.metrics(apply(p, task.x_test), task.y_test, threshold)
+        if not data:
+            return {"value": jnp.asarray(task(p), jnp.float32)}
+        train = task.head.metrics(apply(p, task.x_train), task.y_train, threshold)
+        test = task.head.metrics(apply(p, task.x_test), task.y_test, threshold)
         return {**{f"train_{k}": v for k, v in train.items()},
                 **{f"test_{k}": v for k, v in test.items()}}
 
@@ -219,7 +278,7 @@ def fit(
 
     step = evals = index = 0
     elapsed = 0.0
-    reached = _hit(record(0, 0, 0.0, float("nan"), {}), target, target_metric)
+    reached = _hit(record(0, 0, 0.0, float("nan"), {}), target, column, higher)
     bar = _progress(steps, progress)
     while not reached:
         if (steps is not None and step >= steps) or (budget_s is not None and elapsed >= budget_s):
@@ -228,10 +287,10 @@ def fit(
         keys = jax.random.split(jax.random.fold_in(base_key, index), length)
         if length not in compiled:  # compile ahead of time, off the training clock
             t0 = time.perf_counter()
-            compiled[length] = jax.jit(chunk).lower(state, keys, x, y).compile()
+            compiled[length] = jax.jit(chunk).lower(state, keys, *arrays).compile()
             compile_s += time.perf_counter() - t0
         t0 = time.perf_counter()
-        state, out = compiled[length](state, keys, x, y)
+        state, out = compiled[length](state, keys, *arrays)
         jax.block_until_ready((state, out["loss"]))
         elapsed += time.perf_counter() - t0
         index += 1
@@ -240,15 +299,15 @@ def fit(
         counts = {k: int(np.sum(np.asarray(out[k], dtype=np.int64))) for k in _COUNTS
                   if k in out}
         metrics = record(step, evals, elapsed, float(np.mean(np.asarray(out["loss"]))), counts)
-        reached = _hit(metrics, target, target_metric)
+        reached = _hit(metrics, target, column, higher)
         if bar is not None:
             bar.update(length)
-            bar.set_postfix(test=f"{metrics['test_' + target_metric]:.4f}")
+            bar.set_postfix({column: f"{metrics[column]:.4f}"})
     if bar is not None:
         bar.close()
     if not compiled:  # nothing ran (target met at step 0): ask the step what it reports
-        _, info = jax.eval_shape(method.step, state, jax.random.key(0), x[:batch_size],
-                                 y[:batch_size])
+        batch = tuple(a[:batch_size] for a in arrays)
+        _, info = jax.eval_shape(method.step, state, jax.random.key(0), *batch)
         reported.update(k for k in _COUNTS if k in info)
     columns = ["skipped", *(k for k in _COUNTS if k != "skipped" and k in reported)]
     for row, counts in zip(rows, counted, strict=True):
@@ -265,12 +324,12 @@ def fit(
     return TrainResult(state, pd.DataFrame(rows), compile_s, reached, skipped)
 
 
-
-def _hit(metrics: dict[str, float], target: float | None, target_metric: str) -> bool:
+def _hit(metrics: dict[str, float], target: float | None, column: str, higher: bool) -> bool:
+    """Whether ``metrics[column]`` reached ``target`` in its direction (NaN never does)."""
     if target is None:
         return False
-    value = metrics[f"test_{target_metric}"]
-    return value <= target if target_metric == "loss" else value >= target
+    value = metrics[column]
+    return value >= target if higher else value <= target
 
 
 def _progress(steps: int | None, enabled: bool):

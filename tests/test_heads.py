@@ -3,8 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from sklearn.metrics import mean_squared_error, r2_score
 
-from fold_jax.heads import KINDS, Head
+from fold_jax.heads import KINDS, METRICS, Head, higher_is_better
 
 LOGITS = jnp.array([[3.331, -1.20, -0.002, 2.91, 0.32]])
 
@@ -56,7 +57,7 @@ def test_bad_threshold(threshold):
 
 def test_unknown_kind_lists_kinds():
     with pytest.raises(ValueError, match="kind") as e:
-        Head("regression")
+        Head("ordinal")
     for k in KINDS:
         assert k in str(e.value)
 
@@ -74,3 +75,76 @@ def test_bad_shapes_name_the_argument(kind, logits_shape, labels_shape):
 def test_non_finite_logits_give_non_finite_loss_not_an_exception():
     loss = Head("multiclass").loss(jnp.array([[jnp.nan, 0.0]]), jnp.array([0]))
     assert not bool(jnp.isfinite(loss))
+
+
+# -------------------------------------------------------------------------- regression
+
+N_REG = 1000
+# float32 sums of N_REG positive terms vs sklearn's float64: worst-case relative error of
+# a sequential float32 sum is N * eps32 = 1.2e-4 (r2 = 1 - ss_res / ss_tot stays within
+# a few of those when it is not near 0, as here, r2 ~ 0.5)
+RTOL_SUM = N_REG * float(np.finfo(np.float32).eps)
+
+
+def _regression_data(outputs):
+    rng = np.random.default_rng(outputs)
+    target = rng.normal(3.0, 2.0, size=(N_REG, outputs)).astype(np.float32)
+    pred = (target + rng.normal(0.0, 1.4, size=target.shape) * np.arange(1, outputs + 1)
+            ).astype(np.float32)
+    return pred, target
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_regression_metrics_equal_sklearn(outputs):
+    pred, target = _regression_data(outputs)
+    m = Head("regression").metrics(pred, target)
+    assert set(m) == set(METRICS["regression"])
+    mse = mean_squared_error(target.astype(np.float64), pred.astype(np.float64))
+    r2 = r2_score(target.astype(np.float64), pred.astype(np.float64))  # per column, averaged
+    assert float(m["mse"]) == pytest.approx(mse, rel=RTOL_SUM)
+    assert float(m["loss"]) == float(m["mse"])
+    assert float(m["rmse"]) == pytest.approx(np.sqrt(mse), rel=RTOL_SUM)
+    assert float(m["r2"]) == pytest.approx(r2, rel=4 * RTOL_SUM)
+    assert float(Head("regression").loss(pred, target)) == float(m["mse"])
+
+
+def test_regression_one_target_takes_flat_labels_without_broadcasting():
+    pred, target = _regression_data(1)
+    head = Head("regression")
+    flat = head.metrics(pred, target[:, 0])
+    col = head.metrics(pred, target)
+    for k in METRICS["regression"]:
+        assert float(flat[k]) == float(col[k])  # (N,) labels mean (N, 1), never (N, N)
+    with pytest.raises(ValueError, match=r"labels has shape \(1000,\); for outputs"):
+        head.loss(jnp.zeros((N_REG, 2)), target[:, 0])
+    with pytest.raises(ValueError, match="labels has shape"):
+        head.loss(pred, target.T)
+    np.testing.assert_array_equal(head.predict(pred), pred)
+    with pytest.raises(ValueError, match="no probabilities"):
+        head.probs(pred)
+
+
+def test_r2_conventions():
+    head = Head("regression")
+    y = jnp.array([[1.0, 5.0], [2.0, 5.0], [4.0, 5.0]])
+    assert float(head.metrics(y, y)["r2"]) == 1.0  # perfect, constant column included
+    mean = jnp.broadcast_to(y.mean(0), y.shape)
+    # predicting the column mean scores 0 (the same sum as ss_tot: exact); the constant
+    # column's mean is its value, predicted exactly: 1; averaged over columns: 0.5
+    assert float(head.metrics(mean[:, :1], y[:, :1])["r2"]) == 0.0
+    assert float(head.metrics(mean, y)["r2"]) == 0.5
+    # a constant column predicted wrongly scores 0 (sklearn's force_finite convention)
+    off = y.at[:, 1].add(1.0)
+    assert float(head.metrics(off, y)["r2"]) == pytest.approx(0.5, abs=1e-7)
+
+
+def test_metric_directions_and_names():
+    for kind in KINDS:
+        head = Head(kind)
+        assert head.metric_names == METRICS[kind]
+        assert head.default_metric in head.metric_names
+    assert [higher_is_better(m) for m in ("accuracy", "micro_f1", "r2", "test_r2")] == [True] * 4
+    assert [higher_is_better(m) for m in ("loss", "mse", "rmse", "value", "val_loss")] == [
+        False] * 5
+    with pytest.raises(ValueError, match="metric='f1'"):
+        higher_is_better("f1")

@@ -342,3 +342,137 @@ def test_learning_rate_beside_an_optax_object_is_an_error(build, rate):
 def test_callables_that_are_not_schedules_are_named(bad):
     with pytest.raises(ValueError, match="learning_rate="):
         methods.optimizer("adam", bad)
+
+
+# ------------------------------------------------- your own data: regression, multiclass
+
+N_USER, D_USER, NOISE_SHARE = 2000, 20, 0.05
+# the best any model can score on y = X w + noise is the share of explained variance:
+R2_CEILING = 1 / (1 + NOISE_SHARE)  # 0.952
+
+
+@pytest.fixture(scope="module")
+def linear_task():
+    """y = X w + noise, noise variance 5% of the signal's, through from_arrays."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N_USER, D_USER))
+    signal = x @ rng.normal(size=D_USER)
+    y = signal + rng.normal(size=N_USER) * np.sqrt(NOISE_SHARE * signal.var())
+    return tasks.from_arrays(x, y, kind="regression", name="linear")
+
+
+@pytest.fixture(scope="module")
+def linear_run(linear_task):
+    net = nets.mlp((D_USER, 1), "identity")  # one Dense layer: a linear model
+    m = methods.gradient(linear_task.loss_fn(net.apply), "adam", 5e-2)
+    r = train.fit(m, net.init(jax.random.key(0)), linear_task, apply=net.apply, steps=400,
+                  eval_every=100)
+    return net, r
+
+
+def test_user_regression_reaches_r2_near_the_noise_ceiling(linear_task, linear_run):
+    net, r = linear_run
+    h = r.history
+    assert {"train_mse", "train_rmse", "test_r2", "test_loss"} <= set(h.columns)
+    # bar: the ceiling 1/1.05 = 0.952 less least-squares estimation error (about
+    # d/n_train * noise share = 20/1400 * 0.05 < 0.001) and the test sample's spread
+    # (n_test = 400: std of r2 about 0.005); 0.9 leaves ~0.05 for unfinished optimization
+    assert h["test_r2"].iloc[-1] > 0.9
+    assert h["test_r2"].iloc[-1] < R2_CEILING + 0.03  # 6 std above the ceiling: leakage
+    assert h["test_r2"].iloc[0] < 0.5  # the untrained model is far from it
+    val = linear_task.evaluate(net.apply, r.state.params, "val")
+    assert val["r2"] > 0.9 and val["loss"] == val["mse"]
+
+
+def test_regression_target_honours_the_metric_direction(linear_task, linear_run):
+    net, _ = linear_run
+    m = methods.gradient(linear_task.loss_fn(net.apply), "adam", 5e-2)
+    params = net.init(jax.random.key(0))
+    run = lambda **kw: train.fit(m, params, linear_task, apply=net.apply, steps=400,  # noqa: E731
+                                 eval_every=10, **kw)
+    up = run(target=0.5)  # r2 (the regression default) is higher-is-better: rises to 0.5
+    assert up.reached and up.history["test_r2"].iloc[-1] >= 0.5
+    assert up.history["step"].iloc[-1] < 400 and (up.history["test_r2"].iloc[:-1] < 0.5).all()
+    y_var = float(jnp.var(linear_task.y_test))
+    down = run(target=0.5 * y_var, target_metric="mse")  # mse falls to half the variance
+    assert down.reached and down.history["test_mse"].iloc[-1] <= 0.5 * y_var
+    assert (down.history["test_mse"].iloc[:-1] > 0.5 * y_var).all()
+    with pytest.raises(ValueError, match=r"target_metric='accuracy'.*'r2'"):
+        run(target_metric="accuracy")
+
+
+def test_user_multiclass_blobs_train_with_backprop():
+    rng = np.random.default_rng(1)
+    y = rng.permutation(np.repeat(np.arange(4), 300))
+    x = rng.normal(size=(1200, 10)) + 3.0 * np.eye(10)[y]  # centres 3 e_k, distance 4.24
+    task = tasks.from_arrays(x, y, kind="multiclass", name="blobs")
+    assert task.n_outputs == 4  # from the labels: no label_names given
+    net = nets.mlp((10, 32, task.n_outputs), "relu")
+    m = methods.gradient(task.loss_fn(net.apply), "adam", 1e-2)
+    r = train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=300,
+                  eval_every=100)
+    # Bayes error <= 3 Phi(-4.24 / 2) = 0.051 (union bound over the 3 other centres), so
+    # the best accuracy is >= 0.949; n_test = 240 puts its std at 0.014: a 0.9 bar
+    assert r.history["test_accuracy"].iloc[-1] >= 0.9
+
+
+# ------------------------------------------------------- Objectives: no data, a value
+
+
+def _sphere_zo():
+    from fold_jax import zo
+
+    f = tasks.get("sphere")  # dim 10, x0 = ones: value 10
+
+    def loss(params):
+        return f(params)
+
+    options = {"num_directions": 16, "sigma": 1e-2}
+    return f, methods.zeroth_order(loss, "adam", 5e-2, **options), zo.value_and_grad(
+        loss, **options).evals
+
+
+def test_fit_minimizes_an_objective_with_zeroth_order():
+    f, m, evals = _sphere_zo()
+    r = train.fit(m, f.x0, f, steps=200, eval_every=50)
+    h = r.history
+    assert list(h.columns) == ["step", "evals", "elapsed_s", "batch_loss", "value", "skipped"]
+    assert h["value"].iloc[0] == pytest.approx(10.0)
+    assert h["evals"].iloc[-1] == 200 * evals
+    # Adam moves each coordinate up to lr = 0.05 a step, so 200 steps can cross the
+    # distance 1 to the minimum many times over; what is left is the lr-sized jitter,
+    # about dim * lr^2 = 0.025, far below a tenth of the start
+    assert h["value"].iloc[-1] < 0.1 * h["value"].iloc[0]
+    assert np.isclose(float(f(r.state.params)), h["value"].iloc[-1], rtol=1e-6)
+    stop = train.fit(m, f.x0, f, steps=200, eval_every=10, target=1.0)  # value falls to it
+    assert stop.reached and stop.history["value"].iloc[-1] <= 1.0
+    assert stop.history["step"].iloc[-1] < 200
+
+
+def test_direct_search_on_an_objective_reports_accepted_moves():
+    f = tasks.get("rosenbrock", dim=4)
+    m = search.one_plus_one(lambda p: f(p), sigma=0.05)
+    r = train.fit(m, f.x0, f, steps=60, eval_every=20)
+    h = r.history
+    assert {"value", "skipped", "accepted"} <= set(h.columns)
+    assert h["value"].iloc[-1] <= h["value"].iloc[0]  # (1+1)-ES only accepts improvements
+    assert h["accepted"].sum() > 0
+
+
+def test_objective_and_apply_arguments_are_checked(tiny):
+    f = tasks.get("sphere")
+    task, _, params = tiny
+    cases = [
+        (dict(task=f, params=f.x0, apply=lambda p, x: x), ValueError,
+         "apply .*Objective.*leave apply=None"),
+        (dict(task=f, params=params), ValueError, "params must be one array of shape"),
+        (dict(task=f, params=jnp.ones(3)), ValueError, r"params has shape \(3,\).*\(10,\)"),
+        (dict(task=f, params=f.x0.at[2].set(jnp.nan)), ValueError, "params.* non-finite"),
+        (dict(task=f, params=f.x0, target_metric="accuracy"), ValueError,
+         r"allowed for an Objective: \['value'\]"),
+        (dict(task=task, params=params), TypeError, "apply is required for a Task"),
+        (dict(task="sphere", params=f.x0), TypeError, "task must be a fold_jax.tasks.Task"),
+    ]
+    for options, error, match in cases:
+        with pytest.raises(error, match=match):
+            train.fit(_untouchable(), steps=5, **options)
