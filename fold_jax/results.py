@@ -111,6 +111,14 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "variants": {"variant": "str"},
     "probes": {},
     "scaling": {"n_devices": "int"},
+    # one row per BBOB function x dim x instance x method x run (bench/suite_bbob.py)
+    "bbob": {
+        "function": "int", "function_name": "str", "dim": "int", "instance": "int",
+        "run": "int", "method": "str", "library": "str", "budget": "num",
+        "evals_used": "num", "best_precision": "num", "evals_to_1e1": "num",
+        "evals_to_1e-1": "num", "evals_to_1e-3": "num", "evals_to_1e-5": "num",
+        "evals_to_1e-8": "num", "seconds": "num", "seed": "int",
+    },
 }
 _META_TYPES = {"n_devices": "int"}
 

@@ -40,11 +40,11 @@ from fold_jax import results
 
 __all__ = ["SECTIONS", "SECTION_FILES", "Source", "build", "main", "select_runs"]
 
-SECTIONS: tuple[str, ...] = ("kernels", "races", "variants", "probes", "scaling")
+SECTIONS: tuple[str, ...] = ("kernels", "races", "variants", "probes", "scaling", "bbob")
 # the results files each section reads (default: the file named like the section)
 SECTION_FILES: dict[str, tuple[str, ...]] = {"races": ("races", "curves")}
 _TITLES = {"kernels": "Kernels", "races": "Time-to-target races", "variants": "Variants",
-           "probes": "Probes", "scaling": "Scaling"}
+           "probes": "Probes", "scaling": "Scaling", "bbob": "BBOB (COCO)"}
 _SHOWN = ("finished", "unrecorded")  # statuses eligible by default
 
 

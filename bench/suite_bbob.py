@@ -1,0 +1,672 @@
+"""BBOB: the 24 noiseless functions of COCO's ``bbob`` suite, direct search and
+zeroth-order descent beside evosax's strategies and the reference CMA-ES (``cma``).
+
+Functions come from ``cocoex`` (PyPI ``coco-experiment``), COCO's own C implementation
+(offline: the C code ships inside the package). It was picked over ``bbobax`` (a JAX
+re-implementation that draws its own instances from JAX keys, f_opt 0 by default) and
+evosax's problems for fidelity: every evaluation runs the reference code on COCO's
+instances, ``f_opt`` comes from it (``BareProblem.best_value``), and its ``Observer``
+writes COCO's own data format, which ``cocopp`` post-processes. Wheels: CPython 3.11
+x86-64 (2.8.2; 2.8.3+ need Python >= 3.12); PyPI has no aarch64 Linux wheel, so there
+pip builds the sdist (meson-python + Cython: needs a C compiler).
+
+One row per function x dimension x instance x method x run (``results/bbob.csv``):
+``function``, ``function_name``, ``group`` (cocopp's five), ``dim``, ``instance``,
+``run``, ``method``, ``library`` (fold_jax / evosax / cma), ``budget`` (evaluations:
+``budget_multiplier x dim``), ``evals_used`` (the method's own count until it stopped:
+the sum of ``info["evals"]`` over its steps, or pycma's ``countevals``; the last step
+may pass the budget by less than one step), ``evals_counted`` (evaluations of the COCO
+function, at most ``budget``), ``best_precision`` (the best ``f - f_opt`` among them),
+``f_opt``, ``evals_to_<target>`` for COCO's precision targets 1e1, 1e-1, 1e-3, 1e-5,
+1e-8 (the evaluation, counted from 1, at which ``f - f_opt <= target`` first held; inf
+when it never did within the budget), ``seconds`` (wall time per run, compile
+excluded: the runs of a method and dimension run together, so it is the batch's time /
+``batch_runs``), ``compile_s``, ``steps``, ``stopped`` (budget / final_target / pycma's
+termination), ``population_size``, ``seed``.
+
+How a run goes:
+
+- Start point: uniform in [-4, 4]^d (COCO's region of interest, where ``x_opt`` lies),
+  drawn from ``seed`` (a function of function, dim, instance and run), the same for
+  every method. ``problem.initial_solution`` (the origin) would start every run of an
+  instance at one point; COCO's instances are its repetitions (one run per instance;
+  ``runs`` > 1 is an option).
+- The loss the methods see is ``f(x) - f_opt``, computed in float64 by COCO's C code
+  and handed to JAX as float32 (comparison-based methods are invariant to the shift,
+  gradient estimates unchanged by it, and float32 keeps its relative precision near the
+  optimum) through ``jax.pure_callback``. Runs are vmapped: every run of a method and
+  dimension is one lane of one jitted ``lax.scan`` of ``CHUNK`` steps, and each lane's
+  loss takes its own int32 problem slot (``loss(params, slot)``, ``step(state, key,
+  slot)``), bound on the host to the run's :class:`Tracker` (:func:`bound`). So a
+  method compiles once per dimension, and one host callback a step serves all runs.
+- Every evaluation goes through the run's tracker, which counts it, keeps the best and
+  the first evaluation reaching each target (COCO's runtimes, whatever a method
+  reports), and refuses evaluations past the budget or after the final target 1e-8
+  (COCO stops there; the answer is inf and is not counted). A lane steps while its
+  ``evals_used < budget`` and stops at the final target (checked between chunks; its
+  ``evals_used`` and ``steps`` are read at the step that reached it).
+- Re-evaluating the point a comparison-based method keeps (the first of the lowest
+  float32 losses, bit for bit) is answered from memory and not counted: BBOB is
+  deterministic, and fold_jax's direct search runs with
+  ``acceptance="fixed_set"`` (its rule for exact losses: the current point's loss is
+  kept, so a step spends K evaluations, K + 1 on the first), whose "is the current
+  loss known" branch a vmapped ``lax.cond`` computes for every lane.
+- fold_jax's and evosax's methods keep float32 parameters: on ill-conditioned
+  functions (f2, f10, f11, f12: condition 1e6) a float32 step near ``x_opt`` can be too
+  coarse for 1e-8; pycma works in float64. pycma runs its own ask/tell loop per run,
+  ``maxfevals = budget`` and its default termination criteria, no restarts.
+- Settings are one per method for the whole suite (COCO's rule: no tuning per
+  function); initial step sizes are about a quarter of the domain [-5, 5]:
+  ``one_plus_one`` sigma 2; ``gld`` radii 4 down to 1e-5 (20 candidates a step);
+  ``rso`` max(1, d/2) coordinate pairs, sigma 0.5 (fixed scales, as in the paper);
+  ``zo_adam``: fold_jax's antithetic gaussian estimator (lambda directions, sigma 1e-2)
+  with Adam, learning rate cosine-decayed from 0.1 to 1e-4 over the budget;
+  ``evosax_open_es``: the same decayed Adam, std cosine-decayed from 1 to 1e-3;
+  ``evosax_snes``, ``evosax_cma_es`` (``eval_mean=False``: no extra evaluation of the
+  mean) and ``pycma_cma_es``: initial std 2. Population sizes are CMA-ES's default
+  lambda = 4 + floor(3 ln d), made even.
+
+COCO's data: after a job, each run is replayed through COCO's ``bbob`` observer (it
+observes one problem at a time, so not during the vmapped runs): the run's evaluation
+count, with each point that set a new best at COCO's target-trigger resolution (100 per
+decade) evaluated at its own evaluation number and the best point so far in between,
+so the best-so-far record at every target trigger is the run's. The other files' (per
+evaluation) f column shows that best point's value. One observer per method and
+benchmark run writes ``$FOLD_JAX_BBOB_COCO_DIR`` (default ``results/bbob_coco``)
+``/<run_id>/<method>/``; ``python -m cocopp results/bbob_coco/<run_id>/*`` reads it. A
+resumed run opens ``<method>_001`` for the jobs it reruns. ``FOLD_JAX_BBOB_COCO_DIR=off``
+skips it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from bench.common import Job, check_profile
+from fold_jax import results
+from fold_jax.report.bbob import FUNCTIONS, TARGETS, group_of, target_column
+
+FILE = "bbob"
+KEY = ["function", "dim", "instance", "run", "method", "budget", *results.MACHINE_KEY]
+
+CHUNK = 32  # steps per jitted lax.scan call (the final target is checked between chunks)
+SIGMA0 = 2.0  # initial step size of the adaptive methods (domain [-5, 5])
+START_LOW, START_HIGH = -4.0, 4.0  # start points: uniform in COCO's region of interest
+TRIGGERS_PER_DECADE = 100  # COCO's bbob observer default (number_target_triggers)
+COCO_DIR_ENV = "FOLD_JAX_BBOB_COCO_DIR"
+COCO_DIR_DEFAULT = "results/bbob_coco"
+# quick keeps the whole suite within about 2 minutes on a 2-core CPU; full is COCO's
+# standard experiment (all its dimensions, 15 instances) at 1000 x dim evaluations.
+PROFILE: dict[str, dict[str, Any]] = {
+    "quick": {"dims": [2, 10], "instances": [1, 2, 3], "runs": 1, "budget_multiplier": 100},
+    "full": {"dims": [2, 3, 5, 10, 20, 40], "instances": list(range(1, 16)), "runs": 1,
+             "budget_multiplier": 1000},
+}
+# job cost estimate (seconds, 2-core CPU): a compile plus this much per evaluation
+COMPILE_S, COST_PER_EVAL_S = 4.0, 2e-6
+
+
+def population_size(dim: int) -> int:
+    """CMA-ES's default population size 4 + floor(3 ln d), rounded up to even (the
+    mirrored-sampling estimators need pairs).
+
+    Args:
+        dim: search-space dimension.
+
+    Returns:
+        The population size (evaluations a step) of every population method.
+    """
+    lam = 4 + math.floor(3 * math.log(dim))
+    return lam + lam % 2
+
+
+# ---------------------------------------------------------------------- problems
+
+
+def _level(precision: float) -> float:
+    """COCO's target-trigger index of a precision (100 per decade; -inf at 0)."""
+    if precision <= 0:
+        return -math.inf
+    return math.floor(TRIGGERS_PER_DECADE * math.log10(precision))
+
+
+@dataclasses.dataclass
+class Tracker:
+    """One run's evaluation record: every evaluation goes through :meth:`evaluate`.
+
+    Attributes:
+        problem: ``problem(x) -> f`` (a cocoex ``BareProblem``).
+        f_opt: the function's optimal value.
+        budget: evaluations allowed; later ones are refused.
+        count: evaluations made so far.
+        best: best precision ``f - f_opt`` so far (float64).
+        hits: per target of ``TARGETS``, the evaluation that first reached it (inf: not yet).
+        improvements: ``(count, x, precision)`` of each new best at a new COCO trigger
+            level (what the COCO replay needs).
+        kept_x, kept: the point a comparison-based method keeps (the first evaluated
+            point of lowest float32 precision, as JAX sees it) and its precision: its
+            exact re-evaluation is answered from memory, uncounted.
+    """
+
+    problem: Callable[[np.ndarray], float]
+    f_opt: float
+    budget: int
+    count: int = 0
+    best: float = math.inf
+    hits: list[float] = dataclasses.field(default_factory=lambda: [math.inf] * len(TARGETS))
+    improvements: list[tuple[int, np.ndarray, float]] = dataclasses.field(default_factory=list)
+    kept_x: np.ndarray | None = None
+    kept: float = math.inf
+
+    @property
+    def solved(self) -> bool:
+        """Whether the final target (1e-8) was reached."""
+        return self.hits[-1] < math.inf
+
+    @property
+    def closed(self) -> bool:
+        """Whether the run is over: budget spent or final target reached."""
+        return self.count >= self.budget or self.solved
+
+    def evaluate(self, x: np.ndarray) -> float:
+        """The precision ``f(x) - f_opt`` of ``x``, recorded; inf (not counted) once the
+        run is closed; the kept point re-evaluated bit for bit comes from memory."""
+        x = np.asarray(x)
+        if self.kept_x is not None and x.dtype == self.kept_x.dtype and np.array_equal(
+                x, self.kept_x):
+            return self.kept
+        if self.closed:
+            return math.inf
+        precision = float(self.problem(x.astype(np.float64))) - self.f_opt
+        self.count += 1
+        if np.float32(precision) < np.float32(self.kept):  # strict, first of ties: as JAX
+            self.kept_x, self.kept = x.copy(), precision
+        if precision < self.best:
+            if not self.improvements or _level(precision) < _level(self.improvements[-1][2]):
+                self.improvements.append((self.count, x.copy(), precision))
+            self.best = precision
+            for j, target in enumerate(TARGETS):
+                if self.hits[j] == math.inf and precision <= target:
+                    self.hits[j] = float(self.count)
+        return precision
+
+
+_TRACKERS: dict[int, Tracker] = {}  # problem slot (the int32 loss argument) -> tracker
+_SLOTS = [0]
+
+
+def new_slot() -> int:
+    """A fresh problem slot (an id :func:`bbob_loss` takes)."""
+    _SLOTS[0] += 1
+    return _SLOTS[0]
+
+
+@contextlib.contextmanager
+def bound(slot: int, tracker: Tracker) -> Iterator[int]:
+    """Bind ``tracker`` to problem ``slot`` while the context lasts.
+
+    Args:
+        slot: an id from :func:`new_slot`.
+        tracker: the run's tracker; :func:`bbob_loss` with this slot evaluates through it.
+
+    Returns:
+        A context manager yielding ``slot`` (RuntimeError when it is already bound).
+    """
+    if slot in _TRACKERS:
+        raise RuntimeError(f"problem slot {slot} is already bound to another run")
+    _TRACKERS[slot] = tracker
+    try:
+        yield slot
+    finally:
+        _TRACKERS.pop(slot, None)
+
+
+def _evaluate_batch(x: np.ndarray, slot: np.ndarray) -> np.ndarray:
+    """Host side of :func:`bbob_loss`: the precision of each row of ``x`` (float32)."""
+    x, slot = np.asarray(x), np.asarray(slot)
+    rows, ids = x.reshape(-1, x.shape[-1]), slot.reshape(-1)
+    out = np.array([_TRACKERS[int(k)].evaluate(r) for r, k in zip(rows, ids, strict=True)],
+                   np.float32)
+    return out.reshape(slot.shape)
+
+
+def bbob_loss(params: dict, slot) -> Any:
+    """The JAX loss of the problem bound to ``slot``: ``f(params["x"]) - f_opt``.
+
+    Args:
+        params: ``{"x": (d,) array}``.
+        slot: int32 scalar, bound to a :class:`Tracker` (:func:`bound`) when it runs.
+
+    Returns:
+        The float32 precision, computed in float64 on the host by the tracker
+        (``jax.pure_callback``; under ``vmap`` one call evaluates every row).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    x = params["x"]
+    slot = jnp.asarray(slot, jnp.int32)
+    return jax.pure_callback(_evaluate_batch, jax.ShapeDtypeStruct(x.shape[:-1], jnp.float32),
+                             x, slot, vmap_method="broadcast_all")
+
+
+def _cocoex():
+    try:
+        import cocoex
+    except ImportError as error:
+        raise ImportError("the bbob suite needs cocoex: pip install 'coco-experiment>=2.8.2' "
+                          "(COCO's reference BBOB functions)") from error
+    cocoex.log_level("warning")
+    return cocoex
+
+
+def bare_problem(function: int, dim: int, instance: int):
+    """COCO's bbob problem (unobserved ``cocoex.BareProblem``): ``problem(x) -> f``,
+    ``best_value()`` = f_opt."""
+    return _cocoex().BareProblem("bbob", int(function), int(dim), int(instance))
+
+
+def f_opt(function: int, dim: int, instance: int) -> float:
+    """COCO's optimal value ``f_opt`` of a bbob problem."""
+    return float(bare_problem(function, dim, instance).best_value())
+
+
+def new_tracker(function: int, dim: int, instance: int, budget: int) -> Tracker:
+    """A fresh :class:`Tracker` of a bbob problem and budget."""
+    problem = bare_problem(function, dim, instance)
+    return Tracker(problem, float(problem.best_value()), int(budget))
+
+
+# ------------------------------------------------------------------- COCO's data
+
+
+def coco_dir() -> Path | None:
+    """Where COCO's observer writes (``$FOLD_JAX_BBOB_COCO_DIR``, default
+    ``results/bbob_coco``); None when it is ``off``/``none``/``0`` or empty."""
+    value = os.environ.get(COCO_DIR_ENV, COCO_DIR_DEFAULT).strip()
+    if value.lower() in ("", "off", "none", "0", "false"):
+        return None
+    return Path(value).resolve()
+
+
+_OBSERVERS: dict[tuple[str, str], Any] = {}
+
+
+def _observer(method: str):
+    """This process's COCO observer for ``method`` in the current run (None: off)."""
+    root = coco_dir()
+    if root is None:
+        return None
+    outer = root / results.run_id()
+    key = (str(outer), method)
+    if key not in _OBSERVERS:
+        outer.mkdir(parents=True, exist_ok=True)
+        _OBSERVERS[key] = _cocoex().Observer(
+            "bbob", f"outer_folder: {outer} result_folder: {method} algorithm_name: {method} "
+                    f"algorithm_info: fold_jax_bench_suite_bbob")
+    return _OBSERVERS[key]
+
+
+def replay(tracker: Tracker, function: int, dim: int, instance: int, observer) -> int:
+    """Replay a run through COCO's observer (module docstring); returns evaluations."""
+    cocoex = _cocoex()
+    suite = cocoex.Suite("bbob", f"instances: {instance}",
+                         f"function_indices: {function} dimensions: {dim}")
+    problem = suite.get_problem_by_function_dimension_instance(function, dim, instance,
+                                                               observer)
+    try:
+        marks = {count: x.astype(np.float64) for count, x, _ in tracker.improvements}
+        current = None
+        for count in range(1, tracker.count + 1):
+            current = marks.get(count, current)
+            problem(current)
+        return int(problem.evaluations)
+    finally:
+        problem.free()
+
+
+# ----------------------------------------------------------------------- methods
+
+
+class Spec(NamedTuple):
+    """A benchmarked method: its library and ``build(loss, slot, dim, budget) -> Method``
+    (None for pycma, which runs its own loop)."""
+
+    library: str
+    build: Callable[[Callable, Any, int, int], Any] | None
+    needs: str  # the module it imports (missing: its jobs are skipped)
+
+
+def _steps(budget: int, evals_per_step: int) -> int:
+    return max(1, budget // evals_per_step)
+
+
+def _fixed(slot) -> dict[str, Any]:
+    """Direct search on a deterministic loss: decide on ``loss(params, slot)`` and keep
+    the current point's loss (K evaluations a step, not K + 1)."""
+    return {"acceptance": "fixed_set", "eval_batch": (slot,)}
+
+
+def _gld(loss, slot, dim, budget):
+    from fold_jax import search
+
+    return search.gld(loss, max_radius=4.0, min_radius=1e-5, **_fixed(slot))
+
+
+def _one_plus_one(loss, slot, dim, budget):
+    from fold_jax import search
+
+    return search.one_plus_one(loss, sigma=SIGMA0, **_fixed(slot))
+
+
+def _rso(loss, slot, dim, budget):
+    from fold_jax import search
+
+    return search.rso(loss, num_candidates=max(1, dim // 2), sigma=0.5, relative=False,
+                      **_fixed(slot))
+
+
+def _zo_adam(loss, slot, dim, budget):
+    import optax
+
+    from fold_jax import methods
+
+    lam = population_size(dim)
+    lr = optax.cosine_decay_schedule(0.1, _steps(budget, lam), alpha=1e-3)
+    return methods.zeroth_order(loss, "adam", lr, num_directions=lam, sigma=1e-2)
+
+
+def _evosax(strategy: str):
+    def build(loss, slot, dim, budget):
+        import optax
+
+        from fold_jax import peers
+
+        lam = population_size(dim)
+        if strategy == "Open_ES":
+            steps = _steps(budget, lam)
+            return peers.evosax_method(
+                strategy, loss, population_size=lam, eval_mean=False, optimizer="adam",
+                learning_rate=optax.cosine_decay_schedule(0.1, steps, alpha=1e-3),
+                std_schedule=optax.cosine_decay_schedule(1.0, steps, alpha=1e-3))
+        return peers.evosax_method(strategy, loss, population_size=lam, sigma=SIGMA0,
+                                   eval_mean=False)
+
+    return build
+
+
+METHODS: dict[str, Spec] = {
+    "gld": Spec("fold_jax", _gld, "fold_jax.search"),
+    "one_plus_one": Spec("fold_jax", _one_plus_one, "fold_jax.search"),
+    "rso": Spec("fold_jax", _rso, "fold_jax.search"),
+    "zo_adam": Spec("fold_jax", _zo_adam, "fold_jax.methods"),
+    "evosax_open_es": Spec("evosax", _evosax("Open_ES"), "fold_jax.peers"),
+    "evosax_snes": Spec("evosax", _evosax("SNES"), "fold_jax.peers"),
+    "evosax_cma_es": Spec("evosax", _evosax("CMA_ES"), "fold_jax.peers"),
+    "pycma_cma_es": Spec("cma", None, "cma"),
+}
+
+
+def _select(active, new, old):
+    """``new`` where ``active`` else ``old``, leaf by leaf, in ``old``'s dtypes."""
+    import jax
+    import jax.numpy as jnp
+
+    def pick(n, o):
+        return jax.lax.convert_element_type(jnp.where(active, n, o), jnp.result_type(o))
+
+    return jax.tree.map(pick, new, old)
+
+
+class Runner(NamedTuple):
+    """A method compiled for one dimension, budget and number of runs (lanes)."""
+
+    init: Callable  # params -> state (one run)
+    chunk: Callable  # (states, keys, spent, steps, limits, slots) -> (carry, history)
+    compile_s: float
+
+
+_RUNNERS: dict[tuple[str, int, int, int], Runner] = {}
+
+
+def runner(name: str, dim: int, budget: int, lanes: int) -> Runner:
+    """Method ``name``'s jitted chunk of ``CHUNK`` steps over ``lanes`` vmapped runs
+    (cached): a lane steps while its ``spent < limit``.
+
+    Args:
+        name: a key of ``METHODS`` with a ``build``.
+        dim: dimension.
+        budget: evaluations (schedules that decay over the budget depend on it).
+        lanes: runs batched together.
+
+    Returns:
+        The :class:`Runner`; ``chunk`` returns the new ``(states, keys, spent, steps)``
+        and per lane and step the cumulative ``(spent, steps)``, shaped ``(lanes, CHUNK)``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    cache_key = (name, dim, budget, lanes)
+    if cache_key in _RUNNERS:
+        return _RUNNERS[cache_key]
+    build = METHODS[name].build
+    init = build(bbob_loss, jnp.int32(0), dim, budget).init
+
+    def lane(state, key, spent, steps, limit, slot):
+        method = build(bbob_loss, slot, dim, budget)  # fixed_set decides on this slot
+
+        def body(carry, _):
+            state, key, spent, steps = carry
+            key, sub = jax.random.split(key)
+            active = spent < limit
+            new, info = method.step(state, sub, slot)
+            evals = jnp.where(active, jnp.asarray(info["evals"], jnp.int32), 0)
+            carry = (_select(active, new, state), key, spent + evals,
+                     steps + active.astype(jnp.int32))
+            return carry, (carry[2], carry[3])
+
+        return jax.lax.scan(body, (state, key, spent, steps), None, length=CHUNK)
+
+    states = _stack([init({"x": jnp.zeros(dim, jnp.float32)})] * lanes)
+    zeros = jnp.zeros(lanes, jnp.int32)
+    keys = jax.random.split(jax.random.key(0), lanes)
+    t0 = time.perf_counter()
+    compiled = jax.jit(jax.vmap(lane)).lower(states, keys, zeros, zeros, zeros + budget,
+                                             zeros).compile()
+    built = Runner(init, compiled, time.perf_counter() - t0)
+    _RUNNERS[cache_key] = built
+    return built
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _run_jax(name: str, trackers: Sequence[Tracker], x0s: np.ndarray, seeds: Sequence[int]
+             ) -> list[dict[str, Any]]:
+    """All runs of a fold_jax / evosax method at one dimension, vmapped, until each has
+    spent its budget or reached the final target."""
+    import jax
+    import jax.numpy as jnp
+
+    lanes, dim = x0s.shape
+    budget = trackers[0].budget
+    r = runner(name, dim, budget, lanes)
+    slots = [new_slot() for _ in range(lanes)]
+    states = _stack([r.init({"x": jnp.asarray(x, jnp.float32)}) for x in x0s])
+    carry = (states, jnp.stack([jax.random.key(s) for s in seeds]),
+             jnp.zeros(lanes, jnp.int32), jnp.zeros(lanes, jnp.int32))
+    used = [None] * lanes  # (evals_used, steps) of lanes stopped at the final target
+    limits = np.full(lanes, budget, np.int32)
+    with contextlib.ExitStack() as stack:
+        for slot, tracker in zip(slots, trackers, strict=True):
+            stack.enter_context(bound(slot, tracker))
+        slot_arg = jnp.asarray(slots, jnp.int32)
+        t0 = time.perf_counter()
+        for _ in range(budget // CHUNK + 2):  # every step spends >= 1 evaluation
+            carry, (spent_hist, steps_hist) = r.chunk(*carry, jnp.asarray(limits), slot_arg)
+            spent_hist, steps_hist = np.asarray(spent_hist), np.asarray(steps_hist)
+            for i, tracker in enumerate(trackers):
+                if used[i] is None and tracker.solved:  # the step holding the hit
+                    j = int(np.argmax(spent_hist[i] >= tracker.hits[-1]))
+                    used[i] = (int(spent_hist[i, j]), int(steps_hist[i, j]))
+                    limits[i] = 0
+            if all(u is not None or s >= budget for u, s in zip(used, spent_hist[:, -1],
+                                                                  strict=True)):
+                break
+        seconds = (time.perf_counter() - t0) / lanes
+    spent, steps = np.asarray(carry[2]), np.asarray(carry[3])
+    out = []
+    for i in range(lanes):
+        evals, n_steps = used[i] or (int(spent[i]), int(steps[i]))
+        out.append({"evals_used": evals, "steps": n_steps, "seconds": seconds,
+                    "compile_s": r.compile_s, "batch_runs": lanes,
+                    "stopped": "final_target" if used[i] else "budget"})
+    return out
+
+
+def _run_pycma(tracker: Tracker, x0: np.ndarray, seed: int) -> dict[str, Any]:
+    """pycma's CMA-ES ask/tell loop (its default settings, ``maxfevals = budget``)."""
+    import cma
+
+    es = cma.CMAEvolutionStrategy(list(x0), SIGMA0, {
+        "seed": seed + 1, "maxfevals": tracker.budget, "popsize": population_size(len(x0)),
+        "verbose": -9, "verb_log": 0, "verb_disp": 0})
+    steps = 0
+    t0 = time.perf_counter()
+    while not es.stop() and not tracker.solved:
+        xs = es.ask()
+        es.tell(xs, [tracker.evaluate(x) for x in xs])
+        steps += 1
+    seconds = time.perf_counter() - t0
+    reasons = list(es.stop())
+    stopped = "final_target" if tracker.solved else (
+        "budget" if "maxfevals" in reasons else ",".join(reasons) or "unknown")
+    return {"evals_used": int(es.countevals), "steps": steps, "seconds": seconds,
+            "compile_s": 0.0, "batch_runs": 1, "stopped": stopped}
+
+
+# ------------------------------------------------------------------------- runs
+
+
+class Problem(NamedTuple):
+    """One run to make: bbob function, instance and repetition."""
+
+    function: int
+    instance: int
+    run: int = 0
+
+
+def seed_of(function: int, dim: int, instance: int, run: int) -> int:
+    """The run's seed (start point, method keys), the same for every method."""
+    return int(np.random.SeedSequence([function, dim, instance, run]).generate_state(1)[0]
+               & 0x7FFFFFFF)
+
+
+def start_point(seed: int, dim: int) -> np.ndarray:
+    """Uniform in [-4, 4]^dim from ``seed`` (float64)."""
+    return np.random.default_rng(seed).uniform(START_LOW, START_HIGH, dim)
+
+
+def run_batch(method: str, dim: int, problems: Sequence[Problem], *,
+              budget_multiplier: int = PROFILE["quick"]["budget_multiplier"]
+              ) -> list[dict[str, Any]]:
+    """Runs of ``method`` on ``problems`` at dimension ``dim`` (vmapped together unless
+    the method is pycma), then their COCO data when it is on.
+
+    Args:
+        method: a key of ``METHODS``.
+        dim: dimension (one of COCO's 2, 3, 5, 10, 20, 40).
+        problems: the (function 1-24, instance, run) to make.
+        budget_multiplier: the budget is ``budget_multiplier * dim`` evaluations.
+
+    Returns:
+        One ``results/bbob.csv`` row per problem (module docstring).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not known; allowed: {list(METHODS)}")
+    bad = [p.function for p in problems if p.function not in FUNCTIONS]
+    if bad or not problems:
+        raise ValueError(f"problems must be a non-empty list of bbob functions 1-24: {bad}")
+    budget = int(budget_multiplier * dim)
+    seeds = [seed_of(p.function, dim, p.instance, p.run) for p in problems]
+    x0s = np.stack([start_point(s, dim) for s in seeds])
+    trackers = [new_tracker(p.function, dim, p.instance, budget) for p in problems]
+    if METHODS[method].build is None:
+        outs = [_run_pycma(t, x, s) for t, x, s in zip(trackers, x0s, seeds, strict=True)]
+    else:
+        outs = _run_jax(method, trackers, x0s, seeds)
+    observer = _observer(method)
+    if observer is not None:
+        for p, t in zip(problems, trackers, strict=True):
+            replay(t, p.function, dim, p.instance, observer)
+    rows = []
+    for p, t, out, seed in zip(problems, trackers, outs, seeds, strict=True):
+        rows.append({
+            "function": p.function, "function_name": FUNCTIONS[p.function],
+            "group": group_of(p.function), "dim": dim, "instance": p.instance, "run": p.run,
+            "method": method, "library": METHODS[method].library,
+            "budget_multiplier": budget_multiplier, "budget": budget,
+            "evals_used": out["evals_used"], "evals_counted": t.count,
+            "best_precision": t.best, "f_opt": t.f_opt,
+            **{target_column(g): h for g, h in zip(TARGETS, t.hits, strict=True)},
+            "seconds": out["seconds"], "compile_s": out["compile_s"],
+            "batch_runs": out["batch_runs"], "steps": out["steps"], "stopped": out["stopped"],
+            "population_size": population_size(dim),
+            "start": f"uniform[{START_LOW:g},{START_HIGH:g}]^d", "seed": seed})
+    return rows
+
+
+def run_one(method: str, function: int, dim: int, instance: int, run: int = 0, *,
+            budget_multiplier: int = PROFILE["quick"]["budget_multiplier"]) -> dict[str, Any]:
+    """One run of ``method`` on one bbob problem: :func:`run_batch`'s row."""
+    return run_batch(method, dim, [Problem(function, instance, run)],
+                     budget_multiplier=budget_multiplier)[0]
+
+
+def _available(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def jobs(profile: str) -> Iterator[Job]:
+    """One job per method x dimension: all 24 functions x instances x runs, vmapped;
+    methods whose module is missing are skipped, saying so."""
+    p = PROFILE[check_profile(profile)]
+    if not _available("cocoex"):
+        print("bbob: skipping every job: cocoex is missing (pip install "
+              "'coco-experiment>=2.8.2')")
+        return
+    missing = sorted({s.needs for s in METHODS.values() if not _available(s.needs)})
+    if missing:
+        print(f"bbob: skipping the methods that need the missing modules {missing}")
+    problems = [Problem(f, i, r) for f in FUNCTIONS for i in p["instances"]
+                for r in range(p["runs"])]
+    for name, spec in METHODS.items():
+        if spec.needs in missing:
+            continue
+        for dim in p["dims"]:
+            budget = p["budget_multiplier"] * dim
+            cost = COMPILE_S + len(problems) * budget * COST_PER_EVAL_S * (
+                50 if spec.build is None else 1)  # pycma: Python per generation
+            key = {"function": problems[0].function, "dim": dim,
+                   "instance": problems[0].instance, "run": 0, "method": name,
+                   "budget": budget}
+            yield Job(key, lambda a=(name, dim, problems, p["budget_multiplier"]): run_batch(
+                a[0], a[1], a[2], budget_multiplier=a[3]), label=f"bbob/{name}/d{dim}",
+                cost=cost)
