@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from bench.common import Job, check_profile
-from fold_jax import methods, nets, results, tasks, train
+from fold_jax import heads, methods, nets, results, tasks, train
 
 FILE = "races"
 KEY = ["task", "method", "variant", "seed", "max_steps", "budget_s", *results.MACHINE_KEY]
@@ -117,12 +117,20 @@ def _gradient(opt: str, lr: float | None):
     return make
 
 
-def _search(name: str, **options):
+def _search(name: str, acceptance: str = "reevaluate", **options):
+    """A direct-search builder with its acceptance rule pinned (fold_jax.search): the
+    race row records it (``acceptance``), so a change of the library default cannot
+    silently change what a stored race measured. "reevaluate" moves only to a
+    candidate that also beats the current point on the next 2 minibatches; "batch"
+    (each step's best on its own minibatch) drifts upward on minibatches."""
+
     def make(loss, tx_wrap, mask, race=None, variant="dense"):
         from fold_jax import search
 
-        return getattr(search, name)(loss, **options, **({} if mask is None else {"mask": mask}))
+        return getattr(search, name)(loss, acceptance=acceptance, **options,
+                                     **({} if mask is None else {"mask": mask}))
 
+    make.acceptance = acceptance
     return make
 
 
@@ -130,7 +138,8 @@ def _search(name: str, **options):
 # Not tuned per task (the gradient baseline is): zeroth-order estimators use 32 directions
 # (16 antithetic pairs), sigma 1e-3 (0.05 on binarized nets) and Adam at 1e-2, except
 # zo_lowrank_ranked, the recipe tuned on digits; forward gradient 8 jvp directions and
-# Adam at 1e-2; "sgd" is SGD with momentum 0.9 at 0.1; search methods their defaults.
+# Adam at 1e-2; "sgd" is SGD with momentum 0.9 at 0.1; search methods their defaults with
+# acceptance="reevaluate" pinned (the row's ``acceptance``; "" for methods without one).
 # Pruned nets keep their mask through ``tx_wrap`` (optax) or ``mask=`` (search, ZO).
 METHODS: dict[str, tuple[Callable, str, bool]] = {
     "adam": (_gradient("adam", None), "fold_jax.methods", True),
@@ -143,9 +152,9 @@ METHODS: dict[str, tuple[Callable, str, bool]] = {
     "zo_lowrank_ranked": (_zo("gaussian", rank=4, num_directions=128, lr=3e-3, sigma=1e-2,
                               shaping="centered_ranks", chunk_size=16), "fold_jax.zo", True),
     "forward_gradient": (_forward_gradient(), "fold_jax.zo", True),
-    "gld": (_search("gld"), "fold_jax.search", True),
-    "rso": (_search("rso"), "fold_jax.search", True),
-    "one_plus_one": (_search("one_plus_one"), "fold_jax.search", True),
+    "gld": (_search("gld", acceptance="reevaluate"), "fold_jax.search", True),
+    "rso": (_search("rso", acceptance="reevaluate"), "fold_jax.search", True),
+    "one_plus_one": (_search("one_plus_one", acceptance="reevaluate"), "fold_jax.search", True),
 }
 
 
@@ -176,7 +185,7 @@ def _model(task, race: Race, variant: str, seed: int):
 
 def _to_target(history, column: str, target: float, metric: str) -> dict[str, float]:
     values = history[column].to_numpy()
-    hit = values <= target if metric == "loss" else values >= target
+    hit = values >= target if heads.higher_is_better(metric) else values <= target
     if not hit.any():
         return {"steps_to_target": math.inf, "evals_to_target": math.inf,
                 "time_to_target_s": math.inf}
@@ -230,7 +239,8 @@ def race(task_name: str, method: str, variant: str, seed: int, budget_s: float,
            "evals_per_step": float(h["evals"].iloc[-1] / max(h["step"].iloc[-1], 1)),
            "sparsity": SPARSITY if variant == "pruned" else 0.0, "batch_size": BATCH_SIZE,
            "eval_every": EVAL_EVERY, "skipped_steps": int(result.skipped),
-           "accepted_steps": int(h["accepted"].sum()) if "accepted" in h else float("nan")}
+           "accepted_steps": int(h["accepted"].sum()) if "accepted" in h else float("nan"),
+           "acceptance": getattr(build, "acceptance", "")}
     return {"races": [row], "curves": _curves(h, key)}
 
 

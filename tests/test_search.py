@@ -1,7 +1,11 @@
 """Direct search: monotone invariance, never accepting a higher loss, the 1/5 rule,
-NaN safety, validation and a run through train.fit."""
+NaN safety, validation, a run through train.fit, and the acceptance rules: the
+"batch" rule drifts upward on minibatches of a realistic task, the default
+("reevaluate") and "fixed_set" do not."""
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +29,8 @@ BUILDERS = {
     "rso": lambda f, **kw: search.rso(f, num_candidates=4, **kw),
     "one_plus_one": lambda f, **kw: search.one_plus_one(f, sigma=0.3, **kw),
 }
+RULES = {"reevaluate": {}, "batch": {"acceptance": "batch"},
+         "fixed_set": {"acceptance": "fixed_set", "eval_batch": (SHIFT,)}}
 
 
 def run(method, steps, fun_args=(SHIFT,), params=P0, seed=0):
@@ -38,14 +44,15 @@ def run(method, steps, fun_args=(SHIFT,), params=P0, seed=0):
     return states, infos
 
 
+@pytest.mark.parametrize("rule", ["reevaluate", "batch"])
 @pytest.mark.parametrize("name", sorted(BUILDERS))
-def test_never_accepts_higher_loss_and_decreases(name):
+def test_never_accepts_higher_loss_and_decreases(name, rule):
     # a different shift per step plays the minibatch: compare on the same args
-    method = BUILDERS[name](sphere)
+    method = BUILDERS[name](sphere, **RULES[rule])
     step, f = jax.jit(method.step), jax.jit(sphere)
     state = method.init(P0)
     start = float(f(P0, SHIFT))
-    for i in range(30):
+    for i in range(60):
         shift = 0.1 * jax.random.normal(jax.random.key(100 + i), SHIFT.shape)
         before = float(f(state.params, shift))
         state, info = step(state, jax.random.key(i), shift)
@@ -57,44 +64,111 @@ def test_never_accepts_higher_loss_and_decreases(name):
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
-def test_same_trajectory_under_monotone_transform(name):
-    a, _ = run(BUILDERS[name](sphere), 10)
-    b, _ = run(BUILDERS[name](lambda p, s: jnp.exp(sphere(p, s))), 10)
+def test_fixed_set_decides_on_eval_batch_and_never_rises(name):
+    # the step's own args are ignored: a wild shift per step changes nothing
+    method = BUILDERS[name](sphere, **RULES["fixed_set"])
+    step = jax.jit(method.step)
+    state, losses = method.init(P0), []
+    for i in range(40):
+        noise = 10.0 * jax.random.normal(jax.random.key(100 + i), SHIFT.shape)
+        state, info = step(state, jax.random.key(i), noise)
+        np.testing.assert_allclose(float(info["loss"]), float(sphere(state.params, SHIFT)),
+                                   rtol=1e-6)
+        losses.append(float(info["loss"]))
+    assert np.all(np.diff(losses) <= 0) and losses[-1] < float(sphere(P0, SHIFT))
+    same = method.init(P0)
+    for i in range(40):
+        same, _ = step(same, jax.random.key(i), jnp.full(SHIFT.shape, 3.0))
+    for x, y in zip(jax.tree.leaves(same.params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+# every rule compares losses only; each method under the default, every rule under gld
+SOME_RULES = [(name, "reevaluate") for name in sorted(BUILDERS)] + [("gld", "batch"),
+                                                                    ("gld", "fixed_set")]
+
+
+@pytest.mark.parametrize(("name", "rule"), SOME_RULES)
+def test_same_trajectory_under_monotone_transform(name, rule):
+    a, _ = run(BUILDERS[name](sphere, **RULES[rule]), 10)
+    b, _ = run(BUILDERS[name](lambda p, s: jnp.exp(sphere(p, s)), **RULES[rule]), 10)
     for sa, sb in zip(a, b, strict=True):
         for x, y in zip(jax.tree.leaves(sa.params), jax.tree.leaves(sb.params), strict=True):
             np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("name", sorted(BUILDERS))
-def test_nan_candidates_never_accepted(name):
+@pytest.mark.parametrize(("name", "rule"), [*SOME_RULES, ("one_plus_one", "fixed_set")])
+def test_nan_candidates_never_accepted(name, rule):
     def holes(p, s):  # NaN on a random half of the space
         v = sphere(p, s)
         return jnp.where(jnp.sin(37.0 * jnp.sum(p["w"])) > 0, jnp.nan, v)
 
     p0 = {"w": jnp.full((2, D // 2), 0.1), "b": P0["b"]}  # sin(37) < 0: finite start
     assert jnp.isfinite(holes(p0, SHIFT))
-    states, infos = run(BUILDERS[name](holes), 30, params=p0)
+    states, infos = run(BUILDERS[name](holes, **RULES[rule]), 30, params=p0)
     for s in states:
         assert jnp.isfinite(holes(s.params, SHIFT))
     assert sum(int(i["accepted"]) for i in infos) > 0  # it did move, around the holes
 
 
-def test_gld_ladder_and_evals():
-    m = search.gld(sphere, max_radius=1.0, min_radius=1 / 8, num_per_radius=2)
-    _, info = jax.jit(m.step)(m.init(P0), jax.random.key(0), SHIFT)
-    assert int(info["evals"]) == 4 * 2 + 1  # radii 1, 1/2, 1/4, 1/8
+def test_reevaluate_moves_only_after_winning_fresh_batches():
+    # loss -sign * |w|^2 from w = 0: the sign plays the batch; under +1 every move wins,
+    # under -1 every move loses, so a confirmation can be lost at will
+    def signed(p, sign):
+        return -sign * jnp.sum(p["w"] ** 2)
+
+    m = search.gld(signed, max_radius=0.5, min_radius=0.5, confirmations=2)
+    step = jax.jit(m.step)
+    p = {"w": jnp.zeros(4)}
+    s = m.init(p)
+    plan = [(1.0, 0, 2), (-1.0, 0, 0),  # nominated, then loses its first confirmation
+            (1.0, 0, 2), (1.0, 0, 1), (1.0, 1, 0)]  # nominated, wins twice: moves
+    for i, (sign, accepted, pending) in enumerate(plan):
+        before = s
+        s, info = step(s, jax.random.key(i), jnp.float32(sign))
+        assert (int(info["accepted"]), int(info["pending"])) == (accepted, pending), i
+        assert int(info["evals"]) == (2 if int(before.needed) else 1 + 1)  # K = 1 radius
+        if not accepted:
+            np.testing.assert_array_equal(s.params["w"], before.params["w"])
+    assert float(jnp.sum(s.params["w"] ** 2)) > 0  # the challenger won every fresh batch
+    np.testing.assert_array_equal(s.params["w"], before.challenger)
 
 
-def test_one_plus_one_follows_one_fifth_rule():
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_gld_ladder_and_evals(rule):
+    m = search.gld(sphere, max_radius=1.0, min_radius=1 / 8, num_per_radius=2, **RULES[rule])
+    states, infos = run(m, 6)
+    k = 4 * 2  # radii 1, 1/2, 1/4, 1/8, two each
+    for i, (state, info) in enumerate(zip(states, infos, strict=False)):
+        if rule == "fixed_set":  # x's loss is kept in the state after the first step
+            want = k + 1 if i == 0 else k
+        elif rule == "reevaluate" and int(state.needed):  # a confirmation: x and challenger
+            want = 2
+        else:
+            want = k + 1
+        assert int(info["evals"]) == want, (rule, i)
+
+
+@pytest.mark.parametrize("rule", ["reevaluate", "batch"])
+def test_one_plus_one_follows_one_fifth_rule(rule):
     damping = 2.0
-    m = search.one_plus_one(sphere, sigma=0.3, damping=damping)
-    states, infos = run(m, 60)
-    wins = np.array([int(i["accepted"]) for i in infos])
+    m = search.one_plus_one(sphere, sigma=0.3, damping=damping, **RULES[rule])
+    shifts = [0.1 * jax.random.normal(jax.random.key(100 + i), SHIFT.shape) for i in range(60)]
+    step, state, sig, wins, ended = jax.jit(m.step), m.init(P0), [0.3], [], []
+    for i, shift in enumerate(shifts):
+        state, info = step(state, jax.random.key(i), shift)
+        sig.append(float(state.sigma))
+        wins.append(int(info["accepted"]))
+        ended.append(int(info["pending"]) == 0)  # a trial ends unless one awaits confirmation
+    wins, ended = np.array(wins), np.array(ended)
     assert 0 < wins.sum() < len(wins)
-    sig = np.array([float(s.sigma) for s in states])
-    # each step: log sigma += (success - 1/5) / (4/5 damping)
-    np.testing.assert_allclose(np.diff(np.log(sig)), (wins - 0.2) / (0.8 * damping), rtol=1e-4,
-                               atol=1e-6)
+    if rule == "batch":
+        assert ended.all()
+    else:
+        assert not ended.all()
+    # each trial's end: log sigma += (success - 1/5) / (4/5 damping); no change meanwhile
+    np.testing.assert_allclose(np.diff(np.log(sig)), ended * (wins - 0.2) / (0.8 * damping),
+                               rtol=1e-4, atol=1e-6)
 
 
 def test_rso_moves_one_coordinate_and_respects_mask():
@@ -106,11 +180,11 @@ def test_rso_moves_one_coordinate_and_respects_mask():
     np.testing.assert_array_equal(moved["w"], mask["w"] != 0)
     assert not jnp.any(moved["b"])
     # without a mask a step changes at most block_size coordinates
-    s2, _ = run(search.rso(sphere, num_candidates=4, block_size=2), 1)
+    s2, _ = run(search.rso(sphere, num_candidates=4, block_size=2, acceptance="batch"), 1)
     changed = sum(int(jnp.sum(a != b)) for a, b in zip(jax.tree.leaves(s2[0].params),
                                                        jax.tree.leaves(s2[1].params),
                                                        strict=True))
-    assert changed <= 2
+    assert 0 < changed <= 2
 
 
 @pytest.mark.parametrize(
@@ -126,11 +200,48 @@ def test_rso_moves_one_coordinate_and_respects_mask():
         (search.one_plus_one, {"sigma": -0.1}, "sigma"),
         (search.one_plus_one, {"damping": 0}, "damping"),
         (search.one_plus_one, {"mask": {"w": jnp.zeros(3)}}, "mask"),
+        (search.gld, {"acceptance": "noisy"}, r"acceptance='noisy'.*allowed"),
+        (search.rso, {"acceptance": None}, "acceptance=None"),
+        (search.one_plus_one, {"confirmations": 0}, "confirmations=0"),
+        (search.gld, {"confirmations": 1.5}, "confirmations=1.5"),
+        (search.gld, {"acceptance": "batch", "confirmations": 2}, "confirmations=2"),
+        (search.rso, {"eval_batch": (SHIFT,)}, "eval_batch"),
+        (search.gld, {"acceptance": "fixed_set"}, "eval_batch"),
+        (search.gld, {"acceptance": "fixed_set", "eval_batch": ()}, "eval_batch"),
+        (search.one_plus_one, {"acceptance": "fixed_set", "eval_batch": (SHIFT * jnp.nan,)},
+         r"eval_batch\[0\] has non-finite"),
     ],
 )
 def test_bad_options(builder, options, argument):
     with pytest.raises(ValueError, match=argument):
         builder(sphere, **options)
+
+
+def test_eval_batch_must_be_a_tuple():
+    with pytest.raises(TypeError, match="eval_batch must be a tuple"):
+        search.gld(sphere, acceptance="fixed_set", eval_batch=SHIFT)
+    with pytest.raises(TypeError, match="eval_batch must hold arrays"):
+        search.gld(sphere, acceptance="fixed_set", eval_batch=("x", object()))
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_sharded_wrappers_take_every_rule(rule):
+    # parallel.gld / rso pass the options on; their shard_map runs inside the step's
+    # lax.cond (a one-device mesh is enough to trace it) and gives the same steps
+    from fold_jax import parallel
+
+    mesh = parallel.mesh(1)
+    for single, sharded in [
+        (BUILDERS["gld"](sphere, **RULES[rule]),
+         parallel.gld(sphere, mesh=mesh, max_radius=1.0, min_radius=1e-3, **RULES[rule])),
+        (BUILDERS["rso"](sphere, **RULES[rule]),
+         parallel.rso(sphere, mesh=mesh, num_candidates=4, **RULES[rule])),
+    ]:
+        a, infos = run(single, 4)
+        b, _ = run(sharded, 4)
+        assert sum(int(i["accepted"]) for i in infos) > 0
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(x, y)  # same devices' arithmetic: exact
 
 
 def test_search_runs_through_fit():
@@ -148,3 +259,76 @@ def test_search_runs_through_fit():
         # history says how many moves were taken: at most one a step, none at step 0
         assert h.accepted.tolist()[0] == 0 and 0 < h.accepted.sum() <= 60
         assert h.skipped.sum() == 0 == r.skipped  # search rejects, it never skips
+
+
+# ------------------------------------------- minibatch drift on a realistic task
+# Issue "A benchmark a researcher can cite", item 5: GLD with batch 256 raised the
+# full-training-set loss of a 40-feature, 10-class, 4000-example task. Gaussian blobs
+# with close class means (N(0, 0.15^2 I), unit noise) make a noisy task: the linear
+# softmax model (410 parameters) learns slowly, so each minibatch's noise is large
+# beside the signal, as late in any long run. 2000 steps (not the issue's 16k) show
+# the drift here: under "batch", GLD's loss rises past the bar within 1000 steps and
+# (1+1)-ES's too (measured: GLD 2.66 -> 3.26, (1+1)-ES 2.66 -> 4.5; "reevaluate"
+# 2.66 -> 2.18 / 2.40, RSO 2.41).
+
+FEATURES, CLASSES, N_TRAIN, BATCH, STEPS = 40, 10, 4000, 256, 2000
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.default_rng(0)
+    means = rng.normal(0.0, 0.15, (CLASSES, FEATURES))
+
+    def draw(n):
+        y = rng.integers(0, CLASSES, n)
+        x = means[y] + rng.normal(size=(n, FEATURES))
+        return jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
+
+    (x, y), (x_test, y_test) = draw(N_TRAIN), draw(1000)
+    task = tasks.Task("blobs", "multiclass", x, y, x_test, y_test,
+                      tuple(str(c) for c in range(CLASSES)))
+    net = nets.mlp((FEATURES, CLASSES), "relu")  # one Dense layer: linear softmax
+    params = net.init(jax.random.key(0))
+    loss = task.loss_fn(net.apply)
+    start = float(loss(params, x, y))
+    # the bar: initial full-set loss + 2 standard errors of one batch-256 estimate of it
+    # (std of the per-example losses at init / sqrt(256)); a rule without drift ends
+    # below it, a rise beyond it is more than the noise of the batch a step decided on
+    per_example = jax.vmap(lambda a, b: loss(params, a[None], b[None]))(x, y)
+    bar = start + 2 * float(jnp.std(per_example)) / math.sqrt(BATCH)
+    return task, net, params, loss, start, bar
+
+
+def _fit(method, blobs):
+    task, net, params, *_ = blobs
+    return train.fit(method, params, task, apply=net.apply, steps=STEPS, batch_size=BATCH,
+                     eval_every=STEPS // 4).history
+
+
+@pytest.mark.parametrize("name", ["gld", "one_plus_one"])
+def test_batch_acceptance_drifts_upward_on_minibatches(blobs, name):
+    *_, loss, start, bar = blobs
+    h = _fit(getattr(search, name)(loss, acceptance="batch"), blobs)
+    assert h.train_loss.iloc[-1] > bar, (start, bar, h.train_loss.tolist())
+    assert h.accepted.sum() > 0.1 * STEPS  # every one of these moves lowered its own batch
+
+
+@pytest.mark.parametrize("name", ["gld", "rso", "one_plus_one"])
+def test_default_acceptance_does_not_raise_the_training_loss(blobs, name):
+    *_, loss, start, bar = blobs
+    method = getattr(search, name)(loss)
+    h = _fit(method, blobs)
+    assert (h.train_loss <= bar).all(), (start, bar, h.train_loss.tolist())
+    assert h.train_loss.iloc[-1] < start  # and it learned
+    assert h.accepted.sum() > 0
+
+
+def test_fixed_set_descends_on_its_set(blobs):
+    task, _, _, loss, start, bar = blobs
+    subset = (task.x_train[:1024], task.y_train[:1024])
+    h = _fit(search.gld(loss, acceptance="fixed_set", eval_batch=subset), blobs)
+    # batch_loss: the mean, per chunk, of each step's loss on the fixed subset; every
+    # step's is <= the one before, so the chunk means are too
+    assert np.all(np.diff(h.batch_loss.iloc[1:]) <= 0)
+    assert (h.train_loss <= bar).all() and h.train_loss.iloc[-1] < start
+    assert h.evals.iloc[-1] == STEPS * 11 + 1  # x's loss kept after the first step
