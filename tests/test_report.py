@@ -250,3 +250,141 @@ def test_rows_measured_on_changed_code_are_flagged_stale(tmp_path):
     text = report.build(plain, verbose=False, repo=plain).read_text()
     assert "Stale" not in text and "cannot compare" not in text and "Checkout at" not in text
     assert f"_Source: run `20260101T000000Z-first0`, no run record, commit `{first[:8]}`" in text
+
+
+# ----------------------------------------------------- statistics, profiles, figures
+
+
+def _race(task, method, seed, t, variant="dense"):
+    """A race row of cost ``t`` (seconds; steps = 10 t, evals = 100 t; inf = a miss)."""
+    return {"task": task, "variant": variant, "method": method, "seed": seed,
+            "reached": math.isfinite(t), "time_to_target_s": t, "steps_to_target": 10 * t,
+            "evals_to_target": 100 * t}
+
+
+def _profile_frame():
+    """Three solvable problems and one nobody solves; sgd runs on the first only."""
+    inf = math.inf
+    rows = [_race("a", "adam", 0, 2.0), _race("a", "adam", 1, 2.0), _race("a", "sgd", 0, 1.0),
+            _race("a", "zo", 0, 3.0), _race("a", "zo", 1, 5.0),  # median 4
+            _race("b", "adam", 0, 2.0), _race("b", "zo", 0, inf),
+            *[_race("c", "zo", s, t) for s, t in enumerate((3.0, 3.0, inf))],  # median 3
+            _race("c", "adam", 0, 2.0),
+            _race("d", "adam", 0, inf), _race("d", "zo", 0, inf)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("measure", list(races.MEASURES))
+def test_profile_scores_every_method_on_the_union_of_problems(measure):
+    frame = _profile_frame()
+    ratios, unsolved = races.profile_ratios(frame, measure)
+    assert list(ratios.index) == [("a", "dense"), ("b", "dense"), ("c", "dense")]
+    assert unsolved == [("d", "dense")]  # no method reached the target: left out
+    assert ratios.loc[("b", "dense"), "sgd"] == math.inf  # not run there: a miss
+    profile = races.performance_profile(frame, measure)
+    # best costs per problem: a 1 (sgd), b 2 (adam), c 2 (adam)
+    # sgd: ratios 1, inf, inf -> it wins its only problem, yet rho stays at 1/3
+    np.testing.assert_allclose(profile["sgd"][0], [1.0])
+    np.testing.assert_allclose(profile["sgd"][1], [1 / 3])
+    # adam: ratios 2, 1, 1
+    np.testing.assert_allclose(profile["adam"][0], [1.0, 2.0])
+    np.testing.assert_allclose(profile["adam"][1], [2 / 3, 1.0])
+    # zo: medians over seeds 4, inf, 3 -> ratios 4, inf, 1.5
+    np.testing.assert_allclose(profile["zo"][0], [1.0, 1.5, 4.0])
+    np.testing.assert_allclose(profile["zo"][1], [0.0, 1 / 3, 2 / 3])
+
+
+def test_bootstrap_median_intervals():
+    median, low, high, n = _common.bootstrap_median([1.0, 2.0, 3.0, 4.0, 5.0])
+    # P(resampled median == 1) = P(>= 3 of 5 draws are 1) = 0.058 > 2.5%: the bounds are
+    # the extremes
+    assert (median, low, high, n) == (3.0, 1.0, 5.0, 5)
+    assert _common.bootstrap_median([5.0, 1.0, 4.0, 2.0, 3.0]) == (median, low, high, n)
+    wide = _common.bootstrap_median(np.arange(100.0))
+    assert wide[1] < wide[0] == 49.5 < wide[2] and wide[2] - wide[1] < 30
+    # misses are +inf and stay in: the median and the bounds may be inf, never NaN
+    assert _common.bootstrap_median([1.0, 2.0, math.inf]) == (2.0, 1.0, math.inf, 3)
+    assert _common.bootstrap_median([math.inf] * 3) == (math.inf,) * 3 + (3,)
+    # one seed: the value, no interval (not a zero-width one); NaN is no measurement
+    for one in ([7.0], [math.nan, 7.0]):
+        median, low, high, n = _common.bootstrap_median(one)
+        assert (median, n) == (7.0, 1) and math.isnan(low) and math.isnan(high)
+        assert _common.interval_text(low, high, n) == "n=1, no interval"
+    assert _common.interval_text(1.0, math.inf, 3) == "[1, inf]"
+    assert _common.interval_text(math.nan, math.nan, 0) == "-"
+
+
+def test_method_styles_are_fixed_and_distinct():
+    names = [*_common.KNOWN_METHODS, "my_new_method"]
+    assert len(names) == 12
+    styles = _common.method_styles(names)
+    pairs = {(tuple(s["color"]), s["marker"]) for s in styles.values()}
+    assert len(pairs) == 12  # distinct colour-marker pairs
+    assert len({tuple(styles[m]["color"]) for m in _common.KNOWN_METHODS}) == 11
+    # a method keeps its style whatever else is plotted (and in whatever order)
+    for subset in (["adam"], ["sgd", "my_new_method"], names[::-1]):
+        assert _common.method_styles(subset) == {m: styles[m] for m in subset}
+    unknown = [f"method_{i}" for i in range(12)]
+    u = _common.method_styles(unknown)
+    assert len({(tuple(s["color"]), s["marker"]) for s in u.values()}) == 12
+    assert _common.method_styles(unknown[::-1]) == u
+
+
+def test_save_moves_axes_legends_outside(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(8, 3))
+    ax.plot([1, 2], [1, 2], label="a line")
+    ax.legend(loc="best")
+    ax2.bar([0, 1], [1, 2], label="bars")
+    twin = ax2.twinx()
+    twin.plot([0, 1], [10, 1000], color="r", label="twin")
+    twin.set_yscale("log")
+    twin.set_ylabel("a twin axis label")
+    ax2.legend()
+    link = _common.save(fig, tmp_path, "outside")
+    assert link == "![outside](figures/outside.png)\n"
+    assert (tmp_path / "outside.png").read_bytes()[:4] == b"\x89PNG"
+    renderer = fig.canvas.get_renderer()
+    assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
+    assert (ax2.get_legend().get_window_extent(renderer).x0
+            >= twin.get_tightbbox(renderer).x1 - 1)  # past the twin's ticks and label
+    plt.close(fig)
+
+
+def test_race_section_shows_intervals_seeds_and_the_problem_set(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows, curves = _races()
+    extra = {"target_metric": "accuracy", "target": 0.9, "compile_s": 1.0,
+             "final_test_metric": 0.95, "budget_s": 20.0, "n_params": 2410,
+             "backend": "cpu", "device_kind": "cpu"}
+    frame = pd.DataFrame([{**r, "backend": "cpu", "device_kind": "cpu"} for r in rows]
+                         + [{**_race("digits", "sgd", 0, 0.5), **extra},
+                            {**_race("digits", "adam", 2, 1.5), **extra}])
+    curve_frame = pd.DataFrame([{**c, "backend": "cpu", "device_kind": "cpu"} for c in curves])
+    curve_frame.loc[curve_frame["seed"] == 1, "value"] += 0.05  # a band to draw
+    text = races.section({"races": frame, "curves": curve_frame}, tmp_path)
+    lines = text.splitlines()
+
+    def row(start):
+        return next(line for line in lines if line.startswith(start))
+
+    header = row("| task | method | seeds")
+    for column in ("time 95% CI", "steps 95% CI", "evals 95% CI", "final metric 95% CI"):
+        assert column in header
+    assert "| 1 | [1, 1.5] |" in row("| digits | adam | 3 | 3/3 |")  # 1, 1, 1.5: median 1
+    sgd = row("| digits | sgd | 1 | 1/1 |")
+    assert "n=1, no interval" in sgd and "[" not in sgd
+    gld = row("| digits | gld | 2 | 0/2 |")
+    assert "| inf | [inf, inf] |" in gld
+    assert "Problems: the 2 (task, variant) pairs raced" in text
+    assert "`digits/dense`, `digits/pruned`" in text
+    assert "Not run on every problem (each missing one counts as a miss): sgd 1/2." in text
+    assert {p.name for p in tmp_path.glob("*.png")} == {
+        "races_metric_vs_time.png", "races_metric_vs_evals.png",
+        "races_performance_profiles.png", "races_variants.png"}

@@ -1,15 +1,31 @@
 """Helpers shared by report sections: number formatting, markdown tables, log-log
-slopes, saving figures."""
+slopes, bootstrap intervals of medians, a fixed colour and marker per method, and
+saving figures (legends moved outside the axes, nothing clipped)."""
 
 from __future__ import annotations
 
 import math
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["fmt", "loglog_slope", "save", "table"]
+__all__ = ["KNOWN_METHODS", "MARKERS", "bootstrap_median", "fmt", "interval_text",
+           "legends_outside", "loglog_slope", "method_styles", "save", "table"]
+
+# The race methods in a fixed order (bench/suite_races.ALL_METHODS): each owns one style
+# slot, so it looks the same in every figure whatever else is plotted beside it.
+KNOWN_METHODS: tuple[str, ...] = (
+    "adam", "sgd", "zo_gaussian", "zo_rademacher", "zo_sphere", "zo_lowrank",
+    "zo_lowrank_ranked", "forward_gradient", "gld", "rso", "one_plus_one")
+# 9 markers x 20 colours (lcm 180): slot i gets colour i % 20 and marker i % 9, so the
+# first 20 slots differ in colour and the first 180 in (colour, marker).
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", "*")
+# tab20 indices: the 10 saturated hues first, then their light twins
+_COLOUR_ORDER: tuple[int, ...] = (*range(0, 20, 2), *range(1, 20, 2))
+_SLOTS = 180
 
 
 def fmt(x) -> str:
@@ -56,8 +72,124 @@ def loglog_slope(x, y) -> float:
     return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
 
 
+def bootstrap_median(values, *, confidence: float = 0.95, n_resamples: int = 2000,
+                     seed: int = 0) -> tuple[float, float, float, int]:
+    """``(median, low, high, n)``: the median of ``values`` and its percentile-bootstrap
+    interval (``n_resamples`` resamples with replacement, a fixed ``seed``, so a report
+    rebuilds identically).
+
+    NaN is no measurement and is dropped; +inf (a miss) is kept, so the median and the
+    bounds are inf where enough resamples miss. Quantiles are taken without
+    interpolation (``inverted_cdf``), so infinite medians never turn into NaN, and the
+    bounds are widened to contain the sample median. With n = 1 there is nothing to
+    resample: the bounds are NaN (see :func:`interval_text`), not a zero-width
+    interval; with n = 0 everything is NaN.
+    """
+    x = np.asarray(values, float).ravel()
+    x = x[~np.isnan(x)]
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    median = float(np.median(x))
+    if n == 1:
+        return median, math.nan, math.nan, 1
+    rng = np.random.default_rng(seed)
+    medians = np.median(x[rng.integers(0, n, size=(n_resamples, n))], axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(medians, [tail, 1 - tail], method="inverted_cdf")
+    return median, min(float(low), median), max(float(high), median), n
+
+
+def interval_text(low: float, high: float, n: int) -> str:
+    """Table text for a :func:`bootstrap_median` interval: ``[low, high]``, or
+    ``n=1, no interval`` for a single seed (``-`` with none)."""
+    if n <= 0:
+        return "-"
+    if n == 1 or math.isnan(low) or math.isnan(high):
+        return f"n={n}, no interval"
+    return f"[{fmt(low)}, {fmt(high)}]"
+
+
+def _slot(index: int) -> dict:
+    import matplotlib
+
+    tab20 = matplotlib.colormaps["tab20"]
+    return {"color": tab20(_COLOUR_ORDER[index % 20]), "marker": MARKERS[index % len(MARKERS)]}
+
+
+def method_styles(methods: Iterable[str]) -> dict[str, dict]:
+    """``{method: {"color": rgba, "marker": str}}``, for ``plot(..., **style)``.
+
+    A method of :data:`KNOWN_METHODS` always gets its own slot (the same colour and
+    marker in every figure); any other name gets a slot chosen from a hash of its name
+    (stable across runs and figures), moved to the next free slot only when it collides
+    with another name of ``methods``. Styles are distinct within one call for up to 180
+    names.
+    """
+    names = sorted({str(m) for m in methods})
+    taken = {KNOWN_METHODS.index(m) for m in names if m in KNOWN_METHODS}
+    out = {m: _slot(KNOWN_METHODS.index(m)) for m in names if m in KNOWN_METHODS}
+    first = len(KNOWN_METHODS)
+    for m in names:
+        if m in out:
+            continue
+        slot = first + zlib.crc32(m.encode()) % (_SLOTS - first)
+        for _ in range(_SLOTS):
+            if slot not in taken:
+                break
+            slot = first + (slot + 1 - first) % (_SLOTS - first)
+        taken.add(slot)
+        out[m] = _slot(slot)
+    return out
+
+
+def _twin_overhang(ax) -> float:
+    """Pixels by which twin axes drawn over ``ax`` (``twinx``) reach past its right edge."""
+    twins = [o for o in ax.figure.axes if o is not ax
+             and np.allclose(o.get_position().bounds, ax.get_position().bounds)]
+    if not twins:
+        return 0.0
+    renderer = ax.figure.canvas.get_renderer()
+    right = ax.get_window_extent(renderer).x1
+    return max(0.0, *(o.get_tightbbox(renderer).x1 - right for o in twins))
+
+
+def legends_outside(fig, pad_in: float = 0.05) -> None:
+    """Move every axes legend left at its default anchor (``loc="best"``, ``"upper
+    left"``, ...: drawn over the data) to the right of its axes, past any twin axis's
+    ticks and label, and widen the figure by what the legends take in each row of axes,
+    so the axes keep their size. Legends a caller anchored itself (``bbox_to_anchor``)
+    and figure legends are left alone."""
+    from matplotlib.transforms import ScaledTranslation
+
+    moved = []
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None or getattr(legend, "_bbox_to_anchor", None) is not None:
+            continue
+        shift = pad_in + _twin_overhang(ax) / fig.dpi
+        legend.set_loc("upper left")
+        legend.set_bbox_to_anchor(
+            (1.0, 1.0), transform=ax.transAxes + ScaledTranslation(shift, 0, fig.dpi_scale_trans))
+        moved.append((ax, legend, shift))
+    if not moved:
+        return
+    renderer = fig.canvas.get_renderer()
+    rows: dict[float, float] = {}
+    for ax, legend, shift in moved:
+        row = round(ax.get_position().y0, 3)
+        width = legend.get_window_extent(renderer).width / fig.dpi + shift
+        rows[row] = rows.get(row, 0.0) + width
+    fig.set_figwidth(fig.get_figwidth() + max(rows.values()))
+
+
 def save(fig, fig_dir: Path, name: str, alt: str | None = None) -> str:
-    """Save ``fig`` as ``fig_dir/name.png``; return its markdown image link."""
-    fig.tight_layout()
+    """Save ``fig`` as ``fig_dir/name.png``; return its markdown image link. Axes legends
+    are moved outside the axes (:func:`legends_outside`), the layout is tightened
+    (unless the figure has a layout engine, such as ``layout="constrained"``) and the
+    saved box is fitted to everything drawn, so titles and legends are never clipped."""
+    legends_outside(fig)
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(Path(fig_dir) / f"{name}.png", dpi=110, bbox_inches="tight")
     return f"![{alt or name}](figures/{name}.png)\n"
