@@ -16,11 +16,19 @@ gradient where ``|w| <= 1``, latents clipped to [-1, 1] by :func:`clip_latent`),
 the XNOR-Net per-output scale ``alpha = mean |W|`` and BNN binarized activations as
 options. :func:`pack_mlp` / :func:`packed_apply` run a trained binarized MLP with
 weights stored at 1 bit each.
+
+Any flax model: :func:`binarize` gives the sign-weight params its binarized forward
+uses (``apply(binarize(params), x)``, STE gradients to the latent kernels), and
+:func:`packed_inference` runs the model's own apply with every Dense kernel
+(``fold_jax.prune.is_kernel``: a 2-D leaf named ``kernel``, wherever it sits) stored at
+1 bit per weight as a :class:`PackedKernel`; LayerNorm, activations and biases run as
+the model defines them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -30,21 +38,25 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
-from fold_jax import nets
+from fold_jax import nets, prune
 from fold_jax.checks import check_callable, check_int, check_key
 from fold_jax.methods import Method
 
 __all__ = [
     "BinaryDense",
     "FlipState",
+    "PackedKernel",
     "PackedLayer",
     "PackedMLP",
+    "binarize",
     "binary_layer",
     "clip_latent",
     "flip_search",
     "pack",
     "pack_mlp",
     "packed_apply",
+    "packed_inference",
+    "packed_params",
     "sign",
     "sign_ste",
     "unpack",
@@ -247,13 +259,23 @@ def binary_layer(*, scale: bool = True, binarize_activations: bool = False) -> C
     return make
 
 
-def clip_latent(limit: float = 1.0) -> optax.GradientTransformation:
-    """Optax transform keeping 2-D (kernel) leaves of ``params + updates`` in [-limit, limit].
+def clip_latent(limit: float = 1.0, *,
+                select: prune.Select | None = None) -> optax.GradientTransformation:
+    """Optax transform keeping the kernels of ``params + updates`` in [-limit, limit].
 
     Chain it last: ``optax.chain(optax.adam(1e-3), clip_latent())``. Needs ``params``.
+
+    Args:
+        limit: the latent range, a positive number.
+        select: ``select(path, leaf) -> bool``, the leaves to clip; default every leaf
+            of ndim >= 2 (give ``prune.is_kernel`` to clip only Dense kernels).
+
+    Returns:
+        An optax GradientTransformation (stateless).
     """
-    if not isinstance(limit, int | float) or not limit > 0:
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0:
         raise ValueError(f"limit={limit!r} must be a positive number")
+    select = prune._check_select(select, prune._prunable)
 
     def init(params):
         del params
@@ -263,12 +285,12 @@ def clip_latent(limit: float = 1.0) -> optax.GradientTransformation:
         if params is None:
             raise ValueError("clip_latent needs params: call tx.update(grads, state, params)")
 
-        def clip(u, p):
-            if jnp.ndim(p) < 2:
+        def clip(keypath, u, p):
+            if not select(prune._path(keypath), p):
                 return u
             return jnp.clip(p + u, -limit, limit) - p
 
-        return jax.tree.map(clip, updates, params), state
+        return jax.tree_util.tree_map_with_path(clip, updates, params), state
 
     return optax.GradientTransformation(init, update)
 
@@ -304,10 +326,11 @@ def pack_mlp(
     binarize_activations: bool = False,
     word_bits: int = 32,
 ) -> PackedMLP:
-    """Pack a trained :class:`BinaryDense` MLP (params of ``nets.mlp`` with binary layers)."""
+    """Pack a trained :class:`BinaryDense` MLP (params of ``nets.mlp`` with binary layers;
+    any other flax model: :func:`packed_inference`)."""
     nets.activation(activation)
     layers = []
-    for i, (name, layer) in enumerate(nets.dense_layers(params)):
+    for i, (name, layer) in enumerate(prune._mlp_layers(params, "binary.packed_inference")):
         kernel = jnp.asarray(layer["kernel"])
         if kernel.ndim != 2:
             raise ValueError(f"params[{name!r}]['kernel'] must be 2-D, got {kernel.shape}")
@@ -316,6 +339,23 @@ def pack_mlp(
                                   layer.get("bias"), int(kernel.shape[0]),
                                   bool(binarize_activations) and i > 0))
     return PackedMLP(tuple(layers), activation)
+
+
+def _packed_matmul(h: Array, bits: Array, k: int, alpha: Array | None,
+                   binarize_input: bool) -> Array:
+    """``h @ (sign(W) * alpha)`` for h (..., k) from 1-bit words (ceil(k / W), out).
+
+    With ``binarize_input``: ``sign(h) @ sign(W)`` by :func:`xnor_matmul` (exact int32,
+    then float32); otherwise the words are unpacked to {-1, +1} floats for a float32
+    matmul. Then times alpha (out,) when given.
+    """
+    if binarize_input:
+        words = pack(h, axis=-1, word_bits=8 * bits.dtype.itemsize)
+        y = xnor_matmul(words.reshape(-1, words.shape[-1]), bits, k)
+        y = y.reshape(*h.shape[:-1], -1).astype(jnp.float32)
+    else:
+        y = jnp.asarray(h, jnp.float32) @ unpack(bits, k, axis=0)
+    return y if alpha is None else y * alpha
 
 
 def packed_apply(packed: PackedMLP, x: ArrayLike) -> Array:
@@ -332,18 +372,188 @@ def packed_apply(packed: PackedMLP, x: ArrayLike) -> Array:
         raise ValueError(f"x has shape {h.shape}; its last axis must be the first layer's "
                          f"in_features={packed.layers[0].k}")
     for i, layer in enumerate(packed.layers):
-        if layer.binarize_input:
-            bits = pack(h, axis=-1, word_bits=8 * layer.kernel.dtype.itemsize)
-            y = xnor_matmul(bits.reshape(-1, bits.shape[-1]), layer.kernel, layer.k)
-            y = y.reshape(*h.shape[:-1], -1).astype(jnp.float32)
-        else:
-            y = h @ unpack(layer.kernel, layer.k, axis=0)
-        if layer.alpha is not None:
-            y = y * layer.alpha
+        y = _packed_matmul(h, layer.kernel, layer.k, layer.alpha, layer.binarize_input)
         if layer.bias is not None:
             y = y + layer.bias
         h = act(y) if i + 1 < len(packed.layers) else y
     return h
+
+
+# ------------------------------------------------------------- any flax model
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PackedKernel:
+    """A Dense kernel W (k, out) stored at 1 bit per weight, in place of W in params.
+
+    Attributes:
+        bits: (ceil(k / word_bits), out) uint32 (or uint64) words, ``pack(W, axis=0)``.
+        alpha: (out,) float32, ``mean |W|`` over the fan-in (the XNOR-Net scale).
+        k: fan-in (static).
+        scale: whether the layer multiplies by alpha (static).
+        binarize_input: whether the layer binarizes its input and runs
+            :func:`xnor_matmul` (static).
+    """
+
+    bits: Array
+    alpha: Array
+    k: int = dataclasses.field(metadata={"static": True})
+    scale: bool = dataclasses.field(metadata={"static": True})
+    binarize_input: bool = dataclasses.field(metadata={"static": True})
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(k, out): the shape of the kernel it stands for."""
+        return (self.k, int(self.bits.shape[1]))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the 1-bit words (alpha not included)."""
+        return int(self.bits.size * self.bits.dtype.itemsize)
+
+
+def _layer_mode(kernel: PackedKernel, layer: Any) -> tuple[bool, bool]:
+    """(scale, binarize_input): a BinaryDense's own fields, else the kernel's."""
+    if isinstance(layer, BinaryDense):
+        return bool(layer.scale), bool(layer.binarize_input)
+    return kernel.scale, kernel.binarize_input
+
+
+def _packed_product(x: Array, kernel: PackedKernel, layer: Any) -> Array:
+    scale, binarize_input = _layer_mode(kernel, layer)
+    return _packed_matmul(x, kernel.bits, kernel.k, kernel.alpha if scale else None,
+                          binarize_input)
+
+
+def _packed_dense(kernel: PackedKernel, layer: Any) -> Array:
+    """sign(W) * alpha (a BinaryDense recomputes the same sign and alpha from it)."""
+    scale = True if isinstance(layer, BinaryDense) else kernel.scale
+    w = unpack(kernel.bits, kernel.k, axis=0)
+    return w * kernel.alpha if scale else w
+
+
+prune._register_format(PackedKernel, prune._Format(
+    name="packed 1-bit",
+    in_features=lambda kernel: kernel.k,
+    product=_packed_product,
+    dense=_packed_dense,
+    linen_layers=(nn.Dense, nn.DenseGeneral, nets.Dense, BinaryDense),
+))
+
+
+def _check_bool(value: Any, argument: str) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{argument}={value!r} must be True or False")
+    return bool(value)
+
+
+def binarize(params: PyTree, *, scale: bool = True,
+             select: prune.Select | None = None) -> PyTree:
+    """The sign-weight params of a binarized model: ``apply(binarize(params), x)``.
+
+    Each Dense kernel W becomes ``sign_ste(W) * alpha`` (alpha = mean |W| over the
+    fan-in when ``scale``, XNOR-Net), as :class:`BinaryDense` computes it; gradients
+    reach the latent W straight through where |W| <= 1. Pure, jit/grad-friendly.
+
+    Args:
+        params: any flax parameter tree (linen variables, nnx State).
+        scale: multiply by alpha.
+        select: which kernels, ``select(path, leaf) -> bool``; default
+            ``prune.is_kernel`` (2-D leaves named ``kernel``).
+
+    Returns:
+        params with the selected kernels binarized; other leaves unchanged.
+    """
+    scale = _check_bool(scale, "scale")
+    paths = prune.kernel_paths(params, select)
+    return prune._replace(params, paths,
+                          lambda path, w: _binarize_kernel(jnp.asarray(w), scale))
+
+
+def _input_paths(binarize_inputs: Any, paths: list[prune.Path]) -> set[prune.Path]:
+    """The kernel paths whose layer input is binarized (XNOR-popcount)."""
+    if isinstance(binarize_inputs, bool | np.bool_):
+        return set(paths) if binarize_inputs else set()
+    if isinstance(binarize_inputs, str) or not isinstance(binarize_inputs, Collection):
+        raise TypeError(f"binarize_inputs={binarize_inputs!r} must be True, False or a "
+                        f"collection of kernel paths (tuples, as prune.kernel_paths lists)")
+    chosen = {tuple(p) if isinstance(p, list | tuple) else p for p in binarize_inputs}
+    unknown = [p for p in chosen if p not in set(paths)]
+    if unknown:
+        raise ValueError(f"binarize_inputs has paths that are no kernel of params: "
+                         f"{unknown[:3]}; allowed: {paths}")
+    return chosen
+
+
+def packed_params(params: PyTree, *, scale: bool = True, binarize_inputs: Any = False,
+                  word_bits: int = 32, select: prune.Select | None = None) -> PyTree:
+    """params with every Dense kernel replaced by a :class:`PackedKernel` (1 bit each).
+
+    Args:
+        params: any flax parameter tree (linen variables, nnx State).
+        scale: the layers multiply by alpha = mean |W| (BinaryDense layers use their
+            own ``scale`` field instead).
+        binarize_inputs: True (every kernel), False (none), or a collection of kernel
+            paths (as :func:`fold_jax.prune.kernel_paths` gives them) whose layer
+            binarizes its input and runs :func:`xnor_matmul`; the others unpack their
+            weights for a float32 matmul. BinaryDense layers use their own
+            ``binarize_input`` field instead.
+        word_bits: 32, or 64 under ``jax.enable_x64``.
+        select: which kernels, default ``prune.is_kernel`` (2-D leaves named ``kernel``).
+
+    Returns:
+        The tree with each selected kernel packed; every other leaf unchanged.
+
+    Raises:
+        ValueError: no kernel in params; a path in binarize_inputs that is no kernel;
+            word_bits not allowed. TypeError: scale or binarize_inputs of a wrong type.
+    """
+    scale = _check_bool(scale, "scale")
+    _word_dtype(word_bits)
+    paths = prune.kernel_paths(params, select)
+    binarized = _input_paths(binarize_inputs, paths)
+
+    def convert(path: prune.Path, w: Any) -> PackedKernel:
+        w = jnp.asarray(w, jnp.float32)
+        return PackedKernel(pack(w, axis=0, word_bits=word_bits),
+                            jnp.mean(jnp.abs(w), axis=0), int(w.shape[0]), scale,
+                            path in binarized)
+
+    return prune._replace(params, paths, convert)
+
+
+def packed_inference(apply: Callable[..., Array], params: PyTree, *, scale: bool = True,
+                     binarize_inputs: Any = False, word_bits: int = 32,
+                     select: prune.Select | None = None) -> jax.tree_util.Partial:
+    """Run any flax model with its Dense kernels stored at 1 bit per weight.
+
+    ``infer(*args)`` equals the binarized model ``apply(binarize(params, scale=scale),
+    *args)``: ``flax.linen.Dense``, a 2-D ``DenseGeneral``, ``fold_jax.nets.Dense`` and
+    ``flax.nnx.Linear`` compute ``x @ sign(W) * alpha + bias`` from the packed words
+    (:func:`xnor_matmul` on ``sign(x)`` for the layers in ``binarize_inputs``: exact for
+    a model that binarizes those inputs itself, e.g. with :func:`sign_ste`); LayerNorm,
+    activations and the rest are the model's own code. For a model of
+    :class:`BinaryDense` layers (whose forward already binarizes) it equals
+    ``apply(params, *args)``. Other layers holding a packed kernel run their own code on
+    ``sign(W) * alpha`` (``prune.KernelFallbackWarning``).
+
+    Args:
+        apply: ``apply(params, *args, **kwargs)``, e.g. ``model.apply``.
+        params: the (latent) parameter tree.
+        scale, binarize_inputs, word_bits, select: as :func:`packed_params`.
+
+    Returns:
+        ``infer(*args, **kwargs)``, a ``jax.tree_util.Partial`` holding the packed params
+        (``infer.args[0]``); jit it or pass it to a jitted function (it is a pytree).
+
+    Raises:
+        TypeError: apply is not callable; otherwise as :func:`packed_params`.
+    """
+    check_callable(apply, "apply", "apply(params, *args) -> outputs")
+    packed = packed_params(params, scale=scale, binarize_inputs=binarize_inputs,
+                           word_bits=word_bits, select=select)
+    return jax.tree_util.Partial(prune._with_kernel_layers(apply), packed)
 
 
 # -------------------------------------------------------------- sign-space search

@@ -2,13 +2,14 @@
 
 import itertools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from fold_jax import binary, methods, nets, tasks, train
+from fold_jax import binary, methods, nets, prune, tasks, train
 
 pack = jax.jit(binary.pack, static_argnames=("axis", "word_bits"))
 unpack = jax.jit(binary.unpack, static_argnames=("k", "axis", "dtype"))
@@ -149,3 +150,204 @@ def test_bad_input_names_the_argument():
         binary.flip_search(lambda p: 0.0, flips=0)
     with pytest.raises(ValueError, match="limit"):
         binary.clip_latent(-1.0)
+
+
+# ------------------------------------------------- any flax model: packed by path
+#
+# A user's linen model with LayerNorm, nested so kernels sit at deep paths; biases and
+# LayerNorm parameters moved off their init values. (The helpers mirror test_prune's.)
+
+EPS = float(np.finfo(np.float32).eps)  # 2^-23; one float32 rounding is <= EPS / 2 relative
+BATCH, FEATURES, WIDTH, OUTPUTS = 256, 64, 64, 10
+
+
+class Block(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.LayerNorm()(nn.Dense(WIDTH)(x)))
+        return nn.relu(nn.Dense(WIDTH)(x))
+
+
+class UserModel(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(OUTPUTS)(Block()(x))
+
+
+def _jitter_vectors(tree, seed):
+    """1-D leaves (biases, LayerNorm scale/offset) moved off their init 0 / 1."""
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(treedef, [
+        p + 0.1 * jax.random.normal(k, p.shape) if p.ndim == 1 else p
+        for p, k in zip(leaves, keys, strict=True)])
+
+
+USER = UserModel()
+X = jax.random.normal(jax.random.key(7), (BATCH, FEATURES))
+USER_PARAMS = _jitter_vectors(USER.init(jax.random.key(8), X[:1]), 9)
+KERNELS = [("params", "Block_0", "Dense_0", "kernel"), ("params", "Block_0", "Dense_1", "kernel"),
+           ("params", "Dense_0", "kernel")]
+
+
+def _at(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _user_steps(params):
+    """UserModel as (kind, arrays) steps in float64, read from params by path."""
+    p = lambda *path: np.asarray(_at(params, ("params", *path)), np.float64)  # noqa: E731
+    return [("dense", p("Block_0", "Dense_0", "kernel"), p("Block_0", "Dense_0", "bias")),
+            ("ln", p("Block_0", "LayerNorm_0", "scale"), p("Block_0", "LayerNorm_0", "bias")),
+            ("relu",),
+            ("dense", p("Block_0", "Dense_1", "kernel"), p("Block_0", "Dense_1", "bias")),
+            ("relu",), ("dense", p("Dense_0", "kernel"), p("Dense_0", "bias"))]
+
+
+def _dense_rounding(h, w, b):
+    """One float32 run of h @ w + b, summed in any order: each entry is off by
+    <= (k + 2) EPS (|h| @ |w| + |b|) (k products, k - 1 adds, the bias add, the alpha
+    multiply; each <= EPS / 2); returned as a per-sample l2 norm."""
+    return (w.shape[0] + 2) * EPS * np.linalg.norm(np.abs(h) @ np.abs(w) + np.abs(b), axis=-1)
+
+
+def chain_bound(x, steps, ln_eps=1e-6):
+    """Float64 forward of ``steps`` and a per-sample l2 bound on the difference of two
+    float32 runs that differ in how each Dense sum is ordered (first order): Dense grows
+    the difference by ||W||_2 plus both runs' rounding; LayerNorm's Jacobian has norm
+    <= max|g| / s (s = sqrt(var + eps)), plus both runs' own rounding (mean and variance
+    are sums of n terms: (n + 8) EPS relative); ReLU is 1-Lipschitz."""
+    h = np.asarray(x, np.float64)
+    d = np.zeros(len(h))
+    for kind, *arrays in steps:
+        if kind == "dense":
+            w, b = arrays
+            d = np.linalg.norm(w, 2) * d + 2 * _dense_rounding(h, w, b)
+            h = h @ w + b
+        elif kind == "ln":
+            g, beta = arrays
+            n = h.shape[-1]
+            s = np.sqrt(h.var(-1) + ln_eps)
+            hat = (h - h.mean(-1, keepdims=True)) / s[:, None]
+            own = (n + 8) * EPS * (np.abs(g).max() * (np.linalg.norm(hat, axis=-1)
+                                                       + np.sqrt(n) * np.abs(h).mean(-1) / s)
+                                   + np.linalg.norm(beta))
+            d = np.abs(g).max() / s * d + 2 * own
+            h = hat * g + beta
+        else:
+            h = np.maximum(h, 0.0)
+    return h, d
+
+
+def _assert_within(got, ref, exact, bound):
+    """Per sample ||got - ref||_2 <= bound, and the float64 transcription agrees with ref
+    within one run's share (so the bound is about this very model)."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    assert np.all(np.linalg.norm(got - ref, axis=-1) <= bound)
+    assert np.all(np.linalg.norm(ref - exact, axis=-1) <= bound / 2)
+
+
+def test_user_model_packed_inference_matches_the_sign_weight_model():
+    infer = binary.packed_inference(USER.apply, USER_PARAMS)
+    for path in KERNELS:  # 1 bit per weight: 64 fan-in -> 2 uint32 words per output
+        kernel = _at(infer.args[0], path)
+        assert isinstance(kernel, binary.PackedKernel)
+        assert kernel.bits.dtype == jnp.uint32 and kernel.bits.shape == (2, kernel.shape[1])
+        assert kernel.shape == _at(USER_PARAMS, path).shape
+    np.testing.assert_array_equal(  # LayerNorm and biases stay as they were
+        _at(infer.args[0], ("params", "Block_0", "LayerNorm_0", "scale")),
+        _at(USER_PARAMS, ("params", "Block_0", "LayerNorm_0", "scale")))
+    signed = binary.binarize(USER_PARAMS)
+    got = jax.jit(infer)(X)
+    ref = jax.jit(USER.apply)(signed, X)
+    exact, bound = chain_bound(X, _user_steps(signed))
+    _assert_within(got, ref, exact, bound)
+    # first layer on XNOR-popcount: sign(x) @ sign(W) exact in int32, then * alpha
+    xnor_first = binary.packed_inference(USER.apply, USER_PARAMS, binarize_inputs=[KERNELS[0]])
+    fn = jax.jit(xnor_first)
+    assert "popcnt" in fn.lower(X).as_text()
+    sx = binary.sign(X)
+    exact, bound = chain_bound(sx, _user_steps(signed))
+    _assert_within(fn(X), jax.jit(USER.apply)(signed, sx), exact, bound)
+
+
+class SignBlock(nn.Module):
+    """A BNN as a user writes it: every Dense sees sign(input) (sign_ste in training)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(WIDTH)(binary.sign(x))
+        return nn.Dense(WIDTH)(binary.sign(x))
+
+
+class SignModel(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(OUTPUTS)(binary.sign(SignBlock()(x)))
+
+
+def test_user_bnn_packed_xnor_inference_is_exact():
+    model = SignModel()
+    params = _jitter_vectors(model.init(jax.random.key(1), X[:1]), 2)
+    infer = jax.jit(binary.packed_inference(model.apply, params, scale=False,
+                                            binarize_inputs=True))
+    assert infer.lower(X).as_text().count("popcnt") >= 3  # every layer: XNOR-popcount
+    ref = jax.jit(model.apply)(binary.binarize(params, scale=False), X)
+    # every Dense sums 64 products of +-1: an integer |.| <= 64, exact in float32 and in
+    # int32; the bias add is one correctly rounded op on equal operands: equal bits
+    np.testing.assert_array_equal(np.asarray(infer(X)), np.asarray(ref))
+
+
+def test_binary_dense_mlp_through_packed_inference_equals_net_apply():
+    x = jax.random.normal(jax.random.key(3), (BATCH, 20))
+    net = nets.mlp((20, 41, 33, 3), "tanh", layer=binary.binary_layer(binarize_activations=True))
+    params = net.init(jax.random.key(4))
+    fn = jax.jit(binary.packed_inference(net.apply, params))  # BinaryDense's own fields
+    assert "popcnt" in fn.lower(x).as_text()
+    got, ref = np.asarray(fn(x)), np.asarray(jax.jit(net.apply)(params, x))
+    # The hidden layers' outputs are binarized (sign(tanh(y))), so they agree unless
+    # rounding moves some y across 0. Layer 0 (real input): the two runs' y differ by
+    # <= 2 (k + 2) EPS (|x| @ |W|), checked here to be below every |y|. Layer 1 (+-1
+    # input, odd fan-in 41, zero bias): y is an odd integer times alpha, >= alpha away
+    # from 0. So only the output layer differs: its sum of k = 33 terms +-alpha, by
+    # <= (k + 2) EPS k alpha per run.
+    p = {name: {key: np.asarray(v, np.float64) for key, v in layer.items()}
+         for name, layer in params["params"].items()}
+    w0 = np.sign(p["dense_0"]["kernel"]) * np.abs(p["dense_0"]["kernel"]).mean(axis=0)
+    y0 = np.asarray(x, np.float64) @ w0
+    assert np.all(np.abs(y0) > 2 * (20 + 2) * EPS * (np.abs(np.asarray(x)) @ np.abs(w0)))
+    alpha = np.abs(p["dense_2"]["kernel"]).mean(axis=0)
+    assert np.all(np.abs(got - ref) <= 2 * (33 + 2) * EPS * 33 * alpha)
+
+
+def test_clip_latent_select_clips_only_the_chosen_kernels():
+    params = jax.tree.map(lambda p: 1.5 * jnp.ones_like(p), USER_PARAMS)
+    tx = binary.clip_latent(select=prune.is_kernel)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    for kp, leaf in jax.tree_util.tree_flatten_with_path(new)[0]:
+        expected = 1.0 if prune._path(kp) in KERNELS else 1.5
+        np.testing.assert_array_equal(leaf, expected * np.ones(leaf.shape))
+
+
+def test_packed_inference_names_bad_inputs():
+    norm_only = {"params": {"LayerNorm_0": {"scale": jnp.ones(4), "bias": jnp.zeros(4)}}}
+    with pytest.raises(ValueError, match="no Dense kernels"):
+        binary.packed_inference(nn.LayerNorm().apply, norm_only)
+    with pytest.raises(ValueError, match="no Dense kernels"):
+        binary.binarize(norm_only)
+    with pytest.raises(ValueError, match="binarize_inputs has paths"):
+        binary.packed_inference(USER.apply, USER_PARAMS,
+                                binarize_inputs=[("params", "Dense_0", "bias")])
+    with pytest.raises(TypeError, match="binarize_inputs"):
+        binary.packed_inference(USER.apply, USER_PARAMS, binarize_inputs="all")
+    with pytest.raises(TypeError, match="scale"):
+        binary.packed_inference(USER.apply, USER_PARAMS, scale=1)
+    with pytest.raises(ValueError, match="word_bits"):
+        binary.packed_inference(USER.apply, USER_PARAMS, word_bits=16)
+    with pytest.raises(TypeError, match="apply must be callable"):
+        binary.packed_inference(None, USER_PARAMS)
+    with pytest.raises(ValueError, match="for any other flax model"):
+        binary.pack_mlp(USER_PARAMS)

@@ -1,10 +1,12 @@
 """fold_jax.prune: exact masks, schedules, masks through optax, BCSR inference, ZO masks."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from fold_jax import methods, nets, prune, tasks, train
 
@@ -161,3 +163,234 @@ def test_bad_input_names_the_argument():
         prune.sparse_matmul_t(prune.to_bcsr(jnp.ones((3, 5))), jnp.ones((2, 4)))
     with pytest.raises(ValueError, match="m="):
         prune.nm_mask({"k": jnp.ones((6, 2))}, 2, 4)
+
+
+# ------------------------------------------- any flax model: masks and BCSR by path
+#
+# A user's model as a user writes it: linen Dense / LayerNorm nested in a submodule, so
+# kernels sit at ("params", "Block_0", "Dense_1", "kernel"); biases and LayerNorm
+# parameters are made non-trivial (a missing bias or a pruned LayerNorm would show).
+
+EPS = float(np.finfo(np.float32).eps)  # 2^-23; one float32 rounding is <= EPS / 2 relative
+BATCH, FEATURES, WIDTH, OUTPUTS = 256, 64, 64, 10
+
+
+class Block(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.LayerNorm()(nn.Dense(WIDTH)(x)))
+        return nn.relu(nn.Dense(WIDTH)(x))
+
+
+class UserModel(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(OUTPUTS)(Block()(x))
+
+
+def _jitter_vectors(tree, seed):
+    """1-D leaves (biases, LayerNorm scale/offset) moved off their init 0 / 1."""
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(treedef, [
+        p + 0.1 * jax.random.normal(k, p.shape) if p.ndim == 1 else p
+        for p, k in zip(leaves, keys, strict=True)])
+
+
+USER = UserModel()
+X = jax.random.normal(jax.random.key(7), (BATCH, FEATURES))
+USER_PARAMS = _jitter_vectors(USER.init(jax.random.key(8), X[:1]), 9)
+KERNELS = [("params", "Block_0", "Dense_0", "kernel"), ("params", "Block_0", "Dense_1", "kernel"),
+           ("params", "Dense_0", "kernel")]
+
+
+def _at(tree, path):
+    for key in path:
+        tree = tree[key]
+    return np.asarray(tree, np.float64)
+
+
+def _user_steps(params, prefix=("params",), names=("Block_0", "Dense_0", "LayerNorm_0",
+                                                     "Dense_1")):
+    """UserModel as (kind, arrays) steps in float64, read from params by path."""
+    block, first, norm, second = names
+    p = lambda *path: _at(params, (*prefix, *path))  # noqa: E731
+    return [("dense", p(block, first, "kernel"), p(block, first, "bias")),
+            ("ln", p(block, norm, "scale"), p(block, norm, "bias")), ("relu",),
+            ("dense", p(block, second, "kernel"), p(block, second, "bias")), ("relu",),
+            ("dense", p(first, "kernel"), p(first, "bias"))]
+
+
+def _dense_rounding(h, w, b):
+    """One float32 run of h @ w + b, summed in any order (BCSR / packed vs dense): each
+    entry is off by <= (k + 2) EPS (|h| @ |w| + |b|) (k products and k - 1 adds, the bias
+    add, a scale multiply; each <= EPS / 2); returned as a per-sample l2 norm."""
+    return (w.shape[0] + 2) * EPS * np.linalg.norm(np.abs(h) @ np.abs(w) + np.abs(b), axis=-1)
+
+
+def chain_bound(x, steps, ln_eps=1e-6):
+    """Float64 forward of ``steps`` and a per-sample l2 bound on the difference of two
+    float32 runs of it that differ in how each Dense sum is ordered (first order).
+
+    Dense: the input difference d grows by the spectral norm ||W||_2, plus both runs'
+    rounding (2 x :func:`_dense_rounding`). LayerNorm: its Jacobian has norm <= max|g|/s
+    (s = sqrt(var + eps)), plus both runs' own rounding: mean and variance are sums of
+    n terms ((n + 8) EPS relative, 8 for the elementwise ops). ReLU: 1-Lipschitz.
+    """
+    h = np.asarray(x, np.float64)
+    d = np.zeros(len(h))
+    for kind, *arrays in steps:
+        if kind == "dense":
+            w, b = arrays
+            d = np.linalg.norm(w, 2) * d + 2 * _dense_rounding(h, w, b)
+            h = h @ w + b
+        elif kind == "ln":
+            g, beta = arrays
+            n = h.shape[-1]
+            s = np.sqrt(h.var(-1) + ln_eps)
+            hat = (h - h.mean(-1, keepdims=True)) / s[:, None]
+            own = (n + 8) * EPS * (np.abs(g).max() * (np.linalg.norm(hat, axis=-1)
+                                                       + np.sqrt(n) * np.abs(h).mean(-1) / s)
+                                   + np.linalg.norm(beta))
+            d = np.abs(g).max() / s * d + 2 * own
+            h = hat * g + beta
+        else:
+            h = np.maximum(h, 0.0)
+    return h, d
+
+
+def _assert_within(got, ref, exact, bound):
+    """Per sample: ||got - ref||_2 <= bound (two runs), and the float64 transcription of
+    the model agrees with ref within one run's share (so the bound is about this model)."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    assert np.all(np.linalg.norm(got - ref, axis=-1) <= bound)
+    assert np.all(np.linalg.norm(ref - exact, axis=-1) <= bound / 2)
+
+
+def test_magnitude_mask_by_path_on_a_user_model_leaves_layernorm_and_biases():
+    mask = prune.magnitude_mask(USER_PARAMS, 0.9)
+    flat = {prune._path(kp): np.asarray(m)
+            for kp, m in jax.tree_util.tree_flatten_with_path(mask)[0]}
+    assert prune.kernel_paths(USER_PARAMS) == KERNELS
+    for path, m in flat.items():
+        if path in KERNELS:
+            assert (m == 0).sum() == round(0.9 * m.size)  # exact, per kernel
+        else:  # LayerNorm scale / bias and Dense biases
+            assert m.ndim == 1 and np.all(m == 1), path
+    head_only = prune.magnitude_mask(USER_PARAMS, 0.5, select=lambda p, w: p == KERNELS[2])
+    assert prune.sparsity(prune.apply_mask(USER_PARAMS, head_only)) == pytest.approx(
+        0.5 * WIDTH * OUTPUTS / (2 * FEATURES * WIDTH + WIDTH * OUTPUTS), abs=1e-9)
+
+
+def test_user_model_bcsr_inference_matches_the_masked_dense_model():
+    mask = prune.magnitude_mask(USER_PARAMS, 0.9)
+    masked = prune.apply_mask(USER_PARAMS, mask)
+    infer = prune.sparse_inference(USER.apply, USER_PARAMS, mask)
+    sparse_params = infer.args[0]
+    for path in KERNELS:  # each kernel stored as BCSR of its 10% survivors
+        kt = _at_leaf(sparse_params, path)
+        assert kt.shape == _at(USER_PARAMS, path).shape[::-1]
+        assert kt.nse == round(0.1 * kt.shape[0] * kt.shape[1])
+    got = jax.jit(infer)(X)
+    ref = jax.jit(USER.apply)(masked, X)
+    exact, bound = chain_bound(X, _user_steps(masked))
+    _assert_within(got, ref, exact, bound)
+    # a jitted function can take the inference as an argument (it is a pytree)
+    np.testing.assert_array_equal(jax.jit(lambda f, x: f(x))(infer, X), got)
+    if jax.default_backend() == "cpu":  # every Dense layer is the native CSR kernel
+        hlo = jax.jit(infer).lower(X).compile().as_text()
+        assert hlo.count('custom_call_target="cpu_csr_sparse_dense_ffi"') == len(KERNELS)
+        assert " dot(" not in hlo
+        assert " dot(" in jax.jit(USER.apply).lower(masked, X).compile().as_text()
+
+
+def _at_leaf(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+class NnxBlock(nnx.Module):
+    def __init__(self, rngs):
+        self.dense0 = nnx.Linear(FEATURES, WIDTH, rngs=rngs)
+        self.norm = nnx.LayerNorm(WIDTH, rngs=rngs)
+        self.dense1 = nnx.Linear(WIDTH, WIDTH, rngs=rngs)
+
+    def __call__(self, x):
+        return nnx.relu(self.dense1(nnx.relu(self.norm(self.dense0(x)))))
+
+
+class NnxModel(nnx.Module):
+    def __init__(self, rngs):
+        self.block = NnxBlock(rngs)
+        self.dense0 = nnx.Linear(WIDTH, OUTPUTS, rngs=rngs)
+
+    def __call__(self, x):
+        return self.dense0(self.block(x))
+
+
+def test_nnx_model_bcsr_inference_matches_the_masked_dense_model():
+    graphdef, state = nnx.split(NnxModel(nnx.Rngs(3)))
+    state = _jitter_vectors(state, 4)
+    apply = lambda state, x: nnx.merge(graphdef, state)(x)  # noqa: E731
+    assert prune.kernel_paths(state) == [("block", "dense0", "kernel"),
+                                         ("block", "dense1", "kernel"), ("dense0", "kernel")]
+    mask = prune.magnitude_mask(state, 0.9)
+    masked = prune.apply_mask(state, mask)
+    got = jax.jit(prune.sparse_inference(apply, state, mask))(X)
+    ref = jax.jit(apply)(masked, X)
+    steps = _user_steps(jax.tree.map(np.asarray, nnx.to_pure_dict(masked)), prefix=(),
+                        names=("block", "dense0", "norm", "dense1"))
+    exact, bound = chain_bound(X, steps)
+    _assert_within(got, ref, exact, bound)
+
+
+def test_fold_jax_mlp_through_sparse_inference_matches_sparse_apply():
+    params = prune.apply_mask(PARAMS, prune.magnitude_mask(PARAMS, 0.9))
+    x = jax.random.normal(jax.random.key(4), (BATCH, 20))
+    got = jax.jit(prune.sparse_inference(NET.apply, params))(x)
+    ref = jax.jit(lambda x: prune.sparse_apply(prune.sparse_mlp(params), x))(x)
+    w = [_at(params, ("params", f"dense_{i}", "kernel")) for i in range(3)]
+    b = [_at(params, ("params", f"dense_{i}", "bias")) for i in range(3)]
+    steps = [("dense", w[0], b[0]), ("relu",), ("dense", w[1], b[1]), ("relu",),
+             ("dense", w[2], b[2])]
+    exact, bound = chain_bound(x, steps)
+    _assert_within(got, ref, exact, bound)
+
+
+def test_unknown_layers_with_a_bcsr_kernel_run_dense_and_warn():
+    class Scaled(nn.Module):  # a user layer with its own "kernel": no BCSR product
+        @nn.compact
+        def __call__(self, x):
+            return 2.0 * (x @ self.param("kernel", nn.initializers.lecun_normal(), (8, 3)))
+
+    model = Scaled()
+    params = model.init(jax.random.key(0), jnp.ones((1, 8)))
+    x = jax.random.normal(jax.random.key(1), (16, 8))
+    with pytest.warns(prune.KernelFallbackWarning, match="Scaled"):
+        got = prune.sparse_inference(model.apply, params)(x)
+    w = _at(params, ("params", "kernel"))  # one product of 8 terms, then x2 (exact)
+    tol = 2 * (8 + 2) * EPS * 2 * (np.abs(np.asarray(x)) @ np.abs(w))
+    assert np.all(np.abs(np.asarray(got) - np.asarray(model.apply(params, x))) <= tol)
+
+
+def test_sparse_inference_names_bad_inputs():
+    mask = prune.magnitude_mask(USER_PARAMS, 0.5)
+    with pytest.raises(ValueError, match="mask must have the structure of params"):
+        prune.sparse_inference(USER.apply, USER_PARAMS, {"params": mask["params"]["Block_0"]})
+    bad = jax.tree_util.tree_map_with_path(
+        lambda kp, m: m[:1] if prune._path(kp) == KERNELS[0] else m, mask)
+    with pytest.raises(ValueError, match="Block_0/Dense_0/kernel has shape"):
+        prune.sparse_inference(USER.apply, USER_PARAMS, bad)
+    norm_only = {"params": {"LayerNorm_0": {"scale": jnp.ones(4), "bias": jnp.zeros(4)}}}
+    with pytest.raises(ValueError, match="no Dense kernels"):
+        prune.sparse_inference(nn.LayerNorm().apply, norm_only)
+    with pytest.raises(ValueError, match="no leaves to prune"):
+        prune.magnitude_mask(norm_only, 0.5)
+    with pytest.raises(TypeError, match="apply must be callable"):
+        prune.sparse_inference("model", USER_PARAMS)
+    with pytest.raises(TypeError, match="select must be callable"):
+        prune.magnitude_mask(USER_PARAMS, 0.5, select="kernel")
+    infer = prune.sparse_inference(USER.apply, USER_PARAMS)
+    with pytest.raises(ValueError, match="Block_0/Dense_0: input has shape"):
+        infer(jnp.ones((2, FEATURES + 1)))

@@ -1,19 +1,20 @@
 """fold_jax.variants: one interface for dense, binarized and pruned nets."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from fold_jax import methods, prune, variants
+from fold_jax import binary, methods, prune, variants
 
 WIDTHS = (12, 16, 3)
 
 
 def _steps(v, tx, n=3):
     x = jax.random.normal(jax.random.key(1), (8, WIDTHS[0]))
-    loss = lambda p: jnp.mean(v.net.apply(p, x) ** 2)  # noqa: E731
+    loss = lambda p: jnp.mean(v.apply(p, x) ** 2)  # noqa: E731
     m = methods.descent(lambda p, k: jax.value_and_grad(loss)(p), v.wrap_tx(tx),
                         evals_per_step=1)
     state = m.init(v.params)
@@ -27,6 +28,7 @@ def _steps(v, tx, n=3):
 def test_every_variant_trains_through_the_same_method(name):
     v = variants.make(name, WIDTHS, key=jax.random.key(0), sparsity=0.5)
     assert isinstance(v, variants.Variant) and v.name == name
+    assert v.apply == v.net.apply and (v.inference is None) == (name == "dense")
     params = _steps(v, optax.adam(0.5))  # a large step: constraints must still hold
     kernels = [p for p in jax.tree.leaves(params) if p.ndim == 2]
     if name == "binarized":
@@ -71,3 +73,96 @@ def test_bad_input():
         variants.make("binarized", WIDTHS, key=jax.random.key(0), bits=2)
     with pytest.raises(ValueError, match="activation"):
         variants.make("binarized", WIDTHS, key=jax.random.key(0), binarize_activations=True)
+
+
+# ----------------------------------------------------------------- a user's flax model
+
+
+class Block(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.LayerNorm()(nn.Dense(16)(x)))
+
+
+class UserModel(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(WIDTHS[-1])(Block()(x))
+
+
+USER = UserModel()
+X = jax.random.normal(jax.random.key(1), (8, WIDTHS[0]))
+USER_PARAMS = USER.init(jax.random.key(2), X)
+KERNELS = [("params", "Block_0", "Dense_0", "kernel"), ("params", "Dense_0", "kernel")]
+
+
+def _leaves(tree):
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {prune._path(kp): np.asarray(v) for kp, v in flat}
+
+
+def test_from_model_pruned_keeps_its_mask_trains_layernorm_and_runs_bcsr():
+    v = variants.from_model("pruned", USER.apply, USER_PARAMS, sparsity=0.8)
+    assert v.net is None and v.apply == USER.apply
+    params = _steps(v, optax.adam(0.5))
+    mask, before, after = _leaves(v.zo_mask), _leaves(USER_PARAMS), _leaves(params)
+    for path, m in mask.items():
+        if path in KERNELS:
+            assert (m == 0).sum() == round(0.8 * m.size) and np.all(after[path][m == 0] == 0)
+        else:  # LayerNorm and biases: never masked, and trained
+            assert np.all(m == 1) and not np.array_equal(after[path], before[path]), path
+    # inference is prune.sparse_inference of the model, its mask and the trained params
+    np.testing.assert_array_equal(
+        v.inference(params)(X), prune.sparse_inference(USER.apply, params, v.zo_mask)(X))
+    g = variants.from_model("pruned", USER.apply, USER_PARAMS, sparsity=0.6, gradual=4,
+                            frequency=1)
+    assert prune.sparsity(_steps(g, optax.sgd(1e-2), n=5)) == pytest.approx(0.6, abs=0.02)
+
+
+def test_from_model_binarized_runs_on_sign_weights_and_clips_only_kernels():
+    v = variants.from_model("binarized", USER.apply, USER_PARAMS)
+    np.testing.assert_array_equal(v.apply(USER_PARAMS, X),
+                                  USER.apply(binary.binarize(USER_PARAMS), X))
+    grads = _leaves(jax.grad(lambda p: jnp.sum(v.apply(p, X) ** 2))(USER_PARAMS))
+    assert all(np.any(grads[path] != 0) for path in KERNELS)  # STE reaches the latents
+    params = _steps(v, optax.adam(0.5))
+    for path, leaf in _leaves(params).items():
+        if path in KERNELS:
+            assert np.max(np.abs(leaf)) <= 1.0
+    big = jax.tree.map(lambda p: 1.5 * jnp.ones_like(p), USER_PARAMS)
+    tx = v.wrap_tx(optax.sgd(0.0))
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, big), tx.init(big), big)
+    for path, leaf in _leaves(optax.apply_updates(big, updates)).items():
+        np.testing.assert_array_equal(leaf, (1.0 if path in KERNELS else 1.5) * np.ones(leaf.shape))
+    np.testing.assert_array_equal(v.inference(params)(X),
+                                  binary.packed_inference(USER.apply, params)(X))
+
+
+def test_from_model_dense_and_make_inference():
+    v = variants.from_model("dense", USER.apply, USER_PARAMS)
+    assert v.apply == USER.apply and v.inference is None and v.zo_mask is None
+    p = variants.make("pruned", WIDTHS, key=jax.random.key(0), sparsity=0.7)
+    np.testing.assert_array_equal(p.inference(p.params)(X),
+                                  prune.sparse_inference(p.net.apply, p.params, p.zo_mask)(X))
+    b = variants.make("binarized", WIDTHS, key=jax.random.key(0))
+    np.testing.assert_array_equal(b.inference(b.params)(X),
+                                  binary.packed_inference(b.net.apply, b.params)(X))
+
+
+def test_from_model_bad_input():
+    with pytest.raises(ValueError, match="name="):
+        variants.from_model("ternary", USER.apply, USER_PARAMS)
+    with pytest.raises(TypeError, match="apply must be callable"):
+        variants.from_model("pruned", USER_PARAMS, USER_PARAMS)
+    with pytest.raises(ValueError, match="needs key"):
+        variants.from_model("pruned", USER.apply, USER_PARAMS, mask="random")
+    with pytest.raises(ValueError, match="unknown options"):
+        variants.from_model("binarized", USER.apply, USER_PARAMS, binarize_activations=True)
+    norm = nn.LayerNorm()
+    norm_params = norm.init(jax.random.key(0), X)
+    with pytest.raises(ValueError, match="no Dense kernels"):
+        variants.from_model("binarized", norm.apply, norm_params)
+    with pytest.raises(ValueError, match="no leaves to prune"):
+        variants.from_model("pruned", norm.apply, norm_params)
+    with pytest.raises(ValueError, match="params has no leaves"):
+        variants.from_model("dense", USER.apply, {})
