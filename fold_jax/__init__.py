@@ -2,8 +2,8 @@
 
 Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, train
 (the one loop), zo (built from noise, directions, shaping, fusion and flax_layers),
-search, binary, prune, variants, probes, regions, parallel, results, timing; report is
-imported on demand (it needs matplotlib).
+search, binary, prune, variants, probes, regions, parallel, peers (evosax strategies as
+Methods), results, timing; report is imported on demand (it needs matplotlib).
 """
 
 from fold_jax import (
@@ -17,6 +17,7 @@ from fold_jax import (
     nets,
     noise,
     parallel,
+    peers,
     perturb,
     probes,
     prune,
@@ -44,6 +45,7 @@ __all__ = [
     "nets",
     "noise",
     "parallel",
+    "peers",
     "perturb",
     "probes",
     "prune",

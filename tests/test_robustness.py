@@ -28,22 +28,32 @@ for a multiclass head; a string as learning rate / seed / progress / target.
 NaN / inf: NaN and inf in the batch (hypothesis over positions and values) for
 backprop, zeroth-order, forward-gradient and flip-search steps (step skipped or
 rejected, params and optimizer state unchanged) and for the three search methods
-(candidate rejected, params unchanged); NaN params for a zeroth-order step (skipped,
+(candidate rejected, params unchanged; also when the NaN batch is the one confirming a
+nominated candidate under acceptance="reevaluate": it is dropped); NaN/inf in a search
+``eval_batch`` (ValueError at build); NaN params for a zeroth-order step (skipped,
 params unchanged); NaN/inf/bool/negative for learning_rate, sigma, budget_s, target,
-threshold, test_fraction, spirals noise, search radii and the prune sparsity;
+threshold, test_fraction, val_fraction, spirals noise, search radii and the prune sparsity;
 NaN/inf values in a results row (written and read back as NaN/inf); NaN/inf in a task's
-data or in the initial params for ``train.fit`` (ValueError before anything runs).
+data or in the initial params for ``train.fit`` (ValueError before anything runs); NaN/inf
+in ``tasks.from_arrays`` x or y, x/y of different lengths, labels out of range for the
+kind, an unknown kind, fractions summing to 1, a string seed; an Objective given to
+``train.fit`` with an ``apply`` or with net params (ValueError), a Task without one
+(TypeError).
 
 Empty pytrees / zero-size: {} params for zo, forward, the search inits, train.fit,
 ``Net.apply``, ``probes.tree_cosine``, ``binary.pack_mlp``, ``binary.flip_search``,
-``prune.magnitude_mask``, ``prune.sparse_mlp``; ``methods.all_finite({})`` (True, as
-documented); a zero-size batch (0, features) for a descent step (loss NaN -> step
-skipped) and for ``Net.apply`` (returns (0, outputs)); batch_size 0 for ``train.fit``.
+``prune.magnitude_mask``, ``prune.sparse_mlp``; trees without Dense kernels for
+``prune.sparse_params`` / ``binary.packed_inference``, a mask that does not fit params;
+``methods.all_finite({})`` (True, as documented); a zero-size batch (0, features) for a
+descent step (loss NaN -> step skipped) and for ``Net.apply`` (returns (0, outputs));
+batch_size 0 for ``train.fit``.
 
 Wrong types / values of options: non-callable losses/functions (zo, forward, search,
 gradient, descent, flip_search, parallel.population_map, timing.measure), a string tx
 for ``descent`` and ``prune.keep_masked``, negative ``evals_per_step``, unknown names
-(task, activation, optimizer, noise, head kind, variant, prune scope), steps/batch_size/
+(task, activation, optimizer, noise, head kind, variant, prune scope, search
+acceptance), search ``confirmations`` / ``eval_batch`` of a bad value or beside a rule
+that does not use them, a traced ``confirmations``, steps/batch_size/
 eval_every of 0, -1, 1.5, True, "10" (hypothesis), odd antithetic num_directions,
 a learning_rate beside an optax object, a callable learning_rate that is no schedule,
 ``parallel.mesh`` of 0 / too many / a string, a non-Mesh ``mesh``, a negative
@@ -224,6 +234,18 @@ def test_method_builder_options_are_named():
         (lambda: methods.optimizer("adam", lambda: 1e-3), ValueError, "learning_rate="),
         (lambda: search.gld(quad, max_radius=0.1, min_radius=1.0), ValueError, "min_radius"),
         (lambda: search.rso(quad, num_candidates=0), ValueError, "num_candidates"),
+        (lambda: search.gld(quad, acceptance="fixed"), ValueError, "acceptance='fixed'"),
+        (lambda: search.one_plus_one(quad, acceptance=1), ValueError, "acceptance=1"),
+        (lambda: search.rso(quad, confirmations=True), ValueError, "confirmations=True"),
+        (lambda: search.gld(quad, acceptance="fixed_set", confirmations=1), ValueError,
+         "confirmations=1 is only used by acceptance='reevaluate'"),
+        (lambda: search.gld(quad, eval_batch=(X,)), ValueError,
+         "eval_batch is only used by acceptance='fixed_set'"),
+        (lambda: search.rso(quad, acceptance="fixed_set"), ValueError, "needs eval_batch"),
+        (lambda: search.gld(quad, acceptance="fixed_set", eval_batch=X), TypeError,
+         "eval_batch must be a tuple"),
+        (lambda: jax.jit(lambda c: search.gld(quad, confirmations=c))(2), TypeError,
+         "confirmations must be a concrete number"),
     ]
     for bad in (float("nan"), float("inf"), -1.0, 0.0, True, "0.1"):
         cases += [
@@ -232,6 +254,10 @@ def test_method_builder_options_are_named():
             (lambda b=bad: search.gld(quad, max_radius=b), ValueError, "max_radius="),
             (lambda b=bad: search.one_plus_one(quad, sigma=b), ValueError, "sigma="),
         ]
+    for bad in (math.nan, math.inf, -math.inf):
+        cases.append((lambda b=bad: search.gld(quad, acceptance="fixed_set",
+                                               eval_batch=(X.at[1].set(b),)),
+                      ValueError, r"eval_batch\[0\] has non-finite"))
     for call, error, message in cases:
         with pytest.raises(error, match=message):
             call()
@@ -265,6 +291,22 @@ def test_non_finite_batches_leave_state_unchanged(name, index, value):
         assert _same(new, state) and int(info["skipped"]) == 1
     else:  # search: nothing accepted
         assert int(info["accepted"]) == 0
+
+
+@pytest.mark.parametrize("name", ["gld", "rso", "one_plus_one"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_non_finite_confirmation_batch_drops_the_challenger(name, value):
+    # acceptance="reevaluate": a clean batch nominates a candidate; the NaN/inf batch
+    # that should confirm it rejects it (nothing moves, no confirmation pending after)
+    m, step = _jitted(name)
+    for seed in range(10):  # (1+1)-ES: one candidate, it beats x about every other key
+        state, info = step(m.init(P), jax.random.key(seed), X + 0.5)
+        if int(info["pending"]):
+            break
+    assert int(info["pending"]) == search.DEFAULT_CONFIRMATIONS
+    new, info = step(state, jax.random.key(1), X.at[0].set(value))
+    assert _same(new.params, state.params) and _same(new.params, P)
+    assert (int(info["accepted"]), int(info["pending"]), int(info["evals"])) == (0, 0, 2)
 
 
 def test_nan_params_and_zero_size_batches_are_skipped():
@@ -319,8 +361,11 @@ def test_head_names_bad_logits_and_labels(kind, n, outputs, label_shape):
     want = (n, outputs) if kind == "multilabel" else (n,)
     ok_logits = n >= 1 and (kind != "binary" or outputs == 1)
     dtype = jnp.int32 if kind == "multiclass" else jnp.float32
-    if ok_logits and tuple(label_shape) == want:
-        assert jnp.isfinite(head.loss(logits, jnp.zeros(want, dtype)))
+    ok_labels = tuple(label_shape) == want
+    if kind == "regression":  # (N, T) targets, or (N,) for one target, never broadcast
+        ok_labels = tuple(label_shape) in ((n, outputs), (n,) if outputs == 1 else None)
+    if ok_logits and ok_labels:
+        assert jnp.isfinite(head.loss(logits, jnp.zeros(label_shape, dtype)))
         return
     with pytest.raises(ValueError, match="logits has shape" if not ok_logits else "labels"):
         head.loss(logits, jnp.zeros(label_shape, dtype))
@@ -349,6 +394,22 @@ def test_tasks_reject_bad_names_and_options():
              (lambda: tasks.get("sphere", dim=0), ValueError, "dim=0")]
     cases += [(lambda b=b: tasks.get("digits", test_fraction=b), ValueError, "test_fraction=")
               for b in (0.0, 1.0, 1.5, math.nan)]
+    cases += [(lambda b=b: tasks.get("digits", val_fraction=b), ValueError, "val_fraction=")
+              for b in (-0.1, 1.0, math.nan, math.inf, True)]
+    x, y = np.zeros((40, 2)), np.arange(40) % 2
+    cases += [
+        (lambda: tasks.from_arrays(x, y, kind="softmax"), ValueError, "kind='softmax'"),
+        (lambda: tasks.from_arrays(x[:30], y, kind="binary"), ValueError, "x has 30 examples"),
+        (lambda: tasks.from_arrays(np.full((40, 2), math.inf), y, kind="binary"), ValueError,
+         "x has 80 non-finite"),
+        (lambda: tasks.from_arrays(x, y * math.nan, kind="regression"), ValueError,
+         "y has 40 non-finite"),
+        (lambda: tasks.from_arrays(x, y + 1, kind="binary"), ValueError, "y has label 2"),
+        (lambda: tasks.from_arrays(x, y, kind="multilabel"), ValueError, "y has shape"),
+        (lambda: tasks.from_arrays(x, y, kind="binary", test_fraction=0.7, val_fraction=0.3),
+         ValueError, "test_fraction=0.7 \\+ val_fraction=0.3"),
+        (lambda: tasks.from_arrays(x, y, kind="binary", seed="0"), TypeError, "seed"),
+    ]
     for call, error, message in cases:
         with pytest.raises(error, match=message):
             call()
@@ -408,11 +469,18 @@ def test_fit_names_other_bad_arguments(fit_setup):
         train.fit(m, jax.tree.map(lambda w: w.astype(jnp.int32), params), task,
                   apply=net.apply, steps=5)
     with pytest.raises(TypeError, match="task must be"):
+        train.fit(m, params, "digits", apply=net.apply, steps=5)
+    # an Objective has no data: an apply beside it is an error, and so are net params
+    with pytest.raises(ValueError, match=r"apply .* was given with the Objective"):
         train.fit(m, params, tasks.get("sphere"), apply=net.apply, steps=5)
+    with pytest.raises(ValueError, match="params must be one array"):
+        train.fit(m, params, tasks.get("sphere"), steps=5)
     with pytest.raises(TypeError, match="method must"):
         train.fit(object(), params, task, apply=net.apply, steps=5)
-    with pytest.raises(TypeError, match="apply must"):
+    with pytest.raises(TypeError, match="apply is required"):
         train.fit(m, params, task, apply=None, steps=5)
+    with pytest.raises(TypeError, match="apply must"):
+        train.fit(m, params, task, apply="net", steps=5)
     assert _same(params, before)  # nothing touched the caller's params
 
 
@@ -591,6 +659,18 @@ def test_variants_and_prune_validation_that_holds():
                                     32), ValueError, "packed shapes"),
         (lambda: binary.clip_latent(math.nan), ValueError, "limit="),
         (lambda: binary.flip_search(quad, flips=0), ValueError, "flips=0"),
+        # any flax model (kernels by path): a mask that does not fit, no kernels at all
+        (lambda: prune.sparse_inference(NET.apply, NET_PARAMS, {"params": {}}), ValueError,
+         "mask must have the structure of params"),
+        (lambda: prune.sparse_params({"params": {"ln": {"scale": jnp.ones(3)}}}), ValueError,
+         "no Dense kernels"),
+        (lambda: binary.packed_inference(NET.apply, {"b": jnp.ones(3)}), ValueError,
+         "no Dense kernels"),
+        (lambda: binary.packed_params(NET_PARAMS, binarize_inputs=[("params", "x")]),
+         ValueError, "binarize_inputs has paths"),
+        (lambda: prune.magnitude_mask({"b": jnp.ones(3)}, 0.5), ValueError, "no leaves to prune"),
+        (lambda: variants.from_model("x", NET.apply, NET_PARAMS), ValueError, "name='x'"),
+        (lambda: variants.from_model("pruned", 3, NET_PARAMS), TypeError, "apply must be"),
     ]
     for call, error, message in cases:
         with pytest.raises(error, match=message):
