@@ -157,37 +157,17 @@ def test_bad_input_names_the_argument():
 # A user's linen model with LayerNorm, nested so kernels sit at deep paths; biases and
 # LayerNorm parameters moved off their init values. (The helpers mirror test_prune's.)
 
-EPS = float(np.finfo(np.float32).eps)  # 2^-23; one float32 rounding is <= EPS / 2 relative
-BATCH, FEATURES, WIDTH, OUTPUTS = 256, 64, 64, 10
-
-
-class Block(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.LayerNorm()(nn.Dense(WIDTH)(x)))
-        return nn.relu(nn.Dense(WIDTH)(x))
-
-
-class UserModel(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        return nn.Dense(OUTPUTS)(Block()(x))
-
-
-def _jitter_vectors(tree, seed):
-    """1-D leaves (biases, LayerNorm scale/offset) moved off their init 0 / 1."""
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(treedef, [
-        p + 0.1 * jax.random.normal(k, p.shape) if p.ndim == 1 else p
-        for p, k in zip(leaves, keys, strict=True)])
-
-
-USER = UserModel()
-X = jax.random.normal(jax.random.key(7), (BATCH, FEATURES))
-USER_PARAMS = _jitter_vectors(USER.init(jax.random.key(8), X[:1]), 9)
-KERNELS = [("params", "Block_0", "Dense_0", "kernel"), ("params", "Block_0", "Dense_1", "kernel"),
-           ("params", "Dense_0", "kernel")]
+from user_model import (  # noqa: E402  (shared with the other variant tests)
+    BATCH,
+    EPS,
+    KERNELS,
+    OUTPUTS,
+    USER,
+    USER_PARAMS,
+    WIDTH,
+    X,
+    jitter_vectors,
+)
 
 
 def _at(tree, path):
@@ -290,7 +270,7 @@ class SignModel(nn.Module):
 
 def test_user_bnn_packed_xnor_inference_is_exact():
     model = SignModel()
-    params = _jitter_vectors(model.init(jax.random.key(1), X[:1]), 2)
+    params = jitter_vectors(model.init(jax.random.key(1), X[:1]), 2)
     infer = jax.jit(binary.packed_inference(model.apply, params, scale=False,
                                             binarize_inputs=True))
     assert infer.lower(X).as_text().count("popcnt") >= 3  # every layer: XNOR-popcount

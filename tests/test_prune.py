@@ -171,37 +171,18 @@ def test_bad_input_names_the_argument():
 # kernels sit at ("params", "Block_0", "Dense_1", "kernel"); biases and LayerNorm
 # parameters are made non-trivial (a missing bias or a pruned LayerNorm would show).
 
-EPS = float(np.finfo(np.float32).eps)  # 2^-23; one float32 rounding is <= EPS / 2 relative
-BATCH, FEATURES, WIDTH, OUTPUTS = 256, 64, 64, 10
-
-
-class Block(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.LayerNorm()(nn.Dense(WIDTH)(x)))
-        return nn.relu(nn.Dense(WIDTH)(x))
-
-
-class UserModel(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        return nn.Dense(OUTPUTS)(Block()(x))
-
-
-def _jitter_vectors(tree, seed):
-    """1-D leaves (biases, LayerNorm scale/offset) moved off their init 0 / 1."""
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(treedef, [
-        p + 0.1 * jax.random.normal(k, p.shape) if p.ndim == 1 else p
-        for p, k in zip(leaves, keys, strict=True)])
-
-
-USER = UserModel()
-X = jax.random.normal(jax.random.key(7), (BATCH, FEATURES))
-USER_PARAMS = _jitter_vectors(USER.init(jax.random.key(8), X[:1]), 9)
-KERNELS = [("params", "Block_0", "Dense_0", "kernel"), ("params", "Block_0", "Dense_1", "kernel"),
-           ("params", "Dense_0", "kernel")]
+from user_model import (  # noqa: E402  (shared with the other variant tests)
+    BATCH,
+    EPS,
+    FEATURES,
+    KERNELS,
+    OUTPUTS,
+    USER,
+    USER_PARAMS,
+    WIDTH,
+    X,
+    jitter_vectors,
+)
 
 
 def _at(tree, path):
@@ -331,7 +312,7 @@ class NnxModel(nnx.Module):
 
 def test_nnx_model_bcsr_inference_matches_the_masked_dense_model():
     graphdef, state = nnx.split(NnxModel(nnx.Rngs(3)))
-    state = _jitter_vectors(state, 4)
+    state = jitter_vectors(state, 4)
     apply = lambda state, x: nnx.merge(graphdef, state)(x)  # noqa: E731
     assert prune.kernel_paths(state) == [("block", "dense0", "kernel"),
                                          ("block", "dense1", "kernel"), ("dense0", "kernel")]
