@@ -1,8 +1,10 @@
-"""nox sessions: tests, lint, bench (quick profile + report), report.
+"""nox sessions: tests, lint, bench (quick profile + report), report, docs.
 
 ``nox -s bench`` writes results/*.csv, results/REPORT.md and results/figures/. Pass
 options after ``--``: ``nox -s bench -- --profile full`` or ``-- --only races``.
 """
+
+from pathlib import Path
 
 import nox
 
@@ -12,6 +14,7 @@ nox.options.sessions = ["lint", "tests"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 DEV = nox.project.dependency_groups(PYPROJECT, "dev")
+DOCS = nox.project.dependency_groups(PYPROJECT, "docs")
 
 
 def _install(session: nox.Session) -> None:
@@ -44,3 +47,15 @@ def report(session: nox.Session) -> None:
     """Rebuild results/REPORT.md and figures from the existing CSVs."""
     _install(session)
     session.run("python", "-m", "fold_jax.report", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the API reference from the docstrings with pdoc into docs/api/."""
+    session.install("-e", ".", *DOCS)
+    # fold_jax.report is left out of fold_jax.__all__ (it imports matplotlib) and its
+    # section modules out of report's, so pdoc is given them by name
+    report = sorted(f"fold_jax.report.{p.stem}" for p in Path("fold_jax/report").glob("*.py")
+                    if not p.stem.startswith("_"))
+    session.run("pdoc", "fold_jax", "fold_jax.report", *report, "-o", "docs/api",
+                "--docformat", "google", *session.posargs)

@@ -65,7 +65,14 @@ __all__ = [
 
 
 def sign(x: ArrayLike) -> Array:
-    """Elementwise sign in {-1, +1} with sign(0) = +1, same dtype as x (no gradient)."""
+    """Elementwise sign in {-1, +1} with sign(0) = +1, same dtype as x (no gradient).
+
+    Args:
+        x: any real array.
+
+    Returns:
+        The signs, x's shape and dtype.
+    """
     x = jnp.asarray(x)
     return jnp.where(x >= 0, 1, -1).astype(x.dtype)
 
@@ -111,6 +118,14 @@ def pack(x: ArrayLike, axis: int = -1, *, word_bits: int = 32) -> Array:
     """Signs of x packed along ``axis``: (..., K, ...) -> (..., ceil(K/W), ...) words.
 
     Any real x is accepted and binarized with :func:`sign` (sign(0) = +1).
+
+    Args:
+        x: the values to binarize and pack (at least one axis).
+        axis: the axis packed, of length K.
+        word_bits: bits per word, 32 (uint32) or 64 (uint64).
+
+    Returns:
+        The packed words (bit set where x < 0), ``axis`` now of length ceil(K / word_bits).
     """
     dtype = _word_dtype(word_bits)
     x = jnp.asarray(x)
@@ -129,7 +144,17 @@ def pack(x: ArrayLike, axis: int = -1, *, word_bits: int = 32) -> Array:
 
 
 def unpack(packed: ArrayLike, k: int, axis: int = -1, *, dtype=jnp.float32) -> Array:
-    """Exact inverse of :func:`pack`: words along ``axis`` -> k values in {-1, +1}."""
+    """Exact inverse of :func:`pack`: words along ``axis`` -> k values in {-1, +1}.
+
+    Args:
+        packed: uint32 or uint64 words from :func:`pack`.
+        k: the number of values packed along ``axis``.
+        axis: the packed axis.
+        dtype: the dtype of the values returned.
+
+    Returns:
+        The values in {-1, +1}, ``axis`` now of length k.
+    """
     packed = jnp.asarray(packed)
     if packed.dtype not in (jnp.uint32, jnp.uint64):
         raise ValueError(f"packed must be uint32 or uint64 words, got {packed.dtype}")
@@ -168,6 +193,15 @@ def xnor_matmul(a: ArrayLike, b: ArrayLike, k: int, *,
     rows ("auto": a power of two keeping the (rows, N) int32 accumulator within 64 MiB;
     None: all rows at once), so no (M, N, words) array is ever built; the largest
     intermediate is (block_m, N) int32.
+
+    Args:
+        a: (M, words) packed rows of x.
+        b: (words, N) packed columns of w.
+        k: the unpacked inner length.
+        block_m: rows per block, "auto" or None (all rows at once).
+
+    Returns:
+        The exact (M, N) int32 product ``sign(x) @ sign(w)``.
     """
     a, b = jnp.asarray(a), jnp.asarray(b)
     if a.ndim != 2 or b.ndim != 2:
@@ -250,6 +284,13 @@ def binary_layer(*, scale: bool = True, binarize_activations: bool = False) -> C
     With ``binarize_activations`` every layer but the first (``dense_0``, which sees the
     real-valued input) binarizes its input; use it with activation "identity" or "tanh"
     (sign of a ReLU output is always +1).
+
+    Args:
+        scale: scale each output by the mean |w| of its kernel column (XNOR-Net alpha).
+        binarize_activations: binarize the input of every layer but ``dense_0``.
+
+    Returns:
+        A factory ``make(features, *, name, **kwargs) -> BinaryDense``.
     """
 
     def make(features: int, *, name: str, **kwargs) -> BinaryDense:
@@ -309,6 +350,9 @@ class PackedLayer(NamedTuple):
 
 
 class PackedMLP(NamedTuple):
+    """A binarized MLP packed by :func:`pack_mlp`: its layers (:class:`PackedLayer`), input first,
+    and the hidden activation's name."""
+
     layers: tuple[PackedLayer, ...]
     activation: str
 
@@ -327,7 +371,18 @@ def pack_mlp(
     word_bits: int = 32,
 ) -> PackedMLP:
     """Pack a trained :class:`BinaryDense` MLP (params of ``nets.mlp`` with binary layers;
-    any other flax model: :func:`packed_inference`)."""
+    any other flax model: :func:`packed_inference`).
+
+    Args:
+        params: the latent params of the binarized ``nets.mlp``.
+        activation: the hidden activation's name.
+        scale: whether the layers use the XNOR-Net alpha (as in :func:`binary_layer`).
+        binarize_activations: whether hidden layers binarize their input.
+        word_bits: bits per packed word, 32 or 64.
+
+    Returns:
+        A :class:`PackedMLP` for :func:`packed_apply`.
+    """
     nets.activation(activation)
     layers = []
     for i, (name, layer) in enumerate(prune._mlp_layers(params, "binary.packed_inference")):
@@ -365,6 +420,13 @@ def packed_apply(packed: PackedMLP, x: ArrayLike) -> Array:
     activations (fully 1-bit). Layers with a real input (the first layer, and every
     layer without binarized activations) unpack their 1-bit weights to {-1, +1} floats
     and do a float matmul: storage is 1 bit, compute is f32.
+
+    Args:
+        packed: the :class:`PackedMLP` from :func:`pack_mlp`.
+        x: (..., in_features) inputs.
+
+    Returns:
+        The logits, (..., outputs) float32.
     """
     act = nets.activation(packed.activation)
     h = jnp.asarray(x, jnp.float32)
@@ -560,6 +622,8 @@ def packed_inference(apply: Callable[..., Array], params: PyTree, *, scale: bool
 
 
 class FlipState(NamedTuple):
+    """State of :func:`flip_search`: the params and the loss of the last step (inf at first)."""
+
     params: PyTree
     loss: Array
 
@@ -583,6 +647,16 @@ def flip_search(
     Each step flips each 2-D (kernel) entry with probability ``flips / n_kernel`` (only
     where ``mask`` is 1, when given), moves 1-D leaves (biases) by N(0, bias_sigma^2),
     and accepts the move only if ``loss`` on the step's batch drops (2 evaluations).
+
+    Args:
+        loss: ``loss(params, *args) -> scalar``.
+        flips: expected number of kernel signs flipped per step.
+        bias_sigma: standard deviation of the bias moves.
+        mask: 0/1 pytree like params; kernels flip only where it is 1 (None: everywhere).
+        name: the method's name.
+
+    Returns:
+        A :class:`fold_jax.methods.Method`.
     """
     check_callable(loss, "loss")
     check_int(flips, "flips")

@@ -23,7 +23,13 @@ __all__ = ["check_callable", "check_finite", "check_int", "check_key", "check_pa
 
 
 def check_callable(fun: Any, argument: str, signature: str | None = None) -> None:
-    """TypeError unless ``fun`` is callable; ``signature`` (e.g. "f(x) -> y") is shown."""
+    """TypeError unless ``fun`` is callable; ``signature`` (e.g. "f(x) -> y") is shown.
+
+    Args:
+        fun: the value to check.
+        argument: the argument's name, used in the error message.
+        signature: the expected call signature, shown in the message (optional).
+    """
     if not callable(fun):
         shape = f" ({signature})" if signature else ""
         raise TypeError(f"{argument} must be callable{shape}, got {type(fun).__name__}")
@@ -127,7 +133,12 @@ def check_key(key, argument: str = "key") -> None:
     """TypeError naming ``argument`` unless ``key`` is one PRNG key: a typed key of
     shape () (``jax.random.key(seed)``) or a legacy raw uint32 key of shape (2,)
     (``jax.random.PRNGKey(seed)``, accepted as jax.random accepts it). Works on
-    tracers (only static shape and dtype are read)."""
+    tracers (only static shape and dtype are read).
+
+    Args:
+        key: the value to check.
+        argument: the argument's name, used in the error message.
+    """
     shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
     if shape is None or dtype is None:
         raise TypeError(f"{argument} must be a PRNG key from jax.random.key(seed), got "
@@ -145,7 +156,12 @@ def check_key(key, argument: str = "key") -> None:
 
 def check_params(params: PyTree, purpose: str) -> None:
     """ValueError when ``params`` has no entries (``purpose`` says why that matters),
-    TypeError when a leaf is not floating point; both name params."""
+    TypeError when a leaf is not floating point; both name params.
+
+    Args:
+        params: a parameter pytree.
+        purpose: why params must not be empty, appended to the ValueError's message.
+    """
     leaves = jax.tree.leaves(params)
     if sum(math.prod(jnp.shape(w)) for w in leaves) == 0:
         raise ValueError(f"params has no entries: {purpose}")

@@ -155,7 +155,21 @@ def associations(fun: Callable, leaves: Sequence, treedef, args: Sequence,
 def failing_leaves(fun: Callable, leaves: Sequence, treedef, args: Sequence,
                    candidates: Sequence[int], matrices: dict[int, tuple[int, int]],
                    rank: int) -> dict[int, str]:
-    """Per candidate leaf that no layer consumes as factors, the reason (for errors)."""
+    """Per candidate leaf that no layer consumes as factors, the reason (for errors).
+
+    Args:
+        fun: the loss, ``fun(params, *args) -> scalar``.
+        leaves: params as leaves (arrays).
+        treedef: the params' tree structure.
+        args: the loss's other arguments.
+        candidates: indices of the leaves drawn as low-rank.
+        matrices: index -> (in, out) matrix view of each candidate.
+        rank: the factors' rank.
+
+    Returns:
+        index -> the reason, for each candidate traced alone that fails or is not
+        consumed as factors.
+    """
     out = {}
     for i in candidates:
         seen = _trace(fun, leaves, treedef, args, [i], matrices, rank, "factored")

@@ -45,6 +45,8 @@ class Method(NamedTuple):
 
 
 class DescentState(NamedTuple):
+    """State of :func:`descent`: the params and the optax optimizer state."""
+
     params: PyTree
     opt_state: optax.OptState
 
@@ -128,7 +130,14 @@ def _check_schedule(schedule: Callable[[Any], Any]) -> None:
 
 
 def all_finite(tree: PyTree) -> Array:
-    """True when every leaf of ``tree`` is finite (True for an empty tree)."""
+    """True when every leaf of ``tree`` is finite (True for an empty tree).
+
+    Args:
+        tree: any pytree of arrays.
+
+    Returns:
+        A boolean scalar array.
+    """
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
@@ -146,6 +155,17 @@ def descent(
     state unchanged, ``info["skipped"] = 1``): a bad loss never poisons parameters.
     ``aux`` (a dict of scalars) is merged into ``info``. ``key`` must be one PRNG key
     (see :func:`check_key`; :func:`gradient` ignores its value).
+
+    Args:
+        value_and_grad: ``(params, key, *args) -> (value, grads)`` or
+            ``(value, grads, aux)``; grads has the structure of params.
+        tx: the optax optimizer.
+        evals_per_step: loss evaluations one step spends (reported as ``info["evals"]``).
+        name: the method's name.
+
+    Returns:
+        A :class:`Method`; its ``step(state, key, *args)`` returns ``(state, info)`` with
+        ``info`` holding "loss", "evals", "skipped" and ``aux``'s entries.
     """
     check_callable(value_and_grad, "value_and_grad")
     if not (hasattr(tx, "init") and hasattr(tx, "update")):
@@ -186,6 +206,14 @@ def gradient(
     two more forwards' worth of work but no extra evaluation of the loss). ``tx`` and
     ``learning_rate`` are as in :func:`optimizer` (a learning rate beside an optax
     object is a ValueError).
+
+    Args:
+        loss: ``loss(params, *args) -> scalar`` (differentiable).
+        tx: an optax optimizer or an optimizer name.
+        learning_rate: the learning rate (only with an optimizer name).
+
+    Returns:
+        A :class:`Method` named "backprop".
     """
     check_callable(loss, "loss")
     tx = optimizer(tx, learning_rate)
@@ -208,6 +236,15 @@ def zeroth_order(
     fed to an optax optimizer. ``evals`` counts the loss evaluations a step spends;
     ``info["valid_directions"]`` the perturbed evaluations that entered the estimate.
     ``tx`` and ``learning_rate`` are as in :func:`optimizer`.
+
+    Args:
+        loss: the loss, as :func:`fold_jax.zo.value_and_grad` takes it.
+        tx: an optax optimizer or an optimizer name.
+        learning_rate: the learning rate (only with an optimizer name).
+        **zo_options: options of :func:`fold_jax.zo.value_and_grad` (noise, rank, ...).
+
+    Returns:
+        A :class:`Method` named ``"zo_<noise>"`` (``"zo_<noise>_r<rank>"`` with a rank).
     """
     from fold_jax import zo
 
@@ -226,7 +263,18 @@ def forward_gradient(
 ) -> Method:
     """Forward-gradient descent (Baydin et al. 2022): :func:`fold_jax.zo.forward_value_and_grad`
     fed to an optax optimizer; one jvp (forward with tangent) per direction. ``tx`` and
-    ``learning_rate`` are as in :func:`optimizer`."""
+    ``learning_rate`` are as in :func:`optimizer`.
+
+    Args:
+        loss: the scalar loss ``loss(params, *args)`` (as in
+            :func:`fold_jax.zo.forward_value_and_grad`).
+        tx: an optax optimizer or an optimizer name.
+        learning_rate: the learning rate (only with an optimizer name).
+        num_directions: random tangents per step.
+
+    Returns:
+        A :class:`Method` named "forward_gradient".
+    """
     from fold_jax import zo
 
     tx = optimizer(tx, learning_rate)

@@ -57,7 +57,14 @@ def _lookup(table: dict, name: str, argument: str):
 
 
 def activation(name: str) -> Callable[[Array], Array]:
-    """The jax.nn activation called ``name`` (ValueError listing the names otherwise)."""
+    """The jax.nn activation called ``name`` (ValueError listing the names otherwise).
+
+    Args:
+        name: an activation name (a key of ``ACTIVATIONS``).
+
+    Returns:
+        The activation function, elementwise on arrays.
+    """
     return _lookup(ACTIVATIONS, name, "activation")
 
 
@@ -136,7 +143,18 @@ def mlp(
     layer: Callable[..., nn.Module] = Dense,
     kernel_init: str = "lecun_normal",
 ) -> Net:
-    """An MLP from its full widths, input first: ``mlp((64, 128, 128, 10), "relu")``."""
+    """An MLP from its full widths, input first: ``mlp((64, 128, 128, 10), "relu")``.
+
+    Args:
+        widths: the widths, input features first and outputs last (2+ positive ints).
+        activation: the hidden activation's name (a key of ``ACTIVATIONS``).
+        layer: the dense layer factory ``layer(features, name=..., ...)`` (e.g.
+            :func:`fold_jax.binary.binary_layer`).
+        kernel_init: the kernel initializer's name (a key of ``INITIALIZERS``).
+
+    Returns:
+        A :class:`Net` (the flax module and the input width).
+    """
     if isinstance(widths, int | str) or not isinstance(widths, Sequence):
         raise TypeError(f"widths must be a sequence of ints, got {type(widths).__name__}")
     widths = tuple(widths)
@@ -152,13 +170,30 @@ def mlp(
 
 
 def count_params(params: PyTree) -> int:
-    """Total number of scalars in a parameter pytree."""
+    """Total number of scalars in a parameter pytree.
+
+    Args:
+        params: a parameter pytree.
+
+    Returns:
+        The number of scalars, an int.
+    """
     return int(sum(jnp.size(leaf) for leaf in jax.tree.leaves(params)))
 
 
 def dense_layers(params: PyTree) -> list[tuple[str, dict]]:
     """``[("dense_0", {"kernel", "bias"}), ...]`` of an :func:`mlp` params tree (with or
-    without the "params" level), in layer order: dense_10 follows dense_9."""
+    without the "params" level), in layer order: dense_10 follows dense_9.
+
+    Args:
+        params: the params of an :func:`mlp`.
+
+    Returns:
+        ``(name, layer)`` pairs, ``layer`` the ``{"kernel", "bias"}`` dict.
+
+    Raises:
+        ValueError: params is not an :func:`mlp` tree of dense_0..dense_{n-1} layers.
+    """
     tree = params.get("params", params) if isinstance(params, dict) else None
     names = [k for k in tree if isinstance(k, str) and k.startswith("dense_")
              and k[6:].isdigit()] if isinstance(tree, dict) else []

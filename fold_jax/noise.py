@@ -32,7 +32,14 @@ _HALF_GRID = 2.0**23  # the 24-bit grid is centred on this many steps
 
 
 def lowbias32(x: Array) -> Array:
-    """The lowbias32 integer hash (Chris Wellons), elementwise on uint32."""
+    """The lowbias32 integer hash (Chris Wellons), elementwise on uint32.
+
+    Args:
+        x: uint32 array.
+
+    Returns:
+        The hashed uint32 array, x's shape.
+    """
     x = x ^ (x >> 16)
     x = x * jnp.uint32(0x7FEB352D)
     x = x ^ (x >> 15)

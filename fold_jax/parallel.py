@@ -53,6 +53,12 @@ def initialize(environ: dict[str, str] | None = None) -> bool:
     and ``FOLD_JAX_PROCESS_ID``; ``FOLD_JAX_AUTO=1`` instead lets JAX detect the cluster
     (Slurm, Open MPI, Cloud TPU). Returns True when it initialized, False when none of
     these is set (a single-host run). Call it before any other JAX work.
+
+    Args:
+        environ: the environment to read (None: ``os.environ``).
+
+    Returns:
+        True when ``jax.distributed.initialize`` was called, else False.
     """
     env = dict(os.environ if environ is None else environ)
     if env.get("FOLD_JAX_AUTO") == "1":
@@ -76,7 +82,15 @@ def initialize(environ: dict[str, str] | None = None) -> bool:
 
 
 def mesh(devices: Sequence[jax.Device] | int | None = None, axis: str = AXIS) -> Mesh:
-    """A 1-D mesh named ``axis`` over ``devices`` (all by default; an int takes the first n)."""
+    """A 1-D mesh named ``axis`` over ``devices`` (all by default; an int takes the first n).
+
+    Args:
+        devices: the devices, an int n (the first n of ``jax.devices()``) or None (all).
+        axis: the mesh axis's name.
+
+    Returns:
+        The ``jax.sharding.Mesh``.
+    """
     all_devices = jax.devices()
     if devices is None:
         devices = all_devices
@@ -109,7 +123,16 @@ def population_map(
     """Like ``jax.vmap(f)`` over the leading axis of every argument, but with that axis
     sharded over ``mesh[axis]``. Inputs (n, ...) are padded to a multiple of the device
     count with copies of the last element; outputs come back (n, ...). ``f`` may close
-    over arrays (they are replicated)."""
+    over arrays (they are replicated).
+
+    Args:
+        f: the function of one element.
+        mesh: the device mesh (None: a mesh over every device).
+        axis: the mesh axis the leading axis is sharded over.
+
+    Returns:
+        The mapped function: arguments (n, ...) -> outputs (n, ...).
+    """
     if not callable(f):
         raise TypeError(f"f must be callable (the function mapped over the population), got "
                         f"{type(f).__name__}")
@@ -139,24 +162,63 @@ def value_and_grad(fun, *, mesh: Mesh | None = None, axis: str = AXIS, **zo_opti
     (directions x signs) loss matrix is all that crosses devices; the estimate is
     then assembled on every device. Same keys -> the single-device estimate (up to
     float summation order).
+
+    Args:
+        fun: the loss, as :func:`fold_jax.zo.value_and_grad` takes it.
+        mesh: the device mesh (None: a mesh over every device).
+        axis: the mesh axis the directions are sharded over.
+        **zo_options: further options of :func:`fold_jax.zo.value_and_grad`.
+
+    Returns:
+        What :func:`fold_jax.zo.value_and_grad` returns.
     """
     return zo.value_and_grad(fun, population_map=population_map_factory(mesh, axis),
                              **zo_options)
 
 
 def forward_value_and_grad(fun, *, mesh: Mesh | None = None, axis: str = AXIS, **options):
-    """:func:`fold_jax.zo.forward_value_and_grad` with tangents sharded over ``mesh``."""
+    """:func:`fold_jax.zo.forward_value_and_grad` with tangents sharded over ``mesh``.
+
+    Args:
+        fun: the loss, as :func:`fold_jax.zo.forward_value_and_grad` takes it.
+        mesh: the device mesh (None: a mesh over every device).
+        axis: the mesh axis the tangents are sharded over.
+        **options: further options of :func:`fold_jax.zo.forward_value_and_grad`.
+
+    Returns:
+        What :func:`fold_jax.zo.forward_value_and_grad` returns.
+    """
     return zo.forward_value_and_grad(fun, population_map=population_map_factory(mesh, axis),
                                      **options)
 
 
 def gld(fun, *, mesh: Mesh | None = None, axis: str = AXIS, **options) -> methods.Method:
-    """:func:`fold_jax.search.gld` with the candidate ladder evaluated across devices."""
+    """:func:`fold_jax.search.gld` with the candidate ladder evaluated across devices.
+
+    Args:
+        fun: the loss, as :func:`fold_jax.search.gld` takes it.
+        mesh: the device mesh (None: a mesh over every device).
+        axis: the mesh axis the candidates are sharded over.
+        **options: further options of :func:`fold_jax.search.gld`.
+
+    Returns:
+        The :class:`fold_jax.methods.Method`.
+    """
     return search.gld(fun, population_map=population_map_factory(mesh, axis), **options)
 
 
 def rso(fun, *, mesh: Mesh | None = None, axis: str = AXIS, **options) -> methods.Method:
-    """:func:`fold_jax.search.rso` with the candidate blocks evaluated across devices."""
+    """:func:`fold_jax.search.rso` with the candidate blocks evaluated across devices.
+
+    Args:
+        fun: the loss, as :func:`fold_jax.search.rso` takes it.
+        mesh: the device mesh (None: a mesh over every device).
+        axis: the mesh axis the candidates are sharded over.
+        **options: further options of :func:`fold_jax.search.rso`.
+
+    Returns:
+        The :class:`fold_jax.methods.Method`.
+    """
     return search.rso(fun, population_map=population_map_factory(mesh, axis), **options)
 
 
@@ -173,6 +235,14 @@ def shard_batch(batch: PyTree, mesh: Mesh | None = None, axis: str = AXIS) -> Py
 
     The batch size must divide evenly (JAX's data-parallel contract); a clear
     ValueError says so otherwise.
+
+    Args:
+        batch: a pytree of arrays sharing a leading batch axis.
+        mesh: the device mesh (None: a mesh over every device).
+        axis: the mesh axis the batch is split over.
+
+    Returns:
+        The batch placed with a ``NamedSharding`` over ``mesh[axis]``.
     """
     m = _check_mesh(mesh, axis)
     n_dev = m.shape[axis]
@@ -192,5 +262,13 @@ def data_parallel_gradient(
     Under ``jax.jit`` with the batch placed by :func:`shard_batch` and params
     replicated, XLA computes per-device gradients and all-reduces them (GSPMD); the
     method itself is unchanged, so it goes through :func:`fold_jax.train.fit` too.
+
+    Args:
+        loss: ``loss(params, *args) -> scalar``.
+        tx: an optax optimizer or an optimizer name.
+        learning_rate: the learning rate (only with an optimizer name).
+
+    Returns:
+        The :class:`fold_jax.methods.Method` of :func:`fold_jax.methods.gradient`.
     """
     return methods.gradient(loss, tx, learning_rate)

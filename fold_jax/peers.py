@@ -81,7 +81,11 @@ _SKIP_FIELDS = ("best_solution", "best_fitness")  # NaN / inf by design before a
 
 
 def strategies() -> tuple[str, ...]:
-    """Names :func:`evosax_method` accepts (evosax class names, e.g. ``"Open_ES"``)."""
+    """Names :func:`evosax_method` accepts (evosax class names, e.g. ``"Open_ES"``).
+
+    Returns:
+        The strategy names, a tuple of str.
+    """
     return STRATEGIES
 
 

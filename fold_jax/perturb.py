@@ -131,6 +131,14 @@ class LowRank:
 
 
 def is_lowrank(x: Any) -> bool:
+    """Whether ``x`` is a :class:`LowRank` kernel.
+
+    Args:
+        x: any value.
+
+    Returns:
+        True for a :class:`LowRank`, else False.
+    """
     return isinstance(x, LowRank)
 
 

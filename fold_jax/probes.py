@@ -52,13 +52,27 @@ def _layers(tree: PyTree) -> dict:
 
 
 def layer_names(params: PyTree) -> list[str]:
-    """``["dense_0", "dense_1", ...]`` in layer order (numeric, so dense_10 follows dense_9)."""
+    """``["dense_0", "dense_1", ...]`` in layer order (numeric, so dense_10 follows dense_9).
+
+    Args:
+        params: a params or gradient tree of ``dense_i`` layers.
+
+    Returns:
+        The layer names.
+    """
     names = [k for k in _layers(params) if _DENSE.match(str(k))]
     return sorted(names, key=lambda k: int(_DENSE.match(k).group(1)))
 
 
 def layer_norms(grads: PyTree) -> Array:
-    """Frobenius norms (L,) of each ``dense_i`` kernel leaf of ``grads``, in layer order."""
+    """Frobenius norms (L,) of each ``dense_i`` kernel leaf of ``grads``, in layer order.
+
+    Args:
+        grads: a gradient tree of ``dense_i`` layers.
+
+    Returns:
+        The (L,) norms.
+    """
     layers = _layers(grads)
     return jnp.stack([jnp.linalg.norm(perturb.materialize(layers[k]["kernel"]).ravel())
                       for k in layer_names(grads)])
@@ -69,13 +83,28 @@ def layer_grad_norms(loss: Callable[..., Array], params: PyTree, *args) -> Array
 
     ``loss(params, *args)`` is scalar; entry i belongs to ``dense_i`` (layer 0 is
     next to the input, layer L-1 is the output layer).
+
+    Args:
+        loss: ``loss(params, *args) -> scalar``.
+        params: the params (``dense_i`` layers).
+        *args: further arguments of ``loss``.
+
+    Returns:
+        The (L,) norms, in layer order.
     """
     return layer_norms(jax.grad(loss)(params, *args))
 
 
 def first_last_ratio(norms: ArrayLike) -> Array:
     """``norms[0] / norms[-1]``: how much gradient reaches the first layer, relative to
-    the last (<< 1: vanishing, >> 1: exploding)."""
+    the last (<< 1: vanishing, >> 1: exploding).
+
+    Args:
+        norms: (L,) per-layer norms, L >= 2 (e.g. from :func:`layer_norms`).
+
+    Returns:
+        The ratio, a scalar.
+    """
     norms = jnp.asarray(norms)
     if norms.ndim != 1 or norms.shape[0] < 2:
         raise ValueError(f"norms has shape {norms.shape}; it must be (L,) with L >= 2")
@@ -92,6 +121,13 @@ def layer_cosines(estimate: PyTree, reference: PyTree) -> Array:
     """Per-layer cosines (L,) between the ``dense_i`` kernels of two gradient trees.
 
     NaN for a layer where either kernel gradient is exactly zero.
+
+    Args:
+        estimate: a gradient tree of ``dense_i`` layers (e.g. an estimator's).
+        reference: a gradient tree with the same layers (e.g. the backprop gradient).
+
+    Returns:
+        The (L,) cosines, in layer order.
     """
     est, ref = _layers(estimate), _layers(reference)
     names = layer_names(reference)
@@ -102,7 +138,15 @@ def layer_cosines(estimate: PyTree, reference: PyTree) -> Array:
 
 
 def tree_cosine(a: PyTree, b: PyTree) -> Array:
-    """Cosine between two pytrees flattened to one vector each (every leaf counted)."""
+    """Cosine between two pytrees flattened to one vector each (every leaf counted).
+
+    Args:
+        a: a pytree.
+        b: a pytree with as many entries in all.
+
+    Returns:
+        The cosine, a scalar.
+    """
     if not jax.tree.leaves(a) or not jax.tree.leaves(b):
         raise ValueError("a and b must be non-empty pytrees (no leaves to compare)")
     va = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(a)])
@@ -119,6 +163,16 @@ def deep_mlp(
 
     ``depth`` counts activations: ``depth=1`` is one hidden layer. Standard flax
     (LeCun normal) initialisation, as :func:`fold_jax.nets.mlp`.
+
+    Args:
+        in_features: input features.
+        outputs: output units.
+        depth: hidden layers.
+        width: units per hidden layer.
+        activation: the hidden activation's name.
+
+    Returns:
+        The :class:`fold_jax.nets.Net`.
     """
     for name, value in (("depth", depth), ("width", width), ("in_features", in_features),
                         ("outputs", outputs)):
@@ -132,7 +186,14 @@ def deep_mlp(
 
 def normalized_targets(labels: ArrayLike) -> Array:
     """Multilabel labels (N, L) in {0, 1} as distributions: ``y / sum(y)``; a row with
-    no label on becomes uniform (softmax has no way to say "none")."""
+    no label on becomes uniform (softmax has no way to say "none").
+
+    Args:
+        labels: (N, L) 0/1 labels.
+
+    Returns:
+        (N, L) float32 rows summing to 1.
+    """
     y = jnp.asarray(labels, jnp.float32)
     if y.ndim != 2:
         raise ValueError(f"labels has shape {y.shape}; it must be (N, L) multilabel")
@@ -141,7 +202,14 @@ def normalized_targets(labels: ArrayLike) -> Array:
 
 
 def softmax_multilabel_loss(apply: Callable[[PyTree, Array], Array]) -> Callable[..., Array]:
-    """``loss(params, x, y)``: softmax cross-entropy against :func:`normalized_targets`."""
+    """``loss(params, x, y)``: softmax cross-entropy against :func:`normalized_targets`.
+
+    Args:
+        apply: ``apply(params, x) -> logits`` (N, L).
+
+    Returns:
+        ``loss(params, x, y) -> scalar``, the mean over the batch.
+    """
 
     def loss(params: PyTree, x: ArrayLike, y: ArrayLike) -> Array:
         return optax.softmax_cross_entropy(apply(params, x), normalized_targets(y)).mean()
@@ -158,6 +226,14 @@ def softmax_label_predictions(
     ``floor(1 / threshold)`` labels can be on). ``k``: the k most probable labels
     (an int, or (N,) per example, e.g. the true label counts: an oracle).
     Give exactly one of the two.
+
+    Args:
+        logits: (N, L) logits.
+        threshold: the probability threshold in (0, 1).
+        k: labels on per example, an int or (N,) ints.
+
+    Returns:
+        (N, L) int32 decisions in {0, 1}.
     """
     if (threshold is None) == (k is None):
         raise ValueError("give exactly one of threshold= or k=")
@@ -179,7 +255,15 @@ def softmax_label_predictions(
 
 
 def label_metrics(pred: ArrayLike, labels: ArrayLike) -> dict[str, Array]:
-    """``exact_match`` (every label right) and pooled ``micro_f1`` of decisions (N, L)."""
+    """``exact_match`` (every label right) and pooled ``micro_f1`` of decisions (N, L).
+
+    Args:
+        pred: (N, L) 0/1 decisions.
+        labels: (N, L) 0/1 true labels.
+
+    Returns:
+        ``{"exact_match": scalar, "micro_f1": scalar}``.
+    """
     pred, truth = jnp.asarray(pred, jnp.int32), jnp.asarray(labels, jnp.int32)
     if pred.shape != truth.shape or pred.ndim != 2:
         raise ValueError(f"pred {pred.shape} and labels {truth.shape} must both be (N, L)")

@@ -251,7 +251,18 @@ def magnitude_mask(params: PyTree, sparsity: float, *, scope: str = "layer",
 def random_mask(key: PRNGKeyArray, params: PyTree, sparsity: float, *,
                 scope: str = "layer", select: Select | None = None) -> PyTree:
     """A uniformly random mask with the same exact sparsity (and ``select`` rule) as
-    :func:`magnitude_mask`."""
+    :func:`magnitude_mask`.
+
+    Args:
+        key: the PRNG key.
+        params: a parameter pytree.
+        sparsity: the pruned fraction in [0, 1).
+        scope: "layer" or "global", as in :func:`magnitude_mask`.
+        select: ``select(path, leaf) -> bool`` choosing the pruned leaves.
+
+    Returns:
+        A 0/1 mask pytree like params (its dtypes).
+    """
     check_key(key)
     _check_params(params)
     s = _check_sparsity(sparsity)
@@ -268,7 +279,16 @@ def random_mask(key: PRNGKeyArray, params: PyTree, sparsity: float, *,
 
 def nm_mask(params: PyTree, n: int = 2, m: int = 4) -> PyTree:
     """N:M structured mask: in each group of m consecutive inputs (axis 0) keep the n
-    largest |w| (sparsity 1 - n/m). Kernels need fan-in divisible by m."""
+    largest |w| (sparsity 1 - n/m). Kernels need fan-in divisible by m.
+
+    Args:
+        params: a parameter pytree; its 2-D leaves are masked, others get all ones.
+        n: entries kept per group.
+        m: the group size along axis 0.
+
+    Returns:
+        A 0/1 mask pytree like params (its dtypes).
+    """
     if not (isinstance(m, int) and isinstance(n, int) and 0 < n <= m):
         raise ValueError(f"n={n!r}, m={m!r} must be ints with 0 < n <= m")
 
@@ -302,13 +322,28 @@ def _check_mask(params: PyTree, mask: PyTree) -> None:
 
 
 def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
-    """params * mask, leafwise (mask: the structure and leaf shapes of params)."""
+    """params * mask, leafwise (mask: the structure and leaf shapes of params).
+
+    Args:
+        params: any pytree of arrays.
+        mask: a pytree of params's structure and leaf shapes (0/1 or bool).
+
+    Returns:
+        The masked pytree, params's dtypes.
+    """
     _check_mask(params, mask)
     return jax.tree.map(lambda p, m: p * m.astype(jnp.result_type(p)), params, mask)
 
 
 def sparsity(tree: PyTree) -> float:
-    """Fraction of exact zeros among the leaves of ndim >= 2 (kernels) of params or a mask."""
+    """Fraction of exact zeros among the leaves of ndim >= 2 (kernels) of params or a mask.
+
+    Args:
+        tree: params or a mask.
+
+    Returns:
+        The fraction in [0, 1] (0.0 when there is no kernel).
+    """
     leaves = [np.asarray(x) for x in jax.tree.leaves(tree) if jnp.ndim(x) >= 2]
     total = sum(x.size for x in leaves)
     return float(sum((x == 0).sum() for x in leaves) / total) if total else 0.0
@@ -319,7 +354,17 @@ def sparsity(tree: PyTree) -> float:
 
 def cubic_schedule(final_sparsity: float, total_steps: int, *, begin_step: int = 0,
                    initial_sparsity: float = 0.0) -> Callable[[ArrayLike], Array]:
-    """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f) (1 - (t - t0)/T)^3, clamped to [t0, t0+T]."""
+    """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f) (1 - (t - t0)/T)^3, clamped to [t0, t0+T].
+
+    Args:
+        final_sparsity: s_f in [0, 1).
+        total_steps: T, the steps from s_i to s_f.
+        begin_step: t0, the first pruning step.
+        initial_sparsity: s_i in [0, 1).
+
+    Returns:
+        ``schedule(t) -> sparsity``, a float32 array.
+    """
     s_f = _check_sparsity(final_sparsity, "final_sparsity")
     s_i = _check_sparsity(initial_sparsity, "initial_sparsity")
     check_int(total_steps, "total_steps")
@@ -334,7 +379,17 @@ def cubic_schedule(final_sparsity: float, total_steps: int, *, begin_step: int =
 
 def constant_schedule(final_sparsity: float, total_steps: int = 1, *, begin_step: int = 0,
                       initial_sparsity: float = 0.0) -> Callable[[ArrayLike], Array]:
-    """One-shot: sparsity s_f from ``begin_step`` on (0 before)."""
+    """One-shot: sparsity s_f from ``begin_step`` on (0 before).
+
+    Args:
+        final_sparsity: the sparsity s_f in [0, 1).
+        total_steps: unused (the schedule signature's).
+        begin_step: the step from which the sparsity is s_f.
+        initial_sparsity: unused (the schedule signature's).
+
+    Returns:
+        ``schedule(t) -> sparsity``, an array.
+    """
     s_f = _check_sparsity(final_sparsity, "final_sparsity")
     check_int(begin_step, "begin_step", 0)
     del total_steps, initial_sparsity
@@ -350,6 +405,13 @@ def keep_masked(tx: optax.GradientTransformation, mask: PyTree) -> optax.Gradien
     Gradients are masked before ``tx`` (its moments never see pruned weights) and
     updates after it; with ``params`` given, pruned entries are also set to zero by the
     update (``-params`` there), so params that were not masked yet become masked.
+
+    Args:
+        tx: the optimizer to wrap.
+        mask: a 0/1 pytree of params's structure.
+
+    Returns:
+        The wrapped ``optax.GradientTransformation`` (same state as ``tx``).
     """
     if not isinstance(tx, optax.GradientTransformation):
         raise TypeError(f"tx must be an optax.GradientTransformation, got {type(tx).__name__}")
@@ -367,6 +429,8 @@ def keep_masked(tx: optax.GradientTransformation, mask: PyTree) -> optax.Gradien
 
 
 class GradualPruneState(NamedTuple):
+    """State of :func:`gradual_prune`: the bool mask (params's structure) and the step count."""
+
     mask: PyTree
     count: Array
 
@@ -382,6 +446,18 @@ def gradual_prune(final_sparsity: float, total_steps: int, *, begin_step: int = 
     After ``begin_step + total_steps`` the sparsity is exactly ``final_sparsity``.
     ``select(path, leaf) -> bool`` chooses the pruned leaves as in :func:`magnitude_mask`
     (default: every leaf of ndim >= 2).
+
+    Args:
+        final_sparsity: the sparsity reached at ``begin_step + total_steps``.
+        total_steps: steps over which the sparsity grows.
+        begin_step: the first pruning step.
+        frequency: steps between mask updates.
+        scope: "layer" (each leaf pruned to the sparsity) or "global" (one threshold).
+        schedule: the schedule's name, "cubic" or "constant".
+        select: ``select(path, leaf) -> bool`` choosing the pruned leaves.
+
+    Returns:
+        An ``optax.GradientTransformation`` whose update needs ``params``.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule={schedule!r} is not known; allowed: {sorted(SCHEDULES)}")
@@ -417,7 +493,14 @@ def gradual_prune(final_sparsity: float, total_steps: int, *, begin_step: int = 
 
 
 def to_bcsr(kernel: ArrayLike) -> sparse.BCSR:
-    """BCSR of ``kernel.T`` (out, in) for :func:`sparse_matmul`; stores only nonzeros."""
+    """BCSR of ``kernel.T`` (out, in) for :func:`sparse_matmul`; stores only nonzeros.
+
+    Args:
+        kernel: a 2-D (in, out) kernel.
+
+    Returns:
+        The ``jax.experimental.sparse.BCSR`` of shape (out, in).
+    """
     kernel = np.asarray(kernel)
     if kernel.ndim != 2:
         raise ValueError(f"kernel must be 2-D (in, out), got shape {kernel.shape}")
@@ -441,6 +524,13 @@ def sparse_matmul_t(kernel_t: sparse.BCSR, x_t: ArrayLike) -> Array:
     so activations kept feature-major (as :func:`sparse_apply` does between layers)
     need no transposes; on a 2-core CPU the two transposes of :func:`sparse_matmul`
     cost 15-45% of a 95-99% sparse 1024 x 1024 layer's time.
+
+    Args:
+        kernel_t: the BCSR (out, in) from :func:`to_bcsr`.
+        x_t: (in, M) dense.
+
+    Returns:
+        The (out, M) product.
     """
     x_t = jnp.asarray(x_t)
     if x_t.ndim != 2 or x_t.shape[0] != kernel_t.shape[1]:
@@ -450,7 +540,15 @@ def sparse_matmul_t(kernel_t: sparse.BCSR, x_t: ArrayLike) -> Array:
 
 def sparse_matmul(x: ArrayLike, kernel_t: sparse.BCSR) -> Array:
     """``x @ kernel`` for x (M, in) and ``kernel_t = to_bcsr(kernel)`` (native CSR kernel;
-    row-major: transposes x in and the result out, see :func:`sparse_matmul_t`)."""
+    row-major: transposes x in and the result out, see :func:`sparse_matmul_t`).
+
+    Args:
+        x: (M, in) dense.
+        kernel_t: the BCSR (out, in) from :func:`to_bcsr`.
+
+    Returns:
+        The (M, out) product.
+    """
     x = jnp.asarray(x)
     if x.ndim != 2 or x.shape[1] != kernel_t.shape[1]:
         raise ValueError(f"x has shape {x.shape}; needs (M, {kernel_t.shape[1]})")
@@ -458,11 +556,17 @@ def sparse_matmul(x: ArrayLike, kernel_t: sparse.BCSR) -> Array:
 
 
 class SparseLayer(NamedTuple):
+    """One layer of a :class:`SparseMLP`: the BCSR (out, in) kernel from :func:`to_bcsr` and
+    the (out,) bias, or None."""
+
     kernel_t: sparse.BCSR
     bias: Array | None
 
 
 class SparseMLP(NamedTuple):
+    """A BCSR copy of a ``nets.mlp`` from :func:`sparse_mlp`: its layers (:class:`SparseLayer`),
+    input first, and the hidden activation's name."""
+
     layers: tuple[SparseLayer, ...]
     activation: str
 
@@ -479,7 +583,15 @@ class SparseMLP(NamedTuple):
 
 def sparse_mlp(params: PyTree, activation: str = "relu") -> SparseMLP:
     """BCSR copy of a (pruned) ``nets.mlp`` parameter tree for :func:`sparse_apply`
-    (feature-major between layers; any other model: :func:`sparse_inference`)."""
+    (feature-major between layers; any other model: :func:`sparse_inference`).
+
+    Args:
+        params: the (pruned) params of a ``nets.mlp``.
+        activation: the hidden activation's name.
+
+    Returns:
+        A :class:`SparseMLP`.
+    """
     nets.activation(activation)
     layers = tuple(SparseLayer(to_bcsr(layer["kernel"]), layer.get("bias"))
                    for _, layer in _mlp_layers(params, "prune.sparse_inference"))
@@ -497,7 +609,15 @@ def _mlp_layers(params: PyTree, instead: str) -> list[tuple[str, dict]]:
 def sparse_apply(model: SparseMLP, x: ArrayLike) -> Array:
     """Logits (M, out) of a :class:`SparseMLP` for x (M, in): every layer a BCSR matmul,
     activations feature-major (in, M) in between, so x and the logits are the only
-    transposes."""
+    transposes.
+
+    Args:
+        model: the :class:`SparseMLP` from :func:`sparse_mlp`.
+        x: (M, in) inputs.
+
+    Returns:
+        The (M, out) logits.
+    """
     act = nets.activation(model.activation)
     h = jnp.asarray(x, jnp.float32)
     n_in = model.layers[0].kernel_t.shape[1]

@@ -87,6 +87,14 @@ def activation_patterns(params: PyTree, x: ArrayLike, activation: str) -> Array:
     """Activation patterns (N, hidden units) bool of inputs x (N, in); layers concatenated.
 
     ``identity`` has no pattern: (N, 0).
+
+    Args:
+        params: the params of a ``fold_jax.nets`` MLP.
+        x: (N, in) inputs.
+        activation: the piecewise-linear activation's name.
+
+    Returns:
+        The (N, hidden units) bool patterns.
     """
     activation = _check_activation(activation)
     layers = _layers(params)
@@ -127,6 +135,16 @@ def line_regions(
     start, end: (in_features,). Layer by layer, every interval carries the hidden
     state as ``p + t q``; roots of each unit's pre-activation split it, and the pattern
     on each new interval is read at its midpoint. Cost grows with the regions found.
+
+    Args:
+        params: the params of a ``fold_jax.nets`` MLP.
+        start: (in_features,) the segment's start (t = 0).
+        end: (in_features,) its end (t = 1).
+        activation: the piecewise-linear activation's name.
+        tol: the smallest interval kept, in t.
+
+    Returns:
+        The :class:`LineRegions`.
     """
     activation = _check_activation(activation)
     layers = _dense(params)
@@ -182,7 +200,15 @@ class GridRegions(NamedTuple):
 
 
 def box_plane(lo: ArrayLike, hi: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(origin, u, v) spanning the 2-D box [lo0, hi0] x [lo1, hi1] for :func:`grid_regions`."""
+    """(origin, u, v) spanning the 2-D box [lo0, hi0] x [lo1, hi1] for :func:`grid_regions`.
+
+    Args:
+        lo: (2,) lower corner.
+        hi: (2,) upper corner (each coordinate above lo's).
+
+    Returns:
+        ``(origin, u, v)``, each (2,) float64.
+    """
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     if lo.shape != (2,) or hi.shape != (2,) or not np.all(hi > lo):
         raise ValueError(f"lo={lo} and hi={hi} must be 2-vectors with hi > lo")
@@ -202,6 +228,17 @@ def grid_regions(
 
     origin, u, v: (in_features,) (for a 2-D input, :func:`box_plane`). A lower bound
     on the regions of that plane patch: regions thinner than a cell are missed.
+
+    Args:
+        params: the params of a ``fold_jax.nets`` MLP.
+        origin: (in_features,) the grid's corner.
+        u: (in_features,) the first spanning vector.
+        v: (in_features,) the second spanning vector.
+        activation: the piecewise-linear activation's name.
+        resolution: grid points per side (>= 2).
+
+    Returns:
+        The :class:`GridRegions`.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -238,6 +275,13 @@ def tent_net(depth: int, activation: str = "abs") -> tuple[nets.Net, PyTree]:
     abs: one unit per layer, ``|2x - 1|`` then ``1 - h`` folded into the next layer.
     relu: two units, ``tent(x) = relu(2x) - relu(4x - 2)`` on [0, 1]. On [0, 1] the
     net is a sawtooth with exactly ``2**depth`` affine pieces (slopes ``+-2**depth``).
+
+    Args:
+        depth: the number of tent maps composed (>= 1).
+        activation: "abs" (or "fold") or "relu".
+
+    Returns:
+        ``(net, params)``: the :class:`fold_jax.nets.Net` and its params.
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"depth={depth!r} must be an int >= 1")

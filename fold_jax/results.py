@@ -142,14 +142,25 @@ _STATIC_META: dict[str, Any] | None = None
 
 
 def new_run_id() -> str:
-    """A fresh run id: UTC start time and a random suffix (``20261121T090653Z-dfb0f8``)."""
+    """A fresh run id: UTC start time and a random suffix (``20261121T090653Z-dfb0f8``).
+
+    Returns:
+        The run id, a str.
+    """
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
 def check_run_id(value: str) -> str:
     """``value`` if it can name a run (letters, digits, ``._-``; it names a file), else
-    ValueError."""
+    ValueError.
+
+    Args:
+        value: the candidate run id.
+
+    Returns:
+        ``value`` unchanged.
+    """
     if not isinstance(value, str) or not _RUN_ID_RE.fullmatch(value):
         raise ValueError(f"run id {value!r} must be 1-100 letters, digits, '.', '_' or '-' "
                          f"(starting with a letter or digit)")
@@ -159,7 +170,11 @@ def check_run_id(value: str) -> str:
 def run_id() -> str:
     """The id of the run this process writes rows for: the one set by
     :func:`set_run_id`, else ``$FOLD_JAX_RUN_ID``, else a new one (then fixed for the
-    process)."""
+    process).
+
+    Returns:
+        The run id, a str.
+    """
     global _RUN_ID
     if _RUN_ID is None:
         _RUN_ID = os.environ.get("FOLD_JAX_RUN_ID") or new_run_id()
@@ -168,7 +183,14 @@ def run_id() -> str:
 
 def set_run_id(value: str | None) -> str | None:
     """Make ``value`` the current run id (``None``: decide afresh on the next
-    :func:`run_id` call); returns the previous one, for restoring."""
+    :func:`run_id` call); returns the previous one, for restoring.
+
+    Args:
+        value: the run id to use, or None.
+
+    Returns:
+        The previous run id (None if none was set yet).
+    """
     global _RUN_ID
     previous, _RUN_ID = _RUN_ID, None if value is None else check_run_id(value)
     return previous
@@ -193,7 +215,14 @@ def _git(args: Sequence[str], cwd: str | os.PathLike | None = None
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str:
-    """The checkout's HEAD commit (40 hex digits), or ``"unknown"`` without git."""
+    """The checkout's HEAD commit (40 hex digits), or ``"unknown"`` without git.
+
+    Args:
+        cwd: a folder in the repository (None: the current directory).
+
+    Returns:
+        The commit hash, or ``"unknown"``.
+    """
     out = _git(["rev-parse", "HEAD"], cwd)
     if out is not None and out.returncode == 0 and out.stdout.strip():
         return out.stdout.strip()
@@ -208,7 +237,17 @@ def code_changed(commit: str, head: str = "HEAD", *, cwd: str | os.PathLike | No
                  paths: Sequence[str] = CODE_PATHS) -> bool | None:
     """Whether the code under ``paths`` (from the repository root) differs between
     ``commit`` and ``head`` (``git diff --quiet commit head -- paths``); None when it
-    cannot be told (no git, a commit the repository does not know)."""
+    cannot be told (no git, a commit the repository does not know).
+
+    Args:
+        commit: the older commit.
+        head: the newer commit.
+        cwd: a folder in the repository (None: the current directory).
+        paths: the code paths compared, from the repository root.
+
+    Returns:
+        True if the code differs, False if not, None if unknown.
+    """
     if not commit or str(commit) in ("unknown", "nan"):
         return None
     if str(commit) == str(head):
@@ -223,7 +262,11 @@ def code_changed(commit: str, head: str = "HEAD", *, cwd: str | os.PathLike | No
 def metadata() -> dict[str, Any]:
     """Metadata for a row: run_id (:func:`run_id`), timestamp_utc (now), git_commit,
     host (``platform.node()``), backend, device_kind, n_devices, jax_version,
-    jaxlib_version."""
+    jaxlib_version.
+
+    Returns:
+        A dict of the metadata columns and their values.
+    """
     global _STATIC_META
     if _STATIC_META is None:
         import jax
@@ -271,7 +314,15 @@ def _norm(value: Any) -> str:
 
 
 def normalize_key(row: Mapping[str, Any], key: Sequence[str]) -> tuple[str, ...]:
-    """The canonical tuple identifying ``row`` by the columns ``key``."""
+    """The canonical tuple identifying ``row`` by the columns ``key``.
+
+    Args:
+        row: the row, a mapping of column -> value.
+        key: the key columns (missing ones count as None).
+
+    Returns:
+        A tuple of normalized strings, one per key column.
+    """
     return tuple(_norm(row.get(k)) for k in key)
 
 
@@ -293,6 +344,11 @@ def validate(frame: pd.DataFrame, path: str | os.PathLike, name: str | None = No
     """Raise ValueError naming ``path`` (and the row) when ``frame`` breaks the schema.
 
     Rows are numbered from 1 after the header (file line = row + 1).
+
+    Args:
+        frame: the rows read from the file.
+        path: the file's path (named in errors).
+        name: the schema's name (None: the stem of ``path``; no schema: no check).
     """
     name = Path(path).stem if name is None else name
     schema = SCHEMAS.get(name)
@@ -348,6 +404,12 @@ def load(path: str | os.PathLike = "results") -> dict[str, pd.DataFrame] | pd.Da
     it does not exist), or one DataFrame for a CSV path.
 
     Raises ValueError naming the file (and row) when a file is malformed.
+
+    Args:
+        path: a results folder or one CSV file.
+
+    Returns:
+        ``{stem: DataFrame}`` for a folder, a DataFrame for a CSV file.
     """
     path = Path(path)
     if path.suffix == ".csv" or path.is_file():
@@ -363,7 +425,17 @@ def load(path: str | os.PathLike = "results") -> dict[str, pd.DataFrame] | pd.Da
 def done_keys(name: str, key: Sequence[str], results_dir: str | os.PathLike = "results", *,
               run: str | None = None) -> set[tuple[str, ...]]:
     """The normalized keys (see :func:`normalize_key`) that run ``run`` (by default the
-    current one, :func:`run_id`; ``ALL_RUNS`` for every run) wrote to ``<name>.csv``."""
+    current one, :func:`run_id`; ``ALL_RUNS`` for every run) wrote to ``<name>.csv``.
+
+    Args:
+        name: the CSV's stem.
+        key: the key columns.
+        results_dir: the results folder.
+        run: the run id (None: the current run; ``ALL_RUNS``: every run).
+
+    Returns:
+        The set of normalized key tuples (empty when the file or a key column is missing).
+    """
     _check_name(name)
     key = _check_key(key)
     path = Path(results_dir) / f"{name}.csv"
@@ -383,7 +455,17 @@ def done_keys(name: str, key: Sequence[str], results_dir: str | os.PathLike = "r
 def done(name: str, key: Mapping[str, Any], results_dir: str | os.PathLike = "results", *,
          run: str | None = None) -> bool:
     """Whether run ``run`` (by default the current one) already wrote a row with these
-    key values to ``<results_dir>/<name>.csv``; rows of other runs never count."""
+    key values to ``<results_dir>/<name>.csv``; rows of other runs never count.
+
+    Args:
+        name: the CSV's stem.
+        key: the key columns and their values.
+        results_dir: the results folder.
+        run: the run id (None: the current run, :func:`run_id`).
+
+    Returns:
+        True when such a row exists.
+    """
     if not isinstance(key, Mapping) or not key:
         raise TypeError(f"key must be a non-empty dict of column -> value, got {key!r}")
     columns = list(key)
@@ -413,7 +495,14 @@ def _locked(directory: Path):
 
 def check_writable(results_dir: str | os.PathLike) -> Path:
     """Create ``results_dir`` if needed; PermissionError / OSError naming it if it cannot
-    be written."""
+    be written.
+
+    Args:
+        results_dir: the folder.
+
+    Returns:
+        The folder as a ``Path``.
+    """
     directory = Path(results_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -497,6 +586,16 @@ def append(
     or ``name`` is the run registry, and PermissionError / OSError naming the path when
     the directory cannot be written. In a multi-host run only process 0 writes (the
     others return 0).
+
+    Args:
+        name: the CSV's stem (not "runs").
+        rows: the rows, mappings of column -> value.
+        key: the columns that identify a row within a run.
+        results_dir: the results folder.
+        replace: replace this run's rows with matching keys instead of dropping the new ones.
+
+    Returns:
+        The number of rows written.
     """
     _check_name(name)
     key = _check_key(key)
@@ -588,7 +687,12 @@ def record_run(results_dir: str | os.PathLike, record: Mapping[str, Any]) -> Non
     """Create or update the row of ``record["run_id"]`` in ``<results_dir>/runs.csv``
     (atomically, under the directory lock): the given fields replace the old ones, the
     others are kept; ``updated_utc`` is set to now. In a multi-host run only process 0
-    writes."""
+    writes.
+
+    Args:
+        results_dir: the results folder.
+        record: the run's fields; must hold a valid ``run_id``.
+    """
     rid = check_run_id(record.get("run_id", ""))
     if _not_writer():
         return
@@ -618,7 +722,12 @@ def _partial_dir(results_dir: str | os.PathLike) -> Path:
 def mark_resumable(results_dir: str | os.PathLike, record: Mapping[str, Any]) -> None:
     """Write ``<results_dir>/.partial/<run_id>.json`` (``record`` as JSON, atomically):
     this checkout may continue that run. The folder is git-ignored, so a fresh clone
-    never continues a run."""
+    never continues a run.
+
+    Args:
+        results_dir: the results folder.
+        record: the run's record; must hold a valid ``run_id``.
+    """
     rid = check_run_id(record.get("run_id", ""))
     if _not_writer():
         return
@@ -630,7 +739,12 @@ def mark_resumable(results_dir: str | os.PathLike, record: Mapping[str, Any]) ->
 
 def clear_resumable(results_dir: str | os.PathLike, run: str) -> None:
     """Remove the mark of :func:`mark_resumable` (and the ``.partial`` folder once
-    empty); no error when there is none."""
+    empty); no error when there is none.
+
+    Args:
+        results_dir: the results folder.
+        run: the run id.
+    """
     directory = _partial_dir(results_dir)
     with contextlib.suppress(FileNotFoundError):
         (directory / f"{check_run_id(run)}.json").unlink()
@@ -640,7 +754,14 @@ def clear_resumable(results_dir: str | os.PathLike, run: str) -> None:
 
 def resumable(results_dir: str | os.PathLike = "results") -> list[dict[str, str]]:
     """The records of the runs this checkout may continue (``.partial/*.json``), oldest
-    start first; unreadable marks are skipped."""
+    start first; unreadable marks are skipped.
+
+    Args:
+        results_dir: the results folder.
+
+    Returns:
+        A list of records, dicts of str -> str.
+    """
     directory = _partial_dir(results_dir)
     out = []
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
@@ -657,7 +778,14 @@ def runs(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
     """Every recorded run: the rows of ``<results_dir>/runs.csv`` (text columns, ``""``
     where empty; ``RUN_COLUMNS`` first) plus runs known only from their resume mark, and
     a bool column ``resumable`` (this checkout may continue the run). Raises ValueError
-    when the registry is malformed."""
+    when the registry is malformed.
+
+    Args:
+        results_dir: the results folder.
+
+    Returns:
+        A DataFrame, one row per run.
+    """
     frame = _read_registry(Path(results_dir) / f"{REGISTRY}.csv")
     marks = resumable(results_dir)
     extra = [m for m in marks if m["run_id"] not in set(frame["run_id"])]

@@ -78,6 +78,9 @@ DEFAULT_CONFIRMATIONS = 2  # fresh-batch wins a challenger needs ("reevaluate")
 
 
 class GLDState(NamedTuple):
+    """State of :func:`gld`: the params, the flat challenger awaiting confirmation, the
+    confirmations it still needs, and the cached loss of params (NaN: not known)."""
+
     params: PyTree
     challenger: Array  # (n,) flat point awaiting confirmation ("reevaluate"), else zeros
     needed: Array  # () int32: confirmations the challenger still needs; 0: none pending
@@ -85,6 +88,9 @@ class GLDState(NamedTuple):
 
 
 class RSOState(NamedTuple):
+    """State of :func:`rso`: as :class:`GLDState`, plus the (n,) per-coordinate step
+    standard deviations ``scales``."""
+
     params: PyTree
     scales: Array  # (n,) per-coordinate step std
     challenger: Array  # as in GLDState
@@ -93,6 +99,8 @@ class RSOState(NamedTuple):
 
 
 class OnePlusOneState(NamedTuple):
+    """State of :func:`one_plus_one`: as :class:`GLDState`, plus the step size ``sigma``."""
+
     params: PyTree
     sigma: Array  # scalar step size
     challenger: Array  # as in GLDState

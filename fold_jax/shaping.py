@@ -60,12 +60,26 @@ def _difference(p: Population) -> Array:
 
 
 def raw(p: Population) -> Array:
-    """Finite-difference slopes (gradient units)."""
+    """Finite-difference slopes (gradient units).
+
+    Args:
+        p: the population.
+
+    Returns:
+        (K,) loss differences divided by ``p.step``.
+    """
     return _difference(p) / p.step
 
 
 def sign(p: Population) -> Array:
-    """The sign of each direction's loss difference (+1, 0 or -1)."""
+    """The sign of each direction's loss difference (+1, 0 or -1).
+
+    Args:
+        p: the population.
+
+    Returns:
+        (K,) signs.
+    """
     return jnp.sign(_difference(p))
 
 
@@ -79,7 +93,15 @@ def _ranks(values: Array, valid: Array) -> Array:
 
 
 def centered_ranks(p: Population) -> Array:
-    """Rank differences over the valid population (OpenAI-ES fitness shaping)."""
+    """Rank differences over the valid population (OpenAI-ES fitness shaping).
+
+    Args:
+        p: the population.
+
+    Returns:
+        (K,) coefficients: with two signs, the difference of the two losses' centered
+        ranks, else the centered rank of each loss.
+    """
     valid = jnp.broadcast_to(p.valid[:, None], p.losses.shape)
     r = _ranks(p.losses, valid)
     return r[:, 0] - r[:, 1] if p.losses.shape[1] == 2 else r[:, 0]
@@ -100,6 +122,14 @@ def _signed(inner: Shaping) -> Shaping:
 def resolve(shaping: Any, use_sign: bool = False) -> Shaping:
     """The :class:`Shaping` for a name, a Shaping or a callable; ``use_sign`` takes the
     sign of its coefficients (the estimators' ``sign=True``).
+
+    Args:
+        shaping: a built-in name (or None), a :class:`Shaping`, or a callable
+            ``fn(population) -> coefficients``.
+        use_sign: take the sign of the coefficients.
+
+    Returns:
+        The :class:`Shaping`.
 
     Raises:
         ValueError: an unknown name (the allowed names are listed).

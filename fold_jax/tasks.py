@@ -617,6 +617,11 @@ _REGISTRY: dict[str, Callable[..., Task | Objective]] = {
 
 
 def names() -> list[str]:
+    """The sorted names of every registered task and objective (what :func:`get` accepts).
+
+    Returns:
+        The names, sorted.
+    """
     return sorted(_REGISTRY)
 
 
@@ -636,6 +641,13 @@ def get(name: str, **options: Any) -> Task | Objective:
     objective's (``ObjectiveName``) an :class:`Objective`; for a name held in a ``str``
     variable use :func:`dataset` or :func:`objective` to get one type.
 
+    Args:
+        name: a task or objective name (one of :func:`names`).
+        **options: options of that task's builder (unknown ones are a ValueError).
+
+    Returns:
+        A :class:`Task` for a data-task name, an :class:`Objective` for an objective's.
+
     Raises:
         ValueError: an unknown name (listing the known ones) or unknown options.
     """
@@ -653,6 +665,13 @@ def get(name: str, **options: Any) -> Task | Objective:
 def dataset(name: str, **options: Any) -> Task:
     """The built-in data task ``name`` (one of ``TASK_NAMES``), always a :class:`Task`.
 
+    Args:
+        name: a data-task name (one of ``TASK_NAMES``).
+        **options: the task's build options (as in :func:`get`).
+
+    Returns:
+        The :class:`Task`.
+
     Raises:
         ValueError: ``name`` is not a data task (an objective's name included).
     """
@@ -666,6 +685,13 @@ def dataset(name: str, **options: Any) -> Task:
 
 def objective(name: str, dim: int = 10) -> Objective:
     """The test function ``name`` (one of ``OBJECTIVE_NAMES``) in ``dim`` dimensions.
+
+    Args:
+        name: an objective name (one of ``OBJECTIVE_NAMES``).
+        dim: the number of dimensions.
+
+    Returns:
+        The :class:`Objective`.
 
     Raises:
         ValueError: ``name`` is not an objective (a data task's name included), or a

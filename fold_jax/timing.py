@@ -39,6 +39,14 @@ def aot(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
 
     ``fn`` may be a plain function (jitted here) or already ``jax.jit``-ed (its
     static arguments kept). Compile time includes tracing and lowering.
+
+    Args:
+        fn: the function, plain or jitted.
+        *args: example arguments it is compiled for.
+        **kwargs: example keyword arguments.
+
+    Returns:
+        ``(compiled, compile_s)``: the compiled executable and the seconds compiling took.
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
@@ -50,7 +58,14 @@ def aot(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
 
 def flops(compiled) -> float:
     """FLOPs of one call from ``compiled.cost_analysis()`` (dict, list of dicts or None
-    across jax versions); NaN when absent."""
+    across jax versions); NaN when absent.
+
+    Args:
+        compiled: the compiled executable.
+
+    Returns:
+        The FLOPs of one call, or NaN.
+    """
     try:
         cost = compiled.cost_analysis()
     except Exception:  # some backends raise instead of returning None
@@ -64,7 +79,14 @@ def flops(compiled) -> float:
 
 
 def mem_bytes(compiled) -> float:
-    """argument + output + temp - alias bytes of ``compiled``; NaN when absent."""
+    """argument + output + temp - alias bytes of ``compiled``; NaN when absent.
+
+    Args:
+        compiled: the compiled executable.
+
+    Returns:
+        The bytes, or NaN.
+    """
     try:
         m = compiled.memory_analysis()
     except Exception:
@@ -88,7 +110,17 @@ def _call(compiled, args) -> float:
 def calibrate(compiled, args: tuple, *, min_round_s: float = 1e-3, warmup: int = 2
               ) -> tuple[int, float]:
     """Warm up, then ``(iterations, seconds_per_call)``: calls per round so that a
-    round lasts at least ``min_round_s``."""
+    round lasts at least ``min_round_s``.
+
+    Args:
+        compiled: the compiled executable.
+        args: its arguments.
+        min_round_s: the shortest round, in seconds.
+        warmup: warm-up calls (at least 1).
+
+    Returns:
+        ``(iterations, seconds_per_call)``.
+    """
     for _ in range(max(warmup, 1)):
         per_call = _call(compiled, args)
     # re-estimate on a batch of calls: single-call time overstates tiny kernels
@@ -106,7 +138,18 @@ def calibrate(compiled, args: tuple, *, min_round_s: float = 1e-3, warmup: int =
 def time_rounds(compiled, args: tuple, *, iterations: int, rounds: int,
                 block_each: bool = False) -> np.ndarray:
     """Per-call seconds of each of ``rounds`` rounds of ``iterations`` calls (blocking
-    at the end of a round, or after every call with ``block_each``)."""
+    at the end of a round, or after every call with ``block_each``).
+
+    Args:
+        compiled: the compiled executable.
+        args: its arguments.
+        iterations: calls per round.
+        rounds: the number of rounds.
+        block_each: block on every call's result.
+
+    Returns:
+        (rounds,) seconds per call of each round.
+    """
     times = np.empty(rounds)
     for r in range(rounds):
         out = None
@@ -136,6 +179,19 @@ def measure(
     ``max_time_s`` seconds. ``block_each`` waits for every call's result (the
     pytest-benchmark convention) rather than once per round. ``fn`` may also be an
     already compiled executable (``compile_s`` is then 0).
+
+    Args:
+        fn: the function, plain, jitted or compiled.
+        *args: its arguments.
+        min_round_s: the shortest round, in seconds.
+        min_rounds: the fewest rounds.
+        max_rounds: the most rounds.
+        max_time_s: the time budget, in seconds.
+        warmup: warm-up calls.
+        block_each: block on every call's result, not once per round.
+
+    Returns:
+        The :class:`Timing`.
     """
     return interleaved([(fn, args)], min_round_s=min_round_s, min_rounds=min_rounds,
                        max_rounds=max_rounds, max_time_s=max_time_s, warmup=warmup,
@@ -158,6 +214,18 @@ def interleaved(
     shared machine (frequency, neighbours) hit all of them alike and the ratio of
     their medians is a same-time comparison. ``max_time_s`` budgets all of them
     together. Returns one :class:`Timing` per call, in order.
+
+    Args:
+        calls: ``(fn, args)`` pairs; ``fn`` plain, jitted or compiled.
+        min_round_s: the shortest round, in seconds.
+        min_rounds: the fewest rounds.
+        max_rounds: the most rounds.
+        max_time_s: the time budget of all calls together, in seconds.
+        warmup: warm-up calls per callable.
+        block_each: block on every call's result, not once per round.
+
+    Returns:
+        One :class:`Timing` per call, in order.
     """
     for value, argument in ((min_round_s, "min_round_s"), (max_time_s, "max_time_s")):
         if not isinstance(value, int | float) or not value > 0:

@@ -131,6 +131,14 @@ def make(
     ``frequency=10``; the mask then changes during training, so ``zo_mask`` is None).
     For your own flax model use :func:`from_model`.
 
+    Args:
+        name: "dense", "binarized" or "pruned".
+        widths: the MLP's widths, input first (as :func:`fold_jax.nets.mlp`).
+        activation: the hidden activation's name.
+        key: the PRNG key for the initial params (and the random mask).
+        sparsity: the pruned fraction of kernel weights ("pruned" only).
+        **opts: the variant's options above (unknown ones are a ValueError).
+
     Returns:
         A :class:`Variant` with ``net``, ``apply = net.apply`` and ``inference``
         (pruned: BCSR kernels; binarized: packed 1-bit kernels, equal to ``net.apply``).

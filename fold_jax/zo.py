@@ -356,6 +356,9 @@ def one_pass(p: Problem, shape: shaping_lib.Shaping, idx: Array) -> Sums:
         p: the problem.
         shape: a local shaping.
         idx: (chunks, per_chunk) direction indices.
+
+    Returns:
+        The :class:`Sums` over every valid direction of all chunks.
     """
     def body(carry: Sums, ids: Array):
         parts = p.noise(ids)
@@ -390,7 +393,16 @@ def _shaped_update(p: Problem, shape: shaping_lib.Shaping, idx: Array, vals: Arr
 
 def two_pass(p: Problem, shape: shaping_lib.Shaping, idx: Array) -> Sums:
     """Every loss first (chunk by chunk), then the update from regenerated noise: for
-    shapings that need the whole population (centered ranks, user functions)."""
+    shapings that need the whole population (centered ranks, user functions).
+
+    Args:
+        p: the problem.
+        shape: the shaping (it sees the whole population's losses at once).
+        idx: (chunks, per_chunk) direction indices.
+
+    Returns:
+        The :class:`Sums` over every valid direction.
+    """
     if idx.shape[0] == 1:
         parts = p.noise(idx[0])
         vals, valid = p.evaluate(parts, idx[0])
@@ -414,7 +426,17 @@ def _rows(idx: Array, shards: int) -> Array:
 
 def sharded(p: Problem, shape: shaping_lib.Shaping, idx: Array, pmap: PopulationMap) -> Sums:
     """Losses through ``pmap`` (one row of directions per shard; only the loss matrix
-    crosses devices), then the update from regenerated noise."""
+    crosses devices), then the update from regenerated noise.
+
+    Args:
+        p: the problem.
+        shape: the shaping (local or population-wide).
+        idx: (chunks, per_chunk) direction indices.
+        pmap: the population map that spreads the rows of directions over devices.
+
+    Returns:
+        The :class:`Sums` over every valid direction.
+    """
     flat = idx.reshape(-1)
     vals, valid = pmap(lambda ids: p.evaluate(p.noise(ids), ids))(_rows(flat, pmap.shards))
     vals = vals.reshape(-1, vals.shape[-1])[: flat.shape[0]].reshape(*idx.shape, -1)

@@ -110,6 +110,15 @@ def select_runs(frames: Mapping[str, pd.DataFrame], registry: pd.DataFrame | Non
     rows' commits are compared with ``head`` (default: HEAD of the git checkout at
     ``repo``, else of the current directory or the package) through
     :func:`fold_jax.results.code_changed`; without git nothing is flagged.
+
+    Args:
+        frames: file stem -> DataFrame, as :func:`fold_jax.results.load` returns.
+        registry: the run registry (None: no run recorded).
+        repo: the git checkout whose HEAD is used when ``head`` is None.
+        head: the commit compared with the rows' commits.
+
+    Returns:
+        ``(frames, sources)``: the kept rows per file and a :class:`Source` per file.
     """
     registry = registry if registry is not None else pd.DataFrame(columns=["run_id"])
     status = {str(r["run_id"]): str(r.get("status") or "running")
@@ -242,7 +251,16 @@ def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True,
     """Write ``<results_dir>/REPORT.md`` and ``<results_dir>/figures/*.png``; return the
     report's path. ``repo``: the git checkout whose HEAD the rows' commits are compared
     with (default: the one holding ``results_dir``, else the current directory's or the
-    package's). Raises ValueError when a results file is malformed."""
+    package's). Raises ValueError when a results file is malformed.
+
+    Args:
+        results_dir: the results folder (must exist).
+        verbose: print the paths written.
+        repo: the git checkout the rows' commits are compared with.
+
+    Returns:
+        The path of REPORT.md.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -306,6 +324,14 @@ def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line of ``python -m fold_jax.report``: build the report of ``--results-dir``.
+
+    Args:
+        argv: the arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status, 0.
+    """
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m fold_jax.report",

@@ -29,7 +29,14 @@ _SLOTS = 180
 
 
 def fmt(x) -> str:
-    """Short text for a number (3 significant digits, inf/NaN spelled out)."""
+    """Short text for a number (3 significant digits, inf/NaN spelled out).
+
+    Args:
+        x: a number, None or anything else (shown with ``str``).
+
+    Returns:
+        The text ("-" for None and NaN).
+    """
     if x is None:
         return "-"
     if isinstance(x, bool | np.bool_):
@@ -53,7 +60,15 @@ def fmt(x) -> str:
 
 
 def table(frame: pd.DataFrame, index: bool = False) -> str:
-    """A markdown table of ``frame`` (numbers through :func:`fmt`)."""
+    """A markdown table of ``frame`` (numbers through :func:`fmt`).
+
+    Args:
+        frame: the rows.
+        index: include the index as columns.
+
+    Returns:
+        The markdown text, ending in a newline.
+    """
     if index:
         frame = frame.reset_index()
     head = "| " + " | ".join(str(c) for c in frame.columns) + " |"
@@ -64,7 +79,15 @@ def table(frame: pd.DataFrame, index: bool = False) -> str:
 
 
 def loglog_slope(x, y) -> float:
-    """Least-squares slope of log(y) against log(x) (NaN with < 2 distinct positive x)."""
+    """Least-squares slope of log(y) against log(x) (NaN with < 2 distinct positive x).
+
+    Args:
+        x: the x values.
+        y: the y values; only pairs with both positive and finite count.
+
+    Returns:
+        The slope, a float.
+    """
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
     if len(np.unique(x[ok])) < 2:
@@ -84,6 +107,15 @@ def bootstrap_median(values, *, confidence: float = 0.95, n_resamples: int = 200
     bounds are widened to contain the sample median. With n = 1 there is nothing to
     resample: the bounds are NaN (see :func:`interval_text`), not a zero-width
     interval; with n = 0 everything is NaN.
+
+    Args:
+        values: the measurements (any array-like).
+        confidence: the interval's coverage.
+        n_resamples: bootstrap resamples.
+        seed: the resampling seed.
+
+    Returns:
+        ``(median, low, high, n)``, n the count of non-NaN values.
     """
     x = np.asarray(values, float).ravel()
     x = x[~np.isnan(x)]
@@ -102,7 +134,16 @@ def bootstrap_median(values, *, confidence: float = 0.95, n_resamples: int = 200
 
 def interval_text(low: float, high: float, n: int) -> str:
     """Table text for a :func:`bootstrap_median` interval: ``[low, high]``, or
-    ``n=1, no interval`` for a single seed (``-`` with none)."""
+    ``n=1, no interval`` for a single seed (``-`` with none).
+
+    Args:
+        low: the lower bound.
+        high: the upper bound.
+        n: the number of measurements.
+
+    Returns:
+        The text.
+    """
     if n <= 0:
         return "-"
     if n == 1 or math.isnan(low) or math.isnan(high):
@@ -125,6 +166,12 @@ def method_styles(methods: Iterable[str]) -> dict[str, dict]:
     (stable across runs and figures), moved to the next free slot only when it collides
     with another name of ``methods``. Styles are distinct within one call for up to 180
     names.
+
+    Args:
+        methods: the method names.
+
+    Returns:
+        method -> style dict.
     """
     names = sorted({str(m) for m in methods})
     taken = {KNOWN_METHODS.index(m) for m in names if m in KNOWN_METHODS}
@@ -159,7 +206,12 @@ def legends_outside(fig, pad_in: float = 0.05) -> None:
     left"``, ...: drawn over the data) to the right of its axes, past any twin axis's
     ticks and label, and widen the figure by what the legends take in each row of axes,
     so the axes keep their size. Legends a caller anchored itself (``bbox_to_anchor``)
-    and figure legends are left alone."""
+    and figure legends are left alone.
+
+    Args:
+        fig: a matplotlib figure.
+        pad_in: the gap between the axes (or twin axis) and the legend, in inches.
+    """
     from matplotlib.transforms import ScaledTranslation
 
     moved = []
@@ -187,7 +239,17 @@ def save(fig, fig_dir: Path, name: str, alt: str | None = None) -> str:
     """Save ``fig`` as ``fig_dir/name.png``; return its markdown image link. Axes legends
     are moved outside the axes (:func:`legends_outside`), the layout is tightened
     (unless the figure has a layout engine, such as ``layout="constrained"``) and the
-    saved box is fitted to everything drawn, so titles and legends are never clipped."""
+    saved box is fitted to everything drawn, so titles and legends are never clipped.
+
+    Args:
+        fig: a matplotlib figure.
+        fig_dir: the figures folder.
+        name: the file's stem.
+        alt: the image's alt text (None: ``name``).
+
+    Returns:
+        The markdown link, ending in a newline.
+    """
     legends_outside(fig)
     if fig.get_layout_engine() is None:
         fig.tight_layout()

@@ -53,7 +53,14 @@ _GROUP_OF = {f: g for g, fs in GROUPS.items() for f in fs}
 
 
 def group_of(function: int) -> str:
-    """cocopp's group name of BBOB function ``function`` (1-24)."""
+    """cocopp's group name of BBOB function ``function`` (1-24).
+
+    Args:
+        function: the BBOB function number, 1-24.
+
+    Returns:
+        The group name.
+    """
     if int(function) not in _GROUP_OF:
         raise ValueError(f"function={function!r} is not a bbob function id (1-24)")
     return _GROUP_OF[int(function)]
@@ -61,7 +68,14 @@ def group_of(function: int) -> str:
 
 def target_column(target: float) -> str:
     """The bbob.csv column of a precision target: 1e1 -> ``evals_to_1e1``, 1e-8 ->
-    ``evals_to_1e-8``."""
+    ``evals_to_1e-8``.
+
+    Args:
+        target: a power of ten.
+
+    Returns:
+        The column name.
+    """
     exponent = round(math.log10(target))
     if not math.isclose(10.0 ** exponent, target, rel_tol=1e-9):
         raise ValueError(f"target={target!r} must be a power of ten")
@@ -195,7 +209,15 @@ _NEEDED = ("function", "dim", "method", "budget", "best_precision", "seconds", "
 
 
 def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
-    """Markdown for the bbob section (aRT tables, runtime ECDF figure); "" without data."""
+    """Markdown for the bbob section (aRT tables, runtime ECDF figure); "" without data.
+
+    Args:
+        frames: file stem -> DataFrame (the "bbob" entry is used).
+        fig_dir: the folder figures are saved in.
+
+    Returns:
+        The section's markdown.
+    """
     frame = frames.get("bbob")
     if frame is None or frame.empty:
         return ""

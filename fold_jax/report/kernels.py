@@ -17,7 +17,14 @@ MAX_SERIES = 10
 
 
 def label(row) -> str:
-    """A kernel's name: method, noise, rank, chunk size, layout (the ones present)."""
+    """A kernel's name: method, noise, rank, chunk size, layout (the ones present).
+
+    Args:
+        row: a kernels.csv row (a mapping with ``get``).
+
+    Returns:
+        The name, space separated.
+    """
     parts = [str(row["method"])]
     noise = row.get("noise")
     if isinstance(noise, str) and noise and noise not in parts[0]:
@@ -117,6 +124,15 @@ def _targets(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
+    """Markdown for the kernels section (cost tables, log-log figures); "" without data.
+
+    Args:
+        frames: file stem -> DataFrame (the "kernels" entry is used).
+        fig_dir: the folder figures are saved in.
+
+    Returns:
+        The section's markdown.
+    """
     frame = frames.get("kernels")
     if frame is None or frame.empty:
         return ""

@@ -263,6 +263,15 @@ def spirals_region_map(resolution: int = MAP["resolution"]):
     """Train ``MAP``'s ReLU net on spirals (Adam, seed 0) and grid its regions.
 
     Returns (task, net, params, GridRegions, test_accuracy, origin, u, v).
+
+    Args:
+        resolution: grid points per side of the region map.
+
+    Returns:
+        ``(task, net, params, grid, test_accuracy, origin, u, v)``: the spirals
+        :class:`fold_jax.tasks.Task`, the :class:`fold_jax.nets.Net`, its trained params,
+        the :class:`fold_jax.regions.GridRegions`, the final test accuracy (float) and the
+        grid's plane from :func:`fold_jax.regions.box_plane`.
     """
     import jax
     import optax
@@ -395,7 +404,15 @@ def _regions(df: pd.DataFrame, fig_dir: Path) -> list[str]:
 
 
 def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
-    """Markdown for the probes: measured ratios, head comparisons, region counts."""
+    """Markdown for the probes: measured ratios, head comparisons, region counts.
+
+    Args:
+        frames: file stem -> DataFrame (the "probes" entry is used).
+        fig_dir: the folder figures are saved in.
+
+    Returns:
+        The section's markdown ("" without data).
+    """
     df = frames.get("probes")
     if df is None or df.empty:
         return ""

@@ -72,7 +72,14 @@ def _values(g: pd.DataFrame, column: str) -> np.ndarray:
 def summary(races: pd.DataFrame) -> pd.DataFrame:
     """Per task x variant x method: seeds, reach rate, the median over seeds of each of
     :data:`STATS` with its bootstrap 95% bounds in ``"<name> lo"`` / ``"<name> hi"``
-    (NaN with one seed), and the ratios of the medians to Adam's."""
+    (NaN with one seed), and the ratios of the medians to Adam's.
+
+    Args:
+        races: the races.csv rows.
+
+    Returns:
+        One row per (task, variant, method), sorted by task, variant and time.
+    """
     rows = []
     for (task, variant, method), g in races.groupby(["task", "variant", "method"]):
         row = {"task": task, "variant": variant, "method": method, "seeds": len(g),
@@ -94,7 +101,14 @@ def summary(races: pd.DataFrame) -> pd.DataFrame:
 
 def display(s: pd.DataFrame) -> pd.DataFrame:
     """:func:`summary` for a table: each ``lo`` / ``hi`` pair becomes one ``"<name> 95%
-    CI"`` text column beside its median (``n=1, no interval`` for one seed)."""
+    CI"`` text column beside its median (``n=1, no interval`` for one seed).
+
+    Args:
+        s: a :func:`summary` table.
+
+    Returns:
+        The table for display.
+    """
     out = s.copy()
     for name in STATS:
         if f"{name} lo" not in out.columns:
@@ -107,7 +121,14 @@ def display(s: pd.DataFrame) -> pd.DataFrame:
 
 
 def versus_adam(s: pd.DataFrame) -> pd.DataFrame:
-    """Per method: geometric-mean time and evaluation ratios to Adam where both reached."""
+    """Per method: geometric-mean time and evaluation ratios to Adam where both reached.
+
+    Args:
+        s: a :func:`summary` table.
+
+    Returns:
+        One row per non-Adam method.
+    """
     rows = []
     for method, g in s[s["method"] != BASELINE].groupby("method"):
         ratio = g["time / adam"].to_numpy(float)
@@ -122,7 +143,15 @@ def versus_adam(s: pd.DataFrame) -> pd.DataFrame:
 
 def problem_costs(races: pd.DataFrame, measure: str) -> pd.DataFrame:
     """(task, variant) x method: the median over seeds of ``measure`` on every problem of
-    the union of pairs raced; +inf where the method missed or was not run there."""
+    the union of pairs raced; +inf where the method missed or was not run there.
+
+    Args:
+        races: the races.csv rows.
+        measure: the races.csv column of the cost.
+
+    Returns:
+        A DataFrame indexed by (task, variant), one column per method.
+    """
     data = races[[*PROBLEM, "method"]].assign(cost=_values(races, measure))
     median = data.groupby([*PROBLEM, "method"])["cost"].agg(lambda x: float(np.median(x)))
     return median.unstack("method").astype(float).fillna(math.inf).sort_index()
@@ -130,7 +159,16 @@ def problem_costs(races: pd.DataFrame, measure: str) -> pd.DataFrame:
 
 def profile_ratios(races: pd.DataFrame, measure: str) -> tuple[pd.DataFrame, list[tuple]]:
     """``(ratios, unsolved)``: r = cost / best cost per solved problem (rows) and method
-    (columns, inf = miss or not run), and the problems no method solved (left out)."""
+    (columns, inf = miss or not run), and the problems no method solved (left out).
+
+    Args:
+        races: the races.csv rows.
+        measure: the races.csv column of the cost.
+
+    Returns:
+        ``(ratios, unsolved)``: a DataFrame (problems x methods) and a list of
+        (task, variant) tuples.
+    """
     costs = problem_costs(races, measure)
     best = costs.min(axis=1)
     solved = np.isfinite(best) & (best > 0)
@@ -141,7 +179,15 @@ def profile_ratios(races: pd.DataFrame, measure: str) -> tuple[pd.DataFrame, lis
 def performance_profile(races: pd.DataFrame, measure: str) -> dict[str, tuple]:
     """``{method: (taus, rho)}`` step functions of the performance profile of ``measure``:
     at each tau (1 and every finite ratio of the method), rho = the share of ALL solved
-    problems (:func:`profile_ratios`) the method solved within tau x the best."""
+    problems (:func:`profile_ratios`) the method solved within tau x the best.
+
+    Args:
+        races: the races.csv rows.
+        measure: the races.csv column of the cost (NaN in a to-target column: a miss).
+
+    Returns:
+        method -> ``(taus, rho)``, two arrays of one length.
+    """
     ratios, _ = profile_ratios(races, measure)
     out = {}
     for method in ratios.columns:
@@ -306,6 +352,15 @@ def _seed_counts(races: pd.DataFrame) -> str:
 
 
 def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
+    """Markdown for the races section (summary tables, profiles, curves); "" without data.
+
+    Args:
+        frames: file stem -> DataFrame (the "races" and "curves" entries are used).
+        fig_dir: the folder figures are saved in.
+
+    Returns:
+        The section's markdown.
+    """
     races = frames.get("races")
     if races is None or races.empty:
         return ""

@@ -23,6 +23,15 @@ SERIES = ("bench", "method", "kind", "num_directions", "batch_size", "n_params")
 
 
 def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
+    """Markdown for the scaling section (throughput vs device count); "" without data.
+
+    Args:
+        frames: file stem -> DataFrame (the "scaling" entry is used).
+        fig_dir: the folder figures are saved in.
+
+    Returns:
+        The section's markdown.
+    """
     frame = frames.get("scaling")
     if frame is None or frame.empty:
         return ""

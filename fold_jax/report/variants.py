@@ -15,7 +15,14 @@ __all__ = ["crossover", "section"]
 
 
 def crossover(frame: pd.DataFrame) -> float:
-    """Lowest sparsity from which BCSR stays faster than dense (NaN if never)."""
+    """Lowest sparsity from which BCSR stays faster than dense (NaN if never).
+
+    Args:
+        frame: BCSR kernel rows of one shape (``sparsity``, ``speedup_vs_dense``).
+
+    Returns:
+        The sparsity, or NaN.
+    """
     f = frame.sort_values("sparsity")
     faster = (f["speedup_vs_dense"] > 1).to_numpy()
     if not faster.any():
@@ -32,6 +39,15 @@ def _latest(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
+    """Markdown for the variants section (kernel tables and figures, trained variants).
+
+    Args:
+        frames: file stem -> DataFrame (the "variants" entry is used).
+        fig_dir: the folder figures are saved in.
+
+    Returns:
+        The section's markdown (a note when there are no rows).
+    """
     import matplotlib.pyplot as plt
 
     frame = frames.get("variants")

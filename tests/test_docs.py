@@ -1,0 +1,59 @@
+"""Every public name in each fold_jax module's ``__all__`` is documented.
+
+Functions need a docstring with ``Args:`` (when they take parameters) and ``Returns:``
+(or ``Yields:``, unless annotated to return None); classes need a class docstring. Names re-exported
+from another package, constants and NamedTuple fields are skipped.
+"""
+
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+
+import fold_jax
+
+MODULES = sorted(
+    {"fold_jax"}
+    | {m.name for m in pkgutil.walk_packages(fold_jax.__path__, "fold_jax.")}
+    - {"fold_jax.report.__main__"}
+)
+
+
+def _public(module):
+    for name in getattr(module, "__all__", ()):
+        obj = getattr(module, name)
+        if not callable(obj):
+            continue  # constants
+        owner = getattr(obj, "__module__", None) or ""
+        if not owner.startswith("fold_jax"):
+            continue  # re-exported from another package
+        yield name, obj
+
+
+def _problems(name, obj):
+    doc = inspect.getdoc(obj)
+    if inspect.isclass(obj):
+        own = (obj.__dict__.get("__doc__") or "").strip()
+        # NamedTuple and dataclass fill in "Name(field, ...)" when the class has none
+        generated = own.startswith(f"{obj.__name__}(") and "\n" not in own
+        return [] if own and not generated else [f"{name}: no class docstring"]
+    if not doc:
+        return [f"{name}: no docstring"]
+    if not inspect.isfunction(obj):
+        return []
+    out = []
+    sig = inspect.signature(obj)
+    if sig.parameters and "Args:" not in doc:
+        out.append(f"{name}: no Args:")
+    ret = sig.return_annotation
+    if ret not in (None, "None") and "Returns:" not in doc and "Yields:" not in doc:
+        out.append(f"{name}: no Returns:")
+    return out
+
+
+@pytest.mark.parametrize("modname", MODULES)
+def test_public_names_documented(modname):
+    module = importlib.import_module(modname)
+    problems = [p for name, obj in _public(module) for p in _problems(name, obj)]
+    assert not problems, "\n".join(problems)
