@@ -1,9 +1,17 @@
 """Results files: schema, machine metadata, runs, atomic resumable appends, loading.
 
 Every benchmark writes tidy CSVs under ``results_dir`` (``results/`` by default):
-one file per kind (``kernels``, ``races``, ``curves``, ``variants``, ``probes``,
-``scaling``). Each row carries the metadata of :func:`metadata` (``META_COLUMNS``)
-and at least the core columns of its file (``SCHEMAS``); extra columns are welcome.
+one file per kind (``kernels``, ``races``, ``curves``, ``tuning``, ``variants``,
+``probes``, ``region_maps``, ``scaling``, ``bbob``). Each file has one :class:`Schema`
+in ``SCHEMA`` (``schema(name)``): its key columns (``key(name)``: what identifies a row
+within a run; the suites, the kernel benchmarks and the report take their keys from
+here) and every column it may hold, each a :class:`Column` with dtype, unit and a
+one-line description. :func:`columns_markdown` renders them as the column dictionary
+``results/COLUMNS.md`` (:func:`write_columns`; every report build refreshes it). Each
+row carries the metadata of :func:`metadata` (``META``) and at least the core columns
+of its file (``SCHEMAS``: name -> dtype, derived from ``SCHEMA``, checked on loading);
+extra columns are accepted, and :func:`undescribed` names the ones the schema lacks
+(the tests keep that list empty for everything the suites write).
 
 Runs: every row carries the ``run_id`` of the run that wrote it (:func:`run_id`, shared
 with child processes through ``$FOLD_JAX_RUN_ID``), and the rows of all runs live side
@@ -39,26 +47,34 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 __all__ = [
     "ALL_RUNS",
     "CODE_PATHS",
+    "DTYPES",
     "MACHINE_KEY",
+    "META",
     "META_COLUMNS",
     "REGISTRY",
     "RUN_COLUMNS",
+    "SCHEMA",
     "SCHEMAS",
+    "Column",
+    "Schema",
     "append",
     "check_run_id",
+    "check_types",
     "check_writable",
     "clear_resumable",
     "code_changed",
+    "columns_markdown",
     "done",
     "done_keys",
     "git_commit",
+    "key",
     "load",
     "mark_resumable",
     "metadata",
@@ -68,59 +84,509 @@ __all__ = [
     "resumable",
     "run_id",
     "runs",
+    "schema",
     "set_run_id",
+    "undescribed",
     "validate",
+    "write_columns",
 ]
 
-META_COLUMNS: tuple[str, ...] = (
-    "run_id",
-    "timestamp_utc",
-    "git_commit",
-    "host",
-    "backend",
-    "device_kind",
-    "n_devices",
-    "jax_version",
-    "jaxlib_version",
+# ----------------------------------------------------------------------------- schema
+
+DTYPES: tuple[str, ...] = ("num", "int", "str", "bool")  # num: numbers incl. inf/NaN
+
+
+class Column(NamedTuple):
+    """One column of a results file.
+
+    ``dtype``: "num" (a number; inf and NaN allowed), "int" (a whole number or empty),
+    "str" (text) or "bool" (True/False). ``unit``: e.g. "s", "bytes", "count", "ratio"
+    ("" for names and labels). ``core``: every row of the file must carry it, and
+    :func:`validate` checks its type.
+    """
+
+    name: str
+    dtype: str
+    unit: str
+    description: str
+    core: bool = False
+
+
+class Schema(NamedTuple):
+    """A results file: its stem, key columns (a row's identity within a run; the
+    machine part ``MACHINE_KEY`` included where the suite uses it), what one row is, and
+    every column it may hold besides the metadata (``META``)."""
+
+    file: str
+    key: tuple[str, ...]
+    row: str
+    columns: tuple[Column, ...]
+
+    def column(self, name: str) -> Column | None:
+        """The column called ``name`` (metadata included), or None.
+
+        Args:
+            name: the column's name.
+
+        Returns:
+            The :class:`Column`, or None when the file does not describe it.
+        """
+        for c in (*META, *self.columns):
+            if c.name == name:
+                return c
+        return None
+
+    @property
+    def core(self) -> dict[str, str]:
+        """The core columns and their dtypes (``{name: dtype}``)."""
+        return {c.name: c.dtype for c in self.columns if c.core}
+
+
+def _c(name: str, dtype: str, unit: str, description: str, core: bool = False) -> Column:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} of column {name!r}; allowed: {list(DTYPES)}")
+    return Column(name, dtype, unit, description, core)
+
+
+META: tuple[Column, ...] = (
+    _c("run_id", "str", "", "the run that wrote the row (runs.csv records each run)"),
+    _c("timestamp_utc", "str", "ISO 8601", "when the row was written (UTC)"),
+    _c("git_commit", "str", "", "HEAD of the checkout that measured the row (40 hex digits "
+       "or 'unknown')"),
+    _c("host", "str", "", "the machine's host name (platform.node())"),
+    _c("backend", "str", "", "jax.default_backend(): cpu, gpu, tpu, ..."),
+    _c("device_kind", "str", "", "jax.devices()[0].device_kind (scaling: the forced host "
+       "devices)"),
+    _c("n_devices", "int", "count", "jax.device_count() of the process"),
+    _c("jax_version", "str", "", "jax.__version__"),
+    _c("jaxlib_version", "str", "", "jaxlib.__version__"),
 )
-# the metadata that names the machine. Suites put it in their KEY so a row says which
+META_COLUMNS: tuple[str, ...] = tuple(c.name for c in META)
+# the metadata that names the machine. Suites put it in their key so a row says which
 # machine it measured; whether a job is done is decided by run_id (see done_keys).
 MACHINE_KEY: tuple[str, ...] = ("host", "backend", "device_kind", "n_devices")
 
-# Core columns per file (type: "num" numbers incl. inf/NaN, "int" integers,
-# "str" text, "bool" True/False). Extra columns are allowed in every file.
+# shared meanings: one definition per concept, used by every file that has the column
+_RANK = ("rank of each 2-D leaf's low-rank perturbation; 0 = full-rank (dense) noise; "
+         "empty = the kernel perturbs nothing (inference, backprop, binarized / sparse "
+         "matmuls)")
+_CHUNK = ("loss evaluations per chunk actually run (zo.value_and_grad's per_chunk x signs), "
+          "= num_directions when all directions run in one chunk; empty = the kernel has no "
+          "directions to chunk")
+_SPARSITY = "fraction of weights that are zero (0 = dense); empty where not applicable"
+
+
+def _timing(prefix: str, what: str, core: bool = False) -> tuple[Column, ...]:
+    return (_c(f"{prefix}_median_s", "num", "s", f"median time of one call of {what}", core),
+            _c(f"{prefix}_iqr_s", "num", "s", "interquartile range of those times", core))
+
+
+_KERNELS = Schema(
+    "kernels",
+    ("bench", "method", "variant", "n_params", "batch_size", "num_directions", "rank",
+     "chunk_size", "sparsity", "dtype", "width", "shape", "word_bits", "layout", *MACHINE_KEY),
+    "one compiled kernel (a step, a forward pass or a matmul) timed on one configuration "
+    "(bench/suite_kernels.py)",
+    (
+        _c("bench", "str", "", "the benchmark the row belongs to (forward, gradient_step, "
+           "zo_fused_lowrank, xnor_matmul, ...)", True),
+        _c("method", "str", "", "the kernel measured within the bench", True),
+        _c("variant", "str", "", "network variant: dense, binarized or pruned", True),
+        _c("n_params", "num", "count", "parameters of the model (matmuls: nonzero weights)",
+           True),
+        _c("batch_size", "num", "examples", "examples per call (matmuls: rows M of x)", True),
+        _c("num_directions", "num", "evaluations", "perturbed loss evaluations per step "
+           "(search steps: evaluations the step makes); empty without directions", True),
+        _c("rank", "num", "rank", _RANK, True),
+        _c("chunk_size", "num", "evaluations", _CHUNK),
+        _c("sparsity", "num", "fraction", _SPARSITY, True),
+        _c("dtype", "str", "", "dtype of the operands (uint32/uint64: packed bit words)",
+           True),
+        _c("width", "num", "units", "hidden width of the MLP where the bench varies it"),
+        _c("shape", "str", "", "matmul shape MxKxN (binarized and sparse kernels)"),
+        _c("word_bits", "num", "bits", "bits per packed word (xnor kernels)"),
+        _c("layout", "str", "", "BCSR activation layout: feature_major (sparse_apply's) or "
+           "row_major (two transposes more)"),
+        _c("compile_s", "num", "s", "ahead-of-time compile time of the kernel (trace, lower, "
+           "compile)", True),
+        *_timing("step", "the kernel (alternating rounds with its reference)", True),
+        _c("rounds", "num", "count", "timed rounds behind the median", True),
+        _c("iterations", "num", "count", "calls per timed round (a round lasts >= 1 ms)"),
+        _c("evals_per_s", "num", "examples/s", "examples evaluated per second: "
+           "num_directions x batch_size (or batch_size) / step_median_s", True),
+        _c("flops", "num", "FLOPs", "compiled.cost_analysis() FLOPs per call; NaN when the "
+           "backend reports none", True),
+        _c("mem_bytes", "num", "bytes", "compiled memory: argument + output + temp - alias "
+           "bytes; NaN when absent", True),
+        _c("inference_equiv_s", "num", "s", "median time of plain inference on "
+           "num_directions x batch_size examples (batch_size for backprop and forward rows), "
+           "timed in the same alternating rounds; empty on matmul rows", True),
+        _c("inference_compile_s", "num", "s", "compile time of that inference"),
+        _c("inference_mem_bytes", "num", "bytes", "compiled memory of that inference (as "
+           "mem_bytes)"),
+        _c("frac_of_inference", "num", "ratio", "inference_equiv_s / step_median_s: the "
+           "share of that inference's speed a step reaches (1 = a step costs exactly the "
+           "inference; higher is faster); empty on matmul rows (see speedup_vs_dense)", True),
+        _c("dense_median_s", "num", "s", "median time of the f32 dense matmul of the same "
+           "shape, timed in the same alternating rounds (binarized and sparse kernels)"),
+        _c("speedup_vs_dense", "num", "ratio", "dense_median_s / step_median_s (> 1: faster "
+           "than dense)"),
+        _c("baseline", "str", "", "name of another kernel timed in the same rounds ('' if "
+           "none)"),
+        _c("baseline_median_s", "num", "s", "median time of that baseline"),
+        _c("speedup_vs_baseline", "num", "ratio", "baseline_median_s / step_median_s (> 1: "
+           "faster than the baseline)"),
+        _c("weight_bytes", "num", "bytes", "bytes of the packed weight operand (xnor)"),
+        _c("profile", "str", "", "benchmark profile that made the row: quick or full"),
+    ),
+)
+
+_RACE_KEY = ("task", "method", "variant", "seed", "max_steps", "budget_s", *MACHINE_KEY)
+_RACES = Schema(
+    "races", _RACE_KEY,
+    "one training race of one method on one task, variant and seed, up to a target "
+    "(bench/suite_races.py)",
+    (
+        _c("task", "str", "", "the task (fold_jax.tasks name)", True),
+        _c("method", "str", "", "the method (recipe registry name)", True),
+        _c("variant", "str", "", "network variant: dense, binarized or pruned", True),
+        _c("seed", "int", "", "seed of the initialisation and the batches", True),
+        _c("max_steps", "int", "steps", "step budget of the race"),
+        _c("budget_s", "num", "s", "wall-clock safety cap of the race", True),
+        _c("library", "str", "", "who implements the method: fold_jax, optax or evosax"),
+        _c("recipe", "str", "", "the recipe (search space) the method's settings come from"),
+        _c("hparams", "str", "JSON", "JSON object of every setting of the run (learning "
+           "rate, sigma, rank, num_directions, chunk_size, shaping, ...)"),
+        _c("trial", "int", "", "the selected tuning trial (tuning.csv) whose hparams ran; -1 "
+           "when not tuned"),
+        _c("n_trials", "int", "count", "tuning trials the method was given"),
+        _c("target_metric", "str", "", "the metric raced on (accuracy, micro_f1, ...)", True),
+        _c("target", "num", "metric", "the target value of target_metric", True),
+        _c("reached", "bool", "", "whether the target was reached within the budget", True),
+        _c("steps_to_target", "num", "steps", "steps until the first evaluation at the "
+           "target; inf when missed", True),
+        _c("evals_to_target", "num", "evaluations", "loss evaluations (examples x "
+           "evaluations per step) until then; inf when missed", True),
+        _c("time_to_target_s", "num", "s", "timed training seconds until then (compile and "
+           "evaluation excluded); inf when missed", True),
+        _c("compile_s", "num", "s", "compile time of the training step", True),
+        _c("final_test_metric", "num", "metric", "target_metric on the test split at the "
+           "last evaluation", True),
+        _c("final_test_loss", "num", "loss", "test loss at the last evaluation"),
+        _c("n_params", "num", "count", "parameters of the network", True),
+        _c("steps_run", "int", "steps", "steps trained"),
+        _c("capped", "bool", "", "whether budget_s cut the race short (then the row "
+           "depends on machine speed)"),
+        _c("evals_run", "num", "evaluations", "loss evaluations made in all"),
+        _c("elapsed_s", "num", "s", "timed training seconds in all"),
+        _c("evals_per_step", "num", "evaluations", "evals_run / steps_run"),
+        _c("sparsity", "num", "fraction", _SPARSITY),
+        _c("batch_size", "int", "examples", "examples per training step"),
+        _c("eval_every", "int", "steps", "steps between evaluations"),
+        _c("skipped_steps", "int", "steps", "steps whose update was skipped (non-finite "
+           "estimate)"),
+        _c("accepted_steps", "num", "steps", "steps a direct-search method moved (NaN for "
+           "other methods)"),
+        _c("acceptance", "str", "", "direct search's acceptance rule (reevaluate / batch); "
+           "'' for other methods"),
+    ),
+)
+
+_CURVES = Schema(
+    "curves", (*_RACE_KEY[:6], "step", "split", "metric", *MACHINE_KEY),
+    "one metric on one split at one evaluation of a race (long format; key as races.csv "
+    "plus step, split, metric)",
+    (
+        _c("task", "str", "", "as races.csv", True),
+        _c("method", "str", "", "as races.csv", True),
+        _c("variant", "str", "", "as races.csv", True),
+        _c("seed", "int", "", "as races.csv", True),
+        _c("max_steps", "int", "steps", "as races.csv"),
+        _c("budget_s", "num", "s", "as races.csv"),
+        _c("step", "num", "steps", "training steps done at the evaluation", True),
+        _c("evals", "num", "evaluations", "loss evaluations done at the evaluation", True),
+        _c("elapsed_s", "num", "s", "timed training seconds done at the evaluation", True),
+        _c("split", "str", "", "train, val or test", True),
+        _c("metric", "str", "", "loss, accuracy, micro_f1, ...", True),
+        _c("value", "num", "metric", "the metric's value", True),
+    ),
+)
+
+_TUNING = Schema(
+    "tuning", ("task", "method", "variant", "trial", "max_steps", *MACHINE_KEY),
+    "one tuning trial: one hyperparameter setting of a method trained on a task and scored "
+    "on the validation split (never on test)",
+    (
+        _c("task", "str", "", "the task (fold_jax.tasks name)", True),
+        _c("method", "str", "", "the method (recipe registry name)", True),
+        _c("variant", "str", "", "network variant: dense, binarized or pruned", True),
+        _c("trial", "int", "", "the trial's index in the method's quasi-random sequence", True),
+        _c("max_steps", "int", "steps", "step budget of the trial", True),
+        _c("library", "str", "", "who implements the method: fold_jax, optax or evosax"),
+        _c("recipe", "str", "", "the recipe (search space) the trial was drawn from"),
+        _c("hparams", "str", "JSON", "JSON object of the trial's hyperparameters"),
+        _c("n_trials", "int", "count", "trials the method was given"),
+        _c("split", "str", "", "the split the trial is scored on: val"),
+        _c("target_metric", "str", "", "the metric raced on (accuracy, micro_f1, ...)"),
+        _c("target", "num", "metric", "the target value of target_metric"),
+        _c("reached", "bool", "", "whether the trial reached the target on the validation "
+           "split"),
+        _c("steps_to_target", "num", "steps", "steps until the target; inf when missed"),
+        _c("evals_to_target", "num", "evaluations", "loss evaluations until the target; inf "
+           "when missed"),
+        _c("time_to_target_s", "num", "s", "timed training seconds until the target; inf "
+           "when missed"),
+        _c("best_val_metric", "num", "metric", "best target_metric on the validation split"),
+        _c("final_val_metric", "num", "metric", "target_metric on the validation split at "
+           "the last evaluation"),
+        _c("steps_run", "int", "steps", "steps trained"),
+        _c("evals_run", "num", "evaluations", "loss evaluations made in all"),
+        _c("elapsed_s", "num", "s", "timed training seconds in all"),
+        _c("compile_s", "num", "s", "compile time of the training step"),
+        _c("skipped_steps", "int", "steps", "steps whose update was skipped (non-finite "
+           "estimate)"),
+        _c("score", "num", "", "the ranking score of the trial (lower is better)"),
+        _c("selected", "bool", "", "whether this is the trial rerun on the seeds (races.csv)"),
+    ),
+)
+
+_VARIANTS = Schema(
+    "variants",
+    ("row_kind", "variant", "kernel", "method", "sparsity", "shape", "word_bits",
+     *MACHINE_KEY),
+    "dense vs binarized vs pruned: one matmul kernel, one trained net, or one estimator "
+    "error measurement (row_kind; bench/suite_variants.py)",
+    (
+        _c("row_kind", "str", "", "kernel (one matmul), train (a trained net) or "
+           "zo_variance (estimator error on a pruned net)"),
+        _c("variant", "str", "", "dense, binarized or pruned", True),
+        _c("kernel", "str", "", "the kernel: dense, masked, bcsr, bcsr_row_major, "
+           "xnor_packed, ... (zo_variance: zo_masked / zo_full)"),
+        _c("method", "str", "", "training method of a train row; 'none' for kernels"),
+        _c("real_kernel", "bool", "", "True for a real packed / sparse kernel, False for a "
+           "simulation (dense math with a mask or with {-1, +1} floats)"),
+        _c("sparsity", "num", "fraction", "fraction of weights that are zero (0 = dense)"),
+        _c("shape", "str", "", "matmul shape MxKxN, or the MLP's widths (mlp64-256-256-10)"),
+        _c("word_bits", "int", "bits", "bits per packed word (0 where nothing is packed)"),
+        *_timing("time", "the row's kernel (train rows: inference on the test split)"),
+        _c("compile_s", "num", "s", "compile time of the row's kernel"),
+        _c("speedup_vs_dense", "num", "ratio", "time of the f32 dense counterpart (same "
+           "rounds) / time_median_s (> 1: faster than dense)"),
+        _c("weight_bytes", "num", "bytes", "bytes the weights take in the row's storage"),
+        _c("bits_per_weight", "num", "bits", "8 x weight_bytes / dense weight count"),
+        _c("nonzeros", "num", "count", "nonzero weights"),
+        _c("accuracy", "num", "fraction", "test accuracy (train rows)"),
+        _c("steps", "int", "steps", "training steps (train rows; 0 otherwise)"),
+        _c("train_s", "num", "s", "training seconds (train rows)"),
+        _c("est_mse", "num", "squared gradient", "mean squared error of one antithetic "
+           "estimate on the surviving weights (zo_variance rows)"),
+        _c("est_mse_sem", "num", "squared gradient", "standard error of est_mse"),
+        _c("expected_mse", "num", "squared gradient", "est_mse predicted by the formula in "
+           "bench/suite_variants.zo_variance"),
+        _c("grad_sq_survivors", "num", "squared gradient", "|g_S|^2: squared true gradient "
+           "on the surviving weights"),
+        _c("grad_sq_all", "num", "squared gradient", "|g|^2: squared true gradient on all "
+           "weights"),
+    ),
+)
+
+_PROBES = Schema(
+    "probes",
+    ("probe", "task", "activation", "depth", "width", "stage", "method", "layer",
+     "threshold", "metric", *MACHINE_KEY),
+    "one measurement of one probe (long format: metric, value; empty where a column does "
+    "not apply; bench/suite_probes.py)",
+    (
+        _c("probe", "str", "", "vanishing, zo_cosine, deep_sigmoid_training, heads, "
+           "threshold, regions_line, regions_grid, region_map, tent, estimator_health"),
+        _c("task", "str", "", "the task (fold_jax.tasks name, or the probe's own problem)"),
+        _c("activation", "str", "", "hidden activation: sigmoid, tanh, relu, abs"),
+        _c("depth", "num", "layers", "hidden layers (activations); a net of depth L has "
+           "L + 1 dense layers"),
+        _c("width", "num", "units", "hidden units per layer (estimator_health: parameters "
+           "of its linear layer; tent: units per layer of the constructed net)"),
+        _c("stage", "str", "", "init, trained or constructed"),
+        _c("method", "str", "", "the training method or estimator (heads: the head)"),
+        _c("layer", "num", "", "layer index, 0 = input side (per-layer metrics)"),
+        _c("threshold", "num", "probability", "decision threshold of a multi-label head"),
+        _c("metric", "str", "", "what value measures (grad_norm, ratio_first_last, cosine, "
+           "test_accuracy, regions, patterns, components, ...)"),
+        _c("value", "num", "metric", "the measurement"),
+    ),
+)
+
+_REGION_MAPS = Schema(
+    "region_maps", ("map", "grid", "row", *MACHINE_KEY),
+    "one row of a 2-D region map of a trained net (bench/suite_probes.region_map; its "
+    "summary numbers are probes.csv rows with probe = region_map)",
+    (
+        _c("map", "str", "", "the map's name (e.g. spirals_relu_d4_w32)"),
+        _c("grid", "str", "", "pattern: activation-pattern id per cell; class: predicted "
+           "class per cell; points_0 / points_1: the training points of each class"),
+        _c("row", "int", "", "grid row index from the bottom (points: 0)"),
+        _c("values", "str", "", "pattern / class: the row's cells left to right, run-length "
+           "encoded as 'value*count' tokens; points: 'x1,x2' pairs, space separated"),
+        _c("resolution", "int", "cells", "cells per side of the grid"),
+        _c("box", "num", "input units", "the grid covers [-box, box]^2 (standardized inputs)"),
+    ),
+)
+
+_SCALING = Schema(
+    "scaling",
+    ("method", "devices", "forced_host_devices", "num_directions", "batch_size", "host",
+     "backend"),
+    "throughput of one sharded step on one mesh size (bench/suite_scaling.py)",
+    (
+        _c("method", "str", "", "zo_gaussian, zo_lowrank (directions sharded) or "
+           "backprop_data_parallel (batch sharded)"),
+        _c("devices", "int", "count", "devices in the mesh"),
+        _c("forced_host_devices", "int", "count", "host devices forced on CPU "
+           "(--xla_force_host_platform_device_count); 0 on accelerators"),
+        _c("num_directions", "int", "evaluations", "perturbed evaluations per step"),
+        _c("batch_size", "int", "examples", "examples per step"),
+        _c("throughput", "num", "throughput_unit", "work per second of the step"),
+        _c("throughput_unit", "str", "", "perturbed evaluations/s or examples/s"),
+        *_timing("step", "the sharded step"),
+        _c("compile_s", "num", "s", "compile time of the step"),
+    ),
+)
+
+_BBOB_TARGETS = ("1e1", "1e-1", "1e-3", "1e-5", "1e-8")
+_BBOB = Schema(
+    "bbob", ("function", "dim", "instance", "run", "method", "budget", *MACHINE_KEY),
+    "one run of one method on one COCO BBOB problem (function x dim x instance; "
+    "bench/suite_bbob.py)",
+    (
+        _c("function", "int", "", "BBOB function 1-24", True),
+        _c("function_name", "str", "", "its name (Sphere, Rastrigin, ...)", True),
+        _c("group", "str", "", "its BBOB group (separable, multimodal, ...)"),
+        _c("dim", "int", "dimensions", "problem dimension", True),
+        _c("instance", "int", "", "COCO instance", True),
+        _c("run", "int", "", "repetition index", True),
+        _c("method", "str", "", "the optimizer", True),
+        _c("library", "str", "", "fold_jax, evosax or pycma", True),
+        _c("budget_multiplier", "int", "evaluations/dim", "budget / dim"),
+        _c("budget", "num", "evaluations", "evaluation budget of the run", True),
+        _c("evals_used", "num", "evaluations", "evaluations the method made", True),
+        _c("evals_counted", "num", "evaluations", "evaluations the tracker counted"),
+        _c("best_precision", "num", "f - f_opt", "best f - f_opt found", True),
+        _c("f_opt", "num", "f", "the problem's optimal value"),
+        *[_c(f"evals_to_{t}", "num", "evaluations", f"evaluations until f - f_opt <= {t}; "
+             "inf when never", True) for t in _BBOB_TARGETS],
+        _c("seconds", "num", "s", "wall-clock seconds of the run (its share of a batch)",
+           True),
+        _c("compile_s", "num", "s", "compile time of the batch the run was in"),
+        _c("batch_runs", "int", "count", "runs vmapped together with it"),
+        _c("steps", "num", "steps", "generations / steps made"),
+        _c("stopped", "str", "", "why the run stopped (target, budget, ...)"),
+        _c("population_size", "int", "count", "evaluations per generation"),
+        _c("start", "str", "", "distribution of the start point"),
+        _c("seed", "int", "", "seed of the run", True),
+    ),
+)
+
+SCHEMA: dict[str, Schema] = {s.file: s for s in (
+    _KERNELS, _RACES, _CURVES, _TUNING, _VARIANTS, _PROBES, _REGION_MAPS, _SCALING, _BBOB)}
+
+# Core columns per file and their dtypes (derived from SCHEMA): every row carries them
+# and validate() checks their type. Extra columns are allowed in every file (the test
+# suite checks each one the suites write is described in SCHEMA).
 SCHEMAS: dict[str, dict[str, str]] = {
-    "kernels": {
-        "bench": "str", "method": "str", "variant": "str", "n_params": "num",
-        "batch_size": "num", "num_directions": "num", "rank": "num", "sparsity": "num",
-        "dtype": "str", "compile_s": "num", "step_median_s": "num", "step_iqr_s": "num",
-        "rounds": "num", "evals_per_s": "num", "flops": "num", "mem_bytes": "num",
-        "inference_equiv_s": "num", "frac_of_inference": "num",
-    },
-    "races": {
-        "task": "str", "method": "str", "variant": "str", "seed": "int",
-        "target_metric": "str", "target": "num", "reached": "bool",
-        "steps_to_target": "num", "evals_to_target": "num", "time_to_target_s": "num",
-        "compile_s": "num", "final_test_metric": "num", "budget_s": "num", "n_params": "num",
-    },
-    "curves": {
-        "task": "str", "method": "str", "variant": "str", "seed": "int", "step": "num",
-        "evals": "num", "elapsed_s": "num", "split": "str", "metric": "str", "value": "num",
-    },
-    # variants/probes are owned by their suites; only the identifying columns are pinned.
-    "variants": {"variant": "str"},
-    "probes": {},
-    "scaling": {"n_devices": "int"},
-    # one row per BBOB function x dim x instance x method x run (bench/suite_bbob.py)
-    "bbob": {
-        "function": "int", "function_name": "str", "dim": "int", "instance": "int",
-        "run": "int", "method": "str", "library": "str", "budget": "num",
-        "evals_used": "num", "best_precision": "num", "evals_to_1e1": "num",
-        "evals_to_1e-1": "num", "evals_to_1e-3": "num", "evals_to_1e-5": "num",
-        "evals_to_1e-8": "num", "seconds": "num", "seed": "int",
-    },
-}
-_META_TYPES = {"n_devices": "int"}
+    name: ({"n_devices": "int"} if name == "scaling" else {}) | s.core
+    for name, s in SCHEMA.items()}
+_META_TYPES = {c.name: c.dtype for c in META if c.dtype != "str"}
+
+
+def schema(name: str) -> Schema:
+    """The :class:`Schema` of results file ``name``; ValueError naming the known files.
+
+    Args:
+        name: the file's stem (kernels, races, curves, tuning, ...).
+
+    Returns:
+        Its :class:`Schema`.
+    """
+    if name not in SCHEMA:
+        raise ValueError(f"no schema for results file {name!r}; known: {sorted(SCHEMA)}")
+    return SCHEMA[name]
+
+
+def key(name: str) -> list[str]:
+    """The key columns of results file ``name`` (a fresh list).
+
+    Args:
+        name: the file's stem.
+
+    Returns:
+        Its key columns, in order.
+    """
+    return list(schema(name).key)
+
+
+def undescribed(name: str, columns: Iterable[str]) -> list[str]:
+    """The ``columns`` that neither the metadata nor file ``name``'s schema describes.
+
+    Args:
+        name: the file's stem.
+        columns: column names (a row's keys, a frame's columns).
+
+    Returns:
+        The undescribed names, in the order given.
+    """
+    s = schema(name)
+    return [c for c in columns if s.column(c) is None]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def columns_markdown() -> str:
+    """The column dictionary of every results file, as markdown (``results/COLUMNS.md``).
+
+    Returns:
+        The markdown text, generated from ``META`` and ``SCHEMA``.
+    """
+    out = ["# Results columns", "",
+           "Generated from `fold_jax.results.SCHEMA` (`python -m fold_jax.report --columns`, "
+           "and every report build writes it); do not edit by hand.",
+           "", "dtype: `num` a number (inf and NaN allowed; empty = NaN), `int` a whole "
+           "number (or empty), `str` text, `bool` True/False. *core*: every row carries the "
+           "column and loading checks its type; other columns may be empty. *key*: the "
+           "columns that identify a row within a run (a run writes one row per key).", "",
+           "Every ratio column divides a reference's time by the row's own time measured in "
+           "the same alternating rounds, so > 1 always means the row's kernel is faster "
+           "than its reference.", "",
+           "## Every file: metadata", "", "| column | dtype | unit | description |",
+           "|---|---|---|---|"]
+    out += [f"| `{c.name}` | {c.dtype} | {_cell(c.unit)} | {_cell(c.description)} |"
+            for c in META]
+    for s in SCHEMA.values():
+        out += ["", f"## {s.file}.csv", "", f"One row: {s.row}.", "",
+                "Key: " + ", ".join(f"`{k}`" for k in s.key) + ".", "",
+                "| column | dtype | unit | core | key | description |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| `{c.name}` | {c.dtype} | {_cell(c.unit)} | {'yes' if c.core else ''} | "
+                f"{'yes' if c.name in s.key else ''} | {_cell(c.description)} |"
+                for c in s.columns]
+    return "\n".join(out) + "\n"
+
+
+def write_columns(path: str | os.PathLike = "results/COLUMNS.md") -> Path:
+    """Write :func:`columns_markdown` to ``path`` (atomically) when it differs.
+
+    Args:
+        path: the file to write.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    text = columns_markdown()
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _replace_atomic(path, lambda f: f.write(text))
+    return path
 
 # the run registry <results_dir>/runs.csv (one row per run; not a results file: load()
 # of a directory leaves it out, runs() reads it) and its columns
@@ -358,8 +824,21 @@ def validate(frame: pd.DataFrame, path: str | os.PathLike, name: str | None = No
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing core columns {missing} (file kind {name!r})")
-    for column, kind in required.items():
-        if kind == "str":
+    check_types(frame, required, path)
+
+
+def check_types(frame: pd.DataFrame, types: Mapping[str, str],
+                path: str | os.PathLike = "<frame>") -> None:
+    """Raise ValueError naming ``path``, the row and the column when a value of a column
+    in ``types`` is not of its dtype (empty cells pass; absent columns are not checked).
+
+    Args:
+        frame: the rows.
+        types: column -> dtype ("num", "int", "str" or "bool").
+        path: what to name in errors.
+    """
+    for column, kind in types.items():
+        if kind == "str" or column not in frame.columns:
             continue
         series = frame[column]
         if kind == "bool":
@@ -517,8 +996,10 @@ def check_writable(results_dir: str | os.PathLike) -> Path:
 
 
 def _order(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Metadata first, then the schema's columns in its order, then any others."""
+    described = [c.name for c in SCHEMA[name].columns] if name in SCHEMA else []
     # dict.fromkeys: a schema may repeat a metadata column (scaling's n_devices)
-    first = [c for c in dict.fromkeys((*META_COLUMNS, *SCHEMAS.get(name, {})))
+    first = [c for c in dict.fromkeys((*META_COLUMNS, *SCHEMAS.get(name, {}), *described))
              if c in frame.columns]
     return frame[first + [c for c in frame.columns if c not in first]]
 

@@ -336,3 +336,71 @@ def test_a_schema_column_that_is_also_metadata_is_written_once(tmp_path):
     header = (tmp_path / "scaling.csv").read_text().splitlines()[0].split(",")
     assert header.count("n_devices") == 1 and not any(c.startswith("n_devices.") for c in header)
     assert len(results.load(tmp_path)["scaling"]) == 2
+
+
+# ------------------------------------------------------------------------------ schema
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_schema_describes_its_key_once_with_valid_dtypes():
+    assert {"kernels", "races", "curves", "tuning", "variants", "probes", "region_maps",
+            "scaling", "bbob"} <= set(results.SCHEMA)
+    meta = {c.name for c in results.META}
+    assert tuple(c.name for c in results.META) == results.META_COLUMNS
+    for name, s in results.SCHEMA.items():
+        assert s.file == name and s.row and s.key
+        names = [c.name for c in s.columns]
+        assert len(names) == len(set(names)), name
+        assert not set(names) & meta, name  # metadata is described once, in META
+        assert results.undescribed(name, s.key) == [], name
+        for c in (*results.META, *s.columns):
+            assert c.dtype in results.DTYPES and c.description.strip(), (name, c)
+        assert results.SCHEMAS[name].items() >= s.core.items()
+        assert results.key(name) == list(s.key) and results.key(name) is not s.key
+    assert results.undescribed("kernels", ["bench", "run_id", "nonsense"]) == ["nonsense"]
+    with pytest.raises(ValueError, match="known"):
+        results.schema("nonsense")
+
+
+def test_tuning_and_race_columns_of_the_tuning_protocol_are_described():
+    tuning = results.schema("tuning")
+    assert tuning.key == ("task", "method", "variant", "trial", "max_steps",
+                          *results.MACHINE_KEY)
+    kinds = {c.name: c.dtype for c in tuning.columns}
+    assert kinds["hparams"] == "str" and kinds["selected"] == "bool"
+    assert kinds["reached"] == "bool" and kinds["score"] == "num" and kinds["trial"] == "int"
+    races = {c.name: c.dtype for c in results.schema("races").columns}
+    assert {"library": "str", "recipe": "str", "hparams": "str", "trial": "int",
+            "n_trials": "int"}.items() <= races.items()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "results").glob("*.csv")),
+                         ids=lambda p: p.stem)
+def test_committed_results_are_described_and_typed(path):
+    if path.stem == results.REGISTRY:
+        pytest.skip("the run registry is not a results file")
+    frame = pd.read_csv(path, low_memory=False)
+    s = results.schema(path.stem)
+    assert results.undescribed(path.stem, frame.columns) == []
+    results.check_types(frame, {c.name: c.dtype for c in (*results.META, *s.columns)}, path)
+
+
+def test_check_types_names_the_row_and_column():
+    frame = pd.DataFrame({"a": [1, 2.5], "b": ["x", "y"], "c": ["True", "maybe"]})
+    results.check_types(frame, {"a": "num", "b": "str", "missing": "int"})
+    with pytest.raises(ValueError, match=r"row 2 \(line 3\): column 'a' must be int"):
+        results.check_types(frame, {"a": "int"})
+    with pytest.raises(ValueError, match="column 'c' must be bool"):
+        results.check_types(frame, {"c": "bool"})
+
+
+def test_committed_column_dictionary_is_generated_from_the_schema(tmp_path):
+    text = results.columns_markdown()
+    assert (ROOT / "results" / "COLUMNS.md").read_text() == text, (
+        "results/COLUMNS.md is stale: run python -m fold_jax.report --columns")
+    for name, s in results.SCHEMA.items():
+        assert f"## {name}.csv" in text
+        assert all(f"| `{c.name}` |" in text for c in s.columns)
+    path = results.write_columns(tmp_path / "sub" / "COLUMNS.md")
+    assert path.read_text() == text

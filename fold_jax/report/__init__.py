@@ -19,7 +19,12 @@ recorded, or by ``pytest bench`` on its own) counts as finished, started at its
 first row. For every file the newest finished run with rows in it is shown; when no
 finished run has rows there, the newest run is shown and labelled unfinished.
 
-Command line: ``python -m fold_jax.report [--results-dir results]``.
+The build also writes the column dictionary ``COLUMNS.md`` beside the report
+(:func:`fold_jax.results.write_columns`). Sections are pure views of the CSVs: building
+the report trains and measures nothing.
+
+Command line: ``python -m fold_jax.report [--results-dir results] [--columns]``
+(``--columns``: only write ``COLUMNS.md``).
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ __all__ = ["SECTIONS", "SECTION_FILES", "Source", "build", "main", "select_runs"
 
 SECTIONS: tuple[str, ...] = ("kernels", "races", "variants", "probes", "scaling", "bbob")
 # the results files each section reads (default: the file named like the section)
-SECTION_FILES: dict[str, tuple[str, ...]] = {"races": ("races", "curves")}
+SECTION_FILES: dict[str, tuple[str, ...]] = {"races": ("races", "curves"),
+                                             "probes": ("probes", "region_maps")}
 _TITLES = {"kernels": "Kernels", "races": "Time-to-target races", "variants": "Variants",
            "probes": "Probes", "scaling": "Scaling", "bbob": "BBOB (COCO)"}
 _SHOWN = ("finished", "unrecorded")  # statuses eligible by default
@@ -315,6 +321,7 @@ def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True,
                 stale.unlink()
         report = directory / "REPORT.md"
         os.replace(tmp / "REPORT.md", report)
+        results.write_columns(directory / "COLUMNS.md")
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)
@@ -337,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fold_jax.report",
                                      description="Build REPORT.md and figures from results CSVs.")
     parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--columns", action="store_true",
+                        help="only write the column dictionary <results-dir>/COLUMNS.md")
     args = parser.parse_args(argv)
+    if args.columns:
+        print(f"wrote {results.write_columns(Path(args.results_dir) / 'COLUMNS.md')}")
+        return 0
     build(args.results_dir)
     return 0
