@@ -1,4 +1,5 @@
-"""Flax MLPs with a pure ``apply(params, x)`` and an activation chosen by name.
+"""Flax MLPs with a pure ``apply(params, x)`` and an activation chosen by name, and
+recurrent nets (:func:`rnn`: flax.linen cells under ``lax.scan``) in the same style.
 
 Layers multiply through :func:`fold_jax.perturb.matmul`, so a kernel may be a plain
 array or a lazy low-rank perturbation (fused zeroth-order evaluation). Layer ``i`` is
@@ -21,14 +22,18 @@ from fold_jax.checks import check_key
 
 __all__ = [
     "ACTIVATIONS",
+    "CELLS",
     "INITIALIZERS",
     "MLP",
+    "RNN",
     "Dense",
     "Net",
+    "RecurrentNet",
     "activation",
     "count_params",
     "dense_layers",
     "mlp",
+    "rnn",
 ]
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -204,3 +209,102 @@ def dense_layers(params: PyTree) -> list[tuple[str, dict]]:
     if names != [f"dense_{i}" for i in range(len(names))]:
         raise ValueError(f"params layers must be dense_0..dense_{len(names) - 1}, got {names}")
     return [(k, tree[k]) for k in names]
+
+
+# --------------------------------------------------------------------------- recurrent
+
+CELLS: dict[str, Callable[..., nn.RNNCellBase]] = {
+    "gru": nn.GRUCell,
+    "lstm": nn.OptimizedLSTMCell,
+    "simple": nn.SimpleCell,
+}
+
+
+class RNN(nn.Module):
+    """A flax.linen recurrent cell scanned over time (``nn.RNN``, i.e. ``lax.scan``),
+    then a dense read-out of the last hidden state: x (batch, T, features) -> logits
+    (batch, outputs).
+
+    ``__call__(x, initial_carry=None, return_carry=False)``: with ``return_carry`` it
+    returns ``(carry, logits)``, so a sequence can be run in pieces (truncated BPTT).
+    """
+
+    hidden: int
+    outputs: int
+    cell: str = "gru"
+
+    def setup(self) -> None:
+        self.scan = nn.RNN(_lookup(CELLS, self.cell, "cell")(features=self.hidden),
+                           return_carry=True, name="rnn")
+        self.head = nn.Dense(self.outputs, name="head")
+
+    def __call__(self, x: Array, initial_carry=None, return_carry: bool = False):
+        carry, hs = self.scan(x, initial_carry=initial_carry)
+        logits = self.head(hs[:, -1])
+        return (carry, logits) if return_carry else logits
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentNet(Net):
+    """A :class:`Net` over sequences: ``apply(params, x)`` with x (batch, T, features)
+    gives logits (batch, outputs) from the last state. ``truncate=k`` (an int) makes
+    the gradient flow through the last k time steps only (truncated backprop through
+    time for a sequence-to-one loss): the first T - k steps run under
+    ``lax.stop_gradient`` (params and carry), so backprop stores only k steps of
+    activations. The forward value is the same as without truncation."""
+
+    truncate: int | None = None
+
+    def init(self, key: PRNGKeyArray) -> PyTree:
+        check_key(key)
+        return self.module.init(key, jnp.zeros((1, 1, self.in_features), jnp.float32))
+
+    def apply(self, params: PyTree, x: ArrayLike) -> Array:
+        """Logits (batch, outputs) for inputs x (batch, T, in_features)."""
+        shape = jnp.shape(x)
+        if len(shape) != 3 or shape[-1] != self.in_features or shape[1] < 1:
+            raise ValueError(f"x has shape {shape}; it must be (batch, T, in_features="
+                             f"{self.in_features}) with T >= 1")
+        k = self.truncate
+        try:
+            if k is None or k >= shape[1]:
+                return self.module.apply(params, x)
+            frozen = jax.lax.stop_gradient(params)
+            carry, _ = self.module.apply(frozen, jax.lax.stop_gradient(x[:, :-k]),
+                                         return_carry=True)
+            return self.module.apply(params, x[:, -k:],
+                                     initial_carry=jax.lax.stop_gradient(carry))
+        except (errors.ScopeCollectionNotFound, errors.ScopeParamNotFoundError,
+                errors.ScopeParamShapeError) as e:
+            raise ValueError(f"params do not fit this net (in_features={self.in_features}): "
+                             f"{str(e).split(' (https')[0]}") from e
+
+
+def rnn(features: int, hidden: int, outputs: int, cell: str = "gru", *,
+        truncate: int | None = None) -> RecurrentNet:
+    """A recurrent net: a flax.linen cell (``nn.GRUCell``, ``nn.OptimizedLSTMCell`` or
+    ``nn.SimpleCell``) scanned over time, logits from the last hidden state.
+
+    Args:
+        features: input features per time step (int >= 1).
+        hidden: the cell's hidden units (int >= 1).
+        outputs: output units (int >= 1).
+        cell: "gru", "lstm" or "simple" (a key of ``CELLS``).
+        truncate: None (full backprop through time) or k >= 1: gradients flow through
+            the last k steps only (see :class:`RecurrentNet`).
+
+    Returns:
+        A :class:`RecurrentNet`; ``apply(params, x)`` takes x of shape (batch, T,
+        features).
+
+    Raises:
+        ValueError: a size that is not an int >= 1, an unknown cell, a bad truncate.
+    """
+    for name, value in (("features", features), ("hidden", hidden), ("outputs", outputs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be an int >= 1")
+    _lookup(CELLS, cell, "cell")
+    if truncate is not None and (isinstance(truncate, bool) or not isinstance(truncate, int)
+                                 or truncate < 1):
+        raise ValueError(f"truncate={truncate!r} must be None or an int >= 1")
+    return RecurrentNet(RNN(hidden, outputs, cell), features, truncate)

@@ -1,0 +1,107 @@
+"""fold_jax.nets.rnn: flax cells under lax.scan, logits from the last state, and
+truncated backprop through time."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fold_jax import nets, timing
+
+EPS = float(jnp.finfo(jnp.float32).eps)
+CELL_CLASSES = {"gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell, "simple": nn.SimpleCell}
+
+
+def _x(batch=3, T=6, features=2, seed=1):
+    return jax.random.normal(jax.random.key(seed), (batch, T, features))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "simple"])
+def test_matches_a_python_loop_over_the_flax_cell(cell):
+    net = nets.rnn(2, 5, 3, cell)
+    params = net.init(jax.random.key(0))
+    x = _x()
+    out = net.apply(params, x)
+    assert out.shape == (3, 3)
+    # the same cell stepped by hand, then the read-out of the last hidden state
+    module = CELL_CLASSES[cell](features=5)
+    cell_params = {"params": params["params"]["rnn"]["cell"]}
+    carry = module.initialize_carry(jax.random.key(0), x[:, 0].shape)
+    for t in range(x.shape[1]):
+        carry, h = module.apply(cell_params, carry, x[:, t])
+    head = params["params"]["head"]
+    expected = h @ head["kernel"] + head["bias"]
+    # the same float32 ops in another order: a few ulps per step and per read-out sum
+    tol = 16 * EPS * x.shape[1] * float(jnp.max(jnp.abs(expected)) + 1)
+    np.testing.assert_allclose(out, expected, atol=tol, rtol=0)
+
+
+def test_logits_come_from_the_last_state():
+    net = nets.rnn(2, 4, 1, "gru")
+    params = net.init(jax.random.key(0))
+    x = _x()
+    # appending a step changes the output; the output of a prefix is the prefix's
+    longer = jnp.concatenate([x, jnp.ones_like(x[:, :1])], axis=1)
+    assert not np.allclose(net.apply(params, longer), net.apply(params, x))
+    np.testing.assert_array_equal(net.apply(params, longer[:, :-1]), net.apply(params, x))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_truncation_keeps_the_value_and_cuts_the_gradient(cell):
+    k, T = 3, 8
+    full, cut = nets.rnn(2, 4, 1, cell), nets.rnn(2, 4, 1, cell, truncate=k)
+    params = full.init(jax.random.key(0))
+    x = _x(T=T)
+    # the forward is the same scan run in two pieces: equal up to float32 rounding
+    np.testing.assert_allclose(cut.apply(params, x), full.apply(params, x),
+                               atol=16 * EPS * T, rtol=0)
+    gx_full = jax.grad(lambda x: jnp.sum(full.apply(params, x)))(x)
+    gx_cut = jax.grad(lambda x: jnp.sum(cut.apply(params, x)))(x)
+    # no gradient reaches inputs before the last k steps; the last k see the same path
+    assert np.all(np.asarray(gx_cut[:, :-k]) == 0)
+    assert np.any(np.asarray(gx_full[:, :-k]) != 0)
+    np.testing.assert_allclose(gx_cut[:, -k:], gx_full[:, -k:], atol=64 * EPS, rtol=1e-5)
+
+
+def test_truncated_backprop_memory_does_not_grow_with_T():
+    def grad_mem(net, T):
+        params = net.init(jax.random.key(0))
+        x = jnp.zeros((16, T, 2))
+        g = jax.grad(lambda p, x: jnp.sum(net.apply(p, x) ** 2))
+        compiled, _ = timing.aot(g, params, x)
+        return timing.mem_bytes(compiled)
+
+    full, cut = nets.rnn(2, 32, 1), nets.rnn(2, 32, 1, truncate=8)
+    full_64, full_256 = grad_mem(full, 64), grad_mem(full, 256)
+    cut_64, cut_256 = grad_mem(cut, 64), grad_mem(cut, 256)
+    if not np.isfinite(full_64):
+        pytest.skip("this backend gives no memory_analysis")
+    # full BPTT stores every step's activations: 4x the steps, > 2x the bytes; truncated
+    # stores k = 8 steps whatever T (only the input itself grows, 16 * T * 2 floats)
+    assert full_256 > 2 * full_64
+    assert cut_256 - cut_64 <= 2 * 16 * (256 - 64) * 2 * 4
+    assert cut_256 < full_256 / 4
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    (dict(features=0, hidden=4, outputs=1), "features"),
+    (dict(features=2, hidden=True, outputs=1), "hidden"),
+    (dict(features=2, hidden=4, outputs=-1), "outputs"),
+    (dict(features=2, hidden=4, outputs=1, cell="rnn"), "cell"),
+    (dict(features=2, hidden=4, outputs=1, truncate=0), "truncate"),
+])
+def test_bad_arguments_name_themselves(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        nets.rnn(**kwargs)
+
+
+def test_bad_input_shape_is_a_value_error():
+    net = nets.rnn(2, 4, 1)
+    params = net.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="batch, T"):
+        net.apply(params, jnp.zeros((3, 2)))
+    with pytest.raises(ValueError, match="in_features=2"):
+        net.apply(params, jnp.zeros((3, 5, 4)))
