@@ -1,4 +1,5 @@
-"""Comparison-based direct search: GLD, RSO and the (1+1)-ES, as fold_jax Methods.
+"""Comparison-based direct search: GLD, RSO, the (1+1)-ES and the essay's fixed-radius
+relative-loss search, as fold_jax Methods.
 
 Each builder returns :class:`fold_jax.methods.Method` with ``init(params) -> state``
 (``state.params`` is the current point) and ``step(state, key, *args) -> (state,
@@ -70,7 +71,7 @@ from fold_jax.checks import check_callable, check_int, check_key, check_params, 
 from fold_jax.methods import Method
 
 __all__ = ["ACCEPTANCE", "DEFAULT_ACCEPTANCE", "DEFAULT_CONFIRMATIONS", "GLDState",
-           "OnePlusOneState", "RSOState", "gld", "one_plus_one", "rso"]
+           "OnePlusOneState", "RSOState", "gld", "one_plus_one", "relative_loss", "rso"]
 
 ACCEPTANCE = ("reevaluate", "batch", "fixed_set")
 DEFAULT_ACCEPTANCE = "reevaluate"
@@ -529,3 +530,74 @@ def one_plus_one(
         return new, {**_info(out), "sigma": sigma_new}
 
     return Method(init, step, "one_plus_one")
+
+
+def relative_loss(
+    fun: Callable[..., Array],
+    *,
+    radius: float = 0.01,
+    num_candidates: int = 1,
+    mask: PyTree | None = None,
+    acceptance: str = DEFAULT_ACCEPTANCE,
+    confirmations: int | None = None,
+    eval_batch: tuple | None = None,
+    population_map: Callable = jax.vmap,
+) -> Method:
+    """The essay's "relative loss" search, literally: sample a point at a fixed distance
+    ``radius`` around the current point x (uniform on the sphere ||y - x|| = radius),
+    and move there if its loss is lower.
+
+    It is :func:`gld` with a single radius and candidates on the sphere rather than in
+    the ball, or a (1+1)-ES without step-size adaptation: the radius never changes, so
+    it cannot get closer to a minimum than about ``radius`` (tests/test_search.py
+    checks both the fixed step and that floor). With ``num_candidates`` K > 1 the best
+    of K points on the sphere is the candidate. evals as in :func:`gld`.
+
+    Args:
+        fun: ``fun(params, *args) -> scalar`` loss.
+        radius: the fixed step length (positive), in parameter units.
+        num_candidates: points sampled per step (int >= 1).
+        mask: optional pytree like params; only its nonzero entries move (the step is
+            ``radius`` long within them).
+        acceptance: how a step decides, one of ``ACCEPTANCE`` (module docstring).
+        confirmations: "reevaluate" only, as in :func:`gld`.
+        eval_batch: "fixed_set" only (and required there), as in :func:`gld`.
+        population_map: as in :func:`gld`.
+
+    Returns:
+        A :class:`fold_jax.methods.Method` named "relative_loss"; ``step(state, key,
+        *args) -> (state, info)`` with info ``loss``, ``evals``, ``accepted`` and
+        ``pending`` (as in :func:`gld`).
+
+    Raises:
+        ValueError / TypeError: naming the bad argument (before anything is traced).
+    """
+    check_callable(fun, "fun", "fun(params, *args) -> scalar")
+    check_positive(radius, "radius")
+    check_int(num_candidates, "num_candidates")
+    rule = _rule(acceptance, confirmations, eval_batch)
+    flat_mask = _flat_mask(mask)
+
+    def init(params: PyTree) -> GLDState:
+        check_params(params, "nothing to search over")
+        x, _ = ravel_pytree(params)
+        return GLDState(params, *_trial(x))
+
+    def step(state: GLDState, key: PRNGKeyArray, *args) -> tuple[GLDState, dict]:
+        x, unravel = _flat(state.params, key)
+        f = _losses(fun, unravel, args if rule.eval_batch is None else rule.eval_batch)
+        m = jnp.ones_like(x) if flat_mask is None else jnp.asarray(flat_mask, x.dtype)
+
+        def candidate(j):
+            z = jax.random.normal(jax.random.fold_in(key, j), x.shape, x.dtype) * m
+            return x + z * (radius / jnp.linalg.norm(z))
+
+        def propose(f):
+            cands = jax.vmap(candidate)(jnp.arange(num_candidates))
+            return population_map(f)(cands), lambda i: cands[i]
+
+        out = _decide(rule, f, x, state, propose, num_candidates, population_map)
+        new = GLDState(unravel(out.x), out.challenger, out.needed, out.cached)
+        return new, _info(out)
+
+    return Method(init, step, "relative_loss")
