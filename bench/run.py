@@ -1,9 +1,10 @@
 """Run the benchmarks: ``python -m bench.run [--profile quick|full] [--only ...] [-k SUB]
 [--results-dir results] [--no-report] [--new | --resume RUN_ID]``.
 
-Parts: ``kernels`` (the pytest-benchmark micro-benchmarks in ``bench/test_*.py``, run
-as ``pytest bench``) and every suite ``bench/suite_<name>.py`` (see
-:mod:`bench.common`).
+Parts: every suite ``bench/suite_<name>.py`` (see :mod:`bench.common`), the kernel
+micro-benchmarks (``kernels``, :mod:`bench.suite_kernels`) first; the others in name
+order. Each suite's results file, key and columns come from
+:data:`fold_jax.results.SCHEMA`.
 
 Every run measures the machine it runs on. A command starts a new run (a new run id,
 recorded in ``<results-dir>/runs.csv`` with its commit, host, profile and parts) unless
@@ -14,8 +15,8 @@ if the code (``fold_jax/``, ``bench/``) has not changed since it started. A fini
 run is never continued. ``--new`` always starts a new run; ``--resume RUN_ID``
 continues that run (or fails saying why not). A resumed run skips only the jobs whose
 rows *this run* already wrote, and says how many; rows of other runs (the committed
-reference run included) are kept and never reused. The run id reaches the ``pytest
-bench`` child as ``$FOLD_JAX_RUN_ID`` (set it yourself to name a new run).
+reference run included) are kept and never reused. Set ``$FOLD_JAX_RUN_ID`` to name a
+new run.
 
 The jobs run under a progress bar whose time estimate is weighted by ``Job.cost``, and
 each job's rows are appended atomically as soon as it finishes. Ctrl-C stops after
@@ -32,7 +33,6 @@ import datetime as dt
 import importlib
 import os
 import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -43,8 +43,7 @@ from typing import Any
 from bench.common import PROFILES, Job
 
 HERE = Path(__file__).resolve().parent
-KERNELS = "kernels"
-KERNELS_COST = {"quick": 140.0, "full": 450.0}  # seconds on a 2-core CPU (time estimate)
+FIRST = ("kernels",)  # parts that run before the others (timings on an idle machine)
 
 __all__ = ["discover", "main", "pending", "select_run", "write_rows"]
 
@@ -53,8 +52,9 @@ OPTIONS = ("profile", "parts", "filter")  # the command a run was started with
 
 
 def discover() -> list[str]:
-    """Suite names, from ``bench/suite_<name>.py``, sorted."""
-    return sorted(p.stem.removeprefix("suite_") for p in HERE.glob("suite_*.py"))
+    """Suite names, from ``bench/suite_<name>.py``: ``FIRST`` ones first, then sorted."""
+    names = sorted(p.stem.removeprefix("suite_") for p in HERE.glob("suite_*.py"))
+    return [n for n in FIRST if n in names] + [n for n in names if n not in FIRST]
 
 
 def _message(e: BaseException) -> str:
@@ -104,20 +104,6 @@ def write_rows(suite, job: Job, rows, results_dir: str) -> int:
         written += results.append(name, file_rows, key=keys[name], results_dir=results_dir,
                                   replace=name != suite.FILE)
     return written
-
-
-def _run_kernels(args) -> tuple[bool, str]:
-    command = [sys.executable, "-m", "pytest", str(HERE), "-q", "-p", "no:cacheprovider",
-               f"--profile={args.profile}", f"--results-dir={args.results_dir}",
-               "--benchmark-columns=median,iqr,rounds,iterations"]
-    if args.k:
-        command += ["-k", args.k]
-    out = subprocess.run(command, capture_output=True, text=True, check=False)
-    lines = (out.stdout + out.stderr).strip().splitlines()
-    summary = lines[-1] if lines else ""
-    if out.returncode in (0, 5):  # 5: nothing selected
-        return True, summary
-    return False, "\n".join(lines[-40:])
 
 
 class RunChoiceError(Exception):
@@ -246,7 +232,7 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="quick (default) or full")
     parser.add_argument("--only", default=None,
-                        help=f"comma-separated parts: {', '.join([KERNELS, *names])}")
+                        help=f"comma-separated parts: {', '.join(names)}")
     parser.add_argument("-k", default=None, help="run only jobs whose label contains this")
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--no-report", action="store_true")
@@ -257,7 +243,7 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
                        help="continue this unfinished run (its profile, parts and -k)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    all_parts = names if suites is not None else [KERNELS, *names]
+    all_parts = list(names)
     parts = list(all_parts)
     if args.only:
         chosen = [p.strip() for p in args.only.split(",") if p.strip()]
@@ -297,7 +283,7 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
             return 2
     args.profile = args.profile or "quick"
     previous_id = results.set_run_id(rid)
-    os.environ["FOLD_JAX_RUN_ID"] = rid  # the pytest child writes rows of this run too
+    os.environ["FOLD_JAX_RUN_ID"] = rid  # child processes (scaling workers) share the run
     try:
         return _execute(args, parts, modules, record, rid, notes, meta)
     finally:
@@ -306,20 +292,6 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
             os.environ.pop("FOLD_JAX_RUN_ID", None)
         else:
             os.environ["FOLD_JAX_RUN_ID"] = env_before
-
-
-def _count_rows(results_dir: str, name: str, rid: str) -> int:
-    """Rows of run ``rid`` in ``<results_dir>/<name>.csv`` (0 when none or unreadable)."""
-    from fold_jax import results
-
-    path = Path(results_dir) / f"{name}.csv"
-    try:
-        frame = results.load(path) if path.exists() else None
-    except ValueError:
-        return 0
-    if frame is None or "run_id" not in frame.columns:
-        return 0
-    return int((frame["run_id"].astype(str) == rid).sum())
 
 
 def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
@@ -380,13 +352,6 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
     plan: list[tuple[str, object, Job]] = []
     try:
         for name in parts:
-            if name == KERNELS:
-                n_rows = _count_rows(args.results_dir, "kernels", rid)
-                print(f"kernels: pytest bench; {n_rows} kernel rows already written by this "
-                      f"run {rid} (their benchmarks are skipped)")
-                plan.append((KERNELS, None, Job({}, lambda: [], "pytest bench",
-                                                 KERNELS_COST[args.profile])))
-                continue
             try:
                 suite = modules.get(name) or importlib.import_module(f"bench.suite_{name}")
                 todo, n_done = pending(suite, args.profile, args.results_dir, args.k, rid)
@@ -414,33 +379,25 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
             t_job = time.perf_counter()
             current = f"{name}:{job.label or job.key}"
             bar.set_description(current[:60])
-            if name == KERNELS:
-                ok, text = _run_kernels(args)
-                if ok:
-                    tqdm.write(f"kernels: {text}")
-                else:
-                    failures.append("kernels: pytest bench failed")
-                    tqdm.write(f"FAILED kernels (pytest bench):\n{text}", file=sys.stderr)
+            try:
+                rows = job.run()
+            except Exception as e:
+                failures.append(f"{current}: {_message(e)}")
+                tb = traceback.format_exc().strip().splitlines()
+                tqdm.write(f"FAILED {current}: {_message(e)}\n  " + "\n  ".join(tb[-6:]),
+                           file=sys.stderr)
             else:
                 try:
-                    rows = job.run()
-                except Exception as e:
-                    failures.append(f"{current}: {_message(e)}")
-                    tb = traceback.format_exc().strip().splitlines()
-                    tqdm.write(f"FAILED {current}: {_message(e)}\n  " + "\n  ".join(tb[-6:]),
-                               file=sys.stderr)
-                else:
-                    try:
-                        saved_rows += write_rows(suite, job, rows, args.results_dir)
-                        saved_jobs += 1
-                    except OSError as e:  # disk full, permissions: later writes would fail too
-                        bar.close()
-                        print(f"\nstopping: cannot write the results of {current}: "
-                              f"{_message(e)}\nsaved {saved_jobs} jobs ({saved_rows} rows) this "
-                              f"time in run {rid}; fix the problem and rerun the same command "
-                              f"to resume.", file=sys.stderr)
-                        save_state(status="interrupted")
-                        return 1
+                    saved_rows += write_rows(suite, job, rows, args.results_dir)
+                    saved_jobs += 1
+                except OSError as e:  # disk full, permissions: later writes would fail too
+                    bar.close()
+                    print(f"\nstopping: cannot write the results of {current}: "
+                          f"{_message(e)}\nsaved {saved_jobs} jobs ({saved_rows} rows) this "
+                          f"time in run {rid}; fix the problem and rerun the same command "
+                          f"to resume.", file=sys.stderr)
+                    save_state(status="interrupted")
+                    return 1
             part_s[name] = part_s.get(name, 0.0) + time.perf_counter() - t_job
             bar.update(max(job.cost, 0.0))
     except KeyboardInterrupt:

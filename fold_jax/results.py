@@ -172,7 +172,8 @@ _RANK = ("rank of each 2-D leaf's low-rank perturbation; 0 = full-rank (dense) n
          "matmuls)")
 _CHUNK = ("loss evaluations per chunk actually run (zo.value_and_grad's per_chunk x signs), "
           "= num_directions when all directions run in one chunk; empty = the kernel has no "
-          "directions to chunk")
+          "directions to chunk (zo_chunk_memory's inference rows: the chunk size of the "
+          "estimator rows they pair with)")
 _SPARSITY = "fraction of weights that are zero (0 = dense); empty where not applicable"
 
 

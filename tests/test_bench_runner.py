@@ -1,11 +1,10 @@
-"""bench.run (runs, resume, interrupts, failures), the races suite and the kernel_row
-fixture."""
+"""bench.run (runs, resume, interrupts, failures) and the races suite (the kernels suite:
+tests/test_suite_kernels.py)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -235,31 +234,6 @@ def test_a_run_is_not_resumed_once_the_code_changed(tmp_path, capsys):
     assert f"cannot resume run {rid}: it started at commit 00000000" in capsys.readouterr().err
 
 
-def test_the_kernels_child_writes_rows_of_the_same_run(tmp_path, monkeypatch, capsys):
-    seen = []
-
-    def fake_kernels(args):
-        seen.append((os.environ.get("FOLD_JAX_RUN_ID"), results.run_id(), args.profile))
-        return True, "1 passed"
-
-    monkeypatch.setattr(run, "discover", lambda: [])
-    monkeypatch.setattr(run, "_run_kernels", fake_kernels)
-    monkeypatch.delenv("FOLD_JAX_RUN_ID", raising=False)
-    before = results.run_id()
-    assert run.main(["--results-dir", str(tmp_path), "--no-report"]) == 0
-    (rid,) = _registry(tmp_path)
-    assert seen == [(rid, rid, "quick")]
-    assert f"kernels: pytest bench; 0 kernel rows already written by this run {rid}" in (
-        capsys.readouterr().out)
-    assert "FOLD_JAX_RUN_ID" not in os.environ and results.run_id() == before  # restored
-    monkeypatch.setenv("FOLD_JAX_RUN_ID", "20260101T000000Z-named")  # names the new run
-    assert run.main(["--results-dir", str(tmp_path), "--no-report"]) == 0
-    assert seen[-1][0] == "20260101T000000Z-named"
-    assert _registry(tmp_path)["20260101T000000Z-named"] == "finished"
-    assert run.main(["--results-dir", str(tmp_path), "--no-report"]) == 2  # used up
-    assert "already recorded" in capsys.readouterr().err
-
-
 def test_write_rows_fills_keys_and_rejects_undeclared_files(tmp_path):
     suite = types.SimpleNamespace(FILE="fake", KEY=["i"], KEYS={})
     job = Job({"i": 1}, lambda: [])
@@ -293,28 +267,6 @@ def test_race_suite_rows_follow_the_schema():
     curves = out["curves"]
     assert curves and set(results.SCHEMAS["curves"]) <= set(curves[0])
     assert {c["split"] for c in curves} >= {"train", "test"}
-
-
-def test_kernel_row_appends_once_then_skips(tmp_path, capsys):
-    args = [str(ROOT / "bench" / "test_core_kernels.py"), "-q", "-p", "no:cacheprovider",
-            "-k", "test_forward and 32-32", f"--results-dir={tmp_path}", "--benchmark-disable"]
-    assert pytest.main(args) == 0, capsys.readouterr().out
-    frame = results.load(tmp_path / "kernels.csv")
-    assert len(frame) == 1
-    row = frame.iloc[0]
-    assert row["bench"] == "forward" and row["batch_size"] == 32 and row["step_median_s"] > 0
-    assert row["flops"] > 0 and row["mem_bytes"] > 0 and row["inference_equiv_s"] > 0
-    capsys.readouterr()
-    assert pytest.main(args) == 0  # the same run: resumed, the row is there
-    assert "1 skipped" in capsys.readouterr().out
-    assert len(results.load(tmp_path / "kernels.csv")) == 1
-    previous = results.set_run_id(results.new_run_id())  # another run measures it again
-    try:
-        assert pytest.main(args) == 0
-        assert "1 passed" in capsys.readouterr().out
-        assert results.load(tmp_path / "kernels.csv")["run_id"].nunique() == 2
-    finally:
-        results.set_run_id(previous)
 
 
 def test_unwritable_results_dir_stops_before_any_job(tmp_path, capsys):

@@ -1,5 +1,10 @@
-"""Report section for results/kernels.csv: cost of a step relative to inference, how
-step time grows with num_directions and n_params (log-log, fitted slopes), memory."""
+"""Report section for results/kernels.csv: cost of a step relative to inference (and
+of binarized / sparse matmuls relative to dense), how step time grows with
+num_directions and n_params (log-log, fitted slopes), memory.
+
+Column meanings are those of :data:`fold_jax.results.SCHEMA` (``results/COLUMNS.md``);
+:func:`harmonize` maps rows written before they were fixed onto them.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,41 @@ import pandas as pd
 
 from fold_jax.report._common import fmt, loglog_slope, save, table
 
-__all__ = ["label", "section"]
+__all__ = ["MATMUL_BENCHES", "harmonize", "label", "section"]
 
 MAX_SERIES = 10
+MATMUL_BENCHES = ("xnor_matmul", "bcsr_matmul")  # timed against the dense matmul
+
+
+def harmonize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of older runs in today's column meanings: on binarized / sparse matmul rows
+    ``frac_of_inference`` held the speedup over dense (now ``speedup_vs_dense``, and
+    ``frac_of_inference`` is empty there); "no chunking" was 0 or empty (now
+    ``chunk_size`` = num_directions, see :func:`label`).
+
+    Args:
+        frame: kernels.csv rows.
+
+    Returns:
+        A copy with ``speedup_vs_dense`` and ``dense_median_s`` columns, filled from the
+        old columns where they were empty.
+    """
+    frame = frame.copy()
+    for column in ("speedup_vs_dense", "dense_median_s", "chunk_size", "rank"):
+        if column not in frame:
+            frame[column] = math.nan
+    old = frame["bench"].isin(MATMUL_BENCHES) & frame["speedup_vs_dense"].isna()
+    frame.loc[old, "speedup_vs_dense"] = frame.loc[old, "frac_of_inference"]
+    frame.loc[old, "dense_median_s"] = frame.loc[old, "inference_equiv_s"]
+    frame.loc[old, ["frac_of_inference", "inference_equiv_s"]] = math.nan
+    return frame
 
 
 def label(row) -> str:
     """A kernel's name: method, noise, rank, chunk size, layout (the ones present).
+
+    The rank is shown when low (0 and empty: full rank or no perturbation), the chunk
+    size when the directions run in several chunks (0 < chunk_size < num_directions).
 
     Args:
         row: a kernels.csv row (a mapping with ``get``).
@@ -29,10 +62,14 @@ def label(row) -> str:
     noise = row.get("noise")
     if isinstance(noise, str) and noise and noise not in parts[0]:
         parts.append(noise)
+    directions = row.get("num_directions")
     for column, short in (("rank", "r"), ("chunk_size", "chunk")):
         value = row.get(column)
         if value is None or (isinstance(value, float) and math.isnan(value)) or value == 0:
             continue
+        if column == "chunk_size" and directions is not None and not pd.isna(directions) \
+                and value >= directions:
+            continue  # one chunk: not chunked
         if not (column == "rank" and parts[0].endswith(f"_r{int(value)}")):
             parts.append(f"{short}={int(value)}")
     layout = row.get("layout")
@@ -44,7 +81,7 @@ def label(row) -> str:
 
 
 def _prepare(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.copy()
+    frame = harmonize(frame)
     frame["kernel"] = [label(r) for r in frame.to_dict("records")]
     frame["where"] = frame["backend"].astype(str) + ":" + frame["device_kind"].astype(str)
     return frame
@@ -140,11 +177,13 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
 
     frame = _prepare(frame)
     multi = frame["where"].nunique() > 1
-    out = [f"{len(frame)} kernel measurements (pytest-benchmark, AOT-compiled callables, "
-           "median and IQR over rounds of >= 1 ms). `frac_of_inference` = time of plain "
-           "inference on num_directions x batch examples divided by the step time, both "
-           "timed in alternating rounds of the same test: 1 means a step costs exactly that "
-           "inference; backprop rows compare with inference on the batch alone.\n"]
+    out = [f"{len(frame)} kernel measurements (bench/suite_kernels.py: AOT-compiled "
+           "callables, median and IQR over rounds of >= 1 ms). `frac_of_inference` = time "
+           "of plain inference on num_directions x batch examples divided by the step time, "
+           "both timed in alternating rounds: 1 means a step costs exactly that inference; "
+           "backprop rows compare with inference on the batch alone. Binarized and sparse "
+           "matmuls compare with the f32 dense matmul instead (`speedup_vs_dense`). Every "
+           "column: [COLUMNS.md](COLUMNS.md).\n"]
 
     # 1. cost relative to inference, per kernel
     group = (["where"] if multi else []) + ["bench", "kernel"]
@@ -152,14 +191,17 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
     for keys, g in frame.groupby(group, dropna=False, sort=True):
         keys = keys if isinstance(keys, tuple) else (keys,)
         frac = g["frac_of_inference"].replace([np.inf, -np.inf], np.nan).dropna()
+        dense = g["speedup_vs_dense"].replace([np.inf, -np.inf], np.nan).dropna()
         rows.append({**dict(zip(group, keys, strict=True)), "configs": len(g),
                      "frac_of_inference (median)": frac.median() if len(frac) else math.nan,
                      "min": frac.min() if len(frac) else math.nan,
                      "max": frac.max() if len(frac) else math.nan,
+                     "speedup_vs_dense (median)": dense.median() if len(dense) else math.nan,
                      "step median (ms)": g["step_median_s"].median() * 1e3,
                      "evals/s (median)": g["evals_per_s"].median(),
                      "compile (s)": g["compile_s"].median()})
-    out += ["### Step cost relative to inference\n", table(pd.DataFrame(rows))]
+    out += ["### Step cost relative to inference (matmuls: relative to dense)\n",
+            table(pd.DataFrame(rows))]
 
     targets = _targets(frame)
     if len(targets):

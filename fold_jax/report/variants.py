@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fold_jax import results
 from fold_jax.report._common import fmt, save, table
 
 __all__ = ["crossover", "section"]
@@ -53,8 +54,7 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
     frame = frames.get("variants")
     if frame is None or not len(frame):
         return "No variants.csv rows yet (run `python -m bench.run --only variants`).\n"
-    frame = _latest(frame, ["row_kind", "variant", "kernel", "method", "sparsity", "shape",
-                            "word_bits"])
+    frame = _latest(frame, [c for c in results.key("variants") if c not in results.MACHINE_KEY])
     kern = frame[frame["row_kind"] == "kernel"]
     trained = frame[frame["row_kind"] == "train"]
     out = ["Kernels are one matmul (M x K) @ (K x N); `speedup_vs_dense` divides the f32 "

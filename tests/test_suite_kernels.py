@@ -1,0 +1,114 @@
+"""bench.suite_kernels: the kernel micro-benchmarks as an ordinary bench.run suite (same
+rows, resume and run ids as every suite), their column meanings, and the pytest-benchmark
+entry point over the same kernels."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import run, suite_kernels
+from fold_jax import results
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = suite_kernels.kernels("quick")
+BY_LABEL = {k.label: k for k in QUICK}
+
+
+def test_quick_profile_lists_the_reference_benches_once_each():
+    labels = [k.label for k in QUICK]
+    assert len(labels) == len(set(labels))
+    configs = [results.normalize_key(k.config, suite_kernels.CONFIG) for k in QUICK]
+    assert len(configs) == len(set(configs))  # one row per key
+    assert all(list(k.config) == suite_kernels.CONFIG for k in QUICK)
+    assert suite_kernels.KEY == results.key("kernels")
+    methods = {(k.config["bench"], k.config["method"]) for k in QUICK}
+    assert {("zo_fused_lowrank", "zo_gaussian_fused_default"),
+            ("zo_fused_flax", "zo_gaussian_fused_linen"), ("xnor_matmul", "xnor_packed"),
+            ("bcsr_matmul", "bcsr"), ("forward", "inference"), ("gradient_step", "adam"),
+            ("search_step", "gld"), ("forward_gradient_step", "forward_gradient")} <= methods
+    fused = {k.config["chunk_size"] for k in QUICK
+             if k.config["method"] == "zo_gaussian_fused" and k.config["rank"] == 4}
+    assert fused == {128, 16}  # rank 4, K = 128: one chunk and 16 evaluations a chunk
+    assert len(QUICK) == 57 and 100 < sum(k.cost for k in QUICK) < 250
+
+
+def test_chunk_size_and_rank_mean_one_thing_each():
+    for k in QUICK:
+        c = k.config
+        if c["bench"].startswith("zo_") and c["method"] != "inference":
+            assert 0 < c["chunk_size"] <= c["num_directions"], k.label  # evaluations a chunk
+            assert c["rank"] in (0, 4), k.label  # 0: full-rank noise
+            assert (c["rank"] == 4) == ("_r4" in c["method"] or "fused" in c["method"])
+        if c["bench"] in ("forward", "gradient_step", "xnor_matmul", "bcsr_matmul"):
+            assert c["rank"] is None and c["chunk_size"] is None, k.label  # no perturbation
+    assert suite_kernels.chunk_used(128, None) == 128
+    assert suite_kernels.chunk_used(128, 16) == 16
+    assert suite_kernels.mlp_params(128) == 26122
+
+
+@pytest.mark.parametrize("label", ["forward/inference/w32/b32",
+                                   "bcsr_matmul/bcsr/b256/s0.99/256x1024x1024/feature_major"])
+def test_measured_rows_are_described_and_their_ratios_follow_the_schema(label):
+    row = suite_kernels.measure(BY_LABEL[label])
+    assert results.undescribed("kernels", row) == []
+    assert set(results.SCHEMAS["kernels"]) <= set(row)
+    assert row["step_median_s"] > 0 and row["compile_s"] > 0 and row["rounds"] >= 10
+    if row["bench"] == "bcsr_matmul":  # against dense, not inference
+        assert math.isnan(row["frac_of_inference"]) and math.isnan(row["inference_equiv_s"])
+        assert row["speedup_vs_dense"] == pytest.approx(row["dense_median_s"]
+                                                        / row["step_median_s"])
+        assert row["n_params"] == BY_LABEL[label].config["n_params"]
+    else:
+        assert math.isnan(row["speedup_vs_dense"])
+        assert row["frac_of_inference"] == pytest.approx(row["inference_equiv_s"]
+                                                         / row["step_median_s"])
+        assert row["flops"] > 0 and row["mem_bytes"] > 0
+
+
+def test_a_key_that_differs_from_the_built_kernel_fails_loudly():
+    kernel = BY_LABEL["forward/inference/w32/b32"]
+    wrong = kernel._replace(config={**kernel.config, "n_params": 1})
+    with pytest.raises(RuntimeError, match="n_params"):
+        suite_kernels.measure(wrong)
+
+
+def test_kernels_run_under_bench_run_and_resume_within_the_run(tmp_path, capsys):
+    argv = ["--results-dir", str(tmp_path), "--no-report", "--only", "kernels",
+            "-k", "forward/inference/w32/b32"]
+    suites = {"kernels": suite_kernels}
+    assert run.main(argv, suites=suites) == 0
+    assert "kernels: 1 jobs to run, 0 already written" in capsys.readouterr().out
+    frame = results.load(tmp_path / "kernels.csv")
+    assert len(frame) == 1 and frame["bench"].iloc[0] == "forward"
+    assert frame["profile"].iloc[0] == "quick"
+    (rid,) = set(frame["run_id"])
+    assert results.runs(tmp_path).set_index("run_id").loc[rid, "status"] == "finished"
+    assert run.main(argv, suites=suites) == 0  # a new run measures it again
+    assert "1 jobs to run, 0 already written" in capsys.readouterr().out
+    assert results.load(tmp_path / "kernels.csv")["run_id"].nunique() == 2
+    todo, n_done = run.pending(suite_kernels, "quick", str(tmp_path), "forward/inference/w32/b32",
+                               rid)
+    assert (todo, n_done) == ([], 1)  # within its run the row counts as done
+
+
+def test_discover_puts_kernels_first():
+    names = run.discover()
+    assert names[0] == "kernels" and {"probes", "races", "variants"} <= set(names)
+    assert names[1:] == sorted(names[1:])
+
+
+def test_pytest_benchmark_times_the_same_kernels(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", str(ROOT / "bench"), "-q", "-p", "no:cacheprovider",
+         "-k", "forward/inference/w32/b32", "--benchmark-disable"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, check=False, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "1 passed" in out.stdout
+    assert not (tmp_path / "results").exists()  # pytest bench writes no rows
