@@ -18,6 +18,11 @@ method, layer, threshold, metric, value (None/NaN where a column does not apply)
   head vs a softmax head trained on normalised labels, across thresholds 0.3..0.9.
 - regions_line / regions_grid / tent: linear regions (fold_jax.regions) vs depth and
   width at init and after training (Adam vs zeroth-order) on spirals; the tent-map net.
+- region_map: a ReLU net (``MAP``) trained on spirals and its activation regions on a
+  grid over [-box, box]^2: the grid goes to results/region_maps.csv (pattern id and
+  predicted class per cell, run-length encoded per grid row, and the training
+  points), its summary (patterns, components, test accuracy, ...) to probes.csv; the
+  report draws the figure from those rows.
 
 Each job's ``key`` names one of its rows (its last word), so the runner knows it is done.
 """
@@ -37,8 +42,8 @@ from bench.common import Job, check_profile
 from fold_jax import heads, methods, nets, probes, regions, results, tasks, train
 
 FILE = "probes"
-KEY = ["probe", "task", "activation", "depth", "width", "stage", "method", "layer",
-       "threshold", "metric", *results.MACHINE_KEY]
+KEY = results.key(FILE)
+KEYS = {"region_maps": results.key("region_maps")}
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "abs")
 DEPTHS = (2, 4, 8, 16, 32)
@@ -51,6 +56,9 @@ BOX = 2.0  # spirals live in about [-2, 2]^2 after standardization
 # every region is a cone from the origin and a line through it meets exactly 2.
 SEGMENTS = (((-BOX, 1.0), (BOX, 1.0)), ((-BOX, -1.0), (BOX, -1.0)),
             ((1.0, -BOX), (1.0, BOX)), ((-1.0, -BOX), (-1.0, BOX)))
+# the spirals region map (region_map job): net, Adam training and grid
+MAP = dict(activation="relu", depth=4, width=32, learning_rate=1e-2, steps=2000,
+           resolution=300, box=2.5)
 
 PROFILE = {
     "quick": dict(vanishing_depths=(2, 4, 8, 16), trained_depths=(16,), train_steps=100,
@@ -325,6 +333,56 @@ def regions_trained(activation: str, depth: int, method: str, steps: int,
     return [_row("regions_line", "test_accuracy", accuracy, **ids), *_region_rows(counts, **ids)]
 
 
+def _map_ids() -> dict[str, Any]:
+    return dict(task="spirals", activation=MAP["activation"], depth=MAP["depth"],
+                width=MAP["width"], stage="trained", method="adam_1e-2")
+
+
+def region_map(steps: int = MAP["steps"], resolution: int = MAP["resolution"]
+               ) -> dict[str, list[dict]]:
+    """Train ``MAP``'s net on spirals (Adam, seed 0) and grid its activation regions.
+
+    Args:
+        steps: Adam steps.
+        resolution: grid cells per side.
+
+    Returns:
+        ``{"region_maps": rows, "probes": rows}``: per grid row the pattern ids and the
+        predicted classes (run-length encoded), the training points of each class, and
+        the map's summary in probes.csv rows (probe ``region_map``).
+    """
+    from fold_jax.report.probes import encode_points, encode_runs
+
+    task = tasks.get("spirals")
+    net = probes.deep_mlp(2, 1, depth=MAP["depth"], width=MAP["width"],
+                          activation=MAP["activation"])
+    m = methods.gradient(task.loss_fn(net.apply), optax.adam(MAP["learning_rate"]))
+    r = train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=steps,
+                  eval_every=steps)
+    box = MAP["box"]
+    origin, u, v = regions.box_plane([-box, -box], [box, box])
+    grid = regions.grid_regions(r.state.params, origin, u, v, activation=MAP["activation"],
+                                resolution=resolution)
+    s = np.linspace(0, 1, resolution)
+    xx, yy = np.meshgrid(origin[0] + s * u[0], origin[1] + s * v[1])
+    points = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32)
+    classes = (np.asarray(net.apply(r.state.params, points)).reshape(resolution, resolution)
+               > 0).astype(np.int64)
+    name = f"spirals_{MAP['activation']}_d{MAP['depth']}_w{MAP['width']}"
+    common = dict(map=name, resolution=resolution, box=box)
+    maps = [dict(common, grid=kind, row=i, values=encode_runs(cells[i]))
+            for kind, cells in (("pattern", grid.pattern_ids), ("class", classes))
+            for i in range(resolution)]
+    x, y = np.asarray(task.x_train), np.asarray(task.y_train).ravel()
+    maps += [dict(common, grid=f"points_{label}", row=0, values=encode_points(x[y == label]))
+             for label in (0, 1)]
+    summary = {"test_accuracy": float(r.history["test_accuracy"].iloc[-1]), "steps": steps,
+               "learning_rate": MAP["learning_rate"], "resolution": resolution,
+               "patterns": grid.n_patterns, "components": grid.n_components}
+    return {"region_maps": maps,
+            "probes": [_row("region_map", k, val, **_map_ids()) for k, val in summary.items()]}
+
+
 def tent(activation: str, depth: int) -> list[dict]:
     _, params = regions.tent_net(depth, activation)
     r = regions.line_regions(params, [0.0], [1.0], activation=activation)
@@ -416,6 +474,8 @@ def jobs(profile: str) -> Iterator[Job]:
                             depth=depth, width=width, stage="init")
                 yield _job(lambda a=(activation, depth, width, p["grid_resolution"]):
                            regions_init(*a), last, f"regions/{activation}/d{depth}/w{width}", 0.5)
+    last = _row("region_map", "components", 0, **_map_ids())
+    yield _job(lambda: region_map(MAP["steps"], MAP["resolution"]), last, "region_map", 5)
     for task_name in ("breast_cancer", "digits", "digit_attributes"):
         name = "softmax" if task_name != "breast_cancer" else "sigmoid"
         last = _row("heads", "test_micro_f1" if task_name == "digit_attributes" else

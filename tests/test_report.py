@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fold_jax import report, results
-from fold_jax.report import _common, races
+from fold_jax.report import _common, kernels, probes, races
 
 KERNEL_KEY = ["bench", "method", "n_params", "batch_size", "num_directions"]
 RACE_KEY = ["task", "method", "variant", "seed"]
@@ -388,3 +390,74 @@ def test_race_section_shows_intervals_seeds_and_the_problem_set(tmp_path):
     assert {p.name for p in tmp_path.glob("*.png")} == {
         "races_metric_vs_time.png", "races_metric_vs_evals.png",
         "races_performance_profiles.png", "races_variants.png"}
+
+
+def _region_rows(res=4):
+    patterns = np.arange(res * res).reshape(res, res) // 3
+    classes = (np.add.outer(np.arange(res), np.arange(res)) >= res).astype(int)
+    common = dict(map="spirals_relu_d4_w32", resolution=res, box=2.5)
+    maps = [dict(common, grid=kind, row=i, values=probes.encode_runs(cells[i]))
+            for kind, cells in (("pattern", patterns), ("class", classes)) for i in range(res)]
+    maps += [dict(common, grid=f"points_{k}", row=0,
+                  values=probes.encode_points([[0.1 * k, -0.2], [1.0, 1.5]])) for k in (0, 1)]
+    ids = dict(probe="region_map", task="spirals", activation="relu", depth=4, width=32,
+               stage="trained", method="adam_1e-2", layer=None, threshold=None)
+    summary = [dict(ids, metric=m, value=v) for m, v in (
+        ("test_accuracy", 0.99), ("steps", 2000), ("learning_rate", 0.01),
+        ("patterns", int(patterns.max()) + 1), ("components", 7))]
+    return maps, summary
+
+
+def test_the_report_is_a_pure_view_and_draws_the_region_map_from_rows(tmp_path, monkeypatch):
+    from fold_jax import methods, train
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report must not train")
+
+    monkeypatch.setattr(train, "fit", refuse)
+    monkeypatch.setattr(methods, "gradient", refuse)
+    maps, summary = _region_rows()
+    results.append("region_maps", maps, key=results.key("region_maps"), results_dir=tmp_path)
+    results.append("probes", summary, key=results.key("probes"), results_dir=tmp_path)
+    text = report.build(tmp_path, verbose=False).read_text()
+    assert "Region map: a ReLU net of depth 4, width 32" in text
+    assert "reaches test accuracy 0.99" in text and "6 activation patterns in 7" in text
+    assert (tmp_path / "figures" / "probes_spirals_regions.png").stat().st_size > 0
+    assert (tmp_path / "COLUMNS.md").read_text() == results.columns_markdown()
+
+
+def test_without_region_map_rows_the_report_says_which_job_makes_them(tmp_path):
+    _, summary = _region_rows()
+    results.append("probes", summary, key=results.key("probes"), results_dir=tmp_path)
+    text = report.build(tmp_path, verbose=False).read_text()
+    assert "-k region_map" in text and not (tmp_path / "figures" /
+                                            "probes_spirals_regions.png").exists()
+
+
+@given(st.lists(st.integers(0, 5), max_size=60))
+def test_run_length_codes_round_trip(values):
+    assert probes.decode_runs(probes.encode_runs(values)).tolist() == values
+    assert len(probes.encode_runs(values).split()) <= len(values)
+
+
+def test_points_round_trip_to_the_decimals_kept():
+    xy = np.array([[0.12345, -1.5], [2.0, 3.25]])
+    np.testing.assert_allclose(probes.decode_points(probes.encode_points(xy)), xy, atol=5e-4)
+    assert probes.decode_points("").shape == (0, 2)
+
+
+def test_old_kernel_rows_are_read_in_todays_column_meanings():
+    frame = pd.DataFrame([
+        {"bench": "xnor_matmul", "method": "xnor_packed", "frac_of_inference": 4.6,
+         "inference_equiv_s": 1e-3, "num_directions": math.nan, "chunk_size": math.nan},
+        {"bench": "zo_fused_lowrank", "method": "zo", "frac_of_inference": 1.1,
+         "inference_equiv_s": 1e-3, "num_directions": 128, "chunk_size": 16}])
+    out = kernels.harmonize(frame)
+    assert out["speedup_vs_dense"].iloc[0] == 4.6 and math.isnan(out["frac_of_inference"].iloc[0])
+    assert out["dense_median_s"].iloc[0] == 1e-3
+    assert out["frac_of_inference"].iloc[1] == 1.1 and math.isnan(out["speedup_vs_dense"].iloc[1])
+    assert "frac_of_inference" in frame and frame["frac_of_inference"].iloc[0] == 4.6  # a copy
+    row = {"method": "zo", "num_directions": 128, "rank": 4}
+    assert kernels.label({**row, "chunk_size": 128}) == "zo r=4"  # one chunk: not chunked
+    assert kernels.label({**row, "chunk_size": 16}) == "zo r=4 chunk=16"
+    assert kernels.label({**row, "chunk_size": 0, "rank": 0}) == "zo"  # old spelling

@@ -2,8 +2,10 @@
 
 ``section(frames, fig_dir) -> str`` (markdown). Numbers are read from the CSV rows
 (mean over rows that share everything but the machine, if several machines wrote
-them). One figure is computed here rather than read: the 2-D region map of a ReLU net
-trained on spirals (:func:`spirals_region_map`, seed 0, same config every build).
+them). The section is a pure view: the 2-D region map of a ReLU net trained on spirals
+is drawn from ``region_maps.csv`` (cells run-length encoded, :func:`encode_runs` /
+:func:`decode_runs`) and its ``probe == "region_map"`` rows in probes.csv, both written
+by the probe job ``bench/suite_probes.region_map``; nothing is trained here.
 """
 
 from __future__ import annotations
@@ -14,10 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["MAP", "section", "spirals_region_map"]
-
-MAP = dict(activation="relu", depth=4, width=32, learning_rate=1e-2, steps=2000,
-           resolution=300, box=2.5)
+__all__ = ["decode_points", "decode_runs", "encode_points", "encode_runs", "section"]
 _COLORS = {"sigmoid": "tab:red", "tanh": "tab:orange", "relu": "tab:blue", "abs": "tab:green"}
 
 
@@ -259,73 +258,118 @@ def _heads(df: pd.DataFrame, fig_dir: Path) -> list[str]:
 # --------------------------------------------------------------------------- regions
 
 
-def spirals_region_map(resolution: int = MAP["resolution"]):
-    """Train ``MAP``'s ReLU net on spirals (Adam, seed 0) and grid its regions.
-
-    Returns (task, net, params, GridRegions, test_accuracy, origin, u, v).
+def encode_runs(values) -> str:
+    """Run-length code of a 1-D sequence of integers: ``"value*count"`` tokens.
 
     Args:
-        resolution: grid points per side of the region map.
+        values: the integers (e.g. one row of a grid).
 
     Returns:
-        ``(task, net, params, grid, test_accuracy, origin, u, v)``: the spirals
-        :class:`fold_jax.tasks.Task`, the :class:`fold_jax.nets.Net`, its trained params,
-        the :class:`fold_jax.regions.GridRegions`, the final test accuracy (float) and the
-        grid's plane from :func:`fold_jax.regions.box_plane`.
+        The tokens, space separated (``"3*4 1*2"`` for 3 3 3 3 1 1).
     """
-    import jax
-    import optax
-
-    from fold_jax import methods, probes, regions, tasks, train
-
-    task = tasks.get("spirals")
-    net = probes.deep_mlp(2, 1, depth=MAP["depth"], width=MAP["width"],
-                          activation=MAP["activation"])
-    m = methods.gradient(task.loss_fn(net.apply), optax.adam(MAP["learning_rate"]))
-    r = train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=MAP["steps"],
-                  eval_every=MAP["steps"])
-    box = MAP["box"]
-    plane = regions.box_plane([-box, -box], [box, box])
-    grid = regions.grid_regions(r.state.params, *plane, activation=MAP["activation"],
-                                resolution=resolution)
-    return (task, net, r.state.params, grid, float(r.history["test_accuracy"].iloc[-1]),
-            *plane)
+    values = np.asarray(values).ravel()
+    if not len(values):
+        return ""
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    counts = np.diff(np.r_[starts, len(values)])
+    return " ".join(f"{int(values[s])}*{int(c)}" for s, c in zip(starts, counts, strict=True))
 
 
-def _region_map(fig_dir: Path) -> list[str]:
+def decode_runs(text: str) -> np.ndarray:
+    """The sequence :func:`encode_runs` coded.
+
+    Args:
+        text: ``"value*count"`` tokens, space separated.
+
+    Returns:
+        The integers, a 1-D int64 array.
+    """
+    pairs = [t.split("*") for t in str(text).split()]
+    return np.repeat(np.array([int(v) for v, _ in pairs], np.int64),
+                     [int(c) for _, c in pairs]) if pairs else np.zeros(0, np.int64)
+
+
+def encode_points(points, decimals: int = 3) -> str:
+    """2-D points as ``"x1,x2"`` pairs, space separated.
+
+    Args:
+        points: (n, 2) coordinates.
+        decimals: digits kept after the point.
+
+    Returns:
+        The text.
+    """
+    return " ".join(f"{a:.{decimals}f},{b:.{decimals}f}" for a, b in np.asarray(points))
+
+
+def decode_points(text: str) -> np.ndarray:
+    """The points :func:`encode_points` wrote.
+
+    Args:
+        text: ``"x1,x2"`` pairs, space separated.
+
+    Returns:
+        An (n, 2) float array.
+    """
+    return np.array([[float(v) for v in t.split(",")] for t in str(text).split()],
+                    np.float64).reshape(-1, 2)
+
+
+def _grid(rows: pd.DataFrame, kind: str) -> np.ndarray | None:
+    g = rows[rows["grid"] == kind].sort_values("row")
+    if g.empty:
+        return None
+    return np.stack([decode_runs(v) for v in g["values"]])
+
+
+def _region_map(df: pd.DataFrame, maps: pd.DataFrame | None, fig_dir: Path) -> list[str]:
+    """The region-map figure from stored rows (``[]`` without them)."""
     import matplotlib.pyplot as plt
 
-    task, net, params, grid, acc, origin, u, v = spirals_region_map()
-    res = grid.pattern_ids.shape[0]
+    if maps is None or maps.empty:
+        return ["_No region map stored (region_maps.csv): run `python -m bench.run --only "
+                "probes -k region_map`._", ""]
+    name = sorted(maps["map"].astype(str).unique())[0]
+    rows = maps[maps["map"].astype(str) == name]
+    patterns, classes = _grid(rows, "pattern"), _grid(rows, "class")
+    if patterns is None:
+        return []
+    box = float(pd.to_numeric(rows["box"]).iloc[0])
+    res = patterns.shape[0]
+    summary = df[(df.probe == "region_map")]
+    info = summary.groupby("metric").value.mean().to_dict() if len(summary) else {}
+    first = summary.iloc[0] if len(summary) else {}
+    depth, width = first.get("depth", math.nan), first.get("width", math.nan)
+    n_patterns = int(info.get("patterns", len(np.unique(patterns))))
     rng = np.random.default_rng(0)
-    colors = rng.permutation(grid.n_patterns)[grid.pattern_ids]
-    box = MAP["box"]
+    colors = rng.permutation(int(patterns.max()) + 1)[patterns]
     extent = (-box, box, -box, box)
-    s = np.linspace(0, 1, res)
-    xs = origin[0] + s * u[0]
-    ys = origin[1] + s * v[1]
-    xx, yy = np.meshgrid(xs, ys)
-    logits = np.asarray(net.apply(params, np.stack([xx.ravel(), yy.ravel()], 1)
-                                  .astype(np.float32))).reshape(res, res)
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.imshow(colors, origin="lower", extent=extent, cmap="tab20", interpolation="nearest")
-    ax.contour(xx, yy, logits, levels=[0.0], colors="black", linewidths=1.5)
-    x, y = np.asarray(task.x_train), np.asarray(task.y_train)
+    if classes is not None:
+        s = np.linspace(-box, box, res)
+        xx, yy = np.meshgrid(s, s)
+        ax.contour(xx, yy, classes.astype(float), levels=[0.5], colors="black",
+                   linewidths=1.5)
     for label, marker in ((0, "o"), (1, "^")):
-        ax.scatter(x[y == label, 0], x[y == label, 1], s=4, marker=marker, c="white",
-                   edgecolors="black", linewidths=0.2, label=f"arm {label}")
+        pts = rows[rows["grid"] == f"points_{label}"]
+        if len(pts):
+            xy = np.concatenate([decode_points(v) for v in pts["values"]])
+            ax.scatter(xy[:, 0], xy[:, 1], s=4, marker=marker, c="white", edgecolors="black",
+                       linewidths=0.2, label=f"arm {label}")
     ax.set(xlabel="x1 (standardized)", ylabel="x2 (standardized)",
-           title=f"Activation regions, ReLU {MAP['depth']}x{MAP['width']} on spirals "
-                 f"({grid.n_patterns} patterns)")
+           title=f"Activation regions, ReLU {_fmt(depth)}x{_fmt(width)} on spirals "
+                 f"({n_patterns} patterns)")
     ax.legend(loc="upper right", fontsize=7)
     link = _save(fig, fig_dir, "probes_spirals_regions")
-    return [f"Region map: a ReLU net of depth {MAP['depth']}, width {MAP['width']} trained "
-            f"on spirals ({MAP['steps']} Adam steps, lr {MAP['learning_rate']:g}, seed 0, "
-            f"retrained when the report is built) reaches test accuracy {acc:.3f}; on a "
-            f"{res}x{res} grid over [-{box}, {box}]^2 it shows {grid.n_patterns} activation "
-            f"patterns in {grid.n_components} connected pieces (a lower bound: regions "
-            f"thinner than a cell are missed). Colours: regions; black: the decision "
-            f"boundary.", "", link, ""]
+    return [f"Region map: a ReLU net of depth {_fmt(depth)}, width {_fmt(width)} trained on "
+            f"spirals ({_fmt(info.get('steps', math.nan))} Adam steps, lr "
+            f"{_fmt(info.get('learning_rate', math.nan))}, seed 0, by the probe job "
+            f"`region_map`) reaches test accuracy {_fmt(info.get('test_accuracy', math.nan))};"
+            f" on a {res}x{res} grid over [-{box:g}, {box:g}]^2 it shows {n_patterns} "
+            f"activation patterns in {_fmt(info.get('components', math.nan))} connected "
+            f"pieces (a lower bound: regions thinner than a cell are missed). Colours: "
+            f"regions; black: the decision boundary.", "", link, ""]
 
 
 def _regions(df: pd.DataFrame, fig_dir: Path) -> list[str]:
@@ -407,7 +451,7 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
     """Markdown for the probes: measured ratios, head comparisons, region counts.
 
     Args:
-        frames: file stem -> DataFrame (the "probes" entry is used).
+        frames: file stem -> DataFrame (the "probes" and "region_maps" entries are used).
         fig_dir: the folder figures are saved in.
 
     Returns:
@@ -423,9 +467,6 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
     fig_dir = Path(fig_dir)
     parts = _vanishing(df, fig_dir) + _zo(df, fig_dir) + _heads(df, fig_dir)
     parts += _regions(df, fig_dir)
-    if not df[df.probe.isin(["regions_line", "regions_grid", "tent"])].empty:
-        try:
-            parts += _region_map(fig_dir)
-        except Exception as e:  # the map is extra: keep the rest of the section
-            parts += [f"_Spirals region map failed: {type(e).__name__}: {e}_", ""]
+    if not df[df.probe.isin(["regions_line", "regions_grid", "tent", "region_map"])].empty:
+        parts += _region_map(df, frames.get("region_maps"), fig_dir)
     return "\n".join(parts)
