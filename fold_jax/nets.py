@@ -220,10 +220,29 @@ CELLS: dict[str, Callable[..., nn.RNNCellBase]] = {
 }
 
 
+class _Step(nn.Module):
+    """One time step of a flax cell: ``(carry, x_t) -> (carry, None)`` (no per-step
+    output is stacked, so a forward pass keeps only the carry)."""
+
+    cell: str
+    hidden: int
+
+    @nn.compact
+    def __call__(self, carry, x: Array):
+        carry, _ = CELLS[self.cell](features=self.hidden, name="cell")(carry, x)
+        return carry, None
+
+
+def _last_hidden(cell: str, carry) -> Array:
+    """The hidden state in a cell's carry (an LSTM's carry is (c, h))."""
+    return carry[1] if cell == "lstm" else carry
+
+
 class RNN(nn.Module):
-    """A flax.linen recurrent cell scanned over time (``nn.RNN``, i.e. ``lax.scan``),
+    """A flax.linen recurrent cell scanned over time (``nn.scan``, i.e. ``lax.scan``),
     then a dense read-out of the last hidden state: x (batch, T, features) -> logits
-    (batch, outputs).
+    (batch, outputs). Only the carry travels along the scan (no stacked per-step
+    outputs), so a forward pass needs memory independent of T beyond x itself.
 
     ``__call__(x, initial_carry=None, return_carry=False)``: with ``return_carry`` it
     returns ``(carry, logits)``, so a sequence can be run in pieces (truncated BPTT).
@@ -233,14 +252,15 @@ class RNN(nn.Module):
     outputs: int
     cell: str = "gru"
 
-    def setup(self) -> None:
-        self.scan = nn.RNN(_lookup(CELLS, self.cell, "cell")(features=self.hidden),
-                           return_carry=True, name="rnn")
-        self.head = nn.Dense(self.outputs, name="head")
-
+    @nn.compact
     def __call__(self, x: Array, initial_carry=None, return_carry: bool = False):
-        carry, hs = self.scan(x, initial_carry=initial_carry)
-        logits = self.head(hs[:, -1])
+        cell = _lookup(CELLS, self.cell, "cell")(features=self.hidden, parent=None)
+        if initial_carry is None:
+            initial_carry = cell.initialize_carry(jax.random.key(0), x[:, 0].shape)
+        scan = nn.scan(_Step, variable_broadcast="params", split_rngs={"params": False},
+                       in_axes=1, out_axes=1)
+        carry, _ = scan(self.cell, self.hidden, name="rnn")(initial_carry, x)
+        logits = nn.Dense(self.outputs, name="head")(_last_hidden(self.cell, carry))
         return (carry, logits) if return_carry else logits
 
 

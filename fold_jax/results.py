@@ -486,8 +486,50 @@ _BBOB = Schema(
     ),
 )
 
+_HYPOTHESES = Schema(
+    "hypotheses", ("claim", "workload", "method", "setting", "seed", "metric", "step",
+                   *MACHINE_KEY),
+    "one measurement of one method on one setting of a workload testing one of the essays' "
+    "claims (bench/suite_hypotheses.py; long format: final metrics at step = the budget, "
+    "curve_* metrics at each evaluation, memory and time rows at step 0)",
+    (
+        _c("claim", "str", "", "depth, recurrent, nondiff_parts, nondiff_objective or "
+           "linear_regression", True),
+        _c("workload", "str", "", "the workload testing it (mlp_depth, adding_accuracy, "
+           "adding_memory, threshold_net, categorical, zero_one, multilabel_exact, linreg)",
+           True),
+        _c("method", "str", "", "the training method (with its workaround: tbptt, ste_adam, "
+           "gumbel_annealed, ...)", True),
+        _c("family", "str", "", "backprop or forward_only"),
+        _c("library", "str", "", "who implements the method: fold_jax", True),
+        _c("setting", "str", "", "the configuration within the workload (sigmoid/d16, "
+           "gru/T512, ...)", True),
+        _c("seed", "int", "", "seed of the initialisation and the batches", True),
+        _c("metric", "str", "", "what value measures (test_accuracy, test_r2, train_loss, "
+           "curve_test_accuracy, mem_bytes, temp_bytes, step_s, skipped_steps)", True),
+        _c("value", "num", "metric", "the measurement", True),
+        _c("step", "int", "steps", "training steps done when measured (the budget for "
+           "final metrics; 0 for memory and time rows)", True),
+        _c("evals", "num", "evaluations", "loss evaluations spent by then (NaN for memory "
+           "and time rows)", True),
+        _c("mem_bytes", "num", "bytes", "compiled memory of one training step: argument + "
+           "output + temp - alias bytes (memory rows; NaN elsewhere)", True),
+        _c("step_s", "num", "s", "seconds per training step (memory rows: median over "
+           "timed rounds; training rows: timed training seconds / steps)", True),
+        _c("steps", "int", "steps", "step budget of the run"),
+        _c("batch_size", "int", "examples", "examples per training step"),
+        _c("n_params", "num", "count", "parameters of the network"),
+        _c("hparams", "str", "JSON", "JSON object of the run's fixed settings"),
+        _c("compile_s", "num", "s", "compile time of the training chunk or step (seeds after "
+           "the first load the cached program)"),
+        _c("elapsed_s", "num", "s", "timed training seconds done by then"),
+        _c("T", "int", "steps", "sequence length (adding_memory rows)"),
+    ),
+)
+
 SCHEMA: dict[str, Schema] = {s.file: s for s in (
-    _KERNELS, _RACES, _CURVES, _TUNING, _VARIANTS, _PROBES, _REGION_MAPS, _SCALING, _BBOB)}
+    _KERNELS, _RACES, _CURVES, _TUNING, _VARIANTS, _PROBES, _REGION_MAPS, _SCALING, _BBOB,
+    _HYPOTHESES)}
 
 # Core columns per file and their dtypes (derived from SCHEMA): every row carries them
 # and validate() checks their type. Extra columns are allowed in every file (the test

@@ -24,7 +24,7 @@ def test_matches_a_python_loop_over_the_flax_cell(cell):
     net = nets.rnn(2, 5, 3, cell)
     params = net.init(jax.random.key(0))
     x = _x()
-    out = net.apply(params, x)
+    out = jax.jit(net.apply)(params, x)
     assert out.shape == (3, 3)
     # the same cell stepped by hand, then the read-out of the last hidden state
     module = CELL_CLASSES[cell](features=5)
@@ -84,6 +84,23 @@ def test_truncated_backprop_memory_does_not_grow_with_T():
     assert full_256 > 2 * full_64
     assert cut_256 - cut_64 <= 2 * 16 * (256 - 64) * 2 * 4
     assert cut_256 < full_256 / 4
+
+
+def test_forward_memory_does_not_grow_with_T():
+    # a forward pass carries only the state along the scan (no stacked outputs): beyond
+    # the input (16 x T x 2 float32) and its time-major copy for the scan, its memory is
+    # the same at T = 64 and 512
+    net = nets.rnn(2, 32, 1, "lstm")
+    params = net.init(jax.random.key(0))
+
+    def mem(T):
+        compiled, _ = timing.aot(net.apply, params, jnp.zeros((16, T, 2)))
+        return timing.mem_bytes(compiled)
+
+    m64, m512 = mem(64), mem(512)
+    if not np.isfinite(m64):
+        pytest.skip("this backend gives no memory_analysis")
+    assert m512 - m64 <= 2 * 16 * (512 - 64) * 2 * 4
 
 
 @pytest.mark.parametrize("kwargs, argument", [

@@ -1,0 +1,201 @@
+"""bench/suite_hypotheses.py and fold_jax/report/hypotheses.py: the quick profile's jobs
+are well formed, a tiny job runs and its rows fit the schema, and the verdict logic gives
+the verdicts the rules say on synthetic frames."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import hypotheses_work as work
+from bench import suite_hypotheses as suite
+from fold_jax import results
+from fold_jax.report import hypotheses as report
+from fold_jax.report._common import fmt
+
+CLAIMS = {"depth", "recurrent", "nondiff_parts", "nondiff_objective", "linear_regression"}
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_jobs_are_well_formed(profile):
+    jobs = list(suite.jobs(profile))
+    labels = [j.label for j in jobs]
+    assert len(set(labels)) == len(labels)
+    key_columns = [c for c in suite.KEY if c not in results.MACHINE_KEY]
+    keys = {tuple(j.key[c] for c in key_columns) for j in jobs}
+    assert len(keys) == len(jobs)  # every job has its own done-marker row
+    for job in jobs:
+        assert set(job.key) == set(key_columns)
+        assert job.cost > 0 and callable(job.run)
+        assert work.family(job.key["method"]) in ("backprop", "forward_only")
+    assert {j.key["claim"] for j in jobs} == CLAIMS
+    assert len(suite.PROFILE[profile]["seeds"]) >= 3
+    # every claim has both families, and the recurrent memory is measured at T = 64..512
+    for claim in CLAIMS:
+        families = {work.family(j.key["method"]) for j in jobs if j.key["claim"] == claim}
+        assert families == {"backprop", "forward_only"}, claim
+    cost_T = set(suite.PROFILE[profile]["cost_T"])
+    assert {64, 128, 256, 512} <= cost_T
+    memory = {(j.key["method"], j.key["setting"]) for j in jobs
+              if j.key["workload"] == "adding_memory"}
+    for method in ("bptt", "zo"):
+        assert {(method, f"gru/T{T}") for T in cost_T} <= memory
+
+
+def test_quick_is_a_subset_of_full():
+    full = {j.label for j in suite.jobs("full")}
+    assert {j.label for j in suite.jobs("quick")} <= full
+
+
+def test_a_tiny_job_runs_and_its_rows_fit_the_schema(tmp_path):
+    steps, seeds = 20, (0, 1, 2)
+    job = suite._train_job(
+        "linear_regression", "linreg", "relative_loss", "d20", "r2", steps, seeds,
+        lambda s: work.linreg_run("relative_loss", s, steps, 10), 1.0)
+    rows = job.run()
+    assert {r["seed"] for r in rows} == set(seeds)
+    last = rows[-1]
+    assert {k: last[k] for k in job.key} == job.key  # the key names the last row
+    for r in rows:
+        assert not results.undescribed("hypotheses", r), results.undescribed("hypotheses", r)
+        assert set(results.SCHEMAS["hypotheses"]) <= set(r)
+    finals = [r for r in rows if r["metric"] == "test_r2"]
+    assert len(finals) == 3 and all(r["step"] == steps for r in finals)
+    # the search spends 2 evaluations per step (nominate 2, confirm 2 + 2)
+    assert all(r["evals"] == 2 * steps for r in finals)
+    curve = [r for r in rows if r["metric"] == "curve_test_r2" and r["seed"] == 0]
+    assert [r["step"] for r in curve] == [0, 10, 20]
+    written = results.append("hypotheses", rows, key=suite.KEY, results_dir=tmp_path)
+    assert written == len(rows)
+    frame = results.load(tmp_path)["hypotheses"]  # validated on loading
+    assert len(frame) == len(rows)
+
+
+# ------------------------------------------------------------------ verdict logic
+
+
+def _rows(workload, setting, method, values, metric="test_accuracy", claim="x", **extra):
+    return [{"claim": claim, "workload": workload, "setting": setting, "method": method,
+             "family": work.family(method), "seed": i, "metric": metric, "value": v,
+             "step": 100, "evals": 100.0, "elapsed_s": extra.get("elapsed_s", 1.0)}
+            for i, v in enumerate(values)]
+
+
+HIGH, LOW = [0.90, 0.91, 0.92], [0.30, 0.31, 0.32]
+MIDDLE = [0.80, 0.90, 0.95]
+
+
+def _verdict(frame: pd.DataFrame, workload: str) -> str:
+    v = report.verdicts(frame)
+    row = v[v["workload"].str.startswith(workload)]
+    assert len(row) >= 1, v
+    return row["verdict"].iloc[0]
+
+
+@pytest.mark.parametrize("backprop, forward, expected", [
+    (HIGH, LOW, "refuted"), (LOW, HIGH, "supported"), (MIDDLE, [0.85, 0.9, 0.92], "mixed")])
+def test_comparison_verdicts(backprop, forward, expected):
+    for workload, bp, fo in (("threshold_net", "ste_adam", "zo"),
+                             ("categorical", "reinforce", "zo_crn"),
+                             ("zero_one", "adam_ce", "gld_metric")):
+        frame = pd.DataFrame(_rows(workload, "s", bp, backprop)
+                             + _rows(workload, "s", fo, forward)
+                             # a worse forward-only method must not hide the best one
+                             + _rows(workload, "s", "one_plus_one_metric", [0.0] * 3))
+        assert _verdict(frame, workload) == expected, workload
+        v = report.verdicts(frame)
+        assert v["best forward-only"].iloc[0] == fo
+
+
+def test_depth_verdict_judges_the_deepest_sigmoid_net_and_rso():
+    frame = pd.DataFrame(
+        _rows("mlp_depth", "sigmoid/d2", "adam", HIGH)
+        + _rows("mlp_depth", "sigmoid/d2", "zo", HIGH)
+        + _rows("mlp_depth", "sigmoid/d16", "adam", LOW, elapsed_s=1.0)  # backprop fails deep
+        + _rows("mlp_depth", "sigmoid/d16", "zo", HIGH)
+        + _rows("mlp_depth", "sigmoid/d16", "rso", [0.29, 0.30, 0.31], elapsed_s=10.0)
+        + _rows("mlp_depth", "relu/d32", "adam", HIGH))
+    v = report.verdicts(frame)
+    depth = v[v["claim"] == report.CLAIMS["depth"]].iloc[0]
+    assert depth["workload"] == "mlp_depth (sigmoid/d16)"
+    assert depth["verdict"] == "supported"
+    rso = v[v["claim"] == report.CLAIMS["rso"]].iloc[0]
+    # within RSO_MARGIN of Adam's median: it works, at 10x the time
+    assert rso["verdict"] == "supported"
+    assert "10x" in rso["deciding numbers (median [95% CI] over seeds)"]
+
+
+def _memory_frame(bptt_slope, tbptt_slope, zo_slope):
+    rows = []
+    for T in (64, 128, 256, 512):
+        for method, slope in (("bptt", bptt_slope), ("tbptt", tbptt_slope), ("zo", zo_slope)):
+            for seed in range(3):
+                for metric, base in (("mem_bytes", 1e6), ("step_s", 1e-3)):
+                    rows.append({"claim": "recurrent", "workload": "adding_memory",
+                                 "setting": f"gru/T{T}", "method": method,
+                                 "family": work.family(method), "seed": seed,
+                                 "metric": metric, "value": base * (T / 64) ** slope,
+                                 "step": 0, "evals": math.nan})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("slopes, expected", [
+    ((1.0, 1.0, 0.0), "supported"), ((1.0, 0.0, 0.0), "mixed"),
+    ((0.1, 0.0, 0.0), "refuted"), ((1.0, 1.0, 1.0), "refuted")])
+def test_memory_verdict_from_log_log_slopes(slopes, expected):
+    frame = _memory_frame(*slopes)
+    result = report.memory_verdict(frame)
+    assert result["verdict"] == expected
+    # the slope is fitted, not assumed: an exact power law gives its exponent back
+    assert f"memory slope: bptt {fmt(slopes[0])} " in result["numbers"]
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0.99, 0.98, 0.995], "supported"), ([0.5, 0.4, 0.6], "refuted"),
+    ([0.85, 0.95, 0.99], "mixed")])
+def test_linear_regression_verdict(values, expected):
+    frame = pd.DataFrame(_rows("linreg", "d20", "relative_loss", values, metric="test_r2")
+                         + _rows("linreg", "d20", "adam", [1.0] * 3, metric="test_r2"))
+    assert _verdict(frame, "linreg") == expected
+
+
+def test_section_renders_from_rows_only(tmp_path):
+    frame = pd.DataFrame(
+        _rows("mlp_depth", "sigmoid/d2", "adam", HIGH)
+        + _rows("mlp_depth", "sigmoid/d16", "adam", HIGH)
+        + _rows("mlp_depth", "sigmoid/d2", "zo", LOW)
+        + _rows("mlp_depth", "sigmoid/d16", "zo", LOW)
+        + _rows("threshold_net", "s", "ste_adam", HIGH, metric="curve_test_accuracy")
+        + _rows("threshold_net", "s", "zo", LOW, metric="curve_test_accuracy")
+        + _rows("threshold_net", "s", "ste_adam", HIGH) + _rows("threshold_net", "s", "zo", LOW))
+    frame = pd.concat([frame, _memory_frame(1.0, 0.0, 0.0)], ignore_index=True)
+    md = report.section({"hypotheses": frame}, tmp_path)
+    assert "| claim | workload |" in md
+    assert md.count("refuted") >= 2 and "mixed" in md
+    for name in ("hypotheses_depth", "hypotheses_recurrent", "hypotheses_curves"):
+        assert (tmp_path / f"{name}.png").exists()
+    assert report.section({}, tmp_path) == ""
+    assert np.isfinite(report.GROWS)
+
+
+def test_depth_verdict_takes_the_relu_workaround_and_sees_when_nothing_learned():
+    chance = [0.10, 0.10, 0.103]
+    base = (_rows("mlp_depth", "sigmoid/d2", "adam", HIGH)
+            + _rows("mlp_depth", "sigmoid/d16", "adam", chance)
+            + _rows("mlp_depth", "sigmoid/d16", "zo", chance)
+            + _rows("mlp_depth", "sigmoid/d16", "rso", chance)
+            + _rows("mlp_depth", "sigmoid/d16", "zo", [0.1] * 3, metric="curve_test_accuracy"))
+    for r in base[-3:]:
+        r["step"] = 0  # the initial accuracy
+    v = report.verdicts(pd.DataFrame(base))
+    depth = v[v["claim"] == report.CLAIMS["depth"]].iloc[0]
+    assert depth["verdict"] == "mixed" and "neither family learned" in depth["flips when"]
+    rso = v[v["claim"] == report.CLAIMS["rso"]].iloc[0]
+    assert rso["verdict"] == "refuted" and "did not learn" in rso["flips when"]
+    # with Adam on the ReLU net of the same depth (the workaround), backprop wins
+    v = report.verdicts(pd.DataFrame(base + _rows("mlp_depth", "relu/d16", "adam", HIGH)))
+    depth = v[v["claim"] == report.CLAIMS["depth"]].iloc[0]
+    assert depth["best backprop"] == "adam (relu)" and depth["verdict"] == "refuted"
