@@ -453,6 +453,11 @@ def _cost_table(frame: pd.DataFrame) -> str:
     return table(wide, index=True)
 
 
+def _count(seeds: pd.Series) -> str:
+    low, high = int(seeds.min()), int(seeds.max())
+    return str(low) if low == high else f"{low}-{high}"
+
+
 def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
     """Markdown for "The essays' claims, tested"; "" without data.
 
@@ -477,7 +482,7 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
         "Each claim of the gradient-free essay, put where gradients are said to fail, with "
         "the workaround practitioners use beside the forward-only methods. Fixed budgets "
         "(the same settings for every seed, stated in each row's `hparams`, `steps` and "
-        f"`evals`), {int(seeds.min())}-{int(seeds.max())} seeds per result; 95% "
+        f"`evals`), {_count(seeds)} seeds per result; 95% "
         "percentile-bootstrap intervals of the median over seeds. Best = highest median. "
         "Verdict rules are in `fold_jax/report/hypotheses.py`.\n",
         table(v),
