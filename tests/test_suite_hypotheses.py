@@ -199,3 +199,19 @@ def test_depth_verdict_takes_the_relu_workaround_and_sees_when_nothing_learned()
     v = report.verdicts(pd.DataFrame(base + _rows("mlp_depth", "relu/d16", "adam", HIGH)))
     depth = v[v["claim"] == report.CLAIMS["depth"]].iloc[0]
     assert depth["best backprop"] == "adam (relu)" and depth["verdict"] == "refuted"
+
+
+def test_shared_compiles_caches_only_inside_the_block():
+    import os
+
+    import jax
+    import jax.numpy as jnp
+
+    before = jax.config.jax_compilation_cache_dir
+    with work.shared_compiles():
+        jax.jit(lambda x: x * 3 + 0.25)(jnp.ones(3))
+        inside = len(os.listdir(work._CACHE_DIR))
+    assert inside >= 1
+    assert jax.config.jax_compilation_cache_dir == before  # other suites are untouched
+    jax.jit(lambda x: x * 7 - 0.5)(jnp.ones(5))
+    assert len(os.listdir(work._CACHE_DIR)) == inside
