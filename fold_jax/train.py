@@ -28,7 +28,7 @@ from fold_jax.heads import higher_is_better
 from fold_jax.methods import Method
 from fold_jax.tasks import Objective, Task
 
-__all__ = ["SKIPPED_WARN_FRACTION", "TrainResult", "fit"]
+__all__ = ["EVAL_SPLITS", "SKIPPED_WARN_FRACTION", "TrainResult", "fit"]
 
 SKIPPED_WARN_FRACTION = 0.02  # fit warns when more than this share of its steps was skipped
 _COUNTS = ("skipped", "accepted")  # per-step 0/1 counts of info that history sums per row
@@ -156,6 +156,7 @@ def fit(
     threshold: float = 0.5,
     seed: int = 0,
     progress: bool = False,
+    eval_split: str = "test",
 ) -> TrainResult:
     """Train ``params`` with ``method`` on ``task`` (a Task or an Objective).
 
@@ -167,20 +168,22 @@ def fit(
     None (``batch_size`` and ``threshold`` are unused).
 
     Stops at ``steps``, after ``budget_s`` seconds of training time, or when the
-    ``target_metric`` (a Task's test split; an Objective's value) reaches ``target``
+    ``target_metric`` (on a Task's ``eval_split``; an Objective's value) reaches ``target``
     in its direction (:func:`fold_jax.heads.higher_is_better`: accuracy, micro_f1 and
     r2 rise to it; loss, mse, rmse and value fall to it), whichever first. Counts
     (steps, batch_size, eval_every, seed) and numbers (budget_s, target) may be
     Python, NumPy or concrete JAX scalars.
 
     History rows (one per evaluation, step 0 included): step, evals, elapsed_s,
-    batch_loss (mean over the chunk), then train_* and test_* head metrics for a Task
+    batch_loss (mean over the chunk), then train_* and ``<eval_split>``_* (test_* by
+    default) head metrics for a Task
     or ``value`` (the objective at the current params) for an Objective, ``skipped``
     (steps the method skipped since the previous row, ``info["skipped"]``: its estimate
     was not finite; 0 for methods that never skip) and, for methods that report
     ``info["accepted"]`` (direct search, bit-flip search), ``accepted`` (steps whose
-    move was accepted since the previous row). Both are 0 on the step-0 row. The
-    validation split is not scored here (``task.evaluate(apply, params, "val")``).
+    move was accepted since the previous row). Both are 0 on the step-0 row. Tuning
+    passes ``eval_split="val"``, so the test split is never read while choosing
+    hyperparameters (``val_*`` columns instead of ``test_*``).
 
     Args:
         method: a :class:`fold_jax.methods.Method`.
@@ -203,6 +206,9 @@ def fit(
         threshold: decision threshold of binary and multilabel heads.
         seed: fixes minibatches and the method's keys.
         progress: show a tqdm progress bar.
+        eval_split: the held-out split scored in the history and targeted: "test"
+            (default) or "val" (tuning; the task must have a validation split). Unused
+            for an Objective.
 
     Returns:
         A :class:`TrainResult`; ``skipped`` is the run's total of skipped steps.
@@ -210,7 +216,8 @@ def fit(
     Raises:
         TypeError: a method without init/step, a task that is neither Task nor
             Objective, a Task without ``apply``.
-        ValueError: bad arguments (an ``apply`` beside an Objective, Objective params
+        ValueError: bad arguments (an ``apply`` beside an Objective, an unknown
+            ``eval_split`` or "val" on a task without a validation split, Objective params
             not of shape (dim,)), or NaN/inf in the task's data or in ``params``
             (raised before anything compiles).
 
@@ -232,7 +239,8 @@ def fit(
         arrays, n = (task.x_train, task.y_train), task.n_train
     _check_finite_inputs(task, params)
     reported: set[str] = set()  # which of _COUNTS the method's info holds
-    column = f"test_{target_metric}" if data else "value"
+    held_out = _check_eval_split(eval_split, task) if data else None
+    column = f"{eval_split}_{target_metric}" if data else "value"
     higher = higher_is_better(target_metric)
 
     def chunk(state, keys, *xy):
@@ -257,9 +265,9 @@ def fit(
         if not data:
             return {"value": jnp.asarray(task(p), jnp.float32)}
         train = task.head.metrics(apply(p, task.x_train), task.y_train, threshold)
-        test = task.head.metrics(apply(p, task.x_test), task.y_test, threshold)
+        held = task.head.metrics(apply(p, held_out[0]), held_out[1], threshold)
         return {**{f"train_{k}": v for k, v in train.items()},
-                **{f"test_{k}": v for k, v in test.items()}}
+                **{f"{eval_split}_{k}": v for k, v in held.items()}}
 
     state = method.init(params)
     base_key = jax.random.key(seed)
@@ -322,6 +330,20 @@ def fit(
             f"history['skipped'] says when)",
             RuntimeWarning, stacklevel=2)
     return TrainResult(state, pd.DataFrame(rows), compile_s, reached, skipped)
+
+
+EVAL_SPLITS = ("test", "val")
+
+
+def _check_eval_split(eval_split: str, task: Task) -> tuple[Array, Array]:
+    """The (x, y) arrays of ``eval_split`` of ``task``; ValueError naming eval_split
+    unless it is "test" or "val" and the task has that split."""
+    if eval_split not in EVAL_SPLITS:
+        raise ValueError(f"eval_split={eval_split!r} is not known; allowed: {list(EVAL_SPLITS)}")
+    if eval_split == "val" and task.x_val is None:
+        raise ValueError(f"eval_split='val' but task {task.name!r} has no validation split "
+                         f"(build it with tasks.from_arrays(..., val_fraction > 0))")
+    return task.split(eval_split)
 
 
 def _hit(metrics: dict[str, float], target: float | None, column: str, higher: bool) -> bool:

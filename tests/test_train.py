@@ -476,3 +476,38 @@ def test_objective_and_apply_arguments_are_checked(tiny):
     for options, error, match in cases:
         with pytest.raises(error, match=match):
             train.fit(_untouchable(), steps=5, **options)
+
+
+# ------------------------------------------------------------- eval_split (tuning)
+
+
+def test_eval_split_val_scores_and_targets_the_validation_split_only(tiny, monkeypatch):
+    task, net, params = tiny
+    read = []
+    original = type(task).split
+
+    def spy(self, split):
+        read.append(split)
+        return original(self, split)
+
+    monkeypatch.setattr(type(task), "split", spy)
+    r = train.fit(methods.gradient(task.loss_fn(net.apply), "adam", 1e-2), params, task,
+                  apply=net.apply, steps=20, eval_every=10, eval_split="val", target=2.0)
+    assert read == ["val"]  # the test split is never looked at
+    assert {"val_accuracy", "val_loss"} <= set(r.history.columns)
+    assert not any(c.startswith("test_") for c in r.history.columns)
+    # the history's val accuracy is the head's metric on the whole validation split
+    assert r.history["val_accuracy"].iloc[-1] == pytest.approx(
+        task.evaluate(net.apply, r.state.params, "val")["accuracy"], abs=1e-7)
+
+
+def test_eval_split_is_checked_before_anything_runs(tiny):
+    task, net, params = tiny
+    m = methods.gradient(task.loss_fn(net.apply), "adam")
+    with pytest.raises(ValueError, match=r"eval_split='train' is not known; allowed: \['test', "
+                                         r"'val'\]"):
+        train.fit(m, params, task, apply=net.apply, steps=1, eval_split="train")
+    x, y = task.x_train, task.y_train
+    no_val = tasks.from_arrays(x, y, kind="binary", val_fraction=0.0)
+    with pytest.raises(ValueError, match="has no validation split"):
+        train.fit(m, params, no_val, apply=net.apply, steps=1, eval_split="val")
