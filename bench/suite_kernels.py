@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench.common import Job, check_profile
-from fold_jax import results, timing
+from fold_jax import recipes, results, timing
 
 FILE = "kernels"
 KEY = results.key(FILE)
@@ -223,15 +223,13 @@ def openai_es_reference(loss: Callable, num_directions: int, sigma: float) -> Ca
 
 
 def _core(bench: str, width: int, batch_size: int) -> Case:
-    import optax
 
-    from fold_jax import methods
 
     task, net, params, x, y = _setup(width, batch_size)
     ref = ("inference", net.apply, (params, x))
     if bench == "forward":
         return Case(net.apply, (params, x), ref, actual={"n_params": _n(params)})
-    method = methods.gradient(task.loss_fn(net.apply), optax.adam(1e-3))
+    method = recipes.build("adam", task.loss_fn(net.apply), {"learning_rate": 1e-3})
     return Case(method.step, (method.init(params), jax.random.key(1), x, y), ref,
                 actual={"n_params": _n(params)})
 
@@ -319,11 +317,8 @@ def _scaling(k: int, width: int, rank: int | None, chunk: int | str | None) -> C
 
 
 def _search_method(name: str, loss: Callable):
-    from fold_jax import search
-
-    return {"gld": lambda: search.gld(loss, max_radius=1.0, min_radius=1e-3),
-            "rso": lambda: search.rso(loss, num_candidates=16),
-            "one_plus_one": lambda: search.one_plus_one(loss)}[name]()
+    """The search recipe ``name`` with its registry defaults (as the races run it)."""
+    return recipes.build(name, loss)
 
 
 @functools.cache

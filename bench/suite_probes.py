@@ -36,10 +36,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from bench.common import Job, check_profile
-from fold_jax import heads, methods, nets, probes, regions, results, tasks, train
+from fold_jax import heads, methods, nets, probes, recipes, regions, results, tasks, train
 
 FILE = "probes"
 KEY = results.key(FILE)
@@ -94,49 +93,28 @@ def _key(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in KEY if k in row}
 
 
-def _zo_method(loss: Callable, num_directions: int, lr: float, forward: bool = False,
-               **options) -> methods.Method:
-    from fold_jax import zo
-
-    if forward:
-        vg = zo.forward_value_and_grad(loss, num_directions=num_directions)
-    else:
-        vg = zo.value_and_grad(loss, num_directions=num_directions, **options)
-    evals = getattr(vg, "evals", num_directions)
-    return methods.descent(vg, optax.adam(lr), evals_per_step=evals)
-
-
-def _search_method(name: str, loss: Callable) -> methods.Method:
-    from fold_jax import search
-
-    return getattr(search, name)(loss)
-
-
-# name -> (builder(loss) -> Method, module it needs); as the races configure them
-METHODS: dict[str, tuple[Callable[[Callable], methods.Method], str]] = {
-    "adam": (lambda loss: methods.gradient(loss, optax.adam(1e-3)), "fold_jax.methods"),
-    "adam_1e-2": (lambda loss: methods.gradient(loss, optax.adam(1e-2)), "fold_jax.methods"),
-    "zo_gaussian": (lambda loss: _zo_method(loss, 32, 1e-2), "fold_jax.zo"),
-    "zo_rademacher": (lambda loss: _zo_method(loss, 32, 1e-2, noise="rademacher"),
-                      "fold_jax.zo"),
-    "zo_lowrank": (lambda loss: _zo_method(loss, 32, 1e-2, rank=1), "fold_jax.zo"),
-    "forward_gradient": (lambda loss: _zo_method(loss, 8, 1e-2, forward=True), "fold_jax.zo"),
-    "gld": (lambda loss: _search_method("gld", loss), "fold_jax.search"),
-    "rso": (lambda loss: _search_method("rso", loss), "fold_jax.search"),
-    "one_plus_one": (lambda loss: _search_method("one_plus_one", loss), "fold_jax.search"),
+# name -> (recipe, hyperparameters): the probes' methods, built from the recipe registry
+# (fold_jax.recipes) with the races' defaults unless named here
+METHODS: dict[str, tuple[str, dict[str, float]]] = {
+    "adam": ("adam", {"learning_rate": 1e-3}),
+    "adam_1e-2": ("adam", {"learning_rate": 1e-2}),
+    "zo_gaussian": ("zo_gaussian", {}),  # 32 directions, sigma 1e-3, Adam 1e-2
+    "zo_rademacher": ("zo_rademacher", {}),
+    "zo_lowrank": ("zo_lowrank", {}),
+    "forward_gradient": ("forward_gradient", {}),  # 8 tangents, Adam 1e-2
+    "gld": ("gld", {}),
+    "rso": ("rso", {}),
+    "one_plus_one": ("one_plus_one", {}),
 }
 
 
 def _method(name: str, loss: Callable) -> methods.Method:
-    return METHODS[name][0](loss)
+    recipe, hparams = METHODS[name]
+    return recipes.build(recipe, loss, hparams)
 
 
 def _available(name: str) -> bool:
-    try:
-        __import__(METHODS[name][1])
-    except ImportError:
-        return False
-    return True
+    return name in METHODS
 
 
 # ------------------------------------------------------------------------- vanishing
@@ -161,7 +139,7 @@ def vanishing(activation: str, depth: int, trained: bool, steps: int) -> list[di
                method="adam")
     stages = [("init", params, None)]
     if trained:
-        m = methods.gradient(loss, optax.adam(1e-3))
+        m = recipes.build("adam", loss, {"learning_rate": 1e-3})
         r = train.fit(m, params, task, apply=net.apply, steps=steps, eval_every=steps)
         stages.append(("trained", r.state.params, r.history.iloc[-1]))
     rows = []
@@ -250,7 +228,7 @@ def deep_training(activation: str, method: str, steps: int, budget_s: float) -> 
 
 def _train_head(task, loss, steps: int):
     net = nets.mlp((task.n_features, WIDTH, WIDTH, task.n_outputs), "relu")
-    m = methods.gradient(loss(net.apply), optax.adam(1e-3))
+    m = recipes.build("adam", loss(net.apply), {"learning_rate": 1e-3})
     r = train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=steps,
                   eval_every=steps)
     return net, r.state.params
@@ -356,7 +334,8 @@ def region_map(steps: int = MAP["steps"], resolution: int = MAP["resolution"]
     task = tasks.get("spirals")
     net = probes.deep_mlp(2, 1, depth=MAP["depth"], width=MAP["width"],
                           activation=MAP["activation"])
-    m = methods.gradient(task.loss_fn(net.apply), optax.adam(MAP["learning_rate"]))
+    m = recipes.build("adam", task.loss_fn(net.apply),
+                      {"learning_rate": MAP["learning_rate"]})
     r = train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=steps,
                   eval_every=steps)
     box = MAP["box"]

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fold_jax import report, results
+from fold_jax import recipes, report, results
 from fold_jax.report import _common, kernels, probes, races
 
 KERNEL_KEY = ["bench", "method", "n_params", "batch_size", "num_directions"]
@@ -317,12 +317,14 @@ def test_bootstrap_median_intervals():
 
 
 def test_method_styles_are_fixed_and_distinct():
-    names = [*_common.KNOWN_METHODS, "my_new_method"]
-    assert len(names) == 12
+    known = _common.KNOWN_METHODS
+    assert known == recipes.names() and len(known) >= 17  # every recipe owns a slot
+    names = [*known, "my_new_method"]
     styles = _common.method_styles(names)
     pairs = {(tuple(s["color"]), s["marker"]) for s in styles.values()}
-    assert len(pairs) == 12  # distinct colour-marker pairs
-    assert len({tuple(styles[m]["color"]) for m in _common.KNOWN_METHODS}) == 11
+    assert len(pairs) == len(names)  # distinct colour-marker pairs
+    # up to 20 recipes the colours alone differ (tab20: 20 colours)
+    assert len({tuple(styles[m]["color"]) for m in known}) == min(len(known), 20)
     # a method keeps its style whatever else is plotted (and in whatever order)
     for subset in (["adam"], ["sgd", "my_new_method"], names[::-1]):
         assert _common.method_styles(subset) == {m: styles[m] for m in subset}

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fold_jax import recipes
+
 __all__ = ["KNOWN_METHODS", "MARKERS", "bootstrap_median", "fmt", "interval_text",
            "legends_outside", "loglog_slope", "method_styles", "save", "table"]
 
-# The race methods in a fixed order (bench/suite_races.ALL_METHODS): each owns one style
-# slot, so it looks the same in every figure whatever else is plotted beside it.
-KNOWN_METHODS: tuple[str, ...] = (
-    "adam", "sgd", "zo_gaussian", "zo_rademacher", "zo_sphere", "zo_lowrank",
-    "zo_lowrank_ranked", "forward_gradient", "gld", "rso", "one_plus_one")
+# The race methods in a fixed order (the recipe registry, fold_jax.recipes): each owns
+# one style slot, so it looks the same in every figure whatever else is plotted beside it.
+KNOWN_METHODS: tuple[str, ...] = recipes.names()
 # 9 markers x 20 colours (lcm 180): slot i gets colour i % 20 and marker i % 9, so the
 # first 20 slots differ in colour and the first 180 in (colour, marker).
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", "*")

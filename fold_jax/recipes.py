@@ -1,0 +1,319 @@
+"""The recipe registry: every benchmarked method, its fixed settings and its search space.
+
+A :class:`Recipe` names one training method as the benchmark runs it (backprop + an
+optax optimizer, a fold_jax zeroth-order estimator, a direct search, an evosax peer):
+its ``library``, the settings that define it (``fixed``, e.g. ``rank=4`` or
+``num_directions=32``), its tunable hyperparameters (``space``, each a
+:class:`LogUniform` or :class:`Choice`) and the values used when it is not tuned
+(``defaults``). The races, probes and kernel benchmarks build methods from here only,
+so a recipe's definition lives in one place.
+
+The tuning protocol (AlgoPerf's external tuning, :func:`trials`): every recipe gets
+the same number of trials, drawn quasi-randomly from its space with a scrambled
+Halton sequence (``scipy.stats.qmc``), the same draws for every task; trials are
+scored on the validation split; the best reruns on fresh seeds and only those runs
+read the test split (``bench/suite_races.py``).
+
+``build(name, loss, hparams)`` returns a :class:`fold_jax.methods.Method`; ``tx_wrap``
+wraps the optax optimizer (a pruned net keeps its mask through it) and ``mask`` goes
+to the zeroth-order and search methods (perturb only unpruned weights).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import optax
+
+from fold_jax import methods
+from fold_jax.peers import MAX_DIMS
+
+__all__ = [
+    "LIBRARIES",
+    "RECIPES",
+    "Choice",
+    "LogUniform",
+    "Recipe",
+    "build",
+    "get",
+    "hparams_json",
+    "names",
+    "trials",
+]
+
+LIBRARIES = ("optax", "fold_jax", "evosax")
+
+
+class LogUniform(NamedTuple):
+    """A positive hyperparameter drawn log-uniformly in [low, high]."""
+
+    low: float
+    high: float
+
+
+class Choice(NamedTuple):
+    """A hyperparameter drawn from a finite set of values (equal shares)."""
+
+    values: tuple[Any, ...]
+
+
+Param = LogUniform | Choice
+
+
+class Recipe(NamedTuple):
+    """One benchmarked method (see the module docstring).
+
+    ``make(loss, options, tx_wrap, mask) -> Method`` receives ``fixed`` merged with the
+    hyperparameters; ``handles_mask``: whether it can train a pruned net (keep its
+    mask); ``max_params``: the largest parameter count it runs on (None: any), with
+    ``why_limited`` saying why.
+    """
+
+    name: str
+    library: str
+    make: Callable[..., methods.Method]
+    space: Mapping[str, Param]
+    defaults: Mapping[str, Any]
+    fixed: Mapping[str, Any] = {}
+    handles_mask: bool = True
+    max_params: int | None = None
+    why_limited: str = ""
+    description: str = ""
+
+
+def _identity(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    return tx
+
+
+# ------------------------------------------------------------------------ builders
+
+
+def _gradient(optimizer: str):
+    def make(loss, options, tx_wrap, mask):
+        return methods.gradient(loss, tx_wrap(methods.optimizer(optimizer,
+                                                                options["learning_rate"])))
+
+    return make
+
+
+def _zeroth_order(loss, options, tx_wrap, mask):
+    options = dict(options)
+    lr = options.pop("learning_rate")
+    if mask is not None:
+        options["mask"] = mask
+    return methods.zeroth_order(loss, tx_wrap(optax.adam(lr)), **options)
+
+
+def _forward_gradient(loss, options, tx_wrap, mask):
+    return methods.forward_gradient(loss, tx_wrap(optax.adam(options["learning_rate"])),
+                                    None, options["num_directions"])
+
+
+def _search(name: str):
+    def make(loss, options, tx_wrap, mask):
+        from fold_jax import search
+
+        return getattr(search, name)(loss, **options, **({} if mask is None else {"mask": mask}))
+
+    return make
+
+
+def _evosax(strategy: str):
+    def make(loss, options, tx_wrap, mask):
+        from fold_jax import peers
+
+        options = dict(options)
+        extra = {}
+        if "learning_rate" in options:  # strategies with an optax optimizer on the mean
+            extra = {"optimizer": "adam", "learning_rate": options.pop("learning_rate")}
+        return peers.evosax_method(strategy, loss, **options, **extra)
+
+    return make
+
+
+# ------------------------------------------------------------------------ registry
+
+_LR = LogUniform(1e-3, 3e-2)  # Adam-type step sizes of every optax-driven recipe
+_SIGMA = LogUniform(1e-3, 1e-1)  # perturbation scales (0.05 flips binarized weights)
+_ZO = dict(num_directions=32)
+EVOSAX_POPULATION = 64  # evosax peers: loss evaluations per generation (plus the mean's)
+
+
+def _recipes() -> dict[str, Recipe]:
+    zo = _zeroth_order
+    r = [
+        Recipe("adam", "optax", _gradient("adam"), {"learning_rate": _LR},
+               {"learning_rate": 1e-2}, description="backprop + Adam"),
+        Recipe("sgd", "optax", _gradient("momentum"),
+               {"learning_rate": LogUniform(1e-2, 1.0)}, {"learning_rate": 0.1},
+               description="backprop + SGD with momentum 0.9"),
+        Recipe("zo_gaussian", "fold_jax", zo, {"learning_rate": _LR, "sigma": _SIGMA},
+               {"learning_rate": 1e-2, "sigma": 1e-3}, {**_ZO, "noise": "gaussian"},
+               description="antithetic gaussian ES gradient (32 evaluations) + Adam"),
+        Recipe("zo_rademacher", "fold_jax", zo, {"learning_rate": _LR, "sigma": _SIGMA},
+               {"learning_rate": 1e-2, "sigma": 1e-3}, {**_ZO, "noise": "rademacher"},
+               description="antithetic SPSA (rademacher) gradient (32 evaluations) + Adam"),
+        Recipe("zo_sphere", "fold_jax", zo, {"learning_rate": _LR, "sigma": _SIGMA},
+               {"learning_rate": 1e-2, "sigma": 1e-3}, {**_ZO, "noise": "sphere"},
+               description="antithetic sphere-direction gradient (32 evaluations) + Adam"),
+        Recipe("zo_lowrank", "fold_jax", zo, {"learning_rate": _LR, "sigma": _SIGMA},
+               {"learning_rate": 1e-2, "sigma": 1e-3}, {**_ZO, "noise": "gaussian", "rank": 1},
+               description="rank-1 (EGGROLL-style) gaussian ES gradient (32 evaluations) + Adam"),
+        Recipe("zo_lowrank_ranked", "fold_jax", zo, {"learning_rate": _LR, "sigma": _SIGMA},
+               {"learning_rate": 3e-3, "sigma": 1e-2},
+               {"num_directions": 128, "noise": "gaussian", "rank": 4,
+                "shaping": "centered_ranks"},
+               description="rank-4 gaussian ES, 128 evaluations, centered ranks + Adam"),
+        Recipe("forward_gradient", "fold_jax", _forward_gradient, {"learning_rate": _LR},
+               {"learning_rate": 1e-2}, {"num_directions": 8},
+               description="forward gradient (8 jvp tangents) + Adam"),
+        Recipe("gld", "fold_jax", _search("gld"), {"max_radius": LogUniform(3e-2, 3.0)},
+               {"max_radius": 1.0}, {"min_radius": 1e-3, "acceptance": "reevaluate"},
+               description="Gradientless Descent (radii max_radius..1e-3), reevaluated"),
+        Recipe("rso", "fold_jax", _search("rso"), {"sigma": LogUniform(1e-2, 1.0)},
+               {"sigma": 0.1}, {"acceptance": "reevaluate"},
+               description="RSO, 16 candidates per weight block, reevaluated"),
+        Recipe("one_plus_one", "fold_jax", _search("one_plus_one"),
+               {"sigma": LogUniform(1e-3, 1e-1)}, {"sigma": 1e-2}, {"acceptance": "reevaluate"},
+               description="(1+1)-ES with the 1/5 success rule, reevaluated"),
+    ]
+    pop = {"population_size": EVOSAX_POPULATION}
+    for strategy, lr in (("Open_ES", True), ("PGPE", True), ("ARS", True), ("SNES", False),
+                         ("Sep_CMA_ES", False), ("CMA_ES", False)):
+        space = {"sigma": _SIGMA, **({"learning_rate": _LR} if lr else {})}
+        defaults = {"sigma": 0.02, **({"learning_rate": 3e-3} if lr else {})}
+        limit = MAX_DIMS.get(strategy)
+        r.append(Recipe(
+            f"evosax_{strategy.lower()}", "evosax", _evosax(strategy), space, defaults, pop,
+            handles_mask=False, max_params=limit,
+            why_limited="" if limit is None else (
+                f"{strategy} keeps a d x d covariance and eigendecomposes it each generation "
+                f"(O(d^3)); above d = {limit} it is slow, large and barely adapts "
+                f"(fold_jax.peers.CMA_MAX_DIMS)"),
+            description=f"evosax {strategy}, population {EVOSAX_POPULATION}"
+                        + (" + Adam on the mean" if lr else "")))
+    return {x.name: x for x in r}
+
+
+RECIPES: dict[str, Recipe] = _recipes()
+
+
+def names(library: str | None = None) -> tuple[str, ...]:
+    """Recipe names, in registry order, optionally of one ``library`` only.
+
+    Args:
+        library: one of ``LIBRARIES`` or None (all).
+
+    Returns:
+        The names.
+    """
+    if library is not None and library not in LIBRARIES:
+        raise ValueError(f"library={library!r} is not known; allowed: {list(LIBRARIES)}")
+    return tuple(n for n, r in RECIPES.items() if library is None or r.library == library)
+
+
+def get(name: str | Recipe) -> Recipe:
+    """The recipe called ``name`` (a Recipe is returned as it is).
+
+    Args:
+        name: a key of ``RECIPES``.
+
+    Returns:
+        The :class:`Recipe`.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    if isinstance(name, Recipe):
+        return name
+    if name not in RECIPES:
+        raise ValueError(f"recipe={name!r} is not known; allowed: {sorted(RECIPES)}")
+    return RECIPES[name]
+
+
+def _scale(param: Param, u: float) -> Any:
+    """The value of ``param`` at the unit-interval point ``u``."""
+    if isinstance(param, LogUniform):
+        lo, hi = math.log(param.low), math.log(param.high)
+        return float(f"{math.exp(lo + u * (hi - lo)):.4g}")  # 4 digits: readable JSON
+    return param.values[min(int(u * len(param.values)), len(param.values) - 1)]
+
+
+def trials(recipe: str | Recipe, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` hyperparameter settings drawn quasi-randomly from the recipe's space.
+
+    A scrambled Halton sequence (``scipy.stats.qmc.Halton``, one dimension per
+    hyperparameter, in sorted name order) mapped onto each range (log-uniform) or
+    set; the same ``(recipe, n, seed)`` gives the same trials on any machine, and
+    a recipe without a space gets ``n`` copies of its defaults.
+
+    Args:
+        recipe: a recipe or its name.
+        n: number of trials (>= 1).
+        seed: the sequence's scrambling seed.
+
+    Returns:
+        ``n`` dicts ``{hyperparameter: value}`` (Python numbers).
+    """
+    from scipy.stats import qmc
+
+    recipe = get(recipe)
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n={n!r} must be an integer >= 1 (number of trials)")
+    keys = sorted(recipe.space)
+    if not keys:
+        return [dict(recipe.defaults) for _ in range(int(n))]
+    points = qmc.Halton(d=len(keys), scramble=True, seed=seed).random(int(n))
+    return [{k: _scale(recipe.space[k], float(u)) for k, u in zip(keys, p, strict=True)}
+            for p in points]
+
+
+def build(recipe: str | Recipe, loss: Callable, hparams: Mapping[str, Any] | None = None, *,
+          tx_wrap: Callable[[optax.GradientTransformation],
+                            optax.GradientTransformation] = _identity,
+          mask: Any = None) -> methods.Method:
+    """The recipe's Method on ``loss`` with ``hparams`` (None: its defaults).
+
+    Args:
+        recipe: a recipe or its name.
+        loss: ``loss(params, *batch) -> scalar``.
+        hparams: values for the recipe's space (missing ones take the defaults);
+            a key outside the space is a ValueError.
+        tx_wrap: wraps the optax optimizer (e.g. a pruned net's mask keeper).
+        mask: a params-shaped 0/1 tree of trainable weights for the zeroth-order and
+            search recipes (None: all).
+
+    Returns:
+        The :class:`fold_jax.methods.Method`.
+
+    Raises:
+        ValueError: an unknown recipe or hyperparameter, or a mask for a recipe that
+            cannot keep one.
+    """
+    recipe = get(recipe)
+    hparams = dict(hparams or {})
+    unknown = sorted(set(hparams) - set(recipe.space))
+    if unknown:
+        raise ValueError(f"hparams {unknown} are not tunable in recipe {recipe.name!r}; "
+                         f"allowed: {sorted(recipe.space)}")
+    if mask is not None and not recipe.handles_mask:
+        raise ValueError(f"recipe {recipe.name!r} cannot keep a mask (mask=...): it does "
+                         f"not train pruned nets")
+    options = {**recipe.fixed, **recipe.defaults, **hparams}
+    return recipe.make(loss, options, tx_wrap, mask)
+
+
+def hparams_json(hparams: Mapping[str, Any]) -> str:
+    """``hparams`` as compact JSON with sorted keys (the results files' ``hparams``).
+
+    Args:
+        hparams: the hyperparameters.
+
+    Returns:
+        The JSON text.
+    """
+    return json.dumps(dict(hparams), sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,91 @@
+"""fold_jax.recipes: the registry, quasi-random trials and building every recipe."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fold_jax import recipes
+
+
+def _loss(params, x, y):
+    return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
+
+
+def test_every_recipe_has_a_known_library_and_defaults_inside_its_space():
+    assert len(recipes.names()) == len(recipes.RECIPES) >= 15
+    for name, r in recipes.RECIPES.items():
+        assert r.name == name and r.library in recipes.LIBRARIES and r.description
+        assert set(r.defaults) == set(r.space), name  # every tunable value has a default
+        for k, p in r.space.items():
+            v = r.defaults[k]
+            if isinstance(p, recipes.LogUniform):
+                assert 0 < p.low <= v <= p.high, (name, k)
+            else:
+                assert v in p.values
+    assert {"evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars"} <= set(
+        recipes.names("evosax"))
+    assert recipes.names("optax") == ("adam", "sgd")
+
+
+def test_trials_are_deterministic_inside_the_space_and_stratified():
+    n = 16
+    a = recipes.trials("zo_gaussian", n)
+    assert a == recipes.trials("zo_gaussian", n)  # same on every call and machine
+    assert a != recipes.trials("zo_gaussian", n, seed=1)
+    space = recipes.get("zo_gaussian").space
+    for k, p in space.items():
+        values = np.array([t[k] for t in a])
+        # 4 significant digits: a relative rounding of at most 5e-4 beyond the bounds
+        assert (values >= p.low * (1 - 5e-4)).all() and (values <= p.high * (1 + 5e-4)).all()
+    # the first 2^4 points of a (scrambled) Halton sequence put one point in each of
+    # 16 equal bins of its base-2 coordinate (the first key in sorted order)
+    first = sorted(space)[0]
+    lo, hi = math.log(space[first].low), math.log(space[first].high)
+    u = (np.log([t[first] for t in a]) - lo) / (hi - lo)
+    bins = np.clip(np.floor(u * n).astype(int), 0, n - 1)
+    assert sorted(bins) == list(range(n))
+
+
+def test_trials_reject_a_bad_count():
+    for n in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="n="):
+            recipes.trials("adam", n)
+
+
+def test_get_and_build_name_the_allowed_values():
+    with pytest.raises(ValueError, match="recipe='nope' is not known; allowed"):
+        recipes.get("nope")
+    with pytest.raises(ValueError, match=r"hparams \['rank'\] are not tunable"):
+        recipes.build("zo_gaussian", _loss, {"rank": 2})
+    with pytest.raises(ValueError, match="cannot keep a mask"):
+        recipes.build("evosax_snes", _loss, mask={"w": jnp.ones(3)})
+    with pytest.raises(ValueError, match="library='torch'"):
+        recipes.names("torch")
+
+
+@pytest.mark.parametrize("name", list(recipes.RECIPES))
+def test_every_recipe_builds_a_method_that_takes_finite_steps(name):
+    key = jax.random.key(0)
+    x = jax.random.normal(key, (32, 8))
+    y = x @ jnp.arange(8.0) / 8
+    params = {"w": jnp.zeros(8), "b": jnp.zeros(())}
+    hp = recipes.trials(name, 1)[0]
+    m = recipes.build(name, _loss, hp)
+    state = m.init(params)
+    step = jax.jit(m.step)
+    for i in range(3):
+        state, info = step(state, jax.random.fold_in(key, i), x, y)
+    assert math.isfinite(float(info["loss"])) and int(info["evals"]) >= 1
+    assert all(bool(jnp.isfinite(v).all()) for v in jax.tree.leaves(state.params))
+
+
+def test_hparams_json_is_compact_and_sorted():
+    text = recipes.hparams_json({"sigma": 0.01, "learning_rate": 3e-3})
+    assert text == '{"learning_rate":0.003,"sigma":0.01}'
+    assert json.loads(text) == {"learning_rate": 3e-3, "sigma": 0.01}
