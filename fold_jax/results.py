@@ -274,6 +274,8 @@ _RACES = Schema(
         _c("final_test_metric", "num", "metric", "target_metric on the test split at the "
            "last evaluation", True),
         _c("final_test_loss", "num", "loss", "test loss at the last evaluation"),
+        _c("best_test_metric", "num", "metric", "best target_metric on the test split over "
+           "the race's evaluations (its direction: highest accuracy, lowest loss)"),
         _c("n_params", "num", "count", "parameters of the network", True),
         _c("steps_run", "int", "steps", "steps trained"),
         _c("capped", "bool", "", "whether budget_s cut the race short (then the row "
@@ -337,7 +339,11 @@ _TUNING = Schema(
            "when missed"),
         _c("time_to_target_s", "num", "s", "timed training seconds until the target; inf "
            "when missed"),
+        _c("seed", "int", "", "seed of the trial's initialisation and batches (1000 + trial: "
+           "apart from the race seeds)"),
         _c("best_val_metric", "num", "metric", "best target_metric on the validation split"),
+        _c("capped", "bool", "", "whether budget_s cut the trial short"),
+        _c("n_params", "num", "count", "parameters of the network"),
         _c("final_val_metric", "num", "metric", "target_metric on the validation split at "
            "the last evaluation"),
         _c("steps_run", "int", "steps", "steps trained"),

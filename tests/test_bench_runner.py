@@ -172,20 +172,29 @@ def test_a_new_run_after_a_finished_one_measures_everything(tmp_path, capsys):
 
 def test_the_committed_reference_rows_are_never_skipped(tmp_path, monkeypatch):
     """The bug: on a machine named like the reference's ("vm"), resume skipped every job
-    the committed results held. Only the current run's rows count."""
+    the committed results held. Only the current run's rows count: the committed runs'
+    rows, and a reference run that holds a row for every current job, on this very
+    machine, leave a new run with everything to do."""
     shutil.copy(ROOT / "results" / "races.csv", tmp_path / "races.csv")
-    reference = results.load(tmp_path / "races.csv")
-    (ref_run,) = set(reference["run_id"])
-    machine = reference.iloc[0][list(results.MACHINE_KEY)].to_dict()
+    committed = results.load(tmp_path / "races.csv")
+    machine = committed.iloc[0][list(results.MACHINE_KEY)].to_dict()
     real = results.metadata
     monkeypatch.setattr(results, "metadata", lambda: {**real(), **machine})
-    n_jobs = len(list(suite_races.jobs("quick")))
-    todo, n_done = run.pending(suite_races, "quick", str(tmp_path), None)
-    assert (len(todo), n_done) == (n_jobs, 0)
-    todo, n_done = run.pending(suite_races, "quick", str(tmp_path), None, results.new_run_id())
-    assert (len(todo), n_done) == (n_jobs, 0)
+    jobs = list(suite_races.jobs("quick"))
+    ref_run = results.new_run_id()
+    previous = results.set_run_id(ref_run)
+    try:
+        template = {k: v for k, v in committed.iloc[0].items()
+                    if k not in results.META_COLUMNS}  # a real row's other columns
+        results.append("races", [{**template, **j.key, **machine} for j in jobs],
+                       key=suite_races.KEY, results_dir=tmp_path)
+    finally:
+        results.set_run_id(previous)
+    for run_id in (None, results.new_run_id(), *set(committed["run_id"])):
+        todo, n_done = run.pending(suite_races, "quick", str(tmp_path), None, run_id)
+        assert (len(todo), n_done) == (len(jobs), 0), run_id
     _, n_done = run.pending(suite_races, "quick", str(tmp_path), None, ref_run)
-    assert n_done > 0  # the keys do match: what counted before was the host alone
+    assert n_done == len(jobs)  # the keys do match: what counted before was the host alone
 
 
 def test_new_and_resume_choose_the_run(tmp_path, capsys):

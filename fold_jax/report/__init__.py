@@ -45,12 +45,14 @@ from fold_jax import results
 
 __all__ = ["SECTIONS", "SECTION_FILES", "Source", "build", "main", "select_runs"]
 
-SECTIONS: tuple[str, ...] = ("kernels", "races", "variants", "probes", "scaling", "bbob",
+SECTIONS: tuple[str, ...] = ("kernels", "races", "tuning", "variants", "probes", "scaling", "bbob",
                              "hypotheses")
 # the results files each section reads (default: the file named like the section)
 SECTION_FILES: dict[str, tuple[str, ...]] = {"races": ("races", "curves"),
+                                             "tuning": ("tuning", "races"),
                                              "probes": ("probes", "region_maps")}
-_TITLES = {"kernels": "Kernels", "races": "Time-to-target races", "variants": "Variants",
+_TITLES = {"kernels": "Kernels", "races": "Time-to-target races",
+           "tuning": "Tuning and peers", "variants": "Variants",
            "probes": "Probes", "scaling": "Scaling", "bbob": "BBOB (COCO)",
            "hypotheses": "The essays' claims, tested"}
 _SHOWN = ("finished", "unrecorded")  # statuses eligible by default

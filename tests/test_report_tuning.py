@@ -1,0 +1,65 @@
+"""fold_jax.report.tuning: the tuning table and fold_jax vs evosax, on synthetic rows."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from fold_jax.report import tuning
+
+
+def _races(evals: dict[str, float], seconds: dict[str, float], n_params: int = 26122):
+    libs = {"adam": "optax", "zo_lowrank_ranked": "fold_jax", "gld": "fold_jax",
+            "evosax_snes": "evosax", "evosax_open_es": "evosax"}
+    rows = []
+    for method, e in evals.items():
+        for seed in (0, 1, 2):
+            rows.append({"task": "digits", "variant": "dense", "method": method,
+                         "library": libs[method], "seed": seed, "reached": math.isfinite(e),
+                         "evals_to_target": e * (1 + 0.01 * seed),
+                         "time_to_target_s": seconds[method] * (1 + 0.01 * seed),
+                         "steps_to_target": e / 10, "final_test_metric": 0.96,
+                         "n_params": n_params})
+    return pd.DataFrame(rows)
+
+
+def test_peers_picks_each_librarys_best_and_reads_the_goal():
+    races = _races({"adam": 25.0, "zo_lowrank_ranked": 3000.0, "gld": math.inf,
+                    "evosax_snes": 6000.0, "evosax_open_es": 9000.0},
+                   {"adam": 0.1, "zo_lowrank_ranked": 1.0, "gld": math.inf,
+                    "evosax_snes": 3.0, "evosax_open_es": 4.0})
+    (row,) = tuning.peers(races).to_dict("records")
+    assert row["fold_jax method"] == "zo_lowrank_ranked"  # gld missed; adam is not fold_jax
+    assert row["evosax method"] == "evosax_snes"
+    # medians over seeds of x * (1, 1.01, 1.02) are x * 1.01 on both sides: ratio exact
+    assert row["evals evosax / fold_jax"] == pytest.approx(2.0, rel=1e-12)
+    assert row["time evosax / fold_jax"] == pytest.approx(3.0, rel=1e-12)
+    assert "goal (> 1x and >= 2x) met" in tuning._goal(tuning.peers(races))
+
+
+def test_goal_not_met_when_evosax_needs_fewer_evaluations():
+    races = _races({"zo_lowrank_ranked": 3000.0, "evosax_snes": 2000.0},
+                   {"zo_lowrank_ranked": 1.0, "evosax_snes": 3.0})
+    assert "not met" in tuning._goal(tuning.peers(races))
+
+
+def test_section_lists_trials_selection_and_recipes_not_run():
+    races = _races({"zo_lowrank_ranked": 3000.0, "evosax_snes": 6000.0},
+                   {"zo_lowrank_ranked": 1.0, "evosax_snes": 3.0})
+    trials = pd.DataFrame([
+        {"task": "digits", "variant": "dense", "method": m, "library": lib, "trial": i,
+         "n_trials": 2, "hparams": f'{{"sigma":{0.01 * (i + 1)}}}', "reached": i == 1,
+         "score": 500.0 if i == 1 else math.inf, "best_val_metric": 0.9 + 0.05 * i,
+         "selected": i == 1}
+        for m, lib in (("zo_lowrank_ranked", "fold_jax"), ("evosax_snes", "evosax"))
+        for i in range(2)])
+    table = tuning.trials_table(trials)
+    assert list(table["selected trial"]) == [1, 1]
+    assert list(table["reached val target"]) == [1, 1]
+    text = tuning.section({"tuning": trials, "races": races}, None)
+    assert "2 trials" in text and '{"sigma":0.02}' in text
+    assert "fold_jax vs evosax" in text
+    assert "`evosax_cma_es` not run on digits (d = 26122)" in text
+    assert tuning.section({}, None) == ""

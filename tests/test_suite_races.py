@@ -1,0 +1,75 @@
+"""bench.suite_races: the tuning protocol (trials on val, selection, seeds on test)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import suite_races
+from fold_jax import recipes
+
+
+def _trial(i, score, best, metric="accuracy"):
+    return {"trial": i, "score": score, "best_val_metric": best, "target_metric": metric}
+
+
+def test_select_prefers_fewest_evaluations_then_best_metric_then_lower_index():
+    assert suite_races.select([_trial(0, math.inf, 0.99), _trial(1, 800.0, 0.95),
+                               _trial(2, 400.0, 0.951)]) == 2
+    # all missed: the best validation metric in its direction wins
+    assert suite_races.select([_trial(0, math.inf, 0.80), _trial(1, math.inf, 0.90)]) == 1
+    assert suite_races.select([_trial(0, math.inf, 0.3, "loss"),
+                               _trial(1, math.inf, 0.2, "loss")]) == 1
+    assert suite_races.select([_trial(0, 100.0, 0.9), _trial(1, 100.0, 0.9)]) == 0
+    # a NaN metric (a diverged trial) never beats a finite one
+    assert suite_races.select([_trial(0, math.inf, math.nan), _trial(1, math.inf, 0.1)]) == 1
+    with pytest.raises(ValueError, match="at least one"):
+        suite_races.select([])
+
+
+@pytest.fixture
+def tiny_profile(monkeypatch):
+    monkeypatch.setitem(suite_races.PROFILE, "tiny",
+                        dict(trials=3, seeds=[0, 1], max_steps=50, budget_s=60.0, grids=[]))
+    monkeypatch.setattr(suite_races, "check_profile", lambda p: p)
+    return "tiny"
+
+
+def test_tune_and_race_tunes_on_val_then_races_the_selected_trial_on_test(tiny_profile):
+    out = suite_races.tune_and_race("breast_cancer", "adam", "dense", tiny_profile)
+    trials, races = out["tuning"], out["races"]
+    assert [t["trial"] for t in trials] == [0, 1, 2]
+    assert all(t["split"] == "val" and t["n_trials"] == 3 for t in trials)
+    assert [t["seed"] for t in trials] == [suite_races.TUNING_SEED + i for i in range(3)]
+    drawn = recipes.trials("adam", 3)
+    assert [json.loads(t["hparams"]) for t in trials] == drawn
+    (chosen,) = [t for t in trials if t["selected"]]
+    assert chosen["trial"] == suite_races.select(trials)
+    assert [r["seed"] for r in races] == [0, 1]
+    for r in races:
+        assert r["trial"] == chosen["trial"] and r["n_trials"] == 3
+        assert r["hparams"] == chosen["hparams"] and r["library"] == "optax"
+        assert "final_test_metric" in r and "best_val_metric" not in r
+    splits = {c["split"] for c in out["curves"]}
+    assert splits >= {"train", "test"} and "val" not in splits
+    assert all(not any(k.startswith("test") for k in t) for t in trials)
+
+
+def test_jobs_cover_the_grids_and_say_what_they_leave_out(capsys):
+    quick = list(suite_races.jobs("quick"))
+    labels = [j.label for j in quick]
+    assert len(labels) == len(set(labels))
+    assert {"digits/evosax_snes/dense", "digits/adam/dense", "digits/gld/dense"} <= set(labels)
+    assert all(j.key["seed"] == suite_races.PROFILE["quick"]["seeds"][-1] for j in quick)
+    full = {j.label for j in suite_races.jobs("full")}
+    out = capsys.readouterr().out
+    assert "breast_cancer/evosax_cma_es/dense" in full  # d = 513
+    assert "digits/evosax_cma_es/dense" not in full
+    assert "evosax_cma_es not run on digits/dense: d = 26122 > 4096" in out
+    assert "digits/evosax_snes/pruned" not in full
+    assert "evosax_snes not run on digits/pruned: cannot keep a pruned net's mask" in out
+    p = suite_races.PROFILE
+    assert p["quick"]["trials"] >= 4 and len(p["quick"]["seeds"]) >= 3
+    assert p["full"]["trials"] >= 20 and len(p["full"]["seeds"]) >= 5
