@@ -140,7 +140,8 @@ def _evosax(strategy: str):
 _LR = LogUniform(1e-3, 3e-2)  # Adam-type step sizes of every optax-driven recipe
 _SIGMA = LogUniform(1e-3, 1e-1)  # perturbation scales (0.05 flips binarized weights)
 _ZO = dict(num_directions=32)
-EVOSAX_POPULATION = 64  # evosax peers: loss evaluations per generation (plus the mean's)
+EVOSAX_POPULATION = 32  # evosax peers: loss evaluations per generation (plus the mean's);
+# about SNES's own default 4 + 3 ln d at d = 26,122 (34), and as fold_jax's zo_gaussian
 
 
 def _recipes() -> dict[str, Recipe]:
