@@ -215,3 +215,25 @@ def test_shared_compiles_caches_only_inside_the_block():
     assert jax.config.jax_compilation_cache_dir == before  # other suites are untouched
     jax.jit(lambda x: x * 7 - 0.5)(jnp.ones(5))
     assert len(os.listdir(work._CACHE_DIR)) == inside
+
+
+def test_depth_to_target_reads_the_first_evaluation_at_the_target():
+    import pandas as pd
+
+    from fold_jax.report import hypotheses
+
+    rows = []
+    # seed s reaches 0.9 at step 200 * (s + 1) (seed 2 never): median time of (t1, t2, inf)
+    for seed in range(3):
+        for step, acc in ((0, 0.1), (200, 0.95 if seed == 0 else 0.5),
+                          (400, 0.95 if seed == 1 else 0.6), (600, 0.85)):
+            rows.append({"workload": "mlp_depth", "metric": "curve_test_accuracy",
+                         "setting": "sigmoid/d16", "method": "zo", "seed": seed,
+                         "value": acc, "step": step, "evals": 16 * step,
+                         "elapsed_s": step / 1000})
+    rows.append({**rows[0], "metric": "test_accuracy"})  # not a curve row: ignored
+    (r,) = hypotheses.depth_to_target(pd.DataFrame(rows)).to_dict("records")
+    assert r["reached"] == "2/3" and (r["steps"], r["evals"]) == (400.0, 6400.0)
+    assert r["time (s)"] == 0.4
+    empty = hypotheses.depth_to_target(pd.DataFrame(rows), target=0.99)
+    assert empty["reached"].tolist() == ["0/3"] and empty["time (s)"].tolist() == [float("inf")]

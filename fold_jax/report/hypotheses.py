@@ -43,8 +43,19 @@ from fold_jax.report._common import (
     table,
 )
 
-__all__ = ["CLAIMS", "FLAT", "GROWS", "RSO_MARGIN", "WORKED_R2", "compare", "memory_verdict",
-           "section", "verdicts"]
+__all__ = [
+    "CLAIMS",
+    "DEPTH_TARGET",
+    "FLAT",
+    "GROWS",
+    "RSO_MARGIN",
+    "WORKED_R2",
+    "compare",
+    "depth_to_target",
+    "memory_verdict",
+    "section",
+    "verdicts",
+]
 
 GROWS = 0.5  # log-log slope of memory vs T that counts as growing with T
 FLAT = 0.25  # ... and as flat
@@ -453,6 +464,44 @@ def _cost_table(frame: pd.DataFrame) -> str:
     return table(wide, index=True)
 
 
+DEPTH_TARGET = 0.9  # test accuracy the depth table's time- and evaluations-to-target use
+
+
+def depth_to_target(frame: pd.DataFrame, target: float = DEPTH_TARGET) -> pd.DataFrame:
+    """Per (setting, method) of the depth workload: the median over seeds of the
+    training seconds, steps and loss evaluations until the first evaluation whose test
+    accuracy reaches ``target`` (from the stored ``curve_test_accuracy`` rows; inf for a
+    seed that never reached it) and how many seeds reached it.
+
+    Args:
+        frame: the hypotheses.csv rows.
+        target: the test accuracy to reach.
+
+    Returns:
+        Columns setting, method, reached ("k/n"), time (s), steps, evals; sorted by
+        setting and time.
+    """
+    curves = frame[(frame["workload"] == "mlp_depth")
+                   & (frame["metric"] == "curve_test_accuracy")]
+    rows = []
+    for (setting, method), g in curves.groupby(["setting", "method"]):
+        firsts = []
+        for _, run in g.groupby("seed"):
+            hit = run[run["value"] >= target].sort_values("step")
+            firsts.append((math.inf,) * 3 if hit.empty else
+                          tuple(float(hit.iloc[0][c]) for c in ("elapsed_s", "step", "evals")))
+        a = np.array(firsts, float)
+        rows.append({"setting": setting, "method": method,
+                     "reached": f"{int(np.isfinite(a[:, 0]).sum())}/{len(a)}",
+                     "time (s)": float(np.median(a[:, 0])), "steps": float(np.median(a[:, 1])),
+                     "evals": float(np.median(a[:, 2]))})
+    out = pd.DataFrame(rows, columns=["setting", "method", "reached", "time (s)", "steps",
+                                      "evals"])
+    depth = out["setting"].str.extract(r"(\d+)$")[0].astype(float)  # "relu/d16" -> 16
+    return (out.assign(_depth=depth).sort_values(["_depth", "setting", "time (s)"])
+            .drop(columns="_depth").reset_index(drop=True))
+
+
 def _count(seeds: pd.Series) -> str:
     low, high = int(seeds.min()), int(seeds.max())
     return str(low) if low == high else f"{low}-{high}"
@@ -487,6 +536,9 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
         "Verdict rules are in `fold_jax/report/hypotheses.py`.\n",
         table(v),
         _depth_figure(frame, fig_dir),
+        f"Depth: training time, steps and loss evaluations to {DEPTH_TARGET:.0%} test "
+        f"accuracy (medians over seeds; inf = not reached within the budget):\n\n"
+        + table(depth_to_target(frame)),
         _memory_figure(frame, fig_dir),
         "Median compiled memory (MiB) and step time (ms) per T:\n\n" + _cost_table(frame),
         _curves_figure(frame, fig_dir),
