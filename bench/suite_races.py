@@ -45,7 +45,6 @@ A job returns ``{"tuning": rows, "races": rows, "curves": rows}`` (see
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
@@ -276,7 +275,8 @@ def _why_not(method: str, task_name: str, variant: str) -> str:
         spec = TARGETS[task_name]
         task = tasks.get(task_name)
         widths = (task.n_features, *spec.widths[1:-1], task.n_outputs)
-        d = sum(a * b + b for a, b in itertools.pairwise(widths))  # an MLP's params
+        d = nets.count_params(jax.eval_shape(nets.mlp(widths, "relu").init,
+                                             jax.random.key(0)))  # shapes only, no init
         if d > recipe.max_params:
             return f"d = {d} > {recipe.max_params}: {recipe.why_limited}"
     return ""
