@@ -9,6 +9,7 @@ named ``dense_i``; other modules (pruning, probes) rely on that order.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -178,12 +179,13 @@ def count_params(params: PyTree) -> int:
     """Total number of scalars in a parameter pytree.
 
     Args:
-        params: a parameter pytree.
+        params: a parameter pytree of arrays or ``jax.ShapeDtypeStruct`` (from
+            ``jax.eval_shape``), or Python scalars.
 
     Returns:
         The number of scalars, an int.
     """
-    return int(sum(jnp.size(leaf) for leaf in jax.tree.leaves(params)))
+    return sum(math.prod(getattr(leaf, "shape", ())) for leaf in jax.tree.leaves(params))
 
 
 def dense_layers(params: PyTree) -> list[tuple[str, dict]]:

@@ -190,9 +190,19 @@ def test_the_committed_reference_rows_are_never_skipped(tmp_path, monkeypatch):
                        key=suite_races.KEY, results_dir=tmp_path)
     finally:
         results.set_run_id(previous)
-    for run_id in (None, results.new_run_id(), *set(committed["run_id"])):
+    for run_id in (None, results.new_run_id()):
         todo, n_done = run.pending(suite_races, "quick", str(tmp_path), None, run_id)
         assert (len(todo), n_done) == (len(jobs), 0), run_id
+    # A committed run's rows could only count if that run became the current one again:
+    # a fresh clone has no resume marks, so select_run starts a new run and refuses each
+    # committed id by name (finished runs are never resumed).
+    shutil.copy(ROOT / "results" / "runs.csv", tmp_path / "runs.csv")
+    options = {"profile": "quick", "parts": "races", "filter": ""}
+    record, rid, _ = run.select_run(str(tmp_path), options, results.metadata())
+    assert record is None and rid not in set(committed["run_id"])
+    for run_id in set(committed["run_id"]):
+        with pytest.raises(run.RunChoiceError, match=run_id):
+            run.select_run(str(tmp_path), options, results.metadata(), resume=run_id)
     _, n_done = run.pending(suite_races, "quick", str(tmp_path), None, ref_run)
     assert n_done == len(jobs)  # the keys do match: what counted before was the host alone
 
