@@ -89,7 +89,7 @@ def shared_compiles() -> Iterator[None]:
     cache is switched off again on leaving, so other suites' compile times are not
     touched."""
     global _CACHE_DIR
-    from jax._src import compilation_cache as cc
+    from jax.experimental.compilation_cache import compilation_cache as cc  # public API
 
     if _CACHE_DIR is None:
         _CACHE_DIR = tempfile.mkdtemp(prefix="fold_jax_hypotheses_xla_")

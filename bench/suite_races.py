@@ -98,7 +98,7 @@ _PEERS = ("evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars")
 PROFILE = {
     "quick": dict(trials=4, seeds=[0, 1, 2], max_steps=500, budget_s=60.0, grids=[
         (["digits"], ("adam", "sgd", "zo_gaussian", "zo_lowrank_ranked", "forward_gradient",
-                      "gld", "one_plus_one", *_PEERS), ["dense"]),
+                      "gld", "one_plus_one", "snes", *_PEERS), ["dense"]),
         (["breast_cancer"], ["adam", "zo_lowrank_ranked", "gld", "evosax_snes",
                              "evosax_cma_es"], ["dense"]),
         (["spirals"], ["adam", "zo_lowrank_ranked", "evosax_snes"], ["dense"]),
@@ -113,7 +113,7 @@ PROFILE = {
 # 2-core CPU, measured; the smaller tasks take about 0.4x. Weights the progress bar's ETA.
 RUN_COST = {"adam": 1.5, "sgd": 1.0, "zo_gaussian": 5.3, "zo_rademacher": 5.3,
             "zo_sphere": 5.3, "zo_lowrank": 3.0, "zo_lowrank_ranked": 5.1,
-            "forward_gradient": 3.4, "gld": 2.3, "rso": 3.0, "one_plus_one": 1.4}
+            "forward_gradient": 3.4, "gld": 2.3, "rso": 3.0, "one_plus_one": 1.4, "snes": 12.0}
 SPARSITY = 0.5  # pruned variant: fraction of weights removed (0.8 caps Adam at ~0.90 on digits)
 
 

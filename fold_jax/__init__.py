@@ -2,8 +2,9 @@
 
 Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, train
 (the one loop), zo (built from noise, directions, shaping, fusion and flax_layers),
-search, binary, prune, variants, probes, regions, parallel, peers (evosax strategies as
-Methods), results, timing; report is imported on demand (it needs matplotlib).
+search, snes (separable NES on regenerated noise), binary, prune, variants, probes,
+regions, parallel, peers (evosax strategies as Methods), results, timing; report is
+imported on demand (it needs matplotlib).
 """
 
 from fold_jax import (
@@ -25,6 +26,7 @@ from fold_jax import (
     results,
     search,
     shaping,
+    snes,
     tasks,
     timing,
     train,
@@ -53,6 +55,7 @@ __all__ = [
     "results",
     "search",
     "shaping",
+    "snes",
     "tasks",
     "timing",
     "train",

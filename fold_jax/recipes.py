@@ -122,6 +122,16 @@ def _search(name: str):
     return make
 
 
+def _snes(loss, options, tx_wrap, mask):
+    from fold_jax import snes
+
+    options = dict(options)
+    tx = options.pop("optimizer")
+    lr = options.pop("learning_rate", 1.0)
+    tx = tx_wrap(methods.optimizer(tx, lr))
+    return snes.snes(loss, tx, None, **options, **({} if mask is None else {"mask": mask}))
+
+
 def _evosax(strategy: str):
     def make(loss, options, tx_wrap, mask):
         from fold_jax import peers
@@ -181,6 +191,11 @@ def _recipes() -> dict[str, Recipe]:
         Recipe("one_plus_one", "fold_jax", _search("one_plus_one"),
                {"sigma": LogUniform(1e-3, 1e-1)}, {"sigma": 1e-2}, {"acceptance": "reevaluate"},
                description="(1+1)-ES with the 1/5 success rule, reevaluated"),
+        Recipe("snes", "fold_jax", _snes,
+               {"sigma": _SIGMA, "antithetic": Choice((True, False))},
+               {"sigma": 0.02, "antithetic": True}, {"num_directions": 32, "optimizer": "sgd"},
+               description="separable NES (per-entry adaptive scales, evosax's SNES update), "
+                           "32 evaluations, noise regenerated from keys"),
     ]
     pop = {"population_size": EVOSAX_POPULATION}
     for strategy, lr in (("Open_ES", True), ("PGPE", True), ("ARS", True), ("SNES", False),

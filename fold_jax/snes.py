@@ -1,0 +1,227 @@
+"""Separable NES (SNES, Schaul et al. 2011) with noise regenerated from keys.
+
+A search distribution ``N(mu, diag(sigma^2))`` over the parameters: ``mu`` is
+``state.params``, ``sigma`` one positive scale per parameter entry (``state.log_sigma``,
+a pytree like params). A step samples ``x_k = mu +- sigma * z_k`` (mirrored pairs with
+``antithetic=True``), ranks the losses into utilities ``w`` (the NES weights: the best
+half get ``log(n/2 + 1) - log(rank)``, normalized, minus ``1/n``; they sum to zero) and
+follows the natural gradient::
+
+    g_mu    = sum_k w_k z_k                 ->  mu     += lr * sigma * g_mu
+    g_sigma = sum_k w_k (z_k^2 - 1)         ->  sigma  *= exp(lr_sigma / 2 * g_sigma)
+
+(with mirrored pairs, ``w_k`` is ``w+ - w-`` for ``g_mu`` and ``w+ + w-`` for
+``g_sigma``). The step per coordinate adapts: coordinates along which the loss
+is flat grow their scale, others shrink it. ``lr_sigma`` defaults to
+``(3 + ln d) / (5 sqrt d)`` (Wierstra et al. 2014).
+
+Like :mod:`fold_jax.zo`, the (population x parameters) noise never exists: direction k
+is drawn from ``fold_in(key, k)`` by :class:`fold_jax.directions.Directions` (every
+word gives finite noise), once to evaluate the losses and again to contract them,
+chunk by chunk. The mean's update ``-sigma * g_mu`` goes through an optax optimizer
+(``"sgd"`` with learning rate 1 is SNES itself; ``"adam"`` adds Adam on the mean).
+
+A direction is valid when its losses and its noise are finite; invalid ones get no
+utility and are removed by selection. A step with no valid direction, or whose update
+is not finite, is skipped (state unchanged, ``info["skipped"] = 1``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, PRNGKeyArray, PyTree
+
+from fold_jax import directions as directions_lib
+from fold_jax.checks import check_callable, check_int, check_key, check_params, check_positive
+from fold_jax.methods import LearningRate, Method, all_finite, optimizer
+from fold_jax.noise import PRNGS
+
+__all__ = ["SNESState", "default_sigma_learning_rate", "snes", "utilities"]
+
+
+class SNESState(NamedTuple):
+    """State of :func:`snes`: the mean (``params``), per-entry log scales, optax state."""
+
+    params: PyTree
+    log_sigma: PyTree
+    opt_state: optax.OptState
+
+
+def default_sigma_learning_rate(d: int) -> float:
+    """SNES's scale learning rate ``(3 + ln d) / (5 sqrt d)``.
+
+    Args:
+        d: the number of searched parameters (>= 1).
+
+    Returns:
+        The learning rate of the log scales, a float.
+    """
+    return (3.0 + math.log(d)) / (5.0 * math.sqrt(d))
+
+
+def utilities(losses: Array, valid: Array) -> Array:
+    """NES rank utilities of a population to minimize (lower loss, larger weight).
+
+    Args:
+        losses: (n,) float32 losses.
+        valid: (n,) bool; invalid entries get weight 0 and do not count in ``n``.
+
+    Returns:
+        (n,) float32 weights summing to 0 over the valid entries: rank ``i`` (1 =
+        lowest loss) of ``m`` valid gets ``max(0, log(m/2 + 1) - log i) / Z - 1/m``.
+    """
+    m = jnp.sum(valid)
+    keyed = jnp.where(valid, losses, jnp.inf)
+    rank = jnp.argsort(jnp.argsort(keyed)) + 1  # 1-based; invalid entries rank last
+    raw = jnp.maximum(0.0, jnp.log(m / 2.0 + 1.0) - jnp.log(rank.astype(jnp.float32)))
+    raw = jnp.where(valid, raw, 0.0)
+    w = raw / jnp.maximum(jnp.sum(raw), 1e-30) - 1.0 / jnp.maximum(m, 1)
+    return jnp.where(valid, w, 0.0)
+
+
+def _chunk_rows(n: int, chunk_size: int | None) -> tuple[Array, Array]:
+    """(n_chunks, c) direction indices and the mask of the real ones (padding False):
+    ``n`` rows in chunks of at most ``chunk_size`` (None: one chunk)."""
+    n_chunks = 1 if chunk_size is None else -(-n // min(chunk_size, n))
+    c = -(-n // n_chunks)  # balanced: at most n_chunks - 1 padding rows
+    idx = jnp.arange(n_chunks * c, dtype=jnp.int32)
+    return idx.reshape(n_chunks, c), (idx < n).reshape(n_chunks, c)
+
+
+def snes(
+    loss: Callable[..., Array],
+    tx: optax.GradientTransformation | str = "sgd",
+    learning_rate: LearningRate | None = 1.0,
+    *,
+    num_directions: int = 32,
+    sigma: float = 0.02,
+    sigma_learning_rate: float | None = None,
+    antithetic: bool = True,
+    chunk_size: int | None = 16,
+    prng: str = "hash",
+    mask: PyTree | None = None,
+) -> Method:
+    """SNES as a :class:`fold_jax.methods.Method` (see the module docstring).
+
+    Args:
+        loss: ``loss(params, *args) -> scalar``.
+        tx: optimizer of the mean (name or optax object, as in
+            :func:`fold_jax.methods.optimizer`); it receives ``-sigma * g_mu``.
+        learning_rate: the mean's learning rate (with an optimizer name; 1.0 with
+            ``"sgd"`` is plain SNES); None when ``tx`` is an optax object.
+        num_directions: loss evaluations per step (even with ``antithetic``).
+        sigma: the initial scale of every entry (> 0).
+        sigma_learning_rate: the scales' learning rate; None: SNES's default for d.
+        antithetic: mirrored pairs ``mu +- sigma z``.
+        chunk_size: evaluations per chunk (memory: chunk_size forward passes); None
+            evaluates the whole population at once.
+        prng: one of :data:`fold_jax.noise.PRNGS`.
+        mask: pytree like params (0/1): only entries where mask != 0 are searched.
+
+    Returns:
+        A Method named ``"snes"``; ``info``: ``loss`` (mean loss of the valid
+        perturbed points), ``evals`` (evaluations computed: ``num_directions`` plus
+        the padding of a last short chunk, if any), ``skipped``,
+        ``valid_directions``, ``dropped_directions`` (perturbed evaluations kept and
+        dropped) and ``sigma_mean`` (mean scale over searched entries).
+    """
+    check_callable(loss, "loss", "loss(params, *args) -> scalar")
+    if not isinstance(antithetic, bool):
+        raise TypeError(f"antithetic must be a bool, got {type(antithetic).__name__}")
+    tx = optimizer(tx, learning_rate)
+    num_directions = check_int(num_directions, "num_directions", 2 if antithetic else 1)
+    if antithetic and num_directions % 2:
+        raise ValueError(f"num_directions={num_directions} must be even with antithetic=True "
+                         f"(mirrored pairs)")
+    sigma = check_positive(sigma, "sigma")
+    if sigma_learning_rate is not None:
+        sigma_learning_rate = check_positive(sigma_learning_rate, "sigma_learning_rate")
+    chunk = check_int(chunk_size, "chunk_size", 1, allow_none=True)
+    if prng not in PRNGS:
+        raise ValueError(f"prng={prng!r} is not known; allowed: {list(PRNGS)}")
+    signs = 2 if antithetic else 1
+    units = num_directions // signs
+    chunk_units = None if chunk is None else max(1, chunk // signs)
+    evals = math.prod(_chunk_rows(units, chunk_units)[0].shape) * signs  # padding included
+
+    def init(params: PyTree) -> SNESState:
+        check_params(params, "snes")
+        log_sigma = jax.tree.map(lambda w: jnp.full(jnp.shape(w), math.log(sigma),
+                                                    jnp.float32), params)
+        return SNESState(params, log_sigma, tx.init(params))
+
+    def step(state: SNESState, key: PRNGKeyArray, *args) -> tuple[SNESState, dict]:
+        check_key(key)
+        leaves, treedef = jax.tree.flatten(state.params)
+        scales = [jnp.exp(s) for s in jax.tree.leaves(state.log_sigma)]
+        masks = None if mask is None else jax.tree.leaves(mask)
+        dirs = directions_lib.directions(leaves, noise="gaussian", prng=prng, mask=masks)
+        rows, real = _chunk_rows(units, chunk_units)
+        signed = jnp.array([1.0, -1.0][:signs], jnp.float32)
+
+        def evaluate(k):
+            z = dirs.draw(key, k)
+            points = [[w + (t * s * u).astype(w.dtype) for w, s, u in zip(leaves, scales, z,
+                                                                         strict=True)]
+                      for t in signed]
+            values = jnp.stack([jnp.asarray(loss(jax.tree.unflatten(treedef, p), *args),
+                                            jnp.float32) for p in points])
+            return values, dirs.finite(z)
+
+        values, finite = jax.lax.map(jax.vmap(evaluate), rows)  # (chunks, c, signs)
+        values, finite = values.reshape(-1, signs), (finite & real).reshape(-1)
+        valid = finite & jnp.all(jnp.isfinite(values), axis=1)
+        w = utilities(values.reshape(-1), jnp.repeat(valid, signs)).reshape(-1, signs)
+        c_mu = w[:, 0] - w[:, 1] if antithetic else w[:, 0]
+        c_sigma = jnp.sum(w, axis=1)
+        off = [1.0 if m is None else m for m in dirs.masks]
+
+        def contract(acc, chunk_rows):
+            ids, ok = chunk_rows
+            z = dirs.stacked(key, ids)
+            g_mu = dirs.contract(c_mu[ids], ok, z)
+            sq = [u * u - o for u, o in zip(z, off, strict=True)]
+            g_sigma = dirs.contract(c_sigma[ids], ok, sq)
+            return jax.tree.map(jnp.add, acc, (g_mu, g_sigma)), None
+
+        zeros = [jnp.zeros(jnp.shape(w), jnp.float32) for w in leaves]
+        (g_mu, g_sigma), _ = jax.lax.scan(contract, (zeros, zeros),
+                                          (rows, valid.reshape(rows.shape)))
+        d = max(1, int(sum(math.prod(jnp.shape(w)) for w in leaves)))
+        lr_sigma = (default_sigma_learning_rate(d) if sigma_learning_rate is None
+                    else sigma_learning_rate)
+        grads = jax.tree.unflatten(treedef, [(-s * g).astype(jnp.result_type(w))
+                                             for s, g, w in zip(scales, g_mu, leaves,
+                                                                strict=True)])
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        log_sigma = jax.tree.unflatten(treedef, [
+            ls + 0.5 * lr_sigma * g
+            for ls, g in zip(jax.tree.leaves(state.log_sigma), g_sigma, strict=True)])
+        new = SNESState(optax.apply_updates(state.params, updates), log_sigma, opt_state)
+        n_valid = jnp.sum(valid)
+        ok = (n_valid > 0) & all_finite(new.params) & all_finite(new.log_sigma)
+        new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+        value = jnp.sum(jnp.where(valid[:, None], values, 0.0)) / jnp.maximum(
+            n_valid * signs, 1)
+        d_eff = dirs.d_eff
+        sigma_mean = sum(jnp.sum(jnp.exp(ls) * (1.0 if m is None else m))
+                         for ls, m in zip(jax.tree.leaves(new.log_sigma), dirs.masks,
+                                          strict=True)) / d_eff
+        info = {
+            "loss": jnp.where(n_valid > 0, value, jnp.nan).astype(jnp.float32),
+            "evals": jnp.asarray(evals, jnp.int32),
+            "skipped": (~ok).astype(jnp.int32),
+            "valid_directions": (n_valid * signs).astype(jnp.int32),
+            "dropped_directions": ((units - n_valid) * signs).astype(jnp.int32),
+            "sigma_mean": jnp.asarray(sigma_mean, jnp.float32),
+        }
+        return new, info
+
+    return Method(init, step, "snes")
+
