@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["PROFILES", "Job", "Rows", "check_profile"]
+__all__ = ["PROFILES", "TUNING_SEED", "Job", "Rows", "check_profile"]
 
 PROFILES = ("quick", "full")
+TUNING_SEED = 1000  # tuning trial i trains with seed TUNING_SEED + i (apart from any final seed)
 
 Rows = list[dict[str, Any]] | Mapping[str, list[dict[str, Any]]]
 

@@ -2,10 +2,14 @@
 forward-only training, each put where gradients are said to fail.
 
 Every training run goes through :func:`fold_jax.train.fit` with a fixed step budget
-(stated in the rows: ``steps``, ``evals``); nothing here is tuned on the test split (the
-settings are fixed, the same for every seed). A run returns long rows: the final
-metrics (``step`` = the budget) and the learning curve (``metric`` = ``curve_<name>``,
-one row per evaluation, ``step`` and ``evals`` where it was taken).
+(stated in the rows: ``steps``, ``evals``). Every method is tuned by the races' protocol
+(:func:`tune`): ``n_trials`` settings drawn from its space in :data:`SPACES`
+(:func:`fold_jax.recipes.sample`), each trained on its own seed (``TUNING_SEED + i``)
+and scored by its final metric on the **validation** split; the best reruns on every
+seed, which alone read the test split. A run returns long rows: the final metrics
+(``step`` = the budget), the learning curve (``metric`` = ``curve_<name>``, one row per
+evaluation, ``step`` and ``evals`` where it was taken), and one ``trial_val_<name>`` row
+per trial.
 
 Workloads (``claim`` / ``workload``):
 
@@ -37,7 +41,7 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -45,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fold_jax import binary, heads, methods, nets, probes, search, tasks, timing, train
+from bench.common import TUNING_SEED
+from fold_jax import binary, heads, methods, nets, probes, recipes, search, tasks, timing, train
 
 WIDTH = 32  # hidden units of the MLP workloads
 FORWARD_ONLY = ("zo", "zo_layer_scaled", "zo_crn", "forward_gradient", "gld", "rso",
@@ -72,6 +77,99 @@ def family(method: str) -> str:
     if method in FORWARD_ONLY:
         return "forward_only"
     raise ValueError(f"method={method!r} is not a method of the hypotheses suite")
+
+
+# ------------------------------------------------------------------------ tuning
+
+LR = recipes.LogUniform(3e-4, 3e-2)  # Adam step sizes of the backprop methods
+ZO_LR = recipes.LogUniform(1e-3, 3e-2)  # Adam step sizes on a zeroth-order estimate
+SIGMA = recipes.LogUniform(1e-3, 1e-1)  # zeroth-order perturbation scales
+_ZO = {"lr": ZO_LR, "sigma": SIGMA}
+_ONE_PLUS_ONE = {"sigma": recipes.LogUniform(1e-3, 1.0)}  # initial step (then adapted)
+_GLD = {"max_radius": recipes.LogUniform(0.1, 10.0)}  # radii halve down to 1e-3
+_RADIUS = {"radius": recipes.LogUniform(1e-2, 1.0)}  # the essay's fixed radius
+
+SPACES: dict[str, dict[str, recipes.Param]] = {
+    **{m: {"lr": LR} for m in ("adam", "bptt", "tbptt", "ste_adam", "gumbel_annealed",
+                               "st_gumbel", "reinforce", "adam_ce", "forward_gradient")},
+    **{m: _ZO for m in ("zo", "zo_layer_scaled", "zo_crn", "zo_metric")},
+    **{m: _ONE_PLUS_ONE for m in ("one_plus_one", "one_plus_one_crn", "one_plus_one_ce",
+                                  "one_plus_one_metric")},
+    "rso": {"sigma": recipes.LogUniform(1e-2, 1.0)},
+    "gld": _GLD, "gld_metric": _GLD,
+    "relative_loss": _RADIUS, "relative_loss_metric": _RADIUS,
+}
+"""Each method's search space (the same on every workload; the settings a run does not
+tune, such as directions, stay fixed and are stated in its ``hparams``)."""
+
+Run = Callable[[int, Mapping[str, Any] | None, str], list[dict]]
+"""``run(seed, hparams, eval_split) -> rows``: one training run of a workload's method."""
+
+
+def settings(method: str, defaults: Mapping[str, Any], hp: Mapping[str, Any] | None
+             ) -> dict[str, Any]:
+    """``defaults`` overridden by ``hp`` (None: the defaults alone).
+
+    Args:
+        method: the method (its space in :data:`SPACES` bounds ``hp``'s keys).
+        defaults: the workload's settings for it, every tunable one included.
+        hp: a trial's values.
+
+    Returns:
+        The merged settings.
+
+    Raises:
+        ValueError: a key of ``hp`` outside the method's space.
+    """
+    unknown = sorted(set(hp or {}) - set(SPACES[method]))
+    if unknown:
+        raise ValueError(f"hparams {unknown} are not tunable for method {method!r}; "
+                         f"allowed: {sorted(SPACES[method])}")
+    return {**defaults, **(hp or {})}
+
+
+def select(values: list[float]) -> int:
+    """Index of the highest final validation metric (accuracy and R^2 rise; NaN ranks
+    last; ties go to the lower index).
+
+    Args:
+        values: one final validation metric per trial.
+
+    Returns:
+        The selected index.
+    """
+    if not values:
+        raise ValueError("select() needs at least one trial")
+    return max(range(len(values)),
+               key=lambda i: (values[i] if math.isfinite(values[i]) else -math.inf, -i))
+
+
+def tune(run: Run, method: str, seeds: tuple[int, ...], n_trials: int) -> list[dict]:
+    """The tuning protocol for one method on one setting.
+
+    ``n_trials`` settings from ``SPACES[method]`` (:func:`fold_jax.recipes.sample`,
+    seed 0), trial ``i`` trained on seed ``TUNING_SEED + i`` and scored on the
+    validation split; the selected trial (:func:`select`) reruns on ``seeds``, scored on
+    the test split. Trial rows (each run's last row is its score) carry ``trial``,
+    ``n_trials`` and ``selected``; final rows the selected ``trial`` and ``n_trials``.
+
+    Args:
+        run: the workload's run (:data:`Run`).
+        method: the method's name.
+        seeds: the final seeds.
+        n_trials: trials to draw (>= 1).
+
+    Returns:
+        The trial rows, then every seed's rows (the last seed's last).
+    """
+    drawn = recipes.sample(SPACES[method], n_trials)
+    trials = [run(TUNING_SEED + i, hp, "val") for i, hp in enumerate(drawn)]
+    best = select([rows[-1]["value"] for rows in trials])
+    marked = [{**r, "trial": i, "n_trials": n_trials, "selected": i == best}
+              for i, rows in enumerate(trials) for r in rows]
+    finals = [{**r, "trial": best, "n_trials": n_trials}
+              for seed in seeds for r in run(seed, drawn[best], "test")]
+    return marked + finals
 
 
 # ---------------------------------------------------------------------- compiling
@@ -147,7 +245,7 @@ def row(claim: str, workload: str, method: str, setting: str, seed: int, metric:
 
 def fit_rows(ids: dict[str, Any], method: methods.Method, params, task, apply, *,
              steps: int, batch_size: int, eval_every: int, hparams: dict,
-             metric: str = "accuracy") -> list[dict]:
+             metric: str = "accuracy", eval_split: str = "test") -> list[dict]:
     """Train with :func:`fold_jax.train.fit`; the final metrics and the curve as rows.
 
     Args:
@@ -161,13 +259,17 @@ def fit_rows(ids: dict[str, Any], method: methods.Method, params, task, apply, *
         eval_every: steps between evaluations (curve points).
         hparams: the settings (written as JSON).
         metric: the head metric judged (accuracy, r2, ...).
+        eval_split: "test" (a final run) or "val" (a tuning trial: the test split is
+            not read).
 
     Returns:
-        The rows: curve_test_<metric> per evaluation, then test_<metric>, train_loss,
-        elapsed_s and compile_s at the end (the last row: test_<metric>).
+        On "test": curve_test_<metric> per evaluation, then train_loss, skipped_steps
+        and test_<metric> at the end (the last row: test_<metric>). On "val":
+        trial_skipped_steps and trial_val_<metric> (the last).
     """
     r = train.fit(method, params, task, apply=apply, steps=steps, batch_size=batch_size,
-                  eval_every=eval_every, seed=ids["seed"], target_metric=metric)
+                  eval_every=eval_every, seed=ids["seed"], target_metric=metric,
+                  eval_split=eval_split)
     h = r.history
     last = h.iloc[-1]
     elapsed = float(last["elapsed_s"])
@@ -175,11 +277,16 @@ def fit_rows(ids: dict[str, Any], method: methods.Method, params, task, apply, *
     common = dict(steps=steps, batch_size=batch_size, n_params=nets.count_params(params),
                   hparams=json.dumps(hparams, sort_keys=True), compile_s=r.compile_s,
                   elapsed_s=elapsed)
+    final = dict(step=int(last["step"]), evals=float(last["evals"]), step_s=step_s, **common)
+    if eval_split == "val":
+        return [row(**ids, metric="trial_skipped_steps", value=int(h["skipped"].sum()),
+                    **final),
+                row(**ids, metric=f"trial_val_{metric}", value=last[f"val_{metric}"],
+                    **final)]
     out = [row(**ids, metric=f"curve_test_{metric}", value=v, step=int(s), evals=e,
                **{**common, "elapsed_s": float(t)})
            for s, e, t, v in zip(h["step"], h["evals"], h["elapsed_s"], h[f"test_{metric}"],
                                  strict=True)]
-    final = dict(step=int(last["step"]), evals=float(last["evals"]), step_s=step_s, **common)
     out += [row(**ids, metric="train_loss", value=last["train_loss"], **final),
             row(**ids, metric="skipped_steps", value=int(h["skipped"].sum()), **final),
             row(**ids, metric=f"test_{metric}", value=last[f"test_{metric}"], **final)]
@@ -268,7 +375,8 @@ def keyed(build: Callable[[Callable], methods.Method], loss: Callable) -> method
 
 
 def depth_run(method: str, activation: str, depth: int, seed: int, steps: int,
-              eval_every: int) -> list[dict]:
+              eval_every: int, hp: Mapping[str, Any] | None = None,
+              eval_split: str = "test") -> list[dict]:
     """One run of the depth workload (digits, ``depth`` hidden layers of WIDTH).
 
     Args:
@@ -278,6 +386,8 @@ def depth_run(method: str, activation: str, depth: int, seed: int, steps: int,
         seed: init and batch seed.
         steps: step budget.
         eval_every: steps between curve points.
+        hp: tuned values (None: the defaults below).
+        eval_split: "test" or "val" (a tuning trial).
 
     Returns:
         The rows.
@@ -288,33 +398,34 @@ def depth_run(method: str, activation: str, depth: int, seed: int, steps: int,
     params = net.init(jax.random.key(seed))
     loss = task.loss_fn(net.apply)
     apply = net.apply
-    hp: dict[str, Any]
     if method == "adam":
-        hp = dict(optimizer="adam", lr=1e-3)
-        m = methods.gradient(loss, "adam", 1e-3)
+        h = settings(method, dict(optimizer="adam", lr=1e-3), hp)
+        m = methods.gradient(loss, "adam", h["lr"])
     elif method == "zo":
-        hp = dict(optimizer="adam", lr=1e-2, directions=16, sigma=1e-3)
-        m = zo(loss)
+        h = settings(method, dict(optimizer="adam", lr=1e-2, directions=16, sigma=1e-3), hp)
+        m = zo(loss, lr=h["lr"], sigma=h["sigma"])
     elif method == "zo_layer_scaled":
-        hp = dict(optimizer="adam", lr=1e-2, directions=16, sigma=1e-2,
-                  scaling="sigma x 1/sqrt(fan_in) per layer; Adam step in parameter units")
+        h = settings(method, dict(
+            optimizer="adam", lr=1e-2, directions=16, sigma=1e-2,
+            scaling="sigma x 1/sqrt(fan_in) per layer; Adam step in parameter units"), hp)
         sc = Scaled(layer_scales(params))
-        m = methods.zeroth_order(lambda t, x, y: loss(sc.up(t), x, y), sc.tx(1e-2),
-                                 num_directions=16, sigma=1e-2)
+        m = methods.zeroth_order(lambda t, x, y: loss(sc.up(t), x, y), sc.tx(h["lr"]),
+                                 num_directions=16, sigma=h["sigma"])
         params, apply = sc.down(params), (lambda t, x: net.apply(sc.up(t), x))
     elif method in ("gld", "one_plus_one", "rso", "relative_loss"):
         opts = {"gld": dict(max_radius=1.0, min_radius=1e-3),
                 "one_plus_one": dict(sigma=0.01), "rso": dict(sigma=0.1),
                 "relative_loss": dict(radius=0.1)}[method]
-        hp = dict(acceptance="reevaluate", **opts)
+        opts = settings(method, opts, hp)
+        h = dict(acceptance="reevaluate", **opts)
         m = search_method(method, loss, **opts)
     else:
         raise ValueError(f"method={method!r} is not a depth-workload method")
     ids = dict(claim="depth", workload="mlp_depth", method=method,
                setting=f"{activation}/d{depth}", seed=seed)
     return fit_rows(ids, m, params, task, apply, steps=steps, batch_size=64,
-                    eval_every=eval_every, hparams={**hp, "depth": depth,
-                                                    "activation": activation})
+                    eval_every=eval_every, eval_split=eval_split,
+                    hparams={**h, "depth": depth, "activation": activation})
 
 
 # --------------------------------------------------------------------- recurrent
@@ -355,7 +466,8 @@ def adding_task(T: int, n: int = 1200, seed: int = 0) -> tasks.Task:
 RNN_HIDDEN = 32
 
 
-def recurrent_method(method: str, T: int, truncate: int, cell: str = "gru"
+def recurrent_method(method: str, T: int, truncate: int, cell: str = "gru",
+                     hp: Mapping[str, Any] | None = None
                      ) -> tuple[methods.Method, nets.RecurrentNet, dict]:
     """The recurrent workload's method, net and settings.
 
@@ -364,6 +476,7 @@ def recurrent_method(method: str, T: int, truncate: int, cell: str = "gru"
         T: sequence length.
         truncate: k of truncated BPTT.
         cell: gru, lstm or simple.
+        hp: tuned values (None: the defaults below).
 
     Returns:
         ``(method, net, hparams)``; the net's apply is the full (untruncated) forward.
@@ -375,26 +488,31 @@ def recurrent_method(method: str, T: int, truncate: int, cell: str = "gru"
     def loss(p, x, y):
         return head.loss(trained.apply(p, x), y)
 
-    hp: dict[str, Any] = dict(cell=cell, hidden=RNN_HIDDEN, T=T)
+    base: dict[str, Any] = dict(cell=cell, hidden=RNN_HIDDEN, T=T)
     if method in ("bptt", "tbptt"):
-        m = methods.gradient(loss, "adam", 3e-3)
-        hp.update(optimizer="adam", lr=3e-3, truncate=truncate if method == "tbptt" else None)
+        h = settings(method, dict(optimizer="adam", lr=3e-3,
+                                  truncate=truncate if method == "tbptt" else None), hp)
+        m = methods.gradient(loss, "adam", h["lr"])
     elif method == "forward_gradient":
-        m = methods.forward_gradient(loss, "adam", 3e-3, num_directions=4)
-        hp.update(optimizer="adam", lr=3e-3, directions=4)
+        h = settings(method, dict(optimizer="adam", lr=3e-3, directions=4), hp)
+        m = methods.forward_gradient(loss, "adam", h["lr"], num_directions=4)
     elif method == "zo":
-        m = zo(loss, lr=3e-3, directions=16, sigma=1e-3)
-        hp.update(optimizer="adam", lr=3e-3, directions=16, sigma=1e-3)
+        h = settings(method, dict(optimizer="adam", lr=3e-3, directions=16, sigma=1e-3), hp)
+        m = zo(loss, lr=h["lr"], directions=16, sigma=h["sigma"])
     elif method == "one_plus_one":
-        m = search.one_plus_one(loss, sigma=0.01)
-        hp.update(sigma=0.01, acceptance="reevaluate")
+        h = settings(method, dict(sigma=0.01), hp)
+        m = search.one_plus_one(loss, sigma=h["sigma"])
+        h["acceptance"] = "reevaluate"
     else:
         raise ValueError(f"method={method!r} is not a recurrent-workload method")
+    hp = {**base, **h}
     return m, net, hp
 
 
 def recurrent_accuracy_run(method: str, T: int, truncate: int, seed: int, steps: int,
-                           eval_every: int, cell: str = "gru") -> list[dict]:
+                           eval_every: int, cell: str = "gru",
+                           hp: Mapping[str, Any] | None = None, eval_split: str = "test"
+                           ) -> list[dict]:
     """One training run on the adding problem of length T (test R^2).
 
     Args:
@@ -405,16 +523,19 @@ def recurrent_accuracy_run(method: str, T: int, truncate: int, seed: int, steps:
         steps: step budget.
         eval_every: steps between curve points.
         cell: the recurrent cell.
+        hp: tuned values (None: the defaults of :func:`recurrent_method`).
+        eval_split: "test" or "val" (a tuning trial).
 
     Returns:
         The rows (metric test_r2).
     """
-    m, net, hp = recurrent_method(method, T, truncate, cell)
+    m, net, hp = recurrent_method(method, T, truncate, cell, hp)
     task = adding_task(T)
     ids = dict(claim="recurrent", workload="adding_accuracy", method=method,
                setting=f"{cell}/T{T}", seed=seed)
     return fit_rows(ids, m, net.init(jax.random.key(seed)), task, net.apply, steps=steps,
-                    batch_size=64, eval_every=eval_every, hparams=hp, metric="r2")
+                    batch_size=64, eval_every=eval_every, hparams=hp, metric="r2",
+                    eval_split=eval_split)
 
 
 def recurrent_cost_rows(method: str, T: int, truncate: int, seeds: tuple[int, ...],
@@ -458,6 +579,7 @@ def recurrent_cost_rows(method: str, T: int, truncate: int, seeds: tuple[int, ..
         ids = dict(claim="recurrent", workload="adding_memory", method=method,
                    setting=f"{cell}/T{T}", seed=seed)
         extra = dict(T=T, batch_size=batch, hparams=json.dumps(hp, sort_keys=True),
+                     trial=-1, n_trials=0,
                      n_params=nets.count_params(s.params), compile_s=compile_s)
         common = dict(step=0, mem_bytes=mem, step_s=t.median_s, **extra)
         out += [row(**ids, metric="temp_bytes", value=temp, **common),
@@ -479,7 +601,8 @@ def _dense_apply(params, x, act: Callable) -> jax.Array:
 
 
 def threshold_run(method: str, seed: int, steps: int, eval_every: int,
-                  hidden: int = 2) -> list[dict]:
+                  hidden: int = 2, hp: Mapping[str, Any] | None = None,
+                  eval_split: str = "test") -> list[dict]:
     """The hard-threshold net: digits, ``hidden`` layers of WIDTH sign units.
 
     Args:
@@ -489,6 +612,8 @@ def threshold_run(method: str, seed: int, steps: int, eval_every: int,
         steps: step budget.
         eval_every: steps between curve points.
         hidden: hidden layers.
+        hp: tuned values (None: the defaults below).
+        eval_split: "test" or "val" (a tuning trial).
 
     Returns:
         The rows.
@@ -505,28 +630,31 @@ def threshold_run(method: str, seed: int, steps: int, eval_every: int,
 
     true_loss = task.loss_fn(apply)
     if method == "ste_adam":
-        hp: dict[str, Any] = dict(optimizer="adam", lr=1e-3, gradient="straight-through")
-        m = methods.gradient(task.loss_fn(ste_apply), "adam", 1e-3)
+        h = settings(method, dict(optimizer="adam", lr=1e-3, gradient="straight-through"), hp)
+        m = methods.gradient(task.loss_fn(ste_apply), "adam", h["lr"])
     elif method == "zo":
-        hp = dict(optimizer="adam", lr=1e-2, directions=16, sigma=0.05)
-        m = zo(true_loss, sigma=0.05)
+        h = settings(method, dict(optimizer="adam", lr=1e-2, directions=16, sigma=0.05), hp)
+        m = zo(true_loss, lr=h["lr"], sigma=h["sigma"])
     elif method in ("gld", "one_plus_one", "relative_loss"):
         opts = {"gld": dict(max_radius=1.0, min_radius=1e-3),
                 "one_plus_one": dict(sigma=0.05), "relative_loss": dict(radius=0.5)}[method]
-        hp = dict(acceptance="reevaluate", **opts)
+        opts = settings(method, opts, hp)
+        h = dict(acceptance="reevaluate", **opts)
         m = search_method(method, true_loss, **opts)
     else:
         raise ValueError(f"method={method!r} is not a threshold-net method")
     ids = dict(claim="nondiff_parts", workload="threshold_net", method=method,
                setting=f"sign/h{hidden}/w{WIDTH}", seed=seed)
     return fit_rows(ids, m, params, task, apply, steps=steps, batch_size=64,
-                    eval_every=eval_every, hparams=hp)
+                    eval_every=eval_every, hparams=h, eval_split=eval_split)
 
 
 CATEGORIES = 16
 
 
-def categorical_run(method: str, seed: int, steps: int, eval_every: int) -> list[dict]:
+def categorical_run(method: str, seed: int, steps: int, eval_every: int,
+                    hp: Mapping[str, Any] | None = None, eval_split: str = "test"
+                    ) -> list[dict]:
     """The categorical bottleneck: digits -> MLP encoder -> logits over CATEGORIES ->
     one category sampled -> linear decoder -> class logits. The test metric uses the
     most probable category (the net's deterministic mode).
@@ -540,6 +668,8 @@ def categorical_run(method: str, seed: int, steps: int, eval_every: int) -> list
         seed: init and batch seed.
         steps: step budget.
         eval_every: steps between curve points.
+        hp: tuned values (None: the defaults below).
+        eval_split: "test" or "val" (a tuning trial).
 
     Returns:
         The rows.
@@ -596,29 +726,31 @@ def categorical_run(method: str, seed: int, steps: int, eval_every: int) -> list
     if method in ("gumbel_annealed", "st_gumbel", "reinforce"):
         loss = {"gumbel_annealed": gumbel_loss, "st_gumbel": st_loss,
                 "reinforce": reinforce_loss}[method]
-        hp: dict[str, Any] = dict(optimizer="adam", lr=3e-3)
+        h = settings(method, dict(optimizer="adam", lr=3e-3), hp)
         if method == "gumbel_annealed":
-            hp.update(tau0=tau0, tau1=tau1, schedule="geometric over the budget")
-        m = keyed(lambda f: methods.gradient(f, "adam", 3e-3), loss)
+            h.update(tau0=tau0, tau1=tau1, schedule="geometric over the budget")
+        m = keyed(lambda f: methods.gradient(f, "adam", h["lr"]), loss)
     elif method == "zo_crn":
-        hp = dict(optimizer="adam", lr=1e-2, directions=16, sigma=0.05,
-                  common_random_numbers=True)
-        m = keyed(lambda f: zo(f, sigma=0.05), sampled_loss)
+        h = settings(method, dict(optimizer="adam", lr=1e-2, directions=16, sigma=0.05,
+                                  common_random_numbers=True), hp)
+        m = keyed(lambda f: zo(f, lr=h["lr"], sigma=h["sigma"]), sampled_loss)
     elif method == "one_plus_one_crn":
-        hp = dict(sigma=0.05, acceptance="reevaluate", common_random_numbers=True)
-        m = keyed(lambda f: search.one_plus_one(f, sigma=0.05), sampled_loss)
+        h = settings(method, dict(sigma=0.05, acceptance="reevaluate",
+                                  common_random_numbers=True), hp)
+        m = keyed(lambda f: search.one_plus_one(f, sigma=h["sigma"]), sampled_loss)
     else:
         raise ValueError(f"method={method!r} is not a categorical-bottleneck method")
     ids = dict(claim="nondiff_parts", workload="categorical", method=method,
                setting=f"K{CATEGORIES}", seed=seed)
     return fit_rows(ids, m, params, task, apply, steps=steps, batch_size=128,
-                    eval_every=eval_every, hparams=hp)
+                    eval_every=eval_every, hparams=h, eval_split=eval_split)
 
 
 # ----------------------------------------------------------- non-differentiable objective
 
 
-def objective_run(method: str, workload: str, seed: int, steps: int, eval_every: int
+def objective_run(method: str, workload: str, seed: int, steps: int, eval_every: int,
+                  hp: Mapping[str, Any] | None = None, eval_split: str = "test"
                   ) -> list[dict]:
     """Optimize the reported metric: forward-only on 0-1 error (digits) or on
     1 - exact match (digit_attributes) vs backprop on the cross-entropy; judged on the
@@ -632,6 +764,8 @@ def objective_run(method: str, workload: str, seed: int, steps: int, eval_every:
         seed: init and batch seed.
         steps: step budget.
         eval_every: steps between curve points.
+        hp: tuned values (None: the defaults below).
+        eval_split: "test" or "val" (a tuning trial).
 
     Returns:
         The rows.
@@ -646,27 +780,28 @@ def objective_run(method: str, workload: str, seed: int, steps: int, eval_every:
         return 1.0 - head.metrics(net.apply(p, x), y)["accuracy"]
 
     if method == "adam_ce":
-        hp: dict[str, Any] = dict(optimizer="adam", lr=1e-3, objective="cross-entropy")
-        m = methods.gradient(ce, "adam", 1e-3)
-    elif method == "one_plus_one_ce":
-        hp = dict(sigma=0.01, acceptance="reevaluate", objective="cross-entropy")
-        m = search.one_plus_one(ce, sigma=0.01)
+        h = settings(method, dict(optimizer="adam", lr=1e-3, objective="cross-entropy"), hp)
+        m = methods.gradient(ce, "adam", h["lr"])
+    elif method in ("one_plus_one_ce", "one_plus_one_metric"):
+        objective = "cross-entropy" if method == "one_plus_one_ce" else "metric"
+        h = settings(method, dict(sigma=0.01, acceptance="reevaluate", objective=objective),
+                     hp)
+        m = search.one_plus_one(ce if method == "one_plus_one_ce" else metric_loss,
+                                sigma=h["sigma"])
     elif method == "zo_metric":
-        hp = dict(optimizer="adam", lr=1e-2, directions=16, sigma=0.05, objective="metric")
-        m = zo(metric_loss, sigma=0.05)
-    elif method == "one_plus_one_metric":
-        hp = dict(sigma=0.01, acceptance="reevaluate", objective="metric")
-        m = search.one_plus_one(metric_loss, sigma=0.01)
+        h = settings(method, dict(optimizer="adam", lr=1e-2, directions=16, sigma=0.05,
+                                  objective="metric"), hp)
+        m = zo(metric_loss, lr=h["lr"], sigma=h["sigma"])
     elif method == "gld_metric":
-        hp = dict(max_radius=1.0, min_radius=1e-3, acceptance="reevaluate",
-                  objective="metric")
-        m = search.gld(metric_loss, max_radius=1.0, min_radius=1e-3)
+        h = settings(method, dict(max_radius=1.0, min_radius=1e-3, acceptance="reevaluate",
+                                  objective="metric"), hp)
+        m = search.gld(metric_loss, max_radius=h["max_radius"], min_radius=1e-3)
     else:
         raise ValueError(f"method={method!r} is not a non-differentiable-objective method")
     ids = dict(claim="nondiff_objective", workload=workload, method=method,
                setting=task.name, seed=seed)
     return fit_rows(ids, m, params, task, net.apply, steps=steps, batch_size=256,
-                    eval_every=eval_every, hparams=hp)
+                    eval_every=eval_every, hparams=h, eval_split=eval_split)
 
 
 # ------------------------------------------------------------------ linear regression
@@ -680,7 +815,8 @@ def linreg_task(dim: int = 20, n: int = 500) -> tasks.Task:
     return tasks.from_arrays(x, y, kind="regression", name=f"linreg_d{dim}")
 
 
-def linreg_run(method: str, seed: int, steps: int, eval_every: int, dim: int = 20
+def linreg_run(method: str, seed: int, steps: int, eval_every: int, dim: int = 20,
+               hp: Mapping[str, Any] | None = None, eval_split: str = "test"
                ) -> list[dict]:
     """The essay's method where it says it worked: full-batch linear regression.
 
@@ -693,6 +829,8 @@ def linreg_run(method: str, seed: int, steps: int, eval_every: int, dim: int = 2
         steps: step budget.
         eval_every: steps between curve points.
         dim: features.
+        hp: tuned values (None: the defaults below).
+        eval_split: "test" or "val" (a tuning trial).
 
     Returns:
         The rows (metric test_r2).
@@ -702,20 +840,21 @@ def linreg_run(method: str, seed: int, steps: int, eval_every: int, dim: int = 2
     params = net.init(jax.random.key(seed))
     loss = task.loss_fn(net.apply)
     if method == "adam":
-        hp: dict[str, Any] = dict(optimizer="adam", lr=3e-2)
-        m = methods.gradient(loss, "adam", 3e-2)
+        h = settings(method, dict(optimizer="adam", lr=3e-2), hp)
+        m = methods.gradient(loss, "adam", h["lr"])
     elif method == "zo":
-        hp = dict(optimizer="adam", lr=3e-2, directions=4, sigma=1e-3)
-        m = zo(loss, lr=3e-2, directions=4)
+        h = settings(method, dict(optimizer="adam", lr=3e-2, directions=4, sigma=1e-3), hp)
+        m = zo(loss, lr=h["lr"], directions=4, sigma=h["sigma"])
     elif method in ("relative_loss", "gld", "one_plus_one"):
         opts = {"relative_loss": dict(radius=0.05), "gld": dict(max_radius=4.0,
                                                                 min_radius=1e-3),
                 "one_plus_one": dict(sigma=0.3)}[method]
-        hp = dict(acceptance="batch", batch="full training set", **opts)
+        opts = settings(method, opts, hp)
+        h = dict(acceptance="batch", batch="full training set", **opts)
         m = search_method(method, loss, acceptance="batch", **opts)
     else:
         raise ValueError(f"method={method!r} is not a linear-regression method")
     ids = dict(claim="linear_regression", workload="linreg", method=method,
                setting=f"d{dim}", seed=seed)
     return fit_rows(ids, m, params, task, net.apply, steps=steps, batch_size=task.n_train,
-                    eval_every=eval_every, hparams=hp, metric="r2")
+                    eval_every=eval_every, hparams=h, metric="r2", eval_split=eval_split)

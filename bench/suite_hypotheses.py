@@ -2,14 +2,17 @@
 
 Long rows (claim, workload, method, library, setting, seed, metric, value, mem_bytes,
 step_s, evals, step, ...); the workloads are in :mod:`bench.hypotheses_work`. One job
-trains (or measures) one method on one setting for every seed of the profile (the seeds
-share compiled programs: :func:`bench.hypotheses_work.shared_compiles`); its key is its
-last row (the last seed's final metric).
+tunes one method on one setting (:func:`bench.hypotheses_work.tune`: ``trials``
+settings scored on the validation split) and trains the selected one on every seed of
+the profile (the seeds share compiled programs:
+:func:`bench.hypotheses_work.shared_compiles`); its key is its last row (the last
+seed's final metric). Memory and time rows are measured, not tuned.
 
-Profiles: ``quick`` (about 4 minutes on a 2-core CPU) gives every claim a verdict with
-small nets, short fixed budgets and 3 seeds; ``full`` adds activations, depths, methods,
-sequence lengths and the multilabel objective, with longer budgets and 5 seeds. The
-report (:mod:`fold_jax.report.hypotheses`) draws the verdicts from these rows only.
+Profiles: ``quick`` (about 13 minutes on a 2-core CPU) gives every claim a verdict with
+small nets, short fixed budgets, 4 trials and 3 seeds; ``full`` adds activations,
+depths, methods, sequence lengths and the multilabel objective, with longer budgets, 20
+trials and 5 seeds. The report (:mod:`fold_jax.report.hypotheses`) draws the verdicts
+from these rows only.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ KEY = results.key(FILE)
 
 PROFILE: dict[str, dict[str, Any]] = {
     "quick": dict(
-        seeds=(0, 1, 2),
+        seeds=(0, 1, 2), trials=4,
         depth_activations=("sigmoid",), depths=(2, 16),
         depth_methods=("adam", "zo", "zo_layer_scaled", "one_plus_one", "rso"),
         depth_steps=1000, depth_relu_methods=("adam",),
@@ -42,7 +45,7 @@ PROFILE: dict[str, dict[str, Any]] = {
         linreg_methods=("relative_loss", "gld", "one_plus_one", "adam"), linreg_steps=3000,
     ),
     "full": dict(
-        seeds=(0, 1, 2, 3, 4),
+        seeds=(0, 1, 2, 3, 4), trials=20,
         depth_activations=("sigmoid", "tanh", "relu"), depths=(2, 4, 8, 16, 32),
         depth_methods=("adam", "zo", "zo_layer_scaled", "gld", "one_plus_one", "rso",
                        "relative_loss"),
@@ -71,20 +74,22 @@ def _last_key(claim: str, workload: str, method: str, setting: str, seed: int, m
             "seed": seed, "metric": metric, "step": step}
 
 
-def _seeds(run: Callable[[int], list[dict]], seeds: tuple[int, ...]
-           ) -> Callable[[], list[dict]]:
+def _measured(run: Callable[[], list[dict]]) -> Callable[[], list[dict]]:
     def go() -> list[dict]:
         with work.shared_compiles():
-            return [r for s in seeds for r in run(s)]
+            return run()
 
     return go
 
 
 def _train_job(claim: str, workload: str, method: str, setting: str, metric: str,
-               steps: int, seeds: tuple[int, ...], run: Callable[[int], list[dict]],
-               cost: float) -> Job:
+               steps: int, seeds: tuple[int, ...], n_trials: int, run: work.Run,
+               cost_per_run: float) -> Job:
+    """The job tuning ``method`` by ``n_trials`` trials and training it on ``seeds``;
+    ``cost_per_run``: seconds of one training run on a 2-core CPU."""
     key = _last_key(claim, workload, method, setting, seeds[-1], f"test_{metric}", steps)
-    return Job(key, _seeds(run, seeds), f"{workload}/{setting}/{method}", cost)
+    return Job(key, _measured(lambda: work.tune(run, method, seeds, n_trials)),
+               f"{workload}/{setting}/{method}", cost_per_run * (n_trials + len(seeds)))
 
 
 def jobs(profile: str) -> Iterator[Job]:
@@ -97,49 +102,51 @@ def jobs(profile: str) -> Iterator[Job]:
         :class:`bench.common.Job` objects, one per (workload, setting, method).
     """
     p = PROFILE[check_profile(profile)]
-    seeds = p["seeds"]
-    n = len(seeds)
+    seeds, n = p["seeds"], p["trials"]
     steps = p["linreg_steps"]
     for m in p["linreg_methods"]:
-        yield _train_job("linear_regression", "linreg", m, "d20", "r2", steps, seeds,
-                         lambda s, m=m, k=steps: work.linreg_run(m, s, k, k // 8), 1.5 * n)
+        yield _train_job("linear_regression", "linreg", m, "d20", "r2", steps, seeds, n,
+                         lambda s, hp, split, m=m, k=steps: work.linreg_run(
+                             m, s, k, k // 8, hp=hp, eval_split=split), 1.5)
     relu_only = () if p["depth_relu_methods"] is None else ("relu",)
     for act in (*p["depth_activations"], *relu_only):
         for depth in p["depths"]:
             steps = p["depth_steps"]
             for m in (p["depth_relu_methods"] if act in relu_only else p["depth_methods"]):
                 yield _train_job(
-                    "depth", "mlp_depth", m, f"{act}/d{depth}", "accuracy", steps, seeds,
-                    lambda s, m=m, a=act, d=depth, k=steps: work.depth_run(m, a, d, s, k,
-                                                                          k // 5),
-                    (2 + depth / 4) * n)
+                    "depth", "mlp_depth", m, f"{act}/d{depth}", "accuracy", steps, seeds, n,
+                    lambda s, hp, split, m=m, a=act, d=depth, k=steps: work.depth_run(
+                        m, a, d, s, k, k // 5, hp=hp, eval_split=split),
+                    2 + depth / 4)
     T, k_trunc, steps = p["rnn_T"], p["rnn_truncate"], p["rnn_steps"]
     for m in p["rnn_methods"]:
         yield _train_job("recurrent", "adding_accuracy", m, f"gru/T{T}", "r2", steps, seeds,
-                         lambda s, m=m, k=steps, T=T, kt=k_trunc: work.recurrent_accuracy_run(
-                             m, T, kt, s, k, k // 5), 2 * n)
+                         n, lambda s, hp, split, m=m, k=steps, T=T, kt=k_trunc:
+                         work.recurrent_accuracy_run(m, T, kt, s, k, k // 5, hp=hp,
+                                                     eval_split=split), 2)
     for T in p["cost_T"]:
         for m in p["cost_methods"]:
             key = _last_key("recurrent", "adding_memory", m, f"gru/T{T}", seeds[-1],
                             "step_s", 0)
-            yield Job(key, _seeds(lambda _s, m=m, T=T: work.recurrent_cost_rows(
-                m, T, p["cost_truncate"], seeds), (0,)), f"adding_memory/T{T}/{m}",
+            yield Job(key, _measured(lambda m=m, T=T: work.recurrent_cost_rows(
+                m, T, p["cost_truncate"], seeds)), f"adding_memory/T{T}/{m}",
                 2 + T / 256)
     steps = p["threshold_steps"]
     for m in p["threshold_methods"]:
         yield _train_job("nondiff_parts", "threshold_net", m, f"sign/h2/w{work.WIDTH}",
-                         "accuracy", steps, seeds,
-                         lambda s, m=m, k=steps: work.threshold_run(m, s, k, k // 6), 2 * n)
+                         "accuracy", steps, seeds, n,
+                         lambda s, hp, split, m=m, k=steps: work.threshold_run(
+                             m, s, k, k // 6, hp=hp, eval_split=split), 2)
     steps = p["categorical_steps"]
     for m in p["categorical_methods"]:
         yield _train_job("nondiff_parts", "categorical", m, f"K{work.CATEGORIES}", "accuracy",
-                         steps, seeds,
-                         lambda s, m=m, k=steps: work.categorical_run(m, s, k, k // 6), 2 * n)
+                         steps, seeds, n,
+                         lambda s, hp, split, m=m, k=steps: work.categorical_run(
+                             m, s, k, k // 6, hp=hp, eval_split=split), 2)
     steps = p["objective_steps"]
     for wl in p["objective_workloads"]:
         setting = {"zero_one": "digits", "multilabel_exact": "digit_attributes"}[wl]
         for m in p["objective_methods"]:
-            yield _train_job("nondiff_objective", wl, m, setting, "accuracy", steps, seeds,
-                             lambda s, m=m, w=wl, k=steps: work.objective_run(m, w, s, k,
-                                                                              k // 6),
-                             2 * n)
+            yield _train_job("nondiff_objective", wl, m, setting, "accuracy", steps, seeds, n,
+                             lambda s, hp, split, m=m, w=wl, k=steps: work.objective_run(
+                                 m, w, s, k, k // 6, hp=hp, eval_split=split), 2)

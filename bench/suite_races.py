@@ -53,7 +53,7 @@ import jax
 import numpy as np
 import optax
 
-from bench.common import Job, check_profile
+from bench.common import TUNING_SEED, Job, check_profile
 from fold_jax import heads, methods, nets, recipes, results, tasks, train
 
 FILE = "races"
@@ -62,7 +62,6 @@ KEYS = {"curves": results.key("curves"), "tuning": results.key("tuning")}
 
 EVAL_EVERY = 25
 BATCH_SIZE = 128
-TUNING_SEED = 1000  # trial i trains with seed TUNING_SEED + i (apart from the race seeds)
 
 
 class Race(NamedTuple):

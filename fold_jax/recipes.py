@@ -42,6 +42,7 @@ __all__ = [
     "get",
     "hparams_json",
     "names",
+    "sample",
     "trials",
 ]
 
@@ -259,13 +260,44 @@ def _scale(param: Param, u: float) -> Any:
     return param.values[min(int(u * len(param.values)), len(param.values) - 1)]
 
 
-def trials(recipe: str | Recipe, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` hyperparameter settings drawn quasi-randomly from the recipe's space.
+def sample(space: Mapping[str, Param], n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` settings drawn quasi-randomly from ``space``.
 
     A scrambled Halton sequence (``scipy.stats.qmc.Halton``, one dimension per
-    hyperparameter, in sorted name order) mapped onto each range (log-uniform) or
-    set; the same ``(recipe, n, seed)`` gives the same trials on any machine, and
-    a recipe without a space gets ``n`` copies of its defaults.
+    hyperparameter, in sorted name order) mapped onto each range (log-uniform, rounded
+    to 4 significant digits) or set; the same ``(space, n, seed)`` gives the same
+    settings on any machine.
+
+    Args:
+        space: ``{hyperparameter: LogUniform | Choice}`` (not empty).
+        n: number of settings (>= 1).
+        seed: the sequence's scrambling seed.
+
+    Returns:
+        ``n`` dicts ``{hyperparameter: value}`` (Python numbers or the Choice's values).
+
+    Raises:
+        ValueError: ``n`` not an integer >= 1, an empty space, or a value that is
+            neither LogUniform nor Choice.
+    """
+    from scipy.stats import qmc
+
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n={n!r} must be an integer >= 1 (number of trials)")
+    if not space:
+        raise ValueError("space is empty: nothing to draw")
+    bad = sorted(k for k, v in space.items() if not isinstance(v, LogUniform | Choice))
+    if bad:
+        raise ValueError(f"space entries {bad} must be LogUniform or Choice")
+    keys = sorted(space)
+    points = qmc.Halton(d=len(keys), scramble=True, seed=seed).random(int(n))
+    return [{k: _scale(space[k], float(u)) for k, u in zip(keys, p, strict=True)}
+            for p in points]
+
+
+def trials(recipe: str | Recipe, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` hyperparameter settings drawn from the recipe's space by :func:`sample`
+    (a recipe without a space gets ``n`` copies of its defaults).
 
     Args:
         recipe: a recipe or its name.
@@ -275,17 +307,12 @@ def trials(recipe: str | Recipe, n: int, seed: int = 0) -> list[dict[str, Any]]:
     Returns:
         ``n`` dicts ``{hyperparameter: value}`` (Python numbers).
     """
-    from scipy.stats import qmc
-
     recipe = get(recipe)
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"n={n!r} must be an integer >= 1 (number of trials)")
-    keys = sorted(recipe.space)
-    if not keys:
+    if not recipe.space:
         return [dict(recipe.defaults) for _ in range(int(n))]
-    points = qmc.Halton(d=len(keys), scramble=True, seed=seed).random(int(n))
-    return [{k: _scale(recipe.space[k], float(u)) for k, u in zip(keys, p, strict=True)}
-            for p in points]
+    return sample(recipe.space, n, seed)
 
 
 def build(recipe: str | Recipe, loss: Callable, hparams: Mapping[str, Any] | None = None, *,

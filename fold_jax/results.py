@@ -512,7 +512,10 @@ _HYPOTHESES = Schema(
            "gru/T512, ...)", True),
         _c("seed", "int", "", "seed of the initialisation and the batches", True),
         _c("metric", "str", "", "what value measures (test_accuracy, test_r2, train_loss, "
-           "curve_test_accuracy, mem_bytes, temp_bytes, step_s, skipped_steps)", True),
+           "curve_test_accuracy, mem_bytes, temp_bytes, step_s, skipped_steps; "
+           "trial_val_accuracy / trial_val_r2: a tuning trial's final validation metric; "
+           "trial_skipped_steps)",
+           True),
         _c("value", "num", "metric", "the measurement", True),
         _c("step", "int", "steps", "training steps done when measured (the budget for "
            "final metrics; 0 for memory and time rows)", True),
@@ -525,7 +528,14 @@ _HYPOTHESES = Schema(
         _c("steps", "int", "steps", "step budget of the run"),
         _c("batch_size", "int", "examples", "examples per training step"),
         _c("n_params", "num", "count", "parameters of the network"),
-        _c("hparams", "str", "JSON", "JSON object of the run's fixed settings"),
+        _c("hparams", "str", "JSON", "JSON object of the run's settings (final rows: the "
+           "selected trial's, the same for every seed)"),
+        _c("trial", "int", "", "tuning trial: its index (trial rows) or the selected one's "
+           "(final rows); -1 for memory and time rows, which are not tuned"),
+        _c("n_trials", "int", "count", "tuning trials drawn for the method and setting "
+           "(0: not tuned)"),
+        _c("selected", "bool", "", "trial rows: whether this trial was selected (the "
+           "highest final validation metric)"),
         _c("compile_s", "num", "s", "compile time of the training chunk or step (seeds after "
            "the first load the cached program)"),
         _c("elapsed_s", "num", "s", "timed training seconds done by then"),

@@ -89,3 +89,18 @@ def test_hparams_json_is_compact_and_sorted():
     text = recipes.hparams_json({"sigma": 0.01, "learning_rate": 3e-3})
     assert text == '{"learning_rate":0.003,"sigma":0.01}'
     assert json.loads(text) == {"learning_rate": 3e-3, "sigma": 0.01}
+
+
+def test_sample_draws_inside_any_space_and_refuses_bad_ones():
+    space = {"lr": recipes.LogUniform(1e-4, 1e-1), "mode": recipes.Choice(("a", "b", "c"))}
+    drawn = recipes.sample(space, 64, seed=3)
+    assert drawn == recipes.sample(space, 64, seed=3)  # same seed, same draws
+    # 4 significant digits of rounding can move a bound by at most 5e-4 relative
+    assert all(1e-4 * (1 - 5e-4) <= d["lr"] <= 1e-1 * (1 + 5e-4) for d in drawn)
+    assert {d["mode"] for d in drawn} == {"a", "b", "c"}
+    with pytest.raises(ValueError, match="empty"):
+        recipes.sample({}, 2)
+    with pytest.raises(ValueError, match="LogUniform or Choice"):
+        recipes.sample({"lr": (1e-3, 1e-2)}, 2)
+    with pytest.raises(ValueError, match="n="):
+        recipes.sample(space, 0)

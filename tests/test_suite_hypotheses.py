@@ -4,6 +4,7 @@ the verdicts the rules say on synthetic frames."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -50,28 +51,73 @@ def test_quick_is_a_subset_of_full():
     assert {j.label for j in suite.jobs("quick")} <= full
 
 
-def test_a_tiny_job_runs_and_its_rows_fit_the_schema(tmp_path):
-    steps, seeds = 20, (0, 1, 2)
+def test_a_tiny_job_runs_and_its_rows_fit_the_schema(tmp_path, monkeypatch):
+    steps, seeds, n_trials = 20, (0, 1, 2), 2
+    splits = []
+    fit = work.train.fit
+
+    def recording_fit(*args, **kwargs):
+        splits.append(kwargs["eval_split"])
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(work.train, "fit", recording_fit)
     job = suite._train_job(
-        "linear_regression", "linreg", "relative_loss", "d20", "r2", steps, seeds,
-        lambda s: work.linreg_run("relative_loss", s, steps, 10), 1.0)
+        "linear_regression", "linreg", "relative_loss", "d20", "r2", steps, seeds, n_trials,
+        lambda s, hp, split: work.linreg_run("relative_loss", s, steps, 10, hp=hp,
+                                             eval_split=split), 1.0)
     rows = job.run()
-    assert {r["seed"] for r in rows} == set(seeds)
+    # the trials read the validation split only, then the seeds the test split
+    assert splits == ["val"] * n_trials + ["test"] * len(seeds)
+    trials = [r for r in rows if r["metric"].startswith("trial_")]
+    finals = [r for r in rows if not r["metric"].startswith("trial_")]
+    assert {r["seed"] for r in trials} == {work.TUNING_SEED + i for i in range(n_trials)}
+    assert {r["seed"] for r in finals} == set(seeds)
+    scores = {r["trial"]: r["value"] for r in trials if r["metric"] == "trial_val_r2"}
+    chosen = {r["trial"] for r in trials if r["selected"]}
+    assert chosen == {max(scores, key=lambda i: (scores[i], -i))}  # the best val R^2
+    (best,) = chosen
+    best_hparams = {r["hparams"] for r in trials if r["trial"] == best}
+    assert {r["hparams"] for r in finals} == best_hparams  # the seeds rerun its settings
+    assert all(r["trial"] == best and r["n_trials"] == n_trials for r in finals)
     last = rows[-1]
     assert {k: last[k] for k in job.key} == job.key  # the key names the last row
     for r in rows:
         assert not results.undescribed("hypotheses", r), results.undescribed("hypotheses", r)
         assert set(results.SCHEMAS["hypotheses"]) <= set(r)
-    finals = [r for r in rows if r["metric"] == "test_r2"]
-    assert len(finals) == 3 and all(r["step"] == steps for r in finals)
+    test_r2 = [r for r in finals if r["metric"] == "test_r2"]
+    assert len(test_r2) == 3 and all(r["step"] == steps for r in test_r2)
     # the search spends 2 evaluations per step (nominate 2, confirm 2 + 2)
-    assert all(r["evals"] == 2 * steps for r in finals)
-    curve = [r for r in rows if r["metric"] == "curve_test_r2" and r["seed"] == 0]
+    assert all(r["evals"] == 2 * steps for r in test_r2)
+    curve = [r for r in finals if r["metric"] == "curve_test_r2" and r["seed"] == 0]
     assert [r["step"] for r in curve] == [0, 10, 20]
     written = results.append("hypotheses", rows, key=suite.KEY, results_dir=tmp_path)
     assert written == len(rows)
     frame = results.load(tmp_path)["hypotheses"]  # validated on loading
     assert len(frame) == len(rows)
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_every_trained_method_has_a_search_space(profile):
+    p = suite.PROFILE[profile]
+    assert p["trials"] >= {"quick": 4, "full": 20}[profile]  # the races' protocol
+    for job in suite.jobs(profile):
+        if job.key["workload"] != "adding_memory":
+            assert work.SPACES[job.key["method"]], job.key
+
+
+def test_select_takes_the_highest_finite_value_and_the_first_of_ties():
+    assert work.select([0.5, 0.9, 0.9, 0.1]) == 1
+    assert work.select([math.nan, 0.2, math.inf * -1]) == 1
+    assert work.select([math.nan, math.nan]) == 0
+    with pytest.raises(ValueError):
+        work.select([])
+
+
+def test_settings_refuse_a_value_outside_the_space():
+    assert work.settings("adam", {"lr": 1e-3, "optimizer": "adam"}, {"lr": 0.01}) == {
+        "lr": 0.01, "optimizer": "adam"}
+    with pytest.raises(ValueError, match="sigma"):
+        work.settings("adam", {"lr": 1e-3}, {"sigma": 0.1})
 
 
 # ------------------------------------------------------------------ verdict logic
@@ -181,6 +227,37 @@ def test_section_renders_from_rows_only(tmp_path):
     assert np.isfinite(report.GROWS)
 
 
+def _trial_rows(workload, setting, method, values, selected):
+    rows = []
+    for i, v in enumerate(values):
+        common = {"claim": "x", "workload": workload, "setting": setting, "method": method,
+                  "family": work.family(method), "seed": work.TUNING_SEED + i, "step": 100,
+                  "evals": 100.0, "trial": i, "n_trials": len(values),
+                  "selected": i == selected}
+        rows += [{**common, "metric": "trial_skipped_steps", "value": 1.0},
+                 {**common, "metric": "trial_val_accuracy", "value": v}]
+    return rows
+
+
+def test_trial_rows_are_summarised_and_kept_out_of_the_verdicts(tmp_path):
+    finals = (_rows("threshold_net", "s", "ste_adam", HIGH)
+              + _rows("threshold_net", "s", "zo", LOW))
+    trials = (_trial_rows("threshold_net", "s", "zo", [0.2, 0.9, 0.5, 0.1], selected=1)
+              + _trial_rows("threshold_net", "s", "ste_adam", [0.95] * 4, selected=0))
+    frame = pd.DataFrame(finals + trials)
+    summary = report.tuning_summary(frame[frame["metric"].str.startswith("trial_")])
+    zo_row = summary[summary["method"] == "zo"].iloc[0]
+    assert (zo_row["trials"], zo_row["selected trial"]) == (4, 1)
+    assert (zo_row["selected val"], zo_row["worst val"]) == (0.9, 0.1)
+    assert zo_row["skipped steps"] == 4  # counted, not hidden
+    md = report.section({"hypotheses": frame}, tmp_path)
+    assert "tuned alike: 4 settings" in md and "Tuning: per method" in md
+    assert "3 seeds per result" in md  # the trials' seeds are not counted as seeds
+    # the verdict reads the final rows only: the same as without the trials
+    without = report.verdicts(pd.DataFrame(finals))
+    pd.testing.assert_frame_equal(report.verdicts(pd.DataFrame(finals + trials)), without)
+
+
 def test_depth_verdict_takes_the_relu_workaround_and_sees_when_nothing_learned():
     chance = [0.10, 0.10, 0.103]
     base = (_rows("mlp_depth", "sigmoid/d2", "adam", HIGH)
@@ -237,3 +314,27 @@ def test_depth_to_target_reads_the_first_evaluation_at_the_target():
     assert r["time (s)"] == 0.4
     empty = hypotheses.depth_to_target(pd.DataFrame(rows), target=0.99)
     assert empty["reached"].tolist() == ["0/3"] and empty["time (s)"].tolist() == [float("inf")]
+
+
+@pytest.mark.parametrize("workload, run", [
+    ("mlp_depth", lambda hp, split: work.depth_run("zo_layer_scaled", "sigmoid", 2, 1000, 2,
+                                                   2, hp=hp, eval_split=split)),
+    ("adding_accuracy", lambda hp, split: work.recurrent_accuracy_run(
+        "tbptt", 8, 2, 1000, 2, 2, hp=hp, eval_split=split)),
+    ("threshold_net", lambda hp, split: work.threshold_run("gld", 1000, 2, 2, hp=hp,
+                                                           eval_split=split)),
+    ("categorical", lambda hp, split: work.categorical_run("zo_crn", 1000, 2, 2, hp=hp,
+                                                           eval_split=split)),
+    ("zero_one", lambda hp, split: work.objective_run("one_plus_one_metric", "zero_one",
+                                                      1000, 2, 2, hp=hp, eval_split=split)),
+])
+def test_every_workload_runs_a_validation_trial_with_the_drawn_settings(workload, run):
+    method = {"mlp_depth": "zo_layer_scaled", "adding_accuracy": "tbptt",
+              "threshold_net": "gld", "categorical": "zo_crn",
+              "zero_one": "one_plus_one_metric"}[workload]
+    (hp,) = work.recipes.sample(work.SPACES[method], 1)
+    rows = run(hp, "val")
+    assert [r["metric"].rsplit("_", 1)[0] for r in rows] == ["trial_skipped", "trial_val"]
+    assert rows[0]["value"] == 0  # no step skipped
+    stated = json.loads(rows[-1]["hparams"])
+    assert {k: stated[k] for k in hp} == hp  # the row states the values it trained with

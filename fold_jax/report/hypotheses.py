@@ -525,13 +525,15 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
     for c in ("evals", "step", "elapsed_s"):
         if c in frame.columns:
             frame[c] = pd.to_numeric(frame[c], errors="coerce")
+    is_trial = frame["metric"].astype(str).str.startswith("trial_")
+    trials, frame = frame[is_trial], frame[~is_trial]
     v = verdicts(frame)
     seeds = frame.groupby(["workload", "method", "setting"])["seed"].nunique()
     parts = [
         "Each claim of the gradient-free essay, put where gradients are said to fail, with "
-        "the workaround practitioners use beside the forward-only methods. Fixed budgets "
-        "(the same settings for every seed, stated in each row's `hparams`, `steps` and "
-        f"`evals`), {_count(seeds)} seeds per result; 95% "
+        "the workaround practitioners use beside the forward-only methods. "
+        + _protocol(trials) + f" Fixed step budgets (each row's `steps` and `evals`), "
+        f"{_count(seeds)} seeds per result; 95% "
         "percentile-bootstrap intervals of the median over seeds. Best = highest median. "
         "Verdict rules are in `fold_jax/report/hypotheses.py`.\n",
         table(v),
@@ -542,5 +544,57 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
         _memory_figure(frame, fig_dir),
         "Median compiled memory (MiB) and step time (ms) per T:\n\n" + _cost_table(frame),
         _curves_figure(frame, fig_dir),
+        _tuning_table(trials),
     ]
     return "\n".join(p for p in parts if p)
+
+
+def _protocol(trials: pd.DataFrame) -> str:
+    """One sentence on how the rows' settings were chosen."""
+    if trials.empty:
+        return ("Settings fixed by hand (no tuning trials in these rows), the same for "
+                "every seed and stated in each row's `hparams`.")
+    n = sorted(pd.to_numeric(trials["n_trials"], errors="coerce").dropna().astype(int).unique())
+    counts = "/".join(str(k) for k in n)
+    return (f"Every method, backprop included, is tuned alike: {counts} settings drawn from "
+            "its space (`bench.hypotheses_work.SPACES`, a scrambled Halton sequence), each "
+            "trained on its own seed and scored by its final metric on the validation "
+            "split; the best reruns on the seeds below, which alone read the test split "
+            "(selected settings: each row's `hparams`; trials: the table at the end).")
+
+
+def tuning_summary(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per (workload, setting, method): trials, the selected one and its validation
+    metric, the range over trials, and skipped steps summed over the trials.
+
+    Args:
+        trials: the ``trial_*`` rows of hypotheses.csv.
+
+    Returns:
+        One row per tuned (workload, setting, method).
+    """
+    if trials.empty:
+        return pd.DataFrame()
+    val = trials[trials["metric"].astype(str).str.startswith("trial_val_")]
+    skipped = trials[trials["metric"] == "trial_skipped_steps"]
+    out = []
+    for (w, s, m), g in val.groupby(["workload", "setting", "method"], sort=True):
+        chosen = g[g["selected"].astype(str) == "True"]
+        sk = skipped[(skipped["workload"] == w) & (skipped["setting"] == s)
+                     & (skipped["method"] == m)]
+        out.append({"workload": w, "setting": s, "method": m, "trials": len(g),
+                    "metric": str(g["metric"].iloc[0]).removeprefix("trial_"),
+                    "selected trial": int(chosen["trial"].iloc[0]) if len(chosen) else -1,
+                    "selected val": float(chosen["value"].iloc[0]) if len(chosen) else np.nan,
+                    "worst val": float(g["value"].min()),
+                    "skipped steps": int(pd.to_numeric(sk["value"]).sum())})
+    return pd.DataFrame(out)
+
+
+def _tuning_table(trials: pd.DataFrame) -> str:
+    summary = tuning_summary(trials)
+    if summary.empty:
+        return ""
+    return ("Tuning: per method and setting, the selected trial (highest final "
+            "validation metric) and the worst trial's, i.e. what tuning bought:\n\n"
+            + table(summary))
