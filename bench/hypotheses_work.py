@@ -17,8 +17,9 @@ Workloads (``claim`` / ``workload``):
   sigmoid / tanh / relu; Adam, isotropic zeroth-order (Adam on the estimate),
   zeroth-order with per-layer scaled perturbations (``zo_layer_scaled``), GLD, (1+1)-ES,
   RSO and the essay's fixed-radius search.
-- recurrent / adding_accuracy: the adding problem (Hochreiter & Schmidhuber 1997) at a
-  small T: full BPTT, truncated BPTT, forward gradient, zeroth-order, (1+1)-ES.
+- recurrent / adding_accuracy: the adding problem (Hochreiter & Schmidhuber 1997) at
+  T = 16 (quick) or 16, 64, 256 and 1024 (full): full BPTT, truncated BPTT (window
+  ``suite_hypotheses.truncation``), forward gradient, zeroth-order, (1+1)-ES.
 - recurrent / adding_memory: per T the compiled memory (``memory_analysis``) and the
   median step time of each method's training step (no training: compile + a few timed
   steps).
@@ -36,12 +37,9 @@ Workloads (``claim`` / ``workload``):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -170,43 +168,6 @@ def tune(run: Run, method: str, seeds: tuple[int, ...], n_trials: int) -> list[d
     finals = [{**r, "trial": best, "n_trials": n_trials}
               for seed in seeds for r in run(seed, drawn[best], "test")]
     return marked + finals
-
-
-# ---------------------------------------------------------------------- compiling
-
-
-_CACHE_DIR: str | None = None
-
-
-@contextlib.contextmanager
-def shared_compiles() -> Iterator[None]:
-    """Within the block, XLA executables are cached on disk (a temporary directory of
-    this process, removed at exit), so the seeds of one configuration compile once:
-    ``fit`` builds a fresh jitted chunk per call, and the second seed's identical program
-    is then loaded instead of compiled (compile_s of those rows is the load time). The
-    cache is switched off again on leaving, so other suites' compile times are not
-    touched."""
-    global _CACHE_DIR
-    from jax.experimental.compilation_cache import compilation_cache as cc  # public API
-
-    if _CACHE_DIR is None:
-        _CACHE_DIR = tempfile.mkdtemp(prefix="fold_jax_hypotheses_xla_")
-        import atexit
-
-        atexit.register(shutil.rmtree, _CACHE_DIR, True)
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    try:
-        jax.config.update(names[0], _CACHE_DIR)
-        jax.config.update(names[1], 0.0)
-        jax.config.update(names[2], 0)
-        cc.reset_cache()
-        yield
-    finally:
-        for n, v in old.items():
-            jax.config.update(n, v)
-        cc.reset_cache()
 
 
 # -------------------------------------------------------------------------- rows

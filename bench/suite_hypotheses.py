@@ -5,7 +5,7 @@ step_s, evals, step, ...); the workloads are in :mod:`bench.hypotheses_work`. On
 tunes one method on one setting (:func:`bench.hypotheses_work.tune`: ``trials``
 settings scored on the validation split) and trains the selected one on every seed of
 the profile (the seeds share compiled programs:
-:func:`bench.hypotheses_work.shared_compiles`); its key is its last row (the last
+:func:`bench.common.shared_compiles`); its key is its last row (the last
 seed's final metric). Memory and time rows are measured, not tuned.
 
 Profiles: ``quick`` (about 13 minutes on a 2-core CPU) gives every claim a verdict with
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from bench import hypotheses_work as work
-from bench.common import Job, check_profile
+from bench.common import Job, check_profile, shared_compiles
 from fold_jax import results
 
 FILE = "hypotheses"
@@ -33,9 +33,9 @@ PROFILE: dict[str, dict[str, Any]] = {
         depth_activations=("sigmoid",), depths=(2, 16),
         depth_methods=("adam", "zo", "zo_layer_scaled", "one_plus_one", "rso"),
         depth_steps=1000, depth_relu_methods=("adam",),
-        rnn_T=16, rnn_truncate=4, rnn_steps=600,
+        rnn_Ts=(16,), rnn_steps=600,
         rnn_methods=("bptt", "tbptt", "forward_gradient", "zo"),
-        cost_T=(64, 128, 256, 512), cost_truncate=16,
+        cost_T=(64, 128, 256, 512), truncate=16,
         cost_methods=("bptt", "tbptt", "forward_gradient", "zo"),
         threshold_methods=("ste_adam", "zo", "gld"), threshold_steps=600,
         categorical_methods=("gumbel_annealed", "st_gumbel", "reinforce", "zo_crn"),
@@ -50,9 +50,9 @@ PROFILE: dict[str, dict[str, Any]] = {
         depth_methods=("adam", "zo", "zo_layer_scaled", "gld", "one_plus_one", "rso",
                        "relative_loss"),
         depth_steps=3000, depth_relu_methods=None,
-        rnn_T=16, rnn_truncate=4, rnn_steps=3000,
+        rnn_Ts=(16, 64, 256, 1024), rnn_steps=3000,
         rnn_methods=("bptt", "tbptt", "forward_gradient", "zo", "one_plus_one"),
-        cost_T=(16, 32, 64, 128, 256, 512, 1024), cost_truncate=16,
+        cost_T=(16, 32, 64, 128, 256, 512, 1024), truncate=16,
         cost_methods=("bptt", "tbptt", "forward_gradient", "zo", "one_plus_one"),
         threshold_methods=("ste_adam", "zo", "gld", "one_plus_one", "relative_loss"),
         threshold_steps=3000,
@@ -68,6 +68,14 @@ PROFILE: dict[str, dict[str, Any]] = {
 }
 
 
+def truncation(T: int, k: int) -> int:
+    """The window of truncated BPTT on the adding problem of length ``T``: ``k`` (the
+    profile's ``truncate``, also the window whose memory ``adding_memory`` measures),
+    but at most a quarter of the sequence (4 at T = 16), so the gradient never spans
+    the whole sequence."""
+    return max(1, min(k, T // 4))
+
+
 def _last_key(claim: str, workload: str, method: str, setting: str, seed: int, metric: str,
               step: int) -> dict[str, Any]:
     return {"claim": claim, "workload": workload, "method": method, "setting": setting,
@@ -76,7 +84,7 @@ def _last_key(claim: str, workload: str, method: str, setting: str, seed: int, m
 
 def _measured(run: Callable[[], list[dict]]) -> Callable[[], list[dict]]:
     def go() -> list[dict]:
-        with work.shared_compiles():
+        with shared_compiles():
             return run()
 
     return go
@@ -118,18 +126,21 @@ def jobs(profile: str) -> Iterator[Job]:
                     lambda s, hp, split, m=m, a=act, d=depth, k=steps: work.depth_run(
                         m, a, d, s, k, k // 5, hp=hp, eval_split=split),
                     2 + depth / 4)
-    T, k_trunc, steps = p["rnn_T"], p["rnn_truncate"], p["rnn_steps"]
-    for m in p["rnn_methods"]:
-        yield _train_job("recurrent", "adding_accuracy", m, f"gru/T{T}", "r2", steps, seeds,
-                         n, lambda s, hp, split, m=m, k=steps, T=T, kt=k_trunc:
-                         work.recurrent_accuracy_run(m, T, kt, s, k, k // 5, hp=hp,
-                                                     eval_split=split), 2)
+    steps = p["rnn_steps"]
+    for T in p["rnn_Ts"]:
+        window = truncation(T, p["truncate"])
+        for m in p["rnn_methods"]:
+            yield _train_job("recurrent", "adding_accuracy", m, f"gru/T{T}", "r2", steps,
+                             seeds, n, lambda s, hp, split, m=m, k=steps, T=T, kt=window:
+                             work.recurrent_accuracy_run(m, T, kt, s, k, k // 5, hp=hp,
+                                                         eval_split=split),
+                             2 * max(1, T // 16))
     for T in p["cost_T"]:
         for m in p["cost_methods"]:
             key = _last_key("recurrent", "adding_memory", m, f"gru/T{T}", seeds[-1],
                             "step_s", 0)
             yield Job(key, _measured(lambda m=m, T=T: work.recurrent_cost_rows(
-                m, T, p["cost_truncate"], seeds)), f"adding_memory/T{T}/{m}",
+                m, T, p["truncate"], seeds)), f"adding_memory/T{T}/{m}",
                 2 + T / 256)
     steps = p["threshold_steps"]
     for m in p["threshold_methods"]:

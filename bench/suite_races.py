@@ -53,7 +53,7 @@ import jax
 import numpy as np
 import optax
 
-from bench.common import TUNING_SEED, Job, check_profile
+from bench.common import TUNING_SEED, Job, check_profile, shared_compiles
 from fold_jax import heads, methods, nets, recipes, results, tasks, train
 
 FILE = "races"
@@ -248,20 +248,23 @@ def race(task_name: str, method: str, variant: str, seed: int, budget_s: float,
 def tune_and_race(task_name: str, method: str, variant: str, profile: str
                   ) -> dict[str, list[dict[str, Any]]]:
     """The whole protocol for one (task, recipe, variant) under ``profile`` (module
-    docstring): ``{"tuning": trial rows, "races": one row per seed, "curves": rows}``."""
+    docstring): ``{"tuning": trial rows, "races": one row per seed, "curves": rows}``.
+    Inside :func:`bench.common.shared_compiles`, so the race seeds load the programs
+    their selected trial compiled (their ``compile_s`` is the load time)."""
     p = PROFILE[check_profile(profile)]
     n = p["trials"]
     settings = recipes.trials(method, n)
-    rows = [trial(task_name, method, variant, i, hp, p["budget_s"], p["max_steps"], n)
-            for i, hp in enumerate(settings)]
-    best = select(rows)
-    rows[best]["selected"] = True
-    out: dict[str, list[dict[str, Any]]] = {"tuning": rows, "races": [], "curves": []}
-    for seed in p["seeds"]:
-        one = race(task_name, method, variant, seed, p["budget_s"], p["max_steps"],
-                   settings[best], best, n)
-        out["races"] += one["races"]
-        out["curves"] += one["curves"]
+    with shared_compiles():  # the seeds load the selected trial's programs
+        rows = [trial(task_name, method, variant, i, hp, p["budget_s"], p["max_steps"], n)
+                for i, hp in enumerate(settings)]
+        best = select(rows)
+        rows[best]["selected"] = True
+        out: dict[str, list[dict[str, Any]]] = {"tuning": rows, "races": [], "curves": []}
+        for seed in p["seeds"]:
+            one = race(task_name, method, variant, seed, p["budget_s"], p["max_steps"],
+                       settings[best], best, n)
+            out["races"] += one["races"]
+            out["curves"] += one["curves"]
     return out
 
 

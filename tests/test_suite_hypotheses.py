@@ -156,6 +156,18 @@ def test_comparison_verdicts(backprop, forward, expected):
         assert v["best forward-only"].iloc[0] == fo
 
 
+def test_recurrent_accuracy_has_one_verdict_per_sequence_length():
+    # BPTT wins at T = 16, forward-only at T = 256 (listed out of order, 256 < 64 as text)
+    frame = pd.DataFrame(
+        _rows("adding_accuracy", "gru/T256", "bptt", LOW, metric="test_r2")
+        + _rows("adding_accuracy", "gru/T256", "zo", HIGH, metric="test_r2")
+        + _rows("adding_accuracy", "gru/T16", "bptt", HIGH, metric="test_r2")
+        + _rows("adding_accuracy", "gru/T16", "zo", LOW, metric="test_r2"))
+    v = report.verdicts(frame)
+    assert v["workload"].tolist() == ["adding_accuracy (gru/T16)", "adding_accuracy (gru/T256)"]
+    assert v["verdict"].str.split().str[0].tolist() == ["refuted", "supported"]
+
+
 def test_depth_verdict_judges_the_deepest_sigmoid_net_and_rso():
     frame = pd.DataFrame(
         _rows("mlp_depth", "sigmoid/d2", "adam", HIGH)
@@ -278,22 +290,6 @@ def test_depth_verdict_takes_the_relu_workaround_and_sees_when_nothing_learned()
     assert depth["best backprop"] == "adam (relu)" and depth["verdict"] == "refuted"
 
 
-def test_shared_compiles_caches_only_inside_the_block():
-    import os
-
-    import jax
-    import jax.numpy as jnp
-
-    before = jax.config.jax_compilation_cache_dir
-    with work.shared_compiles():
-        jax.jit(lambda x: x * 3 + 0.25)(jnp.ones(3))
-        inside = len(os.listdir(work._CACHE_DIR))
-    assert inside >= 1
-    assert jax.config.jax_compilation_cache_dir == before  # other suites are untouched
-    jax.jit(lambda x: x * 7 - 0.5)(jnp.ones(5))
-    assert len(os.listdir(work._CACHE_DIR)) == inside
-
-
 def test_depth_to_target_reads_the_first_evaluation_at_the_target():
     import pandas as pd
 
@@ -338,3 +334,49 @@ def test_every_workload_runs_a_validation_trial_with_the_drawn_settings(workload
     assert rows[0]["value"] == 0  # no step skipped
     stated = json.loads(rows[-1]["hparams"])
     assert {k: stated[k] for k in hp} == hp  # the row states the values it trained with
+
+
+def _tiny(profile: dict) -> dict:
+    """``profile`` with every budget cut to 12 steps, one trial, one seed, the smallest
+    depth and sequence lengths: the same (workload, method, activation) grid."""
+    steps = {k: 12 for k in profile if k.endswith("_steps")}
+    return {**profile, **steps, "seeds": (0,), "trials": 1, "depths": (2,), "rnn_Ts": (8,),
+            "cost_T": (8,), "truncate": 4}
+
+
+def _full_only_jobs() -> list:
+    """One job per (workload, method, activation) of the full profile that the quick
+    profile (which the reference run executes) never runs."""
+    quick = {(j.key["workload"], j.key["method"], j.key["setting"].split("/")[0])
+             for j in suite.jobs("quick")}
+    seen, picked = set(quick), []
+    for job in suite.jobs("full"):
+        k = (job.key["workload"], job.key["method"], job.key["setting"].split("/")[0])
+        if k not in seen:
+            seen.add(k)
+            picked.append(job)
+    return picked
+
+
+def test_every_job_only_the_full_profile_runs_runs_end_to_end(monkeypatch):
+    """The full profile has never been run to the end on CI hardware (hours), so each
+    of its methods, activations and objectives that the quick profile lacks runs once
+    here at 12 steps through its real job (tuning, selection, final seed)."""
+    full = suite.PROFILE["full"]
+    monkeypatch.setitem(suite.PROFILE, "full", _tiny(full))
+    jobs = _full_only_jobs()
+    names = {(j.key["workload"], j.key["method"]) for j in jobs}
+    # the full-only methods and the multilabel objective are all among them
+    assert {("mlp_depth", "gld"), ("mlp_depth", "relative_loss"),
+            ("adding_accuracy", "one_plus_one"), ("adding_memory", "one_plus_one"),
+            ("threshold_net", "relative_loss"), ("categorical", "one_plus_one_crn"),
+            ("multilabel_exact", "zo_metric"), ("linreg", "zo")} <= names
+    for job in jobs:
+        rows = job.run()
+        last = rows[-1]
+        assert {k: last[k] for k in job.key} == job.key, job.label
+        for r in rows:
+            assert not results.undescribed("hypotheses", r), (job.label, r)
+        finals = [r for r in rows if r["metric"].startswith("test_")
+                  or r["metric"] in ("mem_bytes", "step_s")]
+        assert finals and all(np.isfinite(r["value"]) for r in finals), job.label

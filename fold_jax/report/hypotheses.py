@@ -73,7 +73,7 @@ CLAIMS: dict[str, str] = {
                          "(0-1 error, exact match) instead of a surrogate.",
     "recurrent_memory": "BPTT must keep the sequence for the backward pass; a forward-only "
                         "relative loss suits recurrent nets (memory flat in T).",
-    "recurrent_accuracy": "... and trains them (adding problem at small T).",
+    "recurrent_accuracy": "... and trains them (the adding problem, per sequence length).",
     "linear_regression": "The relative-loss search worked on plain linear regression.",
 }
 BACKPROP = ("adam", "bptt", "tbptt", "ste_adam", "gumbel_annealed", "st_gumbel",
@@ -248,6 +248,12 @@ def _deepest(frame: pd.DataFrame) -> str | None:
     return None
 
 
+def _by_length(frame: pd.DataFrame, workload: str) -> list[str]:
+    """The settings of ``workload`` ("<cell>/T<length>"), shortest sequence first."""
+    settings = frame.loc[frame["workload"] == workload, "setting"].dropna().astype(str)
+    return sorted(set(settings), key=lambda s: (int(s.rsplit("/T", 1)[-1]), s))
+
+
 def verdicts(frame: pd.DataFrame) -> pd.DataFrame:
     """One verdict row per claim and workload, computed from hypotheses rows only.
 
@@ -301,11 +307,11 @@ def verdicts(frame: pd.DataFrame) -> pd.DataFrame:
                         else "test exact match"))
     if (frame["workload"] == "adding_memory").any():
         add("recurrent_memory", "adding_memory", memory_verdict(frame))
-    values = _values(frame, "adding_accuracy", "test_r2")
-    if values:
-        setting = str(frame.loc[frame["workload"] == "adding_accuracy", "setting"].iloc[0])
-        add("recurrent_accuracy", f"adding_accuracy ({setting})",
-            compare(*_split(values, frame), metric="test R^2"))
+    for setting in _by_length(frame, "adding_accuracy"):  # one verdict per T
+        values = _values(frame, "adding_accuracy", "test_r2", setting)
+        if values:
+            add("recurrent_accuracy", f"adding_accuracy ({setting})",
+                compare(*_split(values, frame), metric="test R^2"))
     values = _values(frame, "linreg", "test_r2")
     if values:
         add("linear_regression", "linreg", _linreg(values))
