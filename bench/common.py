@@ -8,7 +8,10 @@ A suite is a module ``bench/suite_<name>.py`` with
   runs never count, see :mod:`bench.run`);
 - optionally ``KEYS``: ``{file_stem: key_columns}`` for other files its jobs write
   (e.g. ``{"curves": [...]}``);
-- ``jobs(profile) -> Iterable[Job]`` for ``profile`` in ``PROFILES``.
+- ``jobs(profile) -> Iterable[Job]`` for ``profile`` in ``PROFILES``;
+- optionally ``DEFAULT_PROFILES``: the profiles in which a command without ``--only``
+  runs the suite (default: all of ``PROFILES``); a suite left out of a profile's default
+  run still runs in it when named by ``--only`` (:func:`bench.run.default_parts`).
 
 ``Job.run()`` returns either a list of rows (dicts) for ``FILE`` or a dict
 ``{file_stem: rows}`` for several files. The runner writes the other files first

@@ -3,8 +3,9 @@
 
 Parts: every suite ``bench/suite_<name>.py`` (see :mod:`bench.common`), the kernel
 micro-benchmarks (``kernels``, :mod:`bench.suite_kernels`) first; the others in name
-order. Each suite's results file, key and columns come from
-:data:`fold_jax.results.SCHEMA`.
+order. Without ``--only`` a profile runs the suites whose ``DEFAULT_PROFILES`` hold it
+(:func:`default_parts`: the quick run leaves the hypotheses out, and says so). Each
+suite's results file, key and columns come from :data:`fold_jax.results.SCHEMA`.
 
 Every run measures the machine it runs on. A command starts a new run (a new run id,
 recorded in ``<results-dir>/runs.csv`` with its commit, host, profile and parts) unless
@@ -45,7 +46,7 @@ from bench.common import PROFILES, Job
 HERE = Path(__file__).resolve().parent
 FIRST = ("kernels",)  # parts that run before the others (timings on an idle machine)
 
-__all__ = ["discover", "main", "pending", "select_run", "write_rows"]
+__all__ = ["default_parts", "discover", "main", "pending", "select_run", "write_rows"]
 
 MACHINE = ("host", "backend", "device_kind", "n_devices")  # a run measures one machine
 OPTIONS = ("profile", "parts", "filter")  # the command a run was started with
@@ -55,6 +56,30 @@ def discover() -> list[str]:
     """Suite names, from ``bench/suite_<name>.py``: ``FIRST`` ones first, then sorted."""
     names = sorted(p.stem.removeprefix("suite_") for p in HERE.glob("suite_*.py"))
     return [n for n in FIRST if n in names] + [n for n in names if n not in FIRST]
+
+
+def default_parts(names: Sequence[str], profile: str, modules: Mapping[str, Any] | None = None
+                  ) -> tuple[list[str], list[str]]:
+    """The parts a command without ``--only`` runs under ``profile``, and those it leaves
+    out: a suite runs by default in the profiles of its ``DEFAULT_PROFILES`` (all
+    profiles when it has none; :mod:`bench.common`).
+
+    Args:
+        names: the suite names, in run order.
+        profile: "quick" or "full".
+        modules: name -> suite module (None or missing: imported as
+            ``bench.suite_<name>``).
+
+    Returns:
+        ``(run, left_out)``, each in the order of ``names``.
+    """
+    modules = modules or {}
+    run, left_out = [], []
+    for name in names:
+        suite = modules.get(name) or importlib.import_module(f"bench.suite_{name}")
+        (run if profile in getattr(suite, "DEFAULT_PROFILES", PROFILES) else left_out
+         ).append(name)
+    return run, left_out
 
 
 def _message(e: BaseException) -> str:
@@ -251,6 +276,11 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
         if bad:
             parser.error(f"--only {','.join(bad)}: not known; allowed: {', '.join(parts)}")
         parts = [p for p in parts if p in chosen]
+    elif args.resume is None:
+        parts, left_out = default_parts(all_parts, args.profile or "quick", modules)
+        for name in left_out:
+            print(f"{name}: not part of the default {args.profile or 'quick'} run (its "
+                  f"suite's DEFAULT_PROFILES); run it with --only {name}")
 
     from fold_jax import parallel, results
 

@@ -8,7 +8,8 @@ the profile (the seeds share compiled programs:
 :func:`bench.common.shared_compiles`); its key is its last row (the last
 seed's final metric). Memory and time rows are measured, not tuned.
 
-Profiles: ``quick`` (about 13 minutes on a 2-core CPU) gives every claim a verdict with
+Profiles: ``quick`` (about 12 minutes on a 2-core CPU; run by ``--only hypotheses``,
+not by the default quick run: ``DEFAULT_PROFILES``) gives every claim a verdict with
 small nets, short fixed budgets, 4 trials and 3 seeds; ``full`` adds activations,
 depths, methods, sequence lengths and the multilabel objective, with longer budgets, 20
 trials and 5 seeds. The report (:mod:`fold_jax.report.hypotheses`) draws the verdicts
@@ -26,6 +27,12 @@ from fold_jax import results
 
 FILE = "hypotheses"
 KEY = results.key(FILE)
+# Not in the default quick run: its quick profile alone takes about 12 minutes on a 2-core
+# CPU, 9 of them compiling (each tuning trial bakes its hyperparameters into its program),
+# which the 20-minute quick run cannot hold beside the races. `--only hypotheses` runs it
+# (quick), and the full profile runs it by default; the report shows the newest run's rows
+# with their run id and commit.
+DEFAULT_PROFILES = ("full",)
 
 PROFILE: dict[str, dict[str, Any]] = {
     "quick": dict(

@@ -90,29 +90,37 @@ ALL_METHODS = recipes.names()
 VARIANTS = ("dense", "binarized", "pruned")
 _PEERS = ("evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars")
 # Each profile: tuning trials, race seeds, step budget (max_steps), wall-clock safety
-# cap (budget_s) and (tasks, recipes, variants) grids. quick (about 8 minutes on a
-# 2-core CPU): one recipe of every fold_jax family, both backprop baselines and the
-# four evosax peers on digits; a subset on breast_cancer (where CMA-ES fits, d = 513)
-# and spirals; the variants on digits. full: every recipe on every task and variant.
+# cap (budget_s) and (tasks, recipes, variants) grids. quick (about 7 of the quick run's
+# 20 minutes on a 2-core CPU): on digits Adam (SGD only in full), the fold_jax
+# estimator and direct-search families and evosax's Open_ES and SNES (the peers that
+# came closest there in every earlier run: PGPE and ARS missed by a wider margin);
+# on breast_cancer (where CMA-ES fits, d = 513) and spirals every evosax peer beside
+# the small-population estimator; the variants on digits with Adam. full: every recipe
+# on every task and variant.
 PROFILE = {
     "quick": dict(trials=4, seeds=[0, 1, 2], max_steps=500, budget_s=60.0, grids=[
-        (["digits"], ("adam", "sgd", "zo_gaussian", "zo_lowrank_ranked", "forward_gradient",
-                      "gld", "one_plus_one", "snes", *_PEERS), ["dense"]),
-        (["breast_cancer"], ["adam", "zo_lowrank_ranked", "gld", "evosax_snes",
+        (["digits"], ("adam", "zo_lowrank_ranked", "zo_lowrank_ranked16", "gld",
+                      "one_plus_one", "evosax_open_es", "evosax_snes"), ["dense"]),
+        (["breast_cancer"], ["adam", "zo_lowrank_ranked16", "gld", *_PEERS,
                              "evosax_cma_es"], ["dense"]),
-        (["spirals"], ["adam", "zo_lowrank_ranked", "evosax_snes"], ["dense"]),
+        (["spirals"], ["adam", "zo_lowrank_ranked16", *_PEERS], ["dense"]),
         (["digits"], ["adam"], ["binarized", "pruned"]),
-        (["digits"], ["zo_lowrank_ranked"], ["pruned"]),
     ]),
     "full": dict(trials=20, seeds=[0, 1, 2, 3, 4], max_steps=3000, budget_s=300.0, grids=[
         (list(TARGETS), ALL_METHODS, VARIANTS),
     ]),
 }
 # seconds per run (compile + at most 500 steps + evaluation) on digits, quick profile,
-# 2-core CPU, measured; the smaller tasks take about 0.4x. Weights the progress bar's ETA.
-RUN_COST = {"adam": 1.5, "sgd": 1.0, "zo_gaussian": 5.3, "zo_rademacher": 5.3,
-            "zo_sphere": 5.3, "zo_lowrank": 3.0, "zo_lowrank_ranked": 5.1,
-            "forward_gradient": 3.4, "gld": 2.3, "rso": 3.0, "one_plus_one": 1.4, "snes": 12.0}
+# 2-core CPU, measured (run 20261203T081524Z-a4d8bc: a job's time / its 7 runs); the
+# smaller tasks take about SMALL_TASK share of it (evosax peers SMALL_TASK_PEER: their
+# per-generation cost is mostly the digits net's size). Weights the progress bar's ETA.
+RUN_COST = {"adam": 2.3, "sgd": 1.6, "zo_gaussian": 7.0, "zo_rademacher": 7.0,
+            "zo_sphere": 7.0, "zo_lowrank": 4.0, "zo_lowrank_ranked": 9.3,
+            "zo_lowrank_ranked16": 4.5, "forward_gradient": 4.9, "gld": 2.6, "rso": 3.0,
+            "one_plus_one": 1.3, "snes": 11.6, "evosax_open_es": 7.6, "evosax_snes": 10.4,
+            "evosax_pgpe": 7.3, "evosax_ars": 6.6, "evosax_sep_cma_es": 8.0,
+            "evosax_cma_es": 9.0}
+SMALL_TASK, SMALL_TASK_PEER = 0.5, 0.2
 SPARSITY = 0.5  # pruned variant: fraction of weights removed (0.8 caps Adam at ~0.90 on digits)
 
 
@@ -296,7 +304,8 @@ def jobs(profile: str) -> Iterator[Job]:
         if why:
             print(f"races: {method} not run on {task_name}/{variant}: {why}")
             continue
-        cost = runs * RUN_COST.get(method, 4.0) * (1.0 if task_name == "digits" else 0.4)
+        small = SMALL_TASK_PEER if recipes.get(method).library == "evosax" else SMALL_TASK
+        cost = runs * RUN_COST.get(method, 4.0) * (1.0 if task_name == "digits" else small)
         key = {"task": task_name, "method": method, "variant": variant,
                "seed": p["seeds"][-1], "max_steps": p["max_steps"], "budget_s": p["budget_s"]}
         yield Job(key, lambda a=(task_name, method, variant, profile): tune_and_race(*a),

@@ -316,3 +316,27 @@ def test_disk_full_mid_run_stops_cleanly_and_resumes(tmp_path, capsys, monkeypat
     assert sorted(results.load(tmp_path / "fake.csv")["i"]) == [0, 1]
     assert run.main(argv, suites={"fake": _fake_suite(5)}) == 0
     _check_complete(tmp_path, 5)
+
+
+def test_a_suite_outside_a_profiles_default_run_runs_only_when_named(tmp_path, capsys):
+    """DEFAULT_PROFILES: without --only the suite is left out of the quick run (saying
+    how to run it) and runs in full; --only runs it under any profile, and the real
+    hypotheses suite is declared so (its quick profile alone outlasts the quick run)."""
+    opt_in = _fake_suite(2)
+    opt_in.FILE, opt_in.KEYS, opt_in.DEFAULT_PROFILES = "optin", {}, ("full",)
+    opt_in.jobs = lambda profile: [Job({"i": i}, lambda i=i: [{"v": i}], f"o{i}", 1.0)
+                                   for i in range(2)]
+    suites = {"fake": _fake_suite(3), "optin": opt_in}
+    assert run.default_parts(list(suites), "quick", suites) == (["fake"], ["optin"])
+    assert run.default_parts(list(suites), "full", suites) == (["fake", "optin"], [])
+    argv = ["--results-dir", str(tmp_path), "--no-report"]
+    assert run.main(argv, suites=suites) == 0
+    out = capsys.readouterr().out
+    assert "optin: not part of the default quick run" in out and "--only optin" in out
+    assert not (tmp_path / "optin.csv").exists()
+    assert sorted(results.load(tmp_path / "fake.csv")["i"]) == [0, 1, 2]
+    assert run.main([*argv, "--only", "optin"], suites=suites) == 0
+    assert sorted(results.load(tmp_path / "optin.csv")["i"]) == [0, 1]
+    names = run.discover()
+    assert run.default_parts(names, "quick")[1] == ["hypotheses"]
+    assert run.default_parts(names, "full") == (names, [])

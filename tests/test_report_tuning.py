@@ -32,6 +32,7 @@ def test_peers_picks_each_librarys_best_and_reads_the_goal():
                     "evosax_snes": 3.0, "evosax_open_es": 4.0})
     (row,) = tuning.peers(races).to_dict("records")
     assert row["fold_jax method"] == "zo_lowrank_ranked"  # gld missed; adam is not fold_jax
+    assert row["evosax strategies raced"] == "evosax_open_es, evosax_snes"
     assert row["evosax method"] == "evosax_snes"
     # medians over seeds of x * (1, 1.01, 1.02) are x * 1.01 on both sides: ratio exact
     assert row["evals evosax / fold_jax"] == pytest.approx(2.0, rel=1e-12)

@@ -72,4 +72,11 @@ def test_jobs_cover_the_grids_and_say_what_they_leave_out(capsys):
     assert "evosax_snes not run on digits/pruned: cannot keep a pruned net's mask" in out
     p = suite_races.PROFILE
     assert p["quick"]["trials"] >= 4 and len(p["quick"]["seeds"]) >= 3
+    # every evosax peer races in quick, and each quick task has a fold_jax estimator and
+    # an evosax peer to compare
+    peers = {"evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars"}
+    assert peers <= {label.split("/")[1] for label in labels}
+    for task in ("digits", "breast_cancer", "spirals"):
+        raced = {label.split("/")[1] for label in labels if label.startswith(task + "/")}
+        assert raced & peers and any(m.startswith("zo_") for m in raced), task
     assert p["full"]["trials"] >= 20 and len(p["full"]["seeds"]) >= 5

@@ -81,18 +81,21 @@ def peers(races: pd.DataFrame) -> pd.DataFrame:
         races: the races rows (with ``library``).
 
     Returns:
-        One row per problem where both ran: each side's method, evals and time with
-        95% intervals, and ``evals evosax / fold_jax``, ``time evosax / fold_jax``.
+        One row per problem where both ran: the evosax strategies raced there, each
+        side's method, evals and time with 95% intervals, and ``evals evosax /
+        fold_jax``, ``time evosax / fold_jax``.
     """
     if "library" not in races.columns:
         return pd.DataFrame()
     s = summary(races)
     ours = best_by_library(s, races, FORWARD_ONLY).set_index(["task", "variant"])
     theirs = best_by_library(s, races, PEER).set_index(["task", "variant"])
+    raced = races.groupby(["task", "variant", "library"])["method"].unique()
     rows = []
     for problem in ours.index.intersection(theirs.index):
         a, b = ours.loc[problem], theirs.loc[problem]
-        row = {"task": problem[0], "variant": problem[1]}
+        row = {"task": problem[0], "variant": problem[1],
+               "evosax strategies raced": ", ".join(sorted(raced[(*problem, PEER)]))}
         for side, r in (("fold_jax", a), ("evosax", b)):
             row |= {f"{side} method": r["method"],
                     f"{side} evals": r["evals"],
