@@ -48,7 +48,7 @@ FIRST = ("kernels",)  # parts that run before the others (timings on an idle mac
 
 __all__ = ["default_parts", "discover", "main", "pending", "select_run", "write_rows"]
 
-MACHINE = ("host", "backend", "device_kind", "n_devices")  # a run measures one machine
+MACHINE = ("host", "cpu_model", "backend", "device_kind", "n_devices")  # one machine a run
 OPTIONS = ("profile", "parts", "filter")  # the command a run was started with
 
 

@@ -180,12 +180,12 @@ def _recipes() -> dict[str, Recipe]:
                {"num_directions": 128, "noise": "gaussian", "rank": 4,
                 "shaping": "centered_ranks"},
                description="rank-4 gaussian ES, 128 evaluations, centered ranks + Adam"),
-        Recipe("zo_lowrank_ranked16", "fold_jax", zo, {"learning_rate": _LR, "sigma": _SIGMA},
+        Recipe("zo_lowrank_ranked32", "fold_jax", zo, {"learning_rate": _LR, "sigma": _SIGMA},
                {"learning_rate": 1e-2, "sigma": 1e-2},
-               {"num_directions": 16, "noise": "gaussian", "rank": 4,
+               {"num_directions": 32, "noise": "gaussian", "rank": 4,
                 "shaping": "centered_ranks"},
-               description="rank-4 gaussian ES, 16 evaluations, centered ranks + Adam (the "
-                           "small population: more steps, fewer evaluations each)"),
+               description="rank-4 gaussian ES, 32 evaluations (the evosax peers' "
+                           "population), centered ranks + Adam"),
         Recipe("forward_gradient", "fold_jax", _forward_gradient, {"learning_rate": _LR},
                {"learning_rate": 1e-2}, {"num_directions": 8},
                description="forward gradient (8 jvp tangents) + Adam"),

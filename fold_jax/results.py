@@ -58,6 +58,7 @@ __all__ = [
     "MACHINE_KEY",
     "META",
     "META_COLUMNS",
+    "META_OPTIONAL",
     "REGISTRY",
     "RUN_COLUMNS",
     "SCHEMA",
@@ -71,6 +72,7 @@ __all__ = [
     "clear_resumable",
     "code_changed",
     "columns_markdown",
+    "cpu_model",
     "done",
     "done_keys",
     "git_commit",
@@ -154,6 +156,8 @@ META: tuple[Column, ...] = (
     _c("git_commit", "str", "", "HEAD of the checkout that measured the row (40 hex digits "
        "or 'unknown')"),
     _c("host", "str", "", "the machine's host name (platform.node())"),
+    _c("cpu_model", "str", "", "the host CPU (cpu_model(): model name, architecture, logical "
+       "cores, AVX-512 when present): machines under one host name can differ"),
     _c("backend", "str", "", "jax.default_backend(): cpu, gpu, tpu, ..."),
     _c("device_kind", "str", "", "jax.devices()[0].device_kind (scaling: the forced host "
        "devices)"),
@@ -162,6 +166,9 @@ META: tuple[Column, ...] = (
     _c("jaxlib_version", "str", "", "jaxlib.__version__"),
 )
 META_COLUMNS: tuple[str, ...] = tuple(c.name for c in META)
+# metadata added after results files existed: rows of older runs lack it, so a file is
+# valid without it (new rows always carry it)
+META_OPTIONAL: tuple[str, ...] = ("cpu_model",)
 # the metadata that names the machine. Suites put it in their key so a row says which
 # machine it measured; whether a job is done is decided by run_id (see done_keys).
 MACHINE_KEY: tuple[str, ...] = ("host", "backend", "device_kind", "n_devices")
@@ -653,8 +660,8 @@ def write_columns(path: str | os.PathLike = "results/COLUMNS.md") -> Path:
 REGISTRY = "runs"
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "status", "started_utc", "updated_utc", "finished_utc", "git_commit", "host",
-    "backend", "device_kind", "n_devices", "jax_version", "profile", "parts", "filter",
-    "attempts", "pid", "command",
+    "cpu_model", "backend", "device_kind", "n_devices", "jax_version", "profile", "parts",
+    "filter", "attempts", "pid", "command",
 )
 ALL_RUNS = "*"  # done_keys(..., run=ALL_RUNS): rows of every run
 # the code that produces results: rows measured at another commit are stale when these
@@ -785,10 +792,41 @@ def code_changed(commit: str, head: str = "HEAD", *, cwd: str | os.PathLike | No
     return out.returncode == 1
 
 
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The host CPU in one line: model name, architecture, logical cores and
+    ``avx512`` when the CPU has AVX-512 (timings and some float roundings depend on it),
+    e.g. ``"AMD EPYC 7B13 (x86_64, 2 cores)"``.
+
+    Args:
+        cpuinfo: the text of ``/proc/cpuinfo`` (None: read it; on a system without it
+            the model comes from ``platform.processor()``).
+
+    Returns:
+        The description ("unknown" parts where the system does not say).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(name.strip().lower(), value.strip())
+    model = (fields.get("model name") or fields.get("hardware") or fields.get("cpu model")
+             or platform.processor() or "unknown")
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    extras = [platform.machine() or "unknown", f"{os.cpu_count() or 0} cores"]
+    if "avx512f" in flags:
+        extras.append("avx512")
+    return f"{' '.join(model.split())} ({', '.join(extras)})"
+
+
 def metadata() -> dict[str, Any]:
     """Metadata for a row: run_id (:func:`run_id`), timestamp_utc (now), git_commit,
-    host (``platform.node()``), backend, device_kind, n_devices, jax_version,
-    jaxlib_version.
+    host (``platform.node()``), cpu_model (:func:`cpu_model`), backend, device_kind,
+    n_devices, jax_version, jaxlib_version.
 
     Returns:
         A dict of the metadata columns and their values.
@@ -802,6 +840,7 @@ def metadata() -> dict[str, Any]:
         _STATIC_META = {
             "git_commit": _git_commit(),
             "host": platform.node() or "unknown",
+            "cpu_model": cpu_model(),
             "backend": jax.default_backend(),
             "device_kind": devices[0].device_kind if devices else "unknown",
             "n_devices": jax.device_count(),
@@ -880,7 +919,8 @@ def validate(frame: pd.DataFrame, path: str | os.PathLike, name: str | None = No
     schema = SCHEMAS.get(name)
     if schema is None:
         return
-    required = {**{c: _META_TYPES.get(c, "str") for c in META_COLUMNS}, **schema}
+    required = {**{c: _META_TYPES.get(c, "str") for c in META_COLUMNS
+                   if c not in META_OPTIONAL}, **schema}
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing core columns {missing} (file kind {name!r})")

@@ -36,6 +36,27 @@ def test_metadata_has_every_column_and_one_run_id():
     assert a["git_commit"] == "unknown" or len(a["git_commit"]) == 40
 
 
+def test_cpu_model_names_the_cpu_from_any_cpuinfo():
+    """x86 (model name, flags), ARM (Hardware / no model, Features) and an empty or
+    missing cpuinfo: always one non-empty line with the architecture and core count;
+    AVX-512 is named only when avx512f is among the flags."""
+    import os
+    import platform
+
+    tail = f"{platform.machine() or 'unknown'}, {os.cpu_count() or 0} cores"
+    x86 = "processor : 0\nmodel name : AMD  EPYC 7B13\nflags : fpu avx2 avx512bw\n"
+    assert results.cpu_model(x86) == f"AMD EPYC 7B13 ({tail})"  # avx512bw is not avx512f
+    assert results.cpu_model(x86 + "model name : ignored\nflags : avx512f\n") == (
+        f"AMD EPYC 7B13 ({tail})")  # the first processor's fields
+    avx = "model name\t: Intel(R) Xeon(R)\nflags\t\t: sse avx512f avx512dq\n"
+    assert results.cpu_model(avx) == f"Intel(R) Xeon(R) ({tail}, avx512)"
+    assert results.cpu_model("Hardware : BCM2711\nFeatures : fp asimd\n") == f"BCM2711 ({tail})"
+    for text in ("", "garbage without colons\n", ":\n"):
+        line = results.cpu_model(text)
+        assert line.endswith(f"({tail})") and line.split(" (")[0]
+    assert results.metadata()["cpu_model"] == results.cpu_model()
+
+
 def test_append_load_round_trip_with_metadata(tmp_path):
     assert results.append("races", [race_row(0), race_row(1)], key=KEY,
                           results_dir=tmp_path) == 2

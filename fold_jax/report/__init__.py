@@ -237,9 +237,9 @@ def _header(frames: Mapping[str, pd.DataFrame], sources: Mapping[str, Source],
                   "in it. The CSVs keep the rows of every run "
                   f"({n_runs} in all; `runs.csv` records those made by `python -m "
                   "bench.run`)." + (f" Checkout at commit `{head[:8]}`." if head else ""), "",
-                  "| file | run | status | rows shown | commit | host | backend | device | "
-                  "devices | jax | started (UTC) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| file | run | status | rows shown | commit | host | cpu | backend | "
+                  "device | devices | jax | started (UTC) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, s in sorted(sources.items()):
             f = frames[name]
 
@@ -250,7 +250,8 @@ def _header(frames: Mapping[str, pd.DataFrame], sources: Mapping[str, Source],
             status = "no record" if s.status == "unrecorded" else s.status
             lines.append(f"| {name}.csv | `{s.run_id}` | {status} | {s.rows} of "
                          f"{s.rows_in_file} | {', '.join(c[:8] for c in s.commits)}{stale} | "
-                         f"{', '.join(s.hosts)} | {vals('backend')} | {vals('device_kind')} | "
+                         f"{', '.join(s.hosts)} | {vals('cpu_model') or '-'} | "
+                         f"{vals('backend')} | {vals('device_kind')} | "
                          f"{vals('n_devices')} | {vals('jax_version')} | {s.started} |")
     lines.append("")
     return "\n".join(lines)
