@@ -174,7 +174,7 @@ def _slopes(frame: pd.DataFrame, method: str, metric: str) -> tuple:
                 & (frame["metric"] == metric)]
     if sub.empty:
         return (math.nan, math.nan, math.nan, 0)
-    T = sub["setting"].astype(str).str.extract(r"T(\d+)")[0].astype(float)
+    T = _length(sub["setting"])
     slopes = [loglog_slope(T[g.index], pd.to_numeric(g["value"]))
               for _, g in sub.groupby("seed")]
     return bootstrap_median(slopes)
@@ -201,7 +201,7 @@ def memory_verdict(frame: pd.DataFrame) -> dict[str, str]:
     if fo is None:
         return {"backprop": "bptt", "forward_only": "-", "numbers": "-",
                 "verdict": "no data", "flips": "-"}
-    T = sub["setting"].astype(str).str.extract(r"T(\d+)")[0].astype(float)
+    T = _length(sub["setting"])
     top = T.max()
     at_top = sub[(T == top) & (sub["metric"] == "mem_bytes")]
     top_mem = at_top.groupby("method")["value"].median()
@@ -248,10 +248,16 @@ def _deepest(frame: pd.DataFrame) -> str | None:
     return None
 
 
+def _length(settings: pd.Series) -> pd.Series:
+    """The sequence lengths T of recurrent settings ("<cell>/T<length>"), as floats."""
+    return settings.astype(str).str.extract(r"T(\d+)$")[0].astype(float)
+
+
 def _by_length(frame: pd.DataFrame, workload: str) -> list[str]:
     """The settings of ``workload`` ("<cell>/T<length>"), shortest sequence first."""
     settings = frame.loc[frame["workload"] == workload, "setting"].dropna().astype(str)
-    return sorted(set(settings), key=lambda s: (int(s.rsplit("/T", 1)[-1]), s))
+    lengths = dict(zip(settings, _length(settings), strict=True))
+    return sorted(set(settings), key=lambda s: (lengths[s], s))
 
 
 def verdicts(frame: pd.DataFrame) -> pd.DataFrame:
@@ -409,7 +415,7 @@ def _memory_figure(frame: pd.DataFrame, fig_dir: Path) -> str:
     sub = frame[frame["workload"] == "adding_memory"]
     if sub.empty:
         return ""
-    sub = sub.assign(T=sub["setting"].astype(str).str.extract(r"T(\d+)")[0].astype(float))
+    sub = sub.assign(T=_length(sub["setting"]))
     styles = method_styles(sub["method"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric, label in ((axes[0], "mem_bytes", "compiled step memory (bytes)"),
@@ -461,7 +467,7 @@ def _cost_table(frame: pd.DataFrame) -> str:
                 & frame["metric"].isin(["mem_bytes", "step_s"])]
     if sub.empty:
         return ""
-    sub = sub.assign(T=sub["setting"].astype(str).str.extract(r"T(\d+)")[0].astype(int))
+    sub = sub.assign(T=_length(sub["setting"]).astype(int))
     wide = sub.pivot_table(index="T", columns=["metric", "method"], values="value",
                            aggfunc="median")
     wide.columns = [f"{'MiB' if m == 'mem_bytes' else 'ms'} {meth}" for m, meth in wide.columns]
