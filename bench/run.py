@@ -42,13 +42,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import PROFILES, Job
+from fold_jax import results
 
 HERE = Path(__file__).resolve().parent
 FIRST = ("kernels",)  # parts that run before the others (timings on an idle machine)
 
 __all__ = ["default_parts", "discover", "main", "pending", "select_run", "write_rows"]
 
-MACHINE = ("host", "cpu_model", "backend", "device_kind", "n_devices")  # one machine a run
+# one machine a run: the results' machine key and the CPU (a run resumes only on its CPU)
+MACHINE = ("cpu_model", *results.MACHINE_KEY)
 OPTIONS = ("profile", "parts", "filter")  # the command a run was started with
 
 
@@ -91,8 +93,6 @@ def pending(suite, profile: str, results_dir: str, substring: str | None,
     """The jobs of ``suite`` still to run (filtered by ``substring``) and how many of them
     run ``run_id`` (by default the current run) already wrote; rows of other runs never
     count."""
-    from fold_jax import results
-
     meta = results.metadata()
     key_columns = list(suite.KEY)
     have = results.done_keys(suite.FILE, key_columns, results_dir, run=run_id)
@@ -111,8 +111,6 @@ def pending(suite, profile: str, results_dir: str, substring: str | None,
 def write_rows(suite, job: Job, rows, results_dir: str) -> int:
     """Append a job's rows: other files first (replacing their rows with the same key),
     the suite's ``FILE`` last, so a half-written job is not done and reruns cleanly."""
-    from fold_jax import results
-
     by_file = dict(rows) if isinstance(rows, Mapping) else {suite.FILE: rows}
     keys = {**getattr(suite, "KEYS", {}), suite.FILE: list(suite.KEY)}
     unknown = [f for f in by_file if f not in keys]
@@ -166,8 +164,6 @@ def _describe(record: Mapping[str, str]) -> str:
 
 def _continuable(record: Mapping[str, str], current: Mapping[str, Any]) -> str | None:
     """Why the run of ``record`` cannot be continued here (None when it can)."""
-    from fold_jax import results
-
     machine = {c: str(current[c]) for c in MACHINE}
     theirs = {c: record.get(c, "") for c in MACHINE}
     if theirs != machine:
@@ -201,8 +197,6 @@ def select_run(results_dir: str, options: Mapping[str, str], current: Mapping[st
     with the same ``options`` and machine is continued when the code has not changed
     since it started.
     """
-    from fold_jax import results
-
     marks = {r["run_id"]: r for r in results.resumable(results_dir)}
     target = resume or (requested if requested in marks and not new else None)
     if target is not None:
@@ -282,7 +276,7 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
             print(f"{name}: not part of the default {args.profile or 'quick'} run (its "
                   f"suite's DEFAULT_PROFILES); run it with --only {name}")
 
-    from fold_jax import parallel, results
+    from fold_jax import parallel
 
     parallel.initialize()  # multi-host: FOLD_JAX_* variables (README); no-op otherwise
     try:
@@ -329,8 +323,6 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
              meta: Mapping[str, Any]) -> int:
     """Plan, run and record the jobs of run ``rid`` (``record``: resumed, else new)."""
     from tqdm.auto import tqdm
-
-    from fold_jax import results
 
     for note in notes:
         print(note)

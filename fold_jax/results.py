@@ -665,8 +665,9 @@ RUN_COLUMNS: tuple[str, ...] = (
 )
 ALL_RUNS = "*"  # done_keys(..., run=ALL_RUNS): rows of every run
 # the code that produces results: rows measured at another commit are stale when these
-# paths changed since (code_changed)
-CODE_PATHS: tuple[str, ...] = ("fold_jax", "bench")
+# paths changed since (code_changed); the report package only reads the CSVs, so a change
+# there stales no row (git pathspecs: ":(exclude)" drops a path)
+CODE_PATHS: tuple[str, ...] = ("fold_jax", "bench", ":(exclude)fold_jax/report")
 _PARTIAL = ".partial"  # <results_dir>/.partial/<run_id>.json: runs this checkout may resume
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -785,8 +786,9 @@ def code_changed(commit: str, head: str = "HEAD", *, cwd: str | os.PathLike | No
         return None
     if str(commit) == str(head):
         return False
-    out = _git(["diff", "--quiet", str(commit), str(head), "--",
-                *[f":(top){p}" for p in paths]], cwd)
+    top = [p.replace(":(exclude)", ":(top,exclude)") if p.startswith(":(exclude)")
+           else f":(top){p}" for p in paths]
+    out = _git(["diff", "--quiet", str(commit), str(head), "--", *top], cwd)
     if out is None or out.returncode not in (0, 1):
         return None
     return out.returncode == 1

@@ -46,6 +46,23 @@ def test_goal_not_met_when_evosax_needs_fewer_evaluations():
     assert "not met" in tuning._goal(tuning.peers(races))
 
 
+def test_goal_says_when_it_rests_on_the_peers_misses():
+    races = _races({"zo_lowrank_ranked": 3000.0, "evosax_snes": math.inf},
+                   {"zo_lowrank_ranked": 1.0, "evosax_snes": math.inf})
+    races.loc[(races["method"] == "evosax_snes") & (races["seed"] == 0),
+              ["reached", "evals_to_target", "time_to_target_s"]] = [True, 1000.0, 0.3]
+    (row,) = tuning.peers(races).to_dict("records")
+    assert row["evosax reached"] == "1/3" and row["fold_jax reached"] == "3/3"
+    text = tuning._goal(tuning.peers(races))
+    assert "met only through the peer's misses" in text and "on 1/3 seeds" in text
+    # reversed: fold_jax's median is the miss, and the sentence says so
+    races["method"] = races["method"].map({"zo_lowrank_ranked": "evosax_snes",
+                                           "evosax_snes": "zo_lowrank_ranked"})
+    races["library"] = races["library"].map({"fold_jax": "evosax", "evosax": "fold_jax"})
+    text = tuning._goal(tuning.peers(races))
+    assert "not met: zo_lowrank_ranked reached the target on 1/3 seeds" in text
+
+
 def test_section_lists_trials_selection_and_recipes_not_run():
     races = _races({"zo_lowrank_ranked": 3000.0, "evosax_snes": 6000.0},
                    {"zo_lowrank_ranked": 1.0, "evosax_snes": 3.0})

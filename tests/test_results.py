@@ -332,6 +332,11 @@ def test_code_changed_compares_the_code_paths(tmp_path):
     _git(repo, "commit", "-qm", "docs only")
     assert results.git_commit(repo) != first and len(results.git_commit(repo)) == 40
     assert results.code_changed(first, cwd=repo) is False  # only README changed
+    (repo / "fold_jax" / "report").mkdir()
+    (repo / "fold_jax" / "report" / "view.py").write_text("y = 1\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "report only")
+    assert results.code_changed(first, cwd=repo) is False  # the report reads, writes no rows
     (repo / "fold_jax" / "a.py").write_text("x = 2\n")
     _git(repo, "commit", "-qam", "code")
     assert results.code_changed(first, cwd=repo) is True

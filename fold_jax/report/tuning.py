@@ -98,6 +98,7 @@ def peers(races: pd.DataFrame) -> pd.DataFrame:
                "evosax strategies raced": ", ".join(sorted(raced[(*problem, PEER)]))}
         for side, r in (("fold_jax", a), ("evosax", b)):
             row |= {f"{side} method": r["method"],
+                    f"{side} reached": r["reached"],
                     f"{side} evals": r["evals"],
                     f"{side} evals 95% CI": interval_text(r["evals lo"], r["evals hi"],
                                                           r["seeds"]),
@@ -113,15 +114,25 @@ def peers(races: pd.DataFrame) -> pd.DataFrame:
 
 def _goal(p: pd.DataFrame) -> str:
     """One sentence per problem: whether fold_jax met the goal (fewer evaluations and
-    >= 2x sooner in seconds than the best evosax strategy)."""
+    >= 2x sooner in seconds than the best evosax strategy), and when the verdict rests
+    on a median that is a miss (the strategy reached the target on under half the
+    seeds), which side missed."""
     lines = []
     for r in p.to_dict("records"):
         e, t = r["evals evosax / fold_jax"], r["time evosax / fold_jax"]
         met = e > 1 and t >= 2
+        why = ""
+        if not math.isfinite(float(r["evosax evals"])):
+            why = (f" only through the peer's misses: {r['evosax method']} reached the "
+                   f"target on {r['evosax reached']} seeds, so its median is a miss" if met
+                   else "")
+        elif not math.isfinite(float(r["fold_jax evals"])):
+            why = (f": {r['fold_jax method']} reached the target on {r['fold_jax reached']} "
+                   f"seeds, so its median is a miss")
         lines.append(f"- {r['task']}/{r['variant']}: {r['fold_jax method']} vs "
                      f"{r['evosax method']}: evosax needs {fmt(e)}x the evaluations and "
                      f"{fmt(t)}x the seconds; goal (> 1x and >= 2x) "
-                     f"{'met' if met else 'not met'}.")
+                     f"{'met' if met else 'not met'}{why}.")
     return "\n".join(lines) + "\n" if lines else ""
 
 
