@@ -103,12 +103,12 @@ _PEERS = ("evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars")
 # on every task and variant.
 PROFILE = {
     "quick": dict(trials=4, seeds=[0, 1, 2], max_steps=500, budget_s=60.0, grids=[
-        (["digits"], ("adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "gld",
-                      "one_plus_one", "evosax_open_es", "evosax_snes"), ["dense"]),
-        (["breast_cancer"], ["adam", "zo_lowrank_ranked32", "gld", *_PEERS,
-                             "evosax_cma_es"], ["dense"]),
-        (["spirals"], ["adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", *_PEERS],
-         ["dense"]),
+        (["digits"], ("adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "snes_lowrank",
+                      "gld", "one_plus_one", "evosax_open_es", "evosax_snes"), ["dense"]),
+        (["breast_cancer"], ["adam", "zo_lowrank_ranked32", "snes_lowrank16", "gld",
+                             *_PEERS, "evosax_cma_es"], ["dense"]),
+        (["spirals"], ["adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "snes_lowrank16",
+                       *_PEERS], ["dense"]),
         (["digits"], ["adam"], ["binarized", "pruned"]),
     ]),
     "full": dict(trials=20, seeds=[0, 1, 2, 3, 4], max_steps=3000, budget_s=300.0, grids=[
@@ -119,13 +119,15 @@ PROFILE = {
 # 2-core CPU, measured (run 20261203T081524Z-a4d8bc: a job's time / its 7 runs); the
 # smaller tasks take about SMALL_TASK share of it (evosax peers SMALL_TASK_PEER: their
 # per-generation cost is mostly the digits net's size). Weights the progress bar's ETA.
+# snes_lowrank(16) are from exploratory runs on this file's Intel CPU (x2 for the AMD one).
 # Two are not digits measurements: CMA-ES never runs on digits (d > its MAX_DIMS), so its
 # weight is its breast_cancer cost (3.3 s a tuning run in a4d8bc, as the rest) divided
 # by SMALL_TASK_PEER; Sep-CMA-ES runs only in the full profile and its 8.0 is a guess.
 RUN_COST = {"adam": 2.3, "sgd": 1.6, "zo_gaussian": 7.0, "zo_rademacher": 7.0,
             "zo_sphere": 7.0, "zo_lowrank": 4.0, "zo_lowrank_ranked": 9.3,
             "zo_lowrank_ranked32": 5.5, "forward_gradient": 4.9, "gld": 2.6, "rso": 3.0,
-            "one_plus_one": 1.3, "snes": 11.6, "evosax_open_es": 7.6, "evosax_snes": 10.4,
+            "one_plus_one": 1.3, "snes": 11.6, "snes_lowrank": 5.0, "snes_lowrank16": 4.0,
+            "evosax_open_es": 7.6, "evosax_snes": 10.4,
             "evosax_pgpe": 7.3, "evosax_ars": 6.6, "evosax_sep_cma_es": 8.0,
             "evosax_cma_es": 16.5}
 SMALL_TASK, SMALL_TASK_PEER = 0.5, 0.2

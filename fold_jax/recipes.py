@@ -151,6 +151,9 @@ def _evosax(strategy: str):
 _LR = LogUniform(1e-3, 3e-2)  # Adam-type step sizes of every optax-driven recipe
 _SIGMA = LogUniform(1e-3, 1e-1)  # perturbation scales (0.05 flips binarized weights)
 _ZO = dict(num_directions=32)
+# SNES with factored scales on rank-4 noise (fold_jax.snes, rank=4): evosax's SNES update
+# (learning rate 1 on the mean, not mirrored) on the fused low-rank path
+_LOWRANK_SNES = dict(rank=4, antithetic=False, optimizer="sgd")
 EVOSAX_POPULATION = 32  # evosax peers: loss evaluations per generation (plus the mean's);
 # about SNES's own default 4 + 3 ln d at d = 26,122 (34), and as fold_jax's zo_gaussian
 
@@ -203,6 +206,14 @@ def _recipes() -> dict[str, Recipe]:
                {"sigma": 0.02, "antithetic": True}, {"num_directions": 32, "optimizer": "sgd"},
                description="separable NES (per-entry adaptive scales, evosax's SNES update), "
                            "32 evaluations, noise regenerated from keys"),
+        Recipe("snes_lowrank", "fold_jax", _snes, {"sigma": _SIGMA}, {"sigma": 0.02},
+               {**_LOWRANK_SNES, "num_directions": EVOSAX_POPULATION}, handles_mask=False,
+               description="SNES on the fused rank-4 path: factored (row x column) adaptive "
+                           "scales, 32 evaluations (the evosax peers' population)"),
+        Recipe("snes_lowrank16", "fold_jax", _snes, {"sigma": _SIGMA}, {"sigma": 0.02},
+               {**_LOWRANK_SNES, "num_directions": 16}, handles_mask=False,
+               description="SNES on the fused rank-4 path, 16 evaluations a step (for the "
+                           "small tasks)"),
     ]
     pop = {"population_size": EVOSAX_POPULATION}
     for strategy, lr in (("Open_ES", True), ("PGPE", True), ("ARS", True), ("SNES", False),

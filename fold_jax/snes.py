@@ -21,6 +21,23 @@ word gives finite noise), once to evaluate the losses and again to contract them
 chunk by chunk. The mean's update ``-sigma * g_mu`` goes through an optax optimizer
 (``"sgd"`` with learning rate 1 is SNES itself; ``"adam"`` adds Adam on the mean).
 
+``rank=r`` carries SNES onto :mod:`fold_jax.zo`'s fused low-rank path: a 2-D leaf
+(matrix view at least r on both sides) is perturbed by ``diag(row) A B^T diag(col) /
+sqrt(r)``, i.e. the scales of its entries are factored, ``sigma_ij = row_i col_j``, so
+the perturbation stays low-rank (``(row * A)(col * B)^T``) and a layer that consumes
+:class:`fold_jax.perturb.LowRank` evaluates the population at about the cost of
+inference (``fused="auto"``; a leaf no layer consumes is materialized and a
+:class:`fold_jax.zo.FallbackWarning` names it). Its log scales follow the natural
+gradient of the factored family with the row / column blocks of the Fisher matrix
+(``2 m`` and ``2 n``) and their coupling dropped::
+
+    log sigma_ij += lr_sigma / 2 * (mean_j g_ij + mean_i g_ij),
+    g_ij = sum_k w_k (E_kij^2 - 1),   E_k = A_k B_k^T / sqrt(r)
+
+where the row and column sums of ``E_k^2`` come from the factors in O((n + m) r^2)
+(:func:`scale_gradient`), so ``state.log_sigma`` stays separable (``log row_i + log
+col_j``) and params-shaped. 1-D and thin leaves keep per-entry scales.
+
 A direction is valid when its losses and its noise are finite; invalid ones get no
 utility and are removed by selection. A step with no valid direction, or whose update
 is not finite, is skipped (state unchanged, ``info["skipped"] = 1``).
@@ -29,6 +46,7 @@ is not finite, is skipped (state unchanged, ``info["skipped"] = 1``).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -38,11 +56,14 @@ import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from fold_jax import directions as directions_lib
+from fold_jax import flax_layers, fusion
 from fold_jax.checks import check_callable, check_int, check_key, check_params, check_positive
+from fold_jax.directions import Directions
 from fold_jax.methods import LearningRate, Method, all_finite, optimizer
 from fold_jax.noise import PRNGS
 
-__all__ = ["SNESState", "default_sigma_learning_rate", "snes", "utilities"]
+__all__ = ["SNESState", "default_sigma_learning_rate", "scale_gradient", "scaled", "snes",
+           "utilities"]
 
 
 class SNESState(NamedTuple):
@@ -94,6 +115,86 @@ def _chunk_rows(n: int, chunk_size: int | None) -> tuple[Array, Array]:
     return idx.reshape(n_chunks, c), (idx < n).reshape(n_chunks, c)
 
 
+def scaled(dirs: Directions, parts: list, log_sigma: list[Array]) -> list:
+    """One direction's noise times the scales: per-entry ``sigma * u`` on full-rank
+    leaves, ``(row * A, col * B)`` on low-rank ones (``row_i = sigma_i0``, ``col_j =
+    sigma_0j / sigma_00`` of the separable ``log_sigma``).
+
+    Args:
+        dirs: the directions (their leaf layouts).
+        parts: one direction's noise (:meth:`Directions.draw`).
+        log_sigma: per leaf, the log scales (the leaf's shape).
+
+    Returns:
+        The scaled noise, shaped as ``parts``.
+    """
+    out = []
+    for leaf, u, ls in zip(dirs.leaves, parts, log_sigma, strict=True):
+        if leaf.lowrank:
+            a, b = u
+            m = ls.reshape(leaf.matrix)
+            row, col = jnp.exp(m[:, 0]), jnp.exp(m[0, :] - m[0, 0])
+            out.append((a * row[:, None].astype(a.dtype), b * col[:, None].astype(b.dtype)))
+        else:
+            out.append(u * jnp.exp(ls).astype(u.dtype))
+    return out
+
+
+def scale_gradient(dirs: Directions, coef: Array, valid: Array, parts: list) -> list[Array]:
+    """``g`` of the log scales (module docstring) over a stack of directions.
+
+    Full-rank leaf: ``sum_k c_k (u_k^2 - 1)`` per entry (0 where masked). Low-rank leaf
+    (n, m): ``mean_j g_ij + mean_i g_ij`` from the factors, with ``sum_j E_ij^2 = a_i^T
+    (B^T B) a_i / r`` and ``sum_i E_ij^2 = b_j^T (A^T A) b_j / r``.
+
+    Args:
+        dirs: the directions.
+        coef: (K,) float32 utilities (``w+ + w-`` with mirrored pairs).
+        valid: (K,) bool; invalid directions are removed by selection.
+        parts: the K directions' noise stacked on a leading axis.
+
+    Returns:
+        One float32 array per leaf, of the leaf's shape.
+    """
+    c = jnp.where(valid, coef, 0.0)
+    out = []
+    for leaf, u, mask in zip(dirs.leaves, parts, dirs.masks, strict=True):
+        if leaf.lowrank:
+            keep = valid[:, None, None]
+            a, b = (jnp.where(keep, x, 0.0) for x in u)
+            n, m = leaf.matrix
+            rows = jnp.einsum("kiq,kqp,kip->ki", a, jnp.einsum("kjq,kjp->kqp", b, b), a)
+            cols = jnp.einsum("kjq,kqp,kjp->kj", b, jnp.einsum("kiq,kip->kqp", a, a), b)
+            g_row = (c @ (rows / dirs.rank - m)) / m  # mean over j of g_ij
+            g_col = (c @ (cols / dirs.rank - n)) / n  # mean over i of g_ij
+            out.append((g_row[:, None] + g_col[None, :]).reshape(leaf.shape))
+        else:
+            keep = valid.reshape((-1,) + (1,) * len(leaf.shape))
+            sq = u * u - (1.0 if mask is None else mask)
+            out.append(jnp.tensordot(c, jnp.where(keep, sq, 0.0), axes=1))
+    return out
+
+
+def _associations(fun: Callable, leaves: list[Array], treedef, args: tuple, dirs: Directions,
+                  fused: bool | str) -> tuple[str | None, ...]:
+    """Per leaf: "auto" where a layer consumes the low-rank factors, else None (summed);
+    warns (:class:`fold_jax.zo.FallbackWarning`) when a low-rank leaf is materialized."""
+    matrices = {i: leaf.matrix for i, leaf in enumerate(dirs.leaves) if leaf.lowrank}
+    if fused is False or not matrices or any(m is not None for m in dirs.masks):
+        return (None,) * len(leaves)
+    picked = fusion.associations(fun, leaves, treedef, args, list(matrices), matrices,
+                                 dirs.rank, "auto")
+    unfused = sorted(i for i, a in picked.items() if a is fusion.MATERIALIZED)
+    if unfused:
+        from fold_jax.zo import FallbackWarning
+
+        warnings.warn(f"snes: {len(unfused)} of {len(matrices)} low-rank leaves (leaf "
+                      f"indices {unfused}) are materialized per direction (slower): no "
+                      f"layer consumed their factors", FallbackWarning, stacklevel=4)
+    return tuple(None if picked.get(i, fusion.MATERIALIZED) is fusion.MATERIALIZED
+                 else "auto" for i in range(len(leaves)))
+
+
 def snes(
     loss: Callable[..., Array],
     tx: optax.GradientTransformation | str = "sgd",
@@ -103,6 +204,8 @@ def snes(
     sigma: float = 0.02,
     sigma_learning_rate: float | None = None,
     antithetic: bool = True,
+    rank: int | None = None,
+    fused: bool | str = "auto",
     chunk_size: int | None = 16,
     prng: str = "hash",
     mask: PyTree | None = None,
@@ -119,10 +222,15 @@ def snes(
         sigma: the initial scale of every entry (> 0).
         sigma_learning_rate: the scales' learning rate; None: SNES's default for d.
         antithetic: mirrored pairs ``mu +- sigma z``.
+        rank: None (per-entry scales, full-rank noise) or r >= 1: low-rank noise with
+            factored scales on 2-D leaves (module docstring).
+        fused: with ``rank``: ``"auto"`` (factors go to the layers that consume
+            them) or False (every perturbation materialized; same numbers, slower).
         chunk_size: evaluations per chunk (memory: chunk_size forward passes); None
             evaluates the whole population at once.
         prng: one of :data:`fold_jax.noise.PRNGS`.
-        mask: pytree like params (0/1): only entries where mask != 0 are searched.
+        mask: pytree like params (0/1): only entries where mask != 0 are searched
+            (not with ``rank``).
 
     Returns:
         A Method named ``"snes"``; ``info``: ``loss`` (mean loss of the valid
@@ -142,6 +250,13 @@ def snes(
     sigma = check_positive(sigma, "sigma")
     if sigma_learning_rate is not None:
         sigma_learning_rate = check_positive(sigma_learning_rate, "sigma_learning_rate")
+    rank = check_int(rank, "rank", 1, allow_none=True)
+    if fused not in ("auto", False):
+        raise ValueError(f"fused={fused!r} is not allowed; allowed: ['auto', False]")
+    if rank is not None and mask is not None:
+        raise ValueError(f"rank={rank} cannot be combined with a mask (a masked low-rank "
+                         f"perturbation has no factored scales); use rank=None")
+    fun = loss if rank is None else flax_layers.wrap(loss)
     chunk = check_int(chunk_size, "chunk_size", 1, allow_none=True)
     if prng not in PRNGS:
         raise ValueError(f"prng={prng!r} is not known; allowed: {list(PRNGS)}")
@@ -159,40 +274,54 @@ def snes(
     def step(state: SNESState, key: PRNGKeyArray, *args) -> tuple[SNESState, dict]:
         check_key(key)
         leaves, treedef = jax.tree.flatten(state.params)
-        scales = [jnp.exp(s) for s in jax.tree.leaves(state.log_sigma)]
+        log_sigma = jax.tree.leaves(state.log_sigma)
+        scales = [jnp.exp(s) for s in log_sigma]
         masks = None if mask is None else jax.tree.leaves(mask)
-        dirs = directions_lib.directions(leaves, noise="gaussian", prng=prng, mask=masks)
+        dirs = directions_lib.directions(leaves, noise="gaussian", prng=prng, rank=rank,
+                                         mask=masks)
+        assoc = _associations(fun, leaves, treedef, args, dirs, fused)
         rows, real = _chunk_rows(units, chunk_units)
         signed = jnp.array([1.0, -1.0][:signs], jnp.float32)
 
-        def evaluate(k):
-            z = dirs.draw(key, k)
-            points = [[w + (t * s * u).astype(w.dtype) for w, s, u in zip(leaves, scales, z,
-                                                                         strict=True)]
-                      for t in signed]
-            values = jnp.stack([jnp.asarray(loss(jax.tree.unflatten(treedef, p), *args),
-                                            jnp.float32) for p in points])
-            return values, dirs.finite(z)
+        def f(ls):
+            return jnp.asarray(fun(jax.tree.unflatten(treedef, ls), *args), jnp.float32)
 
-        values, finite = jax.lax.map(jax.vmap(evaluate), rows)  # (chunks, c, signs)
+        def evaluate(ids):
+            # tie params to the chunk (as zo): XLA would otherwise hoist the shared
+            # x @ W of a first layer out of the chunk loop, live beside every chunk
+            ls, _ = jax.lax.optimization_barrier((leaves, ids))
+            z = dirs.stacked(key, ids)
+
+            def one(u):
+                su = scaled(dirs, u, log_sigma)
+                return jax.vmap(lambda t: f(dirs.apply(ls, su, t, assoc)))(signed)
+
+            return jax.vmap(one)(z), jax.vmap(dirs.finite)(z), z
+
+        if rows.shape[0] == 1:  # one chunk: its noise is kept for the update
+            values, finite, kept = evaluate(rows[0])
+            values, finite = values[None], finite[None]
+        else:
+            values, finite = jax.lax.map(lambda ids: evaluate(ids)[:2], rows)
+            kept = None
         values, finite = values.reshape(-1, signs), (finite & real).reshape(-1)
         valid = finite & jnp.all(jnp.isfinite(values), axis=1)
         w = utilities(values.reshape(-1), jnp.repeat(valid, signs)).reshape(-1, signs)
         c_mu = w[:, 0] - w[:, 1] if antithetic else w[:, 0]
         c_sigma = jnp.sum(w, axis=1)
-        off = [1.0 if m is None else m for m in dirs.masks]
 
-        def contract(acc, chunk_rows):
+        def contract(acc, chunk_rows, z=None):
             ids, ok = chunk_rows
-            z = dirs.stacked(key, ids)
-            g_mu = dirs.contract(c_mu[ids], ok, z)
-            sq = [u * u - o for u, o in zip(z, off, strict=True)]
-            g_sigma = dirs.contract(c_sigma[ids], ok, sq)
-            return jax.tree.map(jnp.add, acc, (g_mu, g_sigma)), None
+            z = dirs.stacked(key, ids) if z is None else z
+            g = (dirs.contract(c_mu[ids], ok, z), scale_gradient(dirs, c_sigma[ids], ok, z))
+            return jax.tree.map(jnp.add, acc, g), None
 
         zeros = [jnp.zeros(jnp.shape(w), jnp.float32) for w in leaves]
-        (g_mu, g_sigma), _ = jax.lax.scan(contract, (zeros, zeros),
-                                          (rows, valid.reshape(rows.shape)))
+        ok_rows = valid.reshape(rows.shape)
+        if kept is not None:
+            (g_mu, g_sigma), _ = contract((zeros, zeros), (rows[0], ok_rows[0]), kept)
+        else:
+            (g_mu, g_sigma), _ = jax.lax.scan(contract, (zeros, zeros), (rows, ok_rows))
         d = max(1, int(sum(math.prod(jnp.shape(w)) for w in leaves)))
         lr_sigma = (default_sigma_learning_rate(d) if sigma_learning_rate is None
                     else sigma_learning_rate)
@@ -202,7 +331,7 @@ def snes(
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         log_sigma = jax.tree.unflatten(treedef, [
             ls + 0.5 * lr_sigma * g
-            for ls, g in zip(jax.tree.leaves(state.log_sigma), g_sigma, strict=True)])
+            for ls, g in zip(log_sigma, g_sigma, strict=True)])
         new = SNESState(optax.apply_updates(state.params, updates), log_sigma, opt_state)
         n_valid = jnp.sum(valid)
         ok = (n_valid > 0) & all_finite(new.params) & all_finite(new.log_sigma)

@@ -189,3 +189,99 @@ def test_a_non_callable_loss_and_a_non_bool_antithetic_are_type_errors():
 def test_default_sigma_learning_rate_is_snes_formula():
     assert snes.default_sigma_learning_rate(26_122) == pytest.approx(
         (3 + math.log(26_122)) / (5 * math.sqrt(26_122)))
+
+
+# ------------------------------------------------------------ rank: factored scales
+
+
+def _lowrank_dirs(n, m, rank=4):
+    from fold_jax import directions
+
+    return directions.directions([jnp.zeros((n, m))], rank=rank)
+
+
+def test_factored_scale_gradient_is_the_row_and_column_means_of_the_dense_one():
+    n, m, k = 128, 96, 8  # 12,288 entries (d >= 1e4)
+    dirs = _lowrank_dirs(n, m)
+    parts = dirs.stacked(jax.random.key(0), jnp.arange(k, dtype=jnp.uint32))
+    coef = jnp.asarray(np.random.default_rng(0).normal(size=k), jnp.float32)
+    valid = jnp.array([True] * (k - 1) + [False])
+    (got,) = snes.scale_gradient(dirs, coef, valid, parts)
+    e2 = np.stack([np.asarray(dirs.dense(jax.tree.map(lambda x, i=i: x[i], parts))[0]) ** 2
+                   for i in range(k)]).astype(np.float64)
+    c = np.where(np.asarray(valid), np.asarray(coef, np.float64), 0.0)
+    g = np.tensordot(c, e2 - 1.0, axes=1)
+    want = g.mean(axis=1, keepdims=True) + g.mean(axis=0, keepdims=True)
+    # float32: each row/column sum adds n or m squares of size <= max E^2 through r^2
+    # products; k such sums weighted by |c| <= 3: error <= k * 3 * max E^2 * (n + m) * eps
+    bound = k * 3 * e2.max() * (n + m) * F32
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=bound)
+
+
+def _mlp_loss():
+    from fold_jax import nets
+
+    net = nets.mlp((64, 128, 96, 10), "relu")  # 21,930 params, two fusable matrices
+    params = net.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (32, 64))
+    y = jax.random.randint(jax.random.key(2), (32,), 0, 10)
+
+    def loss(p):
+        import optax
+
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.apply(p, x), y))
+
+    return loss, params
+
+
+def test_rank_keeps_log_sigma_separable_and_fused_equals_materialized():
+    loss, params = _mlp_loss()
+    kw = dict(num_directions=16, sigma=0.05, rank=4, antithetic=False, chunk_size=8)
+    fused, infos = _run(snes.snes(loss, **kw), params, 20)
+    assert sum(int(i["skipped"]) for i in infos) == 0
+    for ls in jax.tree.leaves(fused.log_sigma):
+        if ls.ndim == 2:
+            ls = np.asarray(ls, np.float64)
+            resid = ls - ls[:, :1] - ls[:1, :] + ls[0, 0]
+            # 20 float32 updates of size <= lr_sigma * |g| ~ 0.05 on values ~3: each
+            # rounds by <= 4 eps, four terms: 20 * 4 * 4 * 3 eps
+            assert np.abs(resid).max() <= 20 * 4 * 4 * 3 * F32
+            assert np.ptp(ls) > 0  # the scales did move apart
+    # fused (x A) B^T and materialized x (A B^T) losses differ by float32 association
+    # only (~1e-6 relative); the update reads the losses through their ranks alone, so with
+    # the same noise the steps are bit-identical unless two of 16 losses (spread ~1e-2)
+    # fall within that rounding of each other
+    few, _ = _run(snes.snes(loss, **kw), params, 3)
+    few_dense, _ = _run(snes.snes(loss, fused=False, **kw), params, 3)
+    for a, b in zip(jax.tree.leaves(few), jax.tree.leaves(few_dense), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_rank_descends_a_network_loss_at_d_2e4():
+    loss, params = _mlp_loss()
+    state, infos = _run(snes.snes(loss, num_directions=16, sigma=0.05, rank=4,
+                                  antithetic=False), params, 150)
+    assert sum(int(i["skipped"]) + int(i["dropped_directions"]) for i in infos) == 0
+    # ln(10) = 2.30 at the start; memorizing 32 examples with 150 rank-ordered steps
+    # must remove at least a fifth (a random walk of step sigma would raise it)
+    assert float(loss(state.params)) < 0.8 * float(loss(params))
+
+
+def test_rank_on_a_loss_that_reads_raw_weights_warns_and_materializes():
+    from fold_jax.zo import FallbackWarning
+
+    params = {"w": jnp.ones((100, 100))}
+    method = snes.snes(lambda p: jnp.sum(p["w"] ** 2), rank=4, num_directions=8)
+    with pytest.warns(FallbackWarning, match="materialized"):
+        _, info = jax.jit(method.step)(method.init(params), jax.random.key(0))
+    assert int(info["valid_directions"]) == 8
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(rank=0), "rank"),
+    (dict(rank=4, fused="yes"), "fused='yes' is not allowed"),
+    (dict(rank=4, mask={"x": jnp.ones(3)}), "cannot be combined with a mask"),
+])
+def test_bad_rank_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        snes.snes(lambda p: jnp.sum(p), **kwargs)
