@@ -277,8 +277,9 @@ _RACES = Schema(
            "evaluations per step) until then; inf when missed", True),
         _c("time_to_target_s", "num", "s", "timed training seconds until then (compile and "
            "evaluation excluded); inf when missed", True),
-        _c("compile_s", "num", "s", "compile time of the training step (a race seed loads "
-           "the program its selected trial compiled: the load time)", True),
+        _c("compile_s", "num", "s", "compile time of the training step plus one warm-up "
+           "chunk (a race seed loads the program its selected trial compiled: the load "
+           "time)", True),
         _c("final_test_metric", "num", "metric", "target_metric on the test split at the "
            "last evaluation", True),
         _c("final_test_loss", "num", "loss", "test loss at the last evaluation"),

@@ -511,3 +511,28 @@ def test_eval_split_is_checked_before_anything_runs(tiny):
     no_val = tasks.from_arrays(x, y, kind="binary", val_fraction=0.0)
     with pytest.raises(ValueError, match="has no validation split"):
         train.fit(m, params, no_val, apply=net.apply, steps=1, eval_split="val")
+
+
+@pytest.mark.parametrize("steps, executed", [(30, 40), (10, 10)])
+def test_a_multi_chunk_run_warms_up_once_off_the_clock_and_keeps_its_numbers(steps, executed):
+    objective = tasks.Objective("bowl", 3, lambda x: jnp.sum(x**2, axis=-1), jnp.ones(3),
+                                jnp.zeros(3))
+    calls = []
+
+    class Halving(NamedTuple):
+        params: jax.Array
+
+    def step(state, key):
+        jax.debug.callback(lambda: calls.append(1), ordered=True)
+        state = Halving(state.params * 0.5)
+        return state, {"loss": objective(state.params), "evals": jnp.int32(1)}
+
+    method = methods.Method(Halving, step, "halve")
+    r = train.fit(method, objective.x0, objective, steps=steps, eval_every=10)
+    jax.effects_barrier()
+    # a run of 3 chunks executes one more (the warm-up, discarded); a one-chunk run does not
+    assert len(calls) == executed
+    # halving is exact in float32 (0.5**30 is a normal number): the warm-up left no trace
+    np.testing.assert_array_equal(np.asarray(r.state.params),
+                                  np.full(3, 0.5**steps, np.float32))
+    assert list(r.history["evals"]) == list(range(0, steps + 1, 10))
