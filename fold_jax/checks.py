@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
-__all__ = ["check_callable", "check_finite", "check_int", "check_key", "check_params",
-           "check_positive"]
+__all__ = ["check_callable", "check_finite", "check_int", "check_key", "check_mask",
+           "check_params", "check_positive", "check_scalar_loss", "leaf_paths"]
 
 
 def check_callable(fun: Any, argument: str, signature: str | None = None) -> None:
@@ -169,3 +169,57 @@ def check_params(params: PyTree, purpose: str) -> None:
         if not jnp.issubdtype(jnp.result_type(w), jnp.inexact):
             raise TypeError(f"params leaves must be floating point, got a "
                             f"{jnp.result_type(w)} leaf of shape {jnp.shape(w)}")
+
+
+def check_mask(mask: PyTree | None, params: PyTree) -> list | None:
+    """The leaves of ``mask`` (None stays None); ValueError naming mask unless it has the
+    structure of params and each leaf the shape of its parameter.
+
+    Args:
+        mask: None or a pytree like params (0/1 entries).
+        params: the parameter pytree.
+
+    Returns:
+        None, or the mask's leaves in params' leaf order.
+    """
+    if mask is None:
+        return None
+    if jax.tree.structure(mask) != jax.tree.structure(params):
+        raise ValueError("mask must be a pytree with the structure of params (or None)")
+    out = jax.tree.leaves(mask)
+    for w, m in zip(jax.tree.leaves(params), out, strict=True):
+        if jnp.shape(m) != jnp.shape(w):
+            raise ValueError(f"mask leaf shape {jnp.shape(m)} != param shape {jnp.shape(w)}")
+    return out
+
+
+def check_scalar_loss(fun: Any, params: PyTree, args: tuple, argument: str = "fun") -> None:
+    """ValueError naming ``argument`` unless ``fun(params, *args)`` is a scalar (shapes
+    only: ``jax.eval_shape``, nothing runs).
+
+    Args:
+        fun: the loss.
+        params: the parameter pytree.
+        args: the loss's other arguments.
+        argument: the loss's name in the caller's signature.
+    """
+    try:
+        out = jax.eval_shape(fun, params, *args)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{argument}(params, *args) fails on params/args of these shapes "
+                         f"({[jnp.shape(a) for a in args]} for args): {e}") from e
+    if getattr(out, "shape", None) != ():
+        raise ValueError(f"{argument} must return a scalar loss; it returned "
+                         f"{getattr(out, 'shape', type(out).__name__)}")
+
+
+def leaf_paths(params: PyTree) -> list[str]:
+    """Each leaf's key path as text (``['params']['dense_0']['kernel']``), in leaf order.
+
+    Args:
+        params: a pytree.
+
+    Returns:
+        One str per leaf.
+    """
+    return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]

@@ -21,22 +21,26 @@ word gives finite noise), once to evaluate the losses and again to contract them
 chunk by chunk. The mean's update ``-sigma * g_mu`` goes through an optax optimizer
 (``"sgd"`` with learning rate 1 is SNES itself; ``"adam"`` adds Adam on the mean).
 
-``rank=r`` carries SNES onto :mod:`fold_jax.zo`'s fused low-rank path: a 2-D leaf
-(matrix view at least r on both sides) is perturbed by ``diag(row) A B^T diag(col) /
+``rank=r`` carries SNES onto :mod:`fold_jax.zo`'s fused low-rank path: a leaf of ndim
+>= 2 whose matrix view ``(prod(shape[:-1]), shape[-1])`` (a conv kernel's (kh kw cin,
+cout)) is at least r on both sides is perturbed by ``diag(row) A B^T diag(col) /
 sqrt(r)``, i.e. the scales of its entries are factored, ``sigma_ij = row_i col_j``, so
 the perturbation stays low-rank (``(row * A)(col * B)^T``) and a layer that consumes
 :class:`fold_jax.perturb.LowRank` evaluates the population at about the cost of
 inference (``fused="auto"``; a leaf no layer consumes is materialized and a
 :class:`fold_jax.zo.FallbackWarning` names it). Its log scales follow the natural
-gradient of the factored family with the row / column blocks of the Fisher matrix
-(``2 m`` and ``2 n``) and their coupling dropped::
+gradient of the factored family ``log sigma_ij = u_i + v_j``: per-entry SNES's step
+``lr_sigma / 2 * g`` projected (least squares, which is what the family's Fisher
+matrix does) onto separable matrices::
 
-    log sigma_ij += lr_sigma / 2 * (mean_j g_ij + mean_i g_ij),
+    log sigma_ij += lr_sigma / 2 * (mean_j g_ij + mean_i g_ij - mean g),
     g_ij = sum_k w_k (E_kij^2 - 1),   E_k = A_k B_k^T / sqrt(r)
 
 where the row and column sums of ``E_k^2`` come from the factors in O((n + m) r^2)
 (:func:`scale_gradient`), so ``state.log_sigma`` stays separable (``log row_i + log
-col_j``) and params-shaped. 1-D and thin leaves keep per-entry scales.
+col_j``) and params-shaped; the population reads it through row 0 and column 0 only
+(:func:`scaled`), so a hand-made non-separable state is read as its first row and
+column. 1-D and thin leaves keep per-entry scales.
 
 A direction is valid when its losses and its noise are finite; invalid ones get no
 utility and are removed by selection. A step with no valid direction, or whose update
@@ -57,7 +61,16 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from fold_jax import directions as directions_lib
 from fold_jax import flax_layers, fusion
-from fold_jax.checks import check_callable, check_int, check_key, check_params, check_positive
+from fold_jax.checks import (
+    check_callable,
+    check_int,
+    check_key,
+    check_mask,
+    check_params,
+    check_positive,
+    check_scalar_loss,
+    leaf_paths,
+)
 from fold_jax.directions import Directions
 from fold_jax.methods import LearningRate, Method, all_finite, optimizer
 from fold_jax.noise import PRNGS
@@ -67,7 +80,8 @@ __all__ = ["SNESState", "default_sigma_learning_rate", "scale_gradient", "scaled
 
 
 class SNESState(NamedTuple):
-    """State of :func:`snes`: the mean (``params``), per-entry log scales, optax state."""
+    """State of :func:`snes`: the mean (``params``), per-entry log scales (separable
+    over each low-rank leaf's matrix view with ``rank``), optax state."""
 
     params: PyTree
     log_sigma: PyTree
@@ -118,7 +132,8 @@ def _chunk_rows(n: int, chunk_size: int | None) -> tuple[Array, Array]:
 def scaled(dirs: Directions, parts: list, log_sigma: list[Array]) -> list:
     """One direction's noise times the scales: per-entry ``sigma * u`` on full-rank
     leaves, ``(row * A, col * B)`` on low-rank ones (``row_i = sigma_i0``, ``col_j =
-    sigma_0j / sigma_00`` of the separable ``log_sigma``).
+    sigma_0j / sigma_00`` of the matrix view of ``log_sigma``, which :func:`snes` keeps
+    separable; only row 0 and column 0 are read).
 
     Args:
         dirs: the directions (their leaf layouts).
@@ -143,9 +158,10 @@ def scaled(dirs: Directions, parts: list, log_sigma: list[Array]) -> list:
 def scale_gradient(dirs: Directions, coef: Array, valid: Array, parts: list) -> list[Array]:
     """``g`` of the log scales (module docstring) over a stack of directions.
 
-    Full-rank leaf: ``sum_k c_k (u_k^2 - 1)`` per entry (0 where masked). Low-rank leaf
-    (n, m): ``mean_j g_ij + mean_i g_ij`` from the factors, with ``sum_j E_ij^2 = a_i^T
-    (B^T B) a_i / r`` and ``sum_i E_ij^2 = b_j^T (A^T A) b_j / r``.
+    Full-rank leaf: ``g = sum_k c_k (u_k^2 - 1)`` per entry (0 where masked). Low-rank
+    leaf (matrix view n x m): the projection of that ``g`` onto separable matrices,
+    ``mean_j g_ij + mean_i g_ij - mean g``, from the factors, with ``sum_j E_ij^2 =
+    a_i^T (B^T B) a_i / r`` and ``sum_i E_ij^2 = b_j^T (A^T A) b_j / r``.
 
     Args:
         dirs: the directions.
@@ -167,7 +183,8 @@ def scale_gradient(dirs: Directions, coef: Array, valid: Array, parts: list) -> 
             cols = jnp.einsum("kjq,kqp,kjp->kj", b, jnp.einsum("kiq,kip->kqp", a, a), b)
             g_row = (c @ (rows / dirs.rank - m)) / m  # mean over j of g_ij
             g_col = (c @ (cols / dirs.rank - n)) / n  # mean over i of g_ij
-            out.append((g_row[:, None] + g_col[None, :]).reshape(leaf.shape))
+            grand = jnp.mean(g_row)  # mean of g: counted once, not in both means
+            out.append((g_row[:, None] + g_col[None, :] - grand).reshape(leaf.shape))
         else:
             keep = valid.reshape((-1,) + (1,) * len(leaf.shape))
             sq = u * u - (1.0 if mask is None else mask)
@@ -176,7 +193,7 @@ def scale_gradient(dirs: Directions, coef: Array, valid: Array, parts: list) -> 
 
 
 def _associations(fun: Callable, leaves: list[Array], treedef, args: tuple, dirs: Directions,
-                  fused: bool | str) -> tuple[str | None, ...]:
+                  fused: bool | str, paths: list[str]) -> tuple[str | None, ...]:
     """Per leaf: "auto" where a layer consumes the low-rank factors, else None (summed);
     warns (:class:`fold_jax.zo.FallbackWarning`) when a low-rank leaf is materialized."""
     matrices = {i: leaf.matrix for i, leaf in enumerate(dirs.leaves) if leaf.lowrank}
@@ -188,9 +205,10 @@ def _associations(fun: Callable, leaves: list[Array], treedef, args: tuple, dirs
     if unfused:
         from fold_jax.zo import FallbackWarning
 
-        warnings.warn(f"snes: {len(unfused)} of {len(matrices)} low-rank leaves (leaf "
-                      f"indices {unfused}) are materialized per direction (slower): no "
-                      f"layer consumed their factors", FallbackWarning, stacklevel=4)
+        warnings.warn(f"snes: {len(unfused)} of {len(matrices)} low-rank leaves are "
+                      f"materialized per direction (slower): "
+                      f"{', '.join(paths[i] for i in unfused)}; no layer consumed their "
+                      f"factors", FallbackWarning, stacklevel=3)
     return tuple(None if picked.get(i, fusion.MATERIALIZED) is fusion.MATERIALIZED
                  else "auto" for i in range(len(leaves)))
 
@@ -198,7 +216,7 @@ def _associations(fun: Callable, leaves: list[Array], treedef, args: tuple, dirs
 def snes(
     loss: Callable[..., Array],
     tx: optax.GradientTransformation | str = "sgd",
-    learning_rate: LearningRate | None = 1.0,
+    learning_rate: LearningRate | None = None,
     *,
     num_directions: int = 32,
     sigma: float = 0.02,
@@ -216,17 +234,18 @@ def snes(
         loss: ``loss(params, *args) -> scalar``.
         tx: optimizer of the mean (name or optax object, as in
             :func:`fold_jax.methods.optimizer`); it receives ``-sigma * g_mu``.
-        learning_rate: the mean's learning rate (with an optimizer name; 1.0 with
-            ``"sgd"`` is plain SNES); None when ``tx`` is an optax object.
+        learning_rate: the mean's learning rate with an optimizer name (None: 1.0,
+            which with ``"sgd"`` is plain SNES); None when ``tx`` is an optax object.
         num_directions: loss evaluations per step (even with ``antithetic``).
         sigma: the initial scale of every entry (> 0).
         sigma_learning_rate: the scales' learning rate; None: SNES's default for d.
         antithetic: mirrored pairs ``mu +- sigma z``.
         rank: None (per-entry scales, full-rank noise) or r >= 1: low-rank noise with
-            factored scales on 2-D leaves (module docstring).
+            factored scales on leaves of ndim >= 2 (module docstring).
         fused: with ``rank``: ``"auto"`` (factors go to the layers that consume
             them) or False (every perturbation materialized; same numbers, slower).
-        chunk_size: evaluations per chunk (memory: chunk_size forward passes); None
+        chunk_size: evaluations per chunk (memory: chunk_size forward passes; with
+            ``antithetic`` rounded down to whole pairs, at least one pair); None
             evaluates the whole population at once.
         prng: one of :data:`fold_jax.noise.PRNGS`.
         mask: pytree like params (0/1): only entries where mask != 0 are searched
@@ -242,6 +261,8 @@ def snes(
     check_callable(loss, "loss", "loss(params, *args) -> scalar")
     if not isinstance(antithetic, bool):
         raise TypeError(f"antithetic must be a bool, got {type(antithetic).__name__}")
+    if learning_rate is None and isinstance(tx, str):
+        learning_rate = 1.0  # SNES's own step on the mean
     tx = optimizer(tx, learning_rate)
     num_directions = check_int(num_directions, "num_directions", 2 if antithetic else 1)
     if antithetic and num_directions % 2:
@@ -251,7 +272,7 @@ def snes(
     if sigma_learning_rate is not None:
         sigma_learning_rate = check_positive(sigma_learning_rate, "sigma_learning_rate")
     rank = check_int(rank, "rank", 1, allow_none=True)
-    if fused not in ("auto", False):
+    if not (fused is False or (isinstance(fused, str) and fused == "auto")):
         raise ValueError(f"fused={fused!r} is not allowed; allowed: ['auto', False]")
     if rank is not None and mask is not None:
         raise ValueError(f"rank={rank} cannot be combined with a mask (a masked low-rank "
@@ -267,19 +288,22 @@ def snes(
 
     def init(params: PyTree) -> SNESState:
         check_params(params, "snes")
+        check_mask(mask, params)
         log_sigma = jax.tree.map(lambda w: jnp.full(jnp.shape(w), math.log(sigma),
                                                     jnp.float32), params)
         return SNESState(params, log_sigma, tx.init(params))
 
     def step(state: SNESState, key: PRNGKeyArray, *args) -> tuple[SNESState, dict]:
         check_key(key)
+        masks = check_mask(mask, state.params)
+        check_scalar_loss(fun, state.params, args, "loss")
         leaves, treedef = jax.tree.flatten(state.params)
         log_sigma = jax.tree.leaves(state.log_sigma)
         scales = [jnp.exp(s) for s in log_sigma]
-        masks = None if mask is None else jax.tree.leaves(mask)
         dirs = directions_lib.directions(leaves, noise="gaussian", prng=prng, rank=rank,
                                          mask=masks)
-        assoc = _associations(fun, leaves, treedef, args, dirs, fused)
+        assoc = _associations(fun, leaves, treedef, args, dirs, fused,
+                              leaf_paths(state.params))
         rows, real = _chunk_rows(units, chunk_units)
         signed = jnp.array([1.0, -1.0][:signs], jnp.float32)
 

@@ -85,7 +85,16 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 from fold_jax import directions as directions_lib
 from fold_jax import flax_layers, fusion
 from fold_jax import shaping as shaping_lib
-from fold_jax.checks import check_callable, check_int, check_key, check_params, check_positive
+from fold_jax.checks import (
+    check_callable,
+    check_int,
+    check_key,
+    check_mask,
+    check_params,
+    check_positive,
+    check_scalar_loss,
+    leaf_paths,
+)
 from fold_jax.directions import NOISES, Directions
 from fold_jax.noise import PRNGS
 
@@ -243,34 +252,6 @@ def _leaves(params: PyTree) -> tuple[list[Array], Any]:
     them) and the treedef."""
     leaves, treedef = jax.tree.flatten(params)
     return [jnp.asarray(w) for w in leaves], treedef
-
-
-def _mask_leaves(mask: PyTree | None, params: PyTree) -> list | None:
-    if mask is None:
-        return None
-    if jax.tree.structure(mask) != jax.tree.structure(params):
-        raise ValueError("mask must be a pytree with the structure of params (or None)")
-    out = jax.tree.leaves(mask)
-    for w, m in zip(jax.tree.leaves(params), out, strict=True):
-        if jnp.shape(m) != jnp.shape(w):
-            raise ValueError(f"mask leaf shape {jnp.shape(m)} != param shape {jnp.shape(w)}")
-    return out
-
-
-def _check_loss(fun, params, args) -> None:
-    """ValueError unless ``fun(params, *args)`` is a scalar (shapes only, nothing runs)."""
-    try:
-        out = jax.eval_shape(fun, params, *args)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"fun(params, *args) fails on params/args of these shapes "
-                         f"({[jnp.shape(a) for a in args]} for args): {e}") from e
-    if getattr(out, "shape", None) != ():
-        raise ValueError(f"fun must return a scalar loss; it returned "
-                         f"{getattr(out, 'shape', type(out).__name__)}")
-
-
-def _paths(params: PyTree) -> list[str]:
-    return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
 # ------------------------------------------------------------------------ the problem
@@ -495,8 +476,8 @@ class ZerothOrder(Estimator):
         """Validated leaves, directions and per-leaf associations for one call."""
         o = self.options
         check_params(params, "nothing to perturb")
-        mask = _mask_leaves(o.mask, params)
-        _check_loss(self.fun, params, args)
+        mask = check_mask(o.mask, params)
+        check_scalar_loss(self.fun, params, args)
         leaves, treedef = _leaves(params)
         dirs = directions_lib.directions(leaves, noise=o.noise, prng=o.prng, rank=o.rank,
                                          mask=mask)
@@ -513,14 +494,14 @@ class ZerothOrder(Estimator):
             if unfused and o.fused is True:
                 why = fusion.failing_leaves(self.fun, leaves, treedef, args, unfused, matrices,
                                             o.rank)
-                paths = _paths(params)
+                paths = leaf_paths(params)
                 raise ValueError("fused=True, but these leaves cannot take low-rank factors: "
                                  + "; ".join(f"{paths[i]} {leaves[i].shape}: {why.get(i, '?')}"
                                              for i in unfused)
                                  + ". Use fused='auto' (materializes them) or fold_jax's "
                                  "layers / perturb.matmul.")
             if unfused and warn:
-                paths = _paths(params)
+                paths = leaf_paths(params)
                 warnings.warn(f"zo.value_and_grad: {len(unfused)} of {len(matrices)} low-rank "
                               f"leaves are materialized per direction (slower): "
                               f"{', '.join(paths[i] for i in unfused)}; no layer consumed "
@@ -571,7 +552,7 @@ class ZerothOrder(Estimator):
         o = self.options
         _, _, dirs, picked, _ = self._setup(params, args, warn=False)
         table = {}
-        for i, (path, leaf) in enumerate(zip(_paths(params), dirs.leaves, strict=True)):
+        for i, (path, leaf) in enumerate(zip(leaf_paths(params), dirs.leaves, strict=True)):
             if not leaf.lowrank:
                 assoc = "full_rank"
             else:
@@ -660,7 +641,7 @@ def sample(
     check_params(params, "nothing to perturb")
     leaves, treedef = _leaves(params)
     dirs = directions_lib.directions(leaves, noise=o.noise, prng=o.prng, rank=o.rank,
-                                     mask=_mask_leaves(mask, params))
+                                     mask=check_mask(mask, params))
     return jax.tree.unflatten(treedef, dirs.dense(dirs.draw(key, jnp.asarray(k, jnp.uint32))))
 
 
@@ -679,7 +660,7 @@ class ForwardGradient(Estimator):
         """Same call as ``vg``; also returns ``{"valid_directions", "dropped_directions"}``."""
         check_key(key)
         check_params(params, "nothing to perturb")
-        _check_loss(self.fun, params, args)
+        check_scalar_loss(self.fun, params, args)
         leaves, treedef = _leaves(params)
         dirs = directions_lib.directions(leaves, noise="gaussian", prng=self.prng)
         f = lambda ls: jnp.asarray(self.fun(jax.tree.unflatten(treedef, ls), *args),  # noqa: E731
@@ -717,7 +698,7 @@ class ForwardGradient(Estimator):
                 "evals": self.evals, "leaves": {
                     p: {"shape": tuple(jnp.shape(w)), "noise": "full_rank",
                         "association": "full_rank"}
-                    for p, w in zip(_paths(params), jax.tree.leaves(params), strict=True)}}
+                    for p, w in zip(leaf_paths(params), jax.tree.leaves(params), strict=True)}}
 
 
 def forward_value_and_grad(

@@ -105,3 +105,27 @@ def test_check_key_and_params():
         checks.check_params({"w": jnp.ones(0)}, "why")
     with pytest.raises(TypeError, match="floating point"):
         checks.check_params({"w": jnp.ones(2, jnp.int32)}, "why")
+
+
+def test_check_mask_returns_leaves_and_names_a_mask_unlike_params():
+    params = {"a": jnp.ones((2, 3)), "b": jnp.ones(4)}
+    assert checks.check_mask(None, params) is None
+    leaves = checks.check_mask({"a": jnp.zeros((2, 3)), "b": jnp.ones(4)}, params)
+    assert [x.shape for x in leaves] == [(2, 3), (4,)]
+    with pytest.raises(ValueError, match="structure of params"):
+        checks.check_mask({"a": jnp.zeros((2, 3))}, params)
+    with pytest.raises(ValueError, match=r"mask leaf shape \(3,\) != param shape \(4,\)"):
+        checks.check_mask({"a": jnp.zeros((2, 3)), "b": jnp.ones(3)}, params)
+
+
+def test_check_scalar_loss_names_the_argument():
+    params = {"x": jnp.ones(3)}
+    checks.check_scalar_loss(lambda p, y: jnp.sum(p["x"] * y), params, (jnp.ones(3),))
+    with pytest.raises(ValueError, match=r"loss must return a scalar loss; it returned \(3,\)"):
+        checks.check_scalar_loss(lambda p: p["x"], params, (), "loss")
+    with pytest.raises(ValueError, match=r"fun\(params, \*args\) fails"):
+        checks.check_scalar_loss(lambda p, y: p["x"] @ y, params, (jnp.ones(4),))
+
+
+def test_leaf_paths_follow_leaf_order():
+    assert checks.leaf_paths({"b": jnp.ones(1), "a": {"k": jnp.ones(2)}}) == ["['a']['k']", "['b']"]

@@ -211,7 +211,8 @@ def test_factored_scale_gradient_is_the_row_and_column_means_of_the_dense_one():
                    for i in range(k)]).astype(np.float64)
     c = np.where(np.asarray(valid), np.asarray(coef, np.float64), 0.0)
     g = np.tensordot(c, e2 - 1.0, axes=1)
-    want = g.mean(axis=1, keepdims=True) + g.mean(axis=0, keepdims=True)
+    # the least-squares projection onto separable matrices (the family's natural gradient)
+    want = g.mean(axis=1, keepdims=True) + g.mean(axis=0, keepdims=True) - g.mean()
     # float32: each row/column sum adds n or m squares of size <= max E^2 through r^2
     # products; k such sums weighted by |c| <= 3: error <= k * 3 * max E^2 * (n + m) * eps
     bound = k * 3 * e2.max() * (n + m) * F32
@@ -272,7 +273,7 @@ def test_rank_on_a_loss_that_reads_raw_weights_warns_and_materializes():
 
     params = {"w": jnp.ones((100, 100))}
     method = snes.snes(lambda p: jnp.sum(p["w"] ** 2), rank=4, num_directions=8)
-    with pytest.warns(FallbackWarning, match="materialized"):
+    with pytest.warns(FallbackWarning, match=r"materialized.*\['w'\]"):
         _, info = jax.jit(method.step)(method.init(params), jax.random.key(0))
     assert int(info["valid_directions"]) == 8
 
@@ -280,8 +281,42 @@ def test_rank_on_a_loss_that_reads_raw_weights_warns_and_materializes():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(rank=0), "rank"),
     (dict(rank=4, fused="yes"), "fused='yes' is not allowed"),
+    (dict(rank=4, fused=np.False_), "fused=np.False_ is not allowed|fused=False is not"),
+    (dict(rank=4, fused=0), "fused=0 is not allowed"),
     (dict(rank=4, mask={"x": jnp.ones(3)}), "cannot be combined with a mask"),
 ])
 def test_bad_rank_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         snes.snes(lambda p: jnp.sum(p), **kwargs)
+
+
+def test_learning_rate_none_is_snes_step_with_a_name_and_optax_objects_work():
+    params = {"x": jnp.linspace(-1, 1, 64)}
+
+    def loss(p):
+        return jnp.sum(p["x"] ** 2)
+
+    default, _ = _run(snes.snes(loss, num_directions=8), params, 2)
+    explicit, _ = _run(snes.snes(loss, "sgd", 1.0, num_directions=8), params, 2)
+    optax_sgd, _ = _run(snes.snes(loss, __import__("optax").sgd(1.0), num_directions=8),
+                        params, 2)
+    for a, b, c in zip(jax.tree.leaves(default), jax.tree.leaves(explicit),
+                       jax.tree.leaves(optax_sgd), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("mask, match", [
+    ({"not_x": jnp.ones(8)}, "mask must be a pytree with the structure of params"),
+    ({"x": jnp.ones(5)}, r"mask leaf shape \(5,\) != param shape \(8,\)"),
+])
+def test_a_mask_unlike_params_is_named(mask, match):
+    method = snes.snes(lambda p: jnp.sum(p["x"] ** 2), num_directions=4, mask=mask)
+    with pytest.raises(ValueError, match=match):
+        method.init({"x": jnp.ones(8)})
+
+
+def test_a_non_scalar_loss_is_named_before_anything_runs():
+    method = snes.snes(lambda p: p["x"] ** 2, num_directions=4, rank=4)
+    with pytest.raises(ValueError, match=r"loss must return a scalar loss; it returned \(8,\)"):
+        method.step(method.init({"x": jnp.ones(8)}), jax.random.key(0))
