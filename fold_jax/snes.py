@@ -196,7 +196,7 @@ def _associations(fun: Callable, leaves: list[Array], treedef, args: tuple, dirs
                   fused: bool | str, paths: list[str]) -> tuple[str | None, ...]:
     """Per leaf: "auto" where a layer consumes the low-rank factors, else None (summed);
     warns (:class:`fold_jax.zo.FallbackWarning`) when a low-rank leaf is materialized."""
-    matrices = {i: leaf.matrix for i, leaf in enumerate(dirs.leaves) if leaf.lowrank}
+    matrices = dirs.matrices
     if fused is False or not matrices or any(m is not None for m in dirs.masks):
         return (None,) * len(leaves)
     picked = fusion.associations(fun, leaves, treedef, args, list(matrices), matrices,

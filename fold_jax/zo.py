@@ -460,10 +460,6 @@ class Estimator:
         return value, grads
 
 
-def _lowrank_matrices(dirs: Directions) -> dict[int, tuple[int, int]]:
-    return {i: leaf.matrix for i, leaf in enumerate(dirs.leaves) if leaf.lowrank}
-
-
 class ZerothOrder(Estimator):
     """:func:`value_and_grad`'s estimator (see the module docstring)."""
 
@@ -481,7 +477,7 @@ class ZerothOrder(Estimator):
         leaves, treedef = _leaves(params)
         dirs = directions_lib.directions(leaves, noise=o.noise, prng=o.prng, rank=o.rank,
                                          mask=mask)
-        matrices = _lowrank_matrices(dirs)
+        matrices = dirs.matrices
         if o.fused is True and not matrices:
             raise ValueError(f"fused=True needs a leaf of ndim >= 2 whose sides are both >= "
                              f"rank={o.rank}; params has none")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from fold_jax import directions
 
@@ -16,6 +17,10 @@ def test_layout_thin_leaves_and_conv_kernels():
     assert low == [True, False, True, False]  # (128, 1) is thinner than rank 4
     assert leaves[2].matrix == (72, 16)  # conv: (kh kw cin, cout)
     assert size == 4 * (64 + 128) + 128 + 4 * (72 + 16) + 16
+    shapes = [(64, 128), (128, 1), (3, 3, 8, 16), (16,)]
+    d = directions.directions([jnp.zeros(x) for x in shapes], rank=4)
+    assert d.matrices == {0: (64, 128), 2: (72, 16)}  # the low-rank leaves only
+    assert directions.directions([jnp.zeros(x) for x in shapes]).matrices == {}
 
 
 def test_dense_views_have_the_leaf_shapes_and_masks_apply():
@@ -44,3 +49,25 @@ def test_contract_selects_valid_directions_even_with_inf_noise():
     for g, w in zip(got, want, strict=True):  # two terms, plus rank-2 einsum order
         np.testing.assert_allclose(g, w, rtol=4 * eps, atol=4 * eps * float(jnp.max(jnp.abs(w))))
     assert not bool(jax.vmap(d.finite)(parts)[1])
+
+
+@pytest.mark.parametrize("noise", directions.NOISES)
+@pytest.mark.parametrize("prng", ["hash", "threefry"])
+def test_stacked_equals_each_draw_bit_for_bit(prng, noise):
+    """Seeding all directions at once (vectorized threefry) changes nothing: every
+    direction's parts are exactly its own draw, for both word sources."""
+    params = [jnp.zeros((3, 3, 8, 16)), jnp.zeros((10,)), jnp.zeros((64, 5))]
+    d = directions.directions(params, noise=noise, prng=prng,
+                              rank=None if noise == "sphere" else 2)
+    k = 7
+    key = jax.random.key(5)
+    idx = jnp.arange(100, 100 + k, dtype=jnp.uint32)
+    got = jax.jit(d.stacked)(key, idx)
+    # sphere's radius divides by a sum of d squares, whose order may differ between the
+    # compiled loop and the eager draw: relative error <= (d - 1) eps, halved by the sqrt
+    rtol = (d.size - 1) * float(np.finfo(np.float32).eps) / 2 if noise == "sphere" else 0
+    for i in range(k):
+        want = d.draw(key, idx[i])
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(g[i], w, rtol=rtol, atol=0)
+    assert all(g.shape[0] == k for g in jax.tree.leaves(got))
