@@ -7,8 +7,9 @@ job:
 
 1. **Tune on the validation split.** ``trials`` hyperparameter settings drawn
    quasi-randomly from the recipe's space (:func:`fold_jax.recipes.trials`: scrambled
-   Halton, the same draws on every task; quick 4, full 20; every recipe, Adam
-   included, gets the same number). Trial ``i`` trains with seed ``TUNING_SEED + i``
+   Halton, the same draws on every task; quick 4, or 8 on the small tasks
+   (``task_trials``), full 20; every recipe on a task, Adam included, gets the same
+   number). Trial ``i`` trains with seed ``TUNING_SEED + i``
    for at most ``max_steps`` steps, stopping at the target on the **validation**
    split (``fit(..., eval_split="val")``); the test split is not read. Each trial is a
    ``tuning.csv`` row; its ``score`` is the evaluations it needed to reach the
@@ -100,15 +101,18 @@ _PEERS = ("evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars")
 # came closest there in every earlier run: PGPE and ARS missed by a wider margin);
 # on breast_cancer (where CMA-ES fits, d = 513) and spirals every evosax peer beside
 # the small-population estimator; the variants on digits with Adam. full: every recipe
-# on every task and variant.
+# on every task and variant. ``task_trials`` gives a task more trials than ``trials``,
+# for every recipe on it alike: a small task's trial costs 0.1-0.5 s, and 4 Halton
+# points leave 2-D spaces (learning rate x sigma) thinly covered.
 PROFILE = {
-    "quick": dict(trials=4, seeds=[0, 1, 2], max_steps=500, budget_s=60.0, grids=[
+    "quick": dict(trials=4, task_trials={"breast_cancer": 8, "spirals": 8}, seeds=[0, 1, 2],
+                  max_steps=500, budget_s=60.0, grids=[
         (["digits"], ("adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "snes_lowrank",
                       "gld", "one_plus_one", "evosax_open_es", "evosax_snes"), ["dense"]),
-        (["breast_cancer"], ["adam", "zo_lowrank_ranked32", "snes_lowrank16", "gld",
-                             *_PEERS, "evosax_cma_es"], ["dense"]),
-        (["spirals"], ["adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "snes_lowrank16",
-                       *_PEERS], ["dense"]),
+        (["breast_cancer"], ["adam", "zo_lowrank_ranked32", "snes_lowrank", "snes_lowrank16",
+                             "gld", *_PEERS, "evosax_cma_es"], ["dense"]),
+        (["spirals"], ["adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "snes_lowrank",
+                       "snes_lowrank16", *_PEERS], ["dense"]),
         (["digits"], ["adam"], ["binarized", "pruned"]),
     ]),
     "full": dict(trials=20, seeds=[0, 1, 2, 3, 4], max_steps=3000, budget_s=300.0, grids=[
@@ -270,7 +274,7 @@ def tune_and_race(task_name: str, method: str, variant: str, profile: str
     Inside :func:`bench.common.shared_compiles`, so the race seeds load the programs
     their selected trial compiled (their ``compile_s`` is the load time)."""
     p = PROFILE[check_profile(profile)]
-    n = p["trials"]
+    n = n_trials(profile, task_name)
     settings = recipes.trials(method, n)
     with shared_compiles():  # the seeds load the selected trial's programs
         rows = [trial(task_name, method, variant, i, hp, p["budget_s"], p["max_steps"], n)
@@ -284,6 +288,13 @@ def tune_and_race(task_name: str, method: str, variant: str, profile: str
             out["races"] += one["races"]
             out["curves"] += one["curves"]
     return out
+
+
+def n_trials(profile: str, task_name: str) -> int:
+    """Tuning trials of every recipe on ``task_name`` under ``profile``: its
+    ``task_trials`` entry, else the profile's ``trials``."""
+    p = PROFILE[check_profile(profile)]
+    return p.get("task_trials", {}).get(task_name, p["trials"])
 
 
 def _why_not(method: str, task_name: str, variant: str) -> str:
@@ -308,8 +319,8 @@ def jobs(profile: str) -> Iterator[Job]:
     p = PROFILE[check_profile(profile)]
     grid = [(t, m, v) for tasks_, methods_, variants_ in p["grids"] for t in tasks_
             for m in methods_ for v in variants_]
-    runs = p["trials"] + len(p["seeds"])
     for task_name, method, variant in grid:
+        runs = n_trials(profile, task_name) + len(p["seeds"])
         why = _why_not(method, task_name, variant)
         if why:
             print(f"races: {method} not run on {task_name}/{variant}: {why}")

@@ -80,3 +80,22 @@ def test_jobs_cover_the_grids_and_say_what_they_leave_out(capsys):
         raced = {label.split("/")[1] for label in labels if label.startswith(task + "/")}
         assert raced & peers and any(m.startswith("zo_") for m in raced), task
     assert p["full"]["trials"] >= 20 and len(p["full"]["seeds"]) >= 5
+
+
+def test_every_recipe_on_a_task_gets_the_same_trials_and_at_least_the_minimum():
+    for profile, least in (("quick", 4), ("full", 20)):
+        grids = suite_races.PROFILE[profile]["grids"]
+        for tasks_, _, _ in grids:
+            for task in tasks_:  # per task, not per recipe: one count for all recipes
+                assert suite_races.n_trials(profile, task) >= least, (profile, task)
+    assert suite_races.n_trials("quick", "digits") == 4
+    assert suite_races.n_trials("quick", "spirals") == 8  # task_trials
+
+
+def test_task_trials_override_the_profile_for_that_task_only(tiny_profile, monkeypatch):
+    monkeypatch.setitem(suite_races.PROFILE[tiny_profile], "task_trials", {"spirals": 2})
+    assert suite_races.n_trials(tiny_profile, "spirals") == 2
+    assert suite_races.n_trials(tiny_profile, "breast_cancer") == 3
+    out = suite_races.tune_and_race("spirals", "adam", "dense", tiny_profile)
+    assert [t["trial"] for t in out["tuning"]] == [0, 1]
+    assert all(r["n_trials"] == 2 for r in out["tuning"] + out["races"])
