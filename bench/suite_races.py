@@ -20,6 +20,11 @@ job:
    0-4), now scored on the **test** split: one ``races.csv`` row per seed (with the
    ``hparams`` as JSON, the ``library``, the selected ``trial`` and ``n_trials``) and
    its curves.
+4. **Cost a step without drift**: the selected setting's step is timed against a
+   forward pass of the race network in alternating rounds (:func:`step_cost`), so a
+   race's ``forwards_to_target`` (``steps_to_target x step_forwards``: its time in
+   forward passes of one minibatch) compares across jobs run minutes apart, which the
+   timed ``time_to_target_s`` does not on a machine whose speed drifts.
 
 Every race trains through :func:`fold_jax.train.fit` (timed steps, untimed evaluation
 every ``EVAL_EVERY`` steps, compile timed apart) for at most ``max_steps`` steps (a
@@ -55,7 +60,7 @@ import numpy as np
 import optax
 
 from bench.common import TUNING_SEED, Job, check_profile, shared_compiles
-from fold_jax import heads, methods, nets, recipes, results, tasks, train
+from fold_jax import heads, methods, nets, recipes, results, tasks, timing, train
 
 FILE = "races"
 KEY = results.key("races")
@@ -135,6 +140,9 @@ RUN_COST = {"adam": 2.3, "sgd": 1.6, "zo_gaussian": 7.0, "zo_rademacher": 7.0,
             "evosax_pgpe": 7.3, "evosax_ars": 6.6, "evosax_sep_cma_es": 8.0,
             "evosax_cma_es": 16.5}
 SMALL_TASK, SMALL_TASK_PEER = 0.5, 0.2
+# seconds of alternating rounds per job that time the selected setting's step against a
+# forward pass (step_cost): the races' drift-free cost, beside their own clocks
+STEP_COST_S = 0.5
 SPARSITY = 0.5  # pruned variant: fraction of weights removed (0.8 caps Adam at ~0.90 on digits)
 
 
@@ -267,6 +275,45 @@ def race(task_name: str, method: str, variant: str, seed: int, budget_s: float,
     return {"races": [row], "curves": _curves(h, key)}
 
 
+def step_cost(task_name: str, method: str, variant: str,
+              hparams: Mapping[str, Any] | None) -> dict[str, float]:
+    """The step of recipe ``method`` with ``hparams`` timed against a forward pass of the
+    race network, in alternating rounds (:func:`fold_jax.timing.interleaved`, about
+    ``STEP_COST_S`` seconds), so drifts of a shared machine cancel in the ratio.
+
+    Both programs scan ``EVAL_EVERY`` minibatches of ``BATCH_SIZE`` training examples
+    (the same ones): one training step each, or one loss evaluation (forward pass and
+    loss) at the initial params each.
+
+    Returns:
+        ``step_median_s`` and ``forward_median_s`` (seconds per step / per forward
+        pass) and ``step_forwards``, their ratio: the step's cost in forward passes of
+        one minibatch.
+    """
+    spec = TARGETS[task_name]
+    task = tasks.get(task_name)
+    apply, params, tx_wrap, mask = _model(task, spec, variant, 0)
+    loss = task.loss_fn(apply)
+    m = recipes.build(method, loss, hparams, tx_wrap=tx_wrap, mask=mask)
+    batch = min(BATCH_SIZE, task.n_train)
+    idx = np.random.default_rng(0).integers(0, task.n_train, (EVAL_EVERY, batch))
+    xs, ys = task.x_train[idx], task.y_train[idx]
+    keys = jax.random.split(jax.random.key(0), EVAL_EVERY)
+
+    def steps(state, keys, xs, ys):
+        return jax.lax.scan(lambda s, a: (m.step(s, *a)[0], None), state, (keys, xs, ys))[0]
+
+    def forwards(params, xs, ys):
+        return jax.lax.map(lambda b: loss(params, *b), (xs, ys))
+
+    t_step, t_fwd = timing.interleaved(
+        [(steps, (m.init(params), keys, xs, ys)), (forwards, (params, xs, ys))],
+        max_time_s=STEP_COST_S)
+    step_s, fwd_s = t_step.median_s / EVAL_EVERY, t_fwd.median_s / EVAL_EVERY
+    return {"step_median_s": step_s, "forward_median_s": fwd_s,
+            "step_forwards": step_s / fwd_s}
+
+
 def tune_and_race(task_name: str, method: str, variant: str, profile: str
                   ) -> dict[str, list[dict[str, Any]]]:
     """The whole protocol for one (task, recipe, variant) under ``profile`` (module
@@ -287,6 +334,9 @@ def tune_and_race(task_name: str, method: str, variant: str, profile: str
                        settings[best], best, n)
             out["races"] += one["races"]
             out["curves"] += one["curves"]
+    cost = step_cost(task_name, method, variant, settings[best])
+    for row in out["races"]:  # the setting's cost, the same for every seed
+        row |= cost | {"forwards_to_target": row["steps_to_target"] * cost["step_forwards"]}
     return out
 
 

@@ -119,13 +119,29 @@ def rademacher(w: Array, n: int) -> Array:
 
 
 def n_words(n: int, kind: str) -> int:
-    """Words that ``n`` entries of ``kind`` need: one per gaussian, 32 signs per word."""
+    """Words that ``n`` entries of ``kind`` need.
+
+    Args:
+        n: number of entries.
+        kind: ``"gaussian"`` (one word each) or ``"rademacher"`` (32 signs per word).
+
+    Returns:
+        The number of uint32 words.
+    """
     return -(-n // 32) if kind == "rademacher" else n
 
 
 def from_words(w: Array, n: int, kind: str) -> Array:
-    """(n,) float32 noise of ``kind`` from ``n_words(n, kind)`` words (:func:`gaussian`
-    or :func:`rademacher`)."""
+    """Noise of ``kind`` from its words (:func:`gaussian` or :func:`rademacher`).
+
+    Args:
+        w: (n_words(n, kind),) uint32.
+        n: number of entries (static).
+        kind: ``"gaussian"`` or ``"rademacher"``.
+
+    Returns:
+        (n,) float32.
+    """
     return rademacher(w, n) if kind == "rademacher" else gaussian(w)
 
 

@@ -10,7 +10,10 @@ import pytest
 from fold_jax.report import tuning
 
 
-def _races(evals: dict[str, float], seconds: dict[str, float], n_params: int = 26122):
+def _races(evals: dict[str, float], seconds: dict[str, float], n_params: int = 26122,
+           forwards: dict[str, float] | None = None):
+    """Three seeds per method; ``forwards`` per method (None: the column is absent, as
+    in runs older than it)."""
     libs = {"adam": "optax", "zo_lowrank_ranked": "fold_jax", "gld": "fold_jax",
             "evosax_snes": "evosax", "evosax_open_es": "evosax"}
     rows = []
@@ -22,6 +25,8 @@ def _races(evals: dict[str, float], seconds: dict[str, float], n_params: int = 2
                          "time_to_target_s": seconds[method] * (1 + 0.01 * seed),
                          "steps_to_target": e / 10, "final_test_metric": 0.96,
                          "n_params": n_params})
+            if forwards is not None:
+                rows[-1]["forwards_to_target"] = forwards[method] * (1 + 0.01 * seed)
     return pd.DataFrame(rows)
 
 
@@ -37,7 +42,22 @@ def test_peers_picks_each_librarys_best_and_reads_the_goal():
     # medians over seeds of x * (1, 1.01, 1.02) are x * 1.01 on both sides: ratio exact
     assert row["evals evosax / fold_jax"] == pytest.approx(2.0, rel=1e-12)
     assert row["time evosax / fold_jax"] == pytest.approx(3.0, rel=1e-12)
-    assert "goal (> 1x and >= 2x) met" in tuning._goal(tuning.peers(races))
+    text = tuning._goal(tuning.peers(races))  # no forwards column: the clocks decide
+    assert "goal (> 1x, and >= 2x in both) met" in text and "alternating" not in text
+    assert math.isnan(row["forwards evosax / fold_jax"])
+
+
+@pytest.mark.parametrize("forwards_ratio, verdict", [(2.5, "met"), (1.5, "not met")])
+def test_goal_needs_both_the_clocks_and_the_alternating_round_costs(forwards_ratio, verdict):
+    races = _races({"zo_lowrank_ranked": 3000.0, "evosax_snes": 6000.0},
+                   {"zo_lowrank_ranked": 1.0, "evosax_snes": 3.0},
+                   forwards={"zo_lowrank_ranked": 400.0, "evosax_snes": 400.0 * forwards_ratio})
+    (row,) = tuning.peers(races).to_dict("records")
+    assert row["forwards evosax / fold_jax"] == pytest.approx(forwards_ratio, rel=1e-12)
+    assert row["fold_jax forwards"] == pytest.approx(404.0, rel=1e-12)  # median seed
+    text = tuning._goal(tuning.peers(races))
+    assert f"({forwards_ratio:g}x in step costs timed in alternating rounds)" in text
+    assert text.rstrip().endswith(f"goal (> 1x, and >= 2x in both) {verdict}.")
 
 
 def test_goal_not_met_when_evosax_needs_fewer_evaluations():

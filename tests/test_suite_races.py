@@ -55,6 +55,14 @@ def test_tune_and_race_tunes_on_val_then_races_the_selected_trial_on_test(tiny_p
     splits = {c["split"] for c in out["curves"]}
     assert splits >= {"train", "test"} and "val" not in splits
     assert all(not any(k.startswith("test") for k in t) for t in trials)
+    # one step cost per job (alternating rounds), on every seed's row alike
+    costs = {(r["step_median_s"], r["forward_median_s"], r["step_forwards"]) for r in races}
+    ((step_s, fwd_s, ratio),) = costs
+    assert step_s > 0 and fwd_s > 0 and ratio == pytest.approx(step_s / fwd_s, rel=1e-12)
+    for r in races:
+        want = r["steps_to_target"] * ratio  # inf stays inf for a miss
+        assert r["forwards_to_target"] == pytest.approx(want, rel=1e-12) or (
+            math.isinf(want) and math.isinf(r["forwards_to_target"]))
 
 
 def test_jobs_cover_the_grids_and_say_what_they_leave_out(capsys):

@@ -34,8 +34,10 @@ BASELINE = "adam"
 PROBLEM = ["task", "variant"]
 # summary column -> races column it is the median of (each gets a "<name> 95% CI")
 STATS = {"time (s)": "time_to_target_s", "steps": "steps_to_target",
-         "evals": "evals_to_target", "final metric": "final_test_metric"}
-_MISSES = ("time_to_target_s", "steps_to_target", "evals_to_target")  # NaN there = a miss
+         "evals": "evals_to_target", "forwards": "forwards_to_target",
+         "final metric": "final_test_metric"}
+# NaN there = a miss
+_MISSES = ("time_to_target_s", "steps_to_target", "evals_to_target", "forwards_to_target")
 
 
 def _latest_budget(frame: pd.DataFrame) -> pd.DataFrame:
@@ -64,7 +66,10 @@ def _geomean(x) -> float:
 
 
 def _values(g: pd.DataFrame, column: str) -> np.ndarray:
-    """A column's per-seed values; for a cost, NaN (nothing recorded) counts as a miss."""
+    """A column's per-seed values; for a cost, NaN (nothing recorded) counts as a miss;
+    a column the rows do not have (runs older than it) is NaN throughout."""
+    if column not in g.columns:
+        return np.full(len(g), np.nan)
     x = g[column].to_numpy(float)
     return np.where(np.isnan(x), np.inf, x) if column in _MISSES else x
 
