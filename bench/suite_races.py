@@ -20,11 +20,13 @@ job:
    0-4), now scored on the **test** split: one ``races.csv`` row per seed (with the
    ``hparams`` as JSON, the ``library``, the selected ``trial`` and ``n_trials``) and
    its curves.
-4. **Cost a step without drift**: the selected setting's step is timed against a
-   forward pass of the race network in alternating rounds (:func:`step_cost`), so a
-   race's ``forwards_to_target`` (``steps_to_target x step_forwards``: its time in
-   forward passes of one minibatch) compares across jobs run minutes apart, which the
-   timed ``time_to_target_s`` does not on a machine whose speed drifts.
+4. **Cost an evaluation against a forward pass**: the selected setting's steps are timed
+   against a forward pass of the race network in alternating rounds (:func:`step_cost`),
+   and a race's ``forwards_to_target`` (``evals_to_target x eval_forwards``: its time in
+   forward passes of one minibatch) compares jobs run minutes apart less at the mercy
+   of the machine's drift than the timed ``time_to_target_s``. Not immune: under heavy
+   load the ratio moved by up to about 20% (``step_iqr_s``, ``cost_rounds`` say how
+   tight a job's timing was).
 
 Every race trains through :func:`fold_jax.train.fit` (timed steps, untimed evaluation
 every ``EVAL_EVERY`` steps, compile timed apart) for at most ``max_steps`` steps (a
@@ -142,7 +144,8 @@ RUN_COST = {"adam": 2.3, "sgd": 1.6, "zo_gaussian": 7.0, "zo_rademacher": 7.0,
 SMALL_TASK, SMALL_TASK_PEER = 0.5, 0.2
 # seconds of alternating rounds per job that time the selected setting's step against a
 # forward pass (step_cost): the races' drift-free cost, beside their own clocks
-STEP_COST_S = 0.5
+STEP_COST_S = 1.0
+STEP_COST_JOB_S = 3.0  # its share of a job's time (two compiles, calibration, rounds)
 SPARSITY = 0.5  # pruned variant: fraction of weights removed (0.8 caps Adam at ~0.90 on digits)
 
 
@@ -277,18 +280,25 @@ def race(task_name: str, method: str, variant: str, seed: int, budget_s: float,
 
 def step_cost(task_name: str, method: str, variant: str,
               hparams: Mapping[str, Any] | None) -> dict[str, float]:
-    """The step of recipe ``method`` with ``hparams`` timed against a forward pass of the
-    race network, in alternating rounds (:func:`fold_jax.timing.interleaved`, about
-    ``STEP_COST_S`` seconds), so drifts of a shared machine cancel in the ratio.
+    """The training steps of recipe ``method`` with ``hparams`` timed against a forward
+    pass of the race network, in alternating rounds (:func:`fold_jax.timing.interleaved`,
+    about ``STEP_COST_S`` seconds), so slow drifts of a shared machine hit both alike.
 
-    Both programs scan ``EVAL_EVERY`` minibatches of ``BATCH_SIZE`` training examples
-    (the same ones): one training step each, or one loss evaluation (forward pass and
-    loss) at the initial params each.
+    Both programs scan the same ``EVAL_EVERY`` minibatches of ``BATCH_SIZE`` training
+    examples: one training step each from the initial state, outputting what
+    :func:`fold_jax.train.fit` keeps (:func:`fold_jax.train.kept_info`, so work done only
+    for the reported loss, such as an evosax peer's evaluation of its mean, is paid as
+    in the races), or one loss evaluation at the initial params each (params fixed
+    through the loop: XLA may hoist work that depends only on them, such as a binarized
+    net's sign, out of it; the same for every method of a problem). Per-evaluation, not
+    per-step: a direct-search step costs 12 or 2 evaluations as it nominates or
+    confirms, so the window's time is divided by its evaluations.
 
     Returns:
-        ``step_median_s`` and ``forward_median_s`` (seconds per step / per forward
-        pass) and ``step_forwards``, their ratio: the step's cost in forward passes of
-        one minibatch.
+        ``step_median_s`` / ``step_iqr_s`` (seconds per step in the window),
+        ``forward_median_s`` / ``forward_iqr_s`` (per forward pass), ``cost_rounds``,
+        and ``eval_forwards``: one loss evaluation's cost in forward passes (the window's
+        median time / its evaluations / the forward pass's median time).
     """
     spec = TARGETS[task_name]
     task = tasks.get(task_name)
@@ -299,19 +309,28 @@ def step_cost(task_name: str, method: str, variant: str,
     idx = np.random.default_rng(0).integers(0, task.n_train, (EVAL_EVERY, batch))
     xs, ys = task.x_train[idx], task.y_train[idx]
     keys = jax.random.split(jax.random.key(0), EVAL_EVERY)
+    state = m.init(params)
 
     def steps(state, keys, xs, ys):
-        return jax.lax.scan(lambda s, a: (m.step(s, *a)[0], None), state, (keys, xs, ys))[0]
+        def one(s, a):
+            s, info = m.step(s, *a)
+            return s, train.kept_info(info)
+
+        return jax.lax.scan(one, state, (keys, xs, ys))
 
     def forwards(params, xs, ys):
         return jax.lax.map(lambda b: loss(params, *b), (xs, ys))
 
+    compiled, _ = timing.aot(steps, state, keys, xs, ys)
+    evals = int(np.sum(np.asarray(compiled(state, keys, xs, ys)[1]["evals"], np.int64)))
     t_step, t_fwd = timing.interleaved(
-        [(steps, (m.init(params), keys, xs, ys)), (forwards, (params, xs, ys))],
+        [(compiled, (state, keys, xs, ys)), (forwards, (params, xs, ys))],
         max_time_s=STEP_COST_S)
-    step_s, fwd_s = t_step.median_s / EVAL_EVERY, t_fwd.median_s / EVAL_EVERY
-    return {"step_median_s": step_s, "forward_median_s": fwd_s,
-            "step_forwards": step_s / fwd_s}
+    return {"step_median_s": t_step.median_s / EVAL_EVERY,
+            "step_iqr_s": t_step.iqr_s / EVAL_EVERY,
+            "forward_median_s": t_fwd.median_s / EVAL_EVERY,
+            "forward_iqr_s": t_fwd.iqr_s / EVAL_EVERY, "cost_rounds": t_step.rounds,
+            "eval_forwards": t_step.median_s / max(evals, 1) / (t_fwd.median_s / EVAL_EVERY)}
 
 
 def tune_and_race(task_name: str, method: str, variant: str, profile: str
@@ -336,7 +355,7 @@ def tune_and_race(task_name: str, method: str, variant: str, profile: str
             out["curves"] += one["curves"]
     cost = step_cost(task_name, method, variant, settings[best])
     for row in out["races"]:  # the setting's cost, the same for every seed
-        row |= cost | {"forwards_to_target": row["steps_to_target"] * cost["step_forwards"]}
+        row |= cost | {"forwards_to_target": row["evals_to_target"] * cost["eval_forwards"]}
     return out
 
 
@@ -376,7 +395,8 @@ def jobs(profile: str) -> Iterator[Job]:
             print(f"races: {method} not run on {task_name}/{variant}: {why}")
             continue
         small = SMALL_TASK_PEER if recipes.get(method).library == "evosax" else SMALL_TASK
-        cost = runs * RUN_COST.get(method, 4.0) * (1.0 if task_name == "digits" else small)
+        cost = (runs * RUN_COST.get(method, 4.0) * (1.0 if task_name == "digits" else small)
+                + STEP_COST_JOB_S)
         key = {"task": task_name, "method": method, "variant": variant,
                "seed": p["seeds"][-1], "max_steps": p["max_steps"], "budget_s": p["budget_s"]}
         yield Job(key, lambda a=(task_name, method, variant, profile): tune_and_race(*a),

@@ -93,20 +93,8 @@ class Directions(NamedTuple):
 
     def draw(self, key: PRNGKeyArray, k: Array) -> list:
         """Direction ``k``: per leaf an array of its shape, or an (A, B) factor pair."""
-        return self._parts(noise_lib.words(jax.random.fold_in(key, k), self._n_words,
-                                           self.prng))
-
-    @property
-    def _kind(self) -> str:
-        return "gaussian" if self.noise == "sphere" else self.noise
-
-    @property
-    def _n_words(self) -> int:
-        return noise_lib.n_words(self.size, self._kind)
-
-    def _parts(self, w: Array) -> list:
-        """One direction's parts from its (``_n_words``,) words."""
-        flat = noise_lib.from_words(w, self.size, self._kind)
+        kind = "gaussian" if self.noise == "sphere" else self.noise
+        flat = noise_lib.draw(jax.random.fold_in(key, k), self.size, kind, self.prng)
         parts = []
         for leaf, m in zip(self.leaves, self.masks, strict=True):
             seg = flat[leaf.offset: leaf.offset + leaf.size]
@@ -126,31 +114,15 @@ class Directions(NamedTuple):
     def stacked(self, key: PRNGKeyArray, idx: Array) -> list:
         """:meth:`draw` over the direction indices ``idx``, stacked on a leading axis.
 
-        The directions' threefry work (``fold_in``, and the hash source's two seed
-        words) is vectorized over all of ``idx`` at once: on CPU each threefry call is a
-        rolled loop of about 80 small kernels, which a 16-direction step on a
-        1,000-parameter net paid once per direction (15% of its time). The words and
-        their transform then run in a loop over the directions (``lax.map``), not
-        vectorized: the loop's output is a buffer, so XLA cannot fuse the noise
-        generation (hash, ``erf_inv``) into its consumers, where a bias's noise would be
-        recomputed for every activation entry it is broadcast to (a rank-4 step on the
-        digits MLP ran about 2x slower on CPU); an optimization barrier does not stop
-        that fusion on CPU (XLA removes it first).
-
-        Args:
-            key: the step's key.
-            idx: (K,) direction indices.
-
-        Returns:
-            :meth:`draw`'s parts with a leading axis K, equal to :meth:`draw`'s.
+        A loop (``lax.map``), not ``vmap``: the loop's output is a buffer, so XLA cannot
+        fuse the noise generation (hash, ``erf_inv``) into its consumers; fused, a
+        bias's noise would be recomputed for every activation entry it is broadcast to
+        (a rank-4 step on the digits MLP ran about 2x slower on CPU). An optimization
+        barrier does not stop that fusion on CPU (XLA removes it first), and seeding all
+        directions at once outside the loop (vectorized threefry) measured no faster in
+        alternating rounds.
         """
-        keys = jax.vmap(lambda k: jax.random.fold_in(key, k))(idx)
-        if self.prng == "hash":
-            seeds = jax.vmap(noise_lib.seed_words)(keys)
-            return jax.lax.map(
-                lambda seed: self._parts(noise_lib.hash_words(seed, self._n_words)), seeds)
-        return jax.lax.map(
-            lambda k: self._parts(noise_lib.words(k, self._n_words, self.prng)), keys)
+        return jax.lax.map(lambda k: self.draw(key, k), idx)
 
     def dense(self, parts: list) -> list[Array]:
         """The perturbation each leaf's noise stands for, as arrays of the leaves' shapes."""

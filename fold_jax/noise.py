@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
-__all__ = ["KINDS", "PRNGS", "draw", "from_words", "gaussian", "hash_words", "lowbias32",
-           "n_words", "rademacher", "seed_words", "words"]
+__all__ = ["KINDS", "PRNGS", "draw", "gaussian", "lowbias32", "rademacher", "words"]
 
 PRNGS = ("hash", "threefry")
 KINDS = ("gaussian", "rademacher")
@@ -48,46 +47,21 @@ def lowbias32(x: Array) -> Array:
     return x ^ (x >> 16)
 
 
-def seed_words(key: PRNGKeyArray) -> Array:
-    """The two threefry words that seed the ``"hash"`` source for ``key``.
-
-    Args:
-        key: one PRNG key.
-
-    Returns:
-        (2,) uint32.
-    """
-    return jax.random.bits(key, (2,), jnp.uint32)
-
-
-def hash_words(seed: Array, n: int) -> Array:
-    """``n`` words of the ``"hash"`` source: lowbias32 twice over a counter, seeded.
-
-    Args:
-        seed: (2,) uint32 from :func:`seed_words`.
-        n: number of words (static).
-
-    Returns:
-        (n,) uint32.
-    """
-    return lowbias32(lowbias32(jnp.arange(n, dtype=jnp.uint32) ^ seed[0]) + seed[1])
-
-
 def words(key: PRNGKeyArray, n: int, prng: str) -> Array:
     """``n`` uint32 words for ``key``.
 
     Args:
         key: one PRNG key.
         n: number of words (static).
-        prng: ``"hash"`` (:func:`hash_words` seeded by :func:`seed_words`) or
-            ``"threefry"``.
+        prng: ``"hash"`` (counter hash seeded by two threefry words) or ``"threefry"``.
 
     Returns:
         (n,) uint32.
     """
     if prng == "threefry":
         return jax.random.bits(key, (n,), jnp.uint32)
-    return hash_words(seed_words(key), n)
+    seed = jax.random.bits(key, (2,), jnp.uint32)
+    return lowbias32(lowbias32(jnp.arange(n, dtype=jnp.uint32) ^ seed[0]) + seed[1])
 
 
 def gaussian(w: Array) -> Array:
@@ -118,33 +92,6 @@ def rademacher(w: Array, n: int) -> Array:
     return bits.reshape(-1)[:n].astype(jnp.float32) * 2.0 - 1.0
 
 
-def n_words(n: int, kind: str) -> int:
-    """Words that ``n`` entries of ``kind`` need.
-
-    Args:
-        n: number of entries.
-        kind: ``"gaussian"`` (one word each) or ``"rademacher"`` (32 signs per word).
-
-    Returns:
-        The number of uint32 words.
-    """
-    return -(-n // 32) if kind == "rademacher" else n
-
-
-def from_words(w: Array, n: int, kind: str) -> Array:
-    """Noise of ``kind`` from its words (:func:`gaussian` or :func:`rademacher`).
-
-    Args:
-        w: (n_words(n, kind),) uint32.
-        n: number of entries (static).
-        kind: ``"gaussian"`` or ``"rademacher"``.
-
-    Returns:
-        (n,) float32.
-    """
-    return rademacher(w, n) if kind == "rademacher" else gaussian(w)
-
-
 def draw(key: PRNGKeyArray, n: int, kind: str, prng: str) -> Array:
     """(n,) float32 noise with zero mean and unit variance per entry.
 
@@ -157,4 +104,6 @@ def draw(key: PRNGKeyArray, n: int, kind: str, prng: str) -> Array:
     Returns:
         (n,) float32, finite for every key.
     """
-    return from_words(words(key, n_words(n, kind), prng), n, kind)
+    if kind == "rademacher":
+        return rademacher(words(key, -(-n // 32), prng), n)
+    return gaussian(words(key, n, prng))

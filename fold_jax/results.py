@@ -292,15 +292,20 @@ _RACES = Schema(
         _c("evals_run", "num", "evaluations", "loss evaluations made in all"),
         _c("elapsed_s", "num", "s", "timed training seconds in all"),
         _c("evals_per_step", "num", "evaluations", "evals_run / steps_run"),
-        _c("step_median_s", "num", "s", "seconds per step of the selected setting, timed in "
-           "alternating rounds against forward_median_s (bench.suite_races.step_cost); the "
-           "same on every seed's row"),
+        _c("step_median_s", "num", "s", "seconds per step of the selected setting over its "
+           "first eval_every steps, timed in alternating rounds against forward_median_s "
+           "(bench.suite_races.step_cost); the same on every seed's row"),
+        _c("step_iqr_s", "num", "s", "inter-quartile range of step_median_s over the rounds"),
         _c("forward_median_s", "num", "s", "seconds per forward pass (loss on one "
            "minibatch) of the race network, in the same rounds"),
-        _c("step_forwards", "num", "forward passes", "step_median_s / forward_median_s: a "
-           "step's cost in forward passes of one minibatch (drifts of the machine cancel)"),
-        _c("forwards_to_target", "num", "forward passes", "steps_to_target x step_forwards: "
-           "the time to target in forward passes, comparable across jobs; inf when missed"),
+        _c("forward_iqr_s", "num", "s", "inter-quartile range of forward_median_s"),
+        _c("cost_rounds", "int", "count", "alternating rounds behind the step cost"),
+        _c("eval_forwards", "num", "forward passes", "one loss evaluation's cost in forward "
+           "passes of one minibatch: the steps' median time / their evaluations / "
+           "forward_median_s"),
+        _c("forwards_to_target", "num", "forward passes", "evals_to_target x eval_forwards: "
+           "the time to target in forward passes, less at the mercy of machine drift "
+           "between jobs than time_to_target_s; inf when missed"),
         _c("sparsity", "num", "fraction", _SPARSITY),
         _c("batch_size", "int", "examples", "examples per training step"),
         _c("eval_every", "int", "steps", "steps between evaluations"),

@@ -30,10 +30,26 @@ from fold_jax.heads import higher_is_better
 from fold_jax.methods import Method
 from fold_jax.tasks import Objective, Task
 
-__all__ = ["EVAL_SPLITS", "SKIPPED_WARN_FRACTION", "TrainResult", "fit"]
+__all__ = ["EVAL_SPLITS", "SKIPPED_WARN_FRACTION", "TrainResult", "fit", "kept_info"]
 
 SKIPPED_WARN_FRACTION = 0.02  # fit warns when more than this share of its steps was skipped
 _COUNTS = ("skipped", "accepted")  # per-step 0/1 counts of info that history sums per row
+
+
+def kept_info(info: dict[str, Any]) -> dict[str, Array]:
+    """The part of a step's ``info`` that :func:`fit` keeps for every step (the rest is
+    dead code to XLA: a program timed apart from ``fit`` should output exactly this).
+
+    Args:
+        info: a Method step's info (``loss``, ``evals``, and maybe ``skipped`` /
+            ``accepted``, among others).
+
+    Returns:
+        ``loss``, ``evals`` and whichever of ``skipped`` / ``accepted`` the step reports
+        (int32).
+    """
+    return {"loss": info["loss"], "evals": info["evals"],
+            **{k: jnp.asarray(info[k], jnp.int32) for k in _COUNTS if k in info}}
 
 
 class TrainResult(NamedTuple):
@@ -256,9 +272,9 @@ def fit(
                 idx = jax.random.randint(batch_key, (batch_size,), 0, n)
                 batch = tuple(a[idx] for a in xy)
             state, info = method.step(state, step_key, *batch)
-            counts = {k: jnp.asarray(info[k], jnp.int32) for k in _COUNTS if k in info}
-            reported.update(counts)  # static: recorded while tracing
-            return state, {"loss": info["loss"], "evals": info["evals"], **counts}
+            kept = kept_info(info)
+            reported.update(k for k in _COUNTS if k in kept)  # static: recorded while tracing
+            return state, kept
 
         return jax.lax.scan(one_step, state, keys)
 

@@ -23,8 +23,8 @@ from fold_jax import methods, nets, results, search, tasks, train
 # Columns that measure time (or derive from a time) or identify the run: they may differ.
 TIMING_COLUMNS = re.compile(
     r"^(elapsed_s|time_to_target_s|compile_s|.*_median_s|.*_iqr_s|rounds|throughput.*"
-    r"|evals_per_s|inference_equiv_s|frac_of_inference|speedup.*|step_forwards"
-    r"|forwards_to_target|run_id|timestamp_utc)$")
+    r"|evals_per_s|inference_equiv_s|frac_of_inference|speedup.*|eval_forwards"
+    r"|forwards_to_target|cost_rounds|run_id|timestamp_utc)$")
 # probes.csv is long: these metric rows hold times (or whether a time cap was hit)
 TIMING_METRICS = {"elapsed_s", "compile_s", "capped"}
 

@@ -76,19 +76,3 @@ def test_words_differ_by_key_and_prng():
     c = noise.words(jax.random.key(0), 64, "threefry")
     assert a.dtype == jnp.uint32 and a.shape == (64,)
     assert int(jnp.sum(a == b)) < 4 and int(jnp.sum(a == c)) < 4  # 64 / 2^32 expected
-
-
-def test_the_hash_source_is_its_seed_words_expanded_and_draw_is_its_words_transformed():
-    """The two stages that Directions.stacked runs apart (seeding vectorized, expansion
-    in a loop) compose to exactly words / draw."""
-    key = jax.random.key(7)
-    np.testing.assert_array_equal(noise.hash_words(noise.seed_words(key), 100),
-                                  noise.words(key, 100, "hash"))
-    assert noise.seed_words(key).shape == (2,) and noise.seed_words(key).dtype == jnp.uint32
-    assert [noise.n_words(n, k) for n, k in ((33, "rademacher"), (32, "rademacher"),
-                                             (33, "gaussian"))] == [2, 1, 33]
-    for kind in noise.KINDS:
-        for prng in noise.PRNGS:
-            w = noise.words(key, noise.n_words(70, kind), prng)
-            np.testing.assert_array_equal(noise.from_words(w, 70, kind),
-                                          noise.draw(key, 70, kind, prng))

@@ -56,11 +56,13 @@ def test_tune_and_race_tunes_on_val_then_races_the_selected_trial_on_test(tiny_p
     assert splits >= {"train", "test"} and "val" not in splits
     assert all(not any(k.startswith("test") for k in t) for t in trials)
     # one step cost per job (alternating rounds), on every seed's row alike
-    costs = {(r["step_median_s"], r["forward_median_s"], r["step_forwards"]) for r in races}
-    ((step_s, fwd_s, ratio),) = costs
-    assert step_s > 0 and fwd_s > 0 and ratio == pytest.approx(step_s / fwd_s, rel=1e-12)
+    cost_columns = ("step_median_s", "step_iqr_s", "forward_median_s", "forward_iqr_s",
+                    "cost_rounds", "eval_forwards")
+    (cost,) = {tuple(r[c] for c in cost_columns) for r in races}
+    step_s, _, fwd_s, _, rounds, per_eval = cost
+    assert step_s > 0 and fwd_s > 0 and rounds >= 5 and per_eval > 0
     for r in races:
-        want = r["steps_to_target"] * ratio  # inf stays inf for a miss
+        want = r["evals_to_target"] * per_eval  # inf stays inf for a miss
         assert r["forwards_to_target"] == pytest.approx(want, rel=1e-12) or (
             math.isinf(want) and math.isinf(r["forwards_to_target"]))
 
@@ -107,3 +109,32 @@ def test_task_trials_override_the_profile_for_that_task_only(tiny_profile, monke
     out = suite_races.tune_and_race("spirals", "adam", "dense", tiny_profile)
     assert [t["trial"] for t in out["tuning"]] == [0, 1]
     assert all(r["n_trials"] == 2 for r in out["tuning"] + out["races"])
+
+
+def test_step_cost_pays_for_what_fit_keeps_and_divides_by_evaluations(monkeypatch):
+    """An evosax peer evaluates its mean only for the reported loss: the timed program
+    must keep that output (as fit does), or XLA drops a forward pass from the cost. And
+    the window's time is divided by its evaluations (12 + 2 + 2 + ... for GLD)."""
+    from fold_jax import timing
+
+    seen = {}
+    real = timing.interleaved
+
+    def spy(calls, **kw):
+        seen["calls"] = calls
+        return real(calls, **kw)
+
+    monkeypatch.setattr(suite_races.timing, "interleaved", spy)
+    cost = suite_races.step_cost("breast_cancer", "evosax_open_es", "dense", None)
+    compiled, args = seen["calls"][0]
+    _, kept = compiled(*args)
+    assert set(kept) >= {"loss", "evals"}  # the mean's loss is an output, so it is paid
+    assert cost["eval_forwards"] > 0
+    # GLD: evaluations per step vary, so the cost is per evaluation from the window's count
+    cost = suite_races.step_cost("breast_cancer", "gld", "dense", None)
+    compiled, args = seen["calls"][0]
+    evals = int(compiled(*args)[1]["evals"].sum())
+    assert evals != 12 * suite_races.EVAL_EVERY  # nominations and confirmations mixed
+    t_step = cost["step_median_s"] * suite_races.EVAL_EVERY
+    assert cost["eval_forwards"] == pytest.approx(
+        t_step / evals / cost["forward_median_s"], rel=1e-9)

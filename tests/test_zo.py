@@ -505,13 +505,13 @@ def test_non_finite_noise_is_selected_out_not_multiplied(monkeypatch):
     """A direction whose noise has an inf is dropped; 0 * inf never reaches the sum."""
     from fold_jax import directions as directions_lib
 
-    real = directions_lib.noise_lib.from_words  # every direction's noise comes from it
+    real = directions_lib.noise_lib.draw
 
-    def poisoned(w, n, kind):
-        u = real(w, n, kind)
+    def poisoned(key, n, kind, prng):
+        u = real(key, n, kind, prng)
         return u.at[0].set(jnp.where(u[1] > 0, jnp.inf, u[0]))  # about half the directions
 
-    monkeypatch.setattr(directions_lib.noise_lib, "from_words", poisoned)
+    monkeypatch.setattr(directions_lib.noise_lib, "draw", poisoned)
     vg = zo.value_and_grad(quad, num_directions=64, sigma=1e-2)
     value, grads, info = jax.jit(vg.with_info)(X0, jax.random.key(0))
     assert jnp.isfinite(value) and bool(jnp.all(jnp.isfinite(grads["x"])))

@@ -36,8 +36,9 @@ PROBLEM = ["task", "variant"]
 STATS = {"time (s)": "time_to_target_s", "steps": "steps_to_target",
          "evals": "evals_to_target", "forwards": "forwards_to_target",
          "final metric": "final_test_metric"}
-# NaN there = a miss
-_MISSES = ("time_to_target_s", "steps_to_target", "evals_to_target", "forwards_to_target")
+_MISSES = ("time_to_target_s", "steps_to_target", "evals_to_target")  # NaN there = a miss
+# recorded per job since its column existed: a group with a row missing it has none
+_ALL_OR_NONE = ("forwards_to_target",)
 
 
 def _latest_budget(frame: pd.DataFrame) -> pd.DataFrame:
@@ -67,10 +68,13 @@ def _geomean(x) -> float:
 
 def _values(g: pd.DataFrame, column: str) -> np.ndarray:
     """A column's per-seed values; for a cost, NaN (nothing recorded) counts as a miss;
-    a column the rows do not have (runs older than it) is NaN throughout."""
+    a column the rows do not have (runs older than it), or that any row lacks in an
+    all-or-none column (a run resumed across its introduction), is NaN throughout."""
     if column not in g.columns:
         return np.full(len(g), np.nan)
     x = g[column].to_numpy(float)
+    if column in _ALL_OR_NONE and np.isnan(x).any():
+        return np.full(len(g), np.nan)
     return np.where(np.isnan(x), np.inf, x) if column in _MISSES else x
 
 
@@ -404,7 +408,12 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
                 "slower or more evaluations than Adam.\n",
                 table(vs)]
     dense = display(s[s["variant"] == "dense"].drop(columns="variant"))
-    out += ["### Time to target (dense)\n", table(dense)]
+    out += ["### Time to target (dense)\n",
+            "`time (s)`: the race's own clock (training steps only); `forwards`: the "
+            "evaluations to target times one evaluation's cost in forward passes of a "
+            "minibatch, timed against a forward pass in alternating rounds "
+            "(`bench.suite_races.step_cost`; empty for rows older than it), so it moves "
+            "less with the machine's speed between jobs.\n", table(dense)]
     if curves is not None and not curves.empty:
         curves = curves.merge(races[["task", "method", "variant", "seed", "budget_s", "backend",
                                      "device_kind"]].drop_duplicates(),
