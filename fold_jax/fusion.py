@@ -14,17 +14,30 @@ then costs one dense weight per direction.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from fold_jax import perturb
 
-__all__ = ["MATERIALIZED", "associations", "failing_leaves"]
+__all__ = ["MATERIALIZED", "FallbackWarning", "Plan", "associations", "failing_leaves", "plan"]
 
 MATERIALIZED = None  # association of a low-rank leaf the loss sees summed
+
+
+class FallbackWarning(UserWarning):
+    """A low-rank leaf is materialized per direction instead of fused (slower)."""
+
+
+class Plan(NamedTuple):
+    """How each leaf reaches the loss in one estimator call (from :func:`plan`)."""
+
+    picked: dict[int, str | None]  # low-rank leaf -> its consumers' pick or MATERIALIZED
+    runtime: tuple[str | None, ...]  # per leaf: what its factors ask for, None: summed
+    unfused: tuple[int, ...]  # low-rank leaves materialized although fusion was asked
 
 _RECORD = threading.local()
 
@@ -178,3 +191,49 @@ def failing_leaves(fun: Callable, leaves: Sequence, treedef, args: Sequence,
         elif i not in seen:
             out[i] = "no layer multiplies by it through fold_jax.perturb or a flax layer"
     return out
+
+
+def plan(fun: Callable, leaves: Sequence, treedef, args: Sequence,
+         matrices: dict[int, tuple[int, int]], rank: int | None, fused: bool | str, *,
+         masked: bool, who: str = "", paths: Sequence[str] = (), hint: str = "",
+         stacklevel: int = 2) -> Plan:
+    """Which low-rank leaves an estimator's call hands to the loss as factors.
+
+    ``fused=False``, a mask (a masked low-rank perturbation is summed and masked) or no
+    low-rank leaf: every leaf is summed. Otherwise :func:`associations` decides
+    (``fused=True`` asks for ``"factored"``, ``"auto"`` lets each layer pick); a
+    low-rank leaf no layer consumes is materialized, listed in ``Plan.unfused`` and,
+    with ``fused="auto"`` and a ``who``, named in a :class:`FallbackWarning`
+    (``fused=True`` makes it the caller's error instead).
+
+    Args:
+        fun: the loss, ``fun(params, *args) -> scalar``.
+        leaves, treedef: params as leaves (arrays) and their tree structure.
+        args: the loss's other arguments.
+        matrices: index -> (in, out) matrix view of each low-rank leaf.
+        rank: the factors' rank.
+        fused: ``"auto"``, True or False.
+        masked: whether a mask restricts the perturbation.
+        who: the caller's name in the warning ("": no warning).
+        paths: every leaf's path, for the warning.
+        hint: appended to the warning.
+        stacklevel: the warning's, counted from the caller of :func:`plan`.
+
+    Returns:
+        A :class:`Plan`.
+    """
+    fuse = fused is not False and not masked and bool(matrices)
+    want = "factored" if fused is True else "auto"
+    picked: dict[int, str | None] = dict.fromkeys(matrices, MATERIALIZED)
+    if fuse:
+        picked = associations(fun, leaves, treedef, args, list(matrices), matrices, rank,
+                              want)
+    runtime = tuple(None if picked.get(i, MATERIALIZED) is MATERIALIZED else want
+                    for i in range(len(leaves)))
+    unfused = tuple(sorted(i for i, a in picked.items() if a is MATERIALIZED)) if fuse else ()
+    if unfused and who and fused is not True:
+        warnings.warn(f"{who}: {len(unfused)} of {len(matrices)} low-rank leaves are "
+                      f"materialized per direction (slower): "
+                      f"{', '.join(paths[i] for i in unfused)}; no layer consumed their "
+                      f"factors{hint}", FallbackWarning, stacklevel=stacklevel + 1)
+    return Plan(picked, runtime, unfused)

@@ -28,7 +28,7 @@ sqrt(r)``, i.e. the scales of its entries are factored, ``sigma_ij = row_i col_j
 the perturbation stays low-rank (``(row * A)(col * B)^T``) and a layer that consumes
 :class:`fold_jax.perturb.LowRank` evaluates the population at about the cost of
 inference (``fused="auto"``; a leaf no layer consumes is materialized and a
-:class:`fold_jax.zo.FallbackWarning` names it). Its log scales follow the natural
+:class:`fold_jax.fusion.FallbackWarning` names it). Its log scales follow the natural
 gradient of the factored family ``log sigma_ij = u_i + v_j``: per-entry SNES's step
 ``lr_sigma / 2 * g`` projected (least squares, which is what the family's Fisher
 matrix does) onto separable matrices::
@@ -50,7 +50,6 @@ is not finite, is skipped (state unchanged, ``info["skipped"] = 1``).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -192,27 +191,6 @@ def scale_gradient(dirs: Directions, coef: Array, valid: Array, parts: list) -> 
     return out
 
 
-def _associations(fun: Callable, leaves: list[Array], treedef, args: tuple, dirs: Directions,
-                  fused: bool | str, paths: list[str]) -> tuple[str | None, ...]:
-    """Per leaf: "auto" where a layer consumes the low-rank factors, else None (summed);
-    warns (:class:`fold_jax.zo.FallbackWarning`) when a low-rank leaf is materialized."""
-    matrices = dirs.matrices
-    if fused is False or not matrices or any(m is not None for m in dirs.masks):
-        return (None,) * len(leaves)
-    picked = fusion.associations(fun, leaves, treedef, args, list(matrices), matrices,
-                                 dirs.rank, "auto")
-    unfused = sorted(i for i, a in picked.items() if a is fusion.MATERIALIZED)
-    if unfused:
-        from fold_jax.zo import FallbackWarning
-
-        warnings.warn(f"snes: {len(unfused)} of {len(matrices)} low-rank leaves are "
-                      f"materialized per direction (slower): "
-                      f"{', '.join(paths[i] for i in unfused)}; no layer consumed their "
-                      f"factors", FallbackWarning, stacklevel=3)
-    return tuple(None if picked.get(i, fusion.MATERIALIZED) is fusion.MATERIALIZED
-                 else "auto" for i in range(len(leaves)))
-
-
 def snes(
     loss: Callable[..., Array],
     tx: optax.GradientTransformation | str = "sgd",
@@ -302,8 +280,9 @@ def snes(
         scales = [jnp.exp(s) for s in log_sigma]
         dirs = directions_lib.directions(leaves, noise="gaussian", prng=prng, rank=rank,
                                          mask=masks)
-        assoc = _associations(fun, leaves, treedef, args, dirs, fused,
-                              leaf_paths(state.params))
+        assoc = fusion.plan(fun, leaves, treedef, args, dirs.matrices, rank, fused,
+                            masked=masks is not None, who="snes",
+                            paths=leaf_paths(state.params)).runtime
         rows, real = _chunk_rows(units, chunk_units)
         signed = jnp.array([1.0, -1.0][:signs], jnp.float32)
 

@@ -74,7 +74,6 @@ Semantics:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -96,6 +95,7 @@ from fold_jax.checks import (
     leaf_paths,
 )
 from fold_jax.directions import NOISES, Directions
+from fold_jax.fusion import FallbackWarning
 from fold_jax.noise import PRNGS
 
 __all__ = [
@@ -117,10 +117,6 @@ __all__ = [
 
 SHAPINGS = (None, "raw", "centered_ranks", "sign")
 FUSED = ("auto", True, False)
-
-
-class FallbackWarning(UserWarning):
-    """A low-rank leaf is materialized per direction instead of fused (slower)."""
 
 
 class PopulationMap(NamedTuple):
@@ -481,33 +477,19 @@ class ZerothOrder(Estimator):
         if o.fused is True and not matrices:
             raise ValueError(f"fused=True needs a leaf of ndim >= 2 whose sides are both >= "
                              f"rank={o.rank}; params has none")
-        picked: dict[int, str | None] = dict.fromkeys(matrices, fusion.MATERIALIZED)
-        if o.fused is not False and mask is None and matrices:
-            want = "factored" if o.fused is True else "auto"
-            picked = fusion.associations(self.fun, leaves, treedef, args, list(matrices),
-                                         matrices, o.rank, want)
-            unfused = [i for i, a in picked.items() if a is fusion.MATERIALIZED]
-            if unfused and o.fused is True:
-                why = fusion.failing_leaves(self.fun, leaves, treedef, args, unfused, matrices,
-                                            o.rank)
-                paths = leaf_paths(params)
-                raise ValueError("fused=True, but these leaves cannot take low-rank factors: "
-                                 + "; ".join(f"{paths[i]} {leaves[i].shape}: {why.get(i, '?')}"
-                                             for i in unfused)
-                                 + ". Use fused='auto' (materializes them) or fold_jax's "
-                                 "layers / perturb.matmul.")
-            if unfused and warn:
-                paths = leaf_paths(params)
-                warnings.warn(f"zo.value_and_grad: {len(unfused)} of {len(matrices)} low-rank "
-                              f"leaves are materialized per direction (slower): "
-                              f"{', '.join(paths[i] for i in unfused)}; no layer consumed "
-                              f"their factors (see vg.describe(params, *args))",
-                              FallbackWarning, stacklevel=3)
-        runtime = {i: (None if a is fusion.MATERIALIZED
-                       else ("factored" if o.fused is True else "auto"))
-                   for i, a in picked.items()}
-        associations = tuple(runtime.get(i) for i in range(len(leaves)))
-        return leaves, treedef, dirs, picked, associations
+        paths = leaf_paths(params)
+        p = fusion.plan(self.fun, leaves, treedef, args, matrices, o.rank, o.fused,
+                        masked=mask is not None, who="zo.value_and_grad" if warn else "",
+                        paths=paths, hint=" (see vg.describe(params, *args))", stacklevel=3)
+        if p.unfused and o.fused is True:
+            why = fusion.failing_leaves(self.fun, leaves, treedef, args, list(p.unfused),
+                                        matrices, o.rank)
+            raise ValueError("fused=True, but these leaves cannot take low-rank factors: "
+                             + "; ".join(f"{paths[i]} {leaves[i].shape}: {why.get(i, '?')}"
+                                         for i in p.unfused)
+                             + ". Use fused='auto' (materializes them) or fold_jax's "
+                             "layers / perturb.matmul.")
+        return leaves, treedef, dirs, p.picked, p.runtime
 
     def with_info(self, params, key, *args):
         """Same call as ``vg``; also returns ``{"valid_directions", "dropped_directions"}``

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
+import pytest
 
 from fold_jax import fusion, perturb
 
@@ -43,3 +46,33 @@ def test_forced_factored_association_is_recorded_and_failures_explained():
 def test_a_leaf_no_layer_reads_is_not_fused():
     got, _ = _run(unused)
     assert got[0] in ("factored", "dense") and got[1] is fusion.MATERIALIZED
+
+
+def _plan(fun, fused, masked=False, who="caller"):
+    params = {"a": jnp.ones((6, 5)), "b": jnp.ones((5, 4)), "c": jnp.ones((4,))}
+    leaves, treedef = jax.tree.flatten(params)
+    return fusion.plan(fun, leaves, treedef, (X,), {0: (6, 5), 1: (5, 4)}, 2, fused,
+                       masked=masked, who=who, paths=["a", "b", "c"])
+
+
+def test_plan_sums_everything_when_fusion_is_off_or_masked():
+    for fused, masked in ((False, False), ("auto", True)):
+        got = _plan(broken, fused, masked)
+        assert got.runtime == (None, None, None) and got.unfused == ()
+        assert got.picked == {0: fusion.MATERIALIZED, 1: fusion.MATERIALIZED}
+
+
+def test_plan_names_the_unfused_leaf_in_a_warning_pointing_at_its_caller():
+    with pytest.warns(fusion.FallbackWarning, match=r"caller: 1 of 2 .*: b;") as rec:
+        got = _plan(broken, "auto")
+    assert rec[0].filename == __file__  # stacklevel: the caller's line, not fusion's
+    assert got.runtime == ("auto", None, None) and got.unfused == (1,)
+
+
+def test_plan_leaves_fused_true_failures_to_the_caller_and_is_silent_without_who():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        forced = _plan(broken, True)
+        quiet = _plan(broken, "auto", who="")
+    assert forced.runtime == ("factored", None, None) and forced.unfused == (1,)
+    assert quiet.unfused == (1,)
