@@ -192,16 +192,25 @@ def _curves(history, key: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _built(task_name: str, method: str, variant: str, hparams: Mapping[str, Any] | None,
+           seed: int):
+    """(task, apply, params, loss, Method) of recipe ``method`` with ``hparams`` on the
+    race network of ``task_name`` in ``variant``, initialized from ``seed``."""
+    task = tasks.get(task_name)
+    apply, params, tx_wrap, mask = _model(task, TARGETS[task_name], variant, seed)
+    loss = task.loss_fn(apply)
+    return task, apply, params, loss, recipes.build(method, loss, hparams, tx_wrap=tx_wrap,
+                                                    mask=mask)
+
+
 def _train(task_name: str, method: str, variant: str, hparams: Mapping[str, Any] | None,
            seed: int, budget_s: float, max_steps: int, split: str):
     """One training run of recipe ``method`` with ``hparams`` stopping at the target on
     ``split``: ``(row, history, options)``; the row holds the columns shared by tuning
     and race rows."""
     spec = TARGETS[task_name]
-    task = tasks.get(task_name)
     recipe = recipes.get(method)
-    apply, params, tx_wrap, mask = _model(task, spec, variant, seed)
-    m = recipes.build(recipe, task.loss_fn(apply), hparams, tx_wrap=tx_wrap, mask=mask)
+    task, apply, params, _, m = _built(task_name, method, variant, hparams, seed)
     result = train.fit(m, params, task, apply=apply, steps=max_steps, budget_s=budget_s,
                        batch_size=min(BATCH_SIZE, task.n_train), eval_every=EVAL_EVERY,
                        target=spec.target, target_metric=spec.target_metric, seed=seed,
@@ -300,11 +309,7 @@ def step_cost(task_name: str, method: str, variant: str,
         and ``eval_forwards``: one loss evaluation's cost in forward passes (the window's
         median time / its evaluations / the forward pass's median time).
     """
-    spec = TARGETS[task_name]
-    task = tasks.get(task_name)
-    apply, params, tx_wrap, mask = _model(task, spec, variant, 0)
-    loss = task.loss_fn(apply)
-    m = recipes.build(method, loss, hparams, tx_wrap=tx_wrap, mask=mask)
+    task, _, params, loss, m = _built(task_name, method, variant, hparams, 0)
     batch = min(BATCH_SIZE, task.n_train)
     idx = np.random.default_rng(0).integers(0, task.n_train, (EVAL_EVERY, batch))
     xs, ys = task.x_train[idx], task.y_train[idx]

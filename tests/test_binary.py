@@ -155,7 +155,7 @@ def test_bad_input_names_the_argument():
 # ------------------------------------------------- any flax model: packed by path
 #
 # A user's linen model with LayerNorm, nested so kernels sit at deep paths; biases and
-# LayerNorm parameters moved off their init values. (The helpers mirror test_prune's.)
+# LayerNorm parameters moved off their init values.
 
 from user_model import (  # noqa: E402  (shared with the other variant tests)
     BATCH,
@@ -166,91 +166,36 @@ from user_model import (  # noqa: E402  (shared with the other variant tests)
     USER_PARAMS,
     WIDTH,
     X,
+    assert_within,
+    at,
+    chain_bound,
     jitter_vectors,
+    user_steps,
 )
-
-
-def _at(tree, path):
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
-def _user_steps(params):
-    """UserModel as (kind, arrays) steps in float64, read from params by path."""
-    p = lambda *path: np.asarray(_at(params, ("params", *path)), np.float64)  # noqa: E731
-    return [("dense", p("Block_0", "Dense_0", "kernel"), p("Block_0", "Dense_0", "bias")),
-            ("ln", p("Block_0", "LayerNorm_0", "scale"), p("Block_0", "LayerNorm_0", "bias")),
-            ("relu",),
-            ("dense", p("Block_0", "Dense_1", "kernel"), p("Block_0", "Dense_1", "bias")),
-            ("relu",), ("dense", p("Dense_0", "kernel"), p("Dense_0", "bias"))]
-
-
-def _dense_rounding(h, w, b):
-    """One float32 run of h @ w + b, summed in any order: each entry is off by
-    <= (k + 2) EPS (|h| @ |w| + |b|) (k products, k - 1 adds, the bias add, the alpha
-    multiply; each <= EPS / 2); returned as a per-sample l2 norm."""
-    return (w.shape[0] + 2) * EPS * np.linalg.norm(np.abs(h) @ np.abs(w) + np.abs(b), axis=-1)
-
-
-def chain_bound(x, steps, ln_eps=1e-6):
-    """Float64 forward of ``steps`` and a per-sample l2 bound on the difference of two
-    float32 runs that differ in how each Dense sum is ordered (first order): Dense grows
-    the difference by ||W||_2 plus both runs' rounding; LayerNorm's Jacobian has norm
-    <= max|g| / s (s = sqrt(var + eps)), plus both runs' own rounding (mean and variance
-    are sums of n terms: (n + 8) EPS relative); ReLU is 1-Lipschitz."""
-    h = np.asarray(x, np.float64)
-    d = np.zeros(len(h))
-    for kind, *arrays in steps:
-        if kind == "dense":
-            w, b = arrays
-            d = np.linalg.norm(w, 2) * d + 2 * _dense_rounding(h, w, b)
-            h = h @ w + b
-        elif kind == "ln":
-            g, beta = arrays
-            n = h.shape[-1]
-            s = np.sqrt(h.var(-1) + ln_eps)
-            hat = (h - h.mean(-1, keepdims=True)) / s[:, None]
-            own = (n + 8) * EPS * (np.abs(g).max() * (np.linalg.norm(hat, axis=-1)
-                                                       + np.sqrt(n) * np.abs(h).mean(-1) / s)
-                                   + np.linalg.norm(beta))
-            d = np.abs(g).max() / s * d + 2 * own
-            h = hat * g + beta
-        else:
-            h = np.maximum(h, 0.0)
-    return h, d
-
-
-def _assert_within(got, ref, exact, bound):
-    """Per sample ||got - ref||_2 <= bound, and the float64 transcription agrees with ref
-    within one run's share (so the bound is about this very model)."""
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    assert np.all(np.linalg.norm(got - ref, axis=-1) <= bound)
-    assert np.all(np.linalg.norm(ref - exact, axis=-1) <= bound / 2)
 
 
 def test_user_model_packed_inference_matches_the_sign_weight_model():
     infer = binary.packed_inference(USER.apply, USER_PARAMS)
     for path in KERNELS:  # 1 bit per weight: 64 fan-in -> 2 uint32 words per output
-        kernel = _at(infer.args[0], path)
+        kernel = at(infer.args[0], path)
         assert isinstance(kernel, binary.PackedKernel)
         assert kernel.bits.dtype == jnp.uint32 and kernel.bits.shape == (2, kernel.shape[1])
-        assert kernel.shape == _at(USER_PARAMS, path).shape
+        assert kernel.shape == at(USER_PARAMS, path).shape
     np.testing.assert_array_equal(  # LayerNorm and biases stay as they were
-        _at(infer.args[0], ("params", "Block_0", "LayerNorm_0", "scale")),
-        _at(USER_PARAMS, ("params", "Block_0", "LayerNorm_0", "scale")))
+        at(infer.args[0], ("params", "Block_0", "LayerNorm_0", "scale")),
+        at(USER_PARAMS, ("params", "Block_0", "LayerNorm_0", "scale")))
     signed = binary.binarize(USER_PARAMS)
     got = jax.jit(infer)(X)
     ref = jax.jit(USER.apply)(signed, X)
-    exact, bound = chain_bound(X, _user_steps(signed))
-    _assert_within(got, ref, exact, bound)
+    exact, bound = chain_bound(X, user_steps(signed))
+    assert_within(got, ref, exact, bound)
     # first layer on XNOR-popcount: sign(x) @ sign(W) exact in int32, then * alpha
     xnor_first = binary.packed_inference(USER.apply, USER_PARAMS, binarize_inputs=[KERNELS[0]])
     fn = jax.jit(xnor_first)
     assert "popcnt" in fn.lower(X).as_text()
     sx = binary.sign(X)
-    exact, bound = chain_bound(sx, _user_steps(signed))
-    _assert_within(fn(X), jax.jit(USER.apply)(signed, sx), exact, bound)
+    exact, bound = chain_bound(sx, user_steps(signed))
+    assert_within(fn(X), jax.jit(USER.apply)(signed, sx), exact, bound)
 
 
 class SignBlock(nn.Module):

@@ -181,71 +181,16 @@ from user_model import (  # noqa: E402  (shared with the other variant tests)
     USER_PARAMS,
     WIDTH,
     X,
+    assert_within,
+    at,
+    chain_bound,
     jitter_vectors,
+    user_steps,
 )
 
 
 def _at(tree, path):
-    for key in path:
-        tree = tree[key]
-    return np.asarray(tree, np.float64)
-
-
-def _user_steps(params, prefix=("params",), names=("Block_0", "Dense_0", "LayerNorm_0",
-                                                     "Dense_1")):
-    """UserModel as (kind, arrays) steps in float64, read from params by path."""
-    block, first, norm, second = names
-    p = lambda *path: _at(params, (*prefix, *path))  # noqa: E731
-    return [("dense", p(block, first, "kernel"), p(block, first, "bias")),
-            ("ln", p(block, norm, "scale"), p(block, norm, "bias")), ("relu",),
-            ("dense", p(block, second, "kernel"), p(block, second, "bias")), ("relu",),
-            ("dense", p(first, "kernel"), p(first, "bias"))]
-
-
-def _dense_rounding(h, w, b):
-    """One float32 run of h @ w + b, summed in any order (BCSR / packed vs dense): each
-    entry is off by <= (k + 2) EPS (|h| @ |w| + |b|) (k products and k - 1 adds, the bias
-    add, a scale multiply; each <= EPS / 2); returned as a per-sample l2 norm."""
-    return (w.shape[0] + 2) * EPS * np.linalg.norm(np.abs(h) @ np.abs(w) + np.abs(b), axis=-1)
-
-
-def chain_bound(x, steps, ln_eps=1e-6):
-    """Float64 forward of ``steps`` and a per-sample l2 bound on the difference of two
-    float32 runs of it that differ in how each Dense sum is ordered (first order).
-
-    Dense: the input difference d grows by the spectral norm ||W||_2, plus both runs'
-    rounding (2 x :func:`_dense_rounding`). LayerNorm: its Jacobian has norm <= max|g|/s
-    (s = sqrt(var + eps)), plus both runs' own rounding: mean and variance are sums of
-    n terms ((n + 8) EPS relative, 8 for the elementwise ops). ReLU: 1-Lipschitz.
-    """
-    h = np.asarray(x, np.float64)
-    d = np.zeros(len(h))
-    for kind, *arrays in steps:
-        if kind == "dense":
-            w, b = arrays
-            d = np.linalg.norm(w, 2) * d + 2 * _dense_rounding(h, w, b)
-            h = h @ w + b
-        elif kind == "ln":
-            g, beta = arrays
-            n = h.shape[-1]
-            s = np.sqrt(h.var(-1) + ln_eps)
-            hat = (h - h.mean(-1, keepdims=True)) / s[:, None]
-            own = (n + 8) * EPS * (np.abs(g).max() * (np.linalg.norm(hat, axis=-1)
-                                                       + np.sqrt(n) * np.abs(h).mean(-1) / s)
-                                   + np.linalg.norm(beta))
-            d = np.abs(g).max() / s * d + 2 * own
-            h = hat * g + beta
-        else:
-            h = np.maximum(h, 0.0)
-    return h, d
-
-
-def _assert_within(got, ref, exact, bound):
-    """Per sample: ||got - ref||_2 <= bound (two runs), and the float64 transcription of
-    the model agrees with ref within one run's share (so the bound is about this model)."""
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    assert np.all(np.linalg.norm(got - ref, axis=-1) <= bound)
-    assert np.all(np.linalg.norm(ref - exact, axis=-1) <= bound / 2)
+    return np.asarray(at(tree, path), np.float64)
 
 
 def test_magnitude_mask_by_path_on_a_user_model_leaves_layernorm_and_biases():
@@ -274,8 +219,8 @@ def test_user_model_bcsr_inference_matches_the_masked_dense_model():
         assert kt.nse == round(0.1 * kt.shape[0] * kt.shape[1])
     got = jax.jit(infer)(X)
     ref = jax.jit(USER.apply)(masked, X)
-    exact, bound = chain_bound(X, _user_steps(masked))
-    _assert_within(got, ref, exact, bound)
+    exact, bound = chain_bound(X, user_steps(masked))
+    assert_within(got, ref, exact, bound)
     # a jitted function can take the inference as an argument (it is a pytree)
     np.testing.assert_array_equal(jax.jit(lambda f, x: f(x))(infer, X), got)
     if jax.default_backend() == "cpu":  # every Dense layer is the native CSR kernel
@@ -320,10 +265,10 @@ def test_nnx_model_bcsr_inference_matches_the_masked_dense_model():
     masked = prune.apply_mask(state, mask)
     got = jax.jit(prune.sparse_inference(apply, state, mask))(X)
     ref = jax.jit(apply)(masked, X)
-    steps = _user_steps(jax.tree.map(np.asarray, nnx.to_pure_dict(masked)), prefix=(),
+    steps = user_steps(jax.tree.map(np.asarray, nnx.to_pure_dict(masked)), prefix=(),
                         names=("block", "dense0", "norm", "dense1"))
     exact, bound = chain_bound(X, steps)
-    _assert_within(got, ref, exact, bound)
+    assert_within(got, ref, exact, bound)
 
 
 def test_fold_jax_mlp_through_sparse_inference_matches_sparse_apply():
@@ -336,7 +281,7 @@ def test_fold_jax_mlp_through_sparse_inference_matches_sparse_apply():
     steps = [("dense", w[0], b[0]), ("relu",), ("dense", w[1], b[1]), ("relu",),
              ("dense", w[2], b[2])]
     exact, bound = chain_bound(x, steps)
-    _assert_within(got, ref, exact, bound)
+    assert_within(got, ref, exact, bound)
 
 
 def test_unknown_layers_with_a_bcsr_kernel_run_dense_and_warn():
