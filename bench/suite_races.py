@@ -101,6 +101,9 @@ TARGETS: dict[str, Race] = {
 ALL_METHODS = recipes.names()
 VARIANTS = ("dense", "binarized", "pruned")
 _PEERS = ("evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars")
+# the population 16 on both sides: evosax's two best small-task peers and fold_jax's
+# per-entry SNES (the same algorithm as evosax_snes16) beside snes_lowrank16
+_PEERS16 = ("evosax_open_es16", "evosax_snes16")
 # Each profile: tuning trials, race seeds, step budget (max_steps), wall-clock safety
 # cap (budget_s) and (tasks, recipes, variants) grids. quick (about 7 of the quick run's
 # 20 minutes on a 2-core CPU): on digits Adam (SGD only in full), the fold_jax
@@ -117,9 +120,9 @@ PROFILE = {
         (["digits"], ("adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "snes_lowrank",
                       "gld", "one_plus_one", "evosax_open_es", "evosax_snes"), ["dense"]),
         (["breast_cancer"], ["adam", "zo_lowrank_ranked32", "snes_lowrank", "snes_lowrank16",
-                             "gld", *_PEERS, "evosax_cma_es"], ["dense"]),
+                             "snes16", "gld", *_PEERS, *_PEERS16, "evosax_cma_es"], ["dense"]),
         (["spirals"], ["adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "snes_lowrank",
-                       "snes_lowrank16", *_PEERS], ["dense"]),
+                       "snes_lowrank16", "snes16", *_PEERS, *_PEERS16], ["dense"]),
         (["digits"], ["adam"], ["binarized", "pruned"]),
     ]),
     "full": dict(trials=20, seeds=[0, 1, 2, 3, 4], max_steps=3000, budget_s=300.0, grids=[
@@ -138,7 +141,9 @@ RUN_COST = {"adam": 2.3, "sgd": 1.6, "zo_gaussian": 7.0, "zo_rademacher": 7.0,
             "zo_sphere": 7.0, "zo_lowrank": 4.0, "zo_lowrank_ranked": 9.3,
             "zo_lowrank_ranked32": 5.5, "forward_gradient": 4.9, "gld": 2.6, "rso": 3.0,
             "one_plus_one": 1.3, "snes": 11.6, "snes_lowrank": 5.0, "snes_lowrank16": 4.0,
+            "snes16": 2.0,
             "evosax_open_es": 7.6, "evosax_snes": 10.4,
+            "evosax_open_es16": 6.0, "evosax_snes16": 8.0,  # guesses: run only on small tasks
             "evosax_pgpe": 7.3, "evosax_ars": 6.6, "evosax_sep_cma_es": 8.0,
             "evosax_cma_es": 16.5}
 SMALL_TASK, SMALL_TASK_PEER = 0.5, 0.2

@@ -208,6 +208,12 @@ def _recipes() -> dict[str, Recipe]:
                {"sigma": 0.02, "antithetic": True}, {"num_directions": 32, "optimizer": "sgd"},
                description="separable NES (per-entry adaptive scales, evosax's SNES update), "
                            "32 evaluations, noise regenerated from keys"),
+        Recipe("snes16", "fold_jax", _snes,
+               {"sigma": _SIGMA, "antithetic": Choice((True, False))},
+               {"sigma": 0.02, "antithetic": True},
+               {"num_directions": 16, "optimizer": "sgd", "chunk_size": None},
+               description="separable NES (per-entry scales), 16 evaluations a step: "
+                           "evosax_snes16's algorithm and population (for the small tasks)"),
         Recipe("snes_lowrank", "fold_jax", _snes, {"sigma": _SIGMA}, {"sigma": 0.02},
                {**_LOWRANK_SNES, "num_directions": EVOSAX_POPULATION}, handles_mask=False,
                description="SNES on the fused rank-4 path: factored (row x column) adaptive "
@@ -217,20 +223,27 @@ def _recipes() -> dict[str, Recipe]:
                description="SNES on the fused rank-4 path, 16 evaluations a step (for the "
                            "small tasks)"),
     ]
-    pop = {"population_size": EVOSAX_POPULATION}
-    for strategy, lr in (("Open_ES", True), ("PGPE", True), ("ARS", True), ("SNES", False),
-                         ("Sep_CMA_ES", False), ("CMA_ES", False)):
+    # (strategy, Adam on the mean, population): every strategy at EVOSAX_POPULATION; the
+    # two best peers on the small tasks also at snes_lowrank16's 16, so that population is
+    # open to both libraries alike
+    evosax_rows = [(s, lr, EVOSAX_POPULATION) for s, lr in (
+        ("Open_ES", True), ("PGPE", True), ("ARS", True), ("SNES", False),
+        ("Sep_CMA_ES", False), ("CMA_ES", False))]
+    evosax_rows += [("Open_ES", True, 16), ("SNES", False, 16)]
+    for strategy, lr, population in evosax_rows:
         space = {"sigma": _SIGMA, **({"learning_rate": _LR} if lr else {})}
         defaults = {"sigma": 0.02, **({"learning_rate": 3e-3} if lr else {})}
         limit = MAX_DIMS.get(strategy)
+        suffix = "" if population == EVOSAX_POPULATION else str(population)
         r.append(Recipe(
-            f"evosax_{strategy.lower()}", "evosax", _evosax(strategy), space, defaults, pop,
+            f"evosax_{strategy.lower()}{suffix}", "evosax", _evosax(strategy), space, defaults,
+            {"population_size": population},
             handles_mask=False, max_params=limit,
             why_limited="" if limit is None else (
                 f"{strategy} keeps a d x d covariance and eigendecomposes it each generation "
                 f"(O(d^3)); above d = {limit} it is slow, large and barely adapts "
                 f"(fold_jax.peers.CMA_MAX_DIMS)"),
-            description=f"evosax {strategy}, population {EVOSAX_POPULATION}"
+            description=f"evosax {strategy}, population {population}"
                         + (" + Adam on the mean" if lr else "")))
     return {x.name: x for x in r}
 
