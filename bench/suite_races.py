@@ -105,17 +105,21 @@ _PEERS = ("evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars")
 # per-entry SNES (the same algorithm as evosax_snes16) beside snes_lowrank16
 _PEERS16 = ("evosax_open_es16", "evosax_snes16")
 # Each profile: tuning trials, race seeds, step budget (max_steps), wall-clock safety
-# cap (budget_s) and (tasks, recipes, variants) grids. quick (about 7 of the quick run's
-# 20 minutes on a 2-core CPU): on digits Adam (SGD only in full), the fold_jax
-# estimator and direct-search families and evosax's Open_ES and SNES (the peers that
-# came closest there in every earlier run: PGPE and ARS missed by a wider margin);
-# on breast_cancer (where CMA-ES fits, d = 513) and spirals every evosax peer beside
-# the small-population estimator; the variants on digits with Adam. full: every recipe
+# cap (budget_s) and (tasks, recipes, variants) grids. quick (about 9 of the quick run's
+# 20 minutes on a 2-core CPU in run 7a1c96, before the 3 seeds a trial): on digits Adam
+# (SGD only in full), the fold_jax estimator and direct-search families and evosax's
+# Open_ES and SNES (the peers that came closest there in every earlier run: PGPE and ARS
+# missed by a wider margin); on breast_cancer (where CMA-ES fits, d = 513) and spirals
+# every evosax peer beside the small-population estimators, at both populations; the
+# variants on digits with Adam. full: every recipe
 # on every task and variant. ``task_trials`` gives a task more trials than ``trials``,
 # for every recipe on it alike: a small task's trial costs 0.1-0.5 s, and 4 Halton
-# points leave 2-D spaces (learning rate x sigma) thinly covered.
+# points leave 2-D spaces (learning rate x sigma) thinly covered. ``task_trial_seeds``
+# scores each trial there on the median of 3 seeds (default 1): on breast_cancer's
+# grid of 160 evaluations one seed's luck decided between settings (run 7a1c96).
 PROFILE = {
-    "quick": dict(trials=4, task_trials={"breast_cancer": 8, "spirals": 8}, seeds=[0, 1, 2],
+    "quick": dict(trials=4, task_trials={"breast_cancer": 8, "spirals": 8},
+                  task_trial_seeds={"breast_cancer": 3, "spirals": 3}, seeds=[0, 1, 2],
                   max_steps=500, budget_s=60.0, grids=[
         (["digits"], ("adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "snes_lowrank",
                       "gld", "one_plus_one", "evosax_open_es", "evosax_snes"), ["dense"]),
@@ -125,7 +129,8 @@ PROFILE = {
                        "snes_lowrank16", "snes16", *_PEERS, *_PEERS16], ["dense"]),
         (["digits"], ["adam"], ["binarized", "pruned"]),
     ]),
-    "full": dict(trials=20, seeds=[0, 1, 2, 3, 4], max_steps=3000, budget_s=300.0, grids=[
+    "full": dict(trials=20, task_trial_seeds={"breast_cancer": 3, "spirals": 3},
+                 seeds=[0, 1, 2, 3, 4], max_steps=3000, budget_s=300.0, grids=[
         (list(TARGETS), ALL_METHODS, VARIANTS),
     ]),
 }
@@ -240,32 +245,44 @@ def _train(task_name: str, method: str, variant: str, hparams: Mapping[str, Any]
 
 
 def trial(task_name: str, method: str, variant: str, index: int, hparams: Mapping[str, Any],
-          budget_s: float, max_steps: int, n_trials: int) -> dict[str, Any]:
-    """Tuning trial ``index`` (seed ``TUNING_SEED + index``), scored on the validation
-    split only: one ``tuning.csv`` row (``score``: evaluations to the validation target,
-    inf when missed; ``selected`` is set by :func:`select`)."""
-    row, _, _ = _train(task_name, method, variant, hparams, TUNING_SEED + index, budget_s,
-                       max_steps, "val")
-    return {"task": task_name, "method": method, "variant": variant, "trial": index,
-            "max_steps": max_steps, "n_trials": n_trials, "split": "val",
-            "seed": TUNING_SEED + index, **row, "score": row["evals_to_target"],
-            "selected": False}
+          budget_s: float, max_steps: int, n_trials: int, n_seeds: int = 1
+          ) -> list[dict[str, Any]]:
+    """Tuning trial ``index`` on ``n_seeds`` seeds (``TUNING_SEED + index + j *
+    n_trials``), scored on the validation split only: one ``tuning.csv`` row per seed,
+    each with the trial's ``score`` (the median over its seeds of the evaluations to
+    the validation target, inf for a miss); ``selected`` is set after :func:`select`."""
+    rows = []
+    for j in range(n_seeds):
+        seed = TUNING_SEED + index + j * n_trials
+        row, _, _ = _train(task_name, method, variant, hparams, seed, budget_s, max_steps,
+                           "val")
+        rows.append({"task": task_name, "method": method, "variant": variant,
+                     "trial": index, "max_steps": max_steps, "n_trials": n_trials,
+                     "trial_seeds": n_seeds, "split": "val", "seed": seed, **row,
+                     "selected": False})
+    score = float(np.median([r["evals_to_target"] for r in rows]))
+    return [r | {"score": score} for r in rows]
 
 
 def select(rows: list[dict[str, Any]]) -> int:
-    """Index into ``rows`` of the selected trial: lowest ``score``; when every trial
-    missed, the best ``best_val_metric`` in its direction; ties go to the lower index."""
+    """The selected ``trial`` among tuning ``rows`` (one or more per trial): lowest
+    ``score``; when every trial missed, the best median ``best_val_metric`` over the
+    trial's rows in its direction (a non-finite one ranks last); ties go to the lower
+    trial."""
     if not rows:
         raise ValueError("select() needs at least one trial row")
     higher = heads.higher_is_better(rows[0]["target_metric"])
+    by_trial: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_trial.setdefault(int(r["trial"]), []).append(r)
 
-    def rank(i: int) -> tuple[float, float, int]:
-        r = rows[i]
-        best = r["best_val_metric"]
-        best = -math.inf if not math.isfinite(best) else best
-        return (r["score"], -best if higher else best, i)
+    def rank(t: int) -> tuple[float, float, int]:
+        best = [r["best_val_metric"] for r in by_trial[t]]
+        best = [b if math.isfinite(b) else (-math.inf if higher else math.inf) for b in best]
+        metric = float(np.median(best))
+        return (by_trial[t][0]["score"], -metric if higher else metric, t)
 
-    return min(range(len(rows)), key=rank)
+    return min(by_trial, key=rank)
 
 
 def race(task_name: str, method: str, variant: str, seed: int, budget_s: float,
@@ -350,13 +367,15 @@ def tune_and_race(task_name: str, method: str, variant: str, profile: str
     Inside :func:`bench.common.shared_compiles`, so the race seeds load the programs
     their selected trial compiled (their ``compile_s`` is the load time)."""
     p = PROFILE[check_profile(profile)]
-    n = n_trials(profile, task_name)
+    n, k = n_trials(profile, task_name), trial_seeds(profile, task_name)
     settings = recipes.trials(method, n)
     with shared_compiles():  # the seeds load the selected trial's programs
-        rows = [trial(task_name, method, variant, i, hp, p["budget_s"], p["max_steps"], n)
-                for i, hp in enumerate(settings)]
+        rows = [r for i, hp in enumerate(settings)
+                for r in trial(task_name, method, variant, i, hp, p["budget_s"],
+                               p["max_steps"], n, k)]
         best = select(rows)
-        rows[best]["selected"] = True
+        for r in rows:
+            r["selected"] = r["trial"] == best
         out: dict[str, list[dict[str, Any]]] = {"tuning": rows, "races": [], "curves": []}
         for seed in p["seeds"]:
             one = race(task_name, method, variant, seed, p["budget_s"], p["max_steps"],
@@ -374,6 +393,12 @@ def n_trials(profile: str, task_name: str) -> int:
     ``task_trials`` entry, else the profile's ``trials``."""
     p = PROFILE[check_profile(profile)]
     return p.get("task_trials", {}).get(task_name, p["trials"])
+
+
+def trial_seeds(profile: str, task_name: str) -> int:
+    """Seeds each tuning trial on ``task_name`` is scored on under ``profile``: its
+    ``task_trial_seeds`` entry, else 1."""
+    return PROFILE[check_profile(profile)].get("task_trial_seeds", {}).get(task_name, 1)
 
 
 def _why_not(method: str, task_name: str, variant: str) -> str:
@@ -399,7 +424,7 @@ def jobs(profile: str) -> Iterator[Job]:
     grid = [(t, m, v) for tasks_, methods_, variants_ in p["grids"] for t in tasks_
             for m in methods_ for v in variants_]
     for task_name, method, variant in grid:
-        runs = n_trials(profile, task_name) + len(p["seeds"])
+        runs = n_trials(profile, task_name) * trial_seeds(profile, task_name) + len(p["seeds"])
         why = _why_not(method, task_name, variant)
         if why:
             print(f"races: {method} not run on {task_name}/{variant}: {why}")

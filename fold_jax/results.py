@@ -339,9 +339,9 @@ _CURVES = Schema(
 )
 
 _TUNING = Schema(
-    "tuning", ("task", "method", "variant", "trial", "max_steps", *MACHINE_KEY),
-    "one tuning trial: one hyperparameter setting of a method trained on a task and scored "
-    "on the validation split (never on test)",
+    "tuning", ("task", "method", "variant", "trial", "seed", "max_steps", *MACHINE_KEY),
+    "one tuning trial on one of its seeds: one hyperparameter setting of a method trained "
+    "on a task and scored on the validation split (never on test)",
     (
         _c("task", "str", "", "the task (fold_jax.tasks name)", True),
         _c("method", "str", "", "the method (recipe registry name)", True),
@@ -362,8 +362,9 @@ _TUNING = Schema(
            "when missed"),
         _c("time_to_target_s", "num", "s", "timed training seconds until the target; inf "
            "when missed"),
-        _c("seed", "int", "", "seed of the trial's initialisation and batches (1000 + trial: "
-           "apart from the race seeds)"),
+        _c("seed", "int", "", "seed of the run's initialisation and batches: 1000 + trial + "
+           "j n_trials for the trial's j-th seed (apart from the race seeds)", True),
+        _c("trial_seeds", "int", "count", "seeds every trial of the method is scored on"),
         _c("best_val_metric", "num", "metric", "best target_metric on the validation split"),
         _c("capped", "bool", "", "whether budget_s cut the trial short"),
         _c("n_params", "num", "count", "parameters of the network"),
@@ -375,8 +376,10 @@ _TUNING = Schema(
         _c("compile_s", "num", "s", "compile time of the training step"),
         _c("skipped_steps", "int", "steps", "steps whose update was skipped (non-finite "
            "estimate)"),
-        _c("score", "num", "", "the ranking score of the trial (lower is better)"),
-        _c("selected", "bool", "", "whether this is the trial rerun on the seeds (races.csv)"),
+        _c("score", "num", "evaluations", "the trial's ranking score, on each of its seeds' "
+           "rows: the median over its seeds of evals_to_target (lower is better)"),
+        _c("selected", "bool", "", "whether this trial is the one rerun on the race seeds "
+           "(races.csv)"),
     ),
 )
 

@@ -391,8 +391,8 @@ def test_every_schema_describes_its_key_once_with_valid_dtypes():
 
 def test_tuning_and_race_columns_of_the_tuning_protocol_are_described():
     tuning = results.schema("tuning")
-    assert tuning.key == ("task", "method", "variant", "trial", "max_steps",
-                          *results.MACHINE_KEY)
+    assert tuning.key == ("task", "method", "variant", "trial", "seed", "max_steps",
+                          *results.MACHINE_KEY)  # a row per trial and seed
     kinds = {c.name: c.dtype for c in tuning.columns}
     assert kinds["hparams"] == "str" and kinds["selected"] == "bool"
     assert kinds["reached"] == "bool" and kinds["score"] == "num" and kinds["trial"] == "int"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from bench import suite_races
@@ -25,8 +26,22 @@ def test_select_prefers_fewest_evaluations_then_best_metric_then_lower_index():
     assert suite_races.select([_trial(0, 100.0, 0.9), _trial(1, 100.0, 0.9)]) == 0
     # a NaN metric (a diverged trial) never beats a finite one
     assert suite_races.select([_trial(0, math.inf, math.nan), _trial(1, math.inf, 0.1)]) == 1
+    # a non-finite metric ranks last in either direction (loss: lower is better)
+    assert suite_races.select([_trial(0, math.inf, math.nan, "loss"),
+                               _trial(1, math.inf, 0.5, "loss")]) == 1
     with pytest.raises(ValueError, match="at least one"):
         suite_races.select([])
+
+
+def test_select_ranks_trials_by_their_median_over_seeds():
+    # rows of one trial share its score (the median over its seeds); the metric
+    # tie-break is the median over the trial's rows, not its luckiest seed
+    rows = [_trial(0, math.inf, 0.99), _trial(0, math.inf, 0.70), _trial(0, math.inf, 0.71),
+            _trial(1, math.inf, 0.80), _trial(1, math.inf, 0.81), _trial(1, math.inf, 0.79)]
+    assert suite_races.select(rows) == 1
+    rows = [_trial(3, 500.0, 0.9), _trial(3, 500.0, 0.9), _trial(5, 400.0, 0.9),
+            _trial(5, 400.0, 0.9)]
+    assert suite_races.select(rows) == 5  # the trial number, not a row index
 
 
 @pytest.fixture
@@ -100,6 +115,9 @@ def test_every_recipe_on_a_task_gets_the_same_trials_and_at_least_the_minimum():
                 assert suite_races.n_trials(profile, task) >= least, (profile, task)
     assert suite_races.n_trials("quick", "digits") == 4
     assert suite_races.n_trials("quick", "spirals") == 8  # task_trials
+    # the small tasks' trials on 3 seeds each, for every recipe there alike
+    assert suite_races.trial_seeds("quick", "spirals") == 3
+    assert suite_races.trial_seeds("quick", "digits") == 1
 
 
 def test_task_trials_override_the_profile_for_that_task_only(tiny_profile, monkeypatch):
@@ -109,6 +127,29 @@ def test_task_trials_override_the_profile_for_that_task_only(tiny_profile, monke
     out = suite_races.tune_and_race("spirals", "adam", "dense", tiny_profile)
     assert [t["trial"] for t in out["tuning"]] == [0, 1]
     assert all(r["n_trials"] == 2 for r in out["tuning"] + out["races"])
+
+
+def test_task_trial_seeds_score_each_trial_on_the_median_of_its_seeds(tiny_profile,
+                                                                      monkeypatch):
+    monkeypatch.setitem(suite_races.PROFILE[tiny_profile], "task_trial_seeds",
+                        {"breast_cancer": 3})
+    assert suite_races.trial_seeds(tiny_profile, "breast_cancer") == 3
+    assert suite_races.trial_seeds(tiny_profile, "spirals") == 1
+    out = suite_races.tune_and_race("breast_cancer", "adam", "dense", tiny_profile)
+    trials, n = out["tuning"], 3
+    assert len(trials) == n * 3 and all(t["trial_seeds"] == 3 for t in trials)
+    # seeds TUNING_SEED + trial + j * n_trials: distinct, and trial j = 0 keeps the
+    # one-seed protocol's seed
+    assert sorted(t["seed"] for t in trials) == [suite_races.TUNING_SEED + s
+                                                 for s in range(n * 3)]
+    for i in range(n):
+        mine = [t for t in trials if t["trial"] == i]
+        assert {t["score"] for t in mine} == {float(np.median(
+            [t["evals_to_target"] for t in mine]))}
+        assert len({t["selected"] for t in mine}) == 1  # a trial is selected whole
+    (chosen,) = {t["trial"] for t in trials if t["selected"]}
+    assert chosen == suite_races.select(trials)
+    assert all(r["trial"] == chosen for r in out["races"])
 
 
 def test_step_cost_pays_for_what_fit_keeps_and_divides_by_evaluations(monkeypatch):

@@ -34,24 +34,30 @@ def trials_table(tuning: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, variant, method): trials, reached, selected trial and setting.
 
     Args:
-        tuning: the tuning.csv rows of one run.
+        tuning: the tuning.csv rows of one run (one per trial and seed; rows without
+            ``trial_seeds`` are one seed each).
 
     Returns:
-        The table (task, variant, method, library, trials, reached val target, selected
-        trial, selected hparams, val evals to target, best val metric).
+        The table (task, variant, method, library, trials, seeds per trial, reached val
+        target (trials whose median over their seeds reached it), selected trial,
+        selected hparams, val evals to target (its score), best val metric (median over
+        its seeds)).
     """
     rows = []
     for (task, variant, method), g in tuning.groupby(["task", "variant", "method"]):
         chosen = g[g["selected"].astype(bool)]
         c = chosen.iloc[0] if len(chosen) else None
+        scores = g.groupby("trial")["score"].first()
         rows.append({
             "task": task, "variant": variant, "method": method,
-            "library": g["library"].iloc[0], "trials": len(g),
-            "reached val target": int(g["reached"].astype(bool).sum()),
+            "library": g["library"].iloc[0], "trials": len(scores),
+            "seeds per trial": int(g.groupby("trial").size().max()),
+            "reached val target": int(np.isfinite(scores.to_numpy(float)).sum()),
             "selected trial": "-" if c is None else int(c["trial"]),
             "selected hparams": "-" if c is None else str(c["hparams"]),
             "val evals to target": math.nan if c is None else float(c["score"]),
-            "best val metric": math.nan if c is None else float(c["best_val_metric"])})
+            "best val metric": math.nan if c is None
+            else float(chosen["best_val_metric"].median())})
     return pd.DataFrame(rows)
 
 
@@ -177,10 +183,11 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
     n = sorted(set(tuning["n_trials"].astype(int)))
     out = [f"Every recipe, Adam included, gets the same tuning budget: "
            f"{'/'.join(map(str, n))} trials drawn from its search space with a scrambled "
-           f"Halton sequence (`fold_jax.recipes.trials`), each trained on its own seed and "
-           f"scored on the **validation** split only (evaluations to the validation target; "
-           f"a miss ranks by its best validation metric). The selected trial reruns on the "
-           f"race seeds, which alone read the test split. Search spaces: "
+           f"Halton sequence (`fold_jax.recipes.trials`), each trained on its own seeds "
+           f"(`seeds per trial`, the same for every recipe on a task) and scored on the "
+           f"**validation** split only (the median over its seeds of the evaluations to the "
+           f"validation target; a miss ranks by its best validation metric). The selected "
+           f"trial reruns on the race seeds, which alone read the test split. Search spaces: "
            f"`fold_jax.recipes.RECIPES`.\n",
            table(trials_table(tuning))]
     if races is not None and not races.empty and "library" in races.columns:
