@@ -39,7 +39,7 @@ import optax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from fold_jax import nets, prune
-from fold_jax.checks import check_callable, check_int, check_key
+from fold_jax.checks import check_bool, check_callable, check_int, check_key
 from fold_jax.methods import Method
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "binary_layer",
     "clip_latent",
     "flip_search",
+    "input_paths",
     "pack",
     "pack_mlp",
     "packed_apply",
@@ -316,7 +317,7 @@ def clip_latent(limit: float = 1.0, *,
     """
     if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0:
         raise ValueError(f"limit={limit!r} must be a positive number")
-    select = prune._check_select(select, prune._prunable)
+    select = prune.resolve_select(select, prune.is_prunable)
 
     def init(params):
         del params
@@ -327,7 +328,7 @@ def clip_latent(limit: float = 1.0, *,
             raise ValueError("clip_latent needs params: call tx.update(grads, state, params)")
 
         def clip(keypath, u, p):
-            if not select(prune._path(keypath), p):
+            if not select(prune.key_path(keypath), p):
                 return u
             return jnp.clip(p + u, -limit, limit) - p
 
@@ -385,7 +386,7 @@ def pack_mlp(
     """
     nets.activation(activation)
     layers = []
-    for i, (name, layer) in enumerate(prune._mlp_layers(params, "binary.packed_inference")):
+    for i, (name, layer) in enumerate(prune.mlp_layers(params, "binary.packed_inference")):
         kernel = jnp.asarray(layer["kernel"])
         if kernel.ndim != 2:
             raise ValueError(f"params[{name!r}]['kernel'] must be 2-D, got {kernel.shape}")
@@ -495,19 +496,13 @@ def _packed_dense(kernel: PackedKernel, layer: Any) -> Array:
     return w * kernel.alpha if scale else w
 
 
-prune._register_format(PackedKernel, prune._Format(
+prune.register_format(PackedKernel, prune.Format(
     name="packed 1-bit",
     in_features=lambda kernel: kernel.k,
     product=_packed_product,
     dense=_packed_dense,
     linen_layers=(nn.Dense, nn.DenseGeneral, nets.Dense, BinaryDense),
 ))
-
-
-def _check_bool(value: Any, argument: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{argument}={value!r} must be True or False")
-    return bool(value)
 
 
 def binarize(params: PyTree, *, scale: bool = True,
@@ -527,14 +522,27 @@ def binarize(params: PyTree, *, scale: bool = True,
     Returns:
         params with the selected kernels binarized; other leaves unchanged.
     """
-    scale = _check_bool(scale, "scale")
+    scale = check_bool(scale, "scale")
     paths = prune.kernel_paths(params, select)
-    return prune._replace(params, paths,
+    return prune.replace_leaves(params, paths,
                           lambda path, w: _binarize_kernel(jnp.asarray(w), scale))
 
 
-def _input_paths(binarize_inputs: Any, paths: list[prune.Path]) -> set[prune.Path]:
-    """The kernel paths whose layer input is binarized (XNOR-popcount)."""
+def input_paths(binarize_inputs: Any, paths: list[prune.Path]) -> set[prune.Path]:
+    """The kernel paths whose layer input is binarized (XNOR-popcount).
+
+    Args:
+        binarize_inputs: True (every kernel), False (none) or a collection of kernel
+            paths.
+        paths: the model's kernel paths (:func:`fold_jax.prune.kernel_paths`).
+
+    Returns:
+        The chosen paths.
+
+    Raises:
+        TypeError: binarize_inputs is none of those; ValueError: it names a path that
+        is not a kernel (the message lists them).
+    """
     if isinstance(binarize_inputs, bool | np.bool_):
         return set(paths) if binarize_inputs else set()
     if isinstance(binarize_inputs, str) or not isinstance(binarize_inputs, Collection):
@@ -571,10 +579,10 @@ def packed_params(params: PyTree, *, scale: bool = True, binarize_inputs: Any = 
         ValueError: no kernel in params; a path in binarize_inputs that is no kernel;
             word_bits not allowed. TypeError: scale or binarize_inputs of a wrong type.
     """
-    scale = _check_bool(scale, "scale")
+    scale = check_bool(scale, "scale")
     _word_dtype(word_bits)
     paths = prune.kernel_paths(params, select)
-    binarized = _input_paths(binarize_inputs, paths)
+    binarized = input_paths(binarize_inputs, paths)
 
     def convert(path: prune.Path, w: Any) -> PackedKernel:
         w = jnp.asarray(w, jnp.float32)
@@ -582,7 +590,7 @@ def packed_params(params: PyTree, *, scale: bool = True, binarize_inputs: Any = 
                             jnp.mean(jnp.abs(w), axis=0), int(w.shape[0]), scale,
                             path in binarized)
 
-    return prune._replace(params, paths, convert)
+    return prune.replace_leaves(params, paths, convert)
 
 
 def packed_inference(apply: Callable[..., Array], params: PyTree, *, scale: bool = True,
@@ -615,7 +623,7 @@ def packed_inference(apply: Callable[..., Array], params: PyTree, *, scale: bool
     check_callable(apply, "apply", "apply(params, *args) -> outputs")
     packed = packed_params(params, scale=scale, binarize_inputs=binarize_inputs,
                            word_bits=word_bits, select=select)
-    return jax.tree_util.Partial(prune._with_kernel_layers(apply), packed)
+    return jax.tree_util.Partial(prune.with_kernel_layers(apply), packed)
 
 
 # -------------------------------------------------------------- sign-space search

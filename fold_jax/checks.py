@@ -11,6 +11,7 @@ arguments must be known when the function is built.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -127,6 +128,62 @@ def check_finite(value: Any, argument: str) -> float:
     if number is None or not math.isfinite(number):
         raise ValueError(f"{argument}={value!r} must be a finite number")
     return float(number)
+
+
+def check_bool(value: Any, argument: str) -> bool:
+    """``value`` as a bool, when it is one (numpy's included).
+
+    Args:
+        value: the argument's value.
+        argument: its name, for the error.
+
+    Returns:
+        ``bool(value)``.
+
+    Raises:
+        TypeError: naming ``argument`` when ``value`` is not True or False.
+    """
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{argument}={value!r} must be True or False")
+    return bool(value)
+
+
+def check_fraction(value: Any, argument: str) -> float:
+    """``value`` as a float in [0, 1) (a sparsity: the fraction of weights removed).
+
+    Args:
+        value: the argument's value.
+        argument: its name, for the error.
+
+    Returns:
+        ``float(value)``.
+
+    Raises:
+        ValueError: naming ``argument`` when ``value`` is not a real number in [0, 1).
+    """
+    if (isinstance(value, bool) or not isinstance(value, int | float | np.floating)
+            or not 0 <= value < 1):
+        raise ValueError(f"{argument}={value!r} must be a number in [0, 1)")
+    return float(value)
+
+
+def check_choice(value: Any, argument: str, allowed: Sequence[Any]) -> Any:
+    """``value`` when it is one of ``allowed``.
+
+    Args:
+        value: the argument's value.
+        argument: its name, for the error.
+        allowed: the values it may take.
+
+    Returns:
+        ``value``.
+
+    Raises:
+        ValueError: naming ``argument`` and the allowed values otherwise.
+    """
+    if value not in allowed:
+        raise ValueError(f"{argument}={value!r} is not known; allowed: {list(allowed)}")
+    return value
 
 
 def check_key(key, argument: str = "key") -> None:

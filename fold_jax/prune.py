@@ -46,11 +46,12 @@ from jax.experimental import sparse
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from fold_jax import nets
-from fold_jax.checks import check_callable, check_int, check_key
+from fold_jax.checks import check_callable, check_choice, check_fraction, check_int, check_key
 
 __all__ = [
     "SCHEDULES",
     "SCOPES",
+    "Format",
     "GradualPruneState",
     "KernelFallbackWarning",
     "SparseLayer",
@@ -60,11 +61,17 @@ __all__ = [
     "cubic_schedule",
     "gradual_prune",
     "is_kernel",
+    "is_prunable",
     "keep_masked",
     "kernel_paths",
+    "key_path",
     "magnitude_mask",
+    "mlp_layers",
     "nm_mask",
     "random_mask",
+    "register_format",
+    "replace_leaves",
+    "resolve_select",
     "sparse_apply",
     "sparse_inference",
     "sparse_matmul",
@@ -73,21 +80,10 @@ __all__ = [
     "sparse_params",
     "sparsity",
     "to_bcsr",
+    "with_kernel_layers",
 ]
 
 SCOPES = ("layer", "global")
-
-
-def _check_sparsity(s, argument: str = "sparsity") -> float:
-    if isinstance(s, bool) or not isinstance(s, int | float | np.floating) or not 0 <= s < 1:
-        raise ValueError(f"{argument}={s!r} must be a number in [0, 1)")
-    return float(s)
-
-
-def _check_scope(scope: str) -> str:
-    if scope not in SCOPES:
-        raise ValueError(f"scope={scope!r} is not known; allowed: {list(SCOPES)}")
-    return scope
 
 
 Path = tuple[Any, ...]
@@ -102,9 +98,16 @@ def _key_name(entry: Any) -> Any:
     return str(entry)
 
 
-def _path(keypath: Sequence[Any]) -> Path:
+def key_path(keypath: Sequence[Any]) -> Path:
     """A jax key path as a tuple of plain keys, ``("params", "Dense_0", "kernel")``;
-    the attribute an nnx Variable stores its value under is dropped."""
+    the attribute an nnx Variable stores its value under is dropped.
+
+    Args:
+        keypath: a key path from ``jax.tree_util.tree_flatten_with_path``.
+
+    Returns:
+        The path as a tuple of dict keys, attribute names and indices.
+    """
     names = tuple(_key_name(entry) for entry in keypath)
     return names[:-1] if names and names[-1] in ("value", "raw_value") else names
 
@@ -112,15 +115,23 @@ def _path(keypath: Sequence[Any]) -> Path:
 def _flat(tree: PyTree) -> tuple[list[tuple[Path, Any]], Any]:
     """``([(path, leaf), ...], treedef)`` of any pytree (linen dict, nnx State)."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    return [(_path(kp), leaf) for kp, leaf in flat], treedef
+    return [(key_path(kp), leaf) for kp, leaf in flat], treedef
 
 
 def _show(path: Path) -> str:
     return "/".join(map(str, path)) or "<root>"
 
 
-def _prunable(path: Path, leaf: Any) -> bool:
-    """The default mask rule: every leaf of ndim >= 2 (kernels) is pruned."""
+def is_prunable(path: Path, leaf: Any) -> bool:
+    """The default mask rule: every leaf of ndim >= 2 (kernels) is pruned.
+
+    Args:
+        path: the leaf's keys (unused).
+        leaf: the leaf (only its ndim is read).
+
+    Returns:
+        True for leaves of ndim >= 2.
+    """
     del path
     return jnp.ndim(leaf) >= 2
 
@@ -144,7 +155,19 @@ def is_kernel(path: Path, leaf: Any) -> bool:
     return bool(path) and path[-1] == "kernel" and jnp.ndim(leaf) == 2
 
 
-def _check_select(select: Select | None, default: Select) -> Select:
+def resolve_select(select: Select | None, default: Select) -> Select:
+    """The leaf rule to use: ``select`` checked as a callable, or ``default`` for None.
+
+    Args:
+        select: ``select(path, leaf) -> bool`` or None.
+        default: the rule for None (:func:`is_kernel`, :func:`is_prunable`).
+
+    Returns:
+        The rule.
+
+    Raises:
+        TypeError: naming ``select`` when it is not callable.
+    """
     if select is None:
         return default
     check_callable(select, "select", "select(path, leaf) -> bool")
@@ -165,7 +188,7 @@ def kernel_paths(params: PyTree, select: Select | None = None) -> list[Path]:
     Raises:
         ValueError: when no leaf is selected (naming params and some of its leaves).
     """
-    select = _check_select(select, is_kernel)
+    select = resolve_select(select, is_kernel)
     flat, _ = _flat(params)
     paths = [path for path, leaf in flat if select(path, leaf)]
     if not paths:
@@ -184,7 +207,7 @@ def _keep_top(scores: Array, n_zero) -> Array:
     return ranks >= n_zero
 
 
-def _score_mask(scores: PyTree, s, scope: str, select: Select = _prunable) -> PyTree:
+def _score_mask(scores: PyTree, s, scope: str, select: Select = is_prunable) -> PyTree:
     """Masks keeping the highest scores of the selected leaves; s may be traced (scalar)."""
     flat, treedef = _flat(scores)
     leaves = [leaf for _, leaf in flat]
@@ -240,9 +263,9 @@ def magnitude_mask(params: PyTree, sparsity: float, *, scope: str = "layer",
         A mask tree like params: 0/1 in each leaf's dtype, all ones on unselected leaves.
     """
     _check_params(params)
-    s = _check_sparsity(sparsity)
-    _check_scope(scope)
-    select = _check_select(select, _prunable)
+    s = check_fraction(sparsity, "sparsity")
+    check_choice(scope, "scope", SCOPES)
+    select = resolve_select(select, is_prunable)
     _check_prunable(params, select)
     scores = jax.tree.map(lambda p: jnp.abs(jnp.asarray(p, jnp.float32)), params)
     return _as_dtype(_score_mask(scores, s, scope, select), params)
@@ -265,9 +288,9 @@ def random_mask(key: PRNGKeyArray, params: PyTree, sparsity: float, *,
     """
     check_key(key)
     _check_params(params)
-    s = _check_sparsity(sparsity)
-    _check_scope(scope)
-    select = _check_select(select, _prunable)
+    s = check_fraction(sparsity, "sparsity")
+    check_choice(scope, "scope", SCOPES)
+    select = resolve_select(select, is_prunable)
     _check_prunable(params, select)
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(key, max(len(leaves), 1))
@@ -365,8 +388,8 @@ def cubic_schedule(final_sparsity: float, total_steps: int, *, begin_step: int =
     Returns:
         ``schedule(t) -> sparsity``, a float32 array.
     """
-    s_f = _check_sparsity(final_sparsity, "final_sparsity")
-    s_i = _check_sparsity(initial_sparsity, "initial_sparsity")
+    s_f = check_fraction(final_sparsity, "final_sparsity")
+    s_i = check_fraction(initial_sparsity, "initial_sparsity")
     check_int(total_steps, "total_steps")
     check_int(begin_step, "begin_step", 0)
 
@@ -390,7 +413,7 @@ def constant_schedule(final_sparsity: float, total_steps: int = 1, *, begin_step
     Returns:
         ``schedule(t) -> sparsity``, an array.
     """
-    s_f = _check_sparsity(final_sparsity, "final_sparsity")
+    s_f = check_fraction(final_sparsity, "final_sparsity")
     check_int(begin_step, "begin_step", 0)
     del total_steps, initial_sparsity
     return lambda t: jnp.where(jnp.asarray(t) >= begin_step, s_f, 0.0)
@@ -461,8 +484,8 @@ def gradual_prune(final_sparsity: float, total_steps: int, *, begin_step: int = 
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule={schedule!r} is not known; allowed: {sorted(SCHEDULES)}")
-    _check_scope(scope)
-    select = _check_select(select, _prunable)
+    check_choice(scope, "scope", SCOPES)
+    select = resolve_select(select, is_prunable)
     sched = SCHEDULES[schedule](final_sparsity, total_steps, begin_step=begin_step)
     check_int(frequency, "frequency")
     end = begin_step + total_steps
@@ -594,12 +617,23 @@ def sparse_mlp(params: PyTree, activation: str = "relu") -> SparseMLP:
     """
     nets.activation(activation)
     layers = tuple(SparseLayer(to_bcsr(layer["kernel"]), layer.get("bias"))
-                   for _, layer in _mlp_layers(params, "prune.sparse_inference"))
+                   for _, layer in mlp_layers(params, "prune.sparse_inference"))
     return SparseMLP(layers, activation)
 
 
-def _mlp_layers(params: PyTree, instead: str) -> list[tuple[str, dict]]:
-    """``nets.dense_layers(params)``, its error pointing other models to ``instead``."""
+def mlp_layers(params: PyTree, instead: str) -> list[tuple[str, dict]]:
+    """``nets.dense_layers(params)``, its error pointing other models to ``instead``.
+
+    Args:
+        params: the params of a :func:`fold_jax.nets.mlp`.
+        instead: the function for any other flax model, named in the error.
+
+    Returns:
+        ``(name, {"kernel", "bias"})`` pairs in layer order.
+
+    Raises:
+        ValueError: params is not an mlp tree; the message names ``instead``.
+    """
     try:
         return nets.dense_layers(params)
     except ValueError as e:
@@ -646,7 +680,7 @@ class KernelFallbackWarning(UserWarning):
     """A layer holding a sparse / packed kernel ran its own code on the dense kernel."""
 
 
-class _Format(NamedTuple):
+class Format(NamedTuple):
     """How Dense layers multiply by one kind of converted kernel leaf."""
 
     name: str
@@ -656,11 +690,17 @@ class _Format(NamedTuple):
     linen_layers: tuple[type, ...]                # layers whose __call__ uses product
 
 
-_FORMATS: dict[type, _Format] = {}
+_FORMATS: dict[type, Format] = {}
 
 
-def _register_format(kind: type, fmt: _Format) -> None:
-    """Make Dense layers multiply by kernels of type ``kind`` with ``fmt`` (module-level)."""
+def register_format(kind: type, fmt: Format) -> None:
+    """Make Dense layers multiply by kernels of type ``kind`` with ``fmt`` (call it at
+    module level, once per kind: BCSR here, ``binary.PackedKernel`` in fold_jax.binary).
+
+    Args:
+        kind: the type of the converted kernel leaf.
+        fmt: how Dense layers multiply by it (:class:`Format`).
+    """
     _FORMATS[kind] = fmt
 
 
@@ -674,7 +714,7 @@ def _raw(method: Callable) -> Callable:
     return getattr(method, "__wrapped__", method)
 
 
-def _rows(fmt: _Format, kernel: Any, layer: Any, x: Array, where: str) -> Array:
+def _rows(fmt: Format, kernel: Any, layer: Any, x: Array, where: str) -> Array:
     """``x @ kernel`` for x (..., in) through the format's (M, in) product."""
     n_in = fmt.in_features(kernel)
     if jnp.ndim(x) == 0 or jnp.shape(x)[-1] != n_in:
@@ -711,7 +751,7 @@ def _ints(x: int | Sequence[int]) -> tuple[int, ...]:
     return (x,) if isinstance(x, int) else tuple(x)
 
 
-def _fallback_warning(where: str, layer: Any, fmt: _Format) -> None:
+def _fallback_warning(where: str, layer: Any, fmt: Format) -> None:
     warnings.warn(f"{where}: {type(layer).__name__} has no {fmt.name} product here (another "
                   f"layer kind or call); it runs its own code on the dense kernel",
                   KernelFallbackWarning, stacklevel=4)
@@ -816,8 +856,16 @@ def _kernel_layers() -> Iterator[None]:
         _NNX_PATCH.exit()
 
 
-def _with_kernel_layers(apply: Callable) -> Callable:
-    """``apply(params, *args)`` traced inside :func:`_kernel_layers`."""
+def with_kernel_layers(apply: Callable) -> Callable:
+    """``apply(params, *args)`` traced inside :func:`_kernel_layers`, so Dense layers
+    holding a registered format's kernel multiply with the format's product.
+
+    Args:
+        apply: the model's ``apply(params, *args, **kwargs)``.
+
+    Returns:
+        The wrapped apply, same signature.
+    """
 
     @functools.wraps(apply)
     def call(params: PyTree, *args: Any, **kwargs: Any) -> Any:
@@ -827,11 +875,21 @@ def _with_kernel_layers(apply: Callable) -> Callable:
     return call
 
 
-def _replace(params: PyTree, paths: Sequence[Path], convert: Callable[[Path, Any], Any]) -> PyTree:
-    """params with the leaf at each of ``paths`` replaced by ``convert(path, leaf)``."""
+def replace_leaves(params: PyTree, paths: Sequence[Path],
+                   convert: Callable[[Path, Any], Any]) -> PyTree:
+    """params with the leaf at each of ``paths`` replaced by ``convert(path, leaf)``.
+
+    Args:
+        params: any pytree.
+        paths: leaf paths (:func:`key_path` form), e.g. from :func:`kernel_paths`.
+        convert: ``convert(path, leaf) -> new leaf`` (a BCSR, a packed kernel, ...).
+
+    Returns:
+        params with those leaves converted; every other leaf unchanged.
+    """
     chosen = set(paths)
     return jax.tree_util.tree_map_with_path(
-        lambda kp, leaf: convert(_path(kp), leaf) if _path(kp) in chosen else leaf, params)
+        lambda kp, leaf: convert(key_path(kp), leaf) if key_path(kp) in chosen else leaf, params)
 
 
 def _bcsr_product(x: Array, kernel_t: sparse.BCSR, layer: Any) -> Array:
@@ -839,7 +897,7 @@ def _bcsr_product(x: Array, kernel_t: sparse.BCSR, layer: Any) -> Array:
     return sparse_matmul(x.astype(jnp.result_type(x.dtype, kernel_t.dtype)), kernel_t)
 
 
-_register_format(sparse.BCSR, _Format(
+register_format(sparse.BCSR, Format(
     name="BCSR",
     in_features=lambda kernel_t: int(kernel_t.shape[1]),
     product=_bcsr_product,
@@ -871,7 +929,7 @@ def sparse_params(params: PyTree, mask: PyTree | None = None, *,
     _check_params(params)
     if mask is not None:
         params = apply_mask(params, mask)
-    return _replace(params, kernel_paths(params, select), lambda path, w: to_bcsr(w))
+    return replace_leaves(params, kernel_paths(params, select), lambda path, w: to_bcsr(w))
 
 
 def sparse_inference(apply: Callable[..., Array], params: PyTree, mask: PyTree | None = None,
@@ -903,5 +961,5 @@ def sparse_inference(apply: Callable[..., Array], params: PyTree, mask: PyTree |
         TypeError: apply is not callable. ValueError: as :func:`sparse_params`.
     """
     check_callable(apply, "apply", "apply(params, *args) -> outputs")
-    return jax.tree_util.Partial(_with_kernel_layers(apply),
+    return jax.tree_util.Partial(with_kernel_layers(apply),
                                  sparse_params(params, mask, select=select))

@@ -29,7 +29,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from fold_jax import binary, nets, prune
-from fold_jax.checks import check_callable, check_key
+from fold_jax.checks import check_bool, check_callable, check_choice, check_fraction, check_key
 
 __all__ = ["NAMES", "Variant", "from_model", "make"]
 
@@ -81,13 +81,13 @@ def _chained(extra: optax.GradientTransformation) -> Callable:
 def _pruned(apply: Callable, params: PyTree, key: PRNGKeyArray | None, sparsity: float,
             select: prune.Select | None, opts: dict) -> Variant:
     """The pruned variant of (apply, params): fixed or gradual magnitude / random mask."""
-    s = prune._check_sparsity(sparsity)
+    s = check_fraction(sparsity, "sparsity")
     scope = opts.pop("scope", "layer")
     kind = opts.pop("mask", "magnitude")
     gradual = opts.pop("gradual", False)
     frequency = opts.pop("frequency", 10)
     _no_more("pruned", opts, ["frequency", "gradual", "mask", "scope"])
-    prune._check_scope(scope)
+    check_choice(scope, "scope", prune.SCOPES)
     if gradual:
         if isinstance(gradual, bool) or not isinstance(gradual, int) or gradual < 1:
             raise ValueError(f"gradual={gradual!r} must be False or a positive int of steps")
@@ -161,7 +161,7 @@ def make(
         inference = functools.partial(binary.packed_inference, net.apply)
         return Variant(name, net, net.init(key), _chained(binary.clip_latent(clip)), None,
                        net.apply, inference)
-    prune._check_sparsity(sparsity)
+    check_fraction(sparsity, "sparsity")
     net = nets.mlp(widths, activation)
     check_key(key)
     init_key, mask_key = jax.random.split(key)
@@ -226,12 +226,12 @@ def from_model(
     if name == "pruned":
         return _pruned(apply, params, key, sparsity, select, dict(opts))
     opts = dict(opts)
-    scale = binary._check_bool(opts.pop("scale", True), "scale")
+    scale = check_bool(opts.pop("scale", True), "scale")
     clip = opts.pop("clip", 1.0)
     binarize_inputs = opts.pop("binarize_inputs", False)
     _no_more("binarized", opts, ["binarize_inputs", "clip", "scale"])
     kernels = prune.kernel_paths(params, select)
-    binary._input_paths(binarize_inputs, kernels)
+    binary.input_paths(binarize_inputs, kernels)
     chosen = set(kernels)
     clipper = binary.clip_latent(clip, select=lambda path, leaf: path in chosen)
     inference = functools.partial(binary.packed_inference, apply, scale=scale,

@@ -253,7 +253,7 @@ def test_clip_latent_select_clips_only_the_chosen_kernels():
     updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
     new = optax.apply_updates(params, updates)
     for kp, leaf in jax.tree_util.tree_flatten_with_path(new)[0]:
-        expected = 1.0 if prune._path(kp) in KERNELS else 1.5
+        expected = 1.0 if prune.key_path(kp) in KERNELS else 1.5
         np.testing.assert_array_equal(leaf, expected * np.ones(leaf.shape))
 
 

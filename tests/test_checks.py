@@ -129,3 +129,28 @@ def test_check_scalar_loss_names_the_argument():
 
 def test_leaf_paths_follow_leaf_order():
     assert checks.leaf_paths({"b": jnp.ones(1), "a": {"k": jnp.ones(2)}}) == ["['a']['k']", "['b']"]
+
+
+def test_check_bool_takes_python_and_numpy_bools_only():
+    assert checks.check_bool(True, "scale") is True
+    assert checks.check_bool(np.bool_(False), "scale") is False
+    for bad in (0, 1, 1.0, "yes", None, jnp.array(True)):
+        with pytest.raises(TypeError, match=r"scale=.* must be True or False"):
+            checks.check_bool(bad, "scale")
+
+
+def test_check_fraction_is_closed_at_0_and_open_at_1():
+    # the extremes: 0 and the largest float32 and float64 below 1 pass, 1 does not
+    below_one = (np.nextafter(np.float32(1), np.float32(0)), np.nextafter(1.0, 0.0))
+    for ok in (0, 0.0, np.float32(0), *below_one, 0.5):
+        assert checks.check_fraction(ok, "sparsity") == float(ok)
+    for bad in (1, 1.0, -1e-12, math.nan, math.inf, -math.inf, True, "0.5", None):
+        with pytest.raises(ValueError, match=r"sparsity=.* must be a number in \[0, 1\)"):
+            checks.check_fraction(bad, "sparsity")
+
+
+def test_check_choice_names_the_allowed_values():
+    assert checks.check_choice("layer", "scope", ("layer", "global")) == "layer"
+    with pytest.raises(ValueError, match=r"scope='model' is not known; allowed: \['layer', "
+                                         r"'global'\]"):
+        checks.check_choice("model", "scope", ("layer", "global"))

@@ -195,7 +195,7 @@ def _at(tree, path):
 
 def test_magnitude_mask_by_path_on_a_user_model_leaves_layernorm_and_biases():
     mask = prune.magnitude_mask(USER_PARAMS, 0.9)
-    flat = {prune._path(kp): np.asarray(m)
+    flat = {prune.key_path(kp): np.asarray(m)
             for kp, m in jax.tree_util.tree_flatten_with_path(mask)[0]}
     assert prune.kernel_paths(USER_PARAMS) == KERNELS
     for path, m in flat.items():
@@ -305,7 +305,7 @@ def test_sparse_inference_names_bad_inputs():
     with pytest.raises(ValueError, match="mask must have the structure of params"):
         prune.sparse_inference(USER.apply, USER_PARAMS, {"params": mask["params"]["Block_0"]})
     bad = jax.tree_util.tree_map_with_path(
-        lambda kp, m: m[:1] if prune._path(kp) == KERNELS[0] else m, mask)
+        lambda kp, m: m[:1] if prune.key_path(kp) == KERNELS[0] else m, mask)
     with pytest.raises(ValueError, match="Block_0/Dense_0/kernel has shape"):
         prune.sparse_inference(USER.apply, USER_PARAMS, bad)
     norm_only = {"params": {"LayerNorm_0": {"scale": jnp.ones(4), "bias": jnp.zeros(4)}}}

@@ -98,7 +98,7 @@ KERNELS = [("params", "Block_0", "Dense_0", "kernel"), ("params", "Dense_0", "ke
 
 def _leaves(tree):
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {prune._path(kp): np.asarray(v) for kp, v in flat}
+    return {prune.key_path(kp): np.asarray(v) for kp, v in flat}
 
 
 def test_from_model_pruned_keeps_its_mask_trains_layernorm_and_runs_bcsr():
