@@ -33,7 +33,8 @@ from typing import Any, NamedTuple
 __all__ = ["PROFILES", "TUNING_SEED", "Job", "Rows", "check_profile", "shared_compiles"]
 
 PROFILES = ("quick", "full")
-TUNING_SEED = 1000  # tuning trial i trains with seed TUNING_SEED + i (apart from any final seed)
+# tuning trial i's j-th seed is TUNING_SEED + i + j * n_trials (apart from the race seeds)
+TUNING_SEED = 1000
 
 Rows = list[dict[str, Any]] | Mapping[str, list[dict[str, Any]]]
 

@@ -9,13 +9,16 @@ job:
    quasi-randomly from the recipe's space (:func:`fold_jax.recipes.trials`: scrambled
    Halton, the same draws on every task; quick 4, or 8 on the small tasks
    (``task_trials``), full 20; every recipe on a task, Adam included, gets the same
-   number). Trial ``i`` trains with seed ``TUNING_SEED + i``
-   for at most ``max_steps`` steps, stopping at the target on the **validation**
-   split (``fit(..., eval_split="val")``); the test split is not read. Each trial is a
-   ``tuning.csv`` row; its ``score`` is the evaluations it needed to reach the
-   validation target (inf when it missed).
+   number). Trial ``i`` trains on ``trial_seeds`` seeds (1, or 3 on the small tasks:
+   ``task_trial_seeds``), seed ``TUNING_SEED + i + j * n_trials`` for the j-th, each
+   for at most ``max_steps`` steps, stopping at the target on the **validation** split
+   (``fit(..., eval_split="val")``); the test split is not read. Each trial and seed
+   is a ``tuning.csv`` row; the trial's ``score`` (on each of its rows) is the median
+   over its seeds of the evaluations needed to reach the validation target (inf for a
+   miss).
 2. **Select**: the trial with the lowest score; among trials that all missed, the one
-   with the best validation metric (ties: the lower trial index).
+   with the best median validation metric (a non-finite one ranks last; ties: the
+   lower trial index).
 3. **Race on fresh seeds**: the selected setting reruns on ``seeds`` (quick 0-2, full
    0-4), now scored on the **test** split: one ``races.csv`` row per seed (with the
    ``hparams`` as JSON, the ``library``, the selected ``trial`` and ``n_trials``) and
@@ -105,8 +108,8 @@ _PEERS = ("evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars")
 # per-entry SNES (the same algorithm as evosax_snes16) beside snes_lowrank16
 _PEERS16 = ("evosax_open_es16", "evosax_snes16")
 # Each profile: tuning trials, race seeds, step budget (max_steps), wall-clock safety
-# cap (budget_s) and (tasks, recipes, variants) grids. quick (about 9 of the quick run's
-# 20 minutes on a 2-core CPU in run 7a1c96, before the 3 seeds a trial): on digits Adam
+# cap (budget_s) and (tasks, recipes, variants) grids. quick (about 11.5 of the quick
+# run's 20 minutes on a 2-core CPU in run 727995): on digits Adam
 # (SGD only in full), the fold_jax estimator and direct-search families and evosax's
 # Open_ES and SNES (the peers that came closest there in every earlier run: PGPE and ARS
 # missed by a wider margin); on breast_cancer (where CMA-ES fits, d = 513) and spirals

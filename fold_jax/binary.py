@@ -525,7 +525,7 @@ def binarize(params: PyTree, *, scale: bool = True,
     scale = check_bool(scale, "scale")
     paths = prune.kernel_paths(params, select)
     return prune.replace_leaves(params, paths,
-                          lambda path, w: _binarize_kernel(jnp.asarray(w), scale))
+                                lambda path, w: _binarize_kernel(jnp.asarray(w), scale))
 
 
 def input_paths(binarize_inputs: Any, paths: list[prune.Path]) -> set[prune.Path]:

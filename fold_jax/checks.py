@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
-__all__ = ["check_callable", "check_finite", "check_int", "check_key", "check_mask",
-           "check_params", "check_positive", "check_scalar_loss", "leaf_paths"]
+__all__ = ["check_bool", "check_callable", "check_choice", "check_finite", "check_fraction",
+           "check_int", "check_key", "check_mask", "check_params", "check_positive",
+           "check_scalar_loss", "leaf_paths"]
 
 
 def check_callable(fun: Any, argument: str, signature: str | None = None) -> None:

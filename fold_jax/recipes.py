@@ -213,7 +213,8 @@ def _recipes() -> dict[str, Recipe]:
                {"sigma": 0.02, "antithetic": True},
                {"num_directions": 16, "optimizer": "sgd", "chunk_size": None},
                description="separable NES (per-entry scales), 16 evaluations a step: "
-                           "evosax_snes16's algorithm and population (for the small tasks)"),
+                           "evosax_snes16's update and population, mirrored pairs tuned "
+                           "as well (evosax's never mirror; for the small tasks)"),
         Recipe("snes_lowrank", "fold_jax", _snes, {"sigma": _SIGMA}, {"sigma": 0.02},
                {**_LOWRANK_SNES, "num_directions": EVOSAX_POPULATION}, handles_mask=False,
                description="SNES on the fused rank-4 path: factored (row x column) adaptive "

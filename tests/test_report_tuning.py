@@ -116,6 +116,7 @@ def test_section_lists_trials_selection_and_recipes_not_run():
     trials = pd.DataFrame([
         {"task": "digits", "variant": "dense", "method": m, "library": lib, "trial": i,
          "n_trials": 2, "hparams": f'{{"sigma":{0.01 * (i + 1)}}}', "reached": i == 1,
+         "target_metric": "accuracy",
          "score": 500.0 if i == 1 else math.inf, "best_val_metric": 0.9 + 0.05 * i,
          "selected": i == 1}
         for m, lib in (("zo_lowrank_ranked", "fold_jax"), ("evosax_snes", "evosax"))
@@ -128,3 +129,20 @@ def test_section_lists_trials_selection_and_recipes_not_run():
     assert "fold_jax vs evosax" in text
     assert "`evosax_cma_es` not run on digits (d = 26122)" in text
     assert tuning.section({}, None) == ""
+
+
+def test_trials_table_counts_trials_not_seed_rows_and_takes_medians():
+    # 3 trials x 3 seeds: trial 1 is selected; its seeds' best metrics 0.96, 0.90 and
+    # NaN (a diverged seed), so its median is 0.90 (NaN ranks worst, as select() does)
+    rows = []
+    for i, score in enumerate((math.inf, 500.0, 700.0)):
+        for j, best in enumerate((0.96, 0.90, math.nan) if i == 1 else (0.8, 0.8, 0.8)):
+            rows.append({"task": "spirals", "variant": "dense", "method": "snes16",
+                         "library": "fold_jax", "trial": i, "seed": 1000 + i + 3 * j,
+                         "n_trials": 3, "trial_seeds": 3, "hparams": f'{{"sigma":{i}}}',
+                         "target_metric": "accuracy", "reached": math.isfinite(score),
+                         "score": score, "best_val_metric": best, "selected": i == 1})
+    (row,) = tuning.trials_table(pd.DataFrame(rows)).to_dict("records")
+    assert (row["trials"], row["seeds per trial"], row["reached val target"]) == (3, 3, 2)
+    assert (row["selected trial"], row["val evals to target"]) == (1, 500.0)
+    assert row["best val metric"] == 0.90

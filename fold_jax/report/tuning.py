@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fold_jax import recipes
+from fold_jax import heads, recipes
 from fold_jax.report._common import fmt, interval_text, table
 from fold_jax.report.races import summary
 
@@ -48,6 +48,8 @@ def trials_table(tuning: pd.DataFrame) -> pd.DataFrame:
         chosen = g[g["selected"].astype(bool)]
         c = chosen.iloc[0] if len(chosen) else None
         scores = g.groupby("trial")["score"].first()
+        worst = -math.inf if heads.higher_is_better(str(g["target_metric"].iloc[0])) \
+            else math.inf  # a diverged seed's metric, as select() ranks it
         rows.append({
             "task": task, "variant": variant, "method": method,
             "library": g["library"].iloc[0], "trials": len(scores),
@@ -56,8 +58,8 @@ def trials_table(tuning: pd.DataFrame) -> pd.DataFrame:
             "selected trial": "-" if c is None else int(c["trial"]),
             "selected hparams": "-" if c is None else str(c["hparams"]),
             "val evals to target": math.nan if c is None else float(c["score"]),
-            "best val metric": math.nan if c is None
-            else float(chosen["best_val_metric"].median())})
+            "best val metric": math.nan if c is None else float(np.median(
+                chosen["best_val_metric"].astype(float).fillna(worst)))})
     return pd.DataFrame(rows)
 
 
@@ -186,7 +188,7 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
            f"Halton sequence (`fold_jax.recipes.trials`), each trained on its own seeds "
            f"(`seeds per trial`, the same for every recipe on a task) and scored on the "
            f"**validation** split only (the median over its seeds of the evaluations to the "
-           f"validation target; a miss ranks by its best validation metric). The selected "
+           f"validation target; a miss ranks by its median best validation metric). The selected "
            f"trial reruns on the race seeds, which alone read the test split. Search spaces: "
            f"`fold_jax.recipes.RECIPES`.\n",
            table(trials_table(tuning))]
