@@ -30,6 +30,8 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
+from fold_jax.checks import check_choice
+
 __all__ = ["PROFILES", "TUNING_SEED", "Job", "Rows", "check_profile", "shared_compiles"]
 
 PROFILES = ("quick", "full")
@@ -54,9 +56,7 @@ class Job(NamedTuple):
 
 
 def check_profile(profile: str) -> str:
-    if profile not in PROFILES:
-        raise ValueError(f"profile={profile!r} is not known; allowed: {list(PROFILES)}")
-    return profile
+    return check_choice(profile, "profile", PROFILES)
 
 
 _CACHE_DIR: str | None = None  # this process's XLA cache for shared_compiles (removed at exit)

@@ -93,6 +93,7 @@ import numpy as np
 
 from bench.common import Job, check_profile
 from fold_jax import results
+from fold_jax.checks import check_choice
 from fold_jax.report.bbob import FUNCTIONS, TARGETS, group_of, target_column
 
 FILE = "bbob"
@@ -595,8 +596,7 @@ def run_batch(method: str, dim: int, problems: Sequence[Problem], *,
     Returns:
         One ``results/bbob.csv`` row per problem (module docstring).
     """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is not known; allowed: {list(METHODS)}")
+    check_choice(method, "method", METHODS)
     bad = [p.function for p in problems if p.function not in FUNCTIONS]
     if bad or not problems:
         raise ValueError(f"problems must be a non-empty list of bbob functions 1-24: {bad}")

@@ -180,9 +180,14 @@ def check_choice(value: Any, argument: str, allowed: Sequence[Any]) -> Any:
         ``value``.
 
     Raises:
-        ValueError: naming ``argument`` and the allowed values otherwise.
+        ValueError: naming ``argument`` and the allowed values otherwise (an array,
+            even one equal to an allowed value, or a value that cannot be compared).
     """
-    if value not in allowed:
+    try:
+        known = not isinstance(value, np.ndarray | jax.Array) and bool(value in allowed)
+    except (TypeError, ValueError):  # e.g. a comparison that raises
+        known = False
+    if not known:
         raise ValueError(f"{argument}={value!r} is not known; allowed: {list(allowed)}")
     return value
 

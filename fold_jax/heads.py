@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, ArrayLike
 
+from fold_jax.checks import check_choice
+
 __all__ = ["KINDS", "LOWER_IS_BETTER", "METRICS", "Head", "higher_is_better"]
 
 KINDS = ("binary", "multiclass", "multilabel", "regression")
@@ -80,8 +82,7 @@ class Head:
     kind: str
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind={self.kind!r} is not known; allowed: {list(KINDS)}")
+        check_choice(self.kind, "kind", KINDS)
 
     @property
     def metric_names(self) -> tuple[str, ...]:

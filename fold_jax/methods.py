@@ -17,7 +17,14 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from fold_jax.checks import check_callable, check_int, check_key, check_params, check_positive
+from fold_jax.checks import (
+    check_callable,
+    check_choice,
+    check_int,
+    check_key,
+    check_params,
+    check_positive,
+)
 
 __all__ = [
     "DEFAULT_LEARNING_RATE",
@@ -103,8 +110,7 @@ def optimizer(
             f"optimizer must be a name or an optax.GradientTransformation, "
             f"got {type(name).__name__}"
         )
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer={name!r} is not known; allowed: {sorted(OPTIMIZERS)}")
+    check_choice(name, "optimizer", sorted(OPTIMIZERS))
     if learning_rate is None:
         return OPTIMIZERS[name](DEFAULT_LEARNING_RATE)
     if callable(learning_rate):

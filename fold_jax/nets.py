@@ -19,7 +19,7 @@ from flax import errors
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from fold_jax import perturb
-from fold_jax.checks import check_key
+from fold_jax.checks import check_choice, check_key
 
 __all__ = [
     "ACTIVATIONS",
@@ -57,9 +57,7 @@ INITIALIZERS: dict[str, Callable] = {
 
 
 def _lookup(table: dict, name: str, argument: str):
-    if not isinstance(name, str) or name not in table:
-        raise ValueError(f"{argument}={name!r} is not known; allowed: {sorted(table)}")
-    return table[name]
+    return table[check_choice(name, argument, sorted(table))]
 
 
 def activation(name: str) -> Callable[[Array], Array]:

@@ -47,7 +47,14 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from fold_jax.checks import check_callable, check_int, check_key, check_params, check_positive
+from fold_jax.checks import (
+    check_bool,
+    check_callable,
+    check_int,
+    check_key,
+    check_params,
+    check_positive,
+)
 from fold_jax.methods import LearningRate, Method, all_finite, optimizer
 
 __all__ = [
@@ -226,8 +233,7 @@ def evosax_method(
         raise ValueError(f"population_size={population_size} must be even for {strategy} "
                          f"(it samples mirrored pairs)")
     sigma = None if sigma is None else check_positive(sigma, "sigma")
-    if not isinstance(eval_mean, bool):
-        raise TypeError(f"eval_mean={eval_mean!r} must be True or False")
+    check_bool(eval_mean, "eval_mean")
     chunk_size = check_int(chunk_size, "chunk_size", allow_none=True)
     if max_dims is None:
         max_dims = MAX_DIMS.get(strategy)

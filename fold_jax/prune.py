@@ -482,8 +482,7 @@ def gradual_prune(final_sparsity: float, total_steps: int, *, begin_step: int = 
     Returns:
         An ``optax.GradientTransformation`` whose update needs ``params``.
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule={schedule!r} is not known; allowed: {sorted(SCHEDULES)}")
+    check_choice(schedule, "schedule", sorted(SCHEDULES))
     check_choice(scope, "scope", SCOPES)
     select = resolve_select(select, is_prunable)
     sched = SCHEDULES[schedule](final_sparsity, total_steps, begin_step=begin_step)

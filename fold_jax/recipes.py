@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from fold_jax import methods
+from fold_jax.checks import check_choice
 from fold_jax.peers import MAX_DIMS
 
 __all__ = [
@@ -261,8 +262,8 @@ def names(library: str | None = None) -> tuple[str, ...]:
     Returns:
         The names.
     """
-    if library is not None and library not in LIBRARIES:
-        raise ValueError(f"library={library!r} is not known; allowed: {list(LIBRARIES)}")
+    if library is not None:
+        check_choice(library, "library", LIBRARIES)
     return tuple(n for n, r in RECIPES.items() if library is None or r.library == library)
 
 
@@ -280,9 +281,7 @@ def get(name: str | Recipe) -> Recipe:
     """
     if isinstance(name, Recipe):
         return name
-    if name not in RECIPES:
-        raise ValueError(f"recipe={name!r} is not known; allowed: {sorted(RECIPES)}")
-    return RECIPES[name]
+    return RECIPES[check_choice(name, "recipe", sorted(RECIPES))]
 
 
 def _scale(param: Param, u: float) -> Any:

@@ -67,7 +67,14 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from fold_jax.checks import check_callable, check_int, check_key, check_params, check_positive
+from fold_jax.checks import (
+    check_callable,
+    check_choice,
+    check_int,
+    check_key,
+    check_params,
+    check_positive,
+)
 from fold_jax.methods import Method
 
 __all__ = ["ACCEPTANCE", "DEFAULT_ACCEPTANCE", "DEFAULT_CONFIRMATIONS", "GLDState",
@@ -132,8 +139,7 @@ class _Outcome(NamedTuple):
 
 def _rule(acceptance: str, confirmations: int | None, eval_batch: tuple | None) -> _Rule:
     """The acceptance options checked: ValueError / TypeError naming the argument."""
-    if not isinstance(acceptance, str) or acceptance not in ACCEPTANCE:
-        raise ValueError(f"acceptance={acceptance!r} is not known; allowed: {list(ACCEPTANCE)}")
+    check_choice(acceptance, "acceptance", ACCEPTANCE)
     if confirmations is not None and acceptance != "reevaluate":
         raise ValueError(f"confirmations={confirmations!r} is only used by acceptance="
                          f"'reevaluate', not {acceptance!r}: leave it None")

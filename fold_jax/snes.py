@@ -61,7 +61,9 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 from fold_jax import directions as directions_lib
 from fold_jax import flax_layers, fusion
 from fold_jax.checks import (
+    check_bool,
     check_callable,
+    check_choice,
     check_int,
     check_key,
     check_mask,
@@ -237,8 +239,7 @@ def snes(
         dropped) and ``sigma_mean`` (mean scale over searched entries).
     """
     check_callable(loss, "loss", "loss(params, *args) -> scalar")
-    if not isinstance(antithetic, bool):
-        raise TypeError(f"antithetic must be a bool, got {type(antithetic).__name__}")
+    check_bool(antithetic, "antithetic")
     if learning_rate is None and isinstance(tx, str):
         learning_rate = 1.0  # SNES's own step on the mean
     tx = optimizer(tx, learning_rate)
@@ -257,8 +258,7 @@ def snes(
                          f"perturbation has no factored scales); use rank=None")
     fun = loss if rank is None else flax_layers.wrap(loss)
     chunk = check_int(chunk_size, "chunk_size", 1, allow_none=True)
-    if prng not in PRNGS:
-        raise ValueError(f"prng={prng!r} is not known; allowed: {list(PRNGS)}")
+    check_choice(prng, "prng", PRNGS)
     signs = 2 if antithetic else 1
     units = num_directions // signs
     chunk_units = None if chunk is None else max(1, chunk // signs)

@@ -35,7 +35,7 @@ from jaxtyping import Array, ArrayLike, PyTree
 from sklearn import datasets as skdata
 from sklearn.model_selection import train_test_split
 
-from fold_jax.checks import check_int
+from fold_jax.checks import check_bool, check_choice, check_int
 from fold_jax.heads import KINDS, Head
 
 __all__ = [
@@ -101,8 +101,7 @@ class Task:
     x_scale: Array | None = None
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind={self.kind!r} is not known; allowed: {list(KINDS)}")
+        check_choice(self.kind, "kind", KINDS)
         if (self.x_val is None) != (self.y_val is None):
             raise ValueError("x_val and y_val must be given together (or both None)")
         if (self.x_mean is None) != (self.x_scale is None):
@@ -441,8 +440,7 @@ def from_arrays(
         TypeError: non-numeric x or y (e.g. strings), a non-string name, label_names
             that are not strings, a non-bool standardize, a non-int seed.
     """
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise ValueError(f"kind={kind!r} is not known; allowed: {list(KINDS)}")
+    check_choice(kind, "kind", KINDS)
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty string, got {name!r}")
     test_fraction = _check_fraction(test_fraction, "test_fraction", low_open=True)
@@ -451,8 +449,7 @@ def from_arrays(
         raise ValueError(f"test_fraction={test_fraction!r} + val_fraction={val_fraction!r} "
                          f"must be < 1 (the training split needs the rest)")
     seed = _check_seed(seed)
-    if not isinstance(standardize, bool | np.bool_):
-        raise TypeError(f"standardize must be True or False, got {standardize!r}")
+    check_bool(standardize, "standardize")
     x, y = _as_numeric(x, "x"), _as_numeric(y, "y")
     if x.ndim != 2 or x.shape[1] == 0:
         raise ValueError(f"x has shape {x.shape}; it must be (N, features) with features >= 1"
@@ -651,8 +648,7 @@ def get(name: str, **options: Any) -> Task | Objective:
     Raises:
         ValueError: an unknown name (listing the known ones) or unknown options.
     """
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"task name={name!r} is not known; allowed: {names()}")
+    check_choice(name, "task name", names())
     make = _REGISTRY[name]
     allowed = set(inspect.signature(make).parameters)
     unknown = set(options) - allowed
@@ -697,9 +693,7 @@ def objective(name: str, dim: int = 10) -> Objective:
         ValueError: ``name`` is not an objective (a data task's name included), or a
             bad ``dim``.
     """
-    if not isinstance(name, str) or name not in OBJECTIVE_NAMES:
-        raise ValueError(f"objective name={name!r} is not known; allowed: "
-                         f"{sorted(OBJECTIVE_NAMES)}")
+    check_choice(name, "objective name", sorted(OBJECTIVE_NAMES))
     f = get(name, dim=dim)
     assert isinstance(f, Objective)
     return f

@@ -25,7 +25,14 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Array, PyTree
 
-from fold_jax.checks import check_finite, check_int, check_params, check_positive
+from fold_jax.checks import (
+    check_bool,
+    check_choice,
+    check_finite,
+    check_int,
+    check_params,
+    check_positive,
+)
 from fold_jax.heads import higher_is_better
 from fold_jax.methods import Method
 from fold_jax.tasks import Objective, Task
@@ -101,8 +108,7 @@ def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric,
             target = check_finite(target, "target")
         except ValueError:
             raise ValueError(f"target={target!r} must be a finite number or None") from None
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress={progress!r} must be True or False")
+    check_bool(progress, "progress")
     if steps is None and budget_s is None:
         raise ValueError("give steps=, budget_s= or both: the run needs a budget")
     batch_size = check_int(batch_size, "batch_size")
@@ -362,8 +368,7 @@ EVAL_SPLITS = ("test", "val")
 def _check_eval_split(eval_split: str, task: Task) -> tuple[Array, Array]:
     """The (x, y) arrays of ``eval_split`` of ``task``; ValueError naming eval_split
     unless it is "test" or "val" and the task has that split."""
-    if eval_split not in EVAL_SPLITS:
-        raise ValueError(f"eval_split={eval_split!r} is not known; allowed: {list(EVAL_SPLITS)}")
+    check_choice(eval_split, "eval_split", EVAL_SPLITS)
     if eval_split == "val" and task.x_val is None:
         raise ValueError(f"eval_split='val' but task {task.name!r} has no validation split "
                          f"(build it with tasks.from_arrays(..., val_fraction > 0))")

@@ -102,7 +102,7 @@ def _pruned(apply: Callable, params: PyTree, key: PRNGKeyArray | None, sparsity:
             raise ValueError("mask='random' needs key=jax.random.key(seed)")
         mask = prune.random_mask(key, params, s, scope=scope, select=select)
     else:
-        raise ValueError(f"mask={kind!r} is not known; allowed: ['magnitude', 'random']")
+        check_choice(kind, "mask", ("magnitude", "random"))
     inference = functools.partial(_sparse_inference, apply, mask)
     return Variant("pruned", None, prune.apply_mask(params, mask),
                    lambda tx: prune.keep_masked(tx, mask), mask, apply, inference)

@@ -85,7 +85,9 @@ from fold_jax import directions as directions_lib
 from fold_jax import flax_layers, fusion
 from fold_jax import shaping as shaping_lib
 from fold_jax.checks import (
+    check_bool,
     check_callable,
+    check_choice,
     check_int,
     check_key,
     check_mask,
@@ -193,10 +195,8 @@ def _options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping
     check_int(num_directions, "num_directions", allow_numpy=True)
     num_directions = int(num_directions)
     check_positive(sigma, "sigma")
-    if noise not in NOISES:
-        raise ValueError(f"noise={noise!r} is not known; allowed: {list(NOISES)}")
-    if not isinstance(antithetic, bool):
-        raise TypeError(f"antithetic={antithetic!r} must be True or False")
+    check_choice(noise, "noise", NOISES)
+    check_bool(antithetic, "antithetic")
     if antithetic and num_directions % 2:
         raise ValueError(f"num_directions={num_directions} must be even with antithetic=True "
                          "(it counts evaluations: num_directions // 2 mirrored pairs)")
@@ -212,8 +212,7 @@ def _options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping
     if chunk_size is not None and antithetic and chunk_size % 2:
         raise ValueError(f"chunk_size={chunk_size} must be even with antithetic=True "
                          "(it counts evaluations, pairs stay together)")
-    if not isinstance(sign, bool):
-        raise TypeError(f"sign={sign!r} must be True or False")
+    check_bool(sign, "sign")
     shape_fn = shaping_lib.resolve(shaping, sign)
     if not (fused is True or fused is False or (isinstance(fused, str) and fused == "auto")):
         raise ValueError(f"fused={fused!r}; allowed: ['auto', True, False]")
@@ -222,8 +221,7 @@ def _options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping
                          "perturbation is not low rank); use fused='auto' or False")
     if fused is True and rank is None:
         raise ValueError("fused=True needs rank=r (only low-rank perturbations are fused)")
-    if prng not in PRNGS:
-        raise ValueError(f"prng={prng!r} is not known; allowed: {list(PRNGS)}")
+    check_choice(prng, "prng", PRNGS)
     return Options(num_directions, float(sigma), noise, antithetic, rank, chunk_size, shape_fn,
                    mask, fused, prng, _as_population_map(population_map))
 
@@ -704,8 +702,7 @@ def forward_value_and_grad(
     """
     check_callable(fun, "fun", "fun(params, *args) -> scalar")
     check_int(num_directions, "num_directions", allow_numpy=True)
-    if prng not in PRNGS:
-        raise ValueError(f"prng={prng!r} is not known; allowed: {list(PRNGS)}")
+    check_choice(prng, "prng", PRNGS)
     return ForwardGradient(fun, int(num_directions), prng, _as_population_map(population_map))
 
 

@@ -154,3 +154,11 @@ def test_check_choice_names_the_allowed_values():
     with pytest.raises(ValueError, match=r"scope='model' is not known; allowed: \['layer', "
                                          r"'global'\]"):
         checks.check_choice("model", "scope", ("layer", "global"))
+
+
+@pytest.mark.parametrize("value", [np.array(["layer"]), jnp.array(1), ["layer"], {"a": 1},
+                                   None, 1.5])
+def test_check_choice_refuses_arrays_and_other_types(value):
+    # an array equal to an allowed value compares True in `in`, but is not one
+    with pytest.raises(ValueError, match=r"scope=.* is not known; allowed"):
+        checks.check_choice(value, "scope", ("layer", "global", 1))

@@ -220,7 +220,7 @@ X10, Y10 = np.random.default_rng(0).normal(size=(60, 3)), np.arange(60) % 2
         (np.array([["a"]] * 60), Y10, {}, TypeError, "x has dtype"),
         (X10, Y10, {"seed": -1}, ValueError, "seed=-1"),
         (X10, Y10, {"seed": 1.0}, TypeError, "seed must be an int"),
-        (X10, Y10, {"standardize": "yes"}, TypeError, "standardize must be"),
+        (X10, Y10, {"standardize": "yes"}, TypeError, "standardize=.* must be True or False"),
         (X10, Y10, {"name": 3}, TypeError, "name must be"),
         (X10, Y10, {"stratify": np.zeros(5)}, ValueError, r"stratify has shape \(5,\)"),
         (X10, Y10, {"test_fraction": 0.6, "val_fraction": 0.4}, ValueError,
