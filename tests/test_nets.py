@@ -66,7 +66,7 @@ def test_lowrank_associations_agree_and_auto_follows_the_shape_rule():
         for how in perturb.ASSOCIATIONS:
             got = perturb.matmul(x, perturb.LowRank(base, a, b, 0.3, how))
             np.testing.assert_allclose(got, x @ dense, rtol=1e-4, atol=1e-4)
-    # 4 r (in + out) = 512 <= in out = 1024: the factors add <= 1/4, factored at any rows
+    # 4 r (in + out) = 512 < in out = 1024: the factors add < 1/4, factored at any rows
     for rows in (1, 64, 4096):
         assert perturb._factored_is_cheaper((rows, 32), perturb.LowRank(base, a, b, 0.3))
     # a thin 32 -> 4 head: 4 r (in + out) = 288 > 128, so the FLOP rule rows * 36 <= 128

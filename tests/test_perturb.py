@@ -142,6 +142,15 @@ def test_pick_respects_the_association_and_applies_the_rule_to_the_matrix_view()
     assert w.pick((13, 72)) == "factored" and w.pick((14, 72)) == "dense"
 
 
+def test_pick_keeps_a_layer_exactly_at_a_quarter_dense():
+    # rank 4, 32 x 32: 4 r (in + out) = 1024 = in out, not less: dense for rows * 64 >
+    # 1024 (rows > 16); one more unit a side, 33 x 33: 1056 < 1089, factored at any rows
+    for n, rows, want in ((32, 16, "factored"), (32, 17, "dense"), (32, 128, "dense"),
+                          (33, 4096, "factored")):
+        a, b = _factors(jax.random.key(2), (n, n), 4)
+        assert LowRank(jnp.zeros((n, n)), a, b, 1.0).pick((rows, n)) == want, (n, rows)
+
+
 def test_matmul_calls_pick_once_and_obeys_it(recorder):
     k = jax.random.split(jax.random.key(3), 3)
     base = jax.random.normal(k[0], (64, 128))
