@@ -32,7 +32,8 @@ job:
    tight a job's timing was).
 
 Every race trains through :func:`fold_jax.train.fit` (timed steps, untimed evaluation
-every ``EVAL_EVERY`` steps, compile timed apart) for at most ``max_steps`` steps (a
+every ``eval_every`` steps of the task's :class:`Race`, ``EVAL_EVERY`` unless it says
+otherwise; compile timed apart) for at most ``max_steps`` steps (a
 deterministic budget: the same seed gives the same rows on any machine, timing columns
 aside) and stops at the target. ``budget_s`` is only a generous wall-clock safety cap;
 ``capped`` records whether it cut the race short (then the row depends on machine
@@ -83,6 +84,7 @@ class Race(NamedTuple):
     widths: tuple[int, ...]  # hidden widths used; first/last are set from the task
     target_metric: str
     target: float
+    eval_every: int = EVAL_EVERY  # steps between evaluations: the grid of *_to_target
 
 
 # `python -m bench.suite_races --calibrate` on the validation split (2026-12-02, CPU, jax
@@ -96,7 +98,11 @@ TARGETS: dict[str, Race] = {
     # digits races the MLP (64-128-128-10), so its zeroth-order rows answer
     # "time- and evaluations-to-95% beside Adam's" on that network
     "digits": Race((64, 128, 128, 10), "accuracy", 0.95),
-    "breast_cancer": Race((30, 16, 1), "accuracy", 0.95),
+    # breast_cancer: reached in 10-30 steps, so a 10-step grid (160-170 evaluations for
+    # a population of 16) was as wide as the differences it measured (run a36fd6); every
+    # 2 steps cuts it to 32-34 for every method alike. The grid costs one evaluation of
+    # the 398 training and 57 (val) or 114 (test) examples per check, off the clock
+    "breast_cancer": Race((30, 16, 1), "accuracy", 0.95, eval_every=2),
     "digit_attributes": Race((64, 32, 4), "micro_f1", 0.95),
     "spirals": Race((2, 32, 32, 1), "accuracy", 0.97),
 }
@@ -225,7 +231,7 @@ def _train(task_name: str, method: str, variant: str, hparams: Mapping[str, Any]
     recipe = recipes.get(method)
     task, apply, params, _, m = _built(task_name, method, variant, hparams, seed)
     result = train.fit(m, params, task, apply=apply, steps=max_steps, budget_s=budget_s,
-                       batch_size=min(BATCH_SIZE, task.n_train), eval_every=EVAL_EVERY,
+                       batch_size=min(BATCH_SIZE, task.n_train), eval_every=spec.eval_every,
                        target=spec.target, target_metric=spec.target_metric, seed=seed,
                        eval_split=split)
     h = result.history
@@ -306,7 +312,7 @@ def race(task_name: str, method: str, variant: str, seed: int, budget_s: float,
            "final_test_loss": float(h["test_loss"].iloc[-1]),
            "evals_per_step": float(h["evals"].iloc[-1] / max(h["step"].iloc[-1], 1)),
            "sparsity": SPARSITY if variant == "pruned" else 0.0, "batch_size": BATCH_SIZE,
-           "eval_every": EVAL_EVERY,
+           "eval_every": TARGETS[task_name].eval_every,
            "accepted_steps": int(h["accepted"].sum()) if "accepted" in h else float("nan"),
            "acceptance": options.get("acceptance", "")}
     return {"races": [row], "curves": _curves(h, key)}

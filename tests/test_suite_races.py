@@ -69,6 +69,13 @@ def test_tune_and_race_tunes_on_val_then_races_the_selected_trial_on_test(tiny_p
         assert "final_test_metric" in r and "best_val_metric" not in r
     splits = {c["split"] for c in out["curves"]}
     assert splits >= {"train", "test"} and "val" not in splits
+    # breast_cancer's own evaluation grid (Race.eval_every), not the default one
+    every = suite_races.TARGETS["breast_cancer"].eval_every
+    assert every == 2 != suite_races.EVAL_EVERY
+    assert all(r["eval_every"] == every for r in races)
+    assert {c["step"] % every for c in out["curves"]} == {0} and max(
+        c["step"] for c in out["curves"]) > 0
+    assert all(r["steps_to_target"] % every == 0 for r in races if r["reached"])
     assert all(not any(k.startswith("test") for k in t) for t in trials)
     # one step cost per job (alternating rounds), on every seed's row alike
     cost_columns = ("step_median_s", "step_iqr_s", "forward_median_s", "forward_iqr_s",
