@@ -126,9 +126,15 @@ _PEERS16 = ("evosax_open_es16", "evosax_snes16")
 # points leave 2-D spaces (learning rate x sigma) thinly covered. ``task_trial_seeds``
 # scores each trial there on the median of 3 seeds (default 1): on breast_cancer's
 # grid of 160 evaluations one seed's luck decided between settings (run 7a1c96).
+# ``task_seeds`` races a task's selected setting on more seeds than ``seeds``: on the
+# small tasks a seed's evaluations to target range 2-3x (breast_cancer's SNES at 16:
+# 192-544 in run 0e0fa4), so 3 seeds could not separate two libraries' SNES, and a
+# race seed there costs about 0.3 s.
+_SMALL_TASKS = ("breast_cancer", "spirals")
 PROFILE = {
     "quick": dict(trials=4, task_trials={"breast_cancer": 8, "spirals": 8},
                   task_trial_seeds={"breast_cancer": 3, "spirals": 3}, seeds=[0, 1, 2],
+                  task_seeds={t: list(range(7)) for t in _SMALL_TASKS},
                   max_steps=500, budget_s=60.0, grids=[
         (["digits"], ("adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "snes_lowrank",
                       "gld", "one_plus_one", "evosax_open_es", "evosax_snes"), ["dense"]),
@@ -139,7 +145,8 @@ PROFILE = {
         (["digits"], ["adam"], ["binarized", "pruned"]),
     ]),
     "full": dict(trials=20, task_trial_seeds={"breast_cancer": 3, "spirals": 3},
-                 seeds=[0, 1, 2, 3, 4], max_steps=3000, budget_s=300.0, grids=[
+                 seeds=[0, 1, 2, 3, 4], task_seeds={t: list(range(10)) for t in _SMALL_TASKS},
+                 max_steps=3000, budget_s=300.0, grids=[
         (list(TARGETS), ALL_METHODS, VARIANTS),
     ]),
 }
@@ -386,7 +393,7 @@ def tune_and_race(task_name: str, method: str, variant: str, profile: str
         for r in rows:
             r["selected"] = r["trial"] == best
         out: dict[str, list[dict[str, Any]]] = {"tuning": rows, "races": [], "curves": []}
-        for seed in p["seeds"]:
+        for seed in race_seeds(profile, task_name):
             one = race(task_name, method, variant, seed, p["budget_s"], p["max_steps"],
                        settings[best], best, n)
             out["races"] += one["races"]
@@ -402,6 +409,14 @@ def n_trials(profile: str, task_name: str) -> int:
     ``task_trials`` entry, else the profile's ``trials``."""
     p = PROFILE[check_profile(profile)]
     return p.get("task_trials", {}).get(task_name, p["trials"])
+
+
+def race_seeds(profile: str, task_name: str) -> list[int]:
+    """Seeds the selected setting on ``task_name`` races on under ``profile`` (the only
+    runs that read the test split): its ``task_seeds`` entry, else the profile's
+    ``seeds``."""
+    p = PROFILE[check_profile(profile)]
+    return list(p.get("task_seeds", {}).get(task_name, p["seeds"]))
 
 
 def trial_seeds(profile: str, task_name: str) -> int:
@@ -433,7 +448,8 @@ def jobs(profile: str) -> Iterator[Job]:
     grid = [(t, m, v) for tasks_, methods_, variants_ in p["grids"] for t in tasks_
             for m in methods_ for v in variants_]
     for task_name, method, variant in grid:
-        runs = n_trials(profile, task_name) * trial_seeds(profile, task_name) + len(p["seeds"])
+        seeds = race_seeds(profile, task_name)
+        runs = n_trials(profile, task_name) * trial_seeds(profile, task_name) + len(seeds)
         why = _why_not(method, task_name, variant)
         if why:
             print(f"races: {method} not run on {task_name}/{variant}: {why}")
@@ -442,7 +458,7 @@ def jobs(profile: str) -> Iterator[Job]:
         cost = (runs * RUN_COST.get(method, 4.0) * (1.0 if task_name == "digits" else small)
                 + STEP_COST_JOB_S)
         key = {"task": task_name, "method": method, "variant": variant,
-               "seed": p["seeds"][-1], "max_steps": p["max_steps"], "budget_s": p["budget_s"]}
+               "seed": seeds[-1], "max_steps": p["max_steps"], "budget_s": p["budget_s"]}
         yield Job(key, lambda a=(task_name, method, variant, profile): tune_and_race(*a),
                   f"{task_name}/{method}/{variant}", cost)
 

@@ -94,7 +94,8 @@ def test_jobs_cover_the_grids_and_say_what_they_leave_out(capsys):
     labels = [j.label for j in quick]
     assert len(labels) == len(set(labels))
     assert {"digits/evosax_snes/dense", "digits/adam/dense", "digits/gld/dense"} <= set(labels)
-    assert all(j.key["seed"] == suite_races.PROFILE["quick"]["seeds"][-1] for j in quick)
+    assert all(j.key["seed"] == suite_races.race_seeds("quick", j.key["task"])[-1]
+               for j in quick)
     full = {j.label for j in suite_races.jobs("full")}
     out = capsys.readouterr().out
     assert "breast_cancer/evosax_cma_es/dense" in full  # d = 513
@@ -112,6 +113,13 @@ def test_jobs_cover_the_grids_and_say_what_they_leave_out(capsys):
         raced = {label.split("/")[1] for label in labels if label.startswith(task + "/")}
         assert raced & peers and any(m.startswith("zo_") for m in raced), task
     assert p["full"]["trials"] >= 20 and len(p["full"]["seeds"]) >= 5
+    for task in suite_races.TARGETS:  # the protocol's minimum on every task
+        assert len(suite_races.race_seeds("quick", task)) >= 3
+        assert len(suite_races.race_seeds("full", task)) >= 5
+    # the small tasks race on more seeds (their per-seed evaluations range 2-3x)
+    assert suite_races.race_seeds("quick", "breast_cancer") == list(range(7))
+    assert suite_races.race_seeds("full", "spirals") == list(range(10))
+    assert suite_races.race_seeds("quick", "digits") == [0, 1, 2]
 
 
 def test_every_recipe_on_a_task_gets_the_same_trials_and_at_least_the_minimum():
@@ -125,6 +133,16 @@ def test_every_recipe_on_a_task_gets_the_same_trials_and_at_least_the_minimum():
     # the small tasks' trials on 3 seeds each, for every recipe there alike
     assert suite_races.trial_seeds("quick", "spirals") == 3
     assert suite_races.trial_seeds("quick", "digits") == 1
+
+
+def test_task_seeds_race_that_task_on_its_own_seeds(tiny_profile, monkeypatch):
+    monkeypatch.setitem(suite_races.PROFILE[tiny_profile], "task_seeds", {"spirals": [4, 5, 6]})
+    assert suite_races.race_seeds(tiny_profile, "breast_cancer") == [0, 1]
+    out = suite_races.tune_and_race("spirals", "adam", "dense", tiny_profile)
+    assert [r["seed"] for r in out["races"]] == [4, 5, 6]
+    # the tuning trials keep their own seeds, apart from the race seeds
+    assert {t["seed"] for t in out["tuning"]}.isdisjoint({4, 5, 6})
+    assert {c["seed"] for c in out["curves"]} == {4, 5, 6}
 
 
 def test_task_trials_override_the_profile_for_that_task_only(tiny_profile, monkeypatch):
