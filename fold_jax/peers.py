@@ -233,7 +233,7 @@ def evosax_method(
         raise ValueError(f"population_size={population_size} must be even for {strategy} "
                          f"(it samples mirrored pairs)")
     sigma = None if sigma is None else check_positive(sigma, "sigma")
-    check_bool(eval_mean, "eval_mean")
+    eval_mean = check_bool(eval_mean, "eval_mean")
     chunk_size = check_int(chunk_size, "chunk_size", allow_none=True)
     if max_dims is None:
         max_dims = MAX_DIMS.get(strategy)

@@ -239,7 +239,7 @@ def snes(
         dropped) and ``sigma_mean`` (mean scale over searched entries).
     """
     check_callable(loss, "loss", "loss(params, *args) -> scalar")
-    check_bool(antithetic, "antithetic")
+    antithetic = check_bool(antithetic, "antithetic")
     if learning_rate is None and isinstance(tx, str):
         learning_rate = 1.0  # SNES's own step on the mean
     tx = optimizer(tx, learning_rate)

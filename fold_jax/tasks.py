@@ -449,7 +449,7 @@ def from_arrays(
         raise ValueError(f"test_fraction={test_fraction!r} + val_fraction={val_fraction!r} "
                          f"must be < 1 (the training split needs the rest)")
     seed = _check_seed(seed)
-    check_bool(standardize, "standardize")
+    standardize = check_bool(standardize, "standardize")
     x, y = _as_numeric(x, "x"), _as_numeric(y, "y")
     if x.ndim != 2 or x.shape[1] == 0:
         raise ValueError(f"x has shape {x.shape}; it must be (N, features) with features >= 1"

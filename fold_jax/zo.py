@@ -196,7 +196,7 @@ def _options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping
     num_directions = int(num_directions)
     check_positive(sigma, "sigma")
     check_choice(noise, "noise", NOISES)
-    check_bool(antithetic, "antithetic")
+    antithetic = check_bool(antithetic, "antithetic")
     if antithetic and num_directions % 2:
         raise ValueError(f"num_directions={num_directions} must be even with antithetic=True "
                          "(it counts evaluations: num_directions // 2 mirrored pairs)")
@@ -212,7 +212,7 @@ def _options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping
     if chunk_size is not None and antithetic and chunk_size % 2:
         raise ValueError(f"chunk_size={chunk_size} must be even with antithetic=True "
                          "(it counts evaluations, pairs stay together)")
-    check_bool(sign, "sign")
+    sign = check_bool(sign, "sign")
     shape_fn = shaping_lib.resolve(shaping, sign)
     if not (fused is True or fused is False or (isinstance(fused, str) and fused == "auto")):
         raise ValueError(f"fused={fused!r}; allowed: ['auto', True, False]")

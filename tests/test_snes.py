@@ -364,3 +364,16 @@ def test_a_non_scalar_loss_is_named_before_anything_runs():
     method = snes.snes(lambda p: p["x"] ** 2, num_directions=4, rank=4)
     with pytest.raises(ValueError, match=r"loss must return a scalar loss; it returned \(8,\)"):
         method.step(method.init({"x": jnp.ones(8)}), jax.random.key(0))
+
+
+def test_a_numpy_bool_antithetic_acts_as_a_python_bool():
+    params = {"x": jnp.linspace(0, 1, 64)}
+
+    def loss(p):
+        return jnp.sum(jnp.cos(p["x"]))
+
+    for flag in (True, False):
+        a, _ = _run(snes.snes(loss, num_directions=16, antithetic=flag), params, 3)
+        b, _ = _run(snes.snes(loss, num_directions=16, antithetic=np.bool_(flag)), params, 3)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(x, y)  # the same program: bit-identical

@@ -520,3 +520,15 @@ def test_non_finite_noise_is_selected_out_not_multiplied(monkeypatch):
     fwd = zo.forward_value_and_grad(quad, num_directions=16)
     _, grads, info = jax.jit(fwd.with_info)(X0, jax.random.key(0))
     assert bool(jnp.all(jnp.isfinite(grads["x"]))) and 0 < int(info["valid_directions"]) < 16
+
+
+@pytest.mark.parametrize("antithetic, sign", [(True, False), (False, True)])
+def test_numpy_bool_flags_act_as_python_bools(antithetic, sign):
+    key = jax.random.key(5)
+    options = dict(num_directions=8, sigma=0.1)
+    a = zo.value_and_grad(quad, antithetic=antithetic, sign=sign, **options)
+    b = zo.value_and_grad(quad, antithetic=np.bool_(antithetic), sign=np.bool_(sign), **options)
+    assert a.evals == b.evals  # the padding rule reads the flag as a Python bool
+    for x, y in zip(jax.tree.leaves(jax.jit(a)(X0, key)), jax.tree.leaves(jax.jit(b)(X0, key)),
+                    strict=True):
+        np.testing.assert_array_equal(x, y)  # the same program: bit-identical
