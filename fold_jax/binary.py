@@ -39,7 +39,7 @@ import optax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from fold_jax import nets, prune
-from fold_jax.checks import check_bool, check_callable, check_int, check_key
+from fold_jax.checks import check_bool, check_callable, check_int, check_key, check_mask
 from fold_jax.methods import Method
 
 __all__ = [
@@ -665,6 +665,10 @@ def flip_search(
 
     Returns:
         A :class:`fold_jax.methods.Method`.
+
+    Raises:
+        ValueError / TypeError: naming the bad argument; ``init`` raises a ValueError
+            when ``mask`` does not have the structure and shapes of params.
     """
     check_callable(loss, "loss")
     check_int(flips, "flips")
@@ -674,6 +678,7 @@ def flip_search(
     def init(params: PyTree) -> FlipState:
         if not jax.tree.leaves(params):
             raise ValueError("params has no leaves: nothing to flip")
+        check_mask(mask, params)  # a mask unlike params would flip the wrong signs
         return FlipState(params, jnp.asarray(jnp.inf, jnp.float32))
 
     def step(state: FlipState, key: PRNGKeyArray, *args) -> tuple[FlipState, dict[str, Any]]:

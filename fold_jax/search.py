@@ -68,10 +68,12 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from fold_jax.checks import (
+    check_bool,
     check_callable,
     check_choice,
     check_int,
     check_key,
+    check_mask,
     check_params,
     check_positive,
 )
@@ -332,6 +334,7 @@ def gld(
     if min_radius > max_radius:
         raise ValueError(f"min_radius={min_radius} must be <= max_radius={max_radius}")
     check_int(num_per_radius, "num_per_radius")
+    check_callable(population_map, "population_map", "population_map(f) -> batched f")
     rule = _rule(acceptance, confirmations, eval_batch)
     n_radii = math.ceil(math.log2(max_radius / min_radius)) + 1
     radii = jnp.repeat(max_radius * 2.0 ** -jnp.arange(n_radii, dtype=jnp.float32),
@@ -340,6 +343,7 @@ def gld(
 
     def init(params: PyTree) -> GLDState:
         check_params(params, "nothing to search over")
+        check_mask(mask, params)  # a mask unlike params would move the wrong entries
         x, _ = ravel_pytree(params)
         return GLDState(params, *_trial(x))
 
@@ -417,6 +421,8 @@ def rso(
     check_int(num_candidates, "num_candidates")
     check_int(block_size, "block_size")
     check_positive(sigma, "sigma")
+    relative = check_bool(relative, "relative")
+    check_callable(population_map, "population_map", "population_map(f) -> batched f")
     rule = _rule(acceptance, confirmations, eval_batch)
     flat_mask = _flat_mask(mask)
     allowed = None if flat_mask is None else np.flatnonzero(flat_mask)
@@ -428,6 +434,7 @@ def rso(
             return jnp.full(jnp.shape(w), s, jnp.float32)
 
         check_params(params, "nothing to search over")
+        check_mask(mask, params)  # a mask unlike params would move the wrong entries
         x, _ = ravel_pytree(params)
         scales, _ = ravel_pytree(jax.tree.map(scale, params))
         if allowed is None and block_size > x.shape[0]:
@@ -514,6 +521,7 @@ def one_plus_one(
 
     def init(params: PyTree) -> OnePlusOneState:
         check_params(params, "nothing to search over")
+        check_mask(mask, params)  # a mask unlike params would move the wrong entries
         x, _ = ravel_pytree(params)
         return OnePlusOneState(params, jnp.asarray(sigma, jnp.float32), *_trial(x))
 
@@ -581,11 +589,13 @@ def relative_loss(
     check_callable(fun, "fun", "fun(params, *args) -> scalar")
     check_positive(radius, "radius")
     check_int(num_candidates, "num_candidates")
+    check_callable(population_map, "population_map", "population_map(f) -> batched f")
     rule = _rule(acceptance, confirmations, eval_batch)
     flat_mask = _flat_mask(mask)
 
     def init(params: PyTree) -> GLDState:
         check_params(params, "nothing to search over")
+        check_mask(mask, params)  # a mask unlike params would move the wrong entries
         x, _ = ravel_pytree(params)
         return GLDState(params, *_trial(x))
 

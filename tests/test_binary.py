@@ -276,3 +276,11 @@ def test_packed_inference_names_bad_inputs():
         binary.packed_inference(None, USER_PARAMS)
     with pytest.raises(ValueError, match="for any other flax model"):
         binary.pack_mlp(USER_PARAMS)
+
+
+def test_flip_search_names_a_mask_unlike_params():
+    params = {"k": jnp.ones((4, 3)), "b": jnp.zeros(3)}
+    method = binary.flip_search(lambda p: jnp.sum(p["k"]), mask={"k": jnp.ones((4, 2)),
+                                                                 "b": jnp.ones(3)})
+    with pytest.raises(ValueError, match="mask"):
+        method.init(params)

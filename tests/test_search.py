@@ -332,3 +332,29 @@ def test_fixed_set_descends_on_its_set(blobs):
     assert np.all(np.diff(h.batch_loss.iloc[1:]) <= 0)
     assert (h.train_loss <= bar).all() and h.train_loss.iloc[-1] < start
     assert h.evals.iloc[-1] == STEPS * 11 + 1  # x's loss kept after the first step
+
+
+# a mask unlike P0: one entry short on w (rso's flat indices would then point at the
+# wrong weights), and a missing leaf
+BAD_MASKS = [{"w": jnp.ones((2, D // 2 - 1)), "b": jnp.ones(3)}, {"w": jnp.ones((2, D // 2))}]
+
+
+@pytest.mark.parametrize("mask", BAD_MASKS)
+@pytest.mark.parametrize("builder", [search.gld, search.rso, search.one_plus_one,
+                                     search.relative_loss])
+def test_a_mask_unlike_params_is_named_at_init(builder, mask):
+    method = builder(sphere, mask=mask)
+    with pytest.raises(ValueError, match="mask"):
+        method.init(P0)
+
+
+@pytest.mark.parametrize("builder", [search.gld, search.rso, search.relative_loss])
+def test_a_non_callable_population_map_is_named(builder):
+    with pytest.raises(TypeError, match="population_map must be callable"):
+        builder(sphere, population_map=None)
+
+
+def test_rso_relative_must_be_a_bool():
+    with pytest.raises(TypeError, match="relative='False' must be True or False"):
+        search.rso(sphere, relative="False")
+    assert search.rso(sphere, relative=np.False_).init(P0) is not None
