@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
-__all__ = ["check_bool", "check_callable", "check_choice", "check_finite", "check_fraction",
-           "check_int", "check_key", "check_mask", "check_params", "check_positive",
-           "check_scalar_loss", "leaf_paths"]
+__all__ = ["check_bool", "check_bool_or", "check_callable", "check_choice", "check_finite",
+           "check_fraction", "check_int", "check_key", "check_mask", "check_params",
+           "check_positive", "check_scalar_loss", "leaf_paths"]
 
 
 def check_callable(fun: Any, argument: str, signature: str | None = None) -> None:
@@ -147,6 +147,31 @@ def check_bool(value: Any, argument: str) -> bool:
     if not isinstance(value, bool | np.bool_):
         raise TypeError(f"{argument}={value!r} must be True or False")
     return bool(value)
+
+
+def check_bool_or(value: Any, argument: str, names: Sequence[str],
+                  bools: tuple[bool, ...] = (True, False)) -> bool | str:
+    """``value`` as a Python bool when it is one of ``bools`` (numpy's included), else
+    as one of ``names`` (e.g. ``fused``: "auto", True or False). Unlike
+    :func:`check_choice`, 1 and 0 are not taken for True and False.
+
+    Args:
+        value: the argument's value.
+        argument: its name, for the error.
+        names: the allowed strings.
+        bools: the allowed bools.
+
+    Returns:
+        ``bool(value)`` or ``value``.
+
+    Raises:
+        ValueError: naming ``argument`` and the allowed values otherwise.
+    """
+    if isinstance(value, bool | np.bool_) and bool(value) in bools:
+        return bool(value)
+    if isinstance(value, str) and value in names:
+        return value
+    raise ValueError(f"{argument}={value!r} is not known; allowed: {[*names, *bools]}")
 
 
 def check_fraction(value: Any, argument: str) -> float:

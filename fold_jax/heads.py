@@ -17,13 +17,14 @@ Metric direction: :func:`higher_is_better` says which way a metric improves
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 import optax
 from jaxtyping import Array, ArrayLike
 
-from fold_jax.checks import check_choice
+from fold_jax.checks import check_choice, check_finite
 
 __all__ = ["KINDS", "LOWER_IS_BETTER", "METRICS", "Head", "higher_is_better"]
 
@@ -64,9 +65,13 @@ def higher_is_better(metric: str) -> bool:
 
 
 def _check_threshold(threshold: float) -> float:
-    if not isinstance(threshold, int | float) or not 0.0 < float(threshold) < 1.0:
+    try:  # Python, NumPy or concrete JAX numbers; bools never count
+        value = check_finite(threshold, "threshold")
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
         raise ValueError(f"threshold={threshold!r} must be a number in (0, 1)")
-    return float(threshold)
+    return value
 
 
 @dataclasses.dataclass(frozen=True)

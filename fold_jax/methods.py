@@ -76,7 +76,8 @@ OPTIMIZERS: dict[str, Callable[[LearningRate], optax.GradientTransformation]] = 
 
 
 def optimizer(
-    name: str | optax.GradientTransformation, learning_rate: LearningRate | None = None
+    name: str | optax.GradientTransformation, learning_rate: LearningRate | None = None,
+    *, argument: str = "optimizer",
 ) -> optax.GradientTransformation:
     """An optax optimizer by name (see ``OPTIMIZERS``), or ``name`` itself if it is one.
 
@@ -87,6 +88,7 @@ def optimizer(
             JAX scalar) or an optax schedule (a callable ``step -> lr``, e.g.
             ``optax.linear_schedule``); None means ``DEFAULT_LEARNING_RATE`` (1e-3).
             Must be None when ``name`` is an optax object.
+        argument: the caller's name for ``name`` (e.g. ``"tx"``), used in errors.
 
     Returns:
         The optax ``GradientTransformation``.
@@ -107,10 +109,10 @@ def optimizer(
         return name
     if not isinstance(name, str):
         raise TypeError(
-            f"optimizer must be a name or an optax.GradientTransformation, "
+            f"{argument} must be an optimizer name or an optax.GradientTransformation, "
             f"got {type(name).__name__}"
         )
-    check_choice(name, "optimizer", sorted(OPTIMIZERS))
+    check_choice(name, argument, sorted(OPTIMIZERS))
     if learning_rate is None:
         return OPTIMIZERS[name](DEFAULT_LEARNING_RATE)
     if callable(learning_rate):
@@ -222,7 +224,7 @@ def gradient(
         A :class:`Method` named "backprop".
     """
     check_callable(loss, "loss")
-    tx = optimizer(tx, learning_rate)
+    tx = optimizer(tx, learning_rate, argument="tx")
     vg = jax.value_and_grad(loss)
 
     def value_and_grad(params, key, *args):
@@ -254,7 +256,8 @@ def zeroth_order(
     """
     from fold_jax import zo
 
-    tx = optimizer(tx, learning_rate)
+    check_callable(loss, "loss")
+    tx = optimizer(tx, learning_rate, argument="tx")
     vg = zo.value_and_grad(loss, **zo_options)
     rank = zo_options.get("rank")
     name = "zo_" + zo_options.get("noise", "gaussian") + (f"_r{rank}" if rank else "")
@@ -283,7 +286,8 @@ def forward_gradient(
     """
     from fold_jax import zo
 
-    tx = optimizer(tx, learning_rate)
+    check_callable(loss, "loss")
+    tx = optimizer(tx, learning_rate, argument="tx")
     vg = zo.forward_value_and_grad(loss, num_directions=num_directions)
     return descent(vg.with_info, tx, evals_per_step=vg.evals, name="forward_gradient")
 

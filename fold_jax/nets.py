@@ -15,11 +15,12 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import errors
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from fold_jax import perturb
-from fold_jax.checks import check_choice, check_key
+from fold_jax.checks import check_choice, check_int, check_key
 
 __all__ = [
     "ACTIVATIONS",
@@ -165,8 +166,9 @@ def mlp(
     if len(widths) < 2:
         raise ValueError(f"widths={widths} needs at least (in_features, outputs): 2+ entries")
     for w in widths:
-        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+        if isinstance(w, bool | np.bool_) or not isinstance(w, int | np.integer) or w < 1:
             raise ValueError(f"widths={widths}: every width must be a positive int")
+    widths = tuple(int(w) for w in widths)  # NumPy integers as Python ints
     _lookup(ACTIVATIONS, activation, "activation")
     _lookup(INITIALIZERS, kernel_init, "kernel_init")
     module = MLP(widths[1:], activation=activation, layer=layer, kernel_init=kernel_init)
@@ -320,9 +322,8 @@ def rnn(features: int, hidden: int, outputs: int, cell: str = "gru", *,
     Raises:
         ValueError: a size that is not an int >= 1, an unknown cell, a bad truncate.
     """
-    for name, value in (("features", features), ("hidden", hidden), ("outputs", outputs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be an int >= 1")
+    features, hidden, outputs = (check_int(v, n) for n, v in (
+        ("features", features), ("hidden", hidden), ("outputs", outputs)))
     _lookup(CELLS, cell, "cell")
     if truncate is not None and (isinstance(truncate, bool) or not isinstance(truncate, int)
                                  or truncate < 1):

@@ -55,6 +55,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
@@ -62,6 +63,7 @@ from fold_jax import directions as directions_lib
 from fold_jax import flax_layers, fusion
 from fold_jax.checks import (
     check_bool,
+    check_bool_or,
     check_callable,
     check_choice,
     check_int,
@@ -218,7 +220,8 @@ def snes(
             which with ``"sgd"`` is plain SNES); None when ``tx`` is an optax object.
         num_directions: loss evaluations per step (even with ``antithetic``).
         sigma: the initial scale of every entry (> 0).
-        sigma_learning_rate: the scales' learning rate; None: SNES's default for d.
+        sigma_learning_rate: the scales' learning rate; None: SNES's default for d,
+            the searched entries (those where ``mask`` != 0, or all).
         antithetic: mirrored pairs ``mu +- sigma z``.
         rank: None (per-entry scales, full-rank noise) or r >= 1: low-rank noise with
             factored scales on leaves of ndim >= 2 (module docstring).
@@ -242,7 +245,7 @@ def snes(
     antithetic = check_bool(antithetic, "antithetic")
     if learning_rate is None and isinstance(tx, str):
         learning_rate = 1.0  # SNES's own step on the mean
-    tx = optimizer(tx, learning_rate)
+    tx = optimizer(tx, learning_rate, argument="tx")
     num_directions = check_int(num_directions, "num_directions", 2 if antithetic else 1)
     if antithetic and num_directions % 2:
         raise ValueError(f"num_directions={num_directions} must be even with antithetic=True "
@@ -251,12 +254,14 @@ def snes(
     if sigma_learning_rate is not None:
         sigma_learning_rate = check_positive(sigma_learning_rate, "sigma_learning_rate")
     rank = check_int(rank, "rank", 1, allow_none=True)
-    if not (fused is False or (isinstance(fused, str) and fused == "auto")):
-        raise ValueError(f"fused={fused!r} is not allowed; allowed: ['auto', False]")
+    fused = check_bool_or(fused, "fused", ["auto"], bools=(False,))
     if rank is not None and mask is not None:
         raise ValueError(f"rank={rank} cannot be combined with a mask (a masked low-rank "
                          f"perturbation has no factored scales); use rank=None")
     fun = loss if rank is None else flax_layers.wrap(loss)
+    # SNES's default scale learning rate counts the searched entries: a mask's nonzeros
+    searched = None if mask is None else sum(
+        int(np.count_nonzero(np.asarray(m))) for m in jax.tree.leaves(mask))
     chunk = check_int(chunk_size, "chunk_size", 1, allow_none=True)
     check_choice(prng, "prng", PRNGS)
     signs = 2 if antithetic else 1
@@ -325,7 +330,8 @@ def snes(
             (g_mu, g_sigma), _ = contract((zeros, zeros), (rows[0], ok_rows[0]), kept)
         else:
             (g_mu, g_sigma), _ = jax.lax.scan(contract, (zeros, zeros), (rows, ok_rows))
-        d = max(1, int(sum(math.prod(jnp.shape(w)) for w in leaves)))
+        d = max(1, searched if searched is not None
+                else int(sum(math.prod(jnp.shape(w)) for w in leaves)))
         lr_sigma = (default_sigma_learning_rate(d) if sigma_learning_rate is None
                     else sigma_learning_rate)
         grads = jax.tree.unflatten(treedef, [(-s * g).astype(jnp.result_type(w))

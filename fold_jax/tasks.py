@@ -35,7 +35,7 @@ from jaxtyping import Array, ArrayLike, PyTree
 from sklearn import datasets as skdata
 from sklearn.model_selection import train_test_split
 
-from fold_jax.checks import check_bool, check_choice, check_int
+from fold_jax.checks import check_bool, check_choice, check_finite, check_int, check_positive
 from fold_jax.heads import KINDS, Head
 
 __all__ = [
@@ -542,10 +542,10 @@ def digit_attributes(seed: int = 0, test_fraction: float = 0.2,
 def spirals(seed: int = 0, test_fraction: float = 0.2, n_samples: int = 1000,
             noise: float = 0.2, turns: float = 1.5, val_fraction: float = 0.1) -> Task:
     """Two interleaved 2-D spirals (binary), generated from ``seed``."""
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 10:
-        raise ValueError(f"n_samples={n_samples!r} must be an int >= 10")
-    if not noise >= 0:
+    n_samples = check_int(n_samples, "n_samples", 10)
+    if check_finite(noise, "noise") < 0:
         raise ValueError(f"noise={noise!r} must be >= 0")
+    noise, turns = float(noise), check_positive(turns, "turns")
     seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     n = n_samples // 2
@@ -562,6 +562,10 @@ def teacher(seed: int = 0, test_fraction: float = 0.2, n_samples: int = 2000,
             val_fraction: float = 0.1) -> Task:
     """Teacher-student: labels are the argmax of a random tanh teacher net on N(0, I)
     (plain shuffled splits, as the task always had)."""
+    n_samples = check_int(n_samples, "n_samples", 10)
+    n_features = check_int(n_features, "n_features")
+    n_classes = check_int(n_classes, "n_classes", 2)
+    hidden = check_int(hidden, "hidden")
     seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n_samples, n_features))

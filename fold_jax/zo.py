@@ -64,7 +64,7 @@ Semantics:
   ``vg.with_info`` also returns ``{"valid_directions", "dropped_directions"}``
   (perturbed evaluations kept and dropped).
 - ``population_map``: a :class:`PopulationMap` (e.g.
-  :func:`fold_jax.parallel.population_map_factory`, which shards directions over
+  ``fold_jax.parallel.population_map_factory(mesh)``, which shards directions over
   devices) or a plain ``f -> batched f``; it maps over (shards, size) rows of
   direction indices and only the (directions x signs) losses cross devices.
   ``chunk_size`` does not bound memory on this path.
@@ -86,6 +86,7 @@ from fold_jax import flax_layers, fusion
 from fold_jax import shaping as shaping_lib
 from fold_jax.checks import (
     check_bool,
+    check_bool_or,
     check_callable,
     check_choice,
     check_int,
@@ -214,8 +215,7 @@ def _options(num_directions, sigma, noise, antithetic, rank, chunk_size, shaping
                          "(it counts evaluations, pairs stay together)")
     sign = check_bool(sign, "sign")
     shape_fn = shaping_lib.resolve(shaping, sign)
-    if not (fused is True or fused is False or (isinstance(fused, str) and fused == "auto")):
-        raise ValueError(f"fused={fused!r}; allowed: ['auto', True, False]")
+    fused = check_bool_or(fused, "fused", ["auto"])
     if fused is True and mask is not None:
         raise ValueError("fused=True cannot be combined with mask (a masked low-rank "
                          "perturbation is not low rank); use fused='auto' or False")
@@ -607,14 +607,21 @@ def sample(
     Args:
         params: the parameter pytree.
         key: the estimator call's key.
-        k: direction (pair) index; ``params +- sigma * u`` are the evaluation points.
+        k: direction (pair) index, an int >= 0 (or a traced integer); ``params +-
+            sigma * u`` are the evaluation points.
         noise, rank, mask, prng: as in :func:`value_and_grad`.
 
     Returns:
         A dense pytree like ``params`` (low-rank leaves as ``A B^T / sqrt(rank)``).
+
+    Raises:
+        ValueError / TypeError: a bad key, ``k`` or option, naming it.
     """
     o = _options(2, 1.0, noise, True, rank, None, None, False, mask, "auto", prng, None)
     check_params(params, "nothing to perturb")
+    check_key(key)
+    if not isinstance(k, jax.core.Tracer):  # a traced index (under vmap) is the caller's
+        k = check_int(k, "k", 0)
     leaves, treedef = _leaves(params)
     dirs = directions_lib.directions(leaves, noise=o.noise, prng=o.prng, rank=o.rank,
                                      mask=check_mask(mask, params))

@@ -162,3 +162,14 @@ def test_check_choice_refuses_arrays_and_other_types(value):
     # an array equal to an allowed value compares True in `in`, but is not one
     with pytest.raises(ValueError, match=r"scope=.* is not known; allowed"):
         checks.check_choice(value, "scope", ("layer", "global", 1))
+
+
+def test_check_bool_or_takes_its_names_and_bools_only():
+    assert checks.check_bool_or("auto", "fused", ["auto"]) == "auto"
+    assert checks.check_bool_or(np.True_, "fused", ["auto"]) is True
+    assert checks.check_bool_or(False, "fused", ["auto"], bools=(False,)) is False
+    # 1 == True in Python, so `1 in ["auto", True, False]` holds; here it does not
+    for bad, bools in [(1, (True, False)), (0, (True, False)), ("yes", (True, False)),
+                       (True, (False,)), (None, (True, False)), (np.ones(1), (True, False))]:
+        with pytest.raises(ValueError, match=r"fused=.* is not known; allowed: \['auto'"):
+            checks.check_bool_or(bad, "fused", ["auto"], bools=bools)

@@ -57,3 +57,10 @@ def test_public_names_documented(modname):
     module = importlib.import_module(modname)
     problems = [p for name, obj in _public(module) for p in _problems(name, obj)]
     assert not problems, "\n".join(problems)
+
+
+def test_every_module_but_report_is_a_package_attribute():
+    # `import fold_jax as fj; fj.<module>` works for each (report needs matplotlib)
+    top = {m.name for m in pkgutil.iter_modules(fold_jax.__path__)} - {"report"}
+    assert top <= set(fold_jax.__all__)
+    assert all(hasattr(fold_jax, name) for name in top)

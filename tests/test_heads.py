@@ -49,7 +49,13 @@ def test_binary_and_multiclass_predictions():
     assert Head("multiclass").predict(LOGITS).tolist() == [0]
 
 
-@pytest.mark.parametrize("threshold", [0.0, 1.0, -0.1, 1.5, "0.5"])
+def test_numpy_and_jax_thresholds_act_as_python_floats():
+    for t in (np.float32(0.7), np.float64(0.7), jnp.float32(0.7)):
+        expected = Head("multilabel").predict(LOGITS, float(t))
+        np.testing.assert_array_equal(Head("multilabel").predict(LOGITS, t), expected)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, -0.1, 1.5, "0.5", True, np.nan])
 def test_bad_threshold(threshold):
     with pytest.raises(ValueError, match="threshold"):
         Head("multilabel").predict(LOGITS, threshold)

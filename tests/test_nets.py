@@ -51,6 +51,11 @@ def test_bad_construction(widths, activation, error, match):
         nets.mlp(widths, activation)
 
 
+def test_numpy_integer_widths_build_the_same_net():
+    net = nets.mlp(tuple(np.int64(w) for w in (4, 3, 2)))
+    assert net == nets.mlp((4, 3, 2))  # widths become Python ints
+
+
 def test_wrong_feature_size_names_x(digits_net, digits_params):
     with pytest.raises(ValueError, match="in_features=64"):
         digits_net.apply(digits_params, jnp.ones((3, 30)))

@@ -121,6 +121,10 @@ def test_bad_arguments_name_themselves(kwargs, argument):
         nets.rnn(**kwargs)
 
 
+def test_numpy_integer_sizes_build_the_same_net():
+    assert nets.rnn(np.int32(2), np.int64(4), np.int16(1)) == nets.rnn(2, 4, 1)
+
+
 def test_bad_input_shape_is_a_value_error():
     net = nets.rnn(2, 4, 1)
     params = net.init(jax.random.key(0))

@@ -224,6 +224,11 @@ def test_method_builder_options_are_named():
          ValueError, "evals_per_step"),
         (lambda: methods.optimizer("adamx", 1e-3), ValueError, "optimizer='adamx'"),
         (lambda: methods.optimizer(3, 1e-3), TypeError, "optimizer must be"),
+        (lambda: methods.gradient(quad, "adm", 1e-3), ValueError, "tx='adm' is not known"),
+        (lambda: methods.zeroth_order(quad, 3, 1e-3), TypeError, "tx must be an optimizer"),
+        (lambda: methods.zeroth_order(None, "adam", 1e-3), TypeError, "loss must be callable"),
+        (lambda: methods.forward_gradient(None, "adam", 1e-3), TypeError,
+         "loss must be callable"),
         (lambda: methods.zeroth_order(quad, "adam", 1e-3, num_directions=3), ValueError,
          "num_directions=3"),
         (lambda: methods.forward_gradient(quad, "adam", 1e-3, 0), ValueError,
@@ -391,6 +396,11 @@ def test_tasks_reject_bad_names_and_options():
              (lambda: tasks.get("digits", seed="a"), TypeError, "seed"),
              (lambda: tasks.get("spirals", noise=math.nan), ValueError, "noise="),
              (lambda: tasks.get("spirals", n_samples=1.5), ValueError, "n_samples="),
+             (lambda: tasks.get("spirals", turns=0), ValueError, "turns=0"),
+             (lambda: tasks.get("spirals", noise="0.2"), ValueError, "noise='0.2'"),
+             (lambda: tasks.get("teacher", hidden=0), ValueError, "hidden=0"),
+             (lambda: tasks.get("teacher", n_classes=1), ValueError, "n_classes=1"),
+             (lambda: tasks.get("teacher", n_samples=2.5), ValueError, "n_samples=2.5"),
              (lambda: tasks.get("sphere", dim=0), ValueError, "dim=0")]
     cases += [(lambda b=b: tasks.get("digits", test_fraction=b), ValueError, "test_fraction=")
               for b in (0.0, 1.0, 1.5, math.nan)]

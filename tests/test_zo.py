@@ -532,3 +532,18 @@ def test_numpy_bool_flags_act_as_python_bools(antithetic, sign):
     for x, y in zip(jax.tree.leaves(jax.jit(a)(X0, key)), jax.tree.leaves(jax.jit(b)(X0, key)),
                     strict=True):
         np.testing.assert_array_equal(x, y)  # the same program: bit-identical
+
+
+def test_sample_names_a_bad_key_or_index_and_takes_numpy_ints():
+    with pytest.raises(ValueError, match="k=-1"):
+        zo.sample(X0, jax.random.key(0), -1)
+    with pytest.raises(ValueError, match=r"k=1\.5"):
+        zo.sample(X0, jax.random.key(0), 1.5)
+    with pytest.raises(TypeError, match="key"):
+        zo.sample(X0, 3, 0)
+    a = zo.sample(X0, jax.random.key(0), np.int64(3))
+    b = zo.sample(X0, jax.random.key(0), 3)
+    np.testing.assert_array_equal(a["x"], b["x"])
+    # a traced index (under vmap) is the caller's to keep in range
+    many = jax.vmap(lambda k: zo.sample(X0, jax.random.key(0), k))(jnp.arange(4))
+    np.testing.assert_array_equal(many["x"][3], b["x"])
