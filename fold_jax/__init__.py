@@ -3,7 +3,8 @@
 Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, train
 (the one loop), zo (built from noise, directions, shaping, fusion and flax_layers),
 search, snes (separable NES on regenerated noise), binary, prune, variants, probes,
-regions, parallel, peers (evosax strategies as Methods), results, timing; report is
+regions, parallel, peers (evosax strategies as Methods), recipes (the benchmarked
+methods and their search spaces), results, timing; report is
 imported on demand (it needs matplotlib).
 """
 
@@ -22,6 +23,7 @@ from fold_jax import (
     perturb,
     probes,
     prune,
+    recipes,
     regions,
     results,
     search,
@@ -51,6 +53,7 @@ __all__ = [
     "perturb",
     "probes",
     "prune",
+    "recipes",
     "regions",
     "results",
     "search",

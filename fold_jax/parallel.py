@@ -35,6 +35,7 @@ __all__ = [
     "initialize",
     "mesh",
     "population_map",
+    "population_map_factory",
     "rso",
     "shard_batch",
     "value_and_grad",
@@ -225,7 +226,16 @@ def rso(fun, *, mesh: Mesh | None = None, axis: str = AXIS, **options) -> method
 def population_map_factory(mesh: Mesh | None = None, axis: str = AXIS) -> zo.PopulationMap:
     """``f -> population_map(f, mesh, axis)`` as a :class:`fold_jax.zo.PopulationMap`
     whose ``shards`` (the device count along ``axis``) gives each device one row of
-    directions."""
+    directions: pass ``population_map=population_map_factory(mesh)`` to
+    :func:`fold_jax.zo.value_and_grad` or to the search methods.
+
+    Args:
+        mesh: the device mesh (None: a mesh over every device).
+        axis: the mesh axis the directions are sharded over.
+
+    Returns:
+        The :class:`fold_jax.zo.PopulationMap`.
+    """
     m = _check_mesh(mesh, axis)
     return zo.PopulationMap(lambda f: population_map(f, m, axis), m.shape[axis])
 
