@@ -145,6 +145,22 @@ def test_task_seeds_race_that_task_on_its_own_seeds(tiny_profile, monkeypatch):
     assert {c["seed"] for c in out["curves"]} == {4, 5, 6}
 
 
+def test_task_max_steps_give_that_task_its_own_budget(tiny_profile, monkeypatch):
+    # digits races on 1,000 steps in quick (its peers missed at 500), the others on 500
+    assert suite_races.step_budget("quick", "digits") == 1000
+    assert suite_races.step_budget("quick", "spirals") == 500
+    assert suite_races.step_budget("full", "digits") == 3000
+    quick = {j.label: j.key for j in suite_races.jobs("quick")}
+    assert quick["digits/adam/dense"]["max_steps"] == 1000
+    assert quick["digits/adam/pruned"]["max_steps"] == 1000
+    assert quick["spirals/adam/dense"]["max_steps"] == 500
+    monkeypatch.setitem(suite_races.PROFILE[tiny_profile], "task_max_steps", {"spirals": 4})
+    assert suite_races.step_budget(tiny_profile, "breast_cancer") == 50
+    out = suite_races.tune_and_race("spirals", "adam", "dense", tiny_profile)
+    # every trial and race ran on the task's budget (4 steps: far short of the target)
+    assert all(r["max_steps"] == 4 and r["steps_run"] <= 4 for r in out["tuning"] + out["races"])
+
+
 def test_task_trials_override_the_profile_for_that_task_only(tiny_profile, monkeypatch):
     monkeypatch.setitem(suite_races.PROFILE[tiny_profile], "task_trials", {"spirals": 2})
     assert suite_races.n_trials(tiny_profile, "spirals") == 2
