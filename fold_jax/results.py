@@ -25,8 +25,10 @@ commit, host, profile, parts, times) and marks a run it may continue with a smal
 a fresh clone has no run to continue.
 
 Writes are atomic: :func:`append` reads the current file, drops new rows whose key
-is already there *for the same run*, writes the whole new file to a temporary file in
-the same directory, fsyncs it and ``os.replace``-s it over the old one. A process
+is already there *for the same run* (only that run's keys are compared), writes the new
+file to a temporary file in the same directory (the old file's bytes and the new rows'
+text; a new column, or rows replaced, re-render the whole file), fsyncs it and
+``os.replace``-s it over the old one. A process
 killed at any moment leaves either the old or the new file, never a torn one; resumed
 (same run id), the same keys are skipped, so nothing is duplicated and nothing written
 is lost. Writers in several processes are serialised by an advisory ``flock`` on the
@@ -42,6 +44,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import subprocess
 import tempfile
 import uuid
@@ -49,6 +52,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 __all__ = [
@@ -1137,6 +1141,22 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
     _replace_atomic(path, lambda f: frame.to_csv(f, index=False))
 
 
+def _append_atomic(rows: pd.DataFrame, path: Path) -> None:
+    """Atomically add ``rows`` (in the file's column order) to the CSV at ``path``: its
+    text is copied as is and the rows' text added, so an append costs a copy of the
+    file, not a parse and render of every old row."""
+    def write(f):
+        with open(path, "rb") as old:  # bytes: nothing decoded, nothing re-rendered
+            shutil.copyfileobj(old, f.buffer, 1 << 20)
+            end = old.tell()
+            old.seek(max(end - 1, 0))
+            if end and old.read(1) != b"\n":
+                f.buffer.write(b"\n")  # a file edited by hand may lack its last newline
+        rows.to_csv(f, index=False, header=False)
+
+    _replace_atomic(path, write)
+
+
 def _replace_atomic(path: Path, write: Callable[[Any], Any]) -> None:
     """Write ``path`` through ``write(file)`` into a temporary file beside it, fsync it and
     ``os.replace`` it into place (never a torn file)."""
@@ -1237,19 +1257,28 @@ def append(
                 new.append(row)
         if replace:
             new.reverse()
+        dropped = False
         if len(old) and all(k in old.columns for k in match):
-            old_keys = [normalize_key(r, match) for r in old[match].to_dict("records")]
+            # only rows of the new rows' runs can share a key (run_id is part of it):
+            # normalizing every old row's key made each append grow with the file
+            runs_ = {k[match.index("run_id")] for k in seen}
+            same = np.array(old["run_id"].map(_norm).isin(runs_), dtype=bool)
+            old_keys = [normalize_key(r, match) for r in old.loc[same, match].to_dict("records")]
             if replace:
-                old = old[[k not in seen for k in old_keys]]
+                same[same] = [k in seen for k in old_keys]  # now: the rows to replace
+                old, dropped = old[~same], bool(same.any())
             else:
                 existing = set(old_keys)
                 new = [r for r in new if normalize_key(r, match) not in existing]
         if not new:
             return 0
         added = pd.DataFrame(new)
-        frame = added if old.empty and not len(old.columns) else pd.concat(
-            [old, added], ignore_index=True)
-        _write_atomic(_order(frame, name), path)
+        if len(old) and not dropped and set(added.columns) <= set(old.columns):
+            _append_atomic(added.reindex(columns=old.columns), path)  # the header holds
+        else:
+            frame = added if old.empty and not len(old.columns) else pd.concat(
+                [old, added], ignore_index=True)
+            _write_atomic(_order(frame, name), path)
     return len(new)
 
 

@@ -430,3 +430,52 @@ def test_committed_column_dictionary_is_generated_from_the_schema(tmp_path):
         assert all(f"| `{c.name}` |" in text for c in s.columns)
     path = results.write_columns(tmp_path / "sub" / "COLUMNS.md")
     assert path.read_text() == text
+
+
+def test_append_compares_keys_only_within_the_new_rows_runs(tmp_path, as_run, monkeypatch):
+    """Rows of other runs cannot share a key (run_id is part of it), so an append reads
+    their keys no more: before, every old row's key was normalized, 4 s an append to a
+    196,000-row curves.csv, growing with each committed run."""
+    as_run("20260101T000000Z-aaaaaa")
+    results.append("races", [race_row(s) for s in range(2000)], key=KEY,
+                   results_dir=tmp_path)
+    as_run("20260102T000000Z-bbbbbb")
+    results.append("races", [race_row(0)], key=KEY, results_dir=tmp_path)
+    calls = []
+    real = results.normalize_key
+    monkeypatch.setattr(results, "normalize_key", lambda r, k: calls.append(1) or real(r, k))
+    assert results.append("races", [race_row(0), race_row(1)], key=KEY,
+                          results_dir=tmp_path) == 1
+    assert len(calls) <= 6  # the 2 new rows (twice) and the one old row of this run
+    calls.clear()
+    assert results.append("races", [race_row(1, n_params=7)], key=KEY, results_dir=tmp_path,
+                          replace=True) == 1
+    assert len(calls) <= 3
+    frame = results.load(tmp_path)["races"]
+    assert frame.groupby("run_id").size().to_dict() == {
+        "20260101T000000Z-aaaaaa": 2000, "20260102T000000Z-bbbbbb": 2}
+    assert set(frame.loc[frame["n_params"] == 7, "run_id"]) == {"20260102T000000Z-bbbbbb"}
+
+
+def test_an_append_keeps_the_old_text_and_adds_rows_in_the_files_column_order(tmp_path):
+    """An append copies the file's bytes and adds the new rows' text (no re-render of
+    old rows); a file whose last line lacks its newline (edited by hand) still parses,
+    and a row lacking a column leaves it empty."""
+    results.append("races", [race_row(0), race_row(1, extra_col=2.5)], key=KEY,
+                   results_dir=tmp_path)
+    path = tmp_path / "races.csv"
+    before = path.read_bytes()
+    path.write_bytes(before.rstrip(b"\n"))
+    assert results.append("races", [race_row(2), race_row(3, n_params=7)], key=KEY,
+                          results_dir=tmp_path) == 2
+    after = path.read_bytes()
+    assert after.startswith(before) and after.count(b"\n") == before.count(b"\n") + 2
+    frame = results.load(tmp_path)["races"]
+    assert list(frame["seed"]) == [0, 1, 2, 3]
+    assert frame["extra_col"].isna().tolist() == [True, False, True, True]
+    assert frame["n_params"].tolist() == [2410, 2410, 2410, 7]
+    assert frame["reached"].tolist() == [True, False, True, False]
+    # a new column rewrites the whole file, old rows gaining an empty cell
+    assert results.append("races", [race_row(4, other=1.0)], key=KEY,
+                          results_dir=tmp_path) == 1
+    assert results.load(tmp_path)["races"]["other"].isna().sum() == 4
