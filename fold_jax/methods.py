@@ -269,6 +269,7 @@ def forward_gradient(
     tx: optax.GradientTransformation | str,
     learning_rate: LearningRate | None = None,
     num_directions: int = 1,
+    chunk_size: int | None = None,
 ) -> Method:
     """Forward-gradient descent (Baydin et al. 2022): :func:`fold_jax.zo.forward_value_and_grad`
     fed to an optax optimizer; one jvp (forward with tangent) per direction. ``tx`` and
@@ -280,6 +281,8 @@ def forward_gradient(
         tx: an optax optimizer or an optimizer name.
         learning_rate: the learning rate (only with an optimizer name).
         num_directions: random tangents per step.
+        chunk_size: tangents held at a time (None: all), as in
+            :func:`fold_jax.zo.forward_value_and_grad`.
 
     Returns:
         A :class:`Method` named "forward_gradient".
@@ -288,6 +291,6 @@ def forward_gradient(
 
     check_callable(loss, "loss")
     tx = optimizer(tx, learning_rate, argument="tx")
-    vg = zo.forward_value_and_grad(loss, num_directions=num_directions)
+    vg = zo.forward_value_and_grad(loss, num_directions=num_directions, chunk_size=chunk_size)
     return descent(vg.with_info, tx, evals_per_step=vg.evals, name="forward_gradient")
 

@@ -53,6 +53,8 @@ Semantics:
   the caches) and one chunk on accelerators; ``None`` is one chunk; the last chunk is padded and
   the padding dropped (``vg.evals`` counts it: it is computed). What depends on
   params and args only (a first layer's ``x @ W``) is recomputed per chunk.
+  :func:`forward_value_and_grad` takes ``chunk_size`` too: tangents held at a time
+  (default None, all K).
 - ``shaping``: None/"raw", "centered_ranks", "sign", a :class:`fold_jax.shaping.Shaping`
   or a callable ``fn(population) -> coefficients``; ``sign=True`` takes the sign of
   the shaped coefficients.
@@ -632,12 +634,16 @@ class ForwardGradient(Estimator):
     """:func:`forward_value_and_grad`'s estimator."""
 
     def __init__(self, fun: Callable[..., Array], num_directions: int, prng: str,
-                 population_map: PopulationMap | None):
+                 population_map: PopulationMap | None, chunk_size: int | None = None):
         self.fun = fun
         self.num_directions = num_directions
         self.prng = prng
         self.population_map = population_map
-        self.evals = num_directions
+        self.chunk_size = chunk_size
+        per = num_directions if chunk_size is None else min(num_directions, chunk_size)
+        self.chunks = (-(-num_directions // per), per)  # (chunks, tangents a chunk)
+        # padding tangents are computed, so they are counted (as zo's padding is)
+        self.evals = num_directions if population_map else self.chunks[0] * per
 
     def with_info(self, params, key, *args):
         """Same call as ``vg``; also returns ``{"valid_directions", "dropped_directions"}``."""
@@ -659,17 +665,30 @@ class ForwardGradient(Estimator):
             values, derivs = jax.vmap(one)(parts)
             return values, derivs, jnp.isfinite(derivs) & jax.vmap(dirs.finite)(parts)
 
-        ks = jnp.arange(self.num_directions, dtype=jnp.uint32)
-        parts = dirs.stacked(key, ks)
         pmap = self.population_map
-        if pmap is None:
-            values, derivs, valid = derivatives(ks, parts)
-        else:  # each device regenerates its tangents, only derivatives cross
+        if pmap is not None:  # each device regenerates its tangents, only derivatives cross
+            ks = jnp.arange(self.num_directions, dtype=jnp.uint32)
+            parts = dirs.stacked(key, ks)
             values, derivs, valid = (v.reshape(-1)[: self.num_directions] for v in
                                      pmap(derivatives)(_rows(ks, pmap.shards)))
-        grads = dirs.contract(derivs, valid, parts)
-        count = jnp.sum(valid)
-        value, grads = _normalize(Sums(grads, values[0], count), leaves, values[0])
+            sums = Sums(dirs.contract(derivs, valid, parts), values[0], jnp.sum(valid))
+        else:  # chunk by chunk: only one chunk's tangents exist at a time
+            def body(carry: Sums, ids: Array):
+                parts = dirs.stacked(key, ids)
+                values, derivs, valid = derivatives(ids, parts)
+                valid = valid & (ids < self.num_directions)  # padding is dropped
+                return Sums(_add(carry.grads, dirs.contract(derivs, valid, parts)),
+                            values[0], carry.count + jnp.sum(valid)), None
+
+            ids = jnp.arange(self.chunks[0] * self.chunks[1], dtype=jnp.uint32)
+            start = Sums([jnp.zeros(w.shape, jnp.float32) for w in dirs.leaves],
+                         jnp.float32(0), jnp.int32(0))
+            if self.chunks[0] == 1:
+                sums = body(start, ids)[0]
+            else:
+                sums = jax.lax.scan(body, start, ids.reshape(self.chunks))[0]
+        count = sums.count
+        value, grads = _normalize(sums, leaves, sums.value)
         n = count.astype(jnp.int32)
         return value, jax.tree.unflatten(treedef, grads), {
             "valid_directions": n, "dropped_directions": jnp.int32(self.num_directions) - n}
@@ -678,7 +697,8 @@ class ForwardGradient(Estimator):
         """``path`` (always ``"full_rank"``), ``schedule``, ``evals`` and per-leaf shapes."""
         check_params(params, "nothing to perturb")
         return {"path": "full_rank", "schedule": "sharded" if self.population_map else "jvp",
-                "evals": self.evals, "leaves": {
+                "evals": self.evals, "chunks": None if self.population_map else self.chunks,
+                "leaves": {
                     p: {"shape": tuple(jnp.shape(w)), "noise": "full_rank",
                         "association": "full_rank"}
                     for p, w in zip(leaf_paths(params), jax.tree.leaves(params), strict=True)}}
@@ -689,6 +709,7 @@ def forward_value_and_grad(
     *,
     num_directions: int = 1,
     prng: str = "hash",
+    chunk_size: int | None = None,
     population_map: PopulationMap | Callable | None = None,
 ) -> ForwardGradient:
     """Forward gradient (Baydin et al. 2022): ``grads = mean_k (grad f . u_k) u_k``.
@@ -701,16 +722,25 @@ def forward_value_and_grad(
         fun: scalar loss ``fun(params, *args)``.
         num_directions: tangents per call (``evals``: one forward-with-tangent each).
         prng: ``"hash"`` or ``"threefry"``.
+        chunk_size: tangents per chunk (``lax.scan`` over vmapped chunks), so memory
+            holds ``chunk_size`` tangents (each the size of params) instead of all
+            ``num_directions``; None (default): one chunk. The last chunk is padded
+            and the padding dropped (``evals`` counts it: it is computed). The
+            directions, so the estimate up to summation order, do not depend on it.
+            Unused with ``population_map`` (each device holds its row of tangents).
         population_map: as in :func:`value_and_grad` (tangents sharded over devices).
 
     Returns:
         A :class:`ForwardGradient`: ``vg(params, key, *args) -> (value, grads)`` with
-        ``value = fun(params, *args)`` exactly; ``evals``, ``with_info``, ``describe``.
+        ``value = fun(params, *args)`` exactly; ``evals``, ``with_info``, ``describe``
+        (``chunks``: (chunks, tangents a chunk), None when sharded).
     """
     check_callable(fun, "fun", "fun(params, *args) -> scalar")
     check_int(num_directions, "num_directions", allow_numpy=True)
     check_choice(prng, "prng", PRNGS)
-    return ForwardGradient(fun, int(num_directions), prng, _as_population_map(population_map))
+    check_int(chunk_size, "chunk_size", allow_none=True, allow_numpy=True)
+    return ForwardGradient(fun, int(num_directions), prng, _as_population_map(population_map),
+                           None if chunk_size is None else int(chunk_size))
 
 
 # ---------------------------------------------------------------------------- optax

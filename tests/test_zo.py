@@ -547,3 +547,78 @@ def test_sample_names_a_bad_key_or_index_and_takes_numpy_ints():
     # a traced index (under vmap) is the caller's to keep in range
     many = jax.vmap(lambda k: zo.sample(X0, jax.random.key(0), k))(jnp.arange(4))
     np.testing.assert_array_equal(many["x"][3], b["x"])
+
+
+@pytest.fixture(scope="module")
+def digits_sized_problem():
+    """The digits MLP's shape (64-128-128-10, d = 26,122) on a 256-example batch."""
+    net = nets.mlp((64, 128, 128, 10), "relu")
+    params = net.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (256, 64))
+    y = jax.random.randint(jax.random.key(2), (256,), 0, 10)
+
+    def loss(p, x, y):
+        return optax.softmax_cross_entropy_with_integer_labels(net.apply(p, x), y).mean()
+
+    return loss, params, x, y
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 3, 8, 64])
+def test_forward_gradient_chunks_use_the_same_tangents_at_d_26k(digits_sized_problem,
+                                                                 chunk_size):
+    """Chunked or not, the estimate is (1/K) sum_k (grad f . u_k) u_k over the same K
+    tangents u_k = directions(key, k), rebuilt here from the public directions module
+    and backprop's gradient; padding (K = 8 in chunks of 3: one padded tangent) is
+    computed, counted in ``evals``, and dropped."""
+    from fold_jax import directions as directions_lib
+
+    loss, params, x, y = digits_sized_problem
+    k, key = 8, jax.random.key(7)
+    vg = zo.forward_value_and_grad(loss, num_directions=k, chunk_size=chunk_size)
+    value, grads, info = jax.jit(vg.with_info)(params, key, x, y)
+    per = k if chunk_size is None else min(k, chunk_size)
+    assert vg.evals == -(-k // per) * per and vg.describe(params)["chunks"] == (-(-k // per),
+                                                                                per)
+    assert int(info["valid_directions"]) == k and int(info["dropped_directions"]) == 0
+
+    leaves, treedef = jax.tree.flatten(params)
+    parts = directions_lib.directions(leaves, noise="gaussian", prng="hash").stacked(
+        key, jnp.arange(k, dtype=jnp.uint32))
+    f0, g = jax.value_and_grad(loss)(params, x, y)
+    g_leaves = jax.tree.leaves(g)
+    d = sum(jnp.einsum("k...,...->k", u, gl) for u, gl in zip(parts, g_leaves, strict=True))
+    want = [jnp.einsum("k,k...->...", d, u) / k for u in parts]
+    # each jvp's derivative rounds like the loss (relative 64 eps of |d_k|, 64-term sums;
+    # backprop's gradient alike), |u| < 5.5 (the noise bound), and the K-term sums run in
+    # another order per chunking: K eps more
+    atol = 5.5 * (2 * 64 + k) * EPS32 * float(jnp.max(jnp.abs(d)))
+    np.testing.assert_allclose(float(value), float(f0), rtol=64 * EPS32)
+    for got, ref in zip(jax.tree.leaves(grads), want, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
+    assert jax.tree.structure(grads) == treedef
+
+
+def test_forward_gradient_chunks_bound_the_tangents_in_memory(digits_sized_problem):
+    """With chunk_size=1 the compiled call holds one tangent, not K = 64 of them (64 x
+    26,122 floats, 6.7 MB)."""
+    loss, params, x, y = digits_sized_problem
+    key = jax.random.key(0)
+
+    def temp_bytes(chunk_size):
+        vg = zo.forward_value_and_grad(loss, num_directions=64, chunk_size=chunk_size)
+        memory = jax.jit(vg).lower(params, key, x, y).compile().memory_analysis()
+        if memory is None:
+            pytest.skip("this backend reports no memory analysis")
+        return memory.temp_size_in_bytes
+
+    tangents = 64 * 26_122 * 4
+    assert temp_bytes(None) >= tangents
+    assert temp_bytes(1) < tangents / 4
+
+
+@pytest.mark.parametrize("chunk_size", [0, -2, 2.5, True, "auto"])
+def test_forward_gradient_refuses_a_bad_chunk_size(chunk_size):
+    with pytest.raises((ValueError, TypeError), match="chunk_size"):
+        zo.forward_value_and_grad(quad, num_directions=4, chunk_size=chunk_size)
+    with pytest.raises((ValueError, TypeError), match="chunk_size"):
+        methods.forward_gradient(quad, "adam", 1e-2, 4, chunk_size=chunk_size)
