@@ -1261,12 +1261,13 @@ def append(
         if len(old) and all(k in old.columns for k in match):
             # only rows of the new rows' runs can share a key (run_id is part of it):
             # normalizing every old row's key made each append grow with the file
-            runs_ = {k[match.index("run_id")] for k in seen}
-            same = np.array(old["run_id"].map(_norm).isin(runs_), dtype=bool)
+            run_ids = {k[match.index("run_id")] for k in seen}
+            same = np.array(old["run_id"].map(_norm).isin(run_ids), dtype=bool)
             old_keys = [normalize_key(r, match) for r in old.loc[same, match].to_dict("records")]
             if replace:
-                same[same] = [k in seen for k in old_keys]  # now: the rows to replace
-                old, dropped = old[~same], bool(same.any())
+                replaced = same.copy()
+                replaced[same] = [k in seen for k in old_keys]
+                old, dropped = old[~replaced], bool(replaced.any())
             else:
                 existing = set(old_keys)
                 new = [r for r in new if normalize_key(r, match) not in existing]

@@ -305,7 +305,7 @@ class Problem(NamedTuple):
         return jnp.sum(jnp.where(valid, jnp.mean(vals, axis=1), 0.0))
 
     def zeros(self) -> list[Array]:
-        return [jnp.zeros(leaf.shape, jnp.float32) for leaf in self.dirs.leaves]
+        return _zeros(self.dirs)
 
 
 class Sums(NamedTuple):
@@ -321,9 +321,26 @@ def _add(a: list[Array], b: list[Array]) -> list[Array]:
     return [x + y for x, y in zip(a, b, strict=True)]
 
 
+def _zeros(dirs: Directions) -> list[Array]:
+    """float32 zeros shaped like each leaf: a sum over directions starts there."""
+    return [jnp.zeros(leaf.shape, jnp.float32) for leaf in dirs.leaves]
+
+
+def _chunk_ids(n_chunks: int, per_chunk: int) -> Array:
+    """(n_chunks, per_chunk) direction indices 0, 1, ...; those past the real
+    directions are padding."""
+    return jnp.arange(n_chunks * per_chunk, dtype=jnp.uint32).reshape(n_chunks, per_chunk)
+
+
 def _chunks(options: Options) -> Array:
-    n = options.n_chunks * options.per_chunk
-    return jnp.arange(n, dtype=jnp.uint32).reshape(options.n_chunks, options.per_chunk)
+    return _chunk_ids(options.n_chunks, options.per_chunk)
+
+
+def _scan_chunks(body: Callable, start: Sums, idx: Array) -> Sums:
+    """``body`` folded over the chunks ``idx`` from ``start`` (one chunk: no loop)."""
+    if idx.shape[0] == 1:
+        return body(start, idx[0])[0]
+    return jax.lax.scan(body, start, idx)[0]
 
 
 def one_pass(p: Problem, shape: shaping_lib.Shaping, idx: Array) -> Sums:
@@ -345,10 +362,7 @@ def one_pass(p: Problem, shape: shaping_lib.Shaping, idx: Array) -> Sums:
                     carry.value + p.value_sum(vals, valid),
                     carry.count + jnp.sum(valid)), None
 
-    start = Sums(p.zeros(), jnp.float32(0), jnp.int32(0))
-    if idx.shape[0] == 1:
-        return body(start, idx[0])[0]
-    return jax.lax.scan(body, start, idx)[0]
+    return _scan_chunks(body, Sums(p.zeros(), jnp.float32(0), jnp.int32(0)), idx)
 
 
 def _shaped_update(p: Problem, shape: shaping_lib.Shaping, idx: Array, vals: Array,
@@ -680,16 +694,10 @@ class ForwardGradient(Estimator):
                 return Sums(_add(carry.grads, dirs.contract(derivs, valid, parts)),
                             values[0], carry.count + jnp.sum(valid)), None
 
-            ids = jnp.arange(self.chunks[0] * self.chunks[1], dtype=jnp.uint32)
-            start = Sums([jnp.zeros(w.shape, jnp.float32) for w in dirs.leaves],
-                         jnp.float32(0), jnp.int32(0))
-            if self.chunks[0] == 1:
-                sums = body(start, ids)[0]
-            else:
-                sums = jax.lax.scan(body, start, ids.reshape(self.chunks))[0]
-        count = sums.count
+            sums = _scan_chunks(body, Sums(_zeros(dirs), jnp.float32(0), jnp.int32(0)),
+                                _chunk_ids(*self.chunks))
         value, grads = _normalize(sums, leaves, sums.value)
-        n = count.astype(jnp.int32)
+        n = sums.count.astype(jnp.int32)
         return value, jax.tree.unflatten(treedef, grads), {
             "valid_directions": n, "dropped_directions": jnp.int32(self.num_directions) - n}
 
