@@ -110,16 +110,22 @@ TARGETS: dict[str, Race] = {
 ALL_METHODS = recipes.names()
 VARIANTS = ("dense", "binarized", "pruned")
 _PEERS = ("evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars")
-# the population 16 on both sides: evosax's two best small-task peers and fold_jax's
-# per-entry SNES (the same algorithm as evosax_snes16) beside snes_lowrank16
-_PEERS16 = ("evosax_open_es16", "evosax_snes16")
+# the small tasks' populations (recipes.SMALL_POPULATIONS: 16 and 8) on both sides:
+# evosax's two best small-task peers, fold_jax's per-entry SNES (the same algorithm as
+# evosax_snes16 / 8) and its rank-4 SNES
+_SMALL_POP = tuple(f"{name}{k}" for k in recipes.SMALL_POPULATIONS
+                   for name in ("snes_lowrank", "snes", "evosax_open_es", "evosax_snes"))
 # Each profile: tuning trials, race seeds, step budget (max_steps), wall-clock safety
 # cap (budget_s) and (tasks, recipes, variants) grids. quick (about 11.5 of the quick
 # run's 20 minutes on a 2-core CPU in run 727995): on digits Adam
 # (SGD only in full), the fold_jax estimator and direct-search families and evosax's
 # Open_ES and SNES (the peers that came closest there in every earlier run: PGPE and ARS
 # missed by a wider margin); on breast_cancer (where CMA-ES fits, d = 513) and spirals
-# every evosax peer beside the small-population estimators, at both populations; the
+# the small-population estimators and evosax's Open_ES and SNES at the same populations
+# (16 and 8, and 32 as on digits), every evosax peer on spirals, CMA-ES on breast_cancer
+# (PGPE and ARS at 32 on spirals only, fold_jax's snes_lowrank at 32 and the 128-evaluation
+# ES on digits only: each needed 1.4-6x the evaluations of its library's best there in
+# every earlier run, and the population 8 took their minutes, run 5bce8b); the
 # variants on digits with Adam. full: every recipe
 # on every task and variant. ``task_trials`` gives a task more trials than ``trials``,
 # for every recipe on it alike: a small task's trial costs 0.1-0.5 s, and 4 Halton
@@ -133,19 +139,21 @@ _PEERS16 = ("evosax_open_es16", "evosax_snes16")
 # budget than ``max_steps``, for every recipe on it alike: at 500 steps evosax's SNES
 # and Open_ES at 32 (33 evaluations a step) missed digits' target on 2 of 3 seeds, so
 # the peer comparison there rested on misses; with 1,500 steps on 5 seeds (an
-# exploratory run of this protocol) they reached on every seed, Open_ES in at most 730.
+# exploratory run of this protocol) they reached on every seed, Open_ES in at most 730;
+# on spirals the population-8 recipes need 4,000-7,000 evaluations (500-900 steps) in an
+# exploratory race, so 500 steps would have capped the smallest population alone.
 _SMALL_TASKS = ("breast_cancer", "spirals")
 PROFILE = {
     "quick": dict(trials=4, task_trials={"breast_cancer": 8, "spirals": 8},
                   task_trial_seeds={"breast_cancer": 3, "spirals": 3}, seeds=[0, 1, 2],
                   task_seeds={t: list(range(7)) for t in _SMALL_TASKS},
-                  max_steps=500, task_max_steps={"digits": 1000}, budget_s=60.0, grids=[
+                  max_steps=500, task_max_steps={"digits": 1000, "spirals": 1000},
+                  budget_s=60.0, grids=[
         (["digits"], ("adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "snes_lowrank",
                       "gld", "one_plus_one", "evosax_open_es", "evosax_snes"), ["dense"]),
-        (["breast_cancer"], ["adam", "zo_lowrank_ranked32", "snes_lowrank", "snes_lowrank16",
-                             "snes16", "gld", *_PEERS, *_PEERS16, "evosax_cma_es"], ["dense"]),
-        (["spirals"], ["adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "snes_lowrank",
-                       "snes_lowrank16", "snes16", *_PEERS, *_PEERS16], ["dense"]),
+        (["breast_cancer"], ["adam", "zo_lowrank_ranked32", "gld", "evosax_open_es",
+                             "evosax_snes", *_SMALL_POP, "evosax_cma_es"], ["dense"]),
+        (["spirals"], ["adam", "zo_lowrank_ranked32", *_PEERS, *_SMALL_POP], ["dense"]),
         (["digits"], ["adam"], ["binarized", "pruned"]),
     ]),
     "full": dict(trials=20, task_trial_seeds={"breast_cancer": 3, "spirals": 3},
@@ -166,9 +174,10 @@ RUN_COST = {"adam": 2.3, "sgd": 1.6, "zo_gaussian": 7.0, "zo_rademacher": 7.0,
             "zo_sphere": 7.0, "zo_lowrank": 4.0, "zo_lowrank_ranked": 9.3,
             "zo_lowrank_ranked32": 5.5, "forward_gradient": 4.9, "gld": 2.6, "rso": 3.0,
             "one_plus_one": 1.3, "snes": 11.6, "snes_lowrank": 5.0, "snes_lowrank16": 4.0,
-            "snes16": 2.0,
+            "snes16": 2.0, "snes_lowrank8": 3.0, "snes8": 1.5,
             "evosax_open_es": 7.6, "evosax_snes": 10.4,
             "evosax_open_es16": 6.0, "evosax_snes16": 8.0,  # guesses: run only on small tasks
+            "evosax_open_es8": 5.0, "evosax_snes8": 7.0,
             "evosax_pgpe": 7.3, "evosax_ars": 6.6, "evosax_sep_cma_es": 8.0,
             "evosax_cma_es": 16.5}
 SMALL_TASK, SMALL_TASK_PEER = 0.5, 0.2

@@ -31,10 +31,12 @@ def test_every_recipe_has_a_known_library_and_defaults_inside_its_space():
     assert {"evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars"} <= set(
         recipes.names("evosax"))
     # every population fold_jax races at is open to evosax as well
-    for name in ("snes_lowrank16", "snes16"):
-        assert recipes.get(name).fixed["num_directions"] == 16
-    for name in ("evosax_open_es16", "evosax_snes16"):
-        assert recipes.get(name).fixed["population_size"] == 16
+    assert recipes.SMALL_POPULATIONS == (16, 8)
+    for k in recipes.SMALL_POPULATIONS:
+        for name in (f"snes_lowrank{k}", f"snes{k}"):
+            assert recipes.get(name).fixed["num_directions"] == k
+        for name in (f"evosax_open_es{k}", f"evosax_snes{k}"):
+            assert recipes.get(name).fixed["population_size"] == k
     assert recipes.names("optax") == ("adam", "sgd")
 
 

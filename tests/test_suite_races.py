@@ -122,6 +122,17 @@ def test_jobs_cover_the_grids_and_say_what_they_leave_out(capsys):
     assert suite_races.race_seeds("quick", "digits") == [0, 1, 2]
 
 
+def test_the_small_tasks_race_every_small_population_in_both_libraries():
+    # a population raced by one library only would decide the peer comparison by the
+    # grid: at 8 evosax's Open_ES beat its own 16 on spirals (an exploratory race)
+    quick = {j.label for j in suite_races.jobs("quick")}
+    for task in ("breast_cancer", "spirals"):
+        for k in recipes.SMALL_POPULATIONS:
+            for name in (f"snes_lowrank{k}", f"snes{k}", f"evosax_open_es{k}",
+                         f"evosax_snes{k}"):
+                assert f"{task}/{name}/dense" in quick, (task, name)
+
+
 def test_every_recipe_on_a_task_gets_the_same_trials_and_at_least_the_minimum():
     for profile, least in (("quick", 4), ("full", 20)):
         grids = suite_races.PROFILE[profile]["grids"]
@@ -146,14 +157,17 @@ def test_task_seeds_race_that_task_on_its_own_seeds(tiny_profile, monkeypatch):
 
 
 def test_task_max_steps_give_that_task_its_own_budget(tiny_profile, monkeypatch):
-    # digits races on 1,000 steps in quick (its peers missed at 500), the others on 500
+    # digits races on 1,000 steps in quick (its peers missed at 500), spirals too (its
+    # population-8 recipes need 500-900 steps), breast_cancer on 500
     assert suite_races.step_budget("quick", "digits") == 1000
-    assert suite_races.step_budget("quick", "spirals") == 500
+    assert suite_races.step_budget("quick", "spirals") == 1000
+    assert suite_races.step_budget("quick", "breast_cancer") == 500
     assert suite_races.step_budget("full", "digits") == 3000
     quick = {j.label: j.key for j in suite_races.jobs("quick")}
     assert quick["digits/adam/dense"]["max_steps"] == 1000
     assert quick["digits/adam/pruned"]["max_steps"] == 1000
-    assert quick["spirals/adam/dense"]["max_steps"] == 500
+    assert quick["spirals/snes8/dense"]["max_steps"] == 1000
+    assert quick["breast_cancer/adam/dense"]["max_steps"] == 500
     monkeypatch.setitem(suite_races.PROFILE[tiny_profile], "task_max_steps", {"spirals": 4})
     assert suite_races.step_budget(tiny_profile, "breast_cancer") == 50
     out = suite_races.tune_and_race("spirals", "adam", "dense", tiny_profile)
