@@ -121,12 +121,12 @@ _SMALL_POP = tuple(f"{name}{k}" for k in recipes.SMALL_POPULATIONS
 # (SGD only in full), the fold_jax estimator and direct-search families and evosax's
 # Open_ES and SNES (the peers that came closest there in every earlier run: PGPE and ARS
 # missed by a wider margin); on breast_cancer (where CMA-ES fits, d = 513) and spirals
-# the small-population estimators and evosax's Open_ES and SNES at the same populations
-# (16 and 8, and 32 as on digits), every evosax peer on spirals, CMA-ES on breast_cancer
-# (PGPE and ARS at 32 on spirals only, fold_jax's snes_lowrank at 32 and the 128-evaluation
-# ES on digits only: each needed 1.4-6x the evaluations of its library's best there in
-# every earlier run, and the population 8 took their minutes, run 5bce8b); the
-# variants on digits with Adam. full: every recipe
+# both libraries' SNES (and evosax's Open_ES) at the small populations 16 and 8, PGPE
+# and ARS (population 32) on spirals, CMA-ES on breast_cancer. Population 32 (but PGPE's
+# and ARS's) and the 128-evaluation ES race on digits only in quick: on the small tasks
+# each needed 1.3-6x the evaluations of its library's best in every earlier run, and the
+# population 8 took their minutes (the quick run took 20.1 minutes with them in run
+# cd2fd0); the variants on digits with Adam. full: every recipe
 # on every task and variant. ``task_trials`` gives a task more trials than ``trials``,
 # for every recipe on it alike: a small task's trial costs 0.1-0.5 s, and 4 Halton
 # points leave 2-D spaces (learning rate x sigma) thinly covered. ``task_trial_seeds``
@@ -151,9 +151,10 @@ PROFILE = {
                   budget_s=60.0, grids=[
         (["digits"], ("adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "snes_lowrank",
                       "gld", "one_plus_one", "evosax_open_es", "evosax_snes"), ["dense"]),
-        (["breast_cancer"], ["adam", "zo_lowrank_ranked32", "gld", "evosax_open_es",
-                             "evosax_snes", *_SMALL_POP, "evosax_cma_es"], ["dense"]),
-        (["spirals"], ["adam", "zo_lowrank_ranked32", *_PEERS, *_SMALL_POP], ["dense"]),
+        (["breast_cancer"], ["adam", "zo_lowrank_ranked32", "gld", *_SMALL_POP,
+                             "evosax_cma_es"], ["dense"]),
+        (["spirals"], ["adam", "zo_lowrank_ranked32", "evosax_pgpe", "evosax_ars",
+                       *_SMALL_POP], ["dense"]),
         (["digits"], ["adam"], ["binarized", "pruned"]),
     ]),
     "full": dict(trials=20, task_trial_seeds={"breast_cancer": 3, "spirals": 3},
