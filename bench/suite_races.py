@@ -125,8 +125,8 @@ _SMALL_POP = tuple(f"{name}{k}" for k in recipes.SMALL_POPULATIONS
 # and ARS (population 32) on spirals, CMA-ES on breast_cancer. Population 32 (but PGPE's
 # and ARS's) and the 128-evaluation ES race on digits only in quick: on the small tasks
 # each needed 1.3-6x the evaluations of its library's best in every earlier run, and the
-# population 8 took their minutes (with them a quick run from a fresh clone of fed3603
-# took 20.1 minutes; its rows were not kept); the variants on digits with Adam. full: every recipe
+# population 8 took their minutes (the quick run took 20.1 minutes with them in run
+# cd2fd0); the variants on digits with Adam. full: every recipe
 # on every task and variant. ``task_trials`` gives a task more trials than ``trials``,
 # for every recipe on it alike: a small task's trial costs 0.1-0.5 s, and 4 Halton
 # points leave 2-D spaces (learning rate x sigma) thinly covered. ``task_trial_seeds``
