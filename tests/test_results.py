@@ -1,7 +1,10 @@
-"""fold_jax.results: schema, metadata, atomic resumable appends, validated loading."""
+"""fold_jax.results: schema, metadata, atomic resumable appends, validated loading
+(the store's layout, references, archives, fingerprints and migration:
+tests/test_results_store.py)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -18,6 +21,16 @@ import pytest
 from fold_jax import results
 
 KEY = ["task", "method", "variant", "seed", "budget_s"]
+
+
+def table(results_dir, name, run=None):
+    """The stored table of ``name`` in run ``run`` (default: the current one)."""
+    return results.run_dir(results_dir, run or results.run_id()) / f"{name}.csv.gz"
+
+
+def rewrite(path, mutate):
+    """Replace the text of a gzip table by ``mutate(text)``."""
+    path.write_bytes(gzip.compress(mutate(gzip.decompress(path.read_bytes()).decode()).encode()))
 
 
 def race_row(seed, method="adam", **extra):
@@ -119,7 +132,7 @@ def test_bad_rows_raise_before_writing(tmp_path):
     with pytest.raises(ValueError, match="lacks columns"):
         results.append("races", [race_row(0), {"task": "digits"}], key=KEY,
                        results_dir=tmp_path)
-    assert not (tmp_path / "races.csv").exists()
+    assert not (tmp_path / "runs").exists()
     with pytest.raises(TypeError, match="key"):
         results.append("races", [race_row(0)], key="task", results_dir=tmp_path)
     with pytest.raises(ValueError, match="name"):
@@ -130,26 +143,26 @@ def test_bad_rows_raise_before_writing(tmp_path):
     ("mutate", "message"),
     [
         (lambda text: text.replace("final_test_metric", "final_metric"),
-         r"races\.csv: missing core columns \['final_test_metric'\]"),
+         r"races\.csv\.gz: missing core columns \['final_test_metric'\]"),
         (lambda text: text + "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q,r,s,t,u,v,w,x,y,z,aa,bb\n",
-         r"races\.csv: unparsable rows.*line 4"),
+         r"races\.csv\.gz: unparsable rows.*line 4"),
         (lambda text: text.replace(",2410", ",many", 2).replace(",many", ",2410", 1),
-         r"races\.csv: row 2 \(line 3\): column 'n_params' must be num, got 'many'"),
+         r"races\.csv\.gz: row 2 \(line 3\): column 'n_params' must be num, got 'many'"),
         (lambda text: text.replace(",True,", ",maybe,", 1),
-         r"races\.csv: row 1 \(line 2\): column 'reached' must be bool"),
-        (lambda text: "", r"races\.csv: empty file"),
+         r"races\.csv\.gz: row 1 \(line 2\): column 'reached' must be bool"),
+        (lambda text: "", r"races\.csv\.gz: empty file"),
     ],
 )
 def test_malformed_file_names_file_and_row(tmp_path, mutate, message):
     results.append("races", [race_row(0), race_row(1)], key=KEY, results_dir=tmp_path)
-    path = tmp_path / "races.csv"
-    path.write_text(mutate(path.read_text()))
+    path = table(tmp_path, "races")
+    rewrite(path, mutate)
     with pytest.raises(ValueError, match=message):
         results.load(tmp_path)
-    before = path.read_text()
+    before = path.read_bytes()
     with pytest.raises(ValueError, match=message):  # append refuses to build on it
         results.append("races", [race_row(5)], key=KEY, results_dir=tmp_path)
-    assert path.read_text() == before
+    assert path.read_bytes() == before
 
 
 def test_unwritable_results_dir_names_the_path(tmp_path):
@@ -166,16 +179,18 @@ def test_unwritable_results_dir_names_the_path(tmp_path):
 
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
     results.append("races", [race_row(0)], key=KEY, results_dir=tmp_path)
-    before = (tmp_path / "races.csv").read_bytes()
+    path = table(tmp_path, "races")
+    before = path.read_bytes()
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(results.os, "replace", disk_full)
+    monkeypatch.setattr(os, "replace", disk_full)
     with pytest.raises(OSError, match="No space"):
         results.append("races", [race_row(1)], key=KEY, results_dir=tmp_path)
-    assert (tmp_path / "races.csv").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["races.csv"]
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "fingerprint.json.gz", "races.csv.gz", "run.json"]  # no temporary file left
 
 
 WRITER = textwrap.dedent("""
@@ -301,14 +316,17 @@ def test_run_registry_and_resume_marks(tmp_path):
         results.clear_resumable(tmp_path, run)
     assert not (tmp_path / ".partial").exists() and results.resumable(tmp_path) == []
     results.append("races", [race_row(0)], key=KEY, results_dir=tmp_path)
-    assert set(results.load(tmp_path)) == {"races"}  # the registry is not a results file
-    assert len(results.load(tmp_path / "runs.csv")) == 2
+    assert set(results.load(tmp_path)) == {"races"}  # the record is not a results file
+    table = results.runs(tmp_path).set_index("run_id")
+    assert table.loc[results.run_id(), "status"] == "unrecorded"  # rows, no record
+    assert table.loc[results.run_id(), "kind"] == results.machine_kind(results.metadata())
+    assert table.loc[rid, "kind"] == ""  # recorded, no rows: metadata unknown
     with pytest.raises(ValueError, match="run registry"):
         results.append("runs", [{"run_id": "x"}], key=["run_id"], results_dir=tmp_path)
     with pytest.raises(ValueError, match="run id"):
         results.record_run(tmp_path, {"status": "running"})
-    (tmp_path / "runs.csv").write_text("status\nrunning\n")
-    with pytest.raises(ValueError, match=r"runs\.csv: missing column 'run_id'"):
+    (results.run_dir(tmp_path, rid) / "run.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"run\.json: not a JSON object"):
         results.runs(tmp_path)
 
 
@@ -359,9 +377,12 @@ def test_a_schema_column_that_is_also_metadata_is_written_once(tmp_path):
     for _ in range(2):  # the second append reads the file back and rewrites it
         results.append("scaling", rows, key=["method", "devices"], results_dir=tmp_path)
         rows = [{"method": "zo", "throughput": 2.0, "devices": 2}]
-    header = (tmp_path / "scaling.csv").read_text().splitlines()[0].split(",")
-    assert header.count("n_devices") == 1 and not any(c.startswith("n_devices.") for c in header)
-    assert len(results.load(tmp_path)["scaling"]) == 2
+    header = gzip.decompress(table(tmp_path, "scaling").read_bytes()).decode().split("\n")[0]
+    # stored once, in the run's metadata: the rows share it
+    assert "n_devices" not in header.split(",")
+    frame = results.load(tmp_path)["scaling"]
+    assert len(frame) == 2 and list(frame.columns).count("n_devices") == 1
+    assert frame["n_devices"].tolist() == [results.metadata()["n_devices"]] * 2
 
 
 # ------------------------------------------------------------------------------ schema
@@ -401,14 +422,20 @@ def test_tuning_and_race_columns_of_the_tuning_protocol_are_described():
             "n_trials": "int"}.items() <= races.items()
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "results").glob("*.csv")),
-                         ids=lambda p: p.stem)
+REFERENCE_TABLES = sorted((ROOT / "results" / "reference").glob("*/*.csv.gz"))
+
+
+def test_the_reference_is_committed():
+    assert REFERENCE_TABLES, "no reference tables under results/reference/<kind>/"
+
+
+@pytest.mark.parametrize("path", REFERENCE_TABLES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_committed_results_are_described_and_typed(path):
-    if path.stem == results.REGISTRY:
-        pytest.skip("the run registry is not a results file")
-    frame = pd.read_csv(path, low_memory=False)
-    s = results.schema(path.stem)
-    assert results.undescribed(path.stem, frame.columns) == []
+    frame = results.load(path)  # metadata joined back from reference.json
+    name = path.name.removesuffix(".csv.gz")
+    s = results.schema(name)
+    assert results.undescribed(name, frame.columns) == []
+    assert frame["run_id"].nunique() == 1 and frame["git_commit"].str.len().eq(40).all()
     results.check_types(frame, {c.name: c.dtype for c in (*results.META, *s.columns)}, path)
 
 
@@ -432,25 +459,25 @@ def test_committed_column_dictionary_is_generated_from_the_schema(tmp_path):
     assert path.read_text() == text
 
 
-def test_append_compares_keys_only_within_the_new_rows_runs(tmp_path, as_run, monkeypatch):
-    """Rows of other runs cannot share a key (run_id is part of it), so an append reads
-    their keys no more: before, every old row's key was normalized, 4 s an append to a
-    196,000-row curves.csv, growing with each committed run."""
+def test_append_reads_only_the_new_rows_runs_files(tmp_path, as_run, monkeypatch):
+    """Each run has its own directory, so an append never reads another run's rows (in
+    the flat files each append read every run's: 4 s an append to a 196,000-row
+    curves.csv, growing with each committed run)."""
+    from fold_jax.results import store
+
     as_run("20260101T000000Z-aaaaaa")
     results.append("races", [race_row(s) for s in range(2000)], key=KEY,
                    results_dir=tmp_path)
     as_run("20260102T000000Z-bbbbbb")
     results.append("races", [race_row(0)], key=KEY, results_dir=tmp_path)
-    calls = []
-    real = results.normalize_key
-    monkeypatch.setattr(results, "normalize_key", lambda r, k: calls.append(1) or real(r, k))
+    read = []
+    real = store.read_table
+    monkeypatch.setattr(store, "read_table", lambda p, *a: read.append(p) or real(p, *a))
     assert results.append("races", [race_row(0), race_row(1)], key=KEY,
                           results_dir=tmp_path) == 1
-    assert len(calls) <= 6  # the 2 new rows (twice) and the one old row of this run
-    calls.clear()
     assert results.append("races", [race_row(1, n_params=7)], key=KEY, results_dir=tmp_path,
                           replace=True) == 1
-    assert len(calls) <= 3
+    assert read and {p.parent.name for p in read} == {"20260102T000000Z-bbbbbb"}
     frame = results.load(tmp_path)["races"]
     assert frame.groupby("run_id").size().to_dict() == {
         "20260101T000000Z-aaaaaa": 2000, "20260102T000000Z-bbbbbb": 2}
@@ -458,18 +485,18 @@ def test_append_compares_keys_only_within_the_new_rows_runs(tmp_path, as_run, mo
 
 
 def test_an_append_keeps_the_old_text_and_adds_rows_in_the_files_column_order(tmp_path):
-    """An append copies the file's bytes and adds the new rows' text (no re-render of
-    old rows); a file whose last line lacks its newline (edited by hand) still parses,
-    and a row lacking a column leaves it empty."""
+    """An append copies the file's bytes and adds the new rows as one more gzip member
+    (no re-render of old rows), and a row lacking a column leaves it empty."""
     results.append("races", [race_row(0), race_row(1, extra_col=2.5)], key=KEY,
                    results_dir=tmp_path)
-    path = tmp_path / "races.csv"
+    path = table(tmp_path, "races")
     before = path.read_bytes()
-    path.write_bytes(before.rstrip(b"\n"))
     assert results.append("races", [race_row(2), race_row(3, n_params=7)], key=KEY,
                           results_dir=tmp_path) == 2
     after = path.read_bytes()
-    assert after.startswith(before) and after.count(b"\n") == before.count(b"\n") + 2
+    old_text, new_text = (gzip.decompress(b).decode() for b in (before, after))
+    assert after.startswith(before) and new_text.startswith(old_text)
+    assert new_text.count("\n") == old_text.count("\n") + 2
     frame = results.load(tmp_path)["races"]
     assert list(frame["seed"]) == [0, 1, 2, 3]
     assert frame["extra_col"].isna().tolist() == [True, False, True, True]

@@ -1,17 +1,21 @@
 """The benchmark report: ``results/REPORT.md`` and ``results/figures/*.png``.
 
-``build(results_dir)`` loads the validated CSVs (:func:`fold_jax.results.load`), keeps
+``build(results_dir)`` loads the validated rows (:func:`fold_jax.results.load`: the
+promoted reference of ``results/reference/<kind>/`` by default; ``run=RUN_ID``: one run,
+whose report goes into its own directory ``results/runs/<run_id>/``), keeps
 the rows of one run per file (:func:`select_runs`: the newest finished run with rows in
 that file; see below) and calls each section module ``fold_jax.report.<name>`` in
 ``SECTIONS`` order; a section exposes ``section(frames: dict[str, DataFrame], fig_dir:
 Path) -> str`` (markdown, figures saved into ``fig_dir`` and linked as
 ``figures/NAME.png``). Each section opens with the run its tables come from (run id,
 status, commit, host and device, date) and a warning when that run measured code that
-has changed since (``git diff --quiet COMMIT HEAD -- fold_jax bench``). A section whose
+has changed since in what it computes (its code fingerprint,
+:func:`fold_jax.results.code_changes`; for runs without one, ``git diff``). A section whose
 module or data is missing is skipped with a line saying so. The report and figures
 are written to a temporary directory first and then moved into place, so a failed
-build never leaves a half-written report; PNGs in ``figures/`` that the build no
-longer makes are removed (the directory is generated output).
+build never leaves a half-written report; a figure whose bytes are unchanged is not
+rewritten (PNGs carry no time stamp or version), and PNGs in ``figures/`` that the build
+no longer makes are removed (the directory is generated output).
 
 Which run: the run registry (``runs.csv``, :func:`fold_jax.results.runs`) says each
 run's status and start time. A run with no record (rows written before runs were
@@ -23,8 +27,8 @@ The build also writes the column dictionary ``COLUMNS.md`` beside the report
 (:func:`fold_jax.results.write_columns`). Sections are pure views of the CSVs: building
 the report trains and measures nothing.
 
-Command line: ``python -m fold_jax.report [--results-dir results] [--columns]``
-(``--columns``: only write ``COLUMNS.md``).
+Command line: ``python -m fold_jax.report [--results-dir results] [--run RUN_ID]
+[--columns]`` (``--columns``: only write ``COLUMNS.md``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from pathlib import Path
 import pandas as pd
 
 from fold_jax import results
+from fold_jax.results.io import write_bytes_if_changed
 
 __all__ = ["SECTIONS", "SECTION_FILES", "Source", "build", "main", "select_runs"]
 
@@ -110,7 +115,8 @@ def _stamp(value) -> pd.Timestamp:
 
 
 def select_runs(frames: Mapping[str, pd.DataFrame], registry: pd.DataFrame | None = None, *,
-                repo: str | os.PathLike | None = None, head: str | None = None
+                repo: str | os.PathLike | None = None, head: str | None = None,
+                results_dir: str | os.PathLike | None = None
                 ) -> tuple[dict[str, pd.DataFrame], dict[str, Source]]:
     """Keep the rows of one run per file: the newest finished (or unrecorded) run with
     rows in it, else the newest run. Returns the filtered frames and a :class:`Source`
@@ -119,13 +125,16 @@ def select_runs(frames: Mapping[str, pd.DataFrame], registry: pd.DataFrame | Non
     ``registry``: :func:`fold_jax.results.runs` (status and start time per run). The
     rows' commits are compared with ``head`` (default: HEAD of the git checkout at
     ``repo``, else of the current directory or the package) through
-    :func:`fold_jax.results.code_changed`; without git nothing is flagged.
+    :func:`fold_jax.results.code_changed`; without git nothing is flagged. Runs with a
+    code fingerprint in ``results_dir`` are judged by it instead
+    (:func:`fold_jax.results.code_changes`: comments and docs never stale a row).
 
     Args:
         frames: file stem -> DataFrame, as :func:`fold_jax.results.load` returns.
         registry: the run registry (None: no run recorded).
         repo: the git checkout whose HEAD is used when ``head`` is None.
         head: the commit compared with the rows' commits.
+        results_dir: the results folder holding the runs' fingerprints (None: git only).
 
     Returns:
         ``(frames, sources)``: the kept rows per file and a :class:`Source` per file.
@@ -150,10 +159,16 @@ def select_runs(frames: Mapping[str, pd.DataFrame], registry: pd.DataFrame | Non
         head = None if found == "unknown" else found
     verdicts: dict[str, bool | None] = {}
 
-    def changed(commit: str) -> bool | None:
+    def changed(rid: str, commit: str) -> bool | None:
+        if rid not in verdicts and results_dir is not None:
+            found = results.code_changes(results_dir, rid)
+            verdicts[rid] = None if found is None else bool(found)
+        if verdicts.get(rid) is not None:  # by fingerprint
+            return verdicts[rid]
+        if head is None or commit == head:
+            return False if commit == head else None
         if commit not in verdicts:
-            verdicts[commit] = (None if head is None
-                                else results.code_changed(commit, head, cwd=repo))
+            verdicts[commit] = results.code_changed(commit, head, cwd=repo)
         return verdicts[commit]
 
     kept: dict[str, pd.DataFrame] = {}
@@ -185,10 +200,9 @@ def select_runs(frames: Mapping[str, pd.DataFrame], registry: pd.DataFrame | Non
             rows_in_file=len(frame), other_runs=len(present) - 1,
             newer=tuple(r for r in sorted(present, key=order)
                         if order(r) > order(chosen) and state(r) not in _SHOWN),
-            stale=tuple(c for c in commits if head is not None and c != head
-                        and changed(c) is True),
-            unchecked=tuple(c for c in commits if head is not None and c != head
-                            and changed(c) is None),
+            stale=tuple(c for c in commits if changed(chosen, c) is True),
+            unchecked=tuple(c for c in commits if head is not None
+                            and changed(chosen, c) is None),
             filter=filters.get(chosen, ""))
         kept[name] = rows
     return kept, sources
@@ -215,8 +229,9 @@ def _provenance(sources: Sequence[Source], head: str | None) -> str:
                        f"command to finish it.")
         for c in dict.fromkeys(c for s in group for c in s.stale):
             out.append(f"> **Stale:** {files}: {they} measured at commit `{c[:8]}`; the "
-                       f"code that produces {them} (fold_jax/, bench/) has changed since "
-                       f"(HEAD `{(head or '')[:8]}`).")
+                       f"code that produces {them} has changed since in what it computes "
+                       f"(HEAD `{(head or '')[:8]}`; `python -m fold_jax.results stale` "
+                       f"lists the changes).")
         for c in dict.fromkeys(c for s in group for c in s.unchecked):
             out.append(f"> {files}: measured at commit `{c[:8]}`, which this checkout "
                        f"cannot compare with HEAD `{(head or '')[:8]}`.")
@@ -234,9 +249,9 @@ def _header(frames: Mapping[str, pd.DataFrame], sources: Mapping[str, Source],
              "do not edit by hand.", ""]
     if sources:
         lines += ["Each file's tables come from one run: the newest finished run with rows "
-                  "in it. The CSVs keep the rows of every run "
-                  f"({n_runs} in all; `runs.csv` records those made by `python -m "
-                  "bench.run`)." + (f" Checkout at commit `{head[:8]}`." if head else ""), "",
+                  f"in it ({n_runs} runs in the rows read; the promoted reference by "
+                  "default, see docs/results-store.md)."
+                  + (f" Checkout at commit `{head[:8]}`." if head else ""), "",
                   "| file | run | status | rows shown | commit | host | cpu | backend | "
                   "device | devices | jax | started (UTC) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -258,7 +273,7 @@ def _header(frames: Mapping[str, pd.DataFrame], sources: Mapping[str, Source],
 
 
 def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True,
-          repo: str | os.PathLike | None = None) -> Path:
+          repo: str | os.PathLike | None = None, run: str | None = None) -> Path:
     """Write ``<results_dir>/REPORT.md`` and ``<results_dir>/figures/*.png``; return the
     report's path. ``repo``: the git checkout whose HEAD the rows' commits are compared
     with (default: the one holding ``results_dir``, else the current directory's or the
@@ -268,6 +283,8 @@ def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True,
         results_dir: the results folder (must exist).
         verbose: print the paths written.
         repo: the git checkout the rows' commits are compared with.
+        run: report this run's rows (None: the reference, :func:`fold_jax.results.load`);
+            the report and figures then go into the run's directory.
 
     Returns:
         The path of REPORT.md.
@@ -281,13 +298,14 @@ def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True,
     if not directory.is_dir():
         raise FileNotFoundError(f"results directory {directory} does not exist; run the "
                                 f"benchmarks first (python -m bench.run)")
-    loaded = results.load(directory)
+    loaded = results.load(directory, run=run)
     registry = results.runs(directory)
+    store, directory = directory, directory if run is None else results.run_dir(directory, run)
     if repo is None:  # the checkout holding the results, else the one holding the package
         repo = directory if results.git_commit(directory) != "unknown" else None
     found = results.git_commit(repo)
     head = None if found == "unknown" else found
-    frames, sources = select_runs(loaded, registry, repo=repo, head=head)
+    frames, sources = select_runs(loaded, registry, repo=repo, head=head, results_dir=store)
     n_runs = len(set().union(*[set(f["run_id"].dropna().astype(str)) for f in loaded.values()
                                if "run_id" in f.columns]) if loaded else set())
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".report."))
@@ -319,8 +337,8 @@ def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True,
         fig_dir = directory / "figures"
         fig_dir.mkdir(exist_ok=True)
         made = {png.name for png in fig_tmp.glob("*.png")}
-        for name in made:
-            os.replace(fig_tmp / name, fig_dir / name)
+        for name in made:  # unchanged bytes are not rewritten (nor re-committed)
+            write_bytes_if_changed(fig_dir / name, (fig_tmp / name).read_bytes())
         for stale in fig_dir.glob("*.png"):  # figures of an older build, no longer made
             if stale.name not in made:
                 stale.unlink()
@@ -349,11 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fold_jax.report",
                                      description="Build REPORT.md and figures from results CSVs.")
     parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--run", default=None,
+                        help="report this run (default: the promoted reference)")
     parser.add_argument("--columns", action="store_true",
                         help="only write the column dictionary <results-dir>/COLUMNS.md")
     args = parser.parse_args(argv)
     if args.columns:
         print(f"wrote {results.write_columns(Path(args.results_dir) / 'COLUMNS.md')}")
         return 0
-    build(args.results_dir)
+    build(args.results_dir, run=args.run)
     return 0

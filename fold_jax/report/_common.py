@@ -253,5 +253,7 @@ def save(fig, fig_dir: Path, name: str, alt: str | None = None) -> str:
     legends_outside(fig)
     if fig.get_layout_engine() is None:
         fig.tight_layout()
-    fig.savefig(Path(fig_dir) / f"{name}.png", dpi=110, bbox_inches="tight")
+    # no Software entry: the bytes do not change with matplotlib's version
+    fig.savefig(Path(fig_dir) / f"{name}.png", dpi=110, bbox_inches="tight",
+                metadata={"Software": None})
     return f"![{alt or name}](figures/{name}.png)\n"

@@ -3,12 +3,12 @@ promoted references per machine kind, and code fingerprints.
 
 ``from fold_jax import results`` gives the whole API; it lives by concern in
 
-- :mod:`~fold_jax.results.schema` and :mod:`~fold_jax.results.files`: every results file's
+- :mod:`~fold_jax.results.columns` and :mod:`~fold_jax.results.files`: every results file's
   :class:`Schema` (key, columns with dtype, unit and description) and the metadata
   ``META`` every row carries; :mod:`~fold_jax.results.catalog`: lookups (:func:`schema`,
   :func:`key`, :func:`undescribed`), checks (:func:`validate`, :func:`check_types`),
   canonical keys (:func:`normalize_key`) and the column dictionary ``COLUMNS.md``;
-- :mod:`~fold_jax.results.runs`: run ids, :func:`metadata`, :func:`machine_kind`, the run
+- :mod:`~fold_jax.results.runinfo`: run ids, :func:`metadata`, :func:`machine_kind`, the run
   record (:func:`record_run`, :func:`runs`), resume marks, git;
 - :mod:`~fold_jax.results.store`: :func:`append`, :func:`done_keys`, :func:`done`,
   :func:`load` (one directory per run, ``runs/<run_id>/``, compressed tidy CSVs, the
@@ -38,6 +38,15 @@ from fold_jax.results.catalog import (
                                       validate,
                                       write_columns,
 )
+from fold_jax.results.columns import (
+                                      DTYPES,
+                                      MACHINE_KEY,
+                                      META,
+                                      META_COLUMNS,
+                                      META_OPTIONAL,
+                                      Column,
+                                      Schema,
+)
 from fold_jax.results.files import SCHEMA, SCHEMAS
 from fold_jax.results.io import check_writable
 from fold_jax.results.reference import (
@@ -49,7 +58,7 @@ from fold_jax.results.reference import (
                                       run_fingerprint,
                                       unarchive,
 )
-from fold_jax.results.runs import (
+from fold_jax.results.runinfo import (
                                       ALL_RUNS,
                                       CODE_PATHS,
                                       MANIFEST,
@@ -73,15 +82,6 @@ from fold_jax.results.runs import (
                                       run_id,
                                       runs,
                                       set_run_id,
-)
-from fold_jax.results.schema import (
-                                      DTYPES,
-                                      MACHINE_KEY,
-                                      META,
-                                      META_COLUMNS,
-                                      META_OPTIONAL,
-                                      Column,
-                                      Schema,
 )
 from fold_jax.results.store import append, done, done_keys, load
 

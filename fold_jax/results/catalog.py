@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
+from fold_jax.results.columns import META, META_COLUMNS, META_OPTIONAL, META_TYPES, Schema
 from fold_jax.results.files import SCHEMA, SCHEMAS
 from fold_jax.results.io import file_stem, replace_atomic
-from fold_jax.results.schema import META, META_COLUMNS, META_OPTIONAL, META_TYPES, Schema
 
 __all__ = ["canonical", "check_key", "check_name", "check_types", "columns_markdown", "key",
            "normalize_key", "schema", "undescribed", "validate", "write_columns"]

@@ -1,4 +1,4 @@
-"""The results files: one :class:`~fold_jax.results.schema.Schema` per file stem.
+"""The results files: one :class:`~fold_jax.results.columns.Schema` per file stem.
 
 ``SCHEMA`` maps each file (kernels, races, curves, tuning, variants, probes, region_maps,
 scaling, bbob, hypotheses) to its key columns and every column it may hold; ``SCHEMAS``
@@ -7,7 +7,7 @@ the core columns and their dtypes (every row carries them and loading checks the
 
 from __future__ import annotations
 
-from fold_jax.results.schema import MACHINE_KEY, Schema, col, timing_columns
+from fold_jax.results.columns import MACHINE_KEY, Schema, col, timing_columns
 
 __all__ = ["SCHEMA", "SCHEMAS"]
 

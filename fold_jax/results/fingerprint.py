@@ -32,7 +32,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["EXCLUDED", "changes", "current", "digest", "fingerprint", "package_sources",
+__all__ = ["EXCLUDED", "changes", "covered", "current", "digest", "fingerprint", "package_sources",
            "source_files", "statement_hashes", "to_json"]
 
 Fingerprint = dict[str, dict[str, str]]  # module key -> statement key -> hash (16 hex)
@@ -149,9 +149,27 @@ def _root(root: str | os.PathLike | None) -> Path:
     return Path(root)
 
 
+def covered(relative: str) -> bool:
+    """Whether a fingerprint covers the file at ``relative`` (a path from the folder
+    holding ``fold_jax/``): a ``*.py`` under ``fold_jax/`` but ``fold_jax/report`` and
+    ``fold_jax/results``, or under ``bench/``.
+
+    Args:
+        relative: the path, with ``/`` separators.
+
+    Returns:
+        True when covered.
+    """
+    parts = Path(relative).parts
+    if not relative.endswith(".py") or len(parts) < 2 or "__pycache__" in parts:
+        return False
+    if parts[0] == "bench":
+        return True
+    return parts[0] == "fold_jax" and parts[1].removesuffix(".py") not in EXCLUDED
+
+
 def source_files(root: str | os.PathLike | None = None) -> list[Path]:
-    """The modules a fingerprint covers: every ``*.py`` of the ``fold_jax`` package but
-    ``fold_jax/report`` and ``fold_jax/results``, and of a ``bench`` package beside it.
+    """The modules a fingerprint covers (:func:`covered`) in the folder ``root``.
 
     Args:
         root: the folder holding ``fold_jax/`` (None: the imported package's parent).
@@ -160,11 +178,8 @@ def source_files(root: str | os.PathLike | None = None) -> list[Path]:
         The files, sorted.
     """
     root = _root(root)
-    files = [p for p in (root / "fold_jax").rglob("*.py")
-             if p.relative_to(root / "fold_jax").parts[0].removesuffix(".py") not in EXCLUDED]
-    if (root / "bench" / "__init__.py").exists():
-        files += list((root / "bench").rglob("*.py"))
-    return sorted(p for p in files if "__pycache__" not in p.parts)
+    files = [*(root / "fold_jax").rglob("*.py"), *(root / "bench").rglob("*.py")]
+    return sorted(p for p in files if covered(p.relative_to(root).as_posix()))
 
 
 def package_sources(root: str | os.PathLike | None = None) -> dict[str, str]:

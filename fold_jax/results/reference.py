@@ -29,7 +29,7 @@ from typing import Any
 
 from fold_jax.results import fingerprint as fp
 from fold_jax.results.io import read_csv, write_bytes_if_changed, write_table
-from fold_jax.results.runs import (
+from fold_jax.results.runinfo import (
     MANIFEST,
     REFERENCE_DIR,
     RUNS_DIR,
@@ -103,7 +103,8 @@ def _same_rows(path: Path, data: bytes) -> bool:
 
 
 def promote(run_id: str, results_dir: str | os.PathLike = "results", kind: str | None = None,
-            *, allow_unfinished: bool = False) -> dict[str, Any]:
+            *, files: Iterable[str] | None = None, allow_unfinished: bool = False
+            ) -> dict[str, Any]:
     """Make run ``run_id`` the reference of its machine kind for every file it wrote.
 
     Each table of ``runs/<run_id>/`` is copied to ``reference/<kind>/`` as one
@@ -117,6 +118,7 @@ def promote(run_id: str, results_dir: str | os.PathLike = "results", kind: str |
         run_id: the run to promote.
         results_dir: the results folder.
         kind: the reference's machine kind (None: the run's own, from its metadata).
+        files: promote only these files of the run (None: every file it wrote).
         allow_unfinished: promote a run whose status is running, interrupted or failed.
 
     Returns:
@@ -127,6 +129,12 @@ def promote(run_id: str, results_dir: str | os.PathLike = "results", kind: str |
     source = run_dir(root, run_id)
     record = read_run(source)
     found = tables(source)
+    if files is not None:
+        wanted = set(files)
+        if wanted - set(found):
+            raise ValueError(f"run {run_id!r} has no rows of {sorted(wanted - set(found))} "
+                             f"(it has {sorted(found)})")
+        found = {n: p for n, p in found.items() if n in wanted}
     if not record or not found:
         known = sorted(p.name for p in (root / RUNS_DIR).glob("*") if p.is_dir())
         raise ValueError(f"run {run_id!r} has no rows in {source} (runs here: {known})")
@@ -139,7 +147,7 @@ def promote(run_id: str, results_dir: str | os.PathLike = "results", kind: str |
     target = root / REFERENCE_DIR / kind
     target.mkdir(parents=True, exist_ok=True)
     manifest = read_json(target / MANIFEST)
-    files: dict[str, str] = dict(manifest.get("files") or {})
+    listed: dict[str, str] = dict(manifest.get("files") or {})
     replaced, unchanged = [], []
     for name, path in found.items():
         frame = read_csv(path, low_memory=False, dtype=str, keep_default_na=False)
@@ -149,9 +157,9 @@ def promote(run_id: str, results_dir: str | os.PathLike = "results", kind: str |
         else:
             write_table(frame, out)
             replaced.append(name)
-        files[name] = run_id
+        listed[name] = run_id
     runs = {r: (record if r == run_id else (manifest.get("runs") or {}).get(r, {}))
-            for r in sorted(set(files.values()))}
+            for r in sorted(set(listed.values()))}
     if record.get("fingerprint") and (source / FINGERPRINT_FILE).exists():
         write_bytes_if_changed(target / FINGERPRINTS / f"{record['fingerprint']}.json.gz",
                                (source / FINGERPRINT_FILE).read_bytes())
@@ -159,9 +167,9 @@ def promote(run_id: str, results_dir: str | os.PathLike = "results", kind: str |
     for old in (target / FINGERPRINTS).glob("*.json.gz"):
         if old.name.removesuffix(".json.gz") not in used:
             old.unlink()
-    write_json(target / MANIFEST, {"kind": kind, "files": dict(sorted(files.items())),
+    write_json(target / MANIFEST, {"kind": kind, "files": dict(sorted(listed.items())),
                                    "runs": runs, "promoted": run_id, "promoted_utc": now()})
-    kept = {n: r for n, r in files.items() if n not in found}
+    kept = {n: r for n, r in listed.items() if n not in found}
     return {"kind": kind, "directory": str(target), "replaced": replaced,
             "unchanged": unchanged, "kept": kept}
 

@@ -37,6 +37,7 @@ import pandas as pd
 
 from fold_jax.results import fingerprint as fp
 from fold_jax.results.catalog import canonical, check_key, check_name, normalize_key, validate
+from fold_jax.results.columns import META_COLUMNS
 from fold_jax.results.files import SCHEMA, SCHEMAS
 from fold_jax.results.io import (
     append_table,
@@ -49,7 +50,7 @@ from fold_jax.results.io import (
     write_bytes_if_changed,
     write_table,
 )
-from fold_jax.results.runs import (
+from fold_jax.results.runinfo import (
     ALL_RUNS,
     MANIFEST,
     REFERENCE_DIR,
@@ -65,7 +66,6 @@ from fold_jax.results.runs import (
     run_id,
     write_json,
 )
-from fold_jax.results.schema import META_COLUMNS
 
 __all__ = ["FINGERPRINT_FILE", "TABLE_SUFFIX", "append", "done", "done_keys", "ensure_run",
            "load", "order", "read_table", "run_meta", "stored_columns", "tables"]

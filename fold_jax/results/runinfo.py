@@ -395,8 +395,8 @@ def mark_resumable(results_dir: str | os.PathLike, record: Mapping[str, Any]) ->
         return
     directory = _partial_dir(check_writable(results_dir))
     directory.mkdir(exist_ok=True)
-    text = json.dumps({k: text(v) for k, v in record.items()}, indent=1, sort_keys=True)
-    replace_atomic(directory / f"{rid}.json", lambda f: f.write(text + "\n"))
+    body = json.dumps({k: text(v) for k, v in record.items()}, indent=1, sort_keys=True)
+    replace_atomic(directory / f"{rid}.json", lambda f: f.write(body + "\n"))
 
 
 def clear_resumable(results_dir: str | os.PathLike, run: str) -> None:
@@ -452,9 +452,10 @@ def _flat(record: Mapping[str, Any]) -> dict[str, str]:
 def runs(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
     """Every run the results folder knows: the records of ``runs/*/run.json``, of the
     runs behind each promoted reference (column ``reference``: its kind, "" for others)
-    and the runs known only from their resume mark; a bool column ``resumable`` (this
-    checkout may continue the run). Text columns, ``""`` where empty; ``RUN_COLUMNS``
-    first. Raises ValueError when a record is malformed.
+    and the runs known only from their resume mark (a run with rows but no recorded
+    status, written outside ``bench.run``, has status ``unrecorded``); a bool column
+    ``resumable`` (this checkout may continue the run). Text columns, ``""`` where
+    empty; ``RUN_COLUMNS`` first. Raises ValueError when a record is malformed.
 
     Args:
         results_dir: the results folder.
@@ -473,12 +474,13 @@ def runs(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
         record = read_json(path)
         rid = text(record.get("run_id")) or path.parent.name
         rows[rid] = {"reference": rows.get(rid, {}).get("reference", "")} | _flat(
-            {**record, "run_id": rid})
+            {"status": "unrecorded", **record, "run_id": rid})
     marks = resumable(results_dir)
     for mark in marks:
         rows.setdefault(mark["run_id"], dict(mark))
     columns = list(dict.fromkeys([*RUN_COLUMNS, "kind", "reference",
                                   *[c for r in rows.values() for c in r]]))
-    frame = pd.DataFrame([rows[r] for r in sorted(rows)], columns=columns).fillna("")
+    frame = pd.DataFrame([rows[r] for r in sorted(rows)], columns=columns, dtype=object)
+    frame = frame.fillna("")
     frame["resumable"] = frame["run_id"].isin({m["run_id"] for m in marks})
     return frame.reset_index(drop=True)
