@@ -178,8 +178,8 @@ def test_the_committed_reference_rows_are_never_skipped(tmp_path, monkeypatch):
     the committed results held. Only the current run's rows count: the committed runs'
     rows, and a reference run that holds a row for every current job, on this very
     machine, leave a new run with everything to do."""
-    shutil.copy(ROOT / "results" / "races.csv", tmp_path / "races.csv")
-    committed = results.load(tmp_path / "races.csv")
+    shutil.copytree(ROOT / "results" / "reference", tmp_path / "reference")
+    committed = results.load(tmp_path)["races"]
     machine = committed.iloc[0][list(results.MACHINE_KEY)].to_dict()
     real = results.metadata
     monkeypatch.setattr(results, "metadata", lambda: {**real(), **machine})
@@ -198,8 +198,7 @@ def test_the_committed_reference_rows_are_never_skipped(tmp_path, monkeypatch):
         assert (len(todo), n_done) == (len(jobs), 0), run_id
     # A committed run's rows could only count if that run became the current one again:
     # a fresh clone has no resume marks, so select_run starts a new run and refuses each
-    # committed id by name (finished runs are never resumed).
-    shutil.copy(ROOT / "results" / "runs.csv", tmp_path / "runs.csv")
+    # committed id by name (finished runs are never resumed; the reference records them).
     options = {"profile": "quick", "parts": "races", "filter": ""}
     record, rid, _ = run.select_run(str(tmp_path), options, results.metadata())
     assert record is None and rid not in set(committed["run_id"])

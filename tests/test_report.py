@@ -117,11 +117,11 @@ def test_missing_sections_and_data_are_reported(tmp_path):
 
 
 def test_malformed_results_stop_the_build_with_the_file_named(filled):
-    path = filled / "races.csv"
+    path = results.run_dir(filled, results.run_id()) / "races.csv.gz"
     frame = pd.read_csv(path).astype({"seed": object})
     frame.loc[1, "seed"] = "one"
     frame.to_csv(path, index=False)
-    with pytest.raises(ValueError, match=r"races\.csv: row 2 \(line 3\): column 'seed'"):
+    with pytest.raises(ValueError, match=r"races\.csv\.gz: row 2 \(line 3\): column 'seed'"):
         report.build(filled, verbose=False)
 
 
@@ -182,7 +182,7 @@ def test_each_file_shows_one_run_and_says_which(tmp_path):
     assert f"Newer unfinished runs with rows here are not shown: `{broken}`" in races
     assert f"run `{old}`" in _section(text, "Kernels") and old not in races
     assert f"| races.csv | `{new}` | finished | {len(rows)} of {3 * len(rows)} |" in text
-    assert "3 in all" in text
+    assert "3 runs in the rows read" in text
 
 
 def test_select_runs_prefers_finished_runs_then_the_newest():
@@ -241,7 +241,7 @@ def test_rows_measured_on_changed_code_are_flagged_stale(tmp_path):
     text = report.build(out, verbose=False).read_text()  # the checkout holding results/
     races = _section(text, "Time-to-target races")
     assert (f"> **Stale:** races.csv: it was measured at commit `{first[:8]}`; the code that "
-            f"produces it (fold_jax/, bench/) has changed since (HEAD `{head[:8]}`).") in races
+            f"produces it has changed since in what it computes (HEAD `{head[:8]}`") in races
     assert "curves.csv: measured at commit `ffffffff`, which this checkout cannot" in races
     assert "Stale" not in _section(text, "Kernels")  # README changes do not count
     assert f"| {first[:8]} (stale) |" in text and f"| {second[:8]} |" in text
@@ -252,6 +252,28 @@ def test_rows_measured_on_changed_code_are_flagged_stale(tmp_path):
     text = report.build(plain, verbose=False, repo=plain).read_text()
     assert "Stale" not in text and "cannot compare" not in text and "Checkout at" not in text
     assert f"_Source: run `20260101T000000Z-first0`, no run record, commit `{first[:8]}`" in text
+
+
+def test_staleness_is_judged_by_the_code_fingerprint(tmp_path, monkeypatch):
+    """Rows of a run with a fingerprint are stale when what the code computes changed,
+    whatever git says: a checkout at another commit with the same code is not stale."""
+    from fold_jax.results import fingerprint as fp
+
+    rows, _ = _races()
+    results.append("races", rows, key=RACE_KEY, results_dir=tmp_path)  # fingerprinted
+    commit = results.metadata()["git_commit"]
+
+    def source():
+        frames = results.load(tmp_path)
+        return report.select_runs(frames, results.runs(tmp_path), head="0" * 40,
+                                  results_dir=tmp_path)[1]["races"]
+
+    assert source().stale == () and source().unchecked == ()
+    code = fp.current()
+    edited = {**code, "zo": {**code["zo"], "value_and_grad": "0" * 16}}
+    monkeypatch.setattr(fp, "current", lambda: edited)
+    assert source().stale == (commit,)
+    assert results.code_changes(tmp_path, results.run_id()) == ["zo.value_and_grad"]
 
 
 # ----------------------------------------------------- statistics, profiles, figures

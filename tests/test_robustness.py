@@ -598,7 +598,8 @@ RKEY = ["task", "method", "variant", "seed"]
 def test_failed_appends_name_the_problem_and_leave_the_file_alone(tmp_path_factory, bad):
     d = tmp_path_factory.mktemp("r")
     assert results.append("races", [_row(0)], key=RKEY, results_dir=d) == 1
-    before = (d / "races.csv").read_bytes()
+    path = results.run_dir(d, results.run_id()) / "races.csv.gz"
+    before = path.read_bytes()
     rows, name, key = [_row(1)], "races", RKEY
     error, message = ValueError, "lacks columns"
     if bad == "rows-str":
@@ -619,8 +620,9 @@ def test_failed_appends_name_the_problem_and_leave_the_file_alone(tmp_path_facto
         key, error, message = [], TypeError, "key must be"
     with pytest.raises(error, match=message):
         results.append(name, rows, key=key, results_dir=d)
-    assert (d / "races.csv").read_bytes() == before
-    assert sorted(p.name for p in d.iterdir()) == ["races.csv"]  # no temp files left
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [  # no temp files left
+        "fingerprint.json.gz", "races.csv.gz", "run.json"]
 
 
 def test_results_non_finite_values_and_lookups(tmp_path):
@@ -775,8 +777,9 @@ def test_results_dir_lost_mid_run_stops_cleanly_then_resumes(tmp_path, capsys):
     assert "saved 2 jobs" in err and "rerun the same command" in err
     saved = results.load(moved / "fake.csv")
     assert sorted(saved["i"]) == [0, 1]
-    left = sorted(p.name for p in moved.iterdir() if p.name not in ("runs.csv", ".partial"))
-    assert left == ["fake.csv"]  # no temp files (runs.csv, .partial/: the run's record)
+    left = sorted(p.name for d in (moved / "runs").iterdir() for p in d.iterdir()
+                  if p.name not in ("run.json", "fingerprint.json.gz"))
+    assert left == ["fake.csv.gz"]  # no temp files (run.json, .partial/: the run's record)
     out.unlink()
     moved.rename(out)
     assert run.main(argv, suites={"fake": suite}) == 0

@@ -51,6 +51,9 @@ def locked(directory: Path) -> Iterator[None]:
 
     Args:
         directory: an existing folder.
+
+    Yields:
+        None, while the lock is held.
     """
     try:
         import fcntl

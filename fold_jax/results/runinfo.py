@@ -120,7 +120,15 @@ def set_run_id(value: str | None) -> str | None:
 def git(args: Sequence[str], cwd: str | os.PathLike | None = None
         ) -> subprocess.CompletedProcess | None:
     """``git args`` run in ``cwd`` (else the current directory, then the package's
-    directory), in the first of them inside a git work tree; None without git."""
+    directory), in the first of them inside a git work tree.
+
+    Args:
+        args: git's arguments.
+        cwd: a folder in the repository (None: the current directory, else the package's).
+
+    Returns:
+        The finished process (its output as text), or None without git.
+    """
     dirs = [Path(cwd)] if cwd is not None else [Path.cwd(), Path(__file__).resolve().parent]
     for d in dirs:
         try:
