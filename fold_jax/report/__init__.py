@@ -17,7 +17,7 @@ build never leaves a half-written report; a figure whose bytes are unchanged is 
 rewritten (PNGs carry no time stamp or version), and PNGs in ``figures/`` that the build
 no longer makes are removed (the directory is generated output).
 
-Which run: the run registry (``runs.csv``, :func:`fold_jax.results.runs`) says each
+Which run: the run records (``run.json``, :func:`fold_jax.results.runs`) say each
 run's status and start time. A run with no record (rows written before runs were
 recorded, or by ``pytest bench`` on its own) counts as finished, started at its
 first row. For every file the newest finished run with rows in it is shown; when no

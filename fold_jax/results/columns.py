@@ -82,7 +82,8 @@ def col(name: str, dtype: str, unit: str, description: str, core: bool = False) 
 
 
 META: tuple[Column, ...] = (
-    col("run_id", "str", "", "the run that wrote the row (runs.csv records each run)"),
+    col("run_id", "str", "", "the run that wrote the row (its record: runs/<run_id>/run.json, "
+        "where the metadata the rows share is stored once)"),
     col("timestamp_utc", "str", "ISO 8601", "when the row was written (UTC)"),
     col("git_commit", "str", "", "HEAD of the checkout that measured the row (40 hex digits "
        "or 'unknown')"),
