@@ -389,8 +389,9 @@ def _write_run(directory: Path, name: str, rows: list[dict], key: list[str], rep
         added = pd.DataFrame(new)
         if len(old) and not dropped:
             header = list(read_csv(path, nrows=0).columns)
-            columns = stored_columns(added, meta)
-            if set(columns) <= set(header):
+            shared = {c for c in META_COLUMNS if c == "run_id" or (c in meta and all(
+                canonical(r.get(c)) == canonical(meta[c]) for r in new))}
+            if set(added.columns) - shared <= set(header):
                 append_table(added.reindex(columns=header), path)  # the header holds
                 return len(new)
         frame = order(added if old.empty and not len(old.columns)
