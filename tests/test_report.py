@@ -88,6 +88,14 @@ def test_build_writes_report_and_figures(filled):
     assert "_Skipped: no scaling data._" in text or "## Scaling\n\n_Skipped" in text
     assert not list(filled.glob(".report.*"))  # temporary build dir cleaned up
     assert "stale_from_an_old_build.png" not in figures
+    # a rebuild from the same rows leaves every figure's bytes (and file) alone: nothing
+    # to re-commit; the PNGs carry no software version
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+              for p in (filled / "figures").glob("*.png")}
+    assert all(b"Matplotlib" not in data for data, _ in before.values())
+    report.build(filled, verbose=False)
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in (filled / "figures").glob("*.png")} == before
 
 
 def test_ratios_and_profiles_follow_the_definitions(filled):

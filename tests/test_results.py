@@ -318,9 +318,11 @@ def test_run_registry_and_resume_marks(tmp_path):
     results.append("races", [race_row(0)], key=KEY, results_dir=tmp_path)
     assert set(results.load(tmp_path)) == {"races"}  # the record is not a results file
     table = results.runs(tmp_path).set_index("run_id")
-    assert table.loc[results.run_id(), "status"] == "unrecorded"  # rows, no record
-    assert table.loc[results.run_id(), "kind"] == results.machine_kind(results.metadata())
+    assert results.run_id() not in table.index  # rows, no record of its status
     assert table.loc[rid, "kind"] == ""  # recorded, no rows: metadata unknown
+    results.record_run(tmp_path, {"run_id": results.run_id(), "status": "finished"})
+    table = results.runs(tmp_path).set_index("run_id")
+    assert table.loc[results.run_id(), "kind"] == results.machine_kind(results.metadata())
     with pytest.raises(ValueError, match="run registry"):
         results.append("runs", [{"run_id": "x"}], key=["run_id"], results_dir=tmp_path)
     with pytest.raises(ValueError, match="run id"):

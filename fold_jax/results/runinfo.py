@@ -460,10 +460,11 @@ def _flat(record: Mapping[str, Any]) -> dict[str, str]:
 def runs(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
     """Every run the results folder knows: the records of ``runs/*/run.json``, of the
     runs behind each promoted reference (column ``reference``: its kind, "" for others)
-    and the runs known only from their resume mark (a run with rows but no recorded
-    status, written outside ``bench.run``, has status ``unrecorded``); a bool column
-    ``resumable`` (this checkout may continue the run). Text columns, ``""`` where
-    empty; ``RUN_COLUMNS`` first. Raises ValueError when a record is malformed.
+    and the runs known only from their resume mark; a bool column ``resumable`` (this
+    checkout may continue the run). A run with rows but no recorded status (written
+    outside ``bench.run``) is not listed: the report counts such runs as finished. Text
+    columns, ``""`` where empty; ``RUN_COLUMNS`` first. Raises ValueError when a record
+    is malformed.
 
     Args:
         results_dir: the results folder.
@@ -481,8 +482,10 @@ def runs(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
     for path in sorted((root / RUNS_DIR).glob(f"*/{RUN_FILE}")):
         record = read_json(path)
         rid = text(record.get("run_id")) or path.parent.name
+        if not record.get("status") and rid not in rows:
+            continue  # rows but no record (written outside bench.run): as before records
         rows[rid] = {"reference": rows.get(rid, {}).get("reference", "")} | _flat(
-            {"status": "unrecorded", **record, "run_id": rid})
+            {**record, "run_id": rid})
     marks = resumable(results_dir)
     for mark in marks:
         rows.setdefault(mark["run_id"], dict(mark))
