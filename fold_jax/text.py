@@ -33,6 +33,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -51,6 +52,7 @@ __all__ = [
     "check_same_vocabulary",
     "clean_gutenberg",
     "corpus",
+    "corpus_sha256",
     "decode",
     "encode",
     "milton",
@@ -103,6 +105,13 @@ def corpus(name: str) -> str:
                          f"{entry['sha256']}: the data file is corrupt; reinstall fold_jax "
                          f"or rebuild the data (fold_jax/data/PROVENANCE.md)")
     return text
+
+
+def corpus_sha256(name: str) -> str:
+    """The sha256 of the corpus ``name``'s cleaned text, as the manifest records it
+    (what :func:`corpus` checks on load; a cache key for anything derived from it)."""
+    check_choice(name, "corpus", CORPORA)
+    return _manifest()["corpora"][name]["sha256"]
 
 
 @functools.cache
@@ -258,10 +267,10 @@ class SequenceTask(Task):
             The metrics as floats.
         """
         x, y = self.split(split)
+        metrics = jax.jit(lambda p, xb, yb: self.head.metrics(apply(p, xb), yb))
         total = {"loss": 0.0, "accuracy": 0.0}
         for i in range(0, x.shape[0], self.eval_batch):
-            m = self.head.metrics(apply(params, x[i:i + self.eval_batch]),
-                                  y[i:i + self.eval_batch])
+            m = metrics(params, x[i:i + self.eval_batch], y[i:i + self.eval_batch])
             n = min(self.eval_batch, x.shape[0] - i)
             total = {k: total[k] + float(m[k]) * n for k in total}
         out = {k: v / x.shape[0] for k, v in total.items()}
