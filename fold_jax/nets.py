@@ -354,7 +354,7 @@ class GRULM(nn.Module):
     def __call__(self, tokens: Array) -> Array:
         x = nn.Embed(self.vocab_size, self.embed, name="embed")(tokens)
         for i in range(self.layers):
-            x = nn.RNN(nn.GRUCell(features=self.hidden), name=f"gru_{i}")(x)
+            x = nn.RNN(nn.GRUCell(features=self.hidden, name=f"gru_{i}"))(x)
         return nn.Dense(self.vocab_size, name="head")(x)
 
 

@@ -15,7 +15,8 @@ def _pair(net, T=12, t=5, seed=0):
     params = net.init(jax.random.key(seed))
     x = jax.random.randint(jax.random.key(seed + 1), (3, T), 0, V)
     x2 = x.at[:, t].set((x[:, t] + 1 + jnp.arange(3)) % V)
-    return net.apply(params, x), net.apply(params, x2)
+    apply = jax.jit(net.apply)
+    return apply(params, x), apply(params, x2)
 
 
 @pytest.mark.parametrize("net", [
@@ -47,8 +48,10 @@ def test_preset_param_counts(preset, low, high):
 def test_gru_param_count_is_the_architectures():
     e, h = 64, 128
     shapes = jax.eval_shape(nets.gru_lm(V, embed=e, hidden=h).init, jax.random.key(0))
-    # embedding V e; flax GRUCell: input kernels 3 (e h), recurrent 3 (h h + h); head h V + V
-    assert nets.count_params(shapes) == V * e + 3 * e * h + 3 * (h * h + h) + h * V + V
+    # embedding V e; flax GRUCell: input gates 3 (e h + h), recurrent 3 h h and the
+    # candidate's recurrent bias h; head h V + V
+    assert set(shapes["params"]) == {"embed", "gru_0", "head"}
+    assert nets.count_params(shapes) == V * e + 3 * (e * h + h) + 3 * h * h + h + h * V + V
 
 
 def test_transformer_reads_any_length_up_to_max_len():
