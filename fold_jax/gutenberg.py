@@ -145,7 +145,15 @@ def shingles(text: str, n: int = 4) -> set[str]:
 
 
 def containment(a: set[str], b: set[str]) -> float:
-    """The share of ``a``'s shingles that are also in ``b`` (0.0 for an empty ``a``)."""
+    """The share of ``a``'s shingles that are also in ``b``.
+
+    Args:
+        a: shingles (see :func:`shingles`).
+        b: other shingles.
+
+    Returns:
+        ``|a & b| / |a|``, 0.0 for an empty ``a``.
+    """
     return len(a & b) / len(a) if a else 0.0
 
 

@@ -502,7 +502,18 @@ def lm_param_count(vocab_size: int, width: int, depth: int, max_len: int = 256,
                    mlp_ratio: int = 4) -> int:
     """Parameters of :func:`transformer_lm` by the architecture's arithmetic: embedding
     V w, positions L w, per block 2 LayerNorms (4w), q/k/v/out projections (4(w^2 + w))
-    and the MLP (2 r w^2 + r w + w), final LayerNorm 2w, head w V + V."""
+    and the MLP (2 r w^2 + r w + w), final LayerNorm 2w, head w V + V.
+
+    Args:
+        vocab_size: V.
+        width: w.
+        depth: blocks.
+        max_len: L, rows of the positional table.
+        mlp_ratio: r.
+
+    Returns:
+        The number of parameters.
+    """
     block = 4 * width + 4 * (width * width + width) + 2 * mlp_ratio * width * width \
         + mlp_ratio * width + width
     return (vocab_size * width + max_len * width + depth * block + 2 * width

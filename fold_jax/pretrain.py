@@ -94,19 +94,35 @@ class Pretrained(NamedTuple):
 
 
 def default_cache_dir() -> Path:
-    """``$FOLD_JAX_CACHE`` when set, else ``~/.cache/fold_jax``."""
+    """The default cache root.
+
+    Returns:
+        ``$FOLD_JAX_CACHE`` when set (and not empty), else ``~/.cache/fold_jax``.
+    """
     env = os.environ.get("FOLD_JAX_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "fold_jax"
 
 
 def cache_counts() -> dict[str, int]:
-    """How often this process found each cache outcome: hit, miss, stale, corrupt."""
+    """How often this process found each cache outcome.
+
+    Returns:
+        ``{"hit": n, "miss": n, "stale": n, "corrupt": n}``.
+    """
     return {k: _COUNTS.get(k, 0) for k in ("hit", "miss", "stale", "corrupt")}
 
 
 def model(name: str, vocab_size: int, **sizes: Any) -> nets.LanguageModel:
     """A language model by name: "gru" (:func:`fold_jax.nets.gru_lm`) or "transformer"
-    (:func:`fold_jax.nets.transformer_lm`), ``sizes`` passed on (e.g. ``preset="small"``).
+    (:func:`fold_jax.nets.transformer_lm`).
+
+    Args:
+        name: "gru" or "transformer".
+        vocab_size: the vocabulary size.
+        **sizes: passed on (e.g. ``preset="small"`` or ``hidden=256``).
+
+    Returns:
+        The :class:`fold_jax.nets.LanguageModel`.
     """
     check_choice(name, "model", MODELS)
     make = nets.gru_lm if name == "gru" else nets.transformer_lm

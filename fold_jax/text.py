@@ -109,7 +109,14 @@ def corpus(name: str) -> str:
 
 def corpus_sha256(name: str) -> str:
     """The sha256 of the corpus ``name``'s cleaned text, as the manifest records it
-    (what :func:`corpus` checks on load; a cache key for anything derived from it)."""
+    (what :func:`corpus` checks on load; a cache key for anything derived from it).
+
+    Args:
+        name: "shakespeare" or "milton".
+
+    Returns:
+        The hex digest (read from the manifest: nothing is decompressed).
+    """
     check_choice(name, "corpus", CORPORA)
     return _manifest()["corpora"][name]["sha256"]
 
@@ -117,13 +124,23 @@ def corpus_sha256(name: str) -> str:
 @functools.cache
 def vocabulary() -> str:
     """The shared vocabulary: every character of both corpora, sorted (token i is
-    ``vocabulary()[i]``)."""
+    ``vocabulary()[i]``).
+
+    Returns:
+        The vocabulary as one str of distinct characters (85 for the shipped data).
+    """
     return "".join(sorted(set(corpus("shakespeare")) | set(corpus("milton"))))
 
 
 def encode(text: str, vocab: str | None = None) -> np.ndarray:
-    """Token ids (int32, (len(text),)) of ``text`` in ``vocab`` (default: the shared
-    :func:`vocabulary`).
+    """Token ids of ``text`` in ``vocab``.
+
+    Args:
+        text: the text.
+        vocab: the vocabulary (token i is ``vocab[i]``); None: :func:`vocabulary`.
+
+    Returns:
+        int32 ids, shape (len(text),).
 
     Raises:
         TypeError: ``text`` or ``vocab`` is not a str.
@@ -143,7 +160,19 @@ def encode(text: str, vocab: str | None = None) -> np.ndarray:
 
 
 def decode(tokens: ArrayLike, vocab: str | None = None) -> str:
-    """The text of token ids ``tokens`` (any shape, read in order) in ``vocab``."""
+    """The text of token ids.
+
+    Args:
+        tokens: integer ids, any shape (read in C order).
+        vocab: the vocabulary; None: :func:`vocabulary`.
+
+    Returns:
+        The characters of the ids, joined.
+
+    Raises:
+        TypeError: non-integer ids.
+        ValueError: ids outside the vocabulary.
+    """
     vocab = _check_vocab(vocabulary() if vocab is None else vocab)
     ids = _check_tokens(tokens, len(vocab), "tokens")
     return "".join(vocab[i] for i in ids.ravel())
@@ -288,6 +317,13 @@ def _check_open_fraction(value: Any, argument: str) -> float:
 def check_same_vocabulary(first: Task, second: Task) -> str:
     """The shared vocabulary of two sequence tasks (e.g. pretraining and fine-tuning).
 
+    Args:
+        first: a :class:`SequenceTask`.
+        second: another.
+
+    Returns:
+        Their common vocabulary.
+
     Raises:
         TypeError: either is not a :class:`SequenceTask`.
         ValueError: their vocabularies differ (token ids would mean other characters).
@@ -388,8 +424,19 @@ def _corpus_task(name: str) -> Callable[..., SequenceTask]:
                              test_fraction=test_fraction, blocks=blocks, max_chars=max_chars)
 
     make.__name__ = name
-    make.__doc__ = (f"The {name} corpus as a next-character task (:func:`sequence_task` "
-                    f"with the shared vocabulary; options as there).")
+    make.__doc__ = f"""The {name} corpus as a next-character task (:func:`sequence_task`
+    with the shared vocabulary).
+
+    Args:
+        T: window length (int >= 2).
+        val_fraction: share of each block for validation.
+        test_fraction: share of each block for test.
+        blocks: blocks the text is cut into (each split in order into the three parts).
+        max_chars: use only the first ``max_chars`` characters (None: all).
+
+    Returns:
+        A :class:`SequenceTask`.
+    """
     return make
 
 
