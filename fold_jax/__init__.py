@@ -4,7 +4,8 @@ Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, 
 (the one loop), zo (built from noise, directions, shaping, fusion and flax_layers),
 search, snes (separable NES on regenerated noise), binary, prune, variants, probes,
 regions, parallel, peers (evosax strategies as Methods), recipes (the benchmarked
-methods and their search spaces), results, timing; report is
+methods and their search spaces), results, timing, text (character corpora and
+sequence tasks, built by gutenberg), pretrain (cached Adam pretraining of LMs); report is
 imported on demand (it needs matplotlib).
 """
 
@@ -14,6 +15,7 @@ from fold_jax import (
     directions,
     flax_layers,
     fusion,
+    gutenberg,
     heads,
     methods,
     nets,
@@ -21,6 +23,7 @@ from fold_jax import (
     parallel,
     peers,
     perturb,
+    pretrain,
     probes,
     prune,
     recipes,
@@ -30,6 +33,7 @@ from fold_jax import (
     shaping,
     snes,
     tasks,
+    text,
     timing,
     train,
     variants,
@@ -44,6 +48,7 @@ __all__ = [
     "directions",
     "flax_layers",
     "fusion",
+    "gutenberg",
     "heads",
     "methods",
     "nets",
@@ -51,6 +56,7 @@ __all__ = [
     "parallel",
     "peers",
     "perturb",
+    "pretrain",
     "probes",
     "prune",
     "recipes",
@@ -60,6 +66,7 @@ __all__ = [
     "shaping",
     "snes",
     "tasks",
+    "text",
     "timing",
     "train",
     "variants",

@@ -35,7 +35,7 @@ METRICS: dict[str, tuple[str, ...]] = {  # what Head.metrics returns, per kind
     "multilabel": ("loss", "accuracy", "micro_f1"),
     "regression": ("loss", "mse", "rmse", "r2"),
 }
-LOWER_IS_BETTER = frozenset({"loss", "mse", "rmse", "value"})  # "value": an Objective's
+LOWER_IS_BETTER = frozenset({"loss", "mse", "rmse", "value", "bits_per_char"})  # value: Objective
 _HIGHER_IS_BETTER = frozenset({"accuracy", "micro_f1", "r2"})
 
 

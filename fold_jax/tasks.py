@@ -52,7 +52,8 @@ __all__ = [
     "objective",
 ]
 
-TaskName = Literal["digits", "breast_cancer", "digit_attributes", "spirals", "teacher"]
+TaskName = Literal["digits", "breast_cancer", "digit_attributes", "spirals", "teacher",
+                   "shakespeare", "milton"]
 ObjectiveName = Literal["sphere", "rosenbrock", "rastrigin"]
 TASK_NAMES: tuple[str, ...] = get_args(TaskName)
 OBJECTIVE_NAMES: tuple[str, ...] = get_args(ObjectiveName)
@@ -617,13 +618,24 @@ _REGISTRY: dict[str, Callable[..., Task | Objective]] = {
 }
 
 
+TEXT_TASKS = ("shakespeare", "milton")  # built by fold_jax.text (imported on demand: it imports us)
+
+
+def _builder(name: str) -> Callable[..., Task | Objective]:
+    if name in TEXT_TASKS:
+        from fold_jax import text
+
+        return getattr(text, name)
+    return _REGISTRY[name]
+
+
 def names() -> list[str]:
     """The sorted names of every registered task and objective (what :func:`get` accepts).
 
     Returns:
         The names, sorted.
     """
-    return sorted(_REGISTRY)
+    return sorted([*_REGISTRY, *TEXT_TASKS])
 
 
 @overload
@@ -653,7 +665,7 @@ def get(name: str, **options: Any) -> Task | Objective:
         ValueError: an unknown name (listing the known ones) or unknown options.
     """
     check_choice(name, "task name", names())
-    make = _REGISTRY[name]
+    make = _builder(name)
     allowed = set(inspect.signature(make).parameters)
     unknown = set(options) - allowed
     if unknown:
