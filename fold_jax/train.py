@@ -6,11 +6,11 @@ included: ``apply(params, x)`` gives the outputs) or minimizes an
 method's step takes no data arguments and the history tracks the objective's
 ``value``) or maximizes the return of a control task (a
 :class:`~fold_jax.control.ControlTask`: each step gets a fresh key for its training
-episodes, the history tracks the held-out ``return`` and ``env_steps``). Steps are jitted and run in ``lax.scan`` chunks of ``eval_every`` steps; the chunk
-is compiled ahead of time and, when the run has more than one chunk, run once to warm up
-(both reported apart as compile time; the warm-up's result is discarded), and evaluation
-between
-chunks is excluded from the training clock. Minibatches are drawn with
+episodes, the history tracks the held-out ``return`` and ``env_steps``). Steps are
+jitted and run in ``lax.scan`` chunks of ``eval_every`` steps; the chunk is compiled
+ahead of time and, when the run has more than one chunk, run once to warm up (both
+reported apart as compile time; the warm-up's result is discarded), and evaluation
+between chunks is excluded from the training clock. Minibatches are drawn with
 replacement from the training split, keyed by the seed, so a seed fixes the run.
 """
 
