@@ -1,16 +1,18 @@
 """fold_jax: training without backpropagation, in JAX, measured against it.
 
 Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, train
-(the one loop), zo (built from noise, directions, shaping, fusion and flax_layers),
-search, snes (separable NES on regenerated noise), binary, prune, variants, probes,
-regions, parallel, peers (evosax strategies as Methods), recipes (the benchmarked
-methods and their search spaces), results, timing; report is
+(the one loop), control (gymnax control tasks) and policies (their flax policies), ppo
+(rejax's PPO, the backprop RL baseline), zo (built from noise, directions, shaping,
+fusion and flax_layers), search, snes (separable NES on regenerated noise), binary,
+prune, variants, probes, regions, parallel, peers (evosax strategies as Methods),
+recipes (the benchmarked methods and their search spaces), results, timing; report is
 imported on demand (it needs matplotlib).
 """
 
 from fold_jax import (
     binary,
     checks,
+    control,
     directions,
     flax_layers,
     fusion,
@@ -21,6 +23,8 @@ from fold_jax import (
     parallel,
     peers,
     perturb,
+    policies,
+    ppo,
     probes,
     prune,
     recipes,
@@ -41,6 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     "binary",
     "checks",
+    "control",
     "directions",
     "flax_layers",
     "fusion",
@@ -51,6 +56,8 @@ __all__ = [
     "parallel",
     "peers",
     "perturb",
+    "policies",
+    "ppo",
     "probes",
     "prune",
     "recipes",
