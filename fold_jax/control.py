@@ -84,6 +84,8 @@ THRESHOLDS: dict[str, float] = {  # gymnax id -> solved return (module docstring
     "MountainCarContinuous-v0": 90.0,
     "MemoryChain-bsuite": 1.0,
 }
+# gymnax environments that download data when built: refused (fold_jax runs offline)
+DOWNLOADS: dict[str, str] = {"MNISTBandit-bsuite": "MNIST"}
 TRAIN_STREAM, EVAL_STREAM = 0, 1  # folded into the keys: training and held-out episodes
 METRICS = ("return", "episode_length")  # what ControlTask.evaluate reports
 
@@ -99,8 +101,9 @@ def _gymnax():
 
 
 def env_ids() -> list[str]:
-    """Every gymnax environment id :func:`make` accepts (gymnax's registry)."""
-    return list(_gymnax().registered_envs)
+    """Every gymnax environment id :func:`make` accepts (gymnax's registry, less those
+    that download data when built: ``DOWNLOADS``)."""
+    return [e for e in _gymnax().registered_envs if e not in DOWNLOADS]
 
 
 def names() -> list[str]:
@@ -253,6 +256,10 @@ def _resolve(name: str) -> tuple[str, dict[str, Any]]:
     if isinstance(name, str) and name in ALIASES:
         return ALIASES[name], dict(_ALIAS_OPTIONS.get(name, {}))
     ids = env_ids()
+    if isinstance(name, str) and name in DOWNLOADS:
+        raise ValueError(f"control task name={name!r}: gymnax downloads {DOWNLOADS[name]} when "
+                         f"it builds this environment, and fold_jax's tasks run offline; "
+                         f"allowed: {names()} or a gymnax id other than {sorted(DOWNLOADS)}")
     if isinstance(name, str) and name in ids:
         return name, {}
     raise ValueError(f"control task name={name!r} is not known; allowed: {names()} or a gymnax "

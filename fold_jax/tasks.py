@@ -671,7 +671,7 @@ def get(name: str, **options: Any) -> Task | Objective | ControlTask:
         ValueError: an unknown name (listing the known ones) or unknown options.
     """
     if isinstance(name, str) and name not in _REGISTRY and (
-            name in CONTROL_NAMES or name in control.env_ids()):
+            name in CONTROL_NAMES or name in control.DOWNLOADS or name in control.env_ids()):
         make: Callable[..., Any] = functools.partial(control.make, name)
     else:
         try:
