@@ -196,9 +196,10 @@ def train(
     rows: list[dict[str, float]] = []
 
     def record(ts: Any, elapsed: float) -> bool:
-        metrics = {k: float(v) for k, v in evaluate(ts).items()}
+        metrics = evaluate(ts)
         rows.append({"env_steps": int(np.asarray(ts.global_step)), "elapsed_s": elapsed,
-                     **metrics})
+                     "return": float(metrics["return"]),
+                     "episode_length": float(metrics["episode_length"])})
         return target is not None and metrics["return"] >= target
 
     elapsed = 0.0
