@@ -101,13 +101,21 @@ def _gymnax():
 
 
 def env_ids() -> list[str]:
-    """Every gymnax environment id :func:`make` accepts (gymnax's registry, less those
-    that download data when built: ``DOWNLOADS``)."""
+    """Every gymnax environment id :func:`make` accepts.
+
+    Returns:
+        gymnax's registry, less the environments that download data when built
+        (``DOWNLOADS``).
+    """
     return [e for e in _gymnax().registered_envs if e not in DOWNLOADS]
 
 
 def names() -> list[str]:
-    """fold_jax's short control names (``ALIASES``), sorted."""
+    """fold_jax's short control names.
+
+    Returns:
+        The keys of ``ALIASES``, sorted.
+    """
     return sorted(ALIASES)
 
 
