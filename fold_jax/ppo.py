@@ -196,10 +196,9 @@ def train(
     rows: list[dict[str, float]] = []
 
     def record(ts: Any, elapsed: float) -> bool:
-        metrics = evaluate(ts)
+        metrics = {k: float(v) for k, v in evaluate(ts).items()}
         rows.append({"env_steps": int(np.asarray(ts.global_step)), "elapsed_s": elapsed,
-                     "return": float(metrics["return"]),
-                     "episode_length": float(metrics["episode_length"])})
+                     "return": metrics["return"], "episode_length": metrics["episode_length"]})
         return target is not None and metrics["return"] >= target
 
     elapsed = 0.0
