@@ -1,17 +1,20 @@
 """fold_jax: training without backpropagation, in JAX, measured against it.
 
 Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, train
-(the one loop), zo (built from noise, directions, shaping, fusion and flax_layers),
-search, snes (separable NES on regenerated noise), binary, prune, variants, probes,
-regions, parallel, peers (evosax strategies as Methods), recipes (the benchmarked
-methods and their search spaces), results, timing, text (character corpora and
-sequence tasks, built by gutenberg), pretrain (cached Adam pretraining of LMs); report is
+(the one loop), control (gymnax control tasks) and policies (their flax policies), ppo
+(rejax's PPO, the backprop RL baseline), zo (built from noise, directions, shaping,
+fusion and flax_layers), search, snes (separable NES on regenerated noise), binary,
+prune, variants, probes, regions, parallel, peers (evosax strategies as Methods),
+recipes (the benchmarked methods and their search spaces), results, timing, text
+(character corpora and sequence tasks, built by gutenberg), pretrain (cached Adam
+pretraining of LMs); report is
 imported on demand (it needs matplotlib).
 """
 
 from fold_jax import (
     binary,
     checks,
+    control,
     directions,
     flax_layers,
     fusion,
@@ -23,6 +26,8 @@ from fold_jax import (
     parallel,
     peers,
     perturb,
+    policies,
+    ppo,
     pretrain,
     probes,
     prune,
@@ -45,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "binary",
     "checks",
+    "control",
     "directions",
     "flax_layers",
     "fusion",
@@ -56,6 +62,8 @@ __all__ = [
     "parallel",
     "peers",
     "perturb",
+    "policies",
+    "ppo",
     "pretrain",
     "probes",
     "prune",

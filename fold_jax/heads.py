@@ -11,7 +11,8 @@
   ``sklearn.metrics.r2_score``; 1.0 for a constant column predicted exactly, else 0.0).
 
 Metric direction: :func:`higher_is_better` says which way a metric improves
-(accuracy, micro_f1, r2 up; loss, mse, rmse and an objective's value down).
+(accuracy, micro_f1, r2 and a control task's return up; loss, mse, rmse and an
+objective's value down).
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ METRICS: dict[str, tuple[str, ...]] = {  # what Head.metrics returns, per kind
     "regression": ("loss", "mse", "rmse", "r2"),
 }
 LOWER_IS_BETTER = frozenset({"loss", "mse", "rmse", "value", "bits_per_char"})  # value: Objective
-_HIGHER_IS_BETTER = frozenset({"accuracy", "micro_f1", "r2"})
+_HIGHER_IS_BETTER = frozenset({"accuracy", "micro_f1", "r2", "return"})  # "return": control
 
 
 def higher_is_better(metric: str) -> bool:
-    """Whether ``metric`` improves upwards (accuracy, micro_f1, r2) or downwards (loss,
+    """Whether ``metric`` improves upwards (accuracy, micro_f1, r2, return) or downwards (loss,
     mse, rmse, value).
 
     Args:

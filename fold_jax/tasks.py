@@ -15,9 +15,14 @@ The test split is drawn first, exactly as versions without a validation split dr
 random_state=seed, stratify=...)``), so a seed's test examples are unchanged; the
 validation split is then carved out of the rest.
 
+Control tasks (:mod:`fold_jax.control`): :func:`get` also takes the control names
+(``CONTROL_NAMES``: "cartpole", "acrobot", "pendulum", ...) and any gymnax environment
+id ("MountainCar-v0", :func:`fold_jax.control.env_ids`), giving a
+:class:`~fold_jax.control.ControlTask` (options: those of :func:`fold_jax.control.make`).
+
 Typing: :func:`get` is overloaded on the literal name (a data-task name gives a
-``Task``, an objective's name an ``Objective``); :func:`dataset` and :func:`objective`
-take any string and always return one type.
+``Task``, an objective's name an ``Objective``, a control name a ``ControlTask``);
+:func:`dataset` and :func:`objective` take any string and always return one type.
 """
 
 from __future__ import annotations
@@ -35,12 +40,16 @@ from jaxtyping import Array, ArrayLike, PyTree
 from sklearn import datasets as skdata
 from sklearn.model_selection import train_test_split
 
+from fold_jax import control
 from fold_jax.checks import check_bool, check_choice, check_finite, check_int, check_positive
+from fold_jax.control import ControlTask
 from fold_jax.heads import KINDS, Head
 
 __all__ = [
+    "CONTROL_NAMES",
     "OBJECTIVE_NAMES",
     "TASK_NAMES",
+    "ControlName",
     "Objective",
     "ObjectiveName",
     "Task",
@@ -55,7 +64,10 @@ __all__ = [
 TaskName = Literal["digits", "breast_cancer", "digit_attributes", "spirals", "teacher",
                    "shakespeare", "milton"]
 ObjectiveName = Literal["sphere", "rosenbrock", "rastrigin"]
+ControlName = Literal["acrobot", "breakout_minatar", "cartpole", "cartpole_po",
+                      "memory_chain", "mountain_car", "pendulum"]
 TASK_NAMES: tuple[str, ...] = get_args(TaskName)
+CONTROL_NAMES: tuple[str, ...] = get_args(ControlName)  # fold_jax.control.ALIASES
 OBJECTIVE_NAMES: tuple[str, ...] = get_args(ObjectiveName)
 
 DIGIT_ATTRIBUTES = ("even", "at_least_5", "prime", "closed_loop")
@@ -630,12 +642,13 @@ def _builder(name: str) -> Callable[..., Task | Objective]:
 
 
 def names() -> list[str]:
-    """The sorted names of every registered task and objective (what :func:`get` accepts).
+    """The sorted names of every registered task, objective and control task (what
+    :func:`get` accepts, besides any gymnax environment id).
 
     Returns:
         The names, sorted.
     """
-    return sorted([*_REGISTRY, *TEXT_TASKS])
+    return sorted([*_REGISTRY, *TEXT_TASKS, *CONTROL_NAMES])
 
 
 @overload
@@ -643,29 +656,42 @@ def get(name: TaskName, **options: Any) -> Task: ...
 @overload
 def get(name: ObjectiveName, **options: Any) -> Objective: ...
 @overload
-def get(name: str, **options: Any) -> Task | Objective: ...
+def get(name: ControlName, **options: Any) -> ControlTask: ...
+@overload
+def get(name: str, **options: Any) -> Task | Objective | ControlTask: ...
 
 
-def get(name: str, **options: Any) -> Task | Objective:
+def get(name: str, **options: Any) -> Task | Objective | ControlTask:
     """The task called ``name`` built with ``options`` (seed, test_fraction,
     val_fraction, dim, ...).
 
     Typed by name: a literal data-task name (``TaskName``) gives a :class:`Task`, an
-    objective's (``ObjectiveName``) an :class:`Objective`; for a name held in a ``str``
-    variable use :func:`dataset` or :func:`objective` to get one type.
+    objective's (``ObjectiveName``) an :class:`Objective`, a control name
+    (``ControlName``) a :class:`~fold_jax.control.ControlTask`; for a name held in a
+    ``str`` variable use :func:`dataset` or :func:`objective` to get one type.
 
     Args:
-        name: a task or objective name (one of :func:`names`).
+        name: a task, objective or control name (one of :func:`names`), or a gymnax
+            environment id (:func:`fold_jax.control.env_ids`, e.g. "MountainCar-v0").
         **options: options of that task's builder (unknown ones are a ValueError).
 
     Returns:
-        A :class:`Task` for a data-task name, an :class:`Objective` for an objective's.
+        A :class:`Task` for a data-task name, an :class:`Objective` for an objective's,
+        a :class:`~fold_jax.control.ControlTask` for a control name or gymnax id.
 
     Raises:
         ValueError: an unknown name (listing the known ones) or unknown options.
     """
-    check_choice(name, "task name", names())
-    make = _builder(name)
+    if isinstance(name, str) and name not in _REGISTRY and (
+            name in CONTROL_NAMES or name in control.DOWNLOADS or name in control.env_ids()):
+        make: Callable[..., Any] = functools.partial(control.make, name)
+    else:
+        try:
+            check_choice(name, "task name", names())
+        except ValueError as error:
+            raise ValueError(f"{error} (or a gymnax environment id, "
+                             f"fold_jax.control.env_ids())") from None
+        make = _builder(name)
     allowed = set(inspect.signature(make).parameters)
     unknown = set(options) - allowed
     if unknown:

@@ -4,11 +4,13 @@
 included: ``apply(params, x)`` gives the outputs) or minimizes an
 :class:`~fold_jax.tasks.Objective` (a test function of the params with no data: the
 method's step takes no data arguments and the history tracks the objective's
-``value``). Steps are jitted and run in ``lax.scan`` chunks of ``eval_every`` steps; the chunk
-is compiled ahead of time and, when the run has more than one chunk, run once to warm up
-(both reported apart as compile time; the warm-up's result is discarded), and evaluation
-between
-chunks is excluded from the training clock. Minibatches are drawn with
+``value``) or maximizes the return of a control task (a
+:class:`~fold_jax.control.ControlTask`: each step gets a fresh key for its training
+episodes, the history tracks the held-out ``return`` and ``env_steps``). Steps are
+jitted and run in ``lax.scan`` chunks of ``eval_every`` steps; the chunk is compiled
+ahead of time and, when the run has more than one chunk, run once to warm up (both
+reported apart as compile time; the warm-up's result is discarded), and evaluation
+between chunks is excluded from the training clock. Minibatches are drawn with
 replacement from the training split, keyed by the seed, so a seed fixes the run.
 """
 
@@ -33,6 +35,7 @@ from fold_jax.checks import (
     check_params,
     check_positive,
 )
+from fold_jax.control import ControlTask
 from fold_jax.heads import higher_is_better
 from fold_jax.methods import Method
 from fold_jax.tasks import Objective, Task
@@ -79,9 +82,9 @@ def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric,
     if not (hasattr(method, "init") and hasattr(method, "step")):
         raise TypeError(f"method must have init and step (a fold_jax Method), "
                         f"got {type(method).__name__}")
-    if not isinstance(task, Task | Objective):
-        raise TypeError(f"task must be a fold_jax.tasks.Task or Objective, got "
-                        f"{type(task).__name__}")
+    if not isinstance(task, Task | Objective | ControlTask):
+        raise TypeError(f"task must be a fold_jax.tasks.Task, Objective or "
+                        f"fold_jax.control.ControlTask, got {type(task).__name__}")
     data = isinstance(task, Task)
     if data and apply is None:
         raise TypeError(f"apply is required for a Task ({task.name!r}): apply(params, x) -> "
@@ -89,7 +92,8 @@ def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric,
     if data and not callable(apply):
         raise TypeError("apply must be callable: apply(params, x) -> logits")
     if not data and apply is not None:
-        raise ValueError(f"apply (a {type(apply).__name__}) was given with the Objective "
+        what = "Objective" if isinstance(task, Objective) else "ControlTask"
+        raise ValueError(f"apply (a {type(apply).__name__}) was given with the {what} "
                          f"{task.name!r}, which has no data and evaluates params itself: "
                          f"leave apply=None")
     steps = check_int(steps, "steps", allow_none=True)
@@ -116,11 +120,13 @@ def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric,
         raise ValueError(f"batch_size={batch_size} exceeds the {task.n_train} training "
                          f"examples of {task.name!r}; allowed: 1..{task.n_train}")
     eval_every = check_int(eval_every, "eval_every")
-    allowed = task.head.metric_names if data else ("value",)
+    control = isinstance(task, ControlTask)
+    allowed = task.head.metric_names if data else ("return",) if control else ("value",)
     if target_metric is None:
-        target_metric = task.head.default_metric if data else "value"
+        target_metric = allowed[0] if control else task.head.default_metric if data else "value"
     if target_metric not in allowed:
-        what = f"a {task.kind} task" if data else "an Objective"
+        what = (f"a {task.kind} task" if data else "a ControlTask" if control
+                else "an Objective")
         raise ValueError(f"target_metric={target_metric!r}; allowed for {what}: "
                          f"{list(allowed)}")
     return steps, budget_s, batch_size, eval_every, target, seed, target_metric
@@ -189,7 +195,13 @@ def fit(
     yb)`` on a minibatch. On an :class:`~fold_jax.tasks.Objective` there is no data:
     each step is ``method.step(state, key)`` (build the method on ``loss(params) =
     objective(params)``), ``params`` is one array of shape (dim,), and ``apply`` must be
-    None (``batch_size`` and ``threshold`` are unused).
+    None (``batch_size`` and ``threshold`` are unused). On a
+    :class:`~fold_jax.control.ControlTask` each step is ``method.step(state, key,
+    episode_key)`` (build the method on ``task.loss(params, episode_key)``, minus the
+    mean return of the step's training episodes), ``episode_key`` drawn like a
+    minibatch; ``apply`` must be None; the history has ``env_steps`` (``evals *
+    task.env_steps_per_eval``), ``return`` and ``episode_length`` on the task's held-out
+    episodes, and ``target_metric`` is "return" (rising to ``target``).
 
     Stops at ``steps``, after ``budget_s`` seconds of training time, or when the
     ``target_metric`` (on a Task's ``eval_split``; an Objective's value) reaches ``target``
@@ -253,24 +265,28 @@ def fit(
         method, task, steps, budget_s, batch_size, eval_every, target_metric, apply, target,
         seed, progress)
     data = isinstance(task, Task)
+    control = isinstance(task, ControlTask)
     check_params(params, "initialise them with net.init(key)" if data
+                 else "initialise them with task.init(key)" if control
                  else "start from the objective's x0")
     arrays: tuple[Array, ...] = ()  # the step's data arguments (none for an Objective)
     n = 0
     if isinstance(task, Objective):
         _check_objective_params(task, params)
-    else:
+    elif data:
         arrays, n = (task.x_train, task.y_train), task.n_train
     _check_finite_inputs(task, params)
     reported: set[str] = set()  # which of _COUNTS the method's info holds
     held_out = _check_eval_split(eval_split, task) if data else None
-    column = f"{eval_split}_{target_metric}" if data else "value"
+    column = f"{eval_split}_{target_metric}" if data else target_metric
     higher = higher_is_better(target_metric)
 
     def chunk(state, keys, *xy):
         def one_step(state, key):
             batch_key, step_key = jax.random.split(key)
-            if not xy:
+            if control:  # a control task's "minibatch": the key of the step's episodes
+                batch = (batch_key,)
+            elif not xy:
                 batch = ()
             elif batch_size == n:
                 batch = xy
@@ -286,6 +302,8 @@ def fit(
 
     @jax.jit
     def evaluate(p):
+        if control:
+            return task.evaluate(p)
         if not data:
             return {"value": jnp.asarray(task(p), jnp.float32)}
         train = task.head.metrics(apply(p, task.x_train), task.y_train, threshold)
@@ -304,6 +322,7 @@ def fit(
                counts: dict[str, int]) -> dict[str, float]:
         metrics = {k: float(v) for k, v in evaluate(state.params).items()}
         rows.append({"step": step, "evals": evals, "elapsed_s": elapsed,
+                     **({"env_steps": evals * task.env_steps_per_eval} if control else {}),
                      "batch_loss": batch_loss, **metrics})
         counted.append(counts)
         return metrics
@@ -344,7 +363,7 @@ def fit(
     if bar is not None:
         bar.close()
     if not compiled:  # nothing ran (target met at step 0): ask the step what it reports
-        batch = tuple(a[:batch_size] for a in arrays)
+        batch = (jax.random.key(0),) if control else tuple(a[:batch_size] for a in arrays)
         _, info = jax.eval_shape(method.step, state, jax.random.key(0), *batch)
         reported.update(k for k in _COUNTS if k in info)
     columns = ["skipped", *(k for k in _COUNTS if k != "skipped" and k in reported)]

@@ -299,7 +299,8 @@ def test_get_is_typed_by_name_and_objective_dataset_are_precise():
     overloads = typing.get_overloads(tasks.get)
     returns = [typing.get_type_hints(f, globalns=vars(tasks))["return"] for f in overloads]
     assert returns[:2] == [tasks.Task, tasks.Objective]
-    assert set(tasks.TASK_NAMES) | set(tasks.OBJECTIVE_NAMES) == set(tasks.names())
+    assert set(tasks.TASK_NAMES) | set(tasks.OBJECTIVE_NAMES) | set(tasks.CONTROL_NAMES) == set(
+        tasks.names())
     assert not set(tasks.TASK_NAMES) & set(tasks.OBJECTIVE_NAMES)
     assert isinstance(tasks.dataset("spirals", n_samples=100), tasks.Task)
     f = tasks.objective("rosenbrock", dim=4)
