@@ -1,4 +1,4 @@
-"""bench/suite_hypotheses.py and fold_jax/report/hypotheses.py: the quick profile's jobs
+"""fold_jax/bench/suites/hypotheses.py and fold_jax/report/hypotheses.py: the quick profile's jobs
 are well formed, a tiny job runs and its rows fit the schema, and the verdict logic gives
 the verdicts the rules say on synthetic frames."""
 
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import hypotheses_work as work
-from bench import suite_hypotheses as suite
+from fold_jax.bench import hypotheses_work as work
+from fold_jax.bench.suites import hypotheses as suite
 from fold_jax import results
 from fold_jax.report import hypotheses as report
 from fold_jax.report._common import fmt

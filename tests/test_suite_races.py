@@ -1,4 +1,4 @@
-"""bench.suite_races: the tuning protocol (trials on val, selection, seeds on test)."""
+"""fold_jax.bench.suites.races: the tuning protocol (trials on val, selection, seeds on test)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from bench import suite_races
+from fold_jax.bench.suites import races as suite_races
 from fold_jax import recipes
 
 

@@ -236,7 +236,7 @@ def _header(frames: Mapping[str, pd.DataFrame], sources: Mapping[str, Source],
         lines += ["Each file's tables come from one run: the newest finished run with rows "
                   "in it. The CSVs keep the rows of every run "
                   f"({n_runs} in all; `runs.csv` records those made by `python -m "
-                  "bench.run`)." + (f" Checkout at commit `{head[:8]}`." if head else ""), "",
+                  "fold_jax.bench`)." + (f" Checkout at commit `{head[:8]}`." if head else ""), "",
                   "| file | run | status | rows shown | commit | host | cpu | backend | "
                   "device | devices | jax | started (UTC) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -280,7 +280,7 @@ def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True,
     directory = Path(results_dir)
     if not directory.is_dir():
         raise FileNotFoundError(f"results directory {directory} does not exist; run the "
-                                f"benchmarks first (python -m bench.run)")
+                                f"benchmarks first (python -m fold_jax.bench)")
     loaded = results.load(directory)
     registry = results.runs(directory)
     if repo is None:  # the checkout holding the results, else the one holding the package

@@ -412,7 +412,7 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
             "`time (s)`: the race's own clock (training steps only); `forwards`: the "
             "evaluations to target times one evaluation's cost in forward passes of a "
             "minibatch, timed against a forward pass in alternating rounds "
-            "(`bench.suite_races.step_cost`; empty for rows older than it), so it moves "
+            "(`fold_jax.bench.suites.races.step_cost`; empty for rows older than it), so it moves "
             "less with the machine's speed between jobs.\n", table(dense)]
     if curves is not None and not curves.empty:
         curves = curves.merge(races[["task", "method", "variant", "seed", "budget_s", "backend",

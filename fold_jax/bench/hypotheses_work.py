@@ -1,4 +1,4 @@
-"""Workloads of the hypotheses suite (bench/suite_hypotheses.py): the essays' claims about
+"""Workloads of the hypotheses suite (fold_jax/bench/suites/hypotheses.py): the essays' claims about
 forward-only training, each put where gradients are said to fail.
 
 Every training run goes through :func:`fold_jax.train.fit` with a fixed step budget
@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bench.common import TUNING_SEED
+from fold_jax.bench.common import TUNING_SEED
 from fold_jax import binary, heads, methods, nets, probes, recipes, search, tasks, timing, train
 
 WIDTH = 32  # hidden units of the MLP workloads

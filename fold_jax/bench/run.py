@@ -1,8 +1,8 @@
-"""Run the benchmarks: ``python -m bench.run [--profile quick|full] [--only ...] [-k SUB]
+"""Run the benchmarks: ``python -m fold_jax.bench [--profile quick|full] [--only ...] [-k SUB]
 [--results-dir results] [--no-report] [--new | --resume RUN_ID]``.
 
-Parts: every suite ``bench/suite_<name>.py`` (see :mod:`bench.common`), the kernel
-micro-benchmarks (``kernels``, :mod:`bench.suite_kernels`) first; the others in name
+Parts: every suite ``fold_jax/bench/suites/<name>.py`` (see :mod:`fold_jax.bench.common`), the kernel
+micro-benchmarks (``kernels``, :mod:`fold_jax.bench.suites.kernels`) first; the others in name
 order. Without ``--only`` a profile runs the suites whose ``DEFAULT_PROFILES`` hold it
 (:func:`default_parts`: the quick run leaves the hypotheses out, and says so). Each
 suite's results file, key and columns come from :data:`fold_jax.results.SCHEMA`.
@@ -41,10 +41,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import PROFILES, Job
+from fold_jax.bench.common import PROFILES, Job
 from fold_jax import results
 
-HERE = Path(__file__).resolve().parent
+SUITES = "fold_jax.bench.suites"  # the package holding the shipped suites
+HERE = Path(__file__).resolve().parent / "suites"
 FIRST = ("kernels",)  # parts that run before the others (timings on an idle machine)
 
 __all__ = ["default_parts", "discover", "main", "pending", "select_run", "write_rows"]
@@ -55,8 +56,9 @@ OPTIONS = ("profile", "parts", "filter")  # the command a run was started with
 
 
 def discover() -> list[str]:
-    """Suite names, from ``bench/suite_<name>.py``: ``FIRST`` ones first, then sorted."""
-    names = sorted(p.stem.removeprefix("suite_") for p in HERE.glob("suite_*.py"))
+    """Suite names, from ``fold_jax/bench/suites/<name>.py``: ``FIRST`` ones first, then
+    sorted."""
+    names = sorted(p.stem for p in HERE.glob("*.py") if not p.stem.startswith("_"))
     return [n for n in FIRST if n in names] + [n for n in names if n not in FIRST]
 
 
@@ -64,13 +66,13 @@ def default_parts(names: Sequence[str], profile: str, modules: Mapping[str, Any]
                   ) -> tuple[list[str], list[str]]:
     """The parts a command without ``--only`` runs under ``profile``, and those it leaves
     out: a suite runs by default in the profiles of its ``DEFAULT_PROFILES`` (all
-    profiles when it has none; :mod:`bench.common`).
+    profiles when it has none; :mod:`fold_jax.bench.common`).
 
     Args:
         names: the suite names, in run order.
         profile: "quick" or "full".
         modules: name -> suite module (None or missing: imported as
-            ``bench.suite_<name>``).
+            ``fold_jax.bench.suites.<name>``).
 
     Returns:
         ``(run, left_out)``, each in the order of ``names``.
@@ -78,7 +80,7 @@ def default_parts(names: Sequence[str], profile: str, modules: Mapping[str, Any]
     modules = modules or {}
     run, left_out = [], []
     for name in names:
-        suite = modules.get(name) or importlib.import_module(f"bench.suite_{name}")
+        suite = modules.get(name) or importlib.import_module(f"{SUITES}.{name}")
         (run if profile in getattr(suite, "DEFAULT_PROFILES", PROFILES) else left_out
          ).append(name)
     return run, left_out
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
     """Command-line entry; ``suites`` (name -> suite module) replaces discovery (tests)."""
     modules = dict(suites) if suites is not None else {}
     names = list(modules) if suites is not None else discover()
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split(
+    parser = argparse.ArgumentParser(prog="python -m fold_jax.bench", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="quick (default) or full")
@@ -328,7 +330,7 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
         print(note)
     state: dict[str, Any] = {
         "run_id": rid, "status": "running", "pid": os.getpid(),
-        "command": " ".join(["python -m bench.run", *args.argv]),
+        "command": " ".join(["python -m fold_jax.bench", *args.argv]),
     }
     if record is None:
         state |= {"started_utc": _now(), "finished_utc": "", "attempts": 1,
@@ -375,7 +377,7 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
     try:
         for name in parts:
             try:
-                suite = modules.get(name) or importlib.import_module(f"bench.suite_{name}")
+                suite = modules.get(name) or importlib.import_module(f"{SUITES}.{name}")
                 todo, n_done = pending(suite, args.profile, args.results_dir, args.k, rid)
             except Exception as e:
                 failures.append(f"{name}: cannot list jobs: {_message(e)}")

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bench.common import Job, check_profile
+from fold_jax.bench.common import Job, check_profile
 from fold_jax import binary, methods, nets, prune, results, tasks, timing, train
 
 FILE = "variants"

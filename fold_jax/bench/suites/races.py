@@ -40,7 +40,7 @@ aside) and stops at the target. ``budget_s`` is only a generous wall-clock safet
 speed). A miss counts as infinity (steps/evals/time_to_target = inf).
 
 Targets (``TARGETS``) are fixed per task, at or below a well-tuned gradient baseline on
-the validation split (``python -m bench.suite_races --calibrate`` reprints it): Adam at
+the validation split (``python -m fold_jax.bench.suites.races --calibrate`` reprints it): Adam at
 its best learning rate of {1e-3, 3e-3, 1e-2}, 2000 steps, batch 128, 3 seeds; the
 calibration is the median best validation metric minus a 2-point margin (rounded down
 to 0.01), so a well-tuned method reaches the target inside the budget while it still
@@ -52,7 +52,7 @@ Recipes that cannot run a job are left out with a printed reason (a recipe's
 they cannot keep masked).
 
 A job returns ``{"tuning": rows, "races": rows, "curves": rows}`` (see
-:mod:`bench.common`); curves rows hold one value per (evaluation, split, metric).
+:mod:`fold_jax.bench.common`); curves rows hold one value per (evaluation, split, metric).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ import jax
 import numpy as np
 import optax
 
-from bench.common import TUNING_SEED, Job, check_profile, shared_compiles
+from fold_jax.bench.common import TUNING_SEED, Job, check_profile, shared_compiles
 from fold_jax import heads, methods, nets, recipes, results, tasks, timing, train
 
 FILE = "races"
@@ -87,7 +87,7 @@ class Race(NamedTuple):
     eval_every: int = EVAL_EVERY  # steps between evaluations: the grid of *_to_target
 
 
-# `python -m bench.suite_races --calibrate` on the validation split (2026-12-02, CPU, jax
+# `python -m fold_jax.bench.suites.races --calibrate` on the validation split (2026-12-02, CPU, jax
 # 0.10.2): median best val metric of Adam at its best rate: digits 0.9722 (lr 1e-2) ->
 # 0.95, breast_cancer 1.0000 (3e-3) -> 0.98, digit_attributes micro-F1 0.9814 (1e-3) ->
 # 0.96, spirals 1.0000 (1e-2) -> 0.98. Kept: the lower of that and the round targets
@@ -395,7 +395,7 @@ def tune_and_race(task_name: str, method: str, variant: str, profile: str
                   ) -> dict[str, list[dict[str, Any]]]:
     """The whole protocol for one (task, recipe, variant) under ``profile`` (module
     docstring): ``{"tuning": trial rows, "races": one row per seed, "curves": rows}``.
-    Inside :func:`bench.common.shared_compiles`, so the race seeds load the programs
+    Inside :func:`fold_jax.bench.common.shared_compiles`, so the race seeds load the programs
     their selected trial compiled (their ``compile_s`` is the load time)."""
     p = PROFILE[check_profile(profile)]
     n, k = n_trials(profile, task_name), trial_seeds(profile, task_name)

@@ -1,17 +1,17 @@
-"""What a benchmark suite looks like to the runner (:mod:`bench.run`).
+"""What a benchmark suite looks like to the runner (:mod:`fold_jax.bench.run`).
 
-A suite is a module ``bench/suite_<name>.py`` with
+A suite is a module ``fold_jax/bench/suites/<name>.py`` with
 
 - ``FILE``: the results file stem its jobs write (``"races"`` -> ``results/races.csv``);
 - ``KEY``: the key columns identifying a row of ``FILE`` within a run (a job is done
   when the current run already wrote a row with its ``Job.key`` values; rows of other
-  runs never count, see :mod:`bench.run`);
+  runs never count, see :mod:`fold_jax.bench.run`);
 - optionally ``KEYS``: ``{file_stem: key_columns}`` for other files its jobs write
   (e.g. ``{"curves": [...]}``);
 - ``jobs(profile) -> Iterable[Job]`` for ``profile`` in ``PROFILES``;
 - optionally ``DEFAULT_PROFILES``: the profiles in which a command without ``--only``
   runs the suite (default: all of ``PROFILES``); a suite left out of a profile's default
-  run still runs in it when named by ``--only`` (:func:`bench.run.default_parts`).
+  run still runs in it when named by ``--only`` (:func:`fold_jax.bench.run.default_parts`).
 
 ``Job.run()`` returns either a list of rows (dicts) for ``FILE`` or a dict
 ``{file_stem: rows}`` for several files. The runner writes the other files first
