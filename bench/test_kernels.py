@@ -10,8 +10,8 @@ import contextlib
 import jax
 import numpy as np
 
-from fold_jax.bench.suites import kernels as suite_kernels
 from fold_jax import timing
+from fold_jax.bench.suites import kernels as suite_kernels
 
 
 def pytest_generate_tests(metafunc):

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from fold_jax.bench import run
-from fold_jax.bench.suites import races as suite_races
-from fold_jax.bench.common import Job
 from fold_jax import results
+from fold_jax.bench import run
+from fold_jax.bench.common import Job
+from fold_jax.bench.suites import races as suite_races
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fold_jax.bench.suites import bbob as suite_bbob
 from fold_jax import report, results
+from fold_jax.bench.suites import bbob as suite_bbob
 from fold_jax.report import bbob as bbob_report
 
 HAS_COCOEX = importlib.util.find_spec("cocoex") is not None

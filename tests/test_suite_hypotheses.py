@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fold_jax import results
 from fold_jax.bench import hypotheses_work as work
 from fold_jax.bench.suites import hypotheses as suite
-from fold_jax import results
 from fold_jax.report import hypotheses as report
 from fold_jax.report._common import fmt
 

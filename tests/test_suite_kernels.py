@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from fold_jax import results
 from fold_jax.bench import run
 from fold_jax.bench.suites import kernels as suite_kernels
-from fold_jax import results
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = suite_kernels.kernels("quick")

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from fold_jax.bench.suites import races as suite_races
 from fold_jax import recipes
+from fold_jax.bench.suites import races as suite_races
 
 
 def _trial(i, score, best, metric="accuracy"):

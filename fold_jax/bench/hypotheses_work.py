@@ -47,8 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fold_jax.bench.common import TUNING_SEED
 from fold_jax import binary, heads, methods, nets, probes, recipes, search, tasks, timing, train
+from fold_jax.bench.common import TUNING_SEED
 
 WIDTH = 32  # hidden units of the MLP workloads
 FORWARD_ONLY = ("zo", "zo_layer_scaled", "zo_crn", "forward_gradient", "gld", "rso",

@@ -1,11 +1,21 @@
-"""Run the benchmarks: ``python -m fold_jax.bench [--profile quick|full] [--only ...] [-k SUB]
+"""Run the benchmarks: ``python -m fold_jax.bench [--profile quick|full] [--only SUITES]
+[-k LABEL] [--imports MODULE,...] [--methods A,B] [--tasks T1,T2] [--promote]
 [--results-dir results] [--no-report] [--new | --resume RUN_ID]``.
 
-Parts: every suite ``fold_jax/bench/suites/<name>.py`` (see :mod:`fold_jax.bench.common`), the kernel
-micro-benchmarks (``kernels``, :mod:`fold_jax.bench.suites.kernels`) first; the others in name
-order. Without ``--only`` a profile runs the suites whose ``DEFAULT_PROFILES`` hold it
-(:func:`default_parts`: the quick run leaves the hypotheses out, and says so). Each
-suite's results file, key and columns come from :data:`fold_jax.results.SCHEMA`.
+A researcher's own methods: ``--imports mypkg.methods`` imports modules that call
+:func:`fold_jax.recipes.register` before anything is planned; ``--methods mine,adam``
+and ``--tasks digits,spirals`` choose what the suites that honour them (``SELECTS``:
+the races) run, each method under the same tuning budget, seeds, step budget and
+evaluation interval as the shipped recipes on that task. Given without ``--only`` they
+run only those suites. ``--promote`` hands a finished run to
+``fold_jax.results.promote`` (the machine's reference rows).
+
+Parts: every suite ``fold_jax/bench/suites/<name>.py`` (see :mod:`fold_jax.bench.common`),
+the kernel micro-benchmarks (``kernels``, :mod:`fold_jax.bench.suites.kernels`) first;
+the others in name order. Without ``--only`` a profile runs the suites whose
+``DEFAULT_PROFILES`` hold it (:func:`default_parts`: the quick run leaves the hypotheses
+out, and says so). Each suite's results file, key and columns come from
+:data:`fold_jax.results.SCHEMA`.
 
 Every run measures the machine it runs on. A command starts a new run (a new run id,
 recorded in ``<results-dir>/runs.csv`` with its commit, host, profile and parts) unless
@@ -41,18 +51,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fold_jax.bench.common import PROFILES, Job
 from fold_jax import results
+from fold_jax.bench.common import PROFILES, Job, Selection
 
 SUITES = "fold_jax.bench.suites"  # the package holding the shipped suites
 HERE = Path(__file__).resolve().parent / "suites"
 FIRST = ("kernels",)  # parts that run before the others (timings on an idle machine)
 
-__all__ = ["default_parts", "discover", "main", "pending", "select_run", "write_rows"]
+__all__ = ["default_parts", "discover", "import_modules", "main", "pending", "promote",
+           "select_run", "write_rows"]
 
 # one machine a run: the results' machine key and the CPU (a run resumes only on its CPU)
 MACHINE = ("cpu_model", *results.MACHINE_KEY)
-OPTIONS = ("profile", "parts", "filter")  # the command a run was started with
+# the command a run was started with (a resumed run keeps them)
+OPTIONS = ("profile", "parts", "filter", "imports", "methods", "tasks")
 
 
 def discover() -> list[str]:
@@ -80,7 +92,7 @@ def default_parts(names: Sequence[str], profile: str, modules: Mapping[str, Any]
     modules = modules or {}
     run, left_out = [], []
     for name in names:
-        suite = modules.get(name) or importlib.import_module(f"{SUITES}.{name}")
+        suite = _suite(name, modules)
         (run if profile in getattr(suite, "DEFAULT_PROFILES", PROFILES) else left_out
          ).append(name)
     return run, left_out
@@ -90,16 +102,25 @@ def _message(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def _jobs(suite, profile: str, selection: Selection | None):
+    """``suite.jobs`` under ``profile``, given ``selection`` when the suite ``SELECTS``."""
+    if selection and getattr(suite, "SELECTS", ()):
+        return suite.jobs(profile, selection)
+    return suite.jobs(profile)
+
+
 def pending(suite, profile: str, results_dir: str, substring: str | None,
-            run_id: str | None = None) -> tuple[list[Job], int]:
-    """The jobs of ``suite`` still to run (filtered by ``substring``) and how many of them
+            run_id: str | None = None, selection: Selection | None = None
+            ) -> tuple[list[Job], int]:
+    """The jobs of ``suite`` still to run (filtered by ``substring``; ``selection``:
+    ``--methods`` / ``--tasks`` for a suite that ``SELECTS`` them) and how many of them
     run ``run_id`` (by default the current run) already wrote; rows of other runs never
     count."""
     meta = results.metadata()
     key_columns = list(suite.KEY)
     have = results.done_keys(suite.FILE, key_columns, results_dir, run=run_id)
     todo, n_done = [], 0
-    for job in suite.jobs(profile):
+    for job in _jobs(suite, profile, selection):
         if substring and substring not in (job.label or str(job.key)):
             continue
         full = {c: job.key.get(c, meta.get(c)) for c in key_columns}
@@ -161,6 +182,9 @@ def _describe(record: Mapping[str, str]) -> str:
     options = f"--profile {record.get('profile')} --only {record.get('parts')}"
     if record.get("filter"):
         options += f" -k {record['filter']}"
+    for name in ("imports", "methods", "tasks"):
+        if record.get(name):
+            options += f" --{name} {record[name]}"
     return options
 
 
@@ -219,7 +243,7 @@ def select_run(results_dir: str, options: Mapping[str, str], current: Mapping[st
         if why:
             raise RunChoiceError(f"cannot resume run {target}: {why}; start a new run instead")
         theirs = {k: record.get(k, "") for k in OPTIONS}
-        if any(theirs[k] != options[k] for k in explicit):
+        if any(theirs[k] != options.get(k, "") for k in explicit):
             raise RunChoiceError(f"run {target} was started with {_describe(theirs)}; rerun "
                                  f"it without --profile/--only/-k or with the same ones")
         return dict(record), target, []
@@ -232,7 +256,7 @@ def select_run(results_dir: str, options: Mapping[str, str], current: Mapping[st
         return None, requested, []
     notes: list[str] = []
     if not new:
-        wanted = {k: options[k] for k in OPTIONS}
+        wanted = {k: options.get(k, "") for k in OPTIONS}
         same = [r for r in marks.values() if {k: r.get(k, "") for k in OPTIONS} == wanted
                 and {c: r.get(c, "") for c in MACHINE} == {c: str(current[c]) for c in MACHINE}]
         if same:
@@ -242,6 +266,60 @@ def select_run(results_dir: str, options: Mapping[str, str], current: Mapping[st
                 return dict(newest), newest["run_id"], []
             notes.append(f"not resuming unfinished run {newest['run_id']}: {why}")
     return None, results.new_run_id(), notes
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    """A comma-separated option as a tuple of its non-empty, stripped entries."""
+    return tuple(x.strip() for x in (text or "").split(",") if x.strip())
+
+
+def _suite(name: str, modules: Mapping[str, Any]):
+    """Suite ``name``: from ``modules`` (tests) or imported from :data:`SUITES`."""
+    return modules.get(name) or importlib.import_module(f"{SUITES}.{name}")
+
+
+def import_modules(names: Sequence[str]) -> list[str]:
+    """Import the ``--imports`` modules (a researcher's methods register themselves with
+    :func:`fold_jax.recipes.register` on import); the current directory is searched
+    first, as ``python -m`` does.
+
+    Args:
+        names: dotted module names.
+
+    Returns:
+        The names, in order.
+
+    Raises:
+        ImportError: a module that cannot be imported (its name and the cause).
+    """
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # a module that fails while registering, too
+            raise ImportError(f"cannot import {name!r}: {_message(e)}") from e
+    return list(names)
+
+
+def promote(run_id: str, results_dir: str) -> None:
+    """``--promote``: make finished run ``run_id`` this machine's reference rows.
+
+    COORDINATOR: the call site of ``fold_jax.results.promote(run_id, results_dir)``
+    (built by another helper in results.py). Until results.py has it, ``--promote``
+    fails loudly here (the run itself is kept and finished) instead of doing nothing.
+
+    Args:
+        run_id: the finished run.
+        results_dir: the results folder.
+
+    Raises:
+        NotImplementedError: ``fold_jax.results.promote`` does not exist yet.
+    """
+    fn = getattr(results, "promote", None)
+    if fn is None:
+        raise NotImplementedError("fold_jax.results.promote is not in this version of "
+                                  "fold_jax.results; nothing was promoted")
+    fn(run_id, results_dir)
+    print(f"run {run_id} promoted to this machine's reference in {results_dir}/")
 
 
 def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None) -> int:
@@ -261,17 +339,43 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
     which.add_argument("--new", action="store_true",
                        help="start a new run even if this command's last run is unfinished")
     which.add_argument("--resume", metavar="RUN_ID", default=None,
-                       help="continue this unfinished run (its profile, parts and -k)")
+                       help="continue this unfinished run (its profile, parts, -k, imports, "
+                            "methods and tasks)")
+    parser.add_argument("--imports", default=None, metavar="MODULE,...",
+                        help="import these modules first (they register methods with "
+                             "fold_jax.recipes.register)")
+    parser.add_argument("--methods", default=None, metavar="A,B",
+                        help="race exactly these recipes (registered ones included)")
+    parser.add_argument("--tasks", default=None, metavar="T1,T2",
+                        help="race on these tasks only")
+    parser.add_argument("--promote", action="store_true",
+                        help="promote the run, once finished, to this machine's reference "
+                             "(fold_jax.results.promote)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        imported = import_modules(_split(args.imports))
+    except ImportError as e:
+        print(f"--imports: {_message(e)}", file=sys.stderr)
+        return 2
+    selection = Selection(_split(args.methods), _split(args.tasks))
     all_parts = list(names)
     parts = list(all_parts)
+    selecting = [n for n in all_parts if selection
+                 and getattr(_suite(n, modules), "SELECTS", ())]
     if args.only:
         chosen = [p.strip() for p in args.only.split(",") if p.strip()]
         bad = [p for p in chosen if p not in parts]
         if bad:
             parser.error(f"--only {','.join(bad)}: not known; allowed: {', '.join(parts)}")
         parts = [p for p in parts if p in chosen]
+        if selection and not set(parts) & set(selecting):
+            parser.error(f"--methods / --tasks: none of the parts {', '.join(parts)} takes "
+                         f"them; those that do: {', '.join(selecting) or 'none'}")
+    elif selection and args.resume is None:
+        parts = selecting
+        print(f"--methods / --tasks given: running {', '.join(parts)} (the parts that take "
+              f"them; add --only to choose)")
     elif args.resume is None:
         parts, left_out = default_parts(all_parts, args.profile or "quick", modules)
         for name in left_out:
@@ -287,9 +391,12 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
         print(f"cannot write results: {e}", file=sys.stderr)
         return 1
     options = {"profile": args.profile or "quick", "parts": ",".join(parts),
-               "filter": args.k or ""}
+               "filter": args.k or "", "imports": ",".join(imported),
+               "methods": ",".join(selection.methods), "tasks": ",".join(selection.tasks)}
     explicit = [k for k, given in (("profile", args.profile), ("parts", args.only),
-                                   ("filter", args.k)) if given is not None]
+                                   ("filter", args.k), ("imports", args.imports),
+                                   ("methods", args.methods), ("tasks", args.tasks))
+                if given is not None]
     meta = results.metadata()
     env_before = os.environ.get("FOLD_JAX_RUN_ID")
     try:
@@ -307,7 +414,22 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
             print(f"cannot resume run {rid}: its parts {unknown} are not known here",
                   file=sys.stderr)
             return 2
+        try:
+            import_modules(_split(record.get("imports")))
+        except ImportError as e:
+            print(f"cannot resume run {rid}: its --imports fail: {_message(e)}",
+                  file=sys.stderr)
+            return 2
+        selection = Selection(_split(record.get("methods")), _split(record.get("tasks")))
+    try:  # unknown methods or tasks are refused before anything runs
+        for name in parts:
+            if selection and getattr(_suite(name, modules), "SELECTS", ()):
+                _suite(name, modules).check_selection(selection)
+    except ValueError as e:
+        print(f"--methods / --tasks: {e}", file=sys.stderr)
+        return 2
     args.profile = args.profile or "quick"
+    args.selection = selection
     previous_id = results.set_run_id(rid)
     os.environ["FOLD_JAX_RUN_ID"] = rid  # child processes (scaling workers) share the run
     try:
@@ -377,8 +499,9 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
     try:
         for name in parts:
             try:
-                suite = modules.get(name) or importlib.import_module(f"{SUITES}.{name}")
-                todo, n_done = pending(suite, args.profile, args.results_dir, args.k, rid)
+                suite = _suite(name, modules)
+                todo, n_done = pending(suite, args.profile, args.results_dir, args.k, rid,
+                                       getattr(args, "selection", None))
             except Exception as e:
                 failures.append(f"{name}: cannot list jobs: {_message(e)}")
                 print(f"FAILED to load suite {name!r}: {_message(e)}", file=sys.stderr)
@@ -443,6 +566,14 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
     else:
         save_state(status="finished", finished_utc=_now())
         print(f"run {rid} finished")
+        if args.promote:
+            try:
+                promote(rid, args.results_dir)
+            except Exception as e:
+                failures.append(f"promote: {_message(e)}")
+                print(f"FAILED to promote run {rid}: {_message(e)}", file=sys.stderr)
+    if args.promote and failures and not any(f.startswith("promote:") for f in failures):
+        print(f"--promote: run {rid} is unfinished, so it was not promoted", file=sys.stderr)
 
     if not args.no_report:
         try:

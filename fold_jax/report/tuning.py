@@ -205,8 +205,8 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
                     "own clocks (`time`, jobs run minutes apart) and `forwards`, the "
                     "evaluations to target times one evaluation's cost in forward passes of "
                     "a minibatch, timed against a forward pass in alternating rounds "
-                    "(`fold_jax.bench.suites.races.step_cost`), which a drift of the machine between "
-                    "jobs moves less.\n",
+                    "(`fold_jax.bench.suites.races.step_cost`), which a drift of the machine "
+                    "between jobs moves less.\n",
                     table(p), _goal(p)]
         out.append(_not_run(races))
     return "\n".join(x for x in out if x)

@@ -91,8 +91,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fold_jax.bench.common import Job, check_profile
 from fold_jax import results
+from fold_jax.bench.common import Job, check_profile
 from fold_jax.checks import check_choice
 from fold_jax.report.bbob import FUNCTIONS, TARGETS, group_of, target_column
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from fold_jax import results
 from fold_jax.bench import hypotheses_work as work
 from fold_jax.bench.common import Job, check_profile, shared_compiles
-from fold_jax import results
 
 FILE = "hypotheses"
 KEY = results.key(FILE)

@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fold_jax.bench.common import Job, check_profile
 from fold_jax import recipes, results, timing
+from fold_jax.bench.common import Job, check_profile
 
 FILE = "kernels"
 KEY = results.key(FILE)

@@ -65,11 +65,13 @@ import jax
 import numpy as np
 import optax
 
-from fold_jax.bench.common import TUNING_SEED, Job, check_profile, shared_compiles
 from fold_jax import heads, methods, nets, recipes, results, tasks, timing, train
+from fold_jax.bench.common import TUNING_SEED, Job, Selection, check_profile, shared_compiles
+from fold_jax.checks import check_choice
 
 FILE = "races"
 KEY = results.key("races")
+SELECTS = ("methods", "tasks")  # --methods / --tasks (fold_jax.bench.common.Selection)
 KEYS = {"curves": results.key("curves"), "tuning": results.key("tuning")}
 
 # steps between evaluations: the resolution of steps/evals/time to target. A coarse grid
@@ -464,20 +466,57 @@ def _why_not(method: str, task_name: str, variant: str) -> str:
     return ""
 
 
-def jobs(profile: str) -> Iterator[Job]:
-    """One job per (task, recipe, variant) of ``profile``: tune, select, race on the
+def check_selection(selection: Selection) -> Selection:
+    """``selection`` if its methods are registered recipes and its tasks have a race
+    target (``TARGETS``), else a ValueError naming the allowed values."""
+    for m in selection.methods:
+        check_choice(m, "--methods entry", recipes.names())
+    for t in selection.tasks:
+        check_choice(t, "--tasks entry (a task with a race target)", list(TARGETS))
+    return selection
+
+
+def grid(profile: str, selection: Selection | None = None) -> list[tuple[str, str, str]]:
+    """The (task, recipe, variant) triples ``profile`` races, in order, restricted or
+    extended by the command line's ``selection``.
+
+    Without a selection: the profile's grids. ``--tasks`` alone keeps the grids' rows on
+    those tasks; ``--methods`` (with or without ``--tasks``) races exactly those recipes
+    on the dense net of each task (the given ones, else every task of the profile's
+    grids), each under that task's tuning budget, seeds, step budget and evaluation
+    interval, as the shipped recipes there.
+
+    Args:
+        profile: "quick" or "full".
+        selection: the ``--methods`` / ``--tasks`` of the command (None: none).
+
+    Returns:
+        A list of ``(task, method, variant)`` without duplicates.
+    """
+    p = PROFILE[check_profile(profile)]
+    selection = check_selection(selection or Selection())
+    full = [(t, m, v) for tasks_, methods_, variants_ in p["grids"] for t in tasks_
+            for m in methods_ for v in variants_]
+    if selection.methods:
+        tasks_ = selection.tasks or tuple(dict.fromkeys(t for t, _, _ in full))
+        full = [(t, m, "dense") for t in tasks_ for m in selection.methods]
+    elif selection.tasks:
+        full = [x for x in full if x[0] in selection.tasks]
+    return list(dict.fromkeys(full))
+
+
+def jobs(profile: str, selection: Selection | None = None) -> Iterator[Job]:
+    """One job per (task, recipe, variant) of :func:`grid`: tune, select, race on the
     seeds. Combinations a recipe cannot run are printed with the reason and left out."""
     p = PROFILE[check_profile(profile)]
-    grid = [(t, m, v) for tasks_, methods_, variants_ in p["grids"] for t in tasks_
-            for m in methods_ for v in variants_]
-    for task_name, method, variant in grid:
+    for task_name, method, variant in grid(profile, selection):
         seeds = race_seeds(profile, task_name)
         runs = n_trials(profile, task_name) * trial_seeds(profile, task_name) + len(seeds)
         why = _why_not(method, task_name, variant)
         if why:
             print(f"races: {method} not run on {task_name}/{variant}: {why}")
             continue
-        small = SMALL_TASK_PEER if recipes.get(method).library == "evosax" else SMALL_TASK
+        small = SMALL_TASK_PEER if recipes.get(method).library != "fold_jax" else SMALL_TASK
         steps = step_budget(profile, task_name)
         # RUN_COST is at 500 steps; runs that reach the target stop early, misses take
         # the whole budget: a longer budget weighs half its ratio more (an estimate)
