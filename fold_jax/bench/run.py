@@ -430,6 +430,7 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
         return 2
     args.profile = args.profile or "quick"
     args.selection = selection
+    args.recorded = options  # what a new run's record keeps of the command
     previous_id = results.set_run_id(rid)
     os.environ["FOLD_JAX_RUN_ID"] = rid  # child processes (scaling workers) share the run
     try:
@@ -458,6 +459,8 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
         state |= {"started_utc": _now(), "finished_utc": "", "attempts": 1,
                   "git_commit": meta["git_commit"], "jax_version": meta.get("jax_version", ""),
                   "profile": args.profile, "parts": ",".join(parts), "filter": args.k or "",
+                  **{k: getattr(args, "recorded", {}).get(k, "") for k in
+                     ("imports", "methods", "tasks")},
                   **{c: meta[c] for c in MACHINE}}
         print(f"new run {rid}: commit {str(meta['git_commit'])[:8]}, host {meta['host']} "
               f"({meta['backend']}, {meta['n_devices']} x {meta['device_kind']}), profile "
