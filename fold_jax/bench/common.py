@@ -76,7 +76,14 @@ class Selection(NamedTuple):
 
 
 def check_profile(profile: str) -> str:
-    """``profile`` if it is one of ``PROFILES``, else a ValueError naming them."""
+    """``profile`` if it is one of ``PROFILES``, else a ValueError naming them.
+
+    Args:
+        profile: the profile name.
+
+    Returns:
+        ``profile``.
+    """
     return check_choice(profile, "profile", PROFILES)
 
 
@@ -92,6 +99,9 @@ def shared_compiles() -> Iterator[None]:
     the identical program is loaded instead, and ``compile_s`` of such a run is the
     load time. Compile times are never part of a timed training second. The cache is
     switched off again on leaving, so code outside the block is not touched.
+
+    Yields:
+        None, inside the block.
     """
     global _CACHE_DIR
     import jax

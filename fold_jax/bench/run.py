@@ -69,7 +69,11 @@ OPTIONS = ("profile", "parts", "filter", "imports", "methods", "tasks")
 
 def discover() -> list[str]:
     """Suite names, from ``fold_jax/bench/suites/<name>.py``: ``FIRST`` ones first, then
-    sorted."""
+    sorted.
+
+    Returns:
+        The names (module stems).
+    """
     names = sorted(p.stem for p in HERE.glob("*.py") if not p.stem.startswith("_"))
     return [n for n in FIRST if n in names] + [n for n in names if n not in FIRST]
 
@@ -115,7 +119,19 @@ def pending(suite, profile: str, results_dir: str, substring: str | None,
     """The jobs of ``suite`` still to run (filtered by ``substring``; ``selection``:
     ``--methods`` / ``--tasks`` for a suite that ``SELECTS`` them) and how many of them
     run ``run_id`` (by default the current run) already wrote; rows of other runs never
-    count."""
+    count.
+
+    Args:
+        suite: the suite module (:mod:`fold_jax.bench.common`).
+        profile: "quick" or "full".
+        results_dir: the results folder.
+        substring: ``-k``: keep jobs whose label contains it (None: all).
+        run_id: the run whose rows count as done (None: the current run).
+        selection: ``--methods`` / ``--tasks`` (None: the profile's own).
+
+    Returns:
+        ``(jobs to run, number already done)``.
+    """
     meta = results.metadata()
     key_columns = list(suite.KEY)
     have = results.done_keys(suite.FILE, key_columns, results_dir, run=run_id)
@@ -133,7 +149,17 @@ def pending(suite, profile: str, results_dir: str, substring: str | None,
 
 def write_rows(suite, job: Job, rows, results_dir: str) -> int:
     """Append a job's rows: other files first (replacing their rows with the same key),
-    the suite's ``FILE`` last, so a half-written job is not done and reruns cleanly."""
+    the suite's ``FILE`` last, so a half-written job is not done and reruns cleanly.
+
+    Args:
+        suite: the suite module.
+        job: the job that produced ``rows``.
+        rows: a list of rows for ``suite.FILE`` or ``{file_stem: rows}``.
+        results_dir: the results folder.
+
+    Returns:
+        The number of rows written.
+    """
     by_file = dict(rows) if isinstance(rows, Mapping) else {suite.FILE: rows}
     keys = {**getattr(suite, "KEYS", {}), suite.FILE: list(suite.KEY)}
     unknown = [f for f in by_file if f not in keys]
@@ -222,6 +248,21 @@ def select_run(results_dir: str, options: Mapping[str, str], current: Mapping[st
     id of the new run). ``new``: never continue. Otherwise the newest resumable run
     with the same ``options`` and machine is continued when the code has not changed
     since it started.
+
+    Args:
+        results_dir: the results folder.
+        options: this command's run options (:data:`OPTIONS`).
+        current: this machine's metadata.
+        explicit: the options given on the command line.
+        resume: ``--resume RUN_ID`` (None: not given).
+        new: ``--new``.
+        requested: ``$FOLD_JAX_RUN_ID`` (None: unset).
+
+    Returns:
+        ``(record or None, run_id, notes)``.
+
+    Raises:
+        RunChoiceError: the requested run cannot be continued (the message says why).
     """
     marks = {r["run_id"]: r for r in results.resumable(results_dir)}
     target = resume or (requested if requested in marks and not new else None)
@@ -323,7 +364,16 @@ def promote(run_id: str, results_dir: str) -> None:
 
 
 def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None) -> int:
-    """Command-line entry; ``suites`` (name -> suite module) replaces discovery (tests)."""
+    """The command line (module docstring).
+
+    Args:
+        argv: the arguments (None: ``sys.argv[1:]``).
+        suites: name -> suite module, replacing discovery (tests).
+
+    Returns:
+        The exit status: 0 when every job and the report succeeded, 1 on failures, 2
+        for a run or selection that cannot be used, 130 when interrupted.
+    """
     modules = dict(suites) if suites is not None else {}
     names = list(modules) if suites is not None else discover()
     parser = argparse.ArgumentParser(prog="python -m fold_jax.bench", description=__doc__.split(
