@@ -106,3 +106,26 @@ def test_selection_grid_keeps_each_tasks_protocol():
     only_tasks = suite_races.grid("quick", suite_races.Selection((), ("digits",)))
     assert {t for t, _, _ in only_tasks} == {"digits"}
     assert ("digits", "adam", "pruned") in only_tasks  # the profile's variants kept
+
+
+def test_the_adding_a_method_page_runs(monkeypatch):
+    """docs/adding-a-method.md's python blocks, in order: the registration, the
+    strategy class and the check; the recipes they add are removed afterwards."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "adding-a-method.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 3
+    monkeypatch.setattr(recipes, "RECIPES", dict(recipes.RECIPES))  # restored afterwards
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "adding-a-method.md", "exec"), namespace)
+    assert recipes.get("sign_es").library == "user" and "my_es" in recipes.names("user")
+    info = namespace["info"]
+    # 8 evaluations a step (4 mirrored pairs); 200 sign steps of >= 1e-3 from w = 0 toward
+    # (0, 1, 2, 3) lower the loss from mean(y^2) (14 in expectation for unit gaussians)
+    assert int(info["evals"]) == 8
+    x, y = namespace["x"], namespace["y"]
+    start = float(namespace["loss"]({"w": 0 * x[0]}, x, y))
+    assert 0 <= float(info["loss"]) < start
