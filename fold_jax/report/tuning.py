@@ -24,10 +24,10 @@ import pandas as pd
 
 from fold_jax import heads, recipes
 from fold_jax.report._common import fmt, interval_text, table
-from fold_jax.report.races import summary
+from fold_jax.report.races import library_order, summary
 
-__all__ = ["Goal", "best_by_library", "goals", "libraries", "library_order", "peers",
-           "section", "trials_table"]
+__all__ = ["Goal", "best_by_library", "goals", "libraries", "peers", "section",
+           "trials_table"]
 
 GOALS_FILE = "goals.toml"  # in fold_jax/bench/: the declared goals (:func:`goals`)
 _PEER_NOUN = {"evosax": "strategies"}  # how a peer library's recipes are called
@@ -167,21 +167,6 @@ def libraries(races: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"):
         out["evals / best"] = out["evals"].to_numpy(float) / fewest.to_numpy(float)
     return out.sort_values(["task", "variant", "evals", "time (s)"]).reset_index(drop=True)
-
-
-def library_order(races: pd.DataFrame) -> list[str]:
-    """The libraries of the rows: the registry's order first (:func:`fold_jax.recipes.
-    libraries`), then any other, sorted.
-
-    Args:
-        races: rows with a ``library`` column.
-
-    Returns:
-        The library names.
-    """
-    present = set(races["library"].dropna().astype(str))
-    known = [x for x in recipes.libraries() if x in present]
-    return known + sorted(present - set(known))
 
 
 def peers(races: pd.DataFrame, goal: Goal | None = None) -> pd.DataFrame:
