@@ -50,6 +50,7 @@ __all__ = [
     "get",
     "hparams_json",
     "libraries",
+    "midpoint",
     "names",
     "register",
     "sample",
@@ -57,7 +58,13 @@ __all__ = [
     "unregister",
 ]
 
-LIBRARIES = ("optax", "fold_jax", "evosax")  # the shipped recipes' libraries
+LIBRARIES = ("optax", "fold_jax", "evosax", "cma")  # the shipped recipes' libraries
+# Suites with recipes of their own: "races" (the default: every race task; a
+# registered method's suite), "hypotheses" (the essays' workloads: their methods are
+# built by each workload, the recipe holds the search space) and "bbob" (COCO's
+# functions: one setting per method, built on the problem's dimension and budget).
+# A suite's recipes are named "<suite>/<method>" but for the races'.
+SUITES = ("races", "hypotheses", "bbob")
 USER = "user"  # the library of a registered method unless it names its own
 
 
@@ -96,6 +103,27 @@ class Recipe(NamedTuple):
     max_params: int | None = None
     why_limited: str = ""
     description: str = ""
+    suite: str = "races"  # the suite whose problems it is defined for (SUITES)
+
+
+def _scale(param: Param, u: float) -> Any:
+    """The value of ``param`` at the unit-interval point ``u``."""
+    if isinstance(param, LogUniform):
+        lo, hi = math.log(param.low), math.log(param.high)
+        return float(f"{math.exp(lo + u * (hi - lo)):.4g}")  # 4 digits: readable JSON
+    return param.values[min(int(u * len(param.values)), len(param.values) - 1)]
+
+
+def midpoint(param: Param) -> Any:
+    """A space entry's default when none is given.
+
+    Args:
+        param: a LogUniform or Choice.
+
+    Returns:
+        The log-midpoint ``sqrt(low * high)`` (4 significant digits) or the first value.
+    """
+    return _scale(param, 0.5) if isinstance(param, LogUniform) else param.values[0]
 
 
 def _identity(tx: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -272,7 +300,6 @@ def _recipes() -> dict[str, Recipe]:
 
 
 RECIPES: dict[str, Recipe] = _recipes()
-_SHIPPED = frozenset(RECIPES)
 
 
 def libraries() -> tuple[str, ...]:
@@ -285,23 +312,21 @@ def libraries() -> tuple[str, ...]:
     return tuple(dict.fromkeys(r.library for r in RECIPES.values()))
 
 
-def names(library: str | None = None) -> tuple[str, ...]:
-    """Recipe names, in registry order, optionally of one ``library`` only.
+def names(library: str | None = None, suite: str = "races") -> tuple[str, ...]:
+    """Recipe names of one ``suite``, in registry order, optionally of one ``library``.
 
     Args:
         library: one of :func:`libraries` or None (all).
+        suite: one of ``SUITES`` (default "races": every race's candidates).
 
     Returns:
-        The names.
+        The names (registry keys: ``"<suite>/<method>"`` outside the races).
     """
     if library is not None:
         check_choice(library, "library", libraries())
-    return tuple(n for n, r in RECIPES.items() if library is None or r.library == library)
-
-
-def _midpoint(param: Param) -> Any:
-    """A space entry's default when none is given: the log-midpoint or the first value."""
-    return _scale(param, 0.5) if isinstance(param, LogUniform) else param.values[0]
+    check_choice(suite, "suite", SUITES)
+    return tuple(n for n, r in RECIPES.items()
+                 if r.suite == suite and (library is None or r.library == library))
 
 
 def _check_space(space: Mapping[str, Param], name: str) -> dict[str, Param]:
@@ -420,7 +445,7 @@ def register(name: str, factory: Callable[..., methods.Method] | type | None = N
     if max_params is not None:
         max_params = check_int(max_params, "max_params")
     recipe = Recipe(name, library, _user_make(factory, name), space,
-                    {k: defaults.get(k, _midpoint(p)) for k, p in space.items()}, fixed,
+                    {k: defaults.get(k, midpoint(p)) for k, p in space.items()}, fixed,
                     handles_mask=False, max_params=max_params,
                     why_limited="" if max_params is None else "its registration's max_params",
                     description=description or f"{library} method {name}")
@@ -461,14 +486,6 @@ def get(name: str | Recipe) -> Recipe:
     if isinstance(name, Recipe):
         return name
     return RECIPES[check_choice(name, "recipe", sorted(RECIPES))]
-
-
-def _scale(param: Param, u: float) -> Any:
-    """The value of ``param`` at the unit-interval point ``u``."""
-    if isinstance(param, LogUniform):
-        lo, hi = math.log(param.low), math.log(param.high)
-        return float(f"{math.exp(lo + u * (hi - lo)):.4g}")  # 4 digits: readable JSON
-    return param.values[min(int(u * len(param.values)), len(param.values) - 1)]
 
 
 def sample(space: Mapping[str, Param], n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -529,7 +546,7 @@ def trials(recipe: str | Recipe, n: int, seed: int = 0) -> list[dict[str, Any]]:
 def build(recipe: str | Recipe, loss: Callable, hparams: Mapping[str, Any] | None = None, *,
           tx_wrap: Callable[[optax.GradientTransformation],
                             optax.GradientTransformation] = _identity,
-          mask: Any = None) -> methods.Method:
+          mask: Any = None, problem: Mapping[str, Any] | None = None) -> methods.Method:
     """The recipe's Method on ``loss`` with ``hparams`` (None: its defaults).
 
     Args:
@@ -540,6 +557,8 @@ def build(recipe: str | Recipe, loss: Callable, hparams: Mapping[str, Any] | Non
         tx_wrap: wraps the optax optimizer (e.g. a pruned net's mask keeper).
         mask: a params-shaped 0/1 tree of trainable weights for the zeroth-order and
             search recipes (None: all).
+        problem: what the problem sets, passed beside the settings and never tuned
+            (BBOB's recipes: ``dim``, ``budget``, ``slot``, ``population_size``).
 
     Returns:
         The :class:`fold_jax.methods.Method`.
@@ -557,7 +576,7 @@ def build(recipe: str | Recipe, loss: Callable, hparams: Mapping[str, Any] | Non
     if mask is not None and not recipe.handles_mask:
         raise ValueError(f"recipe {recipe.name!r} cannot keep a mask (mask=...): it does "
                          f"not train pruned nets")
-    options = {**recipe.fixed, **recipe.defaults, **hparams}
+    options = {**recipe.fixed, **recipe.defaults, **hparams, **(problem or {})}
     return recipe.make(loss, options, tx_wrap, mask)
 
 
@@ -571,3 +590,12 @@ def hparams_json(hparams: Mapping[str, Any]) -> str:
         The JSON text.
     """
     return json.dumps(dict(hparams), sort_keys=True, separators=(",", ":"))
+
+
+# the hypotheses' and BBOB's recipes (fold_jax.suite_recipes builds them from this
+# module's types, so it is imported once they exist): one registry for every suite
+from fold_jax import suite_recipes  # noqa: E402
+
+RECIPES.update(suite_recipes.hypotheses_recipes() | suite_recipes.bbob_recipes())
+BBOB_SIGMA0 = suite_recipes.BBOB_SIGMA0
+_SHIPPED = frozenset(RECIPES)
