@@ -13,6 +13,7 @@ import pytest
 
 from fold_jax import results
 from fold_jax.bench import hypotheses_work as work
+from fold_jax.bench.common import TUNING_SEED
 from fold_jax.bench.suites import hypotheses as suite
 from fold_jax.report import hypotheses as report
 from fold_jax.report._common import fmt
@@ -70,7 +71,7 @@ def test_a_tiny_job_runs_and_its_rows_fit_the_schema(tmp_path, monkeypatch):
     assert splits == ["val"] * n_trials + ["test"] * len(seeds)
     trials = [r for r in rows if r["metric"].startswith("trial_")]
     finals = [r for r in rows if not r["metric"].startswith("trial_")]
-    assert {r["seed"] for r in trials} == {work.TUNING_SEED + i for i in range(n_trials)}
+    assert {r["seed"] for r in trials} == {TUNING_SEED + i for i in range(n_trials)}
     assert {r["seed"] for r in finals} == set(seeds)
     scores = {r["trial"]: r["value"] for r in trials if r["metric"] == "trial_val_r2"}
     chosen = {r["trial"] for r in trials if r["selected"]}
@@ -102,7 +103,7 @@ def test_every_trained_method_has_a_search_space(profile):
     assert p["trials"] >= {"quick": 4, "full": 20}[profile]  # the races' protocol
     for job in suite.jobs(profile):
         if job.key["workload"] != "adding_memory":
-            assert work.SPACES[job.key["method"]], job.key
+            assert work.space(job.key["method"]), job.key
 
 
 def test_select_takes_the_highest_finite_value_and_the_first_of_ties():
@@ -243,7 +244,7 @@ def _trial_rows(workload, setting, method, values, selected):
     rows = []
     for i, v in enumerate(values):
         common = {"claim": "x", "workload": workload, "setting": setting, "method": method,
-                  "family": work.family(method), "seed": work.TUNING_SEED + i, "step": 100,
+                  "family": work.family(method), "seed": TUNING_SEED + i, "step": 100,
                   "evals": 100.0, "trial": i, "n_trials": len(values),
                   "selected": i == selected}
         rows += [{**common, "metric": "trial_skipped_steps", "value": 1.0},
@@ -328,7 +329,7 @@ def test_every_workload_runs_a_validation_trial_with_the_drawn_settings(workload
     method = {"mlp_depth": "zo_layer_scaled", "adding_accuracy": "tbptt",
               "threshold_net": "gld", "categorical": "zo_crn",
               "zero_one": "one_plus_one_metric"}[workload]
-    (hp,) = work.recipes.sample(work.SPACES[method], 1)
+    (hp,) = work.recipes.sample(work.space(method), 1)
     rows = run(hp, "val")
     assert [r["metric"].rsplit("_", 1)[0] for r in rows] == ["trial_skipped", "trial_val"]
     assert rows[0]["value"] == 0  # no step skipped

@@ -63,7 +63,7 @@ def trial_seed(index: int, j: int, n_trials: int) -> int:
 def tune(recipe: str | recipes.Recipe, n_trials: int,
          trial: Callable[[int, dict[str, Any], list[int]], T],
          rank: Callable[[T], Any],
-         final: Callable[[dict[str, Any], int], F],
+         final: Callable[[int, dict[str, Any], int], F],
          seeds: Sequence[int], trial_seeds: int = 1) -> Tuned[T, F]:
     """Tune ``recipe`` by ``n_trials`` trials and rerun the selected one on ``seeds``.
 
@@ -72,7 +72,8 @@ def tune(recipe: str | recipes.Recipe, n_trials: int,
         n_trials: trials (>= 1).
         trial: ``trial(index, setting, trial_seeds) -> result``, scored on validation.
         rank: ``rank(result) -> sortable``; the lowest is selected (ties: lower index).
-        final: ``final(setting, seed) -> result``, run on each of ``seeds`` (test).
+        final: ``final(selected, setting, seed) -> result`` (``selected``: the trial's
+            index), run on each of ``seeds`` (test).
         seeds: the final seeds.
         trial_seeds: seeds per trial (>= 1).
 
@@ -85,4 +86,4 @@ def tune(recipe: str | recipes.Recipe, n_trials: int,
     results = [trial(i, hp, [trial_seed(i, j, n_trials) for j in range(trial_seeds)])
                for i, hp in enumerate(settings)]
     best = min(range(n_trials), key=lambda i: (rank(results[i]), i))
-    return Tuned(settings, results, best, [final(settings[best], s) for s in seeds])
+    return Tuned(settings, results, best, [final(best, settings[best], s) for s in seeds])

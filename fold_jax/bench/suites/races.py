@@ -66,7 +66,8 @@ import numpy as np
 import optax
 
 from fold_jax import heads, methods, nets, recipes, results, tasks, timing, train
-from fold_jax.bench.common import TUNING_SEED, Job, Selection, check_profile, shared_compiles
+from fold_jax.bench import tuning
+from fold_jax.bench.common import Job, Selection, check_profile, shared_compiles
 from fold_jax.checks import check_choice
 
 FILE = "races"
@@ -285,7 +286,7 @@ def trial(task_name: str, method: str, variant: str, index: int, hparams: Mappin
     the validation target, inf for a miss); ``selected`` is set after :func:`select`."""
     rows = []
     for j in range(n_seeds):
-        seed = TUNING_SEED + index + j * n_trials
+        seed = tuning.trial_seed(index, j, n_trials)
         row, _, _ = _train(task_name, method, variant, hparams, seed, budget_s, max_steps,
                            "val")
         rows.append({"task": task_name, "method": method, "variant": variant,
@@ -303,18 +304,28 @@ def select(rows: list[dict[str, Any]]) -> int:
     trial."""
     if not rows:
         raise ValueError("select() needs at least one trial row")
-    higher = heads.higher_is_better(rows[0]["target_metric"])
     by_trial: dict[int, list[dict[str, Any]]] = {}
     for r in rows:
         by_trial.setdefault(int(r["trial"]), []).append(r)
+    return min(by_trial, key=lambda t: (trial_rank(by_trial[t]), t))
 
-    def rank(t: int) -> tuple[float, float, int]:
-        best = [r["best_val_metric"] for r in by_trial[t]]
-        best = [b if math.isfinite(b) else (-math.inf if higher else math.inf) for b in best]
-        metric = float(np.median(best))
-        return (by_trial[t][0]["score"], -metric if higher else metric, t)
 
-    return min(by_trial, key=rank)
+def trial_rank(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """How one trial's rows rank (lower is better): its ``score`` (median evaluations
+    to the validation target, inf for a miss), then its median ``best_val_metric`` in
+    the metric's direction (a non-finite one ranks last).
+
+    Args:
+        rows: the trial's tuning rows (one per seed).
+
+    Returns:
+        ``(score, metric key)``.
+    """
+    higher = heads.higher_is_better(rows[0]["target_metric"])
+    best = [r["best_val_metric"] for r in rows]
+    best = [b if math.isfinite(b) else (-math.inf if higher else math.inf) for b in best]
+    metric = float(np.median(best))
+    return (rows[0]["score"], -metric if higher else metric)
 
 
 def race(task_name: str, method: str, variant: str, seed: int, budget_s: float,
@@ -402,21 +413,18 @@ def tune_and_race(task_name: str, method: str, variant: str, profile: str
     p = PROFILE[check_profile(profile)]
     n, k = n_trials(profile, task_name), trial_seeds(profile, task_name)
     steps = step_budget(profile, task_name)
-    settings = recipes.trials(method, n)
     with shared_compiles():  # the seeds load the selected trial's programs
-        rows = [r for i, hp in enumerate(settings)
-                for r in trial(task_name, method, variant, i, hp, p["budget_s"], steps, n,
-                               k)]
-        best = select(rows)
-        for r in rows:
-            r["selected"] = r["trial"] == best
-        out: dict[str, list[dict[str, Any]]] = {"tuning": rows, "races": [], "curves": []}
-        for seed in race_seeds(profile, task_name):
-            one = race(task_name, method, variant, seed, p["budget_s"], steps,
-                       settings[best], best, n)
-            out["races"] += one["races"]
-            out["curves"] += one["curves"]
-    cost = step_cost(task_name, method, variant, settings[best])
+        tuned = tuning.tune(
+            method, n, lambda i, hp, seeds: trial(task_name, method, variant, i, hp,
+                                                  p["budget_s"], steps, n, len(seeds)),
+            trial_rank, lambda i, hp, seed: race(task_name, method, variant, seed,
+                                                 p["budget_s"], steps, hp, i, n),
+            race_seeds(profile, task_name), k)
+    rows = [r | {"selected": r["trial"] == tuned.selected} for g in tuned.trials for r in g]
+    out: dict[str, list[dict[str, Any]]] = {
+        "tuning": rows, "races": [r for one in tuned.finals for r in one["races"]],
+        "curves": [r for one in tuned.finals for r in one["curves"]]}
+    cost = step_cost(task_name, method, variant, tuned.settings[tuned.selected])
     for row in out["races"]:  # the setting's cost, the same for every seed
         row |= cost | {"forwards_to_target": row["evals_to_target"] * cost["eval_forwards"]}
     return out
