@@ -1,7 +1,10 @@
 """nox sessions: tests, lint, bench (quick profile + report), report, docs.
 
 ``nox -s bench`` writes results/*.csv, results/REPORT.md and results/figures/. Pass
-options after ``--``: ``nox -s bench -- --profile full`` or ``-- --only races``.
+options after ``--``: ``nox -s bench -- --profile full`` or ``-- --only races``; a
+researcher's method: ``-- --imports mypkg.methods --methods mine,adam --tasks digits``
+(docs/adding-a-method.md). It runs ``python -m fold_jax.bench``, which a ``pip install
+'fold_jax[bench]'`` user runs without a checkout.
 """
 
 from pathlib import Path
