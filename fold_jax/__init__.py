@@ -4,8 +4,9 @@ Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, 
 (the one loop), zo (built from noise, directions, shaping, fusion and flax_layers),
 search, snes (separable NES on regenerated noise), binary, prune, variants, probes,
 regions, parallel, peers (evosax strategies as Methods), recipes (the benchmarked
-methods and their search spaces), results, timing; report is
-imported on demand (it needs matplotlib).
+methods and their search spaces; suite_recipes: the hypotheses' and BBOB's), results,
+timing; report and bench (the harness, ``python -m fold_jax.bench``) are imported on
+demand (report needs matplotlib).
 """
 
 from fold_jax import (
@@ -29,6 +30,7 @@ from fold_jax import (
     search,
     shaping,
     snes,
+    suite_recipes,
     tasks,
     timing,
     train,
@@ -59,6 +61,7 @@ __all__ = [
     "search",
     "shaping",
     "snes",
+    "suite_recipes",
     "tasks",
     "timing",
     "train",
