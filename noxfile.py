@@ -1,7 +1,10 @@
 """nox sessions: tests, lint, bench (quick profile + report), report, docs.
 
 ``nox -s bench`` writes results/*.csv, results/REPORT.md and results/figures/. Pass
-options after ``--``: ``nox -s bench -- --profile full`` or ``-- --only races``.
+options after ``--``: ``nox -s bench -- --profile full`` or ``-- --only races``; a
+researcher's method: ``-- --imports mypkg.methods --methods mine,adam --tasks digits``
+(docs/adding-a-method.md). It runs ``python -m fold_jax.bench``, which a ``pip install
+'fold_jax[bench]'`` user runs without a checkout.
 """
 
 from pathlib import Path
@@ -18,7 +21,8 @@ DOCS = nox.project.dependency_groups(PYPROJECT, "docs")
 
 
 def _install(session: nox.Session) -> None:
-    session.install("-e", ".", *DEV)
+    # the harness's extra dependencies (cocoex, cma, pytest-benchmark) come with [bench]
+    session.install("-e", ".[bench]", *DEV)
 
 
 @nox.session
@@ -37,9 +41,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Quick profile by default: kernel micro-benchmarks, suites, then the report."""
+    """Quick profile by default: kernel micro-benchmarks, suites, then the report, through
+    the packaged entry point ``python -m fold_jax.bench`` (what a pip user runs)."""
     _install(session)
-    session.run("python", "-m", "bench.run", *session.posargs)
+    session.run("python", "-m", "fold_jax.bench", *session.posargs)
 
 
 @nox.session

@@ -1,7 +1,7 @@
 """pytest-benchmark view of the kernel micro-benchmarks: ``pytest bench [--profile full]``.
 
-The kernels are those of :mod:`bench.suite_kernels` (the ``kernels`` part of
-``python -m bench.run``, which writes ``results/kernels.csv``); here pytest-benchmark
+The kernels are those of :mod:`fold_jax.bench.suites.kernels` (the ``kernels`` part of
+``python -m fold_jax.bench``, which writes ``results/kernels.csv``); here pytest-benchmark
 times the same compiled callables and prints its own tables (``--benchmark-json`` to
 keep them). Nothing is written to ``results/``.
 """

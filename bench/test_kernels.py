@@ -1,7 +1,7 @@
-"""pytest-benchmark entry point over :func:`bench.suite_kernels.kernels`: one test per
+"""pytest-benchmark entry point over :func:`fold_jax.bench.suites.kernels.kernels`: one test per
 kernel of ``--profile``, timed with ``benchmark.pedantic`` on the AOT-compiled callable
 (warm-up rounds, rounds of >= 1 ms). Rows for kernels.csv come from ``python -m
-bench.run --only kernels``, which measures the same kernels."""
+fold_jax.bench --only kernels``, which measures the same kernels."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import contextlib
 import jax
 import numpy as np
 
-from bench import suite_kernels
 from fold_jax import timing
+from fold_jax.bench.suites import kernels as suite_kernels
 
 
 def pytest_generate_tests(metafunc):

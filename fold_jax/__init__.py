@@ -5,10 +5,10 @@ Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, 
 (rejax's PPO, the backprop RL baseline), zo (built from noise, directions, shaping,
 fusion and flax_layers), search, snes (separable NES on regenerated noise), binary,
 prune, variants, probes, regions, parallel, peers (evosax strategies as Methods),
-recipes (the benchmarked methods and their search spaces), results, timing, text
-(character corpora and sequence tasks, built by gutenberg), pretrain (cached Adam
-pretraining of LMs); report is
-imported on demand (it needs matplotlib).
+recipes (the benchmarked methods and their search spaces; suite_recipes: the
+hypotheses' and BBOB's), results, timing, text (character corpora and sequence tasks,
+built by gutenberg), pretrain (cached Adam pretraining of LMs); report and bench (the
+harness, ``python -m fold_jax.bench``) are imported on demand (report needs matplotlib).
 """
 
 from fold_jax import (
@@ -37,6 +37,7 @@ from fold_jax import (
     search,
     shaping,
     snes,
+    suite_recipes,
     tasks,
     text,
     timing,
@@ -73,6 +74,7 @@ __all__ = [
     "search",
     "shaping",
     "snes",
+    "suite_recipes",
     "tasks",
     "text",
     "timing",

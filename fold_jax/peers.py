@@ -166,14 +166,14 @@ def _split_options(name: str, cls: type, population_size: int, sigma: float | No
             raise ValueError(f"{name} has no exploration std to set; leave sigma=None")
     try:  # the user's constructor arguments, tried on a small probe before any tracing
         cls(population_size=population_size, solution=jnp.zeros(4, jnp.float32), **ctor)
-    except (AssertionError, TypeError) as error:
+    except (AssertionError, TypeError, ValueError) as error:
         raise ValueError(f"{name}({', '.join(sorted(ctor))}) was refused by evosax: "
                          f"{type(error).__name__}: {error}") from error
     return ctor, overrides
 
 
 def evosax_method(
-    strategy: str,
+    strategy: str | type,
     loss: Callable[..., Array],
     *,
     population_size: int,
@@ -189,7 +189,12 @@ def evosax_method(
     Args:
         strategy: an evosax class name from :func:`strategies` (``"Open_ES"``,
             ``"SNES"``, ``"PGPE"``, ``"ARS"``, ``"CMA_ES"``, ``"Sep_CMA_ES"``,
-            ``"SimpleES"``).
+            ``"SimpleES"``), or an evosax-style strategy class of one's own (the door
+            of :func:`fold_jax.recipes.register`): ``cls(population_size, solution,
+            **options)`` with ``default_params`` (a dataclass with ``replace``),
+            ``init(key, mean, params)``, ``ask(key, state, params) -> (population,
+            state)`` and ``tell(key, population, fitness, state, params) -> (state,
+            metrics)``, its state a dataclass with a flat ``mean``.
         loss: scalar loss ``loss(params, *args)`` (minimized).
         population_size: loss evaluations per step besides the mean's (>= 2; even for
             the mirrored-sampling strategies in ``ANTITHETIC``).
@@ -215,18 +220,28 @@ def evosax_method(
     Returns:
         ``Method(init, step, name)``: ``init(params) -> EvosaxState``;
         ``step(state, key, *args) -> (state, info)`` with ``info``: ``loss``, ``evals``,
-        ``skipped``, ``dropped`` (module docstring). ``name`` is ``"evosax_<strategy>"``.
+        ``skipped``, ``dropped`` (module docstring). ``name`` is ``"evosax_<strategy>"``
+        (a class: its ``__name__``).
 
     Raises:
         ValueError / TypeError: an unknown strategy or option, a bad population size,
             sigma, chunk_size or max_dims, before anything is traced; ``init`` raises a
             ValueError when params have more than ``max_dims`` entries.
     """
-    if not isinstance(strategy, str):
-        raise TypeError(f"strategy must be a name (str), got {type(strategy).__name__}; "
-                        f"allowed: {list(STRATEGIES)}")
-    if strategy not in STRATEGIES:
+    if isinstance(strategy, type):  # a strategy class of the evosax API
+        missing = [a for a in ("init", "ask", "tell") if not callable(getattr(strategy, a,
+                                                                               None))]
+        if missing:
+            raise TypeError(f"strategy class {strategy.__name__} lacks {missing}: an "
+                            f"evosax-style strategy has init, ask and tell")
+        cls, strategy = strategy, strategy.__name__
+    elif not isinstance(strategy, str):
+        raise TypeError(f"strategy must be a name (str) or an evosax-style strategy class, "
+                        f"got {type(strategy).__name__}; allowed names: {list(STRATEGIES)}")
+    elif strategy not in STRATEGIES:
         raise ValueError(f"strategy={strategy!r} is not supported; allowed: {list(STRATEGIES)}")
+    else:
+        cls = getattr(_evosax(), strategy)
     check_callable(loss, "loss", "loss(params, *args) -> scalar")
     population_size = check_int(population_size, "population_size", minimum=2)
     if strategy in ANTITHETIC and population_size % 2:
@@ -239,7 +254,6 @@ def evosax_method(
         max_dims = MAX_DIMS.get(strategy)
     else:
         max_dims = check_int(max_dims, "max_dims")
-    cls = getattr(_evosax(), strategy)
     ctor, overrides = _split_options(strategy, cls, population_size, sigma,
                                      dict(strategy_options), learning_rate)
     built: dict[int, Any] = {}

@@ -17,6 +17,12 @@ read the test split (``bench/suite_races.py``).
 ``build(name, loss, hparams)`` returns a :class:`fold_jax.methods.Method`; ``tx_wrap``
 wraps the optax optimizer (a pruned net keeps its mask through it) and ``mask`` goes
 to the zeroth-order and search methods (perturb only unpruned weights).
+
+A researcher's own method enters the registry, and so every race, with
+:func:`register` (a Method factory, or an evosax-style ask/tell strategy class through
+:func:`fold_jax.peers.evosax_method`); ``python -m fold_jax.bench --imports mypkg
+--methods mine`` races it beside the shipped recipes under the same protocol
+(docs/adding-a-method.md).
 """
 
 from __future__ import annotations
@@ -30,24 +36,36 @@ import numpy as np
 import optax
 
 from fold_jax import methods
-from fold_jax.checks import check_choice
+from fold_jax.checks import check_choice, check_int
 from fold_jax.peers import MAX_DIMS
 
 __all__ = [
     "LIBRARIES",
     "RECIPES",
+    "USER",
     "Choice",
     "LogUniform",
     "Recipe",
     "build",
     "get",
     "hparams_json",
+    "libraries",
+    "midpoint",
     "names",
+    "register",
     "sample",
     "trials",
+    "unregister",
 ]
 
-LIBRARIES = ("optax", "fold_jax", "evosax")
+LIBRARIES = ("optax", "fold_jax", "evosax", "cma")  # the shipped recipes' libraries
+# Suites with recipes of their own: "races" (the default: every race task; a
+# registered method's suite), "hypotheses" (the essays' workloads: their methods are
+# built by each workload, the recipe holds the search space) and "bbob" (COCO's
+# functions: one setting per method, built on the problem's dimension and budget).
+# A suite's recipes are named "<suite>/<method>" but for the races'.
+SUITES = ("races", "hypotheses", "bbob")
+USER = "user"  # the library of a registered method unless it names its own
 
 
 class LogUniform(NamedTuple):
@@ -85,6 +103,27 @@ class Recipe(NamedTuple):
     max_params: int | None = None
     why_limited: str = ""
     description: str = ""
+    suite: str = "races"  # the suite whose problems it is defined for (SUITES)
+
+
+def _scale(param: Param, u: float) -> Any:
+    """The value of ``param`` at the unit-interval point ``u``."""
+    if isinstance(param, LogUniform):
+        lo, hi = math.log(param.low), math.log(param.high)
+        return float(f"{math.exp(lo + u * (hi - lo)):.4g}")  # 4 digits: readable JSON
+    return param.values[min(int(u * len(param.values)), len(param.values) - 1)]
+
+
+def midpoint(param: Param) -> Any:
+    """A space entry's default when none is given.
+
+    Args:
+        param: a LogUniform or Choice.
+
+    Returns:
+        The log-midpoint ``sqrt(low * high)`` (4 significant digits) or the first value.
+    """
+    return _scale(param, 0.5) if isinstance(param, LogUniform) else param.values[0]
 
 
 def _identity(tx: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -263,18 +302,173 @@ def _recipes() -> dict[str, Recipe]:
 RECIPES: dict[str, Recipe] = _recipes()
 
 
-def names(library: str | None = None) -> tuple[str, ...]:
-    """Recipe names, in registry order, optionally of one ``library`` only.
-
-    Args:
-        library: one of ``LIBRARIES`` or None (all).
+def libraries() -> tuple[str, ...]:
+    """The libraries of the registered recipes, in registry order (the shipped
+    ``LIBRARIES`` first, then those of :func:`register`-ed methods, e.g. ``"user"``).
 
     Returns:
-        The names.
+        The library names.
+    """
+    return tuple(dict.fromkeys(r.library for r in RECIPES.values()))
+
+
+def names(library: str | None = None, suite: str = "races") -> tuple[str, ...]:
+    """Recipe names of one ``suite``, in registry order, optionally of one ``library``.
+
+    Args:
+        library: one of :func:`libraries` or None (all).
+        suite: one of ``SUITES`` (default "races": every race's candidates).
+
+    Returns:
+        The names (registry keys: ``"<suite>/<method>"`` outside the races).
     """
     if library is not None:
-        check_choice(library, "library", LIBRARIES)
-    return tuple(n for n, r in RECIPES.items() if library is None or r.library == library)
+        check_choice(library, "library", libraries())
+    check_choice(suite, "suite", SUITES)
+    return tuple(n for n, r in RECIPES.items()
+                 if r.suite == suite and (library is None or r.library == library))
+
+
+def _check_space(space: Mapping[str, Param], name: str) -> dict[str, Param]:
+    if not isinstance(space, Mapping):
+        raise TypeError(f"space of {name!r} must be a mapping {{hyperparameter: LogUniform | "
+                        f"Choice}}, got {type(space).__name__}")
+    bad = sorted(k for k, v in space.items() if not isinstance(v, LogUniform | Choice))
+    if bad:
+        raise ValueError(f"space entries {bad} of {name!r} must be recipes.LogUniform(low, "
+                         f"high) or recipes.Choice(values)")
+    for k, v in space.items():
+        if isinstance(v, LogUniform) and not 0 < v.low <= v.high:
+            raise ValueError(f"space[{k!r}] = {v} of {name!r}: needs 0 < low <= high")
+        if isinstance(v, Choice) and not len(v.values):
+            raise ValueError(f"space[{k!r}] of {name!r} is an empty Choice")
+    return dict(space)
+
+
+def _is_strategy(factory: Any) -> bool:
+    """Whether ``factory`` is an evosax-style ask/tell strategy class (not a factory)."""
+    return isinstance(factory, type) and all(
+        callable(getattr(factory, a, None)) for a in ("init", "ask", "tell"))
+
+
+def _user_make(factory: Callable[..., methods.Method], name: str):
+    def make(loss, options, tx_wrap, mask):
+        if _is_strategy(factory):
+            from fold_jax import peers
+
+            return peers.evosax_method(factory, loss, **options)
+        m = factory(loss, **options)
+        if not isinstance(m, methods.Method):
+            raise TypeError(f"recipe {name!r}: its factory returned {type(m).__name__}, not a "
+                            f"fold_jax.methods.Method(init, step, name)")
+        return m
+
+    return make
+
+
+def register(name: str, factory: Callable[..., methods.Method] | type | None = None, *,
+             space: Mapping[str, Param] | None = None,
+             defaults: Mapping[str, Any] | None = None,
+             fixed: Mapping[str, Any] | None = None, library: str = USER,
+             description: str = "", max_params: int | None = None,
+             replace: bool = False) -> Any:
+    """Add a researcher's method to the registry, so every race can run it, tuned like
+    the shipped recipes (the same number of trials drawn from ``space`` by
+    :func:`trials`, the same seeds, step budgets and evaluation intervals).
+
+    ``factory`` is either
+
+    - a function ``factory(loss, **options) -> fold_jax.methods.Method``, called with
+      ``fixed`` merged with a trial's hyperparameters (``init(params) -> state`` with
+      ``state.params``; ``step(state, key, *batch) -> (state, info)`` with
+      ``info["loss"]`` and ``info["evals"]``, the loss evaluations the step spent), or
+    - an evosax-style ask/tell strategy class (``cls(population_size, solution,
+      **kwargs)`` with ``default_params``, ``init``, ``ask`` and ``tell``, e.g. a subclass
+      of an ``evosax.algorithms`` strategy), run through
+      :func:`fold_jax.peers.evosax_method`; ``fixed`` then needs ``population_size``.
+
+    Used as a decorator (``factory`` left out) it registers the decorated function or
+    class and returns it unchanged: ``@recipes.register("mine", space=...)``.
+
+    Args:
+        name: the recipe's name (a new one unless ``replace``; it becomes the rows'
+            ``method``).
+        factory: the Method factory or strategy class (None: return a decorator).
+        space: ``{hyperparameter: LogUniform | Choice}`` tuned per task (None or {}: not
+            tuned, every trial runs ``defaults``).
+        defaults: values used when not tuned (missing space entries: the log-midpoint
+            of a LogUniform, the first value of a Choice); keys outside ``space`` are a
+            ValueError (put fixed settings in ``fixed``).
+        fixed: settings passed on every call, never tuned.
+        library: the rows' ``library`` (default ``"user"``); the report compares the
+            best recipe of every library it finds in the rows.
+        description: one line for the report.
+        max_params: the largest parameter count it runs on (None: any).
+        replace: allow replacing a recipe of the same name.
+
+    Returns:
+        The :class:`Recipe` (as a decorator: ``factory`` itself).
+
+    Raises:
+        ValueError / TypeError: a bad name, library, space, defaults or factory, or a
+            name already registered without ``replace``.
+    """
+    if factory is None:
+        def decorator(f):
+            register(name, f, space=space, defaults=defaults, fixed=fixed, library=library,
+                     description=description, max_params=max_params, replace=replace)
+            return f
+
+        return decorator
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or "," in name:
+        raise ValueError(f"name={name!r} must be a non-empty str without commas or outer "
+                         f"spaces (it is a --methods entry)")
+    if name in RECIPES and not replace:
+        raise ValueError(f"recipe {name!r} is already registered (library "
+                         f"{RECIPES[name].library!r}); pick another name or pass replace=True")
+    if not isinstance(library, str) or not library.strip():
+        raise ValueError(f"library={library!r} must be a non-empty str (e.g. 'user')")
+    if not callable(factory):
+        raise TypeError(f"factory of {name!r} must be callable (factory(loss, **options) -> "
+                        f"Method) or an evosax-style strategy class, got "
+                        f"{type(factory).__name__}")
+    space = _check_space(space or {}, name)
+    defaults = dict(defaults or {})
+    outside = sorted(set(defaults) - set(space))
+    if outside:
+        raise ValueError(f"defaults {outside} of {name!r} are not in its space "
+                         f"{sorted(space)}; put fixed settings in fixed=")
+    fixed = dict(fixed or {})
+    if _is_strategy(factory) and "population_size" not in fixed:
+        raise ValueError(f"strategy {name!r}: fixed= needs population_size (evaluations a "
+                         f"step)")
+    if max_params is not None:
+        max_params = check_int(max_params, "max_params")
+    recipe = Recipe(name, library, _user_make(factory, name), space,
+                    {k: defaults.get(k, midpoint(p)) for k, p in space.items()}, fixed,
+                    handles_mask=False, max_params=max_params,
+                    why_limited="" if max_params is None else "its registration's max_params",
+                    description=description or f"{library} method {name}")
+    RECIPES[name] = recipe
+    return recipe
+
+
+def unregister(name: str) -> Recipe:
+    """Remove a recipe added by :func:`register` (shipped recipes cannot be removed).
+
+    Args:
+        name: its name.
+
+    Returns:
+        The removed :class:`Recipe`.
+
+    Raises:
+        ValueError: an unknown or shipped recipe.
+    """
+    recipe = get(name)
+    if recipe.name in _SHIPPED:
+        raise ValueError(f"recipe {name!r} ships with fold_jax and cannot be unregistered")
+    return RECIPES.pop(recipe.name)
 
 
 def get(name: str | Recipe) -> Recipe:
@@ -292,14 +486,6 @@ def get(name: str | Recipe) -> Recipe:
     if isinstance(name, Recipe):
         return name
     return RECIPES[check_choice(name, "recipe", sorted(RECIPES))]
-
-
-def _scale(param: Param, u: float) -> Any:
-    """The value of ``param`` at the unit-interval point ``u``."""
-    if isinstance(param, LogUniform):
-        lo, hi = math.log(param.low), math.log(param.high)
-        return float(f"{math.exp(lo + u * (hi - lo)):.4g}")  # 4 digits: readable JSON
-    return param.values[min(int(u * len(param.values)), len(param.values) - 1)]
 
 
 def sample(space: Mapping[str, Param], n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -360,7 +546,7 @@ def trials(recipe: str | Recipe, n: int, seed: int = 0) -> list[dict[str, Any]]:
 def build(recipe: str | Recipe, loss: Callable, hparams: Mapping[str, Any] | None = None, *,
           tx_wrap: Callable[[optax.GradientTransformation],
                             optax.GradientTransformation] = _identity,
-          mask: Any = None) -> methods.Method:
+          mask: Any = None, problem: Mapping[str, Any] | None = None) -> methods.Method:
     """The recipe's Method on ``loss`` with ``hparams`` (None: its defaults).
 
     Args:
@@ -371,6 +557,8 @@ def build(recipe: str | Recipe, loss: Callable, hparams: Mapping[str, Any] | Non
         tx_wrap: wraps the optax optimizer (e.g. a pruned net's mask keeper).
         mask: a params-shaped 0/1 tree of trainable weights for the zeroth-order and
             search recipes (None: all).
+        problem: what the problem sets, passed beside the settings and never tuned
+            (BBOB's recipes: ``dim``, ``budget``, ``slot``, ``population_size``).
 
     Returns:
         The :class:`fold_jax.methods.Method`.
@@ -388,7 +576,7 @@ def build(recipe: str | Recipe, loss: Callable, hparams: Mapping[str, Any] | Non
     if mask is not None and not recipe.handles_mask:
         raise ValueError(f"recipe {recipe.name!r} cannot keep a mask (mask=...): it does "
                          f"not train pruned nets")
-    options = {**recipe.fixed, **recipe.defaults, **hparams}
+    options = {**recipe.fixed, **recipe.defaults, **hparams, **(problem or {})}
     return recipe.make(loss, options, tx_wrap, mask)
 
 
@@ -402,3 +590,12 @@ def hparams_json(hparams: Mapping[str, Any]) -> str:
         The JSON text.
     """
     return json.dumps(dict(hparams), sort_keys=True, separators=(",", ":"))
+
+
+# the hypotheses' and BBOB's recipes (fold_jax.suite_recipes builds them from this
+# module's types, so it is imported once they exist): one registry for every suite
+from fold_jax import suite_recipes  # noqa: E402
+
+RECIPES.update(suite_recipes.hypotheses_recipes() | suite_recipes.bbob_recipes())
+BBOB_SIGMA0 = suite_recipes.BBOB_SIGMA0
+_SHIPPED = frozenset(RECIPES)

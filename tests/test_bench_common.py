@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from bench import common
+from fold_jax.bench import common
 
 
 def test_check_profile_names_the_allowed_values():

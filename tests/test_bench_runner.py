@@ -1,4 +1,4 @@
-"""bench.run (runs, resume, interrupts, failures) and the races suite (the kernels suite:
+"""fold_jax.bench.run (runs, resume, interrupts, failures) and the races suite (the kernels suite:
 tests/test_suite_kernels.py)."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import run, suite_races
-from bench.common import Job
 from fold_jax import results
+from fold_jax.bench import run
+from fold_jax.bench.common import Job
+from fold_jax.bench.suites import races as suite_races
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,8 +28,8 @@ SCRIPT = textwrap.dedent("""
     # Ctrl-C as in a terminal: a shell without job control starts background commands
     # with SIGINT ignored, and Python then installs no KeyboardInterrupt handler
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from bench import run
-    from bench.common import Job
+    from fold_jax.bench import run
+    from fold_jax.bench.common import Job
     out, n, pause, fail_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
     suite = types.ModuleType("suite_fake")
     suite.FILE, suite.KEY, suite.KEYS = "fake", ["i"], {"fakecurves": ["i", "j"]}

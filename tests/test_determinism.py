@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import run, suite_probes, suite_races
-from bench.common import Job
 from fold_jax import methods, nets, results, search, tasks, train
+from fold_jax.bench import run
+from fold_jax.bench.common import Job
+from fold_jax.bench.suites import probes as suite_probes
+from fold_jax.bench.suites import races as suite_races
 
 # Columns that measure time (or derive from a time) or identify the run: they may differ.
 TIMING_COLUMNS = re.compile(

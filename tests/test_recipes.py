@@ -18,7 +18,8 @@ def _loss(params, x, y):
 
 
 def test_every_recipe_has_a_known_library_and_defaults_inside_its_space():
-    assert len(recipes.names()) == len(recipes.RECIPES) >= 15
+    assert len(recipes.names()) >= 15
+    assert sum(len(recipes.names(suite=s)) for s in recipes.SUITES) == len(recipes.RECIPES)
     for name, r in recipes.RECIPES.items():
         assert r.name == name and r.library in recipes.LIBRARIES and r.description
         assert set(r.defaults) == set(r.space), name  # every tunable value has a default
@@ -76,7 +77,7 @@ def test_get_and_build_name_the_allowed_values():
         recipes.names("torch")
 
 
-@pytest.mark.parametrize("name", list(recipes.RECIPES))
+@pytest.mark.parametrize("name", recipes.names())
 def test_every_recipe_builds_a_method_that_takes_finite_steps(name):
     key = jax.random.key(0)
     x = jax.random.normal(key, (32, 8))
@@ -111,3 +112,93 @@ def test_sample_draws_inside_any_space_and_refuses_bad_ones():
         recipes.sample({"lr": (1e-3, 1e-2)}, 2)
     with pytest.raises(ValueError, match="n="):
         recipes.sample(space, 0)
+
+
+@pytest.fixture
+def registry_snapshot():
+    """Restore the registry after a test that registers recipes."""
+    before = dict(recipes.RECIPES)
+    yield
+    recipes.RECIPES.clear()
+    recipes.RECIPES.update(before)
+
+
+def test_register_a_method_factory_tunes_and_builds_like_a_shipped_recipe(registry_snapshot):
+    import optax
+
+    from fold_jax import methods
+
+    space = {"learning_rate": recipes.LogUniform(1e-3, 1e-1)}
+
+    @recipes.register("my_sgd", space=space, library="lab", description="SGD")
+    def my_sgd(loss, learning_rate):
+        return methods.gradient(loss, optax.sgd(learning_rate))
+
+    r = recipes.get("my_sgd")
+    assert my_sgd.__name__ == "my_sgd"  # the decorator returns the factory
+    assert r.library == "lab" and "lab" in recipes.libraries()
+    assert recipes.names("lab") == ("my_sgd",) and "my_sgd" in recipes.names()
+    # log-midpoint default: sqrt(1e-3 * 1e-1) = 1e-2 (rounded to 4 digits)
+    assert r.defaults == {"learning_rate": 0.01}
+    # the same quasi-random trials as any recipe with this space
+    assert recipes.trials("my_sgd", 4) == recipes.sample(space, 4)
+    m = recipes.build("my_sgd", _loss, {"learning_rate": 0.1})
+    x = jnp.ones((4, 3))
+    y = jnp.zeros(4)
+    state = m.init({"w": jnp.ones(3), "b": jnp.zeros(())})
+    state, _ = m.step(state, jax.random.key(0), x, y)
+    # one SGD step on the mean squared error of x @ w (= 3) against 0: grad w = 2 * 3 * 1
+    # per entry, so w = 1 - 0.1 * 6 = 0.4 (exact in float32 up to one rounding, 1e-6)
+    np.testing.assert_allclose(state.params["w"], 0.4, rtol=1e-6)
+    assert recipes.unregister("my_sgd").name == "my_sgd" and "my_sgd" not in recipes.RECIPES
+
+
+def test_register_an_evosax_style_strategy_class_matches_the_named_adapter(registry_snapshot):
+    from evosax.algorithms import Open_ES
+
+    class MyES(Open_ES):  # a researcher's strategy class with evosax's ask/tell API
+        pass
+
+    recipes.register("my_es", MyES, space={"sigma": recipes.LogUniform(1e-3, 1e-1)},
+                     fixed={"population_size": 8})
+    key = jax.random.key(1)
+    x = jax.random.normal(key, (32, 8))
+    y = x @ jnp.arange(8.0) / 8
+    params = {"w": jnp.zeros(8), "b": jnp.zeros(())}
+    from fold_jax import peers
+
+    mine = recipes.build("my_es", _loss, {"sigma": 0.05})
+    ref = peers.evosax_method("Open_ES", _loss, population_size=8, sigma=0.05)
+    a, b = mine.init(params), ref.init(params)
+    for i in range(3):  # same class code, same keys: the same points bit for bit
+        a, ia = mine.step(a, jax.random.fold_in(key, i), x, y)
+        b, _ = ref.step(b, jax.random.fold_in(key, i), x, y)
+    np.testing.assert_array_equal(a.params["w"], b.params["w"])
+    assert int(ia["evals"]) == 9 and mine.name == "evosax_MyES"
+
+
+def test_register_refuses_bad_input_naming_it(registry_snapshot):
+    def f(loss):
+        return None
+
+    with pytest.raises(ValueError, match="already registered"):
+        recipes.register("adam", f)
+    with pytest.raises(ValueError, match="without commas"):
+        recipes.register("a,b", f)
+    with pytest.raises(ValueError, match="LogUniform"):
+        recipes.register("x1", f, space={"lr": (1e-3, 1e-1)})
+    with pytest.raises(ValueError, match="low <= high"):
+        recipes.register("x2", f, space={"lr": recipes.LogUniform(1e-1, 1e-3)})
+    with pytest.raises(ValueError, match="not in its space"):
+        recipes.register("x3", f, defaults={"lr": 0.1})
+    with pytest.raises(TypeError, match="callable"):
+        recipes.register("x4", 3)
+    with pytest.raises(ValueError, match="population_size"):
+        from evosax.algorithms import SNES
+
+        recipes.register("x5", SNES)
+    recipes.register("x6", f)
+    with pytest.raises(TypeError, match=r"not a fold_jax\.methods\.Method"):
+        recipes.build("x6", _loss)
+    with pytest.raises(ValueError, match="ships with fold_jax"):
+        recipes.unregister("adam")

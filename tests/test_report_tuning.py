@@ -72,7 +72,7 @@ def test_a_side_with_rows_lacking_forwards_is_not_comparable_never_a_miss(lackin
     races.loc[(races["method"] == lacking) & (races["seed"] == 0), "forwards_to_target"] = \
         math.nan
     (row,) = tuning.peers(races).to_dict("records")
-    assert math.isnan(row[f"{tuning.PEER if lacking == 'evosax_snes' else 'fold_jax'}"
+    assert math.isnan(row[f"{'evosax' if lacking == 'evosax_snes' else 'fold_jax'}"
                           f" forwards"])
     assert math.isnan(row["forwards evosax / fold_jax"])
     text = tuning._goal(tuning.peers(races))
@@ -146,3 +146,39 @@ def test_trials_table_counts_trials_not_seed_rows_and_takes_medians():
     assert (row["trials"], row["seeds per trial"], row["reached val target"]) == (3, 3, 2)
     assert (row["selected trial"], row["val evals to target"]) == (1, 500.0)
     assert row["best val metric"] == 0.90
+
+
+def test_libraries_table_is_n_way_from_the_rows_a_users_library_included():
+    races = _races({"adam": 25.0, "zo_lowrank_ranked": 3000.0, "gld": math.inf,
+                    "evosax_snes": 6000.0, "evosax_open_es": 9000.0},
+                   {"adam": 0.1, "zo_lowrank_ranked": 1.0, "gld": math.inf,
+                    "evosax_snes": 3.0, "evosax_open_es": 4.0})
+    mine = races[races["method"] == "adam"].assign(method="mine", library="user",
+                                                   evals_to_target=1500.0)
+    lib = tuning.libraries(pd.concat([races, mine], ignore_index=True))
+    # one row per library in the rows, best first; evals / best against the fewest (adam)
+    assert list(lib["library"]) == ["optax", "user", "fold_jax", "evosax"]
+    assert list(lib["best method"]) == ["adam", "mine", "zo_lowrank_ranked", "evosax_snes"]
+    # medians of x * (1, 1.01, 1.02) are x * 1.01 for adam; mine is 1500 on every seed
+    assert lib["evals / best"].tolist() == pytest.approx([1.0, 1500 / 25.25,
+                                                          3000 / 25, 6000 / 25])
+    assert tuning.library_order(mine) == ["user"]
+
+
+def test_goals_come_from_the_shipped_table_and_a_declared_threshold_changes_the_verdict(
+        tmp_path):
+    (goal,) = tuning.goals()
+    assert (goal.ours, goal.peer, goal.evals_ratio, goal.seconds_ratio) == (
+        "fold_jax", "evosax", 1.0, 2.0)
+    races = _races({"zo_lowrank_ranked": 3000.0, "evosax_snes": 6000.0},
+                   {"zo_lowrank_ranked": 1.0, "evosax_snes": 3.0})
+    assert "met" in tuning._goal(tuning.peers(races)) and "not met" not in tuning._goal(
+        tuning.peers(races))
+    # a stricter declared goal (4x the seconds): the same rows (3x) do not meet it
+    path = tmp_path / "goals.toml"
+    path.write_text('[[goal]]\nours = "fold_jax"\npeer = "evosax"\nseconds_ratio = 4.0\n')
+    (strict,) = tuning.goals(path)
+    assert "in seconds) not met" in tuning._goal(tuning.peers(races, strict), strict)
+    path.write_text('[[goal]]\nours = "fold_jax"\n')
+    with pytest.raises(ValueError, match="peer"):
+        tuning.goals(path)

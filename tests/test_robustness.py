@@ -752,8 +752,8 @@ def test_results_dir_lost_mid_run_stops_cleanly_then_resumes(tmp_path, capsys):
     message naming the job, the saved rows stay whole, and a rerun finishes the rest."""
     import types
 
-    from bench import run
-    from bench.common import Job
+    from fold_jax.bench import run
+    from fold_jax.bench.common import Job
 
     out, moved = tmp_path / "results", tmp_path / "moved"
     lost = []

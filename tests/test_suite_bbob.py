@@ -1,4 +1,4 @@
-"""bench/suite_bbob.py and fold_jax/report/bbob.py: the BBOB jobs, small real runs on
+"""fold_jax/bench/suites/bbob.py and fold_jax/report/bbob.py: the BBOB jobs, small real runs on
 COCO's functions (cocoex), f_opt handling, COCO's data format, and the aRT / ECDF
 report built from a small frame in a tmp dir."""
 
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import suite_bbob
 from fold_jax import report, results
+from fold_jax.bench.suites import bbob as suite_bbob
 from fold_jax.report import bbob as bbob_report
 
 HAS_COCOEX = importlib.util.find_spec("cocoex") is not None

@@ -1,4 +1,4 @@
-"""bench.suite_kernels: the kernel micro-benchmarks as an ordinary bench.run suite (same
+"""fold_jax.bench.suites.kernels: the kernel micro-benchmarks as an ordinary bench.run suite (same
 rows, resume and run ids as every suite), their column meanings, and the pytest-benchmark
 entry point over the same kernels."""
 
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import run, suite_kernels
 from fold_jax import results
+from fold_jax.bench import run
+from fold_jax.bench.suites import kernels as suite_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = suite_kernels.kernels("quick")

@@ -1,4 +1,4 @@
-"""bench.suite_races: the tuning protocol (trials on val, selection, seeds on test)."""
+"""fold_jax.bench.suites.races: the tuning protocol (trials on val, selection, seeds on test)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from bench import suite_races
 from fold_jax import recipes
+from fold_jax.bench.common import TUNING_SEED
+from fold_jax.bench.suites import races as suite_races
 
 
 def _trial(i, score, best, metric="accuracy"):
@@ -57,7 +58,7 @@ def test_tune_and_race_tunes_on_val_then_races_the_selected_trial_on_test(tiny_p
     trials, races = out["tuning"], out["races"]
     assert [t["trial"] for t in trials] == [0, 1, 2]
     assert all(t["split"] == "val" and t["n_trials"] == 3 for t in trials)
-    assert [t["seed"] for t in trials] == [suite_races.TUNING_SEED + i for i in range(3)]
+    assert [t["seed"] for t in trials] == [TUNING_SEED + i for i in range(3)]
     drawn = recipes.trials("adam", 3)
     assert [json.loads(t["hparams"]) for t in trials] == drawn
     (chosen,) = [t for t in trials if t["selected"]]
@@ -196,7 +197,7 @@ def test_task_trial_seeds_score_each_trial_on_the_median_of_its_seeds(tiny_profi
     assert len(trials) == n * 3 and all(t["trial_seeds"] == 3 for t in trials)
     # seeds TUNING_SEED + trial + j * n_trials: distinct, and trial j = 0 keeps the
     # one-seed protocol's seed
-    assert sorted(t["seed"] for t in trials) == [suite_races.TUNING_SEED + s
+    assert sorted(t["seed"] for t in trials) == [TUNING_SEED + s
                                                  for s in range(n * 3)]
     for i in range(n):
         mine = [t for t in trials if t["trial"] == i]

@@ -1,9 +1,9 @@
-"""bench.suite_variants: which kernel jobs each profile plans (the kernels themselves are
+"""fold_jax.bench.suites.variants: which kernel jobs each profile plans (the kernels themselves are
 timed by the suite and checked in tests/test_prune.py and tests/test_binary.py)."""
 
 from __future__ import annotations
 
-from bench import suite_variants
+from fold_jax.bench.suites import variants as suite_variants
 
 
 def test_quick_times_bcsr_at_1024_only_and_full_at_every_shape():

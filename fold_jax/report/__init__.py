@@ -297,7 +297,7 @@ def build(results_dir: str | os.PathLike = "results", *, verbose: bool = True,
     directory = Path(results_dir)
     if not directory.is_dir():
         raise FileNotFoundError(f"results directory {directory} does not exist; run the "
-                                f"benchmarks first (python -m bench.run)")
+                                f"benchmarks first (python -m fold_jax.bench)")
     loaded = results.load(directory, run=run)
     registry = results.runs(directory)
     store, directory = directory, directory if run is None else results.run_dir(directory, run)

@@ -1,5 +1,5 @@
 """Report section for results/bbob.csv: COCO-style runtimes on the 24 noiseless BBOB
-functions (see ``bench/suite_bbob.py``).
+functions (see ``fold_jax/bench/suites/bbob.py``).
 
 - aRT (average running time, the ERT of COCO): for a set of runs and a precision target,
   the evaluations summed over all runs (up to the target where it was reached, the

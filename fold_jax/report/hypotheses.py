@@ -569,9 +569,9 @@ def _protocol(trials: pd.DataFrame) -> str:
     n = sorted(pd.to_numeric(trials["n_trials"], errors="coerce").dropna().astype(int).unique())
     counts = "/".join(str(k) for k in n)
     return (f"Every method, backprop included, is tuned alike: {counts} settings drawn from "
-            "its space (`bench.hypotheses_work.SPACES`, a scrambled Halton sequence), each "
-            "trained on its own seed and scored by its final metric on the validation "
-            "split; the best reruns on the seeds below, which alone read the test split "
+            "its space (the recipe `hypotheses/<method>` of `fold_jax.recipes`, a Halton "
+            "sequence), each trained on its own seed and scored by its final metric on the "
+            "validation split; the best reruns on the seeds below, which alone read the test split "
             "(selected settings: each row's `hparams`; trials: the table at the end).")
 
 

@@ -177,7 +177,7 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
 
     frame = _prepare(frame)
     multi = frame["where"].nunique() > 1
-    out = [f"{len(frame)} kernel measurements (bench/suite_kernels.py: AOT-compiled "
+    out = [f"{len(frame)} kernel measurements (fold_jax/bench/suites/kernels.py: AOT-compiled "
            "callables, median and IQR over rounds of >= 1 ms). `frac_of_inference` = time "
            "of plain inference on num_directions x batch examples divided by the step time, "
            "both timed in alternating rounds: 1 means a step costs exactly that inference; "

@@ -327,7 +327,7 @@ def _region_map(df: pd.DataFrame, maps: pd.DataFrame | None, fig_dir: Path) -> l
     import matplotlib.pyplot as plt
 
     if maps is None or maps.empty:
-        return ["_No region map stored (region_maps.csv): run `python -m bench.run --only "
+        return ["_No region map stored (region_maps.csv): run `python -m fold_jax.bench --only "
                 "probes -k region_map`._", ""]
     name = sorted(maps["map"].astype(str).unique())[0]
     rows = maps[maps["map"].astype(str) == name]

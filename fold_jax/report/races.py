@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fold_jax.report._common import bootstrap_median, fmt, interval_text, method_styles, save, table
+from fold_jax import recipes
+from fold_jax.report._common import bootstrap_median, fmt, interval_text, save, table
 
-__all__ = ["display", "performance_profile", "problem_costs", "profile_ratios", "section",
-           "summary", "versus_adam"]
+__all__ = ["best_of_library", "display", "library_order", "library_styles",
+           "performance_profile", "problem_costs", "profile_ratios", "section", "summary",
+           "versus_adam"]
 
 MEASURES = {"time_to_target_s": "seconds", "steps_to_target": "steps",
             "evals_to_target": "loss evaluations"}
@@ -39,6 +41,13 @@ STATS = {"time (s)": "time_to_target_s", "steps": "steps_to_target",
 _MISSES = ("time_to_target_s", "steps_to_target", "evals_to_target")  # NaN there = a miss
 # recorded per job since its column existed: a group with a row missing it has none
 _ALL_OR_NONE = ("forwards_to_target",)
+# one matplotlib colour family per library (in library_order), so a library's recipes
+# share a hue: its best drawn dark and strong, the rest lighter and faint
+FAMILIES = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys", "YlOrBr", "PuRd",
+            "BuGn", "RdPu")
+STRONG = {"lw": 2.0, "alpha": 1.0, "ms": 5, "zorder": 3}
+FAINT = {"lw": 0.8, "alpha": 0.45, "ms": 3, "zorder": 2}
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", "*", ">")
 
 
 def _latest_budget(frame: pd.DataFrame) -> pd.DataFrame:
@@ -76,6 +85,97 @@ def _values(g: pd.DataFrame, column: str) -> np.ndarray:
     if column in _ALL_OR_NONE and np.isnan(x).any():
         return np.full(len(g), np.nan)
     return np.where(np.isnan(x), np.inf, x) if column in _MISSES else x
+
+
+def library_order(races: pd.DataFrame) -> list[str]:
+    """The libraries of the rows: the registry's order first (:func:`fold_jax.recipes.
+    libraries`), then any other, sorted.
+
+    Args:
+        races: rows with a ``library`` column.
+
+    Returns:
+        The library names.
+    """
+    present = set(races["library"].dropna().astype(str))
+    known = [x for x in recipes.libraries() if x in present]
+    return known + sorted(present - set(known))
+
+
+def _libraries_of(races: pd.DataFrame) -> pd.Series:
+    """method -> library: the rows' ``library`` (older rows without it: the recipe's)."""
+    methods = races.drop_duplicates("method").set_index("method")
+    if "library" in methods.columns:
+        lib = methods["library"].astype(object)
+    else:
+        lib = pd.Series(math.nan, index=methods.index, dtype=object)
+    missing = lib.isna()
+    lib[missing] = [recipes.RECIPES[m].library if m in recipes.RECIPES else "unknown"
+                    for m in lib.index[missing]]
+    return lib.astype(str)
+
+
+def best_of_library(races: pd.DataFrame) -> dict[str, str]:
+    """Each library's best method over the problems of ``races``: the one that is its
+    library's best (fewest median evaluations to target, ties: time) on the most
+    problems; ties: the lower geometric mean of its evaluations over the library's best.
+
+    Args:
+        races: races rows.
+
+    Returns:
+        library -> method.
+    """
+    lib = _libraries_of(races)
+    s = summary(races).assign(library=lambda d: d["method"].map(lib))
+    s = s.sort_values(["task", "variant", "library", "evals", "time (s)"])
+    wins = s.groupby(["task", "variant", "library"]).head(1)["method"].value_counts()
+    fewest = s.groupby(["task", "variant", "library"])["evals"].transform("min")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = s.assign(rel=s["evals"].to_numpy(float) / fewest.to_numpy(float))
+    out = {}
+    for library, g in s.groupby("library"):
+        score = {m: (-int(wins.get(m, 0)), _geomean(h["rel"]) if np.isfinite(
+            _geomean(h["rel"])) else math.inf, m) for m, h in g.groupby("method")}
+        out[str(library)] = min(score, key=score.get)
+    return out
+
+
+def library_styles(races: pd.DataFrame, best: dict[str, str] | None = None
+                   ) -> dict[str, dict]:
+    """Plot styles by library (issue 34): one colour family per library (``FAMILIES``,
+    in :func:`library_order`), its best method (:func:`best_of_library`) dark and strong
+    (``STRONG``), the others lighter and faint (``FAINT``), a marker each within the
+    library.
+
+    Args:
+        races: races rows (``method``, ``library``).
+        best: library -> method drawn strongly (None: :func:`best_of_library`).
+
+    Returns:
+        method -> ``{"color", "marker", "lw", "alpha", "ms", "zorder", "strong",
+        "library"}`` (pop ``strong`` and ``library`` before passing it to ``plot``).
+    """
+    import matplotlib
+
+    lib = _libraries_of(races)
+    best = best_of_library(races) if best is None else best
+    out = {}
+    for i, library in enumerate(library_order(races.assign(library=races["method"].map(lib)))):
+        cmap = matplotlib.colormaps[FAMILIES[i % len(FAMILIES)]]
+        members = sorted(lib.index[lib == library], key=lambda m: (m != best.get(library), m))
+        shades = np.linspace(0.65, 0.35, max(len(members) - 1, 1))
+        for j, m in enumerate(members):
+            strong = m == best.get(library)
+            colour = cmap(0.85) if strong else cmap(shades[j - 1] if j else shades[0])
+            out[m] = {"color": colour, "marker": _MARKERS[j % len(_MARKERS)],
+                      **(STRONG if strong else FAINT), "strong": strong, "library": library}
+    return out
+
+
+def _plot_style(style: dict) -> dict:
+    """A :func:`library_styles` entry as ``plot`` keyword arguments."""
+    return {k: v for k, v in style.items() if k not in ("strong", "library")}
 
 
 def summary(races: pd.DataFrame) -> pd.DataFrame:
@@ -214,18 +314,36 @@ def _seed_band(g: pd.DataFrame, x: str) -> pd.DataFrame:
     return band[band["x"] > 0].reset_index()
 
 
-def _method_legend(fig, axes, extras=(), title: str = "method") -> None:
-    """One figure legend, outside the axes on the right: the methods sorted, then
-    ``extras`` (``(handle, label)`` pairs) and the target lines."""
+def _method_legend(fig, axes, extras=(), title: str = "method", rank=None) -> None:
+    """One figure legend, outside the axes on the right: the methods sorted (by
+    ``rank(label)`` when given, else by name), then ``extras`` (``(handle, label)``
+    pairs) and the target lines."""
     unique: dict[str, object] = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             unique.setdefault(lab, h)
     lines = [k for k in unique if k.startswith("target")]
-    order = sorted(k for k in unique if k not in lines)
+    order = sorted((k for k in unique if k not in lines), key=rank)
     handles = [unique[k] for k in order] + [h for h, _ in extras] + [unique[k] for k in lines]
     fig.legend(handles, order + [lab for _, lab in extras] + lines, fontsize=8,
                loc="outside right center", title=title)
+
+
+def _label(method: str, style: dict) -> str:
+    """A legend label: ``library: method``, with a star on the library's best."""
+    return f"{style['library']}: {method}" + (" *" if style["strong"] else "")
+
+
+def _legend_rank(styles: dict[str, dict]):
+    """Legend order: by library (colour family), its best first, then by name."""
+    libs = list(dict.fromkeys(s["library"] for s in styles.values()))
+
+    def rank(label: str):
+        library, _, rest = label.partition(": ")
+        return (libs.index(library) if library in libs else len(libs),
+                " *" not in rest, rest)
+
+    return rank
 
 
 def _curve_figure(curves, races, x, xlabel, fig_dir, name, styles):
@@ -246,11 +364,11 @@ def _curve_figure(curves, races, x, xlabel, fig_dir, name, styles):
         for method, g in c.groupby("method"):
             band = _seed_band(g, x)
             style = styles[method]
-            ax.plot(band["x"], band["median"], lw=1.3, ms=5, label=method,
-                    markevery=max(1, len(band) // 6), **style)
-            if g["seed"].nunique() > 1:
+            ax.plot(band["x"], band["median"], label=_label(method, style),
+                    markevery=max(1, len(band) // 6), **_plot_style(style))
+            if g["seed"].nunique() > 1 and style["strong"]:  # bands: each library's best
                 ax.fill_between(band["x"], band["low"], band["high"], color=style["color"],
-                                alpha=0.18, lw=0)
+                                alpha=0.15, lw=0)
                 banded = True
         ax.axhline(target, color="k", ls="--", lw=0.8, label=f"target {target:g}")
         ax.set_xscale("log")
@@ -259,7 +377,9 @@ def _curve_figure(curves, races, x, xlabel, fig_dir, name, styles):
         ax.set_title(f"{task} (dense)")
         ax.grid(True, which="both", alpha=0.3)
     band = Patch(color="0.5", alpha=0.3, lw=0)
-    _method_legend(fig, axes.flat, [(band, "min-max over seeds")] if banded else [])
+    _method_legend(fig, axes.flat, [(band, "min-max over seeds (each library's best)")]
+                   if banded else [], title="library: method (* its best)",
+                   rank=_legend_rank(styles))
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     return save(fig, fig_dir, name, f"test metric vs {xlabel}")
@@ -275,9 +395,10 @@ def _profile_figure(races, fig_dir, styles):
         top = max([t[-1] for t, _ in profiles.values()] + [2.0]) * 1.5
         for method, (taus, rho) in sorted(profiles.items()):
             solved = int(np.isfinite(ratios[method]).sum())
-            ax.step(np.append(taus, top), np.append(rho, rho[-1]), where="post", lw=1.3,
-                    ms=5, markevery=list(range(len(taus))), clip_on=False,
-                    label=f"{method} ({solved}/{len(ratios)})", **styles[method])
+            ax.step(np.append(taus, top), np.append(rho, rho[-1]), where="post",
+                    markevery=list(range(len(taus))), clip_on=False,
+                    label=f"{_label(method, styles[method])} ({solved}/{len(ratios)})",
+                    **_plot_style(styles[method]))
         ax.set_xscale("log", base=2)
         ax.set_xlim(2 ** -0.1, top)
         ax.set_ylim(-0.03, 1.03)
@@ -285,7 +406,8 @@ def _profile_figure(races, fig_dir, styles):
         ax.set_title(f"Performance profile over {unit} ({len(ratios)} problems)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("rho(tau): share of all problems solved")
-    _method_legend(fig, axes[:1], title="method (problems solved)")
+    _method_legend(fig, axes[:1], title="library: method (problems solved)",
+                   rank=_legend_rank(styles))
     return save(fig, fig_dir, "races_performance_profiles", "performance profiles")
 
 
@@ -375,7 +497,7 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
         return ""
     races, note = _main_backend(_latest_budget(races))
     curves = frames.get("curves")
-    styles = method_styles(races["method"])
+    styles = library_styles(races)
     if "max_steps" in races.columns:
         budgets = ", ".join(f"{t} {int(g['max_steps'].max())} steps (cap {fmt(g['budget_s'].max())}"
                             " s)" for t, g in races.groupby("task"))
@@ -412,7 +534,7 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
             "`time (s)`: the race's own clock (training steps only); `forwards`: the "
             "evaluations to target times one evaluation's cost in forward passes of a "
             "minibatch, timed against a forward pass in alternating rounds "
-            "(`bench.suite_races.step_cost`; empty for rows older than it), so it moves "
+            "(`fold_jax.bench.suites.races.step_cost`; empty for rows older than it), so it moves "
             "less with the machine's speed between jobs.\n", table(dense)]
     if curves is not None and not curves.empty:
         curves = curves.merge(races[["task", "method", "variant", "seed", "budget_s", "backend",
@@ -422,8 +544,10 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
         out += ["### Learning curves\n",
                 "Line: the median over seeds of the test metric at each evaluation step (x: "
                 "the median over seeds of its time or evaluations); band: min to max over "
-                "the seeds (none with one seed). Colour and marker are fixed per method in "
-                "every figure.\n",
+                "the seeds, drawn for each library's best (none with one seed). One colour "
+                "family per library: its best method over these races (its library's "
+                "fewest evaluations to target on the most problems, marked *) dark and "
+                "strong, its other recipes light and faint.\n",
                 _curve_figure(curves, races, "elapsed_s", "training time (s, log scale)",
                               fig_dir, "races_metric_vs_time", styles),
                 _curve_figure(curves, races, "evals", "loss evaluations (log scale)", fig_dir,

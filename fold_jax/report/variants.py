@@ -53,7 +53,7 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
 
     frame = frames.get("variants")
     if frame is None or not len(frame):
-        return "No variants.csv rows yet (run `python -m bench.run --only variants`).\n"
+        return "No variants.csv rows yet (run `python -m fold_jax.bench --only variants`).\n"
     frame = _latest(frame, [c for c in results.key("variants") if c not in results.MACHINE_KEY])
     kern = frame[frame["row_kind"] == "kernel"]
     trained = frame[frame["row_kind"] == "train"]

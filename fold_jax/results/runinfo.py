@@ -8,7 +8,7 @@ interrupted / failed / finished), times, profile and parts, and the metadata of 
 (``META``: commit, host, cpu, backend, device, versions), its machine kind
 (:func:`machine_kind`) and its code fingerprint (:mod:`fold_jax.results.fingerprint`).
 :func:`runs` tabulates every run a results folder knows: those under ``runs/``, those
-of the promoted references, and those marked resumable. ``bench.run`` marks a run it
+of the promoted references, and those marked resumable. ``fold_jax.bench.run`` marks a run it
 may continue with ``<results_dir>/.partial/<run_id>.json`` (:func:`mark_resumable`),
 which git ignores: a fresh clone has no run to continue.
 """
@@ -462,7 +462,7 @@ def runs(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
     runs behind each promoted reference (column ``reference``: its kind, "" for others)
     and the runs known only from their resume mark; a bool column ``resumable`` (this
     checkout may continue the run). A run with rows but no recorded status (written
-    outside ``bench.run``) is not listed: the report counts such runs as finished. Text
+    outside ``fold_jax.bench.run``) is not listed: the report counts such runs as finished. Text
     columns, ``""`` where empty; ``RUN_COLUMNS`` first. Raises ValueError when a record
     is malformed.
 
@@ -483,7 +483,7 @@ def runs(results_dir: str | os.PathLike = "results") -> pd.DataFrame:
         record = read_json(path)
         rid = text(record.get("run_id")) or path.parent.name
         if not record.get("status") and rid not in rows:
-            continue  # rows but no record (written outside bench.run): as before records
+            continue  # rows but no record (written outside fold_jax.bench.run): as before records
         rows[rid] = {"reference": rows.get(rid, {}).get("reference", "")} | _flat(
             {**record, "run_id": rid})
     marks = resumable(results_dir)

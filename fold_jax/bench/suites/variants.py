@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bench.common import Job, check_profile
 from fold_jax import binary, methods, nets, prune, results, tasks, timing, train
+from fold_jax.bench.common import Job, check_profile
 
 FILE = "variants"
 KEY = ["row_kind", "variant", "kernel", "method", "sparsity", "shape", "word_bits",

@@ -40,7 +40,7 @@ aside) and stops at the target. ``budget_s`` is only a generous wall-clock safet
 speed). A miss counts as infinity (steps/evals/time_to_target = inf).
 
 Targets (``TARGETS``) are fixed per task, at or below a well-tuned gradient baseline on
-the validation split (``python -m bench.suite_races --calibrate`` reprints it): Adam at
+the validation split (``python -m fold_jax.bench.suites.races --calibrate`` reprints it): Adam at
 its best learning rate of {1e-3, 3e-3, 1e-2}, 2000 steps, batch 128, 3 seeds; the
 calibration is the median best validation metric minus a 2-point margin (rounded down
 to 0.01), so a well-tuned method reaches the target inside the budget while it still
@@ -52,7 +52,7 @@ Recipes that cannot run a job are left out with a printed reason (a recipe's
 they cannot keep masked).
 
 A job returns ``{"tuning": rows, "races": rows, "curves": rows}`` (see
-:mod:`bench.common`); curves rows hold one value per (evaluation, split, metric).
+:mod:`fold_jax.bench.common`); curves rows hold one value per (evaluation, split, metric).
 """
 
 from __future__ import annotations
@@ -65,11 +65,14 @@ import jax
 import numpy as np
 import optax
 
-from bench.common import TUNING_SEED, Job, check_profile, shared_compiles
 from fold_jax import heads, methods, nets, recipes, results, tasks, timing, train
+from fold_jax.bench import tuning
+from fold_jax.bench.common import Job, Selection, check_profile, shared_compiles
+from fold_jax.checks import check_choice
 
 FILE = "races"
 KEY = results.key("races")
+SELECTS = ("methods", "tasks")  # --methods / --tasks (fold_jax.bench.common.Selection)
 KEYS = {"curves": results.key("curves"), "tuning": results.key("tuning")}
 
 # steps between evaluations: the resolution of steps/evals/time to target. A coarse grid
@@ -87,7 +90,7 @@ class Race(NamedTuple):
     eval_every: int = EVAL_EVERY  # steps between evaluations: the grid of *_to_target
 
 
-# `python -m bench.suite_races --calibrate` on the validation split (2026-12-02, CPU, jax
+# `python -m fold_jax.bench.suites.races --calibrate` on the validation split (2026-12-02, CPU, jax
 # 0.10.2): median best val metric of Adam at its best rate: digits 0.9722 (lr 1e-2) ->
 # 0.95, breast_cancer 1.0000 (3e-3) -> 0.98, digit_attributes micro-F1 0.9814 (1e-3) ->
 # 0.96, spirals 1.0000 (1e-2) -> 0.98. Kept: the lower of that and the round targets
@@ -283,7 +286,7 @@ def trial(task_name: str, method: str, variant: str, index: int, hparams: Mappin
     the validation target, inf for a miss); ``selected`` is set after :func:`select`."""
     rows = []
     for j in range(n_seeds):
-        seed = TUNING_SEED + index + j * n_trials
+        seed = tuning.trial_seed(index, j, n_trials)
         row, _, _ = _train(task_name, method, variant, hparams, seed, budget_s, max_steps,
                            "val")
         rows.append({"task": task_name, "method": method, "variant": variant,
@@ -301,18 +304,28 @@ def select(rows: list[dict[str, Any]]) -> int:
     trial."""
     if not rows:
         raise ValueError("select() needs at least one trial row")
-    higher = heads.higher_is_better(rows[0]["target_metric"])
     by_trial: dict[int, list[dict[str, Any]]] = {}
     for r in rows:
         by_trial.setdefault(int(r["trial"]), []).append(r)
+    return min(by_trial, key=lambda t: (trial_rank(by_trial[t]), t))
 
-    def rank(t: int) -> tuple[float, float, int]:
-        best = [r["best_val_metric"] for r in by_trial[t]]
-        best = [b if math.isfinite(b) else (-math.inf if higher else math.inf) for b in best]
-        metric = float(np.median(best))
-        return (by_trial[t][0]["score"], -metric if higher else metric, t)
 
-    return min(by_trial, key=rank)
+def trial_rank(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """How one trial's rows rank (lower is better): its ``score`` (median evaluations
+    to the validation target, inf for a miss), then its median ``best_val_metric`` in
+    the metric's direction (a non-finite one ranks last).
+
+    Args:
+        rows: the trial's tuning rows (one per seed).
+
+    Returns:
+        ``(score, metric key)``.
+    """
+    higher = heads.higher_is_better(rows[0]["target_metric"])
+    best = [r["best_val_metric"] for r in rows]
+    best = [b if math.isfinite(b) else (-math.inf if higher else math.inf) for b in best]
+    metric = float(np.median(best))
+    return (rows[0]["score"], -metric if higher else metric)
 
 
 def race(task_name: str, method: str, variant: str, seed: int, budget_s: float,
@@ -395,26 +408,23 @@ def tune_and_race(task_name: str, method: str, variant: str, profile: str
                   ) -> dict[str, list[dict[str, Any]]]:
     """The whole protocol for one (task, recipe, variant) under ``profile`` (module
     docstring): ``{"tuning": trial rows, "races": one row per seed, "curves": rows}``.
-    Inside :func:`bench.common.shared_compiles`, so the race seeds load the programs
+    Inside :func:`fold_jax.bench.common.shared_compiles`, so the race seeds load the programs
     their selected trial compiled (their ``compile_s`` is the load time)."""
     p = PROFILE[check_profile(profile)]
     n, k = n_trials(profile, task_name), trial_seeds(profile, task_name)
     steps = step_budget(profile, task_name)
-    settings = recipes.trials(method, n)
     with shared_compiles():  # the seeds load the selected trial's programs
-        rows = [r for i, hp in enumerate(settings)
-                for r in trial(task_name, method, variant, i, hp, p["budget_s"], steps, n,
-                               k)]
-        best = select(rows)
-        for r in rows:
-            r["selected"] = r["trial"] == best
-        out: dict[str, list[dict[str, Any]]] = {"tuning": rows, "races": [], "curves": []}
-        for seed in race_seeds(profile, task_name):
-            one = race(task_name, method, variant, seed, p["budget_s"], steps,
-                       settings[best], best, n)
-            out["races"] += one["races"]
-            out["curves"] += one["curves"]
-    cost = step_cost(task_name, method, variant, settings[best])
+        tuned = tuning.tune(
+            method, n, lambda i, hp, seeds: trial(task_name, method, variant, i, hp,
+                                                  p["budget_s"], steps, n, len(seeds)),
+            trial_rank, lambda i, hp, seed: race(task_name, method, variant, seed,
+                                                 p["budget_s"], steps, hp, i, n),
+            race_seeds(profile, task_name), k)
+    rows = [r | {"selected": r["trial"] == tuned.selected} for g in tuned.trials for r in g]
+    out: dict[str, list[dict[str, Any]]] = {
+        "tuning": rows, "races": [r for one in tuned.finals for r in one["races"]],
+        "curves": [r for one in tuned.finals for r in one["curves"]]}
+    cost = step_cost(task_name, method, variant, tuned.settings[tuned.selected])
     for row in out["races"]:  # the setting's cost, the same for every seed
         row |= cost | {"forwards_to_target": row["evals_to_target"] * cost["eval_forwards"]}
     return out
@@ -464,20 +474,57 @@ def _why_not(method: str, task_name: str, variant: str) -> str:
     return ""
 
 
-def jobs(profile: str) -> Iterator[Job]:
-    """One job per (task, recipe, variant) of ``profile``: tune, select, race on the
+def check_selection(selection: Selection) -> Selection:
+    """``selection`` if its methods are registered recipes and its tasks have a race
+    target (``TARGETS``), else a ValueError naming the allowed values."""
+    for m in selection.methods:
+        check_choice(m, "--methods entry", recipes.names())
+    for t in selection.tasks:
+        check_choice(t, "--tasks entry (a task with a race target)", list(TARGETS))
+    return selection
+
+
+def grid(profile: str, selection: Selection | None = None) -> list[tuple[str, str, str]]:
+    """The (task, recipe, variant) triples ``profile`` races, in order, restricted or
+    extended by the command line's ``selection``.
+
+    Without a selection: the profile's grids. ``--tasks`` alone keeps the grids' rows on
+    those tasks; ``--methods`` (with or without ``--tasks``) races exactly those recipes
+    on the dense net of each task (the given ones, else every task of the profile's
+    grids), each under that task's tuning budget, seeds, step budget and evaluation
+    interval, as the shipped recipes there.
+
+    Args:
+        profile: "quick" or "full".
+        selection: the ``--methods`` / ``--tasks`` of the command (None: none).
+
+    Returns:
+        A list of ``(task, method, variant)`` without duplicates.
+    """
+    p = PROFILE[check_profile(profile)]
+    selection = check_selection(selection or Selection())
+    full = [(t, m, v) for tasks_, methods_, variants_ in p["grids"] for t in tasks_
+            for m in methods_ for v in variants_]
+    if selection.methods:
+        tasks_ = selection.tasks or tuple(dict.fromkeys(t for t, _, _ in full))
+        full = [(t, m, "dense") for t in tasks_ for m in selection.methods]
+    elif selection.tasks:
+        full = [x for x in full if x[0] in selection.tasks]
+    return list(dict.fromkeys(full))
+
+
+def jobs(profile: str, selection: Selection | None = None) -> Iterator[Job]:
+    """One job per (task, recipe, variant) of :func:`grid`: tune, select, race on the
     seeds. Combinations a recipe cannot run are printed with the reason and left out."""
     p = PROFILE[check_profile(profile)]
-    grid = [(t, m, v) for tasks_, methods_, variants_ in p["grids"] for t in tasks_
-            for m in methods_ for v in variants_]
-    for task_name, method, variant in grid:
+    for task_name, method, variant in grid(profile, selection):
         seeds = race_seeds(profile, task_name)
         runs = n_trials(profile, task_name) * trial_seeds(profile, task_name) + len(seeds)
         why = _why_not(method, task_name, variant)
         if why:
             print(f"races: {method} not run on {task_name}/{variant}: {why}")
             continue
-        small = SMALL_TASK_PEER if recipes.get(method).library == "evosax" else SMALL_TASK
+        small = SMALL_TASK_PEER if recipes.get(method).library != "fold_jax" else SMALL_TASK
         steps = step_budget(profile, task_name)
         # RUN_COST is at 500 steps; runs that reach the target stop early, misses take
         # the whole budget: a longer budget weighs half its ratio more (an estimate)

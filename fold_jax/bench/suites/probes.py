@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.common import Job, check_profile
 from fold_jax import heads, methods, nets, probes, recipes, regions, results, tasks, train
+from fold_jax.bench.common import Job, check_profile
 
 FILE = "probes"
 KEY = results.key(FILE)

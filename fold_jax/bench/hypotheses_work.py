@@ -1,10 +1,11 @@
-"""Workloads of the hypotheses suite (bench/suite_hypotheses.py): the essays' claims about
+"""Workloads of the hypotheses suite (fold_jax/bench/suites/hypotheses.py): the essays' claims about
 forward-only training, each put where gradients are said to fail.
 
 Every training run goes through :func:`fold_jax.train.fit` with a fixed step budget
-(stated in the rows: ``steps``, ``evals``). Every method is tuned by the races' protocol
-(:func:`tune`): ``n_trials`` settings drawn from its space in :data:`SPACES`
-(:func:`fold_jax.recipes.sample`), each trained on its own seed (``TUNING_SEED + i``)
+(stated in the rows: ``steps``, ``evals``). Every method is tuned by the suites' one
+protocol (:func:`tune`, :mod:`fold_jax.bench.tuning`): ``n_trials`` settings drawn from
+its recipe ``"hypotheses/<method>"`` (:func:`space`, :func:`fold_jax.recipes.trials`),
+each trained on its own seed (``TUNING_SEED + i``)
 and scored by its final metric on the **validation** split; the best reruns on every
 seed, which alone read the test split. A run returns long rows: the final metrics
 (``step`` = the budget), the learning curve (``metric`` = ``curve_<name>``, one row per
@@ -47,8 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bench.common import TUNING_SEED
 from fold_jax import binary, heads, methods, nets, probes, recipes, search, tasks, timing, train
+from fold_jax.bench import tuning
 
 WIDTH = 32  # hidden units of the MLP workloads
 FORWARD_ONLY = ("zo", "zo_layer_scaled", "zo_crn", "forward_gradient", "gld", "rso",
@@ -79,26 +80,19 @@ def family(method: str) -> str:
 
 # ------------------------------------------------------------------------ tuning
 
-LR = recipes.LogUniform(3e-4, 3e-2)  # Adam step sizes of the backprop methods
-ZO_LR = recipes.LogUniform(1e-3, 3e-2)  # Adam step sizes on a zeroth-order estimate
-SIGMA = recipes.LogUniform(1e-3, 1e-1)  # zeroth-order perturbation scales
-_ZO = {"lr": ZO_LR, "sigma": SIGMA}
-_ONE_PLUS_ONE = {"sigma": recipes.LogUniform(1e-3, 1.0)}  # initial step (then adapted)
-_GLD = {"max_radius": recipes.LogUniform(0.1, 10.0)}  # radii halve down to 1e-3
-_RADIUS = {"radius": recipes.LogUniform(1e-2, 1.0)}  # the essay's fixed radius
+def space(method: str) -> dict[str, recipes.Param]:
+    """A method's search space: its recipe ``"hypotheses/<method>"`` in
+    :mod:`fold_jax.recipes` (the same on every workload; the settings a run does not
+    tune, such as directions, stay fixed and are stated in its ``hparams``).
 
-SPACES: dict[str, dict[str, recipes.Param]] = {
-    **{m: {"lr": LR} for m in ("adam", "bptt", "tbptt", "ste_adam", "gumbel_annealed",
-                               "st_gumbel", "reinforce", "adam_ce", "forward_gradient")},
-    **{m: _ZO for m in ("zo", "zo_layer_scaled", "zo_crn", "zo_metric")},
-    **{m: _ONE_PLUS_ONE for m in ("one_plus_one", "one_plus_one_crn", "one_plus_one_ce",
-                                  "one_plus_one_metric")},
-    "rso": {"sigma": recipes.LogUniform(1e-2, 1.0)},
-    "gld": _GLD, "gld_metric": _GLD,
-    "relative_loss": _RADIUS, "relative_loss_metric": _RADIUS,
-}
-"""Each method's search space (the same on every workload; the settings a run does not
-tune, such as directions, stay fixed and are stated in its ``hparams``)."""
+    Args:
+        method: the method's name in this suite.
+
+    Returns:
+        ``{hyperparameter: LogUniform | Choice}``.
+    """
+    return dict(recipes.get(f"hypotheses/{method}").space)
+
 
 Run = Callable[[int, Mapping[str, Any] | None, str], list[dict]]
 """``run(seed, hparams, eval_split) -> rows``: one training run of a workload's method."""
@@ -109,7 +103,7 @@ def settings(method: str, defaults: Mapping[str, Any], hp: Mapping[str, Any] | N
     """``defaults`` overridden by ``hp`` (None: the defaults alone).
 
     Args:
-        method: the method (its space in :data:`SPACES` bounds ``hp``'s keys).
+        method: the method (its :func:`space` bounds ``hp``'s keys).
         defaults: the workload's settings for it, every tunable one included.
         hp: a trial's values.
 
@@ -119,10 +113,11 @@ def settings(method: str, defaults: Mapping[str, Any], hp: Mapping[str, Any] | N
     Raises:
         ValueError: a key of ``hp`` outside the method's space.
     """
-    unknown = sorted(set(hp or {}) - set(SPACES[method]))
+    allowed = space(method)
+    unknown = sorted(set(hp or {}) - set(allowed))
     if unknown:
         raise ValueError(f"hparams {unknown} are not tunable for method {method!r}; "
-                         f"allowed: {sorted(SPACES[method])}")
+                         f"allowed: {sorted(allowed)}")
     return {**defaults, **(hp or {})}
 
 
@@ -138,18 +133,25 @@ def select(values: list[float]) -> int:
     """
     if not values:
         raise ValueError("select() needs at least one trial")
-    return max(range(len(values)),
-               key=lambda i: (values[i] if math.isfinite(values[i]) else -math.inf, -i))
+    return min(range(len(values)), key=lambda i: (_rank(values[i]), i))
+
+
+def _rank(value: float) -> float:
+    """A final validation metric as a tuning rank (lower is better; NaN last)."""
+    return -value if math.isfinite(value) else math.inf
 
 
 def tune(run: Run, method: str, seeds: tuple[int, ...], n_trials: int) -> list[dict]:
-    """The tuning protocol for one method on one setting.
+    """The tuning protocol for one method on one setting (:func:`fold_jax.bench.tuning.
+    tune`, as every suite).
 
-    ``n_trials`` settings from ``SPACES[method]`` (:func:`fold_jax.recipes.sample`,
-    seed 0), trial ``i`` trained on seed ``TUNING_SEED + i`` and scored on the
-    validation split; the selected trial (:func:`select`) reruns on ``seeds``, scored on
-    the test split. Trial rows (each run's last row is its score) carry ``trial``,
-    ``n_trials`` and ``selected``; final rows the selected ``trial`` and ``n_trials``.
+    ``n_trials`` settings from the recipe ``"hypotheses/<method>"``
+    (:func:`fold_jax.recipes.trials`), trial ``i`` trained on seed ``TUNING_SEED + i``
+    and scored by its final metric on the validation split; the selected trial
+    (the highest, NaN last, ties to the lower index: :func:`select`) reruns on
+    ``seeds``, scored on the test split. Trial rows (each run's last row is its score)
+    carry ``trial``, ``n_trials`` and ``selected``; final rows the selected ``trial``
+    and ``n_trials``.
 
     Args:
         run: the workload's run (:data:`Run`).
@@ -160,13 +162,14 @@ def tune(run: Run, method: str, seeds: tuple[int, ...], n_trials: int) -> list[d
     Returns:
         The trial rows, then every seed's rows (the last seed's last).
     """
-    drawn = recipes.sample(SPACES[method], n_trials)
-    trials = [run(TUNING_SEED + i, hp, "val") for i, hp in enumerate(drawn)]
-    best = select([rows[-1]["value"] for rows in trials])
+    tuned = tuning.tune(f"hypotheses/{method}", n_trials,
+                        lambda i, hp, trial_seeds: run(trial_seeds[0], hp, "val"),
+                        lambda rows: _rank(rows[-1]["value"]),
+                        lambda i, hp, seed: run(seed, hp, "test"), seeds)
+    best = tuned.selected
     marked = [{**r, "trial": i, "n_trials": n_trials, "selected": i == best}
-              for i, rows in enumerate(trials) for r in rows]
-    finals = [{**r, "trial": best, "n_trials": n_trials}
-              for seed in seeds for r in run(seed, drawn[best], "test")]
+              for i, rows in enumerate(tuned.trials) for r in rows]
+    finals = [{**r, "trial": best, "n_trials": n_trials} for rows in tuned.finals for r in rows]
     return marked + finals
 
 

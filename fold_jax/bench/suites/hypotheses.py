@@ -1,11 +1,11 @@
 """The essays' claims about forward-only training, tested: results/hypotheses.csv.
 
 Long rows (claim, workload, method, library, setting, seed, metric, value, mem_bytes,
-step_s, evals, step, ...); the workloads are in :mod:`bench.hypotheses_work`. One job
-tunes one method on one setting (:func:`bench.hypotheses_work.tune`: ``trials``
+step_s, evals, step, ...); the workloads are in :mod:`fold_jax.bench.hypotheses_work`. One job
+tunes one method on one setting (:func:`fold_jax.bench.hypotheses_work.tune`: ``trials``
 settings scored on the validation split) and trains the selected one on every seed of
 the profile (the seeds share compiled programs:
-:func:`bench.common.shared_compiles`); its key is its last row (the last
+:func:`fold_jax.bench.common.shared_compiles`); its key is its last row (the last
 seed's final metric). Memory and time rows are measured, not tuned.
 
 Profiles: ``quick`` (about 12 minutes on a 2-core CPU; run by ``--only hypotheses``,
@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bench import hypotheses_work as work
-from bench.common import Job, check_profile, shared_compiles
 from fold_jax import results
+from fold_jax.bench import hypotheses_work as work
+from fold_jax.bench.common import Job, check_profile, shared_compiles
 
 FILE = "hypotheses"
 KEY = results.key(FILE)
@@ -114,7 +114,7 @@ def jobs(profile: str) -> Iterator[Job]:
         profile: "quick" or "full".
 
     Yields:
-        :class:`bench.common.Job` objects, one per (workload, setting, method).
+        :class:`fold_jax.bench.common.Job` objects, one per (workload, setting, method).
     """
     p = PROFILE[check_profile(profile)]
     seeds, n = p["seeds"], p["trials"]

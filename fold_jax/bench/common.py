@@ -1,17 +1,21 @@
-"""What a benchmark suite looks like to the runner (:mod:`bench.run`).
+"""What a benchmark suite looks like to the runner (:mod:`fold_jax.bench.run`).
 
-A suite is a module ``bench/suite_<name>.py`` with
+A suite is a module ``fold_jax/bench/suites/<name>.py`` with
 
 - ``FILE``: the results file stem its jobs write (``"races"`` -> ``results/races.csv``);
 - ``KEY``: the key columns identifying a row of ``FILE`` within a run (a job is done
   when the current run already wrote a row with its ``Job.key`` values; rows of other
-  runs never count, see :mod:`bench.run`);
+  runs never count, see :mod:`fold_jax.bench.run`);
 - optionally ``KEYS``: ``{file_stem: key_columns}`` for other files its jobs write
   (e.g. ``{"curves": [...]}``);
 - ``jobs(profile) -> Iterable[Job]`` for ``profile`` in ``PROFILES``;
 - optionally ``DEFAULT_PROFILES``: the profiles in which a command without ``--only``
   runs the suite (default: all of ``PROFILES``); a suite left out of a profile's default
-  run still runs in it when named by ``--only`` (:func:`bench.run.default_parts`).
+  run still runs in it when named by ``--only`` (:func:`fold_jax.bench.run.default_parts`);
+- optionally ``SELECTS``: the :class:`Selection` fields its jobs honour (``("methods",
+  "tasks")`` for the races); such a suite's ``jobs(profile, selection)`` takes the
+  command's ``--methods`` / ``--tasks`` and its ``check_selection(selection)`` refuses
+  unknown names (ValueError naming the allowed ones) before anything runs.
 
 ``Job.run()`` returns either a list of rows (dicts) for ``FILE`` or a dict
 ``{file_stem: rows}`` for several files. The runner writes the other files first
@@ -32,7 +36,8 @@ from typing import Any, NamedTuple
 
 from fold_jax.checks import check_choice
 
-__all__ = ["PROFILES", "TUNING_SEED", "Job", "Rows", "check_profile", "shared_compiles"]
+__all__ = ["PROFILES", "TUNING_SEED", "Job", "Rows", "Selection", "check_profile",
+           "shared_compiles"]
 
 PROFILES = ("quick", "full")
 # tuning trial i's j-th seed is TUNING_SEED + i + j * n_trials (apart from the race seeds)
@@ -55,7 +60,30 @@ class Job(NamedTuple):
     cost: float = 1.0
 
 
+class Selection(NamedTuple):
+    """The command line's ``--methods`` and ``--tasks`` (empty: the profile's own).
+
+    A suite that ``SELECTS`` them runs exactly these methods (recipe names, registered
+    ones included) on these tasks, under the profile's tuning budget, seeds, step
+    budgets and evaluation intervals for each task.
+    """
+
+    methods: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.methods or self.tasks)
+
+
 def check_profile(profile: str) -> str:
+    """``profile`` if it is one of ``PROFILES``, else a ValueError naming them.
+
+    Args:
+        profile: the profile name.
+
+    Returns:
+        ``profile``.
+    """
     return check_choice(profile, "profile", PROFILES)
 
 
@@ -71,6 +99,9 @@ def shared_compiles() -> Iterator[None]:
     the identical program is loaded instead, and ``compile_s`` of such a run is the
     load time. Compile times are never part of a timed training second. The cache is
     switched off again on leaving, so code outside the block is not touched.
+
+    Yields:
+        None, inside the block.
     """
     global _CACHE_DIR
     import jax

@@ -1,11 +1,21 @@
-"""Run the benchmarks: ``python -m bench.run [--profile quick|full] [--only ...] [-k SUB]
+"""Run the benchmarks: ``python -m fold_jax.bench [--profile quick|full] [--only SUITES]
+[-k LABEL] [--imports MODULE,...] [--methods A,B] [--tasks T1,T2] [--promote]
 [--results-dir results] [--no-report] [--new | --resume RUN_ID]``.
 
-Parts: every suite ``bench/suite_<name>.py`` (see :mod:`bench.common`), the kernel
-micro-benchmarks (``kernels``, :mod:`bench.suite_kernels`) first; the others in name
-order. Without ``--only`` a profile runs the suites whose ``DEFAULT_PROFILES`` hold it
-(:func:`default_parts`: the quick run leaves the hypotheses out, and says so). Each
-suite's results file, key and columns come from :data:`fold_jax.results.SCHEMA`.
+A researcher's own methods: ``--imports mypkg.methods`` imports modules that call
+:func:`fold_jax.recipes.register` before anything is planned; ``--methods mine,adam``
+and ``--tasks digits,spirals`` choose what the suites that honour them (``SELECTS``:
+the races) run, each method under the same tuning budget, seeds, step budget and
+evaluation interval as the shipped recipes on that task. Given without ``--only`` they
+run only those suites. ``--promote`` hands a finished run to
+``fold_jax.results.promote`` (the machine's reference rows).
+
+Parts: every suite ``fold_jax/bench/suites/<name>.py`` (see :mod:`fold_jax.bench.common`),
+the kernel micro-benchmarks (``kernels``, :mod:`fold_jax.bench.suites.kernels`) first;
+the others in name order. Without ``--only`` a profile runs the suites whose
+``DEFAULT_PROFILES`` hold it (:func:`default_parts`: the quick run leaves the hypotheses
+out, and says so). Each suite's results file, key and columns come from
+:data:`fold_jax.results.SCHEMA`.
 
 Every run measures the machine it runs on. A command starts a new run (a new run id,
 recorded in ``<results-dir>/runs.csv`` with its commit, host, profile and parts) unless
@@ -41,22 +51,30 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import PROFILES, Job
 from fold_jax import results
+from fold_jax.bench.common import PROFILES, Job, Selection
 
-HERE = Path(__file__).resolve().parent
+SUITES = "fold_jax.bench.suites"  # the package holding the shipped suites
+HERE = Path(__file__).resolve().parent / "suites"
 FIRST = ("kernels",)  # parts that run before the others (timings on an idle machine)
 
-__all__ = ["default_parts", "discover", "main", "pending", "select_run", "write_rows"]
+__all__ = ["default_parts", "discover", "import_modules", "main", "pending", "promote",
+           "select_run", "write_rows"]
 
 # one machine a run: the results' machine key and the CPU (a run resumes only on its CPU)
 MACHINE = ("cpu_model", *results.MACHINE_KEY)
-OPTIONS = ("profile", "parts", "filter")  # the command a run was started with
+# the command a run was started with (a resumed run keeps them)
+OPTIONS = ("profile", "parts", "filter", "imports", "methods", "tasks")
 
 
 def discover() -> list[str]:
-    """Suite names, from ``bench/suite_<name>.py``: ``FIRST`` ones first, then sorted."""
-    names = sorted(p.stem.removeprefix("suite_") for p in HERE.glob("suite_*.py"))
+    """Suite names, from ``fold_jax/bench/suites/<name>.py``: ``FIRST`` ones first, then
+    sorted.
+
+    Returns:
+        The names (module stems).
+    """
+    names = sorted(p.stem for p in HERE.glob("*.py") if not p.stem.startswith("_"))
     return [n for n in FIRST if n in names] + [n for n in names if n not in FIRST]
 
 
@@ -64,13 +82,13 @@ def default_parts(names: Sequence[str], profile: str, modules: Mapping[str, Any]
                   ) -> tuple[list[str], list[str]]:
     """The parts a command without ``--only`` runs under ``profile``, and those it leaves
     out: a suite runs by default in the profiles of its ``DEFAULT_PROFILES`` (all
-    profiles when it has none; :mod:`bench.common`).
+    profiles when it has none; :mod:`fold_jax.bench.common`).
 
     Args:
         names: the suite names, in run order.
         profile: "quick" or "full".
         modules: name -> suite module (None or missing: imported as
-            ``bench.suite_<name>``).
+            ``fold_jax.bench.suites.<name>``).
 
     Returns:
         ``(run, left_out)``, each in the order of ``names``.
@@ -78,7 +96,7 @@ def default_parts(names: Sequence[str], profile: str, modules: Mapping[str, Any]
     modules = modules or {}
     run, left_out = [], []
     for name in names:
-        suite = modules.get(name) or importlib.import_module(f"bench.suite_{name}")
+        suite = _suite(name, modules)
         (run if profile in getattr(suite, "DEFAULT_PROFILES", PROFILES) else left_out
          ).append(name)
     return run, left_out
@@ -88,16 +106,37 @@ def _message(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def _jobs(suite, profile: str, selection: Selection | None):
+    """``suite.jobs`` under ``profile``, given ``selection`` when the suite ``SELECTS``."""
+    if selection and getattr(suite, "SELECTS", ()):
+        return suite.jobs(profile, selection)
+    return suite.jobs(profile)
+
+
 def pending(suite, profile: str, results_dir: str, substring: str | None,
-            run_id: str | None = None) -> tuple[list[Job], int]:
-    """The jobs of ``suite`` still to run (filtered by ``substring``) and how many of them
+            run_id: str | None = None, selection: Selection | None = None
+            ) -> tuple[list[Job], int]:
+    """The jobs of ``suite`` still to run (filtered by ``substring``; ``selection``:
+    ``--methods`` / ``--tasks`` for a suite that ``SELECTS`` them) and how many of them
     run ``run_id`` (by default the current run) already wrote; rows of other runs never
-    count."""
+    count.
+
+    Args:
+        suite: the suite module (:mod:`fold_jax.bench.common`).
+        profile: "quick" or "full".
+        results_dir: the results folder.
+        substring: ``-k``: keep jobs whose label contains it (None: all).
+        run_id: the run whose rows count as done (None: the current run).
+        selection: ``--methods`` / ``--tasks`` (None: the profile's own).
+
+    Returns:
+        ``(jobs to run, number already done)``.
+    """
     meta = results.metadata()
     key_columns = list(suite.KEY)
     have = results.done_keys(suite.FILE, key_columns, results_dir, run=run_id)
     todo, n_done = [], 0
-    for job in suite.jobs(profile):
+    for job in _jobs(suite, profile, selection):
         if substring and substring not in (job.label or str(job.key)):
             continue
         full = {c: job.key.get(c, meta.get(c)) for c in key_columns}
@@ -110,7 +149,17 @@ def pending(suite, profile: str, results_dir: str, substring: str | None,
 
 def write_rows(suite, job: Job, rows, results_dir: str) -> int:
     """Append a job's rows: other files first (replacing their rows with the same key),
-    the suite's ``FILE`` last, so a half-written job is not done and reruns cleanly."""
+    the suite's ``FILE`` last, so a half-written job is not done and reruns cleanly.
+
+    Args:
+        suite: the suite module.
+        job: the job that produced ``rows``.
+        rows: a list of rows for ``suite.FILE`` or ``{file_stem: rows}``.
+        results_dir: the results folder.
+
+    Returns:
+        The number of rows written.
+    """
     by_file = dict(rows) if isinstance(rows, Mapping) else {suite.FILE: rows}
     keys = {**getattr(suite, "KEYS", {}), suite.FILE: list(suite.KEY)}
     unknown = [f for f in by_file if f not in keys]
@@ -159,6 +208,9 @@ def _describe(record: Mapping[str, str]) -> str:
     options = f"--profile {record.get('profile')} --only {record.get('parts')}"
     if record.get("filter"):
         options += f" -k {record['filter']}"
+    for name in ("imports", "methods", "tasks"):
+        if record.get(name):
+            options += f" --{name} {record[name]}"
     return options
 
 
@@ -196,6 +248,21 @@ def select_run(results_dir: str, options: Mapping[str, str], current: Mapping[st
     id of the new run). ``new``: never continue. Otherwise the newest resumable run
     with the same ``options`` and machine is continued when the code has not changed
     since it started.
+
+    Args:
+        results_dir: the results folder.
+        options: this command's run options (:data:`OPTIONS`).
+        current: this machine's metadata.
+        explicit: the options given on the command line.
+        resume: ``--resume RUN_ID`` (None: not given).
+        new: ``--new``.
+        requested: ``$FOLD_JAX_RUN_ID`` (None: unset).
+
+    Returns:
+        ``(record or None, run_id, notes)``.
+
+    Raises:
+        RunChoiceError: the requested run cannot be continued (the message says why).
     """
     marks = {r["run_id"]: r for r in results.resumable(results_dir)}
     target = resume or (requested if requested in marks and not new else None)
@@ -217,7 +284,7 @@ def select_run(results_dir: str, options: Mapping[str, str], current: Mapping[st
         if why:
             raise RunChoiceError(f"cannot resume run {target}: {why}; start a new run instead")
         theirs = {k: record.get(k, "") for k in OPTIONS}
-        if any(theirs[k] != options[k] for k in explicit):
+        if any(theirs[k] != options.get(k, "") for k in explicit):
             raise RunChoiceError(f"run {target} was started with {_describe(theirs)}; rerun "
                                  f"it without --profile/--only/-k or with the same ones")
         return dict(record), target, []
@@ -230,7 +297,7 @@ def select_run(results_dir: str, options: Mapping[str, str], current: Mapping[st
         return None, requested, []
     notes: list[str] = []
     if not new:
-        wanted = {k: options[k] for k in OPTIONS}
+        wanted = {k: options.get(k, "") for k in OPTIONS}
         same = [r for r in marks.values() if {k: r.get(k, "") for k in OPTIONS} == wanted
                 and {c: r.get(c, "") for c in MACHINE} == {c: str(current[c]) for c in MACHINE}]
         if same:
@@ -242,11 +309,64 @@ def select_run(results_dir: str, options: Mapping[str, str], current: Mapping[st
     return None, results.new_run_id(), notes
 
 
+def _split(text: str | None) -> tuple[str, ...]:
+    """A comma-separated option as a tuple of its non-empty, stripped entries."""
+    return tuple(x.strip() for x in (text or "").split(",") if x.strip())
+
+
+def _suite(name: str, modules: Mapping[str, Any]):
+    """Suite ``name``: from ``modules`` (tests) or imported from :data:`SUITES`."""
+    return modules.get(name) or importlib.import_module(f"{SUITES}.{name}")
+
+
+def import_modules(names: Sequence[str]) -> list[str]:
+    """Import the ``--imports`` modules (a researcher's methods register themselves with
+    :func:`fold_jax.recipes.register` on import); the current directory is searched
+    first, as ``python -m`` does.
+
+    Args:
+        names: dotted module names.
+
+    Returns:
+        The names, in order.
+
+    Raises:
+        ImportError: a module that cannot be imported (its name and the cause).
+    """
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # a module that fails while registering, too
+            raise ImportError(f"cannot import {name!r}: {_message(e)}") from e
+    return list(names)
+
+
+def promote(run_id: str, results_dir: str) -> None:
+    """``--promote``: make finished run ``run_id`` this machine's reference rows
+    (:func:`fold_jax.results.promote`), the rows the default report reads.
+
+    Args:
+        run_id: the finished run.
+        results_dir: the results folder.
+    """
+    results.promote(run_id, results_dir)
+    print(f"run {run_id} promoted to this machine's reference in {results_dir}/")
+
+
 def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None) -> int:
-    """Command-line entry; ``suites`` (name -> suite module) replaces discovery (tests)."""
+    """The command line (module docstring).
+
+    Args:
+        argv: the arguments (None: ``sys.argv[1:]``).
+        suites: name -> suite module, replacing discovery (tests).
+
+    Returns:
+        The exit status: 0 when every job and the report succeeded, 1 on failures, 2
+        for a run or selection that cannot be used, 130 when interrupted.
+    """
     modules = dict(suites) if suites is not None else {}
     names = list(modules) if suites is not None else discover()
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split(
+    parser = argparse.ArgumentParser(prog="python -m fold_jax.bench", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="quick (default) or full")
@@ -259,17 +379,43 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
     which.add_argument("--new", action="store_true",
                        help="start a new run even if this command's last run is unfinished")
     which.add_argument("--resume", metavar="RUN_ID", default=None,
-                       help="continue this unfinished run (its profile, parts and -k)")
+                       help="continue this unfinished run (its profile, parts, -k, imports, "
+                            "methods and tasks)")
+    parser.add_argument("--imports", default=None, metavar="MODULE,...",
+                        help="import these modules first (they register methods with "
+                             "fold_jax.recipes.register)")
+    parser.add_argument("--methods", default=None, metavar="A,B",
+                        help="race exactly these recipes (registered ones included)")
+    parser.add_argument("--tasks", default=None, metavar="T1,T2",
+                        help="race on these tasks only")
+    parser.add_argument("--promote", action="store_true",
+                        help="promote the run, once finished, to this machine's reference "
+                             "(fold_jax.results.promote)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        imported = import_modules(_split(args.imports))
+    except ImportError as e:
+        print(f"--imports: {_message(e)}", file=sys.stderr)
+        return 2
+    selection = Selection(_split(args.methods), _split(args.tasks))
     all_parts = list(names)
     parts = list(all_parts)
+    selecting = [n for n in all_parts if selection
+                 and getattr(_suite(n, modules), "SELECTS", ())]
     if args.only:
         chosen = [p.strip() for p in args.only.split(",") if p.strip()]
         bad = [p for p in chosen if p not in parts]
         if bad:
             parser.error(f"--only {','.join(bad)}: not known; allowed: {', '.join(parts)}")
         parts = [p for p in parts if p in chosen]
+        if selection and not set(parts) & set(selecting):
+            parser.error(f"--methods / --tasks: none of the parts {', '.join(parts)} takes "
+                         f"them; those that do: {', '.join(selecting) or 'none'}")
+    elif selection and args.resume is None:
+        parts = selecting
+        print(f"--methods / --tasks given: running {', '.join(parts)} (the parts that take "
+              f"them; add --only to choose)")
     elif args.resume is None:
         parts, left_out = default_parts(all_parts, args.profile or "quick", modules)
         for name in left_out:
@@ -285,9 +431,12 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
         print(f"cannot write results: {e}", file=sys.stderr)
         return 1
     options = {"profile": args.profile or "quick", "parts": ",".join(parts),
-               "filter": args.k or ""}
+               "filter": args.k or "", "imports": ",".join(imported),
+               "methods": ",".join(selection.methods), "tasks": ",".join(selection.tasks)}
     explicit = [k for k, given in (("profile", args.profile), ("parts", args.only),
-                                   ("filter", args.k)) if given is not None]
+                                   ("filter", args.k), ("imports", args.imports),
+                                   ("methods", args.methods), ("tasks", args.tasks))
+                if given is not None]
     meta = results.metadata()
     env_before = os.environ.get("FOLD_JAX_RUN_ID")
     try:
@@ -305,7 +454,23 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
             print(f"cannot resume run {rid}: its parts {unknown} are not known here",
                   file=sys.stderr)
             return 2
+        try:
+            import_modules(_split(record.get("imports")))
+        except ImportError as e:
+            print(f"cannot resume run {rid}: its --imports fail: {_message(e)}",
+                  file=sys.stderr)
+            return 2
+        selection = Selection(_split(record.get("methods")), _split(record.get("tasks")))
+    try:  # unknown methods or tasks are refused before anything runs
+        for name in parts:
+            if selection and getattr(_suite(name, modules), "SELECTS", ()):
+                _suite(name, modules).check_selection(selection)
+    except ValueError as e:
+        print(f"--methods / --tasks: {e}", file=sys.stderr)
+        return 2
     args.profile = args.profile or "quick"
+    args.selection = selection
+    args.recorded = options  # what a new run's record keeps of the command
     previous_id = results.set_run_id(rid)
     os.environ["FOLD_JAX_RUN_ID"] = rid  # child processes (scaling workers) share the run
     try:
@@ -328,12 +493,14 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
         print(note)
     state: dict[str, Any] = {
         "run_id": rid, "status": "running", "pid": os.getpid(),
-        "command": " ".join(["python -m bench.run", *args.argv]),
+        "command": " ".join(["python -m fold_jax.bench", *args.argv]),
     }
     if record is None:
         state |= {"started_utc": _now(), "finished_utc": "", "attempts": 1,
                   "git_commit": meta["git_commit"], "jax_version": meta.get("jax_version", ""),
                   "profile": args.profile, "parts": ",".join(parts), "filter": args.k or "",
+                  **{k: getattr(args, "recorded", {}).get(k, "") for k in
+                     ("imports", "methods", "tasks")},
                   **{c: meta[c] for c in MACHINE}}
         print(f"new run {rid}: commit {str(meta['git_commit'])[:8]}, host {meta['host']} "
               f"({meta['backend']}, {meta['n_devices']} x {meta['device_kind']}), profile "
@@ -375,8 +542,9 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
     try:
         for name in parts:
             try:
-                suite = modules.get(name) or importlib.import_module(f"bench.suite_{name}")
-                todo, n_done = pending(suite, args.profile, args.results_dir, args.k, rid)
+                suite = _suite(name, modules)
+                todo, n_done = pending(suite, args.profile, args.results_dir, args.k, rid,
+                                       getattr(args, "selection", None))
             except Exception as e:
                 failures.append(f"{name}: cannot list jobs: {_message(e)}")
                 print(f"FAILED to load suite {name!r}: {_message(e)}", file=sys.stderr)
@@ -441,12 +609,23 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
     else:
         save_state(status="finished", finished_utc=_now())
         print(f"run {rid} finished")
+        if args.promote:
+            try:
+                promote(rid, args.results_dir)
+            except Exception as e:
+                failures.append(f"promote: {_message(e)}")
+                print(f"FAILED to promote run {rid}: {_message(e)}", file=sys.stderr)
+    if args.promote and failures and not any(f.startswith("promote:") for f in failures):
+        print(f"--promote: run {rid} is unfinished, so it was not promoted", file=sys.stderr)
 
     if not args.no_report:
         try:
             from fold_jax import report
 
-            report.build(args.results_dir)
+            # a promoted run is the reference the default report reads; any other run's
+            # report goes into its own directory, results/runs/<run_id>/REPORT.md
+            promoted = args.promote and not failures
+            report.build(args.results_dir, run=None if promoted else rid)
         except Exception as e:
             failures.append(f"report: {_message(e)}")
             print(f"FAILED to build the report: {_message(e)}", file=sys.stderr)

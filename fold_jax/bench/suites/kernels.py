@@ -25,7 +25,7 @@ and times it in alternating rounds with its reference: plain inference on
 num_directions x batch examples (``inference_equiv_s``, ``frac_of_inference``) or, for
 the binarized and sparse matmuls, the dense matmul (``dense_median_s``,
 ``speedup_vs_dense``), plus an optional second kernel (``baseline``,
-``speedup_vs_baseline``). Column meanings: ``results/COLUMNS.md``. ``bench.run`` runs
+``speedup_vs_baseline``). Column meanings: ``results/COLUMNS.md``. ``fold_jax.bench.run`` runs
 these as the ``kernels`` part; ``pytest bench`` times the same kernels with
 pytest-benchmark (its tables only; it writes no rows).
 """
@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.common import Job, check_profile
 from fold_jax import recipes, results, timing
+from fold_jax.bench.common import Job, check_profile
 
 FILE = "kernels"
 KEY = results.key(FILE)
@@ -569,7 +569,7 @@ def jobs(profile: str) -> Iterator[Job]:
         profile: quick or full.
 
     Returns:
-        An iterator of :class:`bench.common.Job`.
+        An iterator of :class:`fold_jax.bench.common.Job`.
     """
     for kernel in kernels(profile):
         yield Job(dict(kernel.config), functools.partial(lambda k: [measure(k, profile)], kernel),

@@ -56,7 +56,9 @@ How a run goes:
   coarse for 1e-8; pycma works in float64. pycma runs its own ask/tell loop per run,
   ``maxfevals = budget`` and its default termination criteria, no restarts.
 - Settings are one per method for the whole suite (COCO's rule: no tuning per
-  function); initial step sizes are about a quarter of the domain [-5, 5]:
+  function), each method the recipe ``bbob/<method>`` of :mod:`fold_jax.recipes`
+  (defined in ``fold_jax/suite_recipes.py``); initial step sizes are about a
+  quarter of the domain [-5, 5]:
   ``one_plus_one`` sigma 2; ``gld`` radii 4 down to 1e-5 (20 candidates a step);
   ``rso`` max(1, d/2) coordinate pairs, sigma 0.5 (fixed scales, as in the paper);
   ``zo_adam``: fold_jax's antithetic gaussian estimator (lambda directions, sigma 1e-2)
@@ -91,8 +93,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bench.common import Job, check_profile
-from fold_jax import results
+from fold_jax import recipes, results
+from fold_jax.bench.common import Job, check_profile
 from fold_jax.checks import check_choice
 from fold_jax.report.bbob import FUNCTIONS, TARGETS, group_of, target_column
 
@@ -100,7 +102,7 @@ FILE = "bbob"
 KEY = ["function", "dim", "instance", "run", "method", "budget", *results.MACHINE_KEY]
 
 CHUNK = 32  # steps per jitted lax.scan call (the final target is checked between chunks)
-SIGMA0 = 2.0  # initial step size of the adaptive methods (domain [-5, 5])
+SIGMA0 = recipes.BBOB_SIGMA0  # initial step size of the adaptive methods (domain [-5, 5])
 START_LOW, START_HIGH = -4.0, 4.0  # start points: uniform in COCO's region of interest
 TRIGGERS_PER_DECADE = 100  # COCO's bbob observer default (number_target_triggers)
 COCO_DIR_ENV = "FOLD_JAX_BBOB_COCO_DIR"
@@ -339,82 +341,49 @@ def replay(tracker: Tracker, function: int, dim: int, instance: int, observer) -
 
 
 class Spec(NamedTuple):
-    """A benchmarked method: its library and ``build(loss, slot, dim, budget) -> Method``
-    (None for pycma, which runs its own loop)."""
+    """A benchmarked method: its recipe ``bbob/<name>`` in :mod:`fold_jax.recipes`
+    (settings and builder), its library, whether it runs its own loop (pycma) and the
+    module it imports (missing: its jobs are skipped)."""
 
+    recipe: str
     library: str
-    build: Callable[[Callable, Any, int, int], Any] | None
-    needs: str  # the module it imports (missing: its jobs are skipped)
+    own_loop: bool
+    needs: str
 
 
-def _steps(budget: int, evals_per_step: int) -> int:
-    return max(1, budget // evals_per_step)
+_NEEDS = {"pycma_cma_es": "cma", "zo_adam": "fold_jax.methods"}  # others: by library
 
 
-def _fixed(slot) -> dict[str, Any]:
-    """Direct search on a deterministic loss: decide on ``loss(params, slot)`` and keep
-    the current point's loss (K evaluations a step, not K + 1)."""
-    return {"acceptance": "fixed_set", "eval_batch": (slot,)}
+def _spec(name: str) -> Spec:
+    recipe = recipes.get(name)
+    short = name.removeprefix("bbob/")
+    needs = _NEEDS.get(short, {"evosax": "fold_jax.peers"}.get(recipe.library,
+                                                                "fold_jax.search"))
+    return Spec(name, recipe.library, recipe.library == "cma", needs)
 
 
-def _gld(loss, slot, dim, budget):
-    from fold_jax import search
-
-    return search.gld(loss, max_radius=4.0, min_radius=1e-5, **_fixed(slot))
-
-
-def _one_plus_one(loss, slot, dim, budget):
-    from fold_jax import search
-
-    return search.one_plus_one(loss, sigma=SIGMA0, **_fixed(slot))
+# the suite's methods: the registry's bbob recipes (fold_jax.suite_recipes), by short name
+METHODS: dict[str, Spec] = {n.removeprefix("bbob/"): _spec(n)
+                            for n in recipes.names(suite="bbob")}
 
 
-def _rso(loss, slot, dim, budget):
-    from fold_jax import search
+def build(name: str, loss: Callable, slot: Any, dim: int, budget: int):
+    """Method ``name`` (a key of ``METHODS`` that runs in JAX) on ``loss`` for one
+    problem: its recipe built with the problem's dimension, budget, slot and the
+    population size of every population method (:func:`population_size`).
 
-    return search.rso(loss, num_candidates=max(1, dim // 2), sigma=0.5, relative=False,
-                      **_fixed(slot))
+    Args:
+        name: the method.
+        loss: ``loss(params, slot) -> scalar``.
+        slot: the run's problem slot (int32; direct search decides on it).
+        dim: dimension.
+        budget: evaluations (schedules decay over it).
 
-
-def _zo_adam(loss, slot, dim, budget):
-    import optax
-
-    from fold_jax import methods
-
-    lam = population_size(dim)
-    lr = optax.cosine_decay_schedule(0.1, _steps(budget, lam), alpha=1e-3)
-    return methods.zeroth_order(loss, "adam", lr, num_directions=lam, sigma=1e-2)
-
-
-def _evosax(strategy: str):
-    def build(loss, slot, dim, budget):
-        import optax
-
-        from fold_jax import peers
-
-        lam = population_size(dim)
-        if strategy == "Open_ES":
-            steps = _steps(budget, lam)
-            return peers.evosax_method(
-                strategy, loss, population_size=lam, eval_mean=False, optimizer="adam",
-                learning_rate=optax.cosine_decay_schedule(0.1, steps, alpha=1e-3),
-                std_schedule=optax.cosine_decay_schedule(1.0, steps, alpha=1e-3))
-        return peers.evosax_method(strategy, loss, population_size=lam, sigma=SIGMA0,
-                                   eval_mean=False)
-
-    return build
-
-
-METHODS: dict[str, Spec] = {
-    "gld": Spec("fold_jax", _gld, "fold_jax.search"),
-    "one_plus_one": Spec("fold_jax", _one_plus_one, "fold_jax.search"),
-    "rso": Spec("fold_jax", _rso, "fold_jax.search"),
-    "zo_adam": Spec("fold_jax", _zo_adam, "fold_jax.methods"),
-    "evosax_open_es": Spec("evosax", _evosax("Open_ES"), "fold_jax.peers"),
-    "evosax_snes": Spec("evosax", _evosax("SNES"), "fold_jax.peers"),
-    "evosax_cma_es": Spec("evosax", _evosax("CMA_ES"), "fold_jax.peers"),
-    "pycma_cma_es": Spec("cma", None, "cma"),
-}
+    Returns:
+        The :class:`fold_jax.methods.Method`.
+    """
+    return recipes.build(METHODS[name].recipe, loss, problem={
+        "slot": slot, "dim": dim, "budget": budget, "population_size": population_size(dim)})
 
 
 def _select(active, new, old):
@@ -444,7 +413,7 @@ def runner(name: str, dim: int, budget: int, lanes: int) -> Runner:
     (cached): a lane steps while its ``spent < limit``.
 
     Args:
-        name: a key of ``METHODS`` with a ``build``.
+        name: a key of ``METHODS`` that is not ``own_loop``.
         dim: dimension.
         budget: evaluations (schedules that decay over the budget depend on it).
         lanes: runs batched together.
@@ -459,11 +428,10 @@ def runner(name: str, dim: int, budget: int, lanes: int) -> Runner:
     cache_key = (name, dim, budget, lanes)
     if cache_key in _RUNNERS:
         return _RUNNERS[cache_key]
-    build = METHODS[name].build
-    init = build(bbob_loss, jnp.int32(0), dim, budget).init
+    init = build(name, bbob_loss, jnp.int32(0), dim, budget).init
 
     def lane(state, key, spent, steps, limit, slot):
-        method = build(bbob_loss, slot, dim, budget)  # fixed_set decides on this slot
+        method = build(name, bbob_loss, slot, dim, budget)  # fixed_set decides on this slot
 
         def body(carry, _):
             state, key, spent, steps = carry
@@ -604,7 +572,7 @@ def run_batch(method: str, dim: int, problems: Sequence[Problem], *,
     seeds = [seed_of(p.function, dim, p.instance, p.run) for p in problems]
     x0s = np.stack([start_point(s, dim) for s in seeds])
     trackers = [new_tracker(p.function, dim, p.instance, budget) for p in problems]
-    if METHODS[method].build is None:
+    if METHODS[method].own_loop:
         outs = [_run_pycma(t, x, s) for t, x, s in zip(trackers, x0s, seeds, strict=True)]
     else:
         outs = _run_jax(method, trackers, x0s, seeds)
@@ -663,7 +631,7 @@ def jobs(profile: str) -> Iterator[Job]:
         for dim in p["dims"]:
             budget = p["budget_multiplier"] * dim
             cost = COMPILE_S + len(problems) * budget * COST_PER_EVAL_S * (
-                50 if spec.build is None else 1)  # pycma: Python per generation
+                50 if spec.own_loop else 1)  # pycma: Python per generation
             key = {"function": problems[0].function, "dim": dim,
                    "instance": problems[0].instance, "run": 0, "method": name,
                    "budget": budget}

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-from bench.common import Job, check_profile
+from fold_jax.bench.common import Job, check_profile
 
 FILE = "scaling"
 KEY = ["method", "devices", "forced_host_devices", "num_directions", "batch_size", "host",
@@ -79,7 +79,7 @@ def _worker(devices: int, forced: int, num_directions: int) -> list[dict]:
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
                         f"--xla_force_host_platform_device_count={forced}".strip()}
-    code = ("import json, sys; from bench.suite_scaling import measure; "
+    code = ("import json, sys; from fold_jax.bench.suites.scaling import measure; "
             f"print(json.dumps(measure({devices}, {num_directions})))")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=False, timeout=900)

@@ -1,0 +1,140 @@
+"""The recipes of the hypotheses and BBOB suites, in :data:`fold_jax.recipes.RECIPES`
+(named ``"hypotheses/<method>"`` and ``"bbob/<method>"``; ``recipes.names(suite=...)``
+lists them): one registry and one tuning protocol (:mod:`fold_jax.bench.tuning`) for
+every suite.
+
+- hypotheses: the essays' workloads build their methods themselves (an RNN, a sign net,
+  a sampled code...); a recipe holds the method's search space, the same on every
+  workload (the settings a workload does not tune stay fixed in its ``hparams``).
+- bbob: COCO's rule, one setting per method for the whole suite (no space, no tuning
+  per function); built on the problem's ``dim``, ``budget``, ``slot`` and
+  ``population_size`` (``recipes.build(..., problem=...)``).
+"""
+
+from __future__ import annotations
+
+import optax
+
+from fold_jax import methods
+from fold_jax.recipes import LogUniform, Param, Recipe, midpoint
+
+__all__ = ["BBOB_SIGMA0", "bbob_recipes", "hypotheses_recipes"]
+
+_HYP_LR = LogUniform(3e-4, 3e-2)  # Adam step sizes of the backprop methods
+_HYP_ZO = {"lr": LogUniform(1e-3, 3e-2), "sigma": LogUniform(1e-3, 1e-1)}  # Adam on an estimate
+_HYP_GLD = {"max_radius": LogUniform(0.1, 10.0)}  # radii halve down to 1e-3
+_HYP_RADIUS = {"radius": LogUniform(1e-2, 1.0)}  # the essay's fixed radius
+_HYP_ONE_PLUS_ONE = {"sigma": LogUniform(1e-3, 1.0)}  # initial step (then adapted)
+_HYP_BACKPROP = ("adam", "bptt", "tbptt", "ste_adam", "gumbel_annealed", "st_gumbel",
+                 "reinforce", "adam_ce")
+
+
+def _workload(loss, options, tx_wrap, mask):
+    raise ValueError("a hypotheses recipe is built by its workload (fold_jax.bench."
+                     "hypotheses_work); the recipe holds its search space")
+
+
+def hypotheses_recipes() -> dict[str, Recipe]:
+    """The hypotheses suite's methods: each workload builds them; their search spaces
+    (the same on every workload) live here, one home for every suite's spaces.
+
+    Returns:
+        ``{"hypotheses/<method>": Recipe}``.
+    """
+    spaces: dict[str, dict[str, Param]] = {
+        **{m: {"lr": _HYP_LR} for m in (*_HYP_BACKPROP, "forward_gradient")},
+        **{m: _HYP_ZO for m in ("zo", "zo_layer_scaled", "zo_crn", "zo_metric")},
+        **{m: _HYP_ONE_PLUS_ONE for m in ("one_plus_one", "one_plus_one_crn",
+                                          "one_plus_one_ce", "one_plus_one_metric")},
+        "rso": {"sigma": LogUniform(1e-2, 1.0)},
+        "gld": _HYP_GLD, "gld_metric": _HYP_GLD,
+        "relative_loss": _HYP_RADIUS, "relative_loss_metric": _HYP_RADIUS,
+    }
+    return {f"hypotheses/{m}": Recipe(
+        f"hypotheses/{m}", "optax" if m in _HYP_BACKPROP else "fold_jax", _workload, space,
+        {k: midpoint(p) for k, p in space.items()}, suite="hypotheses",
+        description=f"hypotheses method {m} (built by its workload; every run is tuned)")
+        for m, space in spaces.items()}
+
+
+BBOB_SIGMA0 = 2.0  # BBOB: initial step size of the adaptive methods (domain [-5, 5])
+
+
+def _bbob_direct(name: str):
+    """A fold_jax direct search on a deterministic BBOB loss: decide on ``loss(params,
+    slot)`` and keep the current point's loss (K evaluations a step, not K + 1)."""
+    def make(loss, options, tx_wrap, mask):
+        from fold_jax import search
+
+        o = dict(options)
+        slot, dim = o.pop("slot"), o.pop("dim")
+        o.pop("budget"), o.pop("population_size")
+        if name == "rso":
+            o["num_candidates"] = max(1, dim // 2)
+        return getattr(search, name)(loss, **o, eval_batch=(slot,))
+
+    return make
+
+
+def _bbob_zo_adam(loss, options, tx_wrap, mask):
+    lam, budget = options["population_size"], options["budget"]
+    lr = optax.cosine_decay_schedule(options["learning_rate"], max(1, budget // lam),
+                                     alpha=options["decay_alpha"])
+    return methods.zeroth_order(loss, "adam", lr, num_directions=lam, sigma=options["sigma"])
+
+
+def _bbob_evosax(strategy: str):
+    def make(loss, options, tx_wrap, mask):
+        from fold_jax import peers
+
+        lam = options["population_size"]
+        if strategy == "Open_ES":  # Adam and std both cosine-decayed over the budget
+            steps = max(1, options["budget"] // lam)
+            alpha = options["decay_alpha"]
+            return peers.evosax_method(
+                strategy, loss, population_size=lam, eval_mean=False, optimizer="adam",
+                learning_rate=optax.cosine_decay_schedule(options["learning_rate"], steps,
+                                                          alpha=alpha),
+                std_schedule=optax.cosine_decay_schedule(options["sigma"], steps,
+                                                         alpha=alpha))
+        return peers.evosax_method(strategy, loss, population_size=lam,
+                                   sigma=options["sigma"], eval_mean=False)
+
+    return make
+
+
+def _own_loop(loss, options, tx_wrap, mask):
+    raise ValueError("bbob/pycma_cma_es runs pycma's own ask/tell loop "
+                     "(fold_jax.bench.suites.bbob), not a fold_jax Method")
+
+
+def bbob_recipes() -> dict[str, Recipe]:
+    """BBOB's methods (COCO's rule: one setting per method for the whole suite, no
+    tuning per function; every population method at CMA-ES's default size, given by
+    the problem). Initial step sizes are about a quarter of the domain [-5, 5].
+
+    Returns:
+        ``{"bbob/<method>": Recipe}``.
+    """
+    fixed_set = {"acceptance": "fixed_set"}
+    decayed = {"learning_rate": 0.1, "decay_alpha": 1e-3}
+    r = [Recipe("gld", "fold_jax", _bbob_direct("gld"), {}, {},
+                {"max_radius": 4.0, "min_radius": 1e-5, **fixed_set},
+                description="GLD, radii 4 down to 1e-5"),
+         Recipe("one_plus_one", "fold_jax", _bbob_direct("one_plus_one"), {}, {},
+                {"sigma": BBOB_SIGMA0, **fixed_set}, description="(1+1)-ES, 1/5 rule"),
+         Recipe("rso", "fold_jax", _bbob_direct("rso"), {}, {},
+                {"sigma": 0.5, "relative": False, **fixed_set},
+                description="RSO, max(1, d/2) coordinate pairs, fixed scale 0.5"),
+         Recipe("zo_adam", "fold_jax", _bbob_zo_adam, {}, {}, {"sigma": 1e-2, **decayed},
+                description="antithetic gaussian ES gradient + Adam, cosine-decayed rate"),
+         Recipe("evosax_open_es", "evosax", _bbob_evosax("Open_ES"), {}, {},
+                {"sigma": 1.0, **decayed},
+                description="evosax Open_ES, Adam and std cosine-decayed"),
+         *[Recipe(f"evosax_{s.lower()}", "evosax", _bbob_evosax(s), {}, {},
+                  {"sigma": BBOB_SIGMA0}, description=f"evosax {s}, no mean evaluation")
+           for s in ("SNES", "CMA_ES")],
+         Recipe("pycma_cma_es", "cma", _own_loop, {}, {}, {"sigma": BBOB_SIGMA0},
+                description="pycma's CMA-ES (its own loop, default termination)")]
+    return {f"bbob/{x.name}": x._replace(name=f"bbob/{x.name}", suite="bbob",
+                                         handles_mask=False) for x in r}
