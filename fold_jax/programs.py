@@ -180,7 +180,7 @@ def program_key(closed: Any, in_tree: Any, out_tree: Any) -> tuple:
             jax.default_backend())
 
 
-def compile(fun: Callable[..., Any], *args: Any) -> Program:  # noqa: A001 (jit's verb)
+def compile(fun: Callable[..., Any], *args: Any) -> Program:
     """Trace ``fun(*args)`` and return its compiled program, reused when a program with
     the same key (:func:`program_key`) was compiled before.
 
