@@ -15,7 +15,8 @@ never share a program.
 
 What is left per call is tracing (cheap next to lowering and compiling) and a walk
 over the jaxpr. :func:`cache_info` counts hits and misses (each miss is one
-lowering), so a caller can see what was reused.
+lowering), so a caller can see what was reused; a program whose jaxpr holds a
+parameter that cannot be keyed is compiled uncached and counted as ``unkeyed``.
 
 Example::
 
@@ -54,11 +55,14 @@ _UNUSED_PARAMS = {
 
 class CacheInfo(NamedTuple):
     """Counts since the last :func:`clear`: ``hits`` (programs reused), ``misses``
-    (programs lowered and compiled), ``size`` (programs held now)."""
+    (programs lowered and compiled, ``unkeyed`` included), ``size`` (programs held
+    now), ``unkeyed`` (programs compiled uncached because a parameter of their jaxpr
+    could not be keyed: neither hashable nor a known kind of value)."""
 
     hits: int
     misses: int
     size: int
+    unkeyed: int = 0
 
 
 class Program(NamedTuple):
@@ -79,7 +83,7 @@ class Program(NamedTuple):
 
 _lock = threading.Lock()
 _cache: collections.OrderedDict[Any, Any] = collections.OrderedDict()
-_counts = {"hits": 0, "misses": 0}
+_counts = {"hits": 0, "misses": 0, "unkeyed": 0}
 
 
 def cache_info() -> CacheInfo:
@@ -89,14 +93,14 @@ def cache_info() -> CacheInfo:
         A :class:`CacheInfo`.
     """
     with _lock:
-        return CacheInfo(_counts["hits"], _counts["misses"], len(_cache))
+        return CacheInfo(_counts["hits"], _counts["misses"], len(_cache), _counts["unkeyed"])
 
 
 def clear() -> None:
     """Drop every cached program and zero the counts."""
     with _lock:
         _cache.clear()
-        _counts.update(hits=0, misses=0)
+        _counts.update(hits=0, misses=0, unkeyed=0)
 
 
 def _array_key(value: Any) -> tuple:
@@ -195,10 +199,14 @@ def compile(fun: Callable[..., Any], *args: Any) -> Program:
     closed, shapes = jax.make_jaxpr(fun, return_shape=True)(*args)
     in_tree = jax.tree.structure(args)
     out_tree = jax.tree.structure(shapes)
-    key = program_key(closed, in_tree, out_tree)
+    try:
+        key = program_key(closed, in_tree, out_tree)
+        hash(key)
+    except TypeError:  # an unhashable parameter of an unknown kind: compiled, not cached
+        key = None
     consts = tuple(closed.consts)
     with _lock:
-        executable = _cache.get(key)
+        executable = None if key is None else _cache.get(key)
         if executable is not None:
             _cache.move_to_end(key)
             _counts["hits"] += 1
@@ -212,6 +220,9 @@ def compile(fun: Callable[..., Any], *args: Any) -> Program:
     executable = jax.jit(run).lower(consts, args).compile()
     with _lock:
         _counts["misses"] += 1
+        if key is None:
+            _counts["unkeyed"] += 1
+            return Program(executable, consts, False)
         _cache[key] = executable
         while len(_cache) > MAX_PROGRAMS:
             _cache.popitem(last=False)

@@ -128,6 +128,21 @@ def test_cache_is_bounded(monkeypatch):
     assert not programs.compile(jnp.cos, jnp.ones(1)).hit  # the oldest went first
 
 
+def test_a_program_that_cannot_be_keyed_is_compiled_uncached_and_counted(monkeypatch):
+    programs.clear()
+
+    def unkeyable(jaxpr, memo):
+        raise TypeError("unhashable parameter")
+
+    monkeypatch.setattr(programs, "_jaxpr_key", unkeyable)
+    x = jnp.arange(3.0)
+    for _ in range(2):
+        prog = programs.compile(jnp.tanh, x)
+        assert not prog.hit
+        np.testing.assert_array_equal(prog(x), jnp.tanh(x))
+    assert programs.cache_info() == programs.CacheInfo(hits=0, misses=2, size=0, unkeyed=2)
+
+
 def test_reuse_programs_is_checked(small):
     task, net = small
     m = methods.gradient(task.loss_fn(net.apply), "sgd", 0.1)
