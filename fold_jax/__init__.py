@@ -4,7 +4,8 @@ Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, 
 (the one loop), zo (built from noise, directions, shaping, fusion and flax_layers),
 search, snes (separable NES on regenerated noise), binary, prune, variants, probes,
 regions, parallel, peers (evosax strategies as Methods), recipes (the benchmarked
-methods and their search spaces), results, timing; report is
+methods and their search spaces), results, timing, programs (compiled programs shared
+across fits); report is
 imported on demand (it needs matplotlib).
 """
 
@@ -22,6 +23,7 @@ from fold_jax import (
     peers,
     perturb,
     probes,
+    programs,
     prune,
     recipes,
     regions,
@@ -52,6 +54,7 @@ __all__ = [
     "peers",
     "perturb",
     "probes",
+    "programs",
     "prune",
     "recipes",
     "regions",
