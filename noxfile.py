@@ -29,7 +29,8 @@ def _install(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The unit and property tests (CPU)."""
     _install(session)
-    session.run("pytest", "-q", "tests", *session.posargs)
+    # the slowest tests are listed at the end, so a test that grows is seen in CI
+    session.run("pytest", "-q", "--durations=15", "tests", *session.posargs)
 
 
 @nox.session

@@ -6,7 +6,8 @@ Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, 
 fusion and flax_layers), search, snes (separable NES on regenerated noise), binary,
 prune, variants, probes, regions, parallel, peers (evosax strategies as Methods),
 recipes (the benchmarked methods and their search spaces; suite_recipes: the
-hypotheses' and BBOB's), results, timing, text (character corpora and sequence tasks,
+hypotheses' and BBOB's), results, timing, programs (compiled programs
+shared across fits), text (character corpora and sequence tasks,
 built by gutenberg), pretrain (cached Adam pretraining of LMs); report and bench (the
 harness, ``python -m fold_jax.bench``) are imported on demand (report needs matplotlib).
 """
@@ -30,6 +31,7 @@ from fold_jax import (
     ppo,
     pretrain,
     probes,
+    programs,
     prune,
     recipes,
     regions,
@@ -67,6 +69,7 @@ __all__ = [
     "ppo",
     "pretrain",
     "probes",
+    "programs",
     "prune",
     "recipes",
     "regions",

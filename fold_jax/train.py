@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Array, PyTree
 
+from fold_jax import programs
 from fold_jax.checks import (
     check_bool,
     check_choice,
@@ -65,13 +66,17 @@ def kept_info(info: dict[str, Any]) -> dict[str, Array]:
 class TrainResult(NamedTuple):
     """What :func:`fit` returns: the final method state, the history (one row per
     evaluation), seconds spent compiling (off the training clock), whether the target
-    was reached, and the number of steps skipped over the whole run."""
+    was reached, the number of steps skipped over the whole run, and how many of the
+    run's programs (training chunks and the evaluation) were lowered and compiled
+    (``lowered``) or taken compiled from earlier fits (``reused``)."""
 
     state: Any
     history: pd.DataFrame
     compile_s: float
     reached: bool
     skipped: int = 0
+    lowered: int = 0
+    reused: int = 0
 
 
 def _check(method, task, steps, budget_s, batch_size, eval_every, target_metric, apply,
@@ -187,6 +192,7 @@ def fit(
     seed: int = 0,
     progress: bool = False,
     eval_split: str = "test",
+    reuse_programs: bool = True,
 ) -> TrainResult:
     """Train ``params`` with ``method`` on ``task`` (a Task or an Objective).
 
@@ -245,6 +251,9 @@ def fit(
         eval_split: the held-out split scored in the history and targeted: "test"
             (default) or "val" (tuning; the task must have a validation split). Unused
             for an Objective.
+        reuse_programs: take compiled programs from earlier fits when they trace to
+            the same program (:func:`fold_jax.programs.compile`; results are
+            bit-identical); False compiles every program afresh with ``jax.jit``.
 
     Returns:
         A :class:`TrainResult`; ``skipped`` is the run's total of skipped steps.
@@ -264,6 +273,7 @@ def fit(
     steps, budget_s, batch_size, eval_every, target, seed, target_metric = _check(
         method, task, steps, budget_s, batch_size, eval_every, target_metric, apply, target,
         seed, progress)
+    check_bool(reuse_programs, "reuse_programs")
     data = isinstance(task, Task)
     control = isinstance(task, ControlTask)
     check_params(params, "initialise them with net.init(key)" if data
@@ -300,7 +310,6 @@ def fit(
 
         return jax.lax.scan(one_step, state, keys)
 
-    @jax.jit
     def evaluate(p):
         if control:
             return task.evaluate(p)
@@ -311,7 +320,19 @@ def fit(
         return {**{f"train_{k}": v for k, v in train.items()},
                 **{f"{eval_split}_{k}": v for k, v in held.items()}}
 
+    built = {"lowered": 0, "reused": 0}
+
+    def build(fun, *args):
+        """The compiled program of fun(*args): from the cache or lowered now."""
+        if not reuse_programs:
+            built["lowered"] += 1
+            return jax.jit(fun).lower(*args).compile()
+        program = programs.compile(fun, *args)
+        built["reused" if program.hit else "lowered"] += 1
+        return program
+
     state = method.init(params)
+    evaluate_program = build(evaluate, state.params)  # evaluation: off every clock
     base_key = jax.random.key(seed)
     compiled: dict[int, Any] = {}
     compile_s = 0.0
@@ -320,7 +341,7 @@ def fit(
 
     def record(step: int, evals: int, elapsed: float, batch_loss: float,
                counts: dict[str, int]) -> dict[str, float]:
-        metrics = {k: float(v) for k, v in evaluate(state.params).items()}
+        metrics = {k: float(v) for k, v in evaluate_program(state.params).items()}
         rows.append({"step": step, "evals": evals, "elapsed_s": elapsed,
                      **({"env_steps": evals * task.env_steps_per_eval} if control else {}),
                      "batch_loss": batch_loss, **metrics})
@@ -338,7 +359,7 @@ def fit(
         keys = jax.random.split(jax.random.fold_in(base_key, index), length)
         if length not in compiled:  # compile ahead of time, off the training clock
             t0 = time.perf_counter()
-            compiled[length] = jax.jit(chunk).lower(state, keys, *arrays).compile()
+            compiled[length] = build(chunk, state, keys, *arrays)
             # one warm-up run, result discarded: a program's first execution pays one-off
             # costs (1-30 ms measured on a 2-core CPU, against 1-2 ms for the next chunks
             # of a small task) that would otherwise land on the first chunk's clock. A run
@@ -378,7 +399,8 @@ def fit(
             f"for overflow, log(0) or 0/0, or lower the learning rate / sigma; "
             f"history['skipped'] says when)",
             RuntimeWarning, stacklevel=2)
-    return TrainResult(state, pd.DataFrame(rows), compile_s, reached, skipped)
+    return TrainResult(state, pd.DataFrame(rows), compile_s, reached, skipped,
+                       built["lowered"], built["reused"])
 
 
 EVAL_SPLITS = ("test", "val")

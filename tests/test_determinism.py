@@ -112,8 +112,11 @@ def test_fit_twice_with_the_same_seed_gives_identical_params(kind):
     loss = task.loss_fn(net.apply)
     m = (methods.zeroth_order(loss, "adam", 1e-2, num_directions=8) if kind == "zeroth_order"
          else search.gld(loss))
+    # the second run compiles afresh (fit would otherwise reuse the first run's
+    # programs), so this also pins that a fresh compile gives the same bits
     runs = [train.fit(m, net.init(jax.random.key(1)), task, apply=net.apply, steps=30,
-                      batch_size=32, eval_every=15, seed=7) for _ in range(2)]
+                      batch_size=32, eval_every=15, seed=7, reuse_programs=reuse)
+            for reuse in (True, False)]
     for x, y in zip(jax.tree.leaves(runs[0].state.params),
                     jax.tree.leaves(runs[1].state.params), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
