@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, bench (quick profile + report), report, docs.
+"""nox sessions: tests, lint, bench (quick profile + report), report, docs (site/).
 
 ``nox -s bench`` writes results/*.csv, results/REPORT.md and results/figures/. Pass
 options after ``--``: ``nox -s bench -- --profile full`` or ``-- --only races``; a
@@ -6,8 +6,6 @@ researcher's method: ``-- --imports mypkg.methods --methods mine,adam --tasks di
 (docs/adding-a-method.md). It runs ``python -m fold_jax.bench``, which a ``pip install
 'fold_jax[bench]'`` user runs without a checkout.
 """
-
-from pathlib import Path
 
 import nox
 
@@ -57,11 +55,9 @@ def report(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the API reference from the docstrings with pdoc into docs/api/."""
+    """Build the documentation site into site/: the pages under docs/ and the API
+    reference from the docstrings (mkdocs + mkdocstrings, mkdocs.yml). --strict: a
+    docstring mkdocstrings cannot parse or a broken link inside docs/ fails the build;
+    links out of docs/ are checked by tests/test_docs.py and tests/test_readme.py."""
     session.install("-e", ".", *DOCS)
-    # fold_jax.report is left out of fold_jax.__all__ (it imports matplotlib) and its
-    # section modules out of report's, so pdoc is given them by name
-    report = sorted(f"fold_jax.report.{p.stem}" for p in Path("fold_jax/report").glob("*.py")
-                    if not p.stem.startswith("_"))
-    session.run("pdoc", "fold_jax", "fold_jax.report", *report, "-o", "docs/api",
-                "--docformat", "google", *session.posargs)
+    session.run("mkdocs", "build", "--strict", *session.posargs)

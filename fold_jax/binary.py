@@ -540,8 +540,8 @@ def input_paths(binarize_inputs: Any, paths: list[prune.Path]) -> set[prune.Path
         The chosen paths.
 
     Raises:
-        TypeError: binarize_inputs is none of those; ValueError: it names a path that
-        is not a kernel (the message lists them).
+        TypeError: binarize_inputs is none of those.
+        ValueError: it names a path that is not a kernel (the message lists them).
     """
     if isinstance(binarize_inputs, bool | np.bool_):
         return set(paths) if binarize_inputs else set()

@@ -9,7 +9,7 @@ size works: the axis is padded to a multiple of the device count with copies of
 its last element and the padding is sliced off (pad and mask).
 
 The same code runs on one CPU, several GPUs and several hosts: for multi-host runs
-call ``jax.distributed.initialize()`` on every host first (README, "Several hosts");
+call ``jax.distributed.initialize()`` on every host first (docs/scaling.md);
 ``mesh()`` then spans ``jax.devices()``, all hosts' devices.
 """
 

@@ -149,11 +149,15 @@ def _check_objective_params(objective: Objective, params: PyTree) -> None:
 
 
 def _non_finite(a: Any) -> tuple[int, int]:
-    """(non-finite entries, entries) of an array; integer and bool arrays have none."""
-    a = jnp.asarray(a)
+    """(non-finite entries, entries) of an array; integer and bool arrays have none.
+    Counted in NumPy on the host: eager jnp ops would compile three XLA programs per
+    array shape, on every fit with new shapes (seconds of a small run on a 2-core CPU)."""
+    a = np.asarray(a)
     if not jnp.issubdtype(a.dtype, jnp.inexact):
         return 0, int(a.size)
-    return int(jnp.count_nonzero(~jnp.isfinite(a))), int(a.size)
+    if a.dtype.itemsize < 4 and not jnp.issubdtype(a.dtype, jnp.complexfloating):
+        a = a.astype(np.float32)  # bfloat16 / float16: exact in float32
+    return int(np.count_nonzero(~np.isfinite(a))), int(a.size)
 
 
 def _check_finite_inputs(task: Task | Objective, params: PyTree) -> None:

@@ -211,8 +211,9 @@ def from_model(
         A :class:`Variant` with ``net=None``.
 
     Raises:
-        ValueError / TypeError naming the bad argument (unknown name or option, no leaf to
-        prune or binarize, apply not callable, a bad key).
+        ValueError: naming the bad argument (unknown name or option, no leaf to prune or
+            binarize).
+        TypeError: naming the bad argument (apply not callable, a bad key).
     """
     _check_name(name)
     check_callable(apply, "apply", "apply(params, *args) -> outputs")

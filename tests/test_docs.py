@@ -8,6 +8,8 @@ from another package, constants and NamedTuple fields are skipped.
 import importlib
 import inspect
 import pkgutil
+import re
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +67,50 @@ def test_every_module_but_report_is_a_package_attribute():
     top = {m.name for m in pkgutil.iter_modules(fold_jax.__path__)} - {"report", "bench"}
     assert top <= set(fold_jax.__all__)
     assert all(hasattr(fold_jax, name) for name in top)
+
+
+# ---- the Markdown pages under docs/: every relative link resolves, anchors included
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _slug(heading: str) -> str:
+    """The anchor mkdocs (Python-Markdown's toc) gives a heading."""
+    text = re.sub(r"[^\w\s-]", "", heading.strip().replace("`", "")).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return {_slug(h) for h in re.findall(r"^#{1,6}\s+(.*)$", text, flags=re.M)}
+
+
+def _links(page: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)  # code is not a link
+    return [t for t in LINK.findall(text) if not re.match(r"[a-z]+:", t)]
+
+
+def test_slug_matches_mkdocs():
+    assert _slug("The essays' claims, tested") == "the-essays-claims-tested"
+    assert _slug("Design changes from `DESIGN.md`") == "design-changes-from-designmd"
+
+
+PAGES = sorted(DOCS.glob("*.md"))
+
+
+def test_docs_pages_exist():
+    assert {p.name for p in PAGES} >= {"index.md", "api.md", "decisions.md"}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_docs_relative_links_resolve(page):
+    broken = []
+    for target in _links(page):
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        if not dest.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+            broken.append(f"{target}: no heading with anchor #{anchor}")
+    assert not broken, f"{page.name}: " + "; ".join(broken)

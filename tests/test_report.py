@@ -67,14 +67,21 @@ def filled(tmp_path):
     return tmp_path
 
 
+def _text(summary: Path) -> str:
+    """The whole report: the summary, then each section's page and the runs page."""
+    pages = summary.parent / report.PAGES_DIR
+    return "\n".join([summary.read_text(), *(
+        (pages / f"{name}.md").read_text() for name in (*report.SECTIONS, "runs"))])
+
+
 def test_build_writes_report_and_figures(filled):
     (filled / "figures").mkdir()
     (filled / "figures" / "stale_from_an_old_build.png").write_bytes(b"old")
     path = report.build(filled, verbose=False)
     assert path == filled / "REPORT.md"
-    text = path.read_text()
-    for heading in ("## Kernels", "## Time-to-target races", "### Performance profiles",
-                    "### Dense vs binarized vs pruned", "## Scaling"):
+    text = _text(path)
+    for heading in ("# Kernels", "# Time-to-target races", "### Performance profiles",
+                    "### Dense vs binarized vs pruned", "# Scaling"):
         assert heading in text
     figures = {p.name for p in (filled / "figures").glob("*.png")}
     assert {"kernels_time_vs_directions.png", "kernels_time_vs_params.png",
@@ -85,7 +92,7 @@ def test_build_writes_report_and_figures(filled):
         assert (filled / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the synthetic kernel doubles in time per x10 params and per x4 directions... slope 1
     assert "| num_directions | zo_step | zo | 2 | 1 | 1 | 1 |" in text
-    assert "_Skipped: no scaling data._" in text or "## Scaling\n\n_Skipped" in text
+    assert "_Skipped: no scaling data._" in text
     assert not list(filled.glob(".report.*"))  # temporary build dir cleaned up
     assert "stale_from_an_old_build.png" not in figures
     # a rebuild from the same rows leaves every figure's bytes (and file) alone: nothing
@@ -118,7 +125,7 @@ def test_missing_sections_and_data_are_reported(tmp_path):
     _, curves = _races()
     results.append("curves", curves[:3], key=[*RACE_KEY, "step"], results_dir=tmp_path)
     assert report.main(["--results-dir", str(tmp_path)]) == 0  # the command-line entry
-    text = (tmp_path / "REPORT.md").read_text()
+    text = _text(tmp_path / "REPORT.md")
     assert f"| curves.csv | `{results.run_id()}` | no record | 3 of 3 |" in text
     assert "_Skipped: no kernels data._" in text and "_Skipped: no races data._" in text
     assert "_Skipped: no scaling data._" in text
@@ -153,8 +160,8 @@ def _as(rows, run, when, **meta):
 
 
 def _section(text, title):
-    start = text.index(f"## {title}")
-    end = text.find("\n## ", start + 1)
+    start = text.index(f"\n# {title}\n")  # a section's page (see _text)
+    end = text.find("\n# ", start + 1)
     return text[start:] if end < 0 else text[start:end]
 
 
@@ -181,7 +188,7 @@ def test_each_file_shows_one_run_and_says_which(tmp_path):
     assert races_source.newer == (broken,) and races_source.other_runs == 2
     assert (races_source.rows, races_source.rows_in_file) == (len(rows), 3 * len(rows))
 
-    text = report.build(tmp_path, verbose=False).read_text()
+    text = _text(report.build(tmp_path, verbose=False))
     races = _section(text, "Time-to-target races")
     meta = results.metadata()
     assert f"_Source: run `{new}`, commit `{meta['git_commit'][:8]}`, host {meta['host']}" in races
@@ -246,7 +253,7 @@ def test_rows_measured_on_changed_code_are_flagged_stale(tmp_path):
                    key=[*RACE_KEY, "step", "split", "metric"], results_dir=out)
     results.append("kernels", _as(_kernels(), "20260102T000000Z-second", when,
                                   git_commit=second), key=KERNEL_KEY, results_dir=out)
-    text = report.build(out, verbose=False).read_text()  # the checkout holding results/
+    text = _text(report.build(out, verbose=False))  # the checkout holding results/
     races = _section(text, "Time-to-target races")
     assert (f"> **Stale:** races.csv: it was measured at commit `{first[:8]}`; the code that "
             f"produces it has changed since in what it computes (HEAD `{head[:8]}`") in races
@@ -257,7 +264,7 @@ def test_rows_measured_on_changed_code_are_flagged_stale(tmp_path):
 
     plain = tmp_path / "plain"  # no git at all: nothing flagged, nothing fails
     shutil.copytree(out, plain, ignore=shutil.ignore_patterns("REPORT.md", "figures"))
-    text = report.build(plain, verbose=False, repo=plain).read_text()
+    text = _text(report.build(plain, verbose=False, repo=plain))
     assert "Stale" not in text and "cannot compare" not in text and "Checkout at" not in text
     assert f"_Source: run `20260101T000000Z-first0`, no run record, commit `{first[:8]}`" in text
 
@@ -451,7 +458,7 @@ def test_the_report_is_a_pure_view_and_draws_the_region_map_from_rows(tmp_path, 
     maps, summary = _region_rows()
     results.append("region_maps", maps, key=results.key("region_maps"), results_dir=tmp_path)
     results.append("probes", summary, key=results.key("probes"), results_dir=tmp_path)
-    text = report.build(tmp_path, verbose=False).read_text()
+    text = _text(report.build(tmp_path, verbose=False))
     assert "Region map: a ReLU net of depth 4, width 32" in text
     assert "reaches test accuracy 0.99" in text and "6 activation patterns in 7" in text
     assert (tmp_path / "figures" / "probes_spirals_regions.png").stat().st_size > 0
@@ -461,7 +468,7 @@ def test_the_report_is_a_pure_view_and_draws_the_region_map_from_rows(tmp_path, 
 def test_without_region_map_rows_the_report_says_which_job_makes_them(tmp_path):
     _, summary = _region_rows()
     results.append("probes", summary, key=results.key("probes"), results_dir=tmp_path)
-    text = report.build(tmp_path, verbose=False).read_text()
+    text = _text(report.build(tmp_path, verbose=False))
     assert "-k region_map" in text and not (tmp_path / "figures" /
                                             "probes_spirals_regions.png").exists()
 

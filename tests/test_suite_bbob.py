@@ -267,6 +267,8 @@ def test_section_renders_art_table_and_ecdf(tmp_path):
 def test_report_build_has_the_bbob_section(tmp_path):
     results.append("bbob", _frame().to_dict("records"), key=suite_bbob.KEY,
                    results_dir=tmp_path)
-    text = report.build(tmp_path, verbose=False).read_text()
-    assert "## BBOB (COCO)" in text and "aRT in evaluations" in text
+    summary = report.build(tmp_path, verbose=False).read_text()
+    assert "## [BBOB (COCO)](report/bbob.md)" in summary  # the section's own page
+    text = (tmp_path / report.PAGES_DIR / "bbob.md").read_text()
+    assert "# BBOB (COCO)" in text and "aRT in evaluations" in text
     assert (tmp_path / "figures" / "bbob_ecdf.png").exists()

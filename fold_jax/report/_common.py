@@ -14,8 +14,9 @@ import pandas as pd
 
 from fold_jax import recipes
 
-__all__ = ["KNOWN_METHODS", "MARKERS", "bootstrap_median", "fmt", "interval_text",
-           "legends_outside", "loglog_slope", "method_styles", "save", "table"]
+__all__ = ["KNOWN_METHODS", "MARKERS", "bootstrap_mean", "bootstrap_median", "fmt", "interval_text",
+           "legends_outside", "loglog_slope", "method_styles", "ratio_spread", "save",
+           "table"]
 
 # The race methods in a fixed order (the recipe registry, fold_jax.recipes): each owns
 # one style slot, so it looks the same in every figure whatever else is plotted beside it.
@@ -130,6 +131,63 @@ def bootstrap_median(values, *, confidence: float = 0.95, n_resamples: int = 200
     tail = (1 - confidence) / 2
     low, high = np.quantile(medians, [tail, 1 - tail], method="inverted_cdf")
     return median, min(float(low), median), max(float(high), median), n
+
+
+def bootstrap_mean(values, *, confidence: float = 0.95, n_resamples: int = 2000,
+                   seed: int = 0) -> tuple[float, float, float, int]:
+    """``(mean, low, high, n)``: the mean of ``values`` and its percentile-bootstrap
+    interval (``n_resamples`` resamples with replacement, a fixed ``seed``), for finite
+    measurements such as the share of targets a run reached. NaN is dropped; as in
+    :func:`bootstrap_median`, n = 1 gives NaN bounds and n = 0 all NaN, and the bounds
+    are widened to contain the sample mean.
+
+    Args:
+        values: the measurements (any array-like).
+        confidence: the interval's coverage.
+        n_resamples: bootstrap resamples.
+        seed: the resampling seed.
+
+    Returns:
+        ``(mean, low, high, n)``, n the count of non-NaN values.
+    """
+    x = np.asarray(values, float).ravel()
+    x = x[~np.isnan(x)]
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(x.mean())
+    if n == 1:
+        return mean, math.nan, math.nan, 1
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, n, size=(n_resamples, n))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return mean, min(float(low), mean), max(float(high), mean), n
+
+
+def ratio_spread(top: float, top_iqr: float, bottom: float, bottom_iqr: float
+                 ) -> tuple[float, float]:
+    """The range of the time ratio ``top / bottom`` when each time moves to its median
+    -/+ IQR/2 (the middle half of its timed rounds): ``((top - top_iqr/2) / (bottom +
+    bottom_iqr/2), (top + top_iqr/2) / (bottom - bottom_iqr/2))``. It is a spread of
+    the rounds, not a confidence interval. The low end is at least 0; the high end is
+    inf when ``bottom_iqr/2`` reaches ``bottom``; NaN in, NaN out.
+
+    Args:
+        top: the numerator's median time (s).
+        top_iqr: its interquartile range (s; 0 where unknown).
+        bottom: the denominator's median time (s).
+        bottom_iqr: its interquartile range (s).
+
+    Returns:
+        ``(low, high)``.
+    """
+    if any(math.isnan(v) for v in (top, top_iqr, bottom, bottom_iqr)):
+        return math.nan, math.nan
+    low = max(0.0, (top - top_iqr / 2) / (bottom + bottom_iqr / 2))
+    high = (top + top_iqr / 2) / (bottom - bottom_iqr / 2) if bottom > bottom_iqr / 2 \
+        else math.inf
+    return low, high
 
 
 def interval_text(low: float, high: float, n: int) -> str:

@@ -12,6 +12,10 @@ functions (see ``fold_jax/bench/suites/bbob.py``).
   plots use 51 targets between 1e2 and 1e-8 and bootstrap restarts; ``cocopp`` on the
   data in ``results/bbob_coco/`` draws those).
 
+The summary's finding (:func:`headline`): per function group, the method that reached
+the largest share of (run, target) pairs within its budget (:func:`shares`), with a 95%
+bootstrap interval over runs, beside the runner-up.
+
 Also the constants both the suite and the report use: ``FUNCTIONS`` (id -> name),
 ``GROUPS`` (cocopp's group names -> function ids), ``TARGETS`` and ``target_column``.
 """
@@ -25,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fold_jax.report._common import fmt, save, table
+from fold_jax.report._common import bootstrap_mean, fmt, save, table
 
-__all__ = ["FUNCTIONS", "GROUPS", "TARGETS", "art", "ecdf", "group_of", "section",
-           "target_column"]
+__all__ = ["FUNCTIONS", "GROUPS", "TARGETS", "art", "ecdf", "group_of", "headline",
+           "section", "shares", "target_column"]
 
 TARGETS: tuple[float, ...] = (1e1, 1e-1, 1e-3, 1e-5, 1e-8)  # COCO's precision targets
 
@@ -203,6 +207,79 @@ def _figure(frame: pd.DataFrame, fig_dir: Path) -> str:
     axes[0][0].set_ylabel("fraction of (function, instance, target) reached")
     axes[0][-1].legend(fontsize=7, loc="upper left")
     return save(fig, fig_dir, "bbob_ecdf", "bbob runtime ECDF per dimension")
+
+
+def shares(frame: pd.DataFrame, targets: Sequence[float] = TARGETS) -> pd.DataFrame:
+    """Per method: the share of (run, target) pairs reached within the budget (the
+    runtime ECDF's end), its 95% percentile-bootstrap interval over runs
+    (:func:`~fold_jax.report._common.bootstrap_mean` of each run's share), the runs,
+    and the median final precision (best f - f_opt).
+
+    Args:
+        frame: bbob.csv rows of one dimension and function group.
+        targets: precision targets (columns ``target_column(t)``).
+
+    Returns:
+        Columns method, share, low, high, runs, precision; best first (highest share,
+        then lowest median precision, then name).
+    """
+    rows = []
+    for method, g in frame.groupby("method", sort=True):
+        hits = np.stack([pd.to_numeric(g[target_column(t)], errors="coerce").to_numpy(float)
+                         for t in targets])
+        share, low, high, n = bootstrap_mean(np.isfinite(hits).mean(axis=0))
+        rows.append({"method": method, "share": share, "low": low, "high": high, "runs": n,
+                     "precision": float(np.median(pd.to_numeric(g["best_precision"])))})
+    out = pd.DataFrame(rows, columns=["method", "share", "low", "high", "runs", "precision"])
+    return out.sort_values(["share", "precision", "method"],
+                           ascending=[False, True, True]).reset_index(drop=True)
+
+
+def _share_text(row) -> str:
+    interval = (f" [{row['low']:.2f}, {row['high']:.2f}]" if not math.isnan(row["low"])
+                else " (one run)")
+    return f"{row['method']} {row['share']:.2f}{interval}"
+
+
+def headline(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
+    """The summary's finding: per function group and dimension (largest first), the
+    method with the largest share of targets reached (:func:`shares`) beside the
+    runner-up; "" without data.
+
+    Args:
+        frames: file stem -> DataFrame (the "bbob" entry is used).
+        fig_dir: the figures folder (the section's figure is linked, not redrawn).
+
+    Returns:
+        Markdown: a list, then the figure's link.
+    """
+    frame = frames.get("bbob")
+    if frame is None or frame.empty:
+        return ""
+    missing = [c for c in (*_NEEDED, *(target_column(t) for t in TARGETS))
+               if c not in frame.columns]
+    if missing:
+        return f"_bbob.csv lacks the columns {missing}._"
+    frame = frame.assign(function=pd.to_numeric(frame["function"]).astype(int))
+    frame = frame.assign(group=frame["function"].map(_GROUP_OF))
+    dims = sorted(frame["dim"].unique(), reverse=True)
+    items = []
+    for group, functions in GROUPS.items():
+        parts = []
+        for dim in dims:
+            s = shares(frame[(frame["group"] == group) & (frame["dim"] == dim)])
+            if s.empty:
+                continue
+            runner = f" (next {_share_text(s.iloc[1])})" if len(s) > 1 else ""
+            parts.append(f"{dim}-D {_share_text(s.iloc[0])}{runner}")
+        if parts:
+            items.append(f"- **{group}** (f{functions[0]}-f{functions[-1]}): " + "; ".join(parts))
+    figure = Path(fig_dir) / "bbob_ecdf.png"
+    return ("Best method per function group: the largest share of (run, target) pairs "
+            f"reached within the budget (targets {TARGETS[0]:g} to {TARGETS[-1]:g}; 95% "
+            "bootstrap interval over runs):\n\n" + "\n".join(items)
+            + ("\n\n![bbob runtime ECDF per dimension](figures/bbob_ecdf.png)"
+               if figure.exists() else ""))
 
 
 _NEEDED = ("function", "dim", "method", "budget", "best_precision", "seconds", "library")

@@ -8,6 +8,7 @@ and a verdict in words with the condition under which it flips. Everything is co
 from the CSV rows (the report trains nothing); :func:`verdicts` is the logic, testable on
 a small frame. Figures: accuracy vs depth by method; memory and step time vs T (log-log,
 slopes printed); accuracy vs evaluations on the categorical and threshold nets.
+:func:`headline` condenses the verdict table for the summary: one line per claim.
 
 Verdict rules (the essay predicts forward-only is at least as good):
 
@@ -52,6 +53,7 @@ __all__ = [
     "WORKED_R2",
     "compare",
     "depth_to_target",
+    "headline",
     "memory_verdict",
     "section",
     "verdicts",
@@ -76,6 +78,10 @@ CLAIMS: dict[str, str] = {
     "recurrent_accuracy": "... and trains them (the adding problem, per sequence length).",
     "linear_regression": "The relative-loss search worked on plain linear regression.",
 }
+SHORT: dict[str, str] = {  # the claims' names in the summary
+    "depth": "Depth", "rso": "RSO on deep nets", "nondiff_parts": "Non-differentiable parts",
+    "nondiff_objective": "Non-differentiable objective", "recurrent_memory": "Recurrent memory",
+    "recurrent_accuracy": "Recurrent accuracy", "linear_regression": "Linear regression"}
 BACKPROP = ("adam", "bptt", "tbptt", "ste_adam", "gumbel_annealed", "st_gumbel",
             "reinforce", "adam_ce")
 
@@ -519,6 +525,50 @@ def _count(seeds: pd.Series) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
+def _prepare(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(trials, results)``: the tuning trials' rows and the others, numbers parsed."""
+    frame = frame.copy()
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    for c in ("evals", "step", "elapsed_s"):
+        if c in frame.columns:
+            frame[c] = pd.to_numeric(frame[c], errors="coerce")
+    is_trial = frame["metric"].astype(str).str.startswith("trial_")
+    return frame[is_trial], frame[~is_trial]
+
+
+def headline(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
+    """The summary's finding: the verdict table (:func:`verdicts`) in one line per
+    claim: per workload its verdict and the first of its deciding numbers (medians
+    over seeds with 95% bootstrap intervals); "" without data.
+
+    Args:
+        frames: file stem -> DataFrame (the "hypotheses" entry is used).
+        fig_dir: the figures folder (the section's figure is linked, not redrawn).
+
+    Returns:
+        Markdown: a list, then the depth figure's link.
+    """
+    frame = frames.get("hypotheses")
+    if frame is None or frame.empty:
+        return ""
+    v = verdicts(_prepare(frame)[1])
+    if v.empty:
+        return "_No claim has rows to judge it._"
+    numbers = "deciding numbers (median [95% CI] over seeds)"
+    key = {text: k for k, text in CLAIMS.items()}
+    items = []
+    for claim, g in v.groupby("claim", sort=False):
+        found = [f"**{r['verdict']}** on {r['workload']}: {r[numbers].split('; ')[0]}"
+                 for r in g.to_dict("records")]
+        items.append(f"- {SHORT[key[claim]]}: " + "; ".join(found))
+    figure = Path(fig_dir) / "hypotheses_depth.png"
+    return ("Is forward-only training at least as good as the best backprop setup where "
+            "the essay says gradients fail? Verdicts, with medians over seeds and 95% "
+            "bootstrap intervals:\n\n" + "\n".join(items)
+            + ("\n\n![test accuracy vs depth by method](figures/hypotheses_depth.png)"
+               if figure.exists() else ""))
+
+
 def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
     """Markdown for "The essays' claims, tested"; "" without data.
 
@@ -532,13 +582,7 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
     frame = frames.get("hypotheses")
     if frame is None or frame.empty:
         return ""
-    frame = frame.copy()
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
-    for c in ("evals", "step", "elapsed_s"):
-        if c in frame.columns:
-            frame[c] = pd.to_numeric(frame[c], errors="coerce")
-    is_trial = frame["metric"].astype(str).str.startswith("trial_")
-    trials, frame = frame[is_trial], frame[~is_trial]
+    trials, frame = _prepare(frame)
     v = verdicts(frame)
     seeds = frame.groupby(["workload", "method", "setting"])["seed"].nunique()
     parts = [

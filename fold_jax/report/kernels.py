@@ -3,7 +3,9 @@ of binarized / sparse matmuls relative to dense), how step time grows with
 num_directions and n_params (log-log, fitted slopes), memory.
 
 Column meanings are those of :data:`fold_jax.results.SCHEMA` (``results/COLUMNS.md``);
-:func:`harmonize` maps rows written before they were fixed onto them.
+:func:`harmonize` maps rows written before they were fixed onto them. :func:`headline`
+gives the summary's finding: the fused step's fraction of inference, and each method
+family's at its largest measured size.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fold_jax.report._common import fmt, loglog_slope, save, table
+from fold_jax.report._common import fmt, loglog_slope, ratio_spread, save, table
 
-__all__ = ["MATMUL_BENCHES", "harmonize", "label", "section"]
+__all__ = ["FAMILIES", "HEADLINE_KERNEL", "MATMUL_BENCHES", "family", "harmonize",
+           "headline", "label", "section"]
 
 MAX_SERIES = 10
 MATMUL_BENCHES = ("xnor_matmul", "bcsr_matmul")  # timed against the dense matmul
+# the suite's headline row: the fused low-rank step with every option at its default
+HEADLINE_KERNEL = "zo_gaussian_fused_default"
+FUSED_TARGET = 0.95  # its target fraction of inference (bench/suite_kernels.py)
+# the method families of the summary, in its order (see family())
+FAMILIES: tuple[str, ...] = ("low-rank ZO", "full-rank ZO", "materialized OpenAI-ES",
+                             "forward gradient", "direct search", "backprop (Adam)")
 
 
 def harmonize(frame: pd.DataFrame) -> pd.DataFrame:
@@ -78,6 +87,101 @@ def label(row) -> str:
     if row.get("variant", "dense") not in ("dense", None) and isinstance(row.get("variant"), str):
         parts.append(row["variant"])
     return " ".join(parts)
+
+
+def family(row) -> str | None:
+    """The method family of a kernels.csv row (one of ``FAMILIES``), or None for the
+    references (inference, the binarized and sparse matmuls).
+
+    Zeroth-order kernels (methods ``zo*``) split by rank: low rank (> 0; fused into
+    the layers where they allow, the default) or full rank (0 or empty).
+
+    Args:
+        row: a kernels.csv row (a mapping with ``get``).
+
+    Returns:
+        The family's name, or None.
+    """
+    bench, method = str(row.get("bench")), str(row.get("method"))
+    if bench in MATMUL_BENCHES or method == "inference":
+        return None
+    named = {"gradient_step": "backprop (Adam)", "forward_gradient_step": "forward gradient",
+             "search_step": "direct search"}
+    if bench in named:
+        return named[bench]
+    if method == "openai_es_materialized":
+        return "materialized OpenAI-ES"
+    if method.startswith("zo"):
+        rank = row.get("rank")
+        low = rank is not None and not pd.isna(rank) and rank > 0
+        return "low-rank ZO" if low else "full-rank ZO"
+    return None
+
+
+def _size(row) -> str:
+    """A kernel's size in words: parameters, directions, batch (the ones present)."""
+    parts = [text.format(fmt(row.get(c))) for c, text in (
+        ("n_params", "d = {}"), ("num_directions", "{} directions"), ("batch_size", "batch {}"))
+        if row.get(c) is not None and not pd.isna(row.get(c))]
+    return ", ".join(parts)
+
+
+def _fraction(row) -> str:
+    """``frac_of_inference`` and its range with the step time at its median -/+ IQR/2."""
+    step, iqr = row.get("step_median_s", math.nan), row.get("step_iqr_s", math.nan)
+    inference = row.get("inference_equiv_s", math.nan)
+    low, high = ratio_spread(inference, 0.0, step, iqr)
+    spread = "" if math.isnan(low) else f" [{fmt(low)}, {fmt(high)}]"
+    return f"{fmt(row['frac_of_inference'])}{spread}"
+
+
+def headline(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
+    """The summary's finding: the fraction of inference of the fused step at its
+    defaults (``HEADLINE_KERNEL``) against its target, then per method family (see
+    :func:`family`) at its largest measured model (parameters; each kernel at its
+    largest directions and batch there) the kernel closest to inference, and the
+    range over the family's kernels there; "" without data.
+
+    Args:
+        frames: file stem -> DataFrame (the "kernels" entry is used).
+        fig_dir: the figures folder (the section's figure is linked, not redrawn).
+
+    Returns:
+        Markdown: a list, then a figure's link.
+    """
+    frame = frames.get("kernels")
+    if frame is None or frame.empty:
+        return ""
+    frame = _prepare(frame)
+    frame = frame[np.isfinite(pd.to_numeric(frame["frac_of_inference"], errors="coerce"))]
+    frame = frame.assign(family=[family(r) for r in frame.to_dict("records")])
+    items = []
+    for r in frame[frame["method"] == HEADLINE_KERNEL].to_dict("records")[-1:]:
+        met = "met" if r["frac_of_inference"] >= FUSED_TARGET else "**not met**"
+        items.append(f"- **fused low-rank step, defaults** ({r['kernel']}, {_size(r)}): "
+                     f"{_fraction(r)}, target >= {FUSED_TARGET} {met}")
+    for name in FAMILIES:
+        g = frame[frame["family"] == name]
+        if g.empty:
+            continue
+        g = g[g["n_params"].fillna(-1) == g["n_params"].fillna(-1).max()]
+        # each kernel at its largest directions and batch there
+        at = g.sort_values(["num_directions", "batch_size"], na_position="first").groupby(
+            "kernel").tail(1)
+        best = at.sort_values("frac_of_inference").iloc[-1].to_dict()
+        others = (f" ({len(at)} kernels: {fmt(at['frac_of_inference'].min())} to "
+                  f"{fmt(at['frac_of_inference'].max())})" if len(at) > 1 else "")
+        alone = ", vs inference on its batch" if name == "backprop (Adam)" else ""
+        items.append(f"- **{name}**: {best['kernel']} {_fraction(best)}{others} at "
+                     f"{_size(best)}{alone}")
+    if not items:
+        return "_No kernel row has a finite `frac_of_inference`._"
+    figure = Path(fig_dir) / "kernels_time_vs_params.png"
+    return ("Inference time on the same examples over step time (1: a step costs that "
+            "inference; brackets: the step time at its median -/+ IQR/2), per method "
+            "family at its largest model:\n\n" + "\n".join(items)
+            + ("\n\n![Step time vs number of parameters](figures/kernels_time_vs_params.png)"
+               if figure.exists() else ""))
 
 
 def _prepare(frame: pd.DataFrame) -> pd.DataFrame:
