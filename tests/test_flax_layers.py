@@ -177,7 +177,7 @@ X_DENSE, X_GENERAL, X_IMAGES = _x((32, 64)), _x((4, 6, 5, 7)), _x((4, 8, 8, 8))
 CASES = {  # name: (model factory, x, fan-in n, rhs shape of the factored low-rank product)
     "linen_dense": (lambda: Linen(LinenDense(), X_DENSE), X_DENSE, 64, (64, RANK)),
     "linen_dense_general": (lambda: Linen(LinenDenseGeneral(), X_GENERAL), X_GENERAL, 42,
-                            (42, RANK)),
+                            (6, 7, RANK)),
     "linen_conv": (lambda: Linen(LinenConv(), X_IMAGES), X_IMAGES, 72, (3, 3, 8, RANK)),
     "nnx_linear": (lambda: Nnx(NnxMlp()), X_DENSE, 64, (64, RANK)),
     "nnx_conv": (lambda: Nnx(NnxConvNet()), X_IMAGES, 72, (3, 3, 8, RANK)),
@@ -298,7 +298,7 @@ class Several(nn.Module):
         }
 
 
-FALLBACK = {"general2", "masked", "local"}  # materialized, no pick
+FALLBACK = {"masked", "local"}  # materialized, no pick
 FAN_IN = {"general2": 64, "grouped": 18, "masked": 72, "local": 72, "transpose": 72}
 
 
