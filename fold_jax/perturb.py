@@ -132,6 +132,11 @@ class LowRank:
             return self.association
         return "factored" if _factored_is_cheaper(tuple(x_shape), self) else "dense"
 
+    def materialize(self) -> Array:
+        """``base + scale * (a @ b.T)`` in base's shape (what :func:`materialize` calls;
+        a subclass may record it: a use that forms the kernel)."""
+        return self.base + jnp.reshape(self.scale * (self.a @ self.b.T), self.shape)
+
     def __repr__(self) -> str:
         return f"LowRank(shape={self.shape}, rank={jnp.shape(self.a)[-1]})"
 
@@ -158,7 +163,7 @@ def materialize(w: LowRank | ArrayLike) -> Array:
         ``base + scale * (a @ b.T)`` reshaped to base's shape, or ``w`` as an array.
     """
     if isinstance(w, LowRank):
-        return w.base + jnp.reshape(w.scale * (w.a @ w.b.T), w.shape)
+        return w.materialize()
     return jnp.asarray(w)
 
 
