@@ -1,7 +1,8 @@
 """fold_jax: training without backpropagation, in JAX, measured against it.
 
 Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, train
-(the one loop), zo (built from noise, directions, shaping, fusion and flax_layers),
+(the one loop), zo (built from noise, directions, shaping, fusion and flax_layers, whose
+linen and nnx halves are flax_linen and flax_nnx),
 search, snes (separable NES on regenerated noise), binary, prune, variants, probes,
 regions, parallel, peers (evosax strategies as Methods), recipes (the benchmarked
 methods and their search spaces), results, timing; report is
@@ -13,6 +14,8 @@ from fold_jax import (
     checks,
     directions,
     flax_layers,
+    flax_linen,
+    flax_nnx,
     fusion,
     heads,
     methods,
@@ -43,6 +46,8 @@ __all__ = [
     "checks",
     "directions",
     "flax_layers",
+    "flax_linen",
+    "flax_nnx",
     "fusion",
     "heads",
     "methods",

@@ -37,10 +37,13 @@ Semantics:
   sqrt(r)``; thinner leaves (a (h, 1) head) and 1-D leaves get full-rank noise. Both
   are unbiased. ``fused="auto"`` passes low-rank leaves to the loss as
   :class:`fold_jax.perturb.LowRank` where a layer consumes them (fold_jax's layers,
-  ``perturb.matmul``, and standard flax linen Dense/DenseGeneral/Conv and nnx
-  Linear/Conv through :mod:`fold_jax.flax_layers`), so a population costs about one
-  inference on ``num_directions x batch`` examples; other low-rank leaves are
-  materialized (``W + s A B^T``) and a :class:`FallbackWarning` names them.
+  :mod:`fold_jax.perturb`, and standard flax Dense / DenseGeneral / Embed / Conv,
+  attention's projections and their nnx twins through :mod:`fold_jax.flax_layers`),
+  so a population costs about one inference on ``num_directions x batch`` examples;
+  a leaf only added to activations at least its size (a learned positional table) is
+  summed per direction at no more than that activation's cost ("summed"); other
+  low-rank leaves are materialized (``W + s A B^T``) and a :class:`FallbackWarning`
+  names them.
   ``fused=True`` requires every low-rank leaf to fuse (ValueError naming the leaves
   otherwise) and forces the factored association; ``fused=False`` materializes all.
   ``vg.describe(params, *args)`` says what runs. A loss that also reads raw leaves
