@@ -295,20 +295,30 @@ def summed_cheaply(fun: Callable, leaves: Sequence, treedef, args: Sequence, i: 
     Returns:
         A sentence saying so, or None (not cheap, or the trace failed).
     """
-    size = math.prod(jnp.shape(leaves[i]))
+    return _summed(fun, leaves, treedef, args, [i]).get(i)
+
+
+def _summed(fun: Callable, leaves: Sequence, treedef, args: Sequence, indices: Sequence[int]
+            ) -> dict[int, str]:
+    """:func:`summed_cheaply` for several leaves from one trace: index -> why (cheap only)."""
+    if not indices:
+        return {}
     try:
         closed = jax.make_jaxpr(lambda ls, *a: fun(jax.tree.unflatten(treedef, ls), *a))(
             [_spec(w) for w in leaves], *jax.tree.map(_spec, list(args)))
     except Exception:  # the loss cannot run on plain arrays: no claim
-        return None
-    jaxpr = closed.jaxpr
-    n = len(leaves)
-    uses: list[tuple[bool, str]] = []
-    _walk(jaxpr, {jaxpr.invars[i]}, set(jaxpr.invars[n:]), size, uses)
-    if not uses or not all(ok for ok, _ in uses):
-        return None
-    return (f"summed: W + s A B^T ({size} entries) is formed per direction and only "
-            f"added to activations at least that large ({'; '.join(w for _, w in uses)})")
+        return {}
+    jaxpr, n = closed.jaxpr, len(leaves)
+    out = {}
+    for i in indices:
+        size = math.prod(jnp.shape(leaves[i]))
+        uses: list[tuple[bool, str]] = []
+        _walk(jaxpr, {jaxpr.invars[i]}, set(jaxpr.invars[n:]), size, uses)
+        if uses and all(ok for ok, _ in uses):
+            out[i] = (f"summed: W + s A B^T ({size} entries) is formed per direction and "
+                      f"only added to activations at least that large "
+                      f"({'; '.join(w for _, w in uses)})")
+    return out
 
 
 def plan(fun: Callable, leaves: Sequence, treedef, args: Sequence,
@@ -350,12 +360,8 @@ def plan(fun: Callable, leaves: Sequence, treedef, args: Sequence,
                               want)
     runtime = tuple(None if picked.get(i, MATERIALIZED) is MATERIALIZED else want
                     for i in range(len(leaves)))
-    summed: dict[int, str] = {}
-    if fuse:
-        for i in sorted(i for i, a in picked.items() if a is MATERIALIZED):
-            why = summed_cheaply(fun, leaves, treedef, args, i)
-            if why is not None:
-                summed[i] = why
+    summed = _summed(fun, leaves, treedef, args, sorted(
+        i for i, a in picked.items() if a is MATERIALIZED)) if fuse else {}
     unfused = tuple(sorted(i for i, a in picked.items() if a is MATERIALIZED
                            and i not in summed)) if fuse else ()
     if unfused and who and fused is not True:
