@@ -35,6 +35,12 @@ kernel)`` (so strides, padding and dilation stay the layer's): factored is
 because a convolution is linear in its kernel and output channel j reads only
 ``kernel[..., j]``.
 
+The same two associations exist for the other uses of a kernel by standard layers:
+:func:`dense_general` (several contracted / output axes: attention projections),
+:func:`take` (an embedding lookup: factored gathers rows of base and of a, so the
+perturbed table is never formed), ``matmul(transpose=True)`` (a tied embedding's
+``attend``) and :func:`add` (a 2-D bias or table added to an activation).
+
 Every consumer calls ``w.pick(x_shape)`` exactly once per use and obeys it, so a
 subclass that overrides :meth:`LowRank.pick` sees (and may record or force) the
 association of every product. A user's own layer opts into the fused path by calling
