@@ -25,6 +25,7 @@ from fold_jax.checks import check_choice, check_int, check_key
 __all__ = [
     "ACTIVATIONS",
     "CELLS",
+    "CNN",
     "INITIALIZERS",
     "MLP",
     "RNN",
@@ -32,6 +33,7 @@ __all__ = [
     "Net",
     "RecurrentNet",
     "activation",
+    "cnn",
     "count_params",
     "dense_layers",
     "mlp",
@@ -173,6 +175,69 @@ def mlp(
     _lookup(INITIALIZERS, kernel_init, "kernel_init")
     module = MLP(widths[1:], activation=activation, layer=layer, kernel_init=kernel_init)
     return Net(module, widths[0])
+
+
+class CNN(nn.Module):
+    """Standard flax ``nn.Conv`` layers (``conv_i``, SAME padding, the first with stride
+    1 and the others stride 2) with ``activation`` between them, then a standard
+    ``nn.Dense`` head (``head``) on the flattened maps. Inputs are flat (..., H W C)
+    and reshaped to images (channels last). Output is raw logits (..., outputs).
+    Inside :func:`fold_jax.flax_layers.intercept` every kernel takes the fused path."""
+
+    image: tuple[int, int, int]  # (H, W, C)
+    channels: tuple[int, ...]
+    outputs: int
+    activation: str = "relu"
+    kernel_size: int = 3
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        act = activation(self.activation)
+        lead = x.shape[:-1]
+        h = jnp.reshape(x, (-1, *self.image))
+        for i, c in enumerate(self.channels):
+            stride = 1 if i == 0 else 2
+            h = act(nn.Conv(c, (self.kernel_size,) * 2, strides=stride, padding="SAME",
+                            name=f"conv_{i}")(h))
+        h = nn.Dense(self.outputs, name="head")(jnp.reshape(h, (h.shape[0], -1)))
+        return jnp.reshape(h, (*lead, self.outputs))
+
+
+def cnn(
+    image: Sequence[int] = (8, 8, 1),
+    channels: Sequence[int] = (16, 32),
+    outputs: int = 10,
+    activation: str = "relu",
+    *,
+    kernel_size: int = 3,
+) -> Net:
+    """A small conv net on flat image features: ``cnn((8, 8, 1))`` for digits' 64 pixels.
+
+    Args:
+        image: (height, width, channels) the flat input (..., H W C) is reshaped to.
+        channels: output channels of each conv layer (1+ positive ints); the first
+            keeps the image size, each later one halves it (stride 2, SAME padding).
+        outputs: logits of the dense head.
+        activation: the activation's name (a key of ``ACTIVATIONS``).
+        kernel_size: the square convolution window.
+
+    Returns:
+        A :class:`Net` whose ``in_features`` is H W C.
+    """
+    image = tuple(image) if isinstance(image, Sequence) else image
+    if not isinstance(image, tuple) or len(image) != 3:
+        raise ValueError(f"image={image!r} must be (height, width, channels)")
+    for name, values in (("image", image), ("channels", channels)):
+        if (isinstance(values, int | str) or not isinstance(values, Sequence) or not values
+                or any(isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer)
+                       or v < 1 for v in values)):
+            raise ValueError(f"{name}={values!r} must be a non-empty sequence of positive ints")
+    check_int(outputs, "outputs", minimum=1)
+    check_int(kernel_size, "kernel_size", minimum=1)
+    _lookup(ACTIVATIONS, activation, "activation")
+    module = CNN(tuple(int(v) for v in image), tuple(int(c) for c in channels), int(outputs),
+                 activation, int(kernel_size))
+    return Net(module, math.prod(image))
 
 
 def count_params(params: PyTree) -> int:

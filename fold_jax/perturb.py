@@ -35,6 +35,12 @@ kernel)`` (so strides, padding and dilation stay the layer's): factored is
 because a convolution is linear in its kernel and output channel j reads only
 ``kernel[..., j]``.
 
+The same two associations exist for the other uses of a kernel by standard layers:
+:func:`dense_general` (several contracted / output axes: attention projections),
+:func:`take` (an embedding lookup: factored gathers rows of base and of a, so the
+perturbed table is never formed), ``matmul(transpose=True)`` (a tied embedding's
+``attend``) and :func:`add` (a 2-D bias or table added to an activation).
+
 Every consumer calls ``w.pick(x_shape)`` exactly once per use and obeys it, so a
 subclass that overrides :meth:`LowRank.pick` sees (and may record or force) the
 association of every product. A user's own layer opts into the fused path by calling
@@ -56,10 +62,13 @@ __all__ = [
     "ASSOCIATIONS",
     "UNROLL_MAX_RANK",
     "LowRank",
+    "add",
     "conv",
+    "dense_general",
     "is_lowrank",
     "materialize",
     "matmul",
+    "take",
 ]
 
 ASSOCIATIONS = ("auto", "factored", "dense")
@@ -129,6 +138,11 @@ class LowRank:
             return self.association
         return "factored" if _factored_is_cheaper(tuple(x_shape), self) else "dense"
 
+    def materialize(self) -> Array:
+        """``base + scale * (a @ b.T)`` in base's shape (what :func:`materialize` calls;
+        a subclass may record it: a use that forms the kernel)."""
+        return self.base + jnp.reshape(self.scale * (self.a @ self.b.T), self.shape)
+
     def __repr__(self) -> str:
         return f"LowRank(shape={self.shape}, rank={jnp.shape(self.a)[-1]})"
 
@@ -155,7 +169,7 @@ def materialize(w: LowRank | ArrayLike) -> Array:
         ``base + scale * (a @ b.T)`` reshaped to base's shape, or ``w`` as an array.
     """
     if isinstance(w, LowRank):
-        return w.base + jnp.reshape(w.scale * (w.a @ w.b.T), w.shape)
+        return w.materialize()
     return jnp.asarray(w)
 
 
@@ -191,7 +205,7 @@ def _cast(x: Any, dtype: Any) -> Any:
 
 
 def matmul(x: ArrayLike, w: LowRank | ArrayLike, *, precision: Any = None,
-           dtype: Any = None) -> Array:
+           dtype: Any = None, transpose: bool = False) -> Array:
     """``x @ w`` for x (..., in), through w's matrix view when w is LowRank.
 
     Args:
@@ -200,11 +214,15 @@ def matmul(x: ArrayLike, w: LowRank | ArrayLike, *, precision: Any = None,
         precision: ``jax.lax.Precision`` of every product (None: default).
         dtype: when given, the LowRank's base, a, b and scale are cast to it (a layer's
             computation dtype); x is used as given. Ignored for arrays.
+        transpose: ``x @ w.T`` instead, for a 2-D w (in, out) and x (..., out) (a tied
+            embedding's ``attend``): factored ``x @ base.T + scale (x @ b) a^T``.
 
     Returns:
-        (..., out): ``x @ base + scale (x @ a) b^T`` ("factored") or ``x @ (base + scale
-        a b^T)`` ("dense"), by ``w.pick(x.shape)``.
+        (..., out) (``transpose``: (..., in)): ``x @ base + scale (x @ a) b^T``
+        ("factored") or ``x @ (base + scale a b^T)`` ("dense"), by ``w.pick(x.shape)``.
     """
+    if transpose:
+        return _matmul_t(x, w, precision, dtype)
     if not isinstance(w, LowRank):
         return jnp.matmul(x, w, precision=precision)
     how = _pick(w, jnp.shape(x))
@@ -215,6 +233,112 @@ def matmul(x: ArrayLike, w: LowRank | ArrayLike, *, precision: Any = None,
         return jnp.matmul(x, base, precision=precision) + _expand(xa, _cast(w.b, dtype),
                                                                   precision)
     return jnp.matmul(x, jnp.reshape(_cast(materialize(w), dtype), view), precision=precision)
+
+
+def _matmul_t(x: ArrayLike, w: LowRank | ArrayLike, precision: Any, dtype: Any) -> Array:
+    """``x @ w.T`` for a 2-D w (see :func:`matmul`'s ``transpose``)."""
+    if not isinstance(w, LowRank):
+        return jnp.matmul(x, jnp.asarray(w).T, precision=precision)
+    if len(w.shape) != 2:
+        raise ValueError(f"matmul(transpose=True) needs a 2-D kernel, got shape {w.shape}")
+    if _pick(w, jnp.shape(x)) == "dense":
+        return jnp.matmul(x, _cast(materialize(w), dtype).T, precision=precision)
+    xb = jnp.matmul(x, _cast(w.b, dtype), precision=precision) * _cast(w.scale, dtype)
+    return (jnp.matmul(x, _cast(w.base, dtype).T, precision=precision)
+            + _expand(xb, _cast(w.a, dtype), precision))
+
+
+def dense_general(x: ArrayLike, w: LowRank | ArrayLike, n_axes: int, *,
+                  precision: Any = None, dtype: Any = None) -> Array:
+    """Contract x's last ``n_axes`` axes with a kernel's first ones (DenseGeneral).
+
+    For a kernel (*contracted, *features) with several feature axes (an attention
+    projection (in, heads, head_dim)), the matrix view is (prod(contracted)
+    prod(features[:-1]), features[-1]); the factored form contracts x with ``a``
+    reshaped to (*contracted, *features[:-1], r) and expands the last axis with b, so
+    it costs ``r / features[-1]`` of the base product and forms no kernel.
+
+    Args:
+        x: input (..., *contracted), the contracted axes last.
+        w: kernel (*contracted, *features) as an array or a LowRank of that shape.
+        n_axes: how many axes are contracted (>= 1).
+        precision: ``jax.lax.Precision`` of every product.
+        dtype: as in :func:`matmul`.
+
+    Returns:
+        (..., *features). For a LowRank, by ``w.pick(x_shape)`` with x_shape =
+        (..., *features[:-1], prod(contracted)) (the rows the matrix view multiplies):
+        ``x . base + scale (x . a') b^T`` ("factored") or ``x . materialize(w)``.
+    """
+    x = jnp.asarray(x)
+    lead = x.ndim - n_axes
+    dims = ((tuple(range(lead, x.ndim)), tuple(range(n_axes))), ((), ()))
+    if not isinstance(w, LowRank):
+        return jax.lax.dot_general(x, w, dims, precision=precision)
+    shape = w.shape
+    contracted, features = shape[:n_axes], shape[n_axes:]
+    if tuple(x.shape[lead:]) != tuple(contracted) or not features:
+        raise ValueError(f"dense_general: x {x.shape} does not contract with the first "
+                         f"{n_axes} axes of a kernel of shape {shape}")
+    how = _pick(w, (*x.shape[:lead], *features[:-1], math.prod(contracted)))
+    if how == "dense":
+        return jax.lax.dot_general(x, _cast(materialize(w), dtype), dims, precision=precision)
+    rank = jnp.shape(w.a)[-1]
+    a = jnp.reshape(_cast(w.a, dtype), (*contracted, *features[:-1], rank))
+    xa = jax.lax.dot_general(x, a, dims, precision=precision) * _cast(w.scale, dtype)
+    y = jax.lax.dot_general(x, _cast(w.base, dtype), dims, precision=precision)
+    return y + _expand(xa, _cast(w.b, dtype), precision)
+
+
+def take(w: LowRank | ArrayLike, indices: ArrayLike, *, dtype: Any = None) -> Array:
+    """Rows ``w[indices]`` of a 2-D table (an embedding lookup).
+
+    Args:
+        w: table (vocab, features) as an array or a LowRank (a (vocab, r), b
+            (features, r)).
+        indices: integer array of any shape.
+        dtype: as in :func:`matmul`.
+
+    Returns:
+        (*indices.shape, features), ``jnp.take(table, indices, axis=0)`` (out-of-range
+        rows NaN, as jnp.take fills them). For a LowRank, by ``w.pick`` with x_shape =
+        (*indices.shape, vocab) (the lookup is a one-hot matmul): factored gathers rows
+        of base and a, ``base[i] + scale a[i] b^T``: the perturbed table is never
+        formed; dense gathers from ``materialize(w)``.
+    """
+    if not isinstance(w, LowRank):
+        return jnp.take(jnp.asarray(w) if dtype is None else jnp.asarray(w, dtype), indices,
+                        axis=0)
+    if len(w.shape) != 2:
+        raise ValueError(f"take needs a 2-D table, got shape {w.shape}")
+    if _pick(w, (*jnp.shape(indices), w.shape[0])) == "dense":
+        return jnp.take(_cast(materialize(w), dtype), indices, axis=0)
+    rows = jnp.take(_cast(w.base, dtype), indices, axis=0)
+    ar = jnp.take(_cast(w.a, dtype), indices, axis=0) * _cast(w.scale, dtype)
+    return rows + _expand(ar, _cast(w.b, dtype))
+
+
+def add(x: ArrayLike, w: LowRank | ArrayLike, *, dtype: Any = None) -> Array:
+    """``x + w`` for an additive leaf w (a 2-D bias or table) broadcast over x's leading axes.
+
+    Args:
+        x: activation (..., *w.shape).
+        w: the added array or LowRank (ndim >= 2).
+        dtype: as in :func:`matmul`.
+
+    Returns:
+        x + w. For a LowRank, by ``w.pick(x.shape)``: factored ``x + base + scale
+        a b^T`` with the low-rank term expanded elementwise into the sum (rank <=
+        ``UNROLL_MAX_RANK``: no table buffer), or dense ``x + materialize(w)`` (one
+        table of w's size per direction, no larger than x).
+    """
+    if not isinstance(w, LowRank):
+        return x + (jnp.asarray(w) if dtype is None else jnp.asarray(w, dtype))
+    if _pick(w, jnp.shape(x)) == "dense":
+        return x + _cast(materialize(w), dtype)
+    rank = jnp.shape(w.a)[-1]
+    a = jnp.reshape(_cast(w.a, dtype), (*w.shape[:-1], rank)) * _cast(w.scale, dtype)
+    return x + _cast(w.base, dtype) + _expand(a, _cast(w.b, dtype))
 
 
 def conv(x: ArrayLike, w: LowRank | ArrayLike, conv_fn: ConvFn, *,

@@ -37,10 +37,13 @@ Semantics:
   sqrt(r)``; thinner leaves (a (h, 1) head) and 1-D leaves get full-rank noise. Both
   are unbiased. ``fused="auto"`` passes low-rank leaves to the loss as
   :class:`fold_jax.perturb.LowRank` where a layer consumes them (fold_jax's layers,
-  ``perturb.matmul``, and standard flax linen Dense/DenseGeneral/Conv and nnx
-  Linear/Conv through :mod:`fold_jax.flax_layers`), so a population costs about one
-  inference on ``num_directions x batch`` examples; other low-rank leaves are
-  materialized (``W + s A B^T``) and a :class:`FallbackWarning` names them.
+  :mod:`fold_jax.perturb`, and standard flax Dense / DenseGeneral / Embed / Conv,
+  attention's projections and their nnx twins through :mod:`fold_jax.flax_layers`),
+  so a population costs about one inference on ``num_directions x batch`` examples;
+  a leaf only added to activations at least its size (a learned positional table) is
+  summed per direction at no more than that activation's cost ("summed"); other
+  low-rank leaves are materialized (``W + s A B^T``) and a :class:`FallbackWarning`
+  names them.
   ``fused=True`` requires every low-rank leaf to fuse (ValueError naming the leaves
   otherwise) and forces the factored association; ``fused=False`` materializes all.
   ``vg.describe(params, *args)`` says what runs. A loss that also reads raw leaves
@@ -503,7 +506,7 @@ class ZerothOrder(Estimator):
                                          for i in p.unfused)
                              + ". Use fused='auto' (materializes them) or fold_jax's "
                              "layers / perturb.matmul.")
-        return leaves, treedef, dirs, p.picked, p.runtime
+        return leaves, treedef, dirs, p, p.runtime
 
     def with_info(self, params, key, *args):
         """Same call as ``vg``; also returns ``{"valid_directions", "dropped_directions"}``
@@ -537,26 +540,48 @@ class ZerothOrder(Estimator):
             ``path``: ``"fused"`` (some low-rank leaf reaches a layer as factors),
             ``"materialized"`` (low-rank noise, summed into dense weights) or
             ``"full_rank"``; ``schedule``, ``evals``, ``chunks``, ``per_chunk``,
-            ``shaping``, and ``leaves``: per leaf path its ``shape``, ``noise``
-            (``"lowrank"`` or ``"full_rank"``) and ``association`` (``"factored"``,
-            ``"dense"``, ``"mixed"``, ``"materialized"`` or ``"full_rank"``).
+            ``shaping``, ``materialized`` (how many leaves fell back), and ``leaves``:
+            per leaf path its ``shape``, ``noise`` (``"lowrank"`` or ``"full_rank"``),
+            ``association`` (``"factored"``, ``"dense"``, ``"mixed"``,
+            ``"materialized"`` or ``"full_rank"``), ``path`` (``"fused"``: a layer
+            consumed the factors; ``"summed"``: summed per direction but no larger than
+            the activations it is added to; ``"materialized"``: a fallback;
+            ``"full_rank"``) and ``why`` (one line).
         """
         o = self.options
-        _, _, dirs, picked, _ = self._setup(params, args, warn=False)
+        _, _, dirs, plan, _ = self._setup(params, args, warn=False)
         table = {}
         for i, (path, leaf) in enumerate(zip(leaf_paths(params), dirs.leaves, strict=True)):
             if not leaf.lowrank:
-                assoc = "full_rank"
+                assoc, how, why = "full_rank", "full_rank", _FULL_RANK_WHY
+            elif plan.picked.get(i) is not None:
+                assoc = how = plan.picked[i]
+                how, why = "fused", _FUSED_WHY[assoc]
             else:
-                assoc = picked.get(i) or "materialized"
+                assoc = "materialized"
+                how = "summed" if i in plan.summed else "materialized"
+                why = plan.summed.get(i, _MATERIALIZED_WHY)
             table[path] = {"shape": leaf.shape, "noise": "lowrank" if leaf.lowrank
-                           else "full_rank", "association": assoc}
+                           else "full_rank", "association": assoc, "path": how, "why": why}
         kinds = {v["association"] for v in table.values()}
         path = ("full_rank" if kinds == {"full_rank"}
                 else "materialized" if kinds <= {"full_rank", "materialized"} else "fused")
         return {"path": path, "schedule": o.schedule, "evals": o.evals, "chunks": o.n_chunks,
                 "per_chunk": o.per_chunk * o.signs, "shaping": o.shaping.name,
+                "materialized": sum(v["path"] == "materialized" for v in table.values()),
                 "leaves": table}
+
+
+_FULL_RANK_WHY = ("full-rank noise of the leaf's shape (1-D, or a side thinner than rank): "
+                  "added per direction, no larger than the activations it is added to")
+_FUSED_WHY = {
+    "factored": "factored: the layer computes x W + s (x A) B^T; no per-direction kernel",
+    "dense": "dense: the layer forms W + s A B^T per direction (its pick: cheaper at "
+             "these shapes than the factored form)",
+    "mixed": "mixed: its layers picked factored in some uses, dense in others",
+}
+_MATERIALIZED_WHY = ("materialized (fallback): no layer consumed the factors, so W + s A B^T "
+                     "is formed per direction before the loss")
 
 
 def value_and_grad(

@@ -76,3 +76,43 @@ def test_plan_leaves_fused_true_failures_to_the_caller_and_is_silent_without_who
         quiet = _plan(broken, "auto", who="")
     assert forced.runtime == ("factored", None, None) and forced.unfused == (1,)
     assert quiet.unfused == (1,)
+
+
+def test_a_use_that_forms_the_kernel_without_a_pick_is_materialized():
+    """A layer's fallback (materialize without a pick) is not a 'dense' association."""
+    def fallback(p, x):
+        return jnp.sum(x @ perturb.materialize(p["a"])) + jnp.sum(perturb.matmul(x, p["b"]))
+
+    def dense_pick(p, x):
+        return jnp.sum(perturb.matmul(x, p["a"])) + jnp.sum(perturb.matmul(x, p["b"]))
+
+    params = {"a": jnp.ones((6, 5)), "b": jnp.ones((6, 4))}
+    leaves, treedef = jax.tree.flatten(params)
+    matrices = {0: (6, 5), 1: (6, 4)}
+    got = fusion.associations(fallback, leaves, treedef, (X,), [0, 1], matrices, 2, "auto")
+    assert got[0] is fusion.MATERIALIZED and got[1] is not fusion.MATERIALIZED
+    forced = fusion.associations(dense_pick, leaves, treedef, (X,), [0, 1], matrices, 2,
+                                 "dense")
+    assert forced == {0: "dense", 1: "dense"}
+
+
+def test_summed_cheaply_only_for_tables_added_to_activations_at_least_their_size():
+    pos = jnp.ones((8, 6))
+    h = jnp.ones((3, 8, 6))  # 144 entries >= 48
+
+    cases = {
+        "added": lambda p, h: jnp.sum(h + p["pos"][:8]),
+        "squared": lambda p, h: jnp.sum(p["pos"] ** 2),  # no activation: a weight decay
+        "product": lambda p, h: jnp.sum(h @ p["pos"].T),  # a matmul: a real fallback
+        "constant": lambda p, h: jnp.sum(p["pos"] + jnp.ones((8, 6))),  # no data operand
+        "jitted": lambda p, h: jnp.sum(jax.jit(lambda a, b: a * b)(h, p["pos"])),
+    }
+    leaves, treedef = jax.tree.flatten({"pos": pos})
+    why = {name: fusion.summed_cheaply(f, leaves, treedef, (h,), 0)
+           for name, f in cases.items()}
+    assert why["added"] and "add -> 144 entries" in why["added"], why
+    assert why["jitted"] and "mul" in why["jitted"], why
+    assert why["squared"] is why["product"] is why["constant"] is None, why
+    small = jnp.ones((2, 6))  # the table (48 entries) is larger than this activation (12)
+    assert fusion.summed_cheaply(lambda p, h: jnp.sum(h + p["pos"][:2]), leaves, treedef,
+                                 (small,), 0) is None

@@ -250,3 +250,56 @@ def test_arrays_pass_straight_through():
     xs = jnp.ones((1, 8, 8, 8))
     np.testing.assert_array_equal(perturb.conv(xs, kernel, _lax_conv()), _lax_conv()(xs, kernel))
     np.testing.assert_array_equal(perturb.materialize(w), w)
+
+
+# ---------------------------------------- embeddings, additive tables, DenseGeneral
+
+
+_REFERENCES = {  # name: (kernel shape, x maker, fused op, reference on a dense kernel, n)
+    "take": ((50, 24), lambda k: jax.random.randint(k, (6, 7), 0, 50),
+             lambda x, w: perturb.take(w, x), lambda x, k: jnp.take(k, x, axis=0), 0),
+    "attend": ((50, 24), lambda k: jax.random.normal(k, (6, 24)),
+               lambda x, w: perturb.matmul(x, w, transpose=True), lambda x, k: x @ k.T, 24),
+    "add": ((16, 24), lambda k: jax.random.normal(k, (3, 16, 24)),
+            lambda x, w: perturb.add(x, w), lambda x, k: x + k, 0),
+    "qkv": ((24, 4, 8), lambda k: jax.random.normal(k, (5, 24)),  # (in, heads, head_dim)
+            lambda x, w: perturb.dense_general(x, w, 1),
+            lambda x, k: jnp.einsum("bi,ihd->bhd", x, k), 24),
+    "out": ((4, 8, 24), lambda k: jax.random.normal(k, (5, 4, 8)),  # two contracted axes
+            lambda x, w: perturb.dense_general(x, w, 2),
+            lambda x, k: jnp.einsum("bhd,hdo->bo", x, k), 32),
+}
+
+
+@pytest.mark.parametrize("how", ["factored", "dense"])
+@pytest.mark.parametrize("name", sorted(_REFERENCES))
+def test_take_add_attend_dense_general_equal_the_materialized_kernel(name, how, recorder):
+    """Each op against the same op on materialize(w): eps (n + r + 2) M (header), M the
+    reference on |x| and the kernel magnitudes (for take / add the rows are read, not
+    summed: n = 0)."""
+    shape, make_x, op, ref, n = _REFERENCES[name]
+    kx, kw, kf = jax.random.split(jax.random.key(11), 3)
+    x = make_x(kx)
+    a, b = _factors(kf, shape, 3)
+    w = recorder(jax.random.normal(kw, shape), a, b, jnp.float32(0.3), how)
+    got = jax.jit(op)(x, w)
+    assert recorder.picks == [how]
+    want = ref(x, perturb.materialize(w))
+    magnitude = ref(x if x.dtype.kind == "i" else jnp.abs(x), _abs_kernel(w))
+    _assert_within(got, want, EPS32 * (n + 3 + 2) * np.asarray(jnp.abs(magnitude)))
+    jaxpr = jax.make_jaxpr(op)(x, w).jaxpr
+    factored_rhs = {tuple(e.invars[1].aval.shape) for e in _eqns(jaxpr)
+                    if e.primitive.name == "dot_general"}
+    if name in ("qkv", "out"):  # factored contracts x with a reshaped, dense never does
+        assert ((*shape[:-1], 3) in factored_rhs) == (how == "factored"), factored_rhs
+
+
+def test_the_factored_embedding_never_forms_the_table():
+    """take gathers rows of base and a: no (vocab, features) product in the jaxpr."""
+    w = LowRank(jnp.ones((1000, 16)), jnp.ones((1000, 4)), jnp.ones((16, 4)), 0.1, "factored")
+    jaxpr = jax.make_jaxpr(lambda w, i: perturb.take(w, i))(w, jnp.zeros((8,), jnp.int32))
+    shapes = {tuple(v.aval.shape) for e in _eqns(jaxpr.jaxpr) for v in e.outvars}
+    assert (1000, 16) not in shapes, shapes
+    with pytest.raises(ValueError, match="2-D"):
+        perturb.take(LowRank(jnp.ones((2, 3, 4)), jnp.ones((6, 2)), jnp.ones((4, 2)), 1.0),
+                     jnp.zeros((2,), jnp.int32))
