@@ -41,6 +41,7 @@ from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 from fold_jax import nets, prune
 from fold_jax.checks import check_bool, check_callable, check_int, check_key, check_mask
 from fold_jax.methods import Method
+from fold_jax.search import SearchInfo
 
 __all__ = [
     "BinaryDense",
@@ -704,8 +705,7 @@ def flip_search(
         accept = jnp.isfinite(trial) & (trial < current)
         params = jax.tree.map(lambda c, o: jnp.where(accept, c, o), candidate, params)
         value = jnp.where(accept, trial, current).astype(jnp.float32)
-        info = {"loss": value, "evals": jnp.asarray(2, jnp.int32),
-                "accepted": accept.astype(jnp.int32)}
+        info = SearchInfo(value, jnp.asarray(2, jnp.int32), accept.astype(jnp.int32))
         return FlipState(params, value), info
 
     return Method(init, step, name)
