@@ -2,13 +2,15 @@
 
 Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, train
 (the one loop), zo (built from noise, directions, shaping, fusion and flax_layers),
-search, snes (separable NES on regenerated noise), binary, prune, variants, probes,
+search, snes (separable NES on regenerated noise), walker (where flax layers keep their
+kernels; shared by binary and prune), bcsr (sparse kernels), binary, prune, variants, probes,
 regions, parallel, peers (evosax strategies as Methods), recipes (the benchmarked
 methods and their search spaces), results, timing; report is
 imported on demand (it needs matplotlib).
 """
 
 from fold_jax import (
+    bcsr,
     binary,
     checks,
     directions,
@@ -33,12 +35,14 @@ from fold_jax import (
     timing,
     train,
     variants,
+    walker,
     zo,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "bcsr",
     "binary",
     "checks",
     "directions",
@@ -63,5 +67,6 @@ __all__ = [
     "timing",
     "train",
     "variants",
+    "walker",
     "zo",
 ]
