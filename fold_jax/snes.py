@@ -42,7 +42,7 @@ col_j``) and params-shaped; the population reads it through row 0 and column 0 o
 (:func:`scaled`), so a hand-made non-separable state is read as its first row and
 column. 1-D and thin leaves keep per-entry scales.
 
-A direction is valid when its losses and its noise are finite; invalid ones get no
+A direction is valid when its losses and its scaled noise are finite; invalid ones get no
 utility and are removed by selection. A step with no valid direction, or whose update
 is not finite, is skipped (state unchanged, ``info["skipped"] = 1``).
 """
