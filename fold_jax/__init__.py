@@ -6,7 +6,8 @@ control tasks) and policies (their flax policies), ppo (rejax's PPO, the backpro
 baseline), text (character corpora and sequence tasks, built by gutenberg), pretrain
 (cached Adam pretraining of LMs), zo (built from noise, directions, shaping, fusion and
 flax_layers, whose linen and nnx halves are flax_linen and flax_nnx), search, snes
-(separable NES on regenerated noise), binary, prune, variants, probes, regions,
+(separable NES on regenerated noise), walker (where flax layers keep their kernels;
+shared by binary and prune), bcsr (sparse kernels), binary, prune, variants, probes, regions,
 parallel, peers (evosax strategies as Methods), recipes (the benchmarked methods and
 their search spaces; suite_recipes: the hypotheses' and BBOB's), results, timing;
 report and bench (the harness, ``python -m fold_jax.bench``) are imported on demand
@@ -14,6 +15,7 @@ report and bench (the harness, ``python -m fold_jax.bench``) are imported on dem
 """
 
 from fold_jax import (
+    bcsr,
     binary,
     checks,
     control,
@@ -48,12 +50,14 @@ from fold_jax import (
     timing,
     train,
     variants,
+    walker,
     zo,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "bcsr",
     "binary",
     "checks",
     "control",
@@ -88,5 +92,6 @@ __all__ = [
     "timing",
     "train",
     "variants",
+    "walker",
     "zo",
 ]

@@ -20,7 +20,7 @@ weights stored at 1 bit each.
 Any flax model: :func:`binarize` gives the sign-weight params its binarized forward
 uses (``apply(binarize(params), x)``, STE gradients to the latent kernels), and
 :func:`packed_inference` runs the model's own apply with every Dense kernel
-(``fold_jax.prune.is_kernel``: a 2-D leaf named ``kernel``, wherever it sits) stored at
+(``fold_jax.walker.is_kernel``: a 2-D leaf named ``kernel``, wherever it sits) stored at
 1 bit per weight as a :class:`PackedKernel`; LayerNorm, activations and biases run as
 the model defines them.
 """
@@ -38,9 +38,10 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
-from fold_jax import nets, prune
+from fold_jax import nets, walker
 from fold_jax.checks import check_bool, check_callable, check_int, check_key, check_mask
 from fold_jax.methods import Method
+from fold_jax.search import SearchInfo
 
 __all__ = [
     "BinaryDense",
@@ -302,7 +303,7 @@ def binary_layer(*, scale: bool = True, binarize_activations: bool = False) -> C
 
 
 def clip_latent(limit: float = 1.0, *,
-                select: prune.Select | None = None) -> optax.GradientTransformation:
+                select: walker.Select | None = None) -> optax.GradientTransformation:
     """Optax transform keeping the kernels of ``params + updates`` in [-limit, limit].
 
     Chain it last: ``optax.chain(optax.adam(1e-3), clip_latent())``. Needs ``params``.
@@ -310,14 +311,14 @@ def clip_latent(limit: float = 1.0, *,
     Args:
         limit: the latent range, a positive number.
         select: ``select(path, leaf) -> bool``, the leaves to clip; default every leaf
-            of ndim >= 2 (give ``prune.is_kernel`` to clip only Dense kernels).
+            of ndim >= 2 (give ``walker.is_kernel`` to clip only Dense kernels).
 
     Returns:
         An optax GradientTransformation (stateless).
     """
     if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0:
         raise ValueError(f"limit={limit!r} must be a positive number")
-    select = prune.resolve_select(select, prune.is_prunable)
+    select = walker.resolve_select(select, walker.is_prunable)
 
     def init(params):
         del params
@@ -328,7 +329,7 @@ def clip_latent(limit: float = 1.0, *,
             raise ValueError("clip_latent needs params: call tx.update(grads, state, params)")
 
         def clip(keypath, u, p):
-            if not select(prune.key_path(keypath), p):
+            if not select(walker.key_path(keypath), p):
                 return u
             return jnp.clip(p + u, -limit, limit) - p
 
@@ -386,7 +387,7 @@ def pack_mlp(
     """
     nets.activation(activation)
     layers = []
-    for i, (name, layer) in enumerate(prune.mlp_layers(params, "binary.packed_inference")):
+    for i, (name, layer) in enumerate(walker.mlp_layers(params, "binary.packed_inference")):
         kernel = jnp.asarray(layer["kernel"])
         if kernel.ndim != 2:
             raise ValueError(f"params[{name!r}]['kernel'] must be 2-D, got {kernel.shape}")
@@ -496,17 +497,17 @@ def _packed_dense(kernel: PackedKernel, layer: Any) -> Array:
     return w * kernel.alpha if scale else w
 
 
-prune.register_format(PackedKernel, prune.Format(
+walker.register_format(PackedKernel, walker.Format(
     name="packed 1-bit",
     in_features=lambda kernel: kernel.k,
     product=_packed_product,
     dense=_packed_dense,
-    linen_layers=(nn.Dense, nn.DenseGeneral, nets.Dense, BinaryDense),
+    linen_layers=(*walker.LINEN_DENSE, BinaryDense),
 ))
 
 
 def binarize(params: PyTree, *, scale: bool = True,
-             select: prune.Select | None = None) -> PyTree:
+             select: walker.Select | None = None) -> PyTree:
     """The sign-weight params of a binarized model: ``apply(binarize(params), x)``.
 
     Each Dense kernel W becomes ``sign_ste(W) * alpha`` (alpha = mean |W| over the
@@ -517,24 +518,24 @@ def binarize(params: PyTree, *, scale: bool = True,
         params: any flax parameter tree (linen variables, nnx State).
         scale: multiply by alpha.
         select: which kernels, ``select(path, leaf) -> bool``; default
-            ``prune.is_kernel`` (2-D leaves named ``kernel``).
+            ``walker.is_kernel`` (2-D leaves named ``kernel``).
 
     Returns:
         params with the selected kernels binarized; other leaves unchanged.
     """
     scale = check_bool(scale, "scale")
-    paths = prune.kernel_paths(params, select)
-    return prune.replace_leaves(params, paths,
+    paths = walker.kernel_paths(params, select)
+    return walker.replace_leaves(params, paths,
                                 lambda path, w: _binarize_kernel(jnp.asarray(w), scale))
 
 
-def input_paths(binarize_inputs: Any, paths: list[prune.Path]) -> set[prune.Path]:
+def input_paths(binarize_inputs: Any, paths: list[walker.Path]) -> set[walker.Path]:
     """The kernel paths whose layer input is binarized (XNOR-popcount).
 
     Args:
         binarize_inputs: True (every kernel), False (none) or a collection of kernel
             paths.
-        paths: the model's kernel paths (:func:`fold_jax.prune.kernel_paths`).
+        paths: the model's kernel paths (:func:`fold_jax.walker.kernel_paths`).
 
     Returns:
         The chosen paths.
@@ -547,7 +548,7 @@ def input_paths(binarize_inputs: Any, paths: list[prune.Path]) -> set[prune.Path
         return set(paths) if binarize_inputs else set()
     if isinstance(binarize_inputs, str) or not isinstance(binarize_inputs, Collection):
         raise TypeError(f"binarize_inputs={binarize_inputs!r} must be True, False or a "
-                        f"collection of kernel paths (tuples, as prune.kernel_paths lists)")
+                        f"collection of kernel paths (tuples, as walker.kernel_paths lists)")
     chosen = {tuple(p) if isinstance(p, list | tuple) else p for p in binarize_inputs}
     unknown = [p for p in chosen if p not in set(paths)]
     if unknown:
@@ -557,7 +558,7 @@ def input_paths(binarize_inputs: Any, paths: list[prune.Path]) -> set[prune.Path
 
 
 def packed_params(params: PyTree, *, scale: bool = True, binarize_inputs: Any = False,
-                  word_bits: int = 32, select: prune.Select | None = None) -> PyTree:
+                  word_bits: int = 32, select: walker.Select | None = None) -> PyTree:
     """params with every Dense kernel replaced by a :class:`PackedKernel` (1 bit each).
 
     Args:
@@ -565,12 +566,12 @@ def packed_params(params: PyTree, *, scale: bool = True, binarize_inputs: Any = 
         scale: the layers multiply by alpha = mean |W| (BinaryDense layers use their
             own ``scale`` field instead).
         binarize_inputs: True (every kernel), False (none), or a collection of kernel
-            paths (as :func:`fold_jax.prune.kernel_paths` gives them) whose layer
+            paths (as :func:`fold_jax.walker.kernel_paths` gives them) whose layer
             binarizes its input and runs :func:`xnor_matmul`; the others unpack their
             weights for a float32 matmul. BinaryDense layers use their own
             ``binarize_input`` field instead.
         word_bits: 32, or 64 under ``jax.enable_x64``.
-        select: which kernels, default ``prune.is_kernel`` (2-D leaves named ``kernel``).
+        select: which kernels, default ``walker.is_kernel`` (2-D leaves named ``kernel``).
 
     Returns:
         The tree with each selected kernel packed; every other leaf unchanged.
@@ -581,21 +582,21 @@ def packed_params(params: PyTree, *, scale: bool = True, binarize_inputs: Any = 
     """
     scale = check_bool(scale, "scale")
     _word_dtype(word_bits)
-    paths = prune.kernel_paths(params, select)
+    paths = walker.kernel_paths(params, select)
     binarized = input_paths(binarize_inputs, paths)
 
-    def convert(path: prune.Path, w: Any) -> PackedKernel:
+    def convert(path: walker.Path, w: Any) -> PackedKernel:
         w = jnp.asarray(w, jnp.float32)
         return PackedKernel(pack(w, axis=0, word_bits=word_bits),
                             jnp.mean(jnp.abs(w), axis=0), int(w.shape[0]), scale,
                             path in binarized)
 
-    return prune.replace_leaves(params, paths, convert)
+    return walker.replace_leaves(params, paths, convert)
 
 
 def packed_inference(apply: Callable[..., Array], params: PyTree, *, scale: bool = True,
                      binarize_inputs: Any = False, word_bits: int = 32,
-                     select: prune.Select | None = None) -> jax.tree_util.Partial:
+                     select: walker.Select | None = None) -> jax.tree_util.Partial:
     """Run any flax model with its Dense kernels stored at 1 bit per weight.
 
     ``infer(*args)`` equals the binarized model ``apply(binarize(params, scale=scale),
@@ -606,7 +607,7 @@ def packed_inference(apply: Callable[..., Array], params: PyTree, *, scale: bool
     activations and the rest are the model's own code. For a model of
     :class:`BinaryDense` layers (whose forward already binarizes) it equals
     ``apply(params, *args)``. Other layers holding a packed kernel run their own code on
-    ``sign(W) * alpha`` (``prune.KernelFallbackWarning``).
+    ``sign(W) * alpha`` (``walker.KernelFallbackWarning``).
 
     Args:
         apply: ``apply(params, *args, **kwargs)``, e.g. ``model.apply``.
@@ -623,7 +624,7 @@ def packed_inference(apply: Callable[..., Array], params: PyTree, *, scale: bool
     check_callable(apply, "apply", "apply(params, *args) -> outputs")
     packed = packed_params(params, scale=scale, binarize_inputs=binarize_inputs,
                            word_bits=word_bits, select=select)
-    return jax.tree_util.Partial(prune.with_kernel_layers(apply), packed)
+    return jax.tree_util.Partial(walker.with_kernel_layers(apply), packed)
 
 
 # -------------------------------------------------------------- sign-space search
@@ -704,8 +705,7 @@ def flip_search(
         accept = jnp.isfinite(trial) & (trial < current)
         params = jax.tree.map(lambda c, o: jnp.where(accept, c, o), candidate, params)
         value = jnp.where(accept, trial, current).astype(jnp.float32)
-        info = {"loss": value, "evals": jnp.asarray(2, jnp.int32),
-                "accepted": accept.astype(jnp.int32)}
+        info = SearchInfo(value, jnp.asarray(2, jnp.int32), accept.astype(jnp.int32))
         return FlipState(params, value), info
 
     return Method(init, step, name)

@@ -1,5 +1,6 @@
 """Argument checks shared by the public API: each raises ValueError or TypeError naming
-the argument and what is allowed, in Python, before JAX traces anything.
+the argument and what is allowed, in Python, before JAX traces anything. One traced
+check sits beside them: :func:`all_finite`, the test a step passes before it is kept.
 
 Numbers may be given as Python numbers, NumPy scalars (or 0-d arrays) and concrete
 0-d JAX arrays; :func:`check_int` and :func:`check_positive` return them as Python
@@ -19,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
-__all__ = ["check_bool", "check_bool_or", "check_callable", "check_choice", "check_finite",
-           "check_fraction", "check_int", "check_key", "check_mask", "check_params",
+__all__ = ["all_finite", "check_bool", "check_bool_or", "check_callable", "check_choice",
+           "check_finite", "check_fraction", "check_int", "check_key", "check_mask", "check_params",
            "check_positive", "check_scalar_loss", "leaf_paths"]
 
 
@@ -311,3 +312,19 @@ def leaf_paths(params: PyTree) -> list[str]:
         One str per leaf.
     """
     return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def all_finite(tree: PyTree) -> jax.Array:
+    """True when every leaf of ``tree`` is finite (True for an empty tree); traceable.
+
+    The one home of the check every kernel makes before it keeps a step (a step whose
+    value, gradient or new state is not finite is skipped: parameters never turn NaN).
+
+    Args:
+        tree: any pytree of arrays.
+
+    Returns:
+        A boolean scalar array.
+    """
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)

@@ -10,14 +10,16 @@ only training loop. ``state.params`` is the current point; ``info`` holds at lea
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
 import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
+from fold_jax import zo
 from fold_jax.checks import (
+    all_finite,
     check_callable,
     check_choice,
     check_int,
@@ -29,6 +31,7 @@ from fold_jax.checks import (
 __all__ = [
     "DEFAULT_LEARNING_RATE",
     "OPTIMIZERS",
+    "DescentInfo",
     "DescentState",
     "LearningRate",
     "Method",
@@ -38,6 +41,7 @@ __all__ = [
     "descent",
     "forward_gradient",
     "gradient",
+    "info_type",
     "optimizer",
     "zeroth_order",
 ]
@@ -47,8 +51,89 @@ class Method(NamedTuple):
     """A training method: ``init(params) -> state``; ``step(state, key, *args)``."""
 
     init: Callable[[PyTree], Any]
-    step: Callable[..., tuple[Any, dict[str, Array]]]
+    step: Callable[..., tuple[Any, Any]]
     name: str = "method"
+
+
+# --------------------------------------------------------------------------- step info
+#
+# A step's info is a NamedTuple (typed, a pytree, one class per kind of step) that also
+# reads like the dicts steps used to return: info["loss"], "skipped" in info,
+# info.get("accepted"), info.keys() / items(). Fields that are None are absent.
+
+T = TypeVar("T")
+
+
+def _info_get(self: Any, key: str, default: Any = None) -> Any:
+    return self[key] if key in self else default
+
+
+def _info_getitem(self: Any, key: Any) -> Any:
+    if not isinstance(key, str):
+        return tuple.__getitem__(self, key)  # positions, as any tuple
+    if key in self._fields and getattr(self, key) is not None:
+        return getattr(self, key)
+    extra = getattr(self, "extra", None)
+    if extra is not None and key in extra:
+        return extra[key]
+    raise KeyError(f"{type(self).__name__} has no {key!r}; it has {list(self.keys())}")
+
+
+def _info_contains(self: Any, key: Any) -> bool:
+    return key in self.keys()
+
+
+def _info_keys(self: Any) -> list[str]:
+    names = [k for k in self._fields if k != "extra" and getattr(self, k) is not None]
+    return names + list(getattr(self, "extra", None) or {})
+
+
+def _info_items(self: Any) -> list[tuple[str, Any]]:
+    return [(k, self[k]) for k in self.keys()]
+
+
+def info_type(cls: type[T]) -> type[T]:
+    """Class decorator: a step-info NamedTuple that also reads like a dict.
+
+    ``info["loss"]`` (and ``info[0]``), ``"skipped" in info``, ``info.get(name)``,
+    ``info.keys()`` and ``info.items()`` work as on the dicts steps returned before;
+    fields set to None are absent, and an ``extra`` field (a dict) holds entries
+    without a field of their own. ``info.loss`` is the typed access.
+
+    Args:
+        cls: a NamedTuple class.
+
+    Returns:
+        ``cls``, with the mapping methods added.
+    """
+    cls.__getitem__ = _info_getitem
+    cls.__contains__ = _info_contains
+    cls.keys = _info_keys
+    cls.items = _info_items
+    cls.get = _info_get
+    return cls
+
+
+@info_type
+class DescentInfo(NamedTuple):
+    """What a :func:`descent` step reports.
+
+    Attributes:
+        loss: float32 scalar, the value at (or the estimator's estimate of) params.
+        evals: int32 scalar, loss evaluations the step spent.
+        skipped: int32 scalar, 1 when the value or gradient was not finite (state kept).
+        valid_directions: int32 scalar or None, perturbed evaluations that entered a
+            zeroth-order estimate.
+        dropped_directions: int32 scalar or None, those dropped (non-finite).
+        extra: the other entries of the estimator's aux dict, or None.
+    """
+
+    loss: Array
+    evals: Array
+    skipped: Array
+    valid_directions: Array | None = None
+    dropped_directions: Array | None = None
+    extra: dict[str, Array] | None = None
 
 
 class DescentState(NamedTuple):
@@ -137,19 +222,6 @@ def _check_schedule(schedule: Callable[[Any], Any]) -> None:
                          f"learning rate; it returned {out!r}")
 
 
-def all_finite(tree: PyTree) -> Array:
-    """True when every leaf of ``tree`` is finite (True for an empty tree).
-
-    Args:
-        tree: any pytree of arrays.
-
-    Returns:
-        A boolean scalar array.
-    """
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
 def descent(
     value_and_grad: Callable[..., tuple],
     tx: optax.GradientTransformation,
@@ -161,8 +233,10 @@ def descent(
 
     A step whose value or gradient is not finite is skipped (params and optimizer
     state unchanged, ``info["skipped"] = 1``): a bad loss never poisons parameters.
-    ``aux`` (a dict of scalars) is merged into ``info``. ``key`` must be one PRNG key
-    (see :func:`check_key`; :func:`gradient` ignores its value).
+    ``aux`` (a dict of scalars) is merged into ``info`` (a :class:`DescentInfo`: its
+    ``valid_directions`` / ``dropped_directions`` fields, the rest in ``extra``).
+    ``key`` must be one PRNG key (see :func:`check_key`; :func:`gradient` ignores its
+    value).
 
     Args:
         value_and_grad: ``(params, key, *args) -> (value, grads)`` or
@@ -172,8 +246,9 @@ def descent(
         name: the method's name.
 
     Returns:
-        A :class:`Method`; its ``step(state, key, *args)`` returns ``(state, info)`` with
-        ``info`` holding "loss", "evals", "skipped" and ``aux``'s entries.
+        A :class:`Method`; its ``step(state, key, *args)`` returns ``(state, info)``,
+        ``info`` a :class:`DescentInfo` holding "loss", "evals", "skipped" and
+        ``aux``'s entries.
     """
     check_callable(value_and_grad, "value_and_grad")
     if not (hasattr(tx, "init") and hasattr(tx, "update")):
@@ -184,20 +259,18 @@ def descent(
     def init(params: PyTree) -> DescentState:
         return DescentState(params, tx.init(params))
 
-    def step(state: DescentState, key: PRNGKeyArray, *args) -> tuple[DescentState, dict]:
+    def step(state: DescentState, key: PRNGKeyArray, *args) -> tuple[DescentState, DescentInfo]:
         check_key(key)
         value, grads, *rest = value_and_grad(state.params, key, *args)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new = DescentState(optax.apply_updates(state.params, updates), opt_state)
         ok = jnp.isfinite(value) & all_finite(grads)
         new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
-        info = {
-            "loss": jnp.asarray(value, jnp.float32),
-            "evals": jnp.asarray(evals_per_step, jnp.int32),
-            "skipped": (~ok).astype(jnp.int32),
-        }
-        if rest:
-            info.update(rest[0])
+        aux = dict(rest[0]) if rest else {}
+        info = DescentInfo(jnp.asarray(value, jnp.float32),
+                           jnp.asarray(evals_per_step, jnp.int32), (~ok).astype(jnp.int32),
+                           aux.pop("valid_directions", None), aux.pop("dropped_directions", None),
+                           aux or None)
         return new, info
 
     return Method(init, step, name)
@@ -254,8 +327,6 @@ def zeroth_order(
     Returns:
         A :class:`Method` named ``"zo_<noise>"`` (``"zo_<noise>_r<rank>"`` with a rank).
     """
-    from fold_jax import zo
-
     check_callable(loss, "loss")
     tx = optimizer(tx, learning_rate, argument="tx")
     vg = zo.value_and_grad(loss, **zo_options)
@@ -287,8 +358,6 @@ def forward_gradient(
     Returns:
         A :class:`Method` named "forward_gradient".
     """
-    from fold_jax import zo
-
     check_callable(loss, "loss")
     tx = optimizer(tx, learning_rate, argument="tx")
     vg = zo.forward_value_and_grad(loss, num_directions=num_directions, chunk_size=chunk_size)

@@ -13,7 +13,6 @@ Linear-region counting (folding) lives in :mod:`fold_jax.regions`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import jax
@@ -38,30 +37,20 @@ __all__ = [
     "tree_cosine",
 ]
 
-_DENSE = re.compile(r"dense_(\d+)$")
-
-
-def _layers(tree: PyTree) -> dict:
-    """The ``{"dense_i": {...}}`` dict of a flax params tree (with or without "params")."""
-    if isinstance(tree, dict) and "params" in tree and isinstance(tree["params"], dict):
-        tree = tree["params"]
-    if not isinstance(tree, dict) or not any(_DENSE.match(str(k)) for k in tree):
-        raise ValueError("params must be a fold_jax.nets params tree with dense_i layers "
-                         "({'params': {'dense_0': {'kernel', 'bias'}, ...}})")
-    return tree
-
-
 def layer_names(params: PyTree) -> list[str]:
     """``["dense_0", "dense_1", ...]`` in layer order (numeric, so dense_10 follows dense_9).
 
     Args:
-        params: a params or gradient tree of ``dense_i`` layers.
+        params: a params or gradient tree of ``dense_i`` layers (with or without the
+            "params" level), as :func:`fold_jax.nets.dense_layers` reads it.
 
     Returns:
         The layer names.
+
+    Raises:
+        ValueError: params is not a tree of dense_0..dense_{n-1} layers.
     """
-    names = [k for k in _layers(params) if _DENSE.match(str(k))]
-    return sorted(names, key=lambda k: int(_DENSE.match(k).group(1)))
+    return [name for name, _ in nets.dense_layers(params)]
 
 
 def layer_norms(grads: PyTree) -> Array:
@@ -73,9 +62,8 @@ def layer_norms(grads: PyTree) -> Array:
     Returns:
         The (L,) norms.
     """
-    layers = _layers(grads)
-    return jnp.stack([jnp.linalg.norm(perturb.materialize(layers[k]["kernel"]).ravel())
-                      for k in layer_names(grads)])
+    return jnp.stack([jnp.linalg.norm(perturb.materialize(layer["kernel"]).ravel())
+                      for _, layer in nets.dense_layers(grads)])
 
 
 def layer_grad_norms(loss: Callable[..., Array], params: PyTree, *args) -> Array:
@@ -129,12 +117,12 @@ def layer_cosines(estimate: PyTree, reference: PyTree) -> Array:
     Returns:
         The (L,) cosines, in layer order.
     """
-    est, ref = _layers(estimate), _layers(reference)
-    names = layer_names(reference)
-    if layer_names(estimate) != names:
-        raise ValueError(f"estimate has layers {layer_names(estimate)}, reference {names}")
-    return jnp.stack([_cosine(perturb.materialize(est[k]["kernel"]),
-                              perturb.materialize(ref[k]["kernel"])) for k in names])
+    est, ref = nets.dense_layers(estimate), nets.dense_layers(reference)
+    if [k for k, _ in est] != [k for k, _ in ref]:
+        raise ValueError(f"estimate has layers {[k for k, _ in est]}, reference "
+                         f"{[k for k, _ in ref]}")
+    return jnp.stack([_cosine(perturb.materialize(e["kernel"]), perturb.materialize(r["kernel"]))
+                      for (_, e), (_, r) in zip(est, ref, strict=True)])
 
 
 def tree_cosine(a: PyTree, b: PyTree) -> Array:

@@ -23,30 +23,51 @@ and ``flax.nnx.Linear`` computing ``x @ kernel`` as a BCSR product; everything e
 BCSR matmuls lower on CPU to the native ``cpu_csr_sparse_dense_ffi`` kernel (checked in
 the tests); BCOO would lower to gathers and scatters. Sparse matmuls are for inference:
 training keeps dense masked weights (gradients through BCSR are dense-shaped anyway).
+
+Homes: masks, schedules and the inference entry points live here; paths, leaf rules and
+the routing of Dense layers by kernel type in :mod:`fold_jax.walker` (shared with
+:mod:`fold_jax.binary`); the BCSR kernels and the sparse MLP in :mod:`fold_jax.bcsr`.
+Their public names are re-exported here, so ``fold_jax.prune.to_bcsr`` etc. still work.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import threading
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
-from flax.core import meta
-from jax import lax
-from jax.experimental import sparse
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
-from fold_jax import nets
+from fold_jax.bcsr import (
+    SparseLayer,
+    SparseMLP,
+    sparse_apply,
+    sparse_matmul,
+    sparse_matmul_t,
+    sparse_mlp,
+    to_bcsr,
+)
 from fold_jax.checks import check_callable, check_choice, check_fraction, check_int, check_key
+from fold_jax.walker import (
+    Format,
+    KernelFallbackWarning,
+    Path,
+    Select,
+    flat_paths,
+    is_kernel,
+    is_prunable,
+    kernel_paths,
+    key_path,
+    mlp_layers,
+    register_format,
+    replace_leaves,
+    resolve_select,
+    show_path,
+    with_kernel_layers,
+)
 
 __all__ = [
     "SCHEDULES",
@@ -54,6 +75,8 @@ __all__ = [
     "Format",
     "GradualPruneState",
     "KernelFallbackWarning",
+    "Path",
+    "Select",
     "SparseLayer",
     "SparseMLP",
     "apply_mask",
@@ -85,120 +108,6 @@ __all__ = [
 
 SCOPES = ("layer", "global")
 
-
-Path = tuple[Any, ...]
-Select = Callable[[Path, Any], bool]
-
-
-def _key_name(entry: Any) -> Any:
-    """One key-path entry as the key itself: a dict key, attribute name or index."""
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return getattr(entry, attr)
-    return str(entry)
-
-
-def key_path(keypath: Sequence[Any]) -> Path:
-    """A jax key path as a tuple of plain keys, ``("params", "Dense_0", "kernel")``;
-    the attribute an nnx Variable stores its value under is dropped.
-
-    Args:
-        keypath: a key path from ``jax.tree_util.tree_flatten_with_path``.
-
-    Returns:
-        The path as a tuple of dict keys, attribute names and indices.
-    """
-    names = tuple(_key_name(entry) for entry in keypath)
-    return names[:-1] if names and names[-1] in ("value", "raw_value") else names
-
-
-def _flat(tree: PyTree) -> tuple[list[tuple[Path, Any]], Any]:
-    """``([(path, leaf), ...], treedef)`` of any pytree (linen dict, nnx State)."""
-    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    return [(key_path(kp), leaf) for kp, leaf in flat], treedef
-
-
-def _show(path: Path) -> str:
-    return "/".join(map(str, path)) or "<root>"
-
-
-def is_prunable(path: Path, leaf: Any) -> bool:
-    """The default mask rule: every leaf of ndim >= 2 (kernels) is pruned.
-
-    Args:
-        path: the leaf's keys (unused).
-        leaf: the leaf (only its ndim is read).
-
-    Returns:
-        True for leaves of ndim >= 2.
-    """
-    del path
-    return jnp.ndim(leaf) >= 2
-
-
-def is_kernel(path: Path, leaf: Any) -> bool:
-    """The kernel rule of sparse / packed inference: a 2-D leaf named ``kernel``.
-
-    That is the (in, out) kernel of ``flax.linen.Dense``, a 2-D ``DenseGeneral``,
-    ``fold_jax.nets.Dense``, ``fold_jax.binary.BinaryDense`` and ``flax.nnx.Linear``,
-    wherever the layer sits in the tree; conv kernels (ndim > 2), embeddings, biases and
-    LayerNorm parameters are not kernels. Compose your own ``select`` with it, e.g.
-    ``lambda path, w: is_kernel(path, w) and "head" not in path``.
-
-    Args:
-        path: the leaf's keys, ``("params", "Block_0", "Dense_1", "kernel")``.
-        leaf: the leaf (only its shape is read).
-
-    Returns:
-        True when the leaf is a Dense kernel.
-    """
-    return bool(path) and path[-1] == "kernel" and jnp.ndim(leaf) == 2
-
-
-def resolve_select(select: Select | None, default: Select) -> Select:
-    """The leaf rule to use: ``select`` checked as a callable, or ``default`` for None.
-
-    Args:
-        select: ``select(path, leaf) -> bool`` or None.
-        default: the rule for None (:func:`is_kernel`, :func:`is_prunable`).
-
-    Returns:
-        The rule.
-
-    Raises:
-        TypeError: naming ``select`` when it is not callable.
-    """
-    if select is None:
-        return default
-    check_callable(select, "select", "select(path, leaf) -> bool")
-    return select
-
-
-def kernel_paths(params: PyTree, select: Select | None = None) -> list[Path]:
-    """Paths of the Dense kernels that sparse / packed inference replaces, in tree order.
-
-    Args:
-        params: any parameter tree (linen variables ``{"params": ...}``, an nnx State).
-        select: ``select(path, leaf) -> bool`` choosing the kernels; default
-            :func:`is_kernel` (2-D leaves named ``kernel``).
-
-    Returns:
-        A list of paths (tuples of keys), e.g. ``[("params", "Dense_0", "kernel"), ...]``.
-
-    Raises:
-        ValueError: when no leaf is selected (naming params and some of its leaves).
-    """
-    select = resolve_select(select, is_kernel)
-    flat, _ = _flat(params)
-    paths = [path for path, leaf in flat if select(path, leaf)]
-    if not paths:
-        shown = ", ".join(f"{_show(p)} {tuple(jnp.shape(leaf))}" for p, leaf in flat[:8])
-        raise ValueError(f"params has no Dense kernels to replace (2-D leaves named 'kernel', "
-                         f"or what select= chooses); its leaves: [{shown}"
-                         f"{', ...' if len(flat) > 8 else ''}]")
-    return paths
-
-
 def _keep_top(scores: Array, n_zero) -> Array:
     """1 where ``scores`` (flat) ranks at or above position ``n_zero`` (ties by index)."""
     order = jnp.argsort(scores, stable=True)
@@ -209,7 +118,7 @@ def _keep_top(scores: Array, n_zero) -> Array:
 
 def _score_mask(scores: PyTree, s, scope: str, select: Select = is_prunable) -> PyTree:
     """Masks keeping the highest scores of the selected leaves; s may be traced (scalar)."""
-    flat, treedef = _flat(scores)
+    flat, treedef = flat_paths(scores)
     leaves = [leaf for _, leaf in flat]
     out = [None] * len(leaves)
     idx = [i for i, (path, leaf) in enumerate(flat) if select(path, leaf)]
@@ -241,7 +150,7 @@ def _check_params(params: PyTree) -> None:
 
 
 def _check_prunable(params: PyTree, select: Select) -> None:
-    flat, _ = _flat(params)
+    flat, _ = flat_paths(params)
     if not any(select(path, leaf) for path, leaf in flat):
         raise ValueError("params has no leaves to prune: masks prune the leaves of ndim >= 2 "
                          "(kernels), or what select= chooses; 1-D leaves (biases, LayerNorm "
@@ -332,15 +241,15 @@ def nm_mask(params: PyTree, n: int = 2, m: int = 4) -> PyTree:
 def _check_mask(params: PyTree, mask: PyTree) -> None:
     """ValueError naming the paths where ``mask`` does not fit ``params``."""
     if jax.tree.structure(mask) != jax.tree.structure(params):
-        p_paths = {path for path, _ in _flat(params)[0]}
-        m_paths = {path for path, _ in _flat(mask)[0]}
-        only_p = sorted(map(_show, p_paths - m_paths))[:4]
-        only_m = sorted(map(_show, m_paths - p_paths))[:4]
+        p_paths = {path for path, _ in flat_paths(params)[0]}
+        m_paths = {path for path, _ in flat_paths(mask)[0]}
+        only_p = sorted(map(show_path, p_paths - m_paths))[:4]
+        only_m = sorted(map(show_path, m_paths - p_paths))[:4]
         raise ValueError(f"mask must have the structure of params (a pytree of 0/1 like it); "
                          f"paths only in params: {only_p}, only in mask: {only_m}")
-    for (path, p), (_, m) in zip(_flat(params)[0], _flat(mask)[0], strict=True):
+    for (path, p), (_, m) in zip(flat_paths(params)[0], flat_paths(mask)[0], strict=True):
         if jnp.shape(m) != jnp.shape(p):
-            raise ValueError(f"mask at {_show(path)} has shape {jnp.shape(m)}; params there "
+            raise ValueError(f"mask at {show_path(path)} has shape {jnp.shape(m)}; params there "
                              f"has shape {jnp.shape(p)} (they must be equal)")
 
 
@@ -509,400 +418,6 @@ def gradual_prune(final_sparsity: float, total_steps: int, *, begin_step: int = 
         return updates, GradualPruneState(mask, count)
 
     return optax.GradientTransformation(init, update)
-
-
-# ------------------------------------------------------------------ sparse inference
-
-
-def to_bcsr(kernel: ArrayLike) -> sparse.BCSR:
-    """BCSR of ``kernel.T`` (out, in) for :func:`sparse_matmul`; stores only nonzeros.
-
-    Args:
-        kernel: a 2-D (in, out) kernel.
-
-    Returns:
-        The ``jax.experimental.sparse.BCSR`` of shape (out, in).
-    """
-    kernel = np.asarray(kernel)
-    if kernel.ndim != 2:
-        raise ValueError(f"kernel must be 2-D (in, out), got shape {kernel.shape}")
-    # built in NumPy (the layout BCSR.fromdense gives, without compiling it per shape);
-    # an all-zero kernel keeps one padding entry (column index = in, past the end)
-    kernel_t = kernel.T
-    rows, cols = np.nonzero(kernel_t)
-    indptr = np.zeros(kernel_t.shape[0] + 1, np.int32)
-    np.cumsum(np.bincount(rows, minlength=kernel_t.shape[0]), out=indptr[1:])
-    data, indices = kernel_t[rows, cols], cols.astype(np.int32)
-    if not rows.size:
-        data, indices = np.zeros(1, kernel_t.dtype), np.full(1, kernel_t.shape[1], np.int32)
-    return sparse.BCSR((jnp.asarray(data), jnp.asarray(indices), jnp.asarray(indptr)),
-                       shape=kernel_t.shape)
-
-
-def sparse_matmul_t(kernel_t: sparse.BCSR, x_t: ArrayLike) -> Array:
-    """``(x @ kernel).T`` in feature-major layout: x_t (in, M) -> (out, M).
-
-    The native CSR kernel multiplies a sparse (out, in) matrix by a dense (in, M) one,
-    so activations kept feature-major (as :func:`sparse_apply` does between layers)
-    need no transposes; on a 2-core CPU the two transposes of :func:`sparse_matmul`
-    cost 15-45% of a 95-99% sparse 1024 x 1024 layer's time.
-
-    Args:
-        kernel_t: the BCSR (out, in) from :func:`to_bcsr`.
-        x_t: (in, M) dense.
-
-    Returns:
-        The (out, M) product.
-    """
-    x_t = jnp.asarray(x_t)
-    if x_t.ndim != 2 or x_t.shape[0] != kernel_t.shape[1]:
-        raise ValueError(f"x_t has shape {x_t.shape}; needs ({kernel_t.shape[1]}, M)")
-    return kernel_t @ x_t
-
-
-def sparse_matmul(x: ArrayLike, kernel_t: sparse.BCSR) -> Array:
-    """``x @ kernel`` for x (M, in) and ``kernel_t = to_bcsr(kernel)`` (native CSR kernel;
-    row-major: transposes x in and the result out, see :func:`sparse_matmul_t`).
-
-    Args:
-        x: (M, in) dense.
-        kernel_t: the BCSR (out, in) from :func:`to_bcsr`.
-
-    Returns:
-        The (M, out) product.
-    """
-    x = jnp.asarray(x)
-    if x.ndim != 2 or x.shape[1] != kernel_t.shape[1]:
-        raise ValueError(f"x has shape {x.shape}; needs (M, {kernel_t.shape[1]})")
-    return sparse_matmul_t(kernel_t, x.T).T
-
-
-class SparseLayer(NamedTuple):
-    """One layer of a :class:`SparseMLP`: the BCSR (out, in) kernel from :func:`to_bcsr` and
-    the (out,) bias, or None."""
-
-    kernel_t: sparse.BCSR
-    bias: Array | None
-
-
-class SparseMLP(NamedTuple):
-    """A BCSR copy of a ``nets.mlp`` from :func:`sparse_mlp`: its layers (:class:`SparseLayer`),
-    input first, and the hidden activation's name."""
-
-    layers: tuple[SparseLayer, ...]
-    activation: str
-
-    @property
-    def nonzeros(self) -> int:
-        return int(sum(layer.kernel_t.nse for layer in self.layers))
-
-    @property
-    def weight_bytes(self) -> int:
-        """Bytes of values + column indices + row pointers of all BCSR kernels."""
-        return int(sum(layer.kernel_t.data.nbytes + layer.kernel_t.indices.nbytes
-                       + layer.kernel_t.indptr.nbytes for layer in self.layers))
-
-
-def sparse_mlp(params: PyTree, activation: str = "relu") -> SparseMLP:
-    """BCSR copy of a (pruned) ``nets.mlp`` parameter tree for :func:`sparse_apply`
-    (feature-major between layers; any other model: :func:`sparse_inference`).
-
-    Args:
-        params: the (pruned) params of a ``nets.mlp``.
-        activation: the hidden activation's name.
-
-    Returns:
-        A :class:`SparseMLP`.
-    """
-    nets.activation(activation)
-    layers = tuple(SparseLayer(to_bcsr(layer["kernel"]), layer.get("bias"))
-                   for _, layer in mlp_layers(params, "prune.sparse_inference"))
-    return SparseMLP(layers, activation)
-
-
-def mlp_layers(params: PyTree, instead: str) -> list[tuple[str, dict]]:
-    """``nets.dense_layers(params)``, its error pointing other models to ``instead``.
-
-    Args:
-        params: the params of a :func:`fold_jax.nets.mlp`.
-        instead: the function for any other flax model, named in the error.
-
-    Returns:
-        ``(name, {"kernel", "bias"})`` pairs in layer order.
-
-    Raises:
-        ValueError: params is not an mlp tree; the message names ``instead``.
-    """
-    try:
-        return nets.dense_layers(params)
-    except ValueError as e:
-        raise ValueError(f"{e}; for any other flax model use {instead}(apply, params)") from None
-
-
-def sparse_apply(model: SparseMLP, x: ArrayLike) -> Array:
-    """Logits (M, out) of a :class:`SparseMLP` for x (M, in): every layer a BCSR matmul,
-    activations feature-major (in, M) in between, so x and the logits are the only
-    transposes.
-
-    Args:
-        model: the :class:`SparseMLP` from :func:`sparse_mlp`.
-        x: (M, in) inputs.
-
-    Returns:
-        The (M, out) logits.
-    """
-    act = nets.activation(model.activation)
-    h = jnp.asarray(x, jnp.float32)
-    n_in = model.layers[0].kernel_t.shape[1]
-    if h.ndim != 2 or h.shape[1] != n_in:
-        raise ValueError(f"x has shape {h.shape}; needs (M, {n_in})")
-    h = h.T
-    for i, layer in enumerate(model.layers):
-        h = sparse_matmul_t(layer.kernel_t, h)
-        if layer.bias is not None:
-            h = h + jnp.asarray(layer.bias)[:, None]
-        if i + 1 < len(model.layers):
-            h = act(h)
-    return h.T
-
-
-# ------------------------------------------------- any flax model: Dense layers by path
-#
-# A converted kernel leaf (a BCSR here, a binary.PackedKernel in fold_jax.binary) stays
-# where the kernel was in the params tree, so each layer finds its own (the path is the
-# key). While :func:`_kernel_layers` is open, the Dense layers below compute ``x @ kernel``
-# with the format's product instead of their own code; layers of other kinds that hold a
-# converted kernel run their own code on its dense form (``KernelFallbackWarning``).
-
-
-class KernelFallbackWarning(UserWarning):
-    """A layer holding a sparse / packed kernel ran its own code on the dense kernel."""
-
-
-class Format(NamedTuple):
-    """How Dense layers multiply by one kind of converted kernel leaf."""
-
-    name: str
-    in_features: Callable[[Any], int]             # kernel -> fan-in
-    product: Callable[[Array, Any, Any], Array]   # (x (M, in), kernel, layer) -> (M, out)
-    dense: Callable[[Any, Any], Array]            # (kernel, layer) -> (in, out) array
-    linen_layers: tuple[type, ...]                # layers whose __call__ uses product
-
-
-_FORMATS: dict[type, Format] = {}
-
-
-def register_format(kind: type, fmt: Format) -> None:
-    """Make Dense layers multiply by kernels of type ``kind`` with ``fmt`` (call it at
-    module level, once per kind: BCSR here, ``binary.PackedKernel`` in fold_jax.binary).
-
-    Args:
-        kind: the type of the converted kernel leaf.
-        fmt: how Dense layers multiply by it (:class:`Format`).
-    """
-    _FORMATS[kind] = fmt
-
-
-def _unbox(x: Any) -> Any:
-    """A boxed (``nn.Partitioned`` etc.) variable's value; anything else as is."""
-    return x.unbox() if isinstance(x, meta.AxisMetadata) else x
-
-
-def _raw(method: Callable) -> Callable:
-    """The user function under flax's method wrapper (what ``orig_method`` calls)."""
-    return getattr(method, "__wrapped__", method)
-
-
-def _rows(fmt: Format, kernel: Any, layer: Any, x: Array, where: str) -> Array:
-    """``x @ kernel`` for x (..., in) through the format's (M, in) product."""
-    n_in = fmt.in_features(kernel)
-    if jnp.ndim(x) == 0 or jnp.shape(x)[-1] != n_in:
-        raise ValueError(f"{where}: input has shape {jnp.shape(x)}; the {fmt.name} kernel "
-                         f"takes {n_in} input features (last axis)")
-    y = fmt.product(jnp.reshape(x, (-1, n_in)), kernel, layer)
-    return jnp.reshape(y, (*jnp.shape(x)[:-1], y.shape[-1]))
-
-
-def _add_bias(y: Array, bias: Any) -> Array:
-    return y if bias is None else y + jnp.asarray(bias)
-
-
-def _plain(args: tuple, kwargs: dict) -> bool:
-    """One positional input and every keyword at None (flax's defaults)."""
-    return len(args) == 1 and all(v is None for v in kwargs.values())
-
-
-def _linen_simple(layer: nn.Module, x: Any) -> bool:
-    """The layer is ``y = x @ kernel (+ bias)`` over the last axis, default dot."""
-    if getattr(layer, "dot_general", None) is not None or getattr(
-            layer, "dot_general_cls", None) is not None:
-        return False
-    if isinstance(layer, nn.DenseGeneral):
-        axis, features, batch = (_ints(layer.axis), _ints(layer.features),
-                                 _ints(layer.batch_dims))
-        return (len(features) == 1 and not batch and len(axis) == 1
-                and axis[0] % max(jnp.ndim(x), 1) == jnp.ndim(x) - 1)
-    return True
-
-
-def _ints(x: int | Sequence[int]) -> tuple[int, ...]:
-    """flax's int-or-sequence field (axis, features, batch_dims) as a tuple."""
-    return (x,) if isinstance(x, int) else tuple(x)
-
-
-def _fallback_warning(where: str, layer: Any, fmt: Format) -> None:
-    warnings.warn(f"{where}: {type(layer).__name__} has no {fmt.name} product here (another "
-                  f"layer kind or call); it runs its own code on the dense kernel",
-                  KernelFallbackWarning, stacklevel=4)
-
-
-def _linen_interceptor(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
-    """Routes a Dense layer's ``__call__`` with a converted kernel to its format."""
-    layer = context.module
-    if context.method_name != "__call__" or not layer.has_variable("params", "kernel"):
-        return next_fun(*args, **kwargs)
-    kernel = _unbox(layer.get_variable("params", "kernel"))
-    fmt = _FORMATS.get(type(kernel))
-    if fmt is None:
-        return next_fun(*args, **kwargs)
-    raw = getattr(context.orig_method, "func", None)
-    known = any(raw is _raw(cls.__call__) for cls in fmt.linen_layers)
-    where = _show(layer.path)
-    if known and _plain(args, kwargs) and _linen_simple(layer, args[0]):
-        bias = (_unbox(layer.get_variable("params", "bias"))
-                if getattr(layer, "use_bias", True) and layer.has_variable("params", "bias")
-                else None)
-        return _add_bias(_rows(fmt, kernel, layer, jnp.asarray(args[0]), where), bias)
-    if not known and isinstance(layer, fmt.linen_layers):
-        return next_fun(*args, **kwargs)  # a subclass's __call__: its super() call is routed
-    _fallback_warning(where, layer, fmt)
-    variables = dict(layer.variables)
-    variables["params"] = {**variables.get("params", {}), "kernel": fmt.dense(kernel, layer)}
-    return layer.clone(parent=None).apply(variables, *args, **kwargs)
-
-
-class _View:
-    """A module's attributes with some replaced (to run its own ``__call__`` on them)."""
-
-    def __init__(self, target: Any, **overrides: Any):
-        self.__dict__["_target"] = target
-        self.__dict__.update(overrides)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_target"], name)
-
-
-def _nnx_value(x: Any) -> Any:
-    return x.get_value() if isinstance(x, nnx.Variable) else x
-
-
-def _nnx_linear(original: Callable) -> Callable:
-    """``nnx.Linear.__call__`` routing a converted kernel to its format."""
-
-    @functools.wraps(original)
-    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
-        kernel = _nnx_value(getattr(self, "kernel", None))
-        fmt = _FORMATS.get(type(kernel))
-        if fmt is None:
-            return original(self, *args, **kwargs)
-        where = f"nnx.{type(self).__name__}"
-        if (_plain(args, kwargs) and getattr(self, "dot_general", lax.dot_general)
-                is lax.dot_general and getattr(self, "preferred_element_type", None) is None):
-            bias = None if self.bias is None else _nnx_value(self.bias)
-            return _add_bias(_rows(fmt, kernel, self, jnp.asarray(args[0]), where), bias)
-        _fallback_warning(where, self, fmt)
-        return original(_View(self, kernel=fmt.dense(kernel, self)), *args, **kwargs)
-
-    return __call__
-
-
-class _NnxPatch:
-    """Reference-counted replacement of ``nnx.Linear.__call__`` (process-wide; an array
-    kernel runs the original, so other threads see no change)."""
-
-    def __init__(self, layer: type):
-        self.layer = layer
-        self.lock = threading.Lock()
-        self.depth = 0
-        self.saved: Callable | None = None
-
-    def enter(self) -> None:
-        with self.lock:
-            if self.depth == 0:
-                self.saved = self.layer.__dict__["__call__"]
-                self.layer.__call__ = _nnx_linear(self.saved)
-            self.depth += 1
-
-    def exit(self) -> None:
-        with self.lock:
-            self.depth -= 1
-            if self.depth == 0:
-                self.layer.__call__ = self.saved
-                self.saved = None
-
-
-_NNX_PATCH = _NnxPatch(nnx.Linear)
-
-
-@contextlib.contextmanager
-def _kernel_layers() -> Iterator[None]:
-    """While open (at trace time), Dense layers holding a converted kernel use its format."""
-    _NNX_PATCH.enter()
-    try:
-        with nn.intercept_methods(_linen_interceptor):
-            yield
-    finally:
-        _NNX_PATCH.exit()
-
-
-def with_kernel_layers(apply: Callable) -> Callable:
-    """``apply(params, *args)`` traced inside :func:`_kernel_layers`, so Dense layers
-    holding a registered format's kernel multiply with the format's product.
-
-    Args:
-        apply: the model's ``apply(params, *args, **kwargs)``.
-
-    Returns:
-        The wrapped apply, same signature.
-    """
-
-    @functools.wraps(apply)
-    def call(params: PyTree, *args: Any, **kwargs: Any) -> Any:
-        with _kernel_layers():
-            return apply(params, *args, **kwargs)
-
-    return call
-
-
-def replace_leaves(params: PyTree, paths: Sequence[Path],
-                   convert: Callable[[Path, Any], Any]) -> PyTree:
-    """params with the leaf at each of ``paths`` replaced by ``convert(path, leaf)``.
-
-    Args:
-        params: any pytree.
-        paths: leaf paths (:func:`key_path` form), e.g. from :func:`kernel_paths`.
-        convert: ``convert(path, leaf) -> new leaf`` (a BCSR, a packed kernel, ...).
-
-    Returns:
-        params with those leaves converted; every other leaf unchanged.
-    """
-    chosen = set(paths)
-    return jax.tree_util.tree_map_with_path(
-        lambda kp, leaf: convert(key_path(kp), leaf) if key_path(kp) in chosen else leaf, params)
-
-
-def _bcsr_product(x: Array, kernel_t: sparse.BCSR, layer: Any) -> Array:
-    del layer
-    return sparse_matmul(x.astype(jnp.result_type(x.dtype, kernel_t.dtype)), kernel_t)
-
-
-register_format(sparse.BCSR, Format(
-    name="BCSR",
-    in_features=lambda kernel_t: int(kernel_t.shape[1]),
-    product=_bcsr_product,
-    dense=lambda kernel_t, layer: kernel_t.todense().T,
-    linen_layers=(nn.Dense, nn.DenseGeneral, nets.Dense),
-))
 
 
 def sparse_params(params: PyTree, mask: PyTree | None = None, *,

@@ -32,7 +32,6 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree
 
 from fold_jax import nets, perturb
-from fold_jax.probes import _layers, layer_names
 
 __all__ = [
     "PIECEWISE_LINEAR",
@@ -58,11 +57,10 @@ def _check_activation(activation: str) -> str:
 
 def _dense(params: PyTree) -> list[tuple[np.ndarray, np.ndarray]]:
     """(kernel (in, out), bias (out,)) of each dense layer, float64, in layer order."""
-    layers = _layers(params)
     out = []
-    for name in layer_names(params):
-        kernel = np.asarray(perturb.materialize(layers[name]["kernel"]), np.float64)
-        bias = layers[name].get("bias")
+    for _, layer in nets.dense_layers(params):
+        kernel = np.asarray(perturb.materialize(layer["kernel"]), np.float64)
+        bias = layer.get("bias")
         bias = np.zeros(kernel.shape[1]) if bias is None else np.asarray(bias, np.float64)
         out.append((kernel, bias))
     return out
@@ -97,16 +95,15 @@ def activation_patterns(params: PyTree, x: ArrayLike, activation: str) -> Array:
         The (N, hidden units) bool patterns.
     """
     activation = _check_activation(activation)
-    layers = _layers(params)
-    names = layer_names(params)
+    layers = nets.dense_layers(params)
     h = jnp.asarray(x, jnp.float32)
-    first = layers[names[0]]["kernel"]
+    first = layers[0][1]["kernel"]
     n_in = jnp.shape(getattr(first, "base", first))[0]
     if h.ndim != 2 or h.shape[1] != n_in:
         raise ValueError(f"x has shape {h.shape}; it must be (N, in_features={n_in})")
     bits = []
-    for name in names[:-1]:
-        z = perturb.matmul(h, layers[name]["kernel"]) + layers[name].get("bias", 0.0)
+    for _, layer in layers[:-1]:
+        z = perturb.matmul(h, layer["kernel"]) + layer.get("bias", 0.0)
         if activation != "identity":
             bits.append(_on(z, activation))
         h = _act(z, activation)

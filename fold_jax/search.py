@@ -77,10 +77,11 @@ from fold_jax.checks import (
     check_params,
     check_positive,
 )
-from fold_jax.methods import Method
+from fold_jax.methods import Method, info_type
 
 __all__ = ["ACCEPTANCE", "DEFAULT_ACCEPTANCE", "DEFAULT_CONFIRMATIONS", "GLDState",
-           "OnePlusOneState", "RSOState", "gld", "one_plus_one", "relative_loss", "rso"]
+           "OnePlusOneState", "RSOState", "SearchInfo", "gld", "one_plus_one",
+           "relative_loss", "rso"]
 
 ACCEPTANCE = ("reevaluate", "batch", "fixed_set")
 DEFAULT_ACCEPTANCE = "reevaluate"
@@ -277,9 +278,28 @@ def _decide(rule: _Rule, f: Callable[[Array], Array], x: Array, state: NamedTupl
     return jax.lax.cond(state.needed > 0, confirm, nominate)
 
 
-def _info(out: _Outcome) -> dict[str, Array]:
-    return {"loss": out.loss, "evals": out.evals, "accepted": out.accepted.astype(jnp.int32),
-            "pending": out.needed}
+@info_type
+class SearchInfo(NamedTuple):
+    """What a direct-search step reports (reads like a dict too: ``info["loss"]``).
+
+    Attributes:
+        loss: float32, the loss of the point kept (never above the previous step's).
+        evals: int32, loss evaluations the step spent.
+        accepted: int32, 1 when the step moved to a new point.
+        pending: int32, confirmations the nominated challenger still needs (None for a
+            search without confirmations, e.g. :func:`fold_jax.binary.flip_search`).
+        sigma: float32, the new step size ((1+1)-ES only; None for the others).
+    """
+
+    loss: Array
+    evals: Array
+    accepted: Array
+    pending: Array | None = None
+    sigma: Array | None = None
+
+
+def _info(out: _Outcome, sigma: Array | None = None) -> SearchInfo:
+    return SearchInfo(out.loss, out.evals, out.accepted.astype(jnp.int32), out.needed, sigma)
 
 
 def gld(
@@ -541,7 +561,7 @@ def one_plus_one(
         change = jnp.where(out.concluded, (success - 0.2) / (0.8 * damping), 0.0)
         sigma_new = state.sigma * jnp.exp(change)
         new = OnePlusOneState(unravel(out.x), sigma_new, out.challenger, out.needed, out.cached)
-        return new, {**_info(out), "sigma": sigma_new}
+        return new, _info(out, sigma_new)
 
     return Method(init, step, "one_plus_one")
 

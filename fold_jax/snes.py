@@ -42,7 +42,7 @@ col_j``) and params-shaped; the population reads it through row 0 and column 0 o
 (:func:`scaled`), so a hand-made non-separable state is read as its first row and
 column. 1-D and thin leaves keep per-entry scales.
 
-A direction is valid when its losses and its noise are finite; invalid ones get no
+A direction is valid when its losses and its scaled noise are finite; invalid ones get no
 utility and are removed by selection. A step with no valid direction, or whose update
 is not finite, is skipped (state unchanged, ``info["skipped"] = 1``).
 """
@@ -60,8 +60,9 @@ import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from fold_jax import directions as directions_lib
-from fold_jax import flax_layers, fusion
+from fold_jax import flax_layers, fusion, zo
 from fold_jax.checks import (
+    all_finite,
     check_bool,
     check_bool_or,
     check_callable,
@@ -75,11 +76,11 @@ from fold_jax.checks import (
     leaf_paths,
 )
 from fold_jax.directions import Directions
-from fold_jax.methods import LearningRate, Method, all_finite, optimizer
+from fold_jax.methods import LearningRate, Method, info_type, optimizer
 from fold_jax.noise import PRNGS
 
-__all__ = ["SNESState", "default_sigma_learning_rate", "scale_gradient", "scaled", "snes",
-           "utilities"]
+__all__ = ["SNESInfo", "SNESState", "chunk_layout", "default_sigma_learning_rate",
+           "natural_gradient", "scale_gradient", "scaled", "snes", "utilities"]
 
 
 class SNESState(NamedTuple):
@@ -89,6 +90,28 @@ class SNESState(NamedTuple):
     params: PyTree
     log_sigma: PyTree
     opt_state: optax.OptState
+
+
+@info_type
+class SNESInfo(NamedTuple):
+    """What an SNES step reports (reads like a dict too: ``info["loss"]``).
+
+    Attributes:
+        loss: float32, mean loss of the valid perturbed points (NaN when none).
+        evals: int32, evaluations computed (the padding of a last short chunk too).
+        skipped: int32, 1 when the step was not kept (no valid direction, or a
+            non-finite update).
+        valid_directions: int32, perturbed evaluations kept.
+        dropped_directions: int32, perturbed evaluations dropped (non-finite).
+        sigma_mean: float32, mean scale over the searched entries (after the step).
+    """
+
+    loss: Array
+    evals: Array
+    skipped: Array
+    valid_directions: Array
+    dropped_directions: Array
+    sigma_mean: Array
 
 
 def default_sigma_learning_rate(d: int) -> float:
@@ -123,13 +146,21 @@ def utilities(losses: Array, valid: Array) -> Array:
     return jnp.where(valid, w, 0.0)
 
 
-def _chunk_rows(n: int, chunk_size: int | None) -> tuple[Array, Array]:
-    """(n_chunks, c) direction indices and the mask of the real ones (padding False):
-    ``n`` rows in chunks of at most ``chunk_size`` (None: one chunk)."""
-    n_chunks = 1 if chunk_size is None else -(-n // min(chunk_size, n))
-    c = -(-n // n_chunks)  # balanced: at most n_chunks - 1 padding rows
-    idx = jnp.arange(n_chunks * c, dtype=jnp.int32)
-    return idx.reshape(n_chunks, c), (idx < n).reshape(n_chunks, c)
+def chunk_layout(units: int, chunk_units: int | None) -> tuple[int, int]:
+    """(chunks, directions per chunk) for ``units`` directions (pairs when antithetic)
+    in chunks of at most ``chunk_units`` (None: one chunk), balanced so the last chunk
+    has at most ``chunks - 1`` padding directions (:func:`fold_jax.zo.chunk_ids` makes
+    the indices; a :class:`fold_jax.zo.Problem` drops the padding).
+
+    Args:
+        units: real directions (>= 1).
+        chunk_units: the most directions per chunk, or None.
+
+    Returns:
+        ``(n_chunks, per_chunk)``.
+    """
+    n_chunks = 1 if chunk_units is None else -(-units // min(chunk_units, units))
+    return n_chunks, -(-units // n_chunks)
 
 
 def scaled(dirs: Directions, parts: list, log_sigma: list[Array]) -> list:
@@ -195,6 +226,56 @@ def scale_gradient(dirs: Directions, coef: Array, valid: Array, parts: list) -> 
     return out
 
 
+def natural_gradient(p: zo.Problem, idx: Array, w: Array, valid: Array, kept: list | None
+                     ) -> tuple[list[Array], list[Array]]:
+    """``(g_mu, g_sigma)`` per leaf (module docstring) from the population's utilities,
+    contracted chunk by chunk on regenerated noise (:func:`fold_jax.zo.accumulate`).
+
+    Args:
+        p: the step's :class:`fold_jax.zo.Problem` (its noise is the unscaled ``z``).
+        idx: (chunks, per_chunk) direction indices.
+        w: (chunks, per_chunk, signs) utilities; with mirrored pairs ``g_mu`` weighs
+            ``z`` by ``w+ - w-`` and ``g_sigma`` by ``w+ + w-``.
+        valid: (chunks, per_chunk) bool; invalid directions are removed by selection.
+        kept: the one chunk's noise kept by :func:`fold_jax.zo.population_losses`, or
+            None (regenerated from the keys).
+
+    Returns:
+        Two lists of float32 arrays shaped like the leaves: ``sum_k c_k z_k`` and
+        :func:`scale_gradient`.
+    """
+    c_mu = w[..., 0] - w[..., 1] if w.shape[-1] == 2 else w[..., 0]
+    c_sigma = jnp.sum(w, axis=-1)
+
+    def contract(ids, x, z):
+        cm, cs, ok = x
+        z = p.noise(ids) if z is None else z
+        return p.dirs.contract(cm, ok, z), scale_gradient(p.dirs, cs, ok, z)
+
+    zeros = p.zeros()
+    return zo.accumulate(contract, (zeros, zeros), idx, (c_mu, c_sigma, valid), kept)
+
+
+def _info(dirs: Directions, log_sigma: PyTree, values: Array, valid: Array, ok: Array,
+          evals: int, units: int) -> SNESInfo:
+    """A step's :class:`SNESInfo` from its losses (chunks, per_chunk, signs)."""
+    signs = values.shape[-1]
+    n_valid = jnp.sum(valid)
+    flat = values.reshape(-1, signs)  # the sum in the order of the flat population
+    value = jnp.sum(jnp.where(valid.reshape(-1)[:, None], flat, 0.0)) / jnp.maximum(
+        n_valid * signs, 1)
+    sigma_mean = sum(jnp.sum(jnp.exp(ls) * (1.0 if m is None else m))
+                     for ls, m in zip(jax.tree.leaves(log_sigma), dirs.masks,
+                                      strict=True)) / dirs.d_eff
+    return SNESInfo(
+        loss=jnp.where(n_valid > 0, value, jnp.nan).astype(jnp.float32),
+        evals=jnp.asarray(evals, jnp.int32),
+        skipped=(~ok).astype(jnp.int32),
+        valid_directions=(n_valid * signs).astype(jnp.int32),
+        dropped_directions=((units - n_valid) * signs).astype(jnp.int32),
+        sigma_mean=jnp.asarray(sigma_mean, jnp.float32))
+
+
 def snes(
     loss: Callable[..., Array],
     tx: optax.GradientTransformation | str = "sgd",
@@ -235,11 +316,17 @@ def snes(
             (not with ``rank``).
 
     Returns:
-        A Method named ``"snes"``; ``info``: ``loss`` (mean loss of the valid
-        perturbed points), ``evals`` (evaluations computed: ``num_directions`` plus
-        the padding of a last short chunk, if any), ``skipped``,
-        ``valid_directions``, ``dropped_directions`` (perturbed evaluations kept and
-        dropped) and ``sigma_mean`` (mean scale over searched entries).
+        A Method named ``"snes"``; ``info`` is an :class:`SNESInfo`: ``loss`` (mean
+        loss of the valid perturbed points), ``evals`` (evaluations computed:
+        ``num_directions`` plus the padding of a last short chunk, if any),
+        ``skipped``, ``valid_directions``, ``dropped_directions`` (perturbed
+        evaluations kept and dropped) and ``sigma_mean`` (mean scale over searched
+        entries).
+
+    A step is zo's population-wide schedule (:func:`fold_jax.zo.population_losses`
+    then :func:`fold_jax.zo.accumulate`) on a :class:`fold_jax.zo.Problem` whose noise
+    is scaled by ``sigma`` (:func:`scaled`), with the NES :func:`utilities` as the
+    shaping and :func:`natural_gradient` as the contraction.
     """
     check_callable(loss, "loss", "loss(params, *args) -> scalar")
     antithetic = check_bool(antithetic, "antithetic")
@@ -267,7 +354,8 @@ def snes(
     signs = 2 if antithetic else 1
     units = num_directions // signs
     chunk_units = None if chunk is None else max(1, chunk // signs)
-    evals = math.prod(_chunk_rows(units, chunk_units)[0].shape) * signs  # padding included
+    n_chunks, per_chunk = chunk_layout(units, chunk_units)
+    evals = n_chunks * per_chunk * signs  # the padding of a last short chunk included
 
     def init(params: PyTree) -> SNESState:
         check_params(params, "snes")
@@ -276,90 +364,48 @@ def snes(
                                                     jnp.float32), params)
         return SNESState(params, log_sigma, tx.init(params))
 
-    def step(state: SNESState, key: PRNGKeyArray, *args) -> tuple[SNESState, dict]:
+    def step(state: SNESState, key: PRNGKeyArray, *args) -> tuple[SNESState, SNESInfo]:
         check_key(key)
         masks = check_mask(mask, state.params)
         check_scalar_loss(fun, state.params, args, "loss")
         leaves, treedef = jax.tree.flatten(state.params)
         log_sigma = jax.tree.leaves(state.log_sigma)
-        scales = [jnp.exp(s) for s in log_sigma]
         dirs = directions_lib.directions(leaves, noise="gaussian", prng=prng, rank=rank,
                                          mask=masks)
         assoc = fusion.plan(fun, leaves, treedef, args, dirs.matrices, rank, fused,
                             masked=masks is not None, who="snes",
                             paths=leaf_paths(state.params)).runtime
-        rows, real = _chunk_rows(units, chunk_units)
-        signed = jnp.array([1.0, -1.0][:signs], jnp.float32)
 
         def f(ls):
             return jnp.asarray(fun(jax.tree.unflatten(treedef, ls), *args), jnp.float32)
 
+        # zo's problem with offsets +-1: the scales are in the noise (scaled), not in sigma
+        p = zo.Problem(f, leaves, key, dirs, assoc, jnp.array([1.0, -1.0][:signs], jnp.float32),
+                       None, 1.0, units)
+        idx = zo.chunk_ids(n_chunks, per_chunk)
+
         def evaluate(ids):
-            # tie params to the chunk (as zo): XLA would otherwise hoist the shared
-            # x @ W of a first layer out of the chunk loop, live beside every chunk
-            ls, _ = jax.lax.optimization_barrier((leaves, ids))
-            z = dirs.stacked(key, ids)
+            z = p.noise(ids)
+            return (*p.evaluate(scaled(dirs, z, log_sigma), ids), z)
 
-            def one(u):
-                su = scaled(dirs, u, log_sigma)
-                return jax.vmap(lambda t: f(dirs.apply(ls, su, t, assoc)))(signed)
-
-            return jax.vmap(one)(z), jax.vmap(dirs.finite)(z), z
-
-        if rows.shape[0] == 1:  # one chunk: its noise is kept for the update
-            values, finite, kept = evaluate(rows[0])
-            values, finite = values[None], finite[None]
-        else:
-            values, finite = jax.lax.map(lambda ids: evaluate(ids)[:2], rows)
-            kept = None
-        values, finite = values.reshape(-1, signs), (finite & real).reshape(-1)
-        valid = finite & jnp.all(jnp.isfinite(values), axis=1)
-        w = utilities(values.reshape(-1), jnp.repeat(valid, signs)).reshape(-1, signs)
-        c_mu = w[:, 0] - w[:, 1] if antithetic else w[:, 0]
-        c_sigma = jnp.sum(w, axis=1)
-
-        def contract(acc, chunk_rows, z=None):
-            ids, ok = chunk_rows
-            z = dirs.stacked(key, ids) if z is None else z
-            g = (dirs.contract(c_mu[ids], ok, z), scale_gradient(dirs, c_sigma[ids], ok, z))
-            return jax.tree.map(jnp.add, acc, g), None
-
-        zeros = [jnp.zeros(jnp.shape(w), jnp.float32) for w in leaves]
-        ok_rows = valid.reshape(rows.shape)
-        if kept is not None:
-            (g_mu, g_sigma), _ = contract((zeros, zeros), (rows[0], ok_rows[0]), kept)
-        else:
-            (g_mu, g_sigma), _ = jax.lax.scan(contract, (zeros, zeros), (rows, ok_rows))
+        values, valid, kept = zo.population_losses(evaluate, idx)
+        w = utilities(values.reshape(-1), jnp.repeat(valid.reshape(-1), signs))
+        g_mu, g_sigma = natural_gradient(p, idx, w.reshape(values.shape), valid, kept)
         d = max(1, searched if searched is not None
                 else int(sum(math.prod(jnp.shape(w)) for w in leaves)))
         lr_sigma = (default_sigma_learning_rate(d) if sigma_learning_rate is None
                     else sigma_learning_rate)
-        grads = jax.tree.unflatten(treedef, [(-s * g).astype(jnp.result_type(w))
-                                             for s, g, w in zip(scales, g_mu, leaves,
+        grads = jax.tree.unflatten(treedef, [(-jnp.exp(s) * g).astype(jnp.result_type(w))
+                                             for s, g, w in zip(log_sigma, g_mu, leaves,
                                                                 strict=True)])
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         log_sigma = jax.tree.unflatten(treedef, [
-            ls + 0.5 * lr_sigma * g
-            for ls, g in zip(log_sigma, g_sigma, strict=True)])
+            ls + 0.5 * lr_sigma * g for ls, g in zip(log_sigma, g_sigma, strict=True)])
         new = SNESState(optax.apply_updates(state.params, updates), log_sigma, opt_state)
         n_valid = jnp.sum(valid)
         ok = (n_valid > 0) & all_finite(new.params) & all_finite(new.log_sigma)
         new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
-        value = jnp.sum(jnp.where(valid[:, None], values, 0.0)) / jnp.maximum(
-            n_valid * signs, 1)
-        d_eff = dirs.d_eff
-        sigma_mean = sum(jnp.sum(jnp.exp(ls) * (1.0 if m is None else m))
-                         for ls, m in zip(jax.tree.leaves(new.log_sigma), dirs.masks,
-                                          strict=True)) / d_eff
-        info = {
-            "loss": jnp.where(n_valid > 0, value, jnp.nan).astype(jnp.float32),
-            "evals": jnp.asarray(evals, jnp.int32),
-            "skipped": (~ok).astype(jnp.int32),
-            "valid_directions": (n_valid * signs).astype(jnp.int32),
-            "dropped_directions": ((units - n_valid) * signs).astype(jnp.int32),
-            "sigma_mean": jnp.asarray(sigma_mean, jnp.float32),
-        }
-        return new, info
+        return new, _info(dirs, new.log_sigma, values, valid, ok, evals, units)
 
     return Method(init, step, "snes")
 

@@ -90,6 +90,7 @@ from fold_jax import directions as directions_lib
 from fold_jax import flax_layers, fusion
 from fold_jax import shaping as shaping_lib
 from fold_jax.checks import (
+    all_finite,
     check_bool,
     check_bool_or,
     check_callable,
@@ -113,10 +114,14 @@ __all__ = [
     "Estimator",
     "FallbackWarning",
     "PopulationMap",
+    "Problem",
     "ZOOptaxState",
+    "accumulate",
     "as_optax",
+    "chunk_ids",
     "forward_value_and_grad",
     "one_pass",
+    "population_losses",
     "sample",
     "sharded",
     "two_pass",
@@ -329,14 +334,22 @@ def _zeros(dirs: Directions) -> list[Array]:
     return [jnp.zeros(leaf.shape, jnp.float32) for leaf in dirs.leaves]
 
 
-def _chunk_ids(n_chunks: int, per_chunk: int) -> Array:
+def chunk_ids(n_chunks: int, per_chunk: int) -> Array:
     """(n_chunks, per_chunk) direction indices 0, 1, ...; those past the real
-    directions are padding."""
+    directions are padding (a :class:`Problem` marks them invalid).
+
+    Args:
+        n_chunks: chunks (1: the whole population at once).
+        per_chunk: directions (pairs, when antithetic) per chunk.
+
+    Returns:
+        (n_chunks, per_chunk) uint32 direction indices.
+    """
     return jnp.arange(n_chunks * per_chunk, dtype=jnp.uint32).reshape(n_chunks, per_chunk)
 
 
 def _chunks(options: Options) -> Array:
-    return _chunk_ids(options.n_chunks, options.per_chunk)
+    return chunk_ids(options.n_chunks, options.per_chunk)
 
 
 def _scan_chunks(body: Callable, start: Sums, idx: Array) -> Sums:
@@ -368,19 +381,68 @@ def one_pass(p: Problem, shape: shaping_lib.Shaping, idx: Array) -> Sums:
     return _scan_chunks(body, Sums(p.zeros(), jnp.float32(0), jnp.int32(0)), idx)
 
 
+def population_losses(evaluate: Callable[[Array], tuple[Array, Array, Any]], idx: Array
+                      ) -> tuple[Array, Array, Any]:
+    """The first pass of a population-wide schedule: every chunk's losses.
+
+    Args:
+        evaluate: ``evaluate(ids) -> (losses (c, signs), valid (c,), noise)`` for one
+            chunk of direction indices (e.g. :meth:`Problem.evaluate` on
+            :meth:`Problem.noise`).
+        idx: (chunks, per_chunk) direction indices.
+
+    Returns:
+        ``(losses (chunks, per_chunk, signs), valid (chunks, per_chunk), noise)``:
+        with one chunk there is no loop and its noise is kept for the second pass;
+        with several the chunks run in a ``lax.map`` and ``noise`` is None (the second
+        pass regenerates it from the keys).
+    """
+    if idx.shape[0] == 1:
+        vals, valid, parts = evaluate(idx[0])
+        return vals[None], valid[None], parts
+    vals, valid = jax.lax.map(lambda ids: evaluate(ids)[:2], idx)
+    return vals, valid, None
+
+
+def accumulate(contract: Callable[[Array, Any, Any], Any], start: Any, idx: Array, xs: Any,
+               parts: Any) -> Any:
+    """The second pass: ``sum over chunks of contract(ids, x, noise)``.
+
+    Args:
+        contract: ``contract(ids, x, noise) -> pytree like start`` for one chunk: ``x``
+            is that chunk's slice of ``xs``; ``noise`` is the kept noise (one chunk) or
+            None, and then ``contract`` regenerates it from ``ids``.
+        start: the zero of the sum (a pytree).
+        idx: (chunks, per_chunk) direction indices.
+        xs: a pytree of arrays with leading axes (chunks, per_chunk) (coefficients,
+            valid flags).
+        parts: the noise kept by :func:`population_losses` (one chunk) or None.
+
+    Returns:
+        The sum, shaped as ``start``: with kept noise the one chunk's contraction (no
+        loop, ``start`` not added), else a ``lax.scan`` over the chunks from ``start``.
+    """
+    if parts is not None:  # one chunk: its noise is still at hand
+        return contract(idx[0], jax.tree.map(lambda x: x[0], xs), parts)
+
+    def body(acc, chunk):
+        ids, x = chunk
+        return jax.tree.map(jnp.add, acc, contract(ids, x, None)), None
+
+    return jax.lax.scan(body, start, (idx, xs))[0]
+
+
 def _shaped_update(p: Problem, shape: shaping_lib.Shaping, idx: Array, vals: Array,
                    valid: Array, parts: list | None) -> Sums:
     """Shape the whole population's losses, then contract from (regenerated) noise."""
     coef = shape.fn(p.population(vals.reshape(-1, vals.shape[-1]), valid.reshape(-1)))
     coef = coef.reshape(valid.shape)
-    if parts is not None:  # one chunk: its noise is still at hand
-        grads = p.dirs.contract(coef[0], valid[0], parts)
-    else:
-        def accumulate(acc, xs):
-            ids, c, ok = xs
-            return _add(acc, p.dirs.contract(c, ok, p.noise(ids))), None
 
-        grads = jax.lax.scan(accumulate, p.zeros(), (idx, coef, valid))[0]
+    def contract(ids, x, noise):
+        c, ok = x
+        return p.dirs.contract(c, ok, p.noise(ids) if noise is None else noise)
+
+    grads = accumulate(contract, p.zeros(), idx, (coef, valid), parts)
     return Sums(grads, p.value_sum(vals.reshape(-1, vals.shape[-1]), valid.reshape(-1)),
                 jnp.sum(valid))
 
@@ -397,12 +459,12 @@ def two_pass(p: Problem, shape: shaping_lib.Shaping, idx: Array) -> Sums:
     Returns:
         The :class:`Sums` over every valid direction.
     """
-    if idx.shape[0] == 1:
-        parts = p.noise(idx[0])
-        vals, valid = p.evaluate(parts, idx[0])
-        return _shaped_update(p, shape, idx, vals[None], valid[None], parts)
-    vals, valid = jax.lax.map(lambda ids: p.evaluate(p.noise(ids), ids), idx)
-    return _shaped_update(p, shape, idx, vals, valid, None)
+    def evaluate(ids):
+        parts = p.noise(ids)
+        return (*p.evaluate(parts, ids), parts)
+
+    vals, valid, parts = population_losses(evaluate, idx)
+    return _shaped_update(p, shape, idx, vals, valid, parts)
 
 
 def _rows(idx: Array, shards: int) -> Array:
@@ -720,7 +782,7 @@ class ForwardGradient(Estimator):
                             values[0], carry.count + jnp.sum(valid)), None
 
             sums = _scan_chunks(body, Sums(_zeros(dirs), jnp.float32(0), jnp.int32(0)),
-                                _chunk_ids(*self.chunks))
+                                chunk_ids(*self.chunks))
         value, grads = _normalize(sums, leaves, sums.value)
         n = sums.count.astype(jnp.int32)
         return value, jax.tree.unflatten(treedef, grads), {
@@ -860,8 +922,6 @@ def as_optax(loss: Callable[..., Array], *, seed: int = 0,
             ``update``: params None, ``batch`` not a tuple, ``updates`` not None and not
             shaped like params, or ``key`` not a PRNG key (before anything is traced).
     """
-    from fold_jax.methods import all_finite
-
     vg = value_and_grad(loss, **zo_options)
     seed = check_int(seed, "seed", minimum=0)
 

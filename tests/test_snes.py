@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import peers, snes
+from fold_jax import directions, peers, snes
 
 D = 10_000  # the scale statistical checks run at (the brief: d >= 1e4)
 F32 = float(np.finfo(np.float32).eps)
@@ -397,3 +397,65 @@ def test_default_scale_learning_rate_counts_only_the_searched_entries():
     assert not np.array_equal(
         default, after(sigma_learning_rate=snes.default_sigma_learning_rate(D)))
     assert np.all(default[D // 4:] == np.float32(math.log(0.02)))  # unsearched: untouched
+
+
+def _reference_step(mu, log_sigma, key, c, n_pairs, lr_sigma):
+    """One plain SNES step (lr 1 on the mean, mirrored pairs) re-derived in float64 NumPy
+    from the noise fold_jax.directions draws; returns (mu, log_sigma, noise, losses)."""
+    dirs = directions.directions([jnp.asarray(mu, jnp.float32)], noise="gaussian")
+    z = np.stack([np.asarray(dirs.draw(key, k)[0], np.float64) for k in range(n_pairs)])
+    s = np.exp(log_sigma)
+    losses = np.stack([(mu + s * z) @ c, (mu - s * z) @ c], axis=1)  # (pairs, 2)
+    m = losses.size
+    rank = np.empty(m, np.int64)
+    rank[np.argsort(losses.reshape(-1), kind="stable")] = np.arange(1, m + 1)
+    raw = np.maximum(0.0, np.log(m / 2 + 1) - np.log(rank))
+    w = (raw / raw.sum() - 1.0 / m).reshape(-1, 2)
+    g_mu = (w[:, 0] - w[:, 1]) @ z
+    g_sigma = (w[:, 0] + w[:, 1]) @ (z * z - 1.0)
+    return mu + s * g_mu, log_sigma + 0.5 * lr_sigma * g_sigma, z, losses
+
+
+def test_steps_match_a_numpy_rederivation_of_snes_at_d_1e4():
+    # a linear loss on 16 of d = 10,000 entries (the others are multiplied by exact
+    # zeros, so a float32 loss sums 16 nonzero terms): the ranks are then provably the
+    # float64 ranks, and each step's whole update is compared entry by entry
+    d, n_pairs, active = D, 8, 16
+    c = np.zeros(d)
+    c[:active] = np.linspace(1.0, 2.0, active)
+    loss = lambda p: jnp.dot(p["x"], jnp.asarray(c, jnp.float32))  # noqa: E731
+    method = snes.snes(loss, num_directions=2 * n_pairs, sigma=0.05, chunk_size=6)
+    state = method.init({"x": jnp.zeros(d)})
+    step = jax.jit(method.step)
+    lr_sigma = snes.default_sigma_learning_rate(d)
+    for i in range(3):  # later steps start from per-entry scales set by earlier ones
+        key = jax.random.key(100 + i)
+        mu = np.asarray(state.params["x"], np.float64)
+        ls = np.asarray(state.log_sigma["x"], np.float64)
+        mu_ref, ls_ref, z, losses = _reference_step(mu, ls, key, c, n_pairs, lr_sigma)
+        # float32 loss: 16 products of rounded points (<= 3 roundings each) summed in any
+        # order: |error| <= (16 + 3) * eps * sum |terms|; distinct ranks need a wider gap
+        terms = np.abs(mu[:active]) + np.exp(ls[:active]) * np.abs(z[:, :active])
+        loss_err = (active + 3) * F32 * float(np.max(terms @ c[:active]))
+        gaps = np.diff(np.sort(losses.reshape(-1)))
+        assert gaps.min() > 2 * loss_err, "the fixed keys must give well-separated losses"
+        state, info = step(state, key)
+        assert int(info.skipped) == 0 and int(info["valid_directions"]) == 2 * n_pairs
+        # utilities: <= 10 float32 roundings of terms <= log(m/2 + 1) < 3: |dw| <= 30 eps;
+        # a pair's coefficient <= 60 eps off and <= 2 in size; a sum of K = 8 products
+        # adds K eps of each |c z|: |d g_mu| <= (60 + 2 K) eps sum_k |z_k|, and the same
+        # over |z_k^2 - 1| (+ 2 eps |z^2| for the square) for g_sigma
+        k_err = (60 + 2 * n_pairs) * F32
+        g_mu_err = k_err * np.sum(np.abs(z), axis=0)
+        g_sigma_err = k_err * np.sum(np.abs(z * z - 1.0) + 2 * z * z, axis=0)
+        s = np.exp(ls)
+        # mean: mu + s g (s rounded once, the product and the sum once each: 3 eps)
+        mu_tol = s * g_mu_err + 3 * F32 * (np.abs(mu) + np.abs(mu_ref - mu) + np.abs(mu_ref))
+        np.testing.assert_array_less(np.abs(np.asarray(state.params["x"]) - mu_ref), mu_tol)
+        ls_tol = 0.5 * lr_sigma * g_sigma_err + 3 * F32 * (np.abs(ls) + np.abs(ls_ref))
+        np.testing.assert_array_less(np.abs(np.asarray(state.log_sigma["x"]) - ls_ref), ls_tol)
+        # info: the mean of the 16 losses (loss_err each), and the mean scale
+        assert abs(float(info.loss) - losses.mean()) <= loss_err + 16 * F32 * np.abs(
+            losses).max()
+        np.testing.assert_allclose(float(info.sigma_mean), np.exp(ls_ref).mean(),
+                                   rtol=d * F32)

@@ -1,0 +1,489 @@
+"""Where flax models keep their kernels, and one way to route a layer's call by its
+kernel's type: the layer walker pruning and binarization share.
+
+Paths. A leaf's path is the tuple of its keys (:func:`key_path`): ``("params",
+"Block_0", "Dense_1", "kernel")`` in a linen variables dict, the same in an nnx
+``State`` (the attribute a Variable stores its value under is dropped). A ``select(path,
+leaf) -> bool`` rule picks leaves: :func:`is_prunable` (every leaf of ndim >= 2: Dense,
+nnx Linear and Conv kernels) for masks, :func:`is_kernel` (a 2-D leaf named
+``kernel``: the (in, out) kernel of a Dense layer) for converted inference;
+:func:`kernel_paths` lists the chosen paths and :func:`replace_leaves` swaps leaves.
+
+Layers. The Dense layers whose ``__call__`` is ``y = x @ kernel (+ bias)``:
+
+======================================  ==============================================
+layer                                   routed when
+======================================  ==============================================
+``flax.linen.Dense``                    no custom ``dot_general`` / ``dot_general_cls``
+``flax.linen.DenseGeneral``             also: one contracted axis (the last), one
+                                        output axis, no ``batch_dims``
+``fold_jax.nets.Dense``                 always (no custom dot)
+``flax.nnx.Linear``                     default ``dot_general``, no
+                                        ``preferred_element_type``
+======================================  ==============================================
+
+(:data:`LINEN_DENSE`, :data:`NNX_DENSE`; a format may add its own layers, as
+``fold_jax.binary.BinaryDense``). A converted kernel leaf (a BCSR in
+:mod:`fold_jax.bcsr`, a ``binary.PackedKernel``) stays where the kernel was in the
+params tree, so each layer finds its own. While :func:`kernel_layers` is open (or in a
+function wrapped by :func:`with_kernel_layers`), those layers compute ``x @ kernel``
+with the :class:`Format` registered for the kernel's type (:func:`register_format`)
+instead of their own code; layers of other kinds, or calls with other options, that
+hold a converted kernel run their own code on its dense form and a
+:class:`KernelFallbackWarning` names them. linen is hooked by
+``flax.linen.intercept_methods`` (thread-local), nnx by replacing ``nnx.Linear.__call__``
+while a context is open (reference-counted; an array kernel runs the original code, so
+other threads see no change).
+
+fold_jax MLPs (:func:`fold_jax.nets.mlp`) have their own fast paths that read the
+``dense_i`` layers directly (:func:`mlp_layers`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax.core import meta
+from jax import lax
+from jaxtyping import Array, PyTree
+
+from fold_jax import nets
+from fold_jax.checks import check_callable
+
+__all__ = [
+    "LINEN_DENSE",
+    "NNX_DENSE",
+    "Format",
+    "KernelFallbackWarning",
+    "NnxPatch",
+    "Path",
+    "Select",
+    "View",
+    "flat_paths",
+    "is_kernel",
+    "is_prunable",
+    "kernel_layers",
+    "kernel_paths",
+    "key_path",
+    "mlp_layers",
+    "raw_method",
+    "register_format",
+    "replace_leaves",
+    "resolve_select",
+    "show_path",
+    "unbox",
+    "with_kernel_layers",
+]
+
+LINEN_DENSE: tuple[type, ...] = (nn.Dense, nn.DenseGeneral, nets.Dense)
+"""linen layers whose ``__call__`` is ``x @ kernel (+ bias)`` (routed to a format)."""
+NNX_DENSE: tuple[type, ...] = (nnx.Linear,)
+"""nnx layers whose ``__call__`` is routed to a format (patched while a context is open)."""
+
+
+Path = tuple[Any, ...]
+Select = Callable[[Path, Any], bool]
+
+
+def _key_name(entry: Any) -> Any:
+    """One key-path entry as the key itself: a dict key, attribute name or index."""
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return getattr(entry, attr)
+    return str(entry)
+
+
+def key_path(keypath: Sequence[Any]) -> Path:
+    """A jax key path as a tuple of plain keys, ``("params", "Dense_0", "kernel")``;
+    the attribute an nnx Variable stores its value under is dropped.
+
+    Args:
+        keypath: a key path from ``jax.tree_util.tree_flatten_with_path``.
+
+    Returns:
+        The path as a tuple of dict keys, attribute names and indices.
+    """
+    names = tuple(_key_name(entry) for entry in keypath)
+    return names[:-1] if names and names[-1] in ("value", "raw_value") else names
+
+
+def flat_paths(tree: PyTree) -> tuple[list[tuple[Path, Any]], Any]:
+    """``([(path, leaf), ...], treedef)`` of any pytree (linen dict, nnx State).
+
+    Args:
+        tree: any pytree.
+
+    Returns:
+        The (path, leaf) pairs in leaf order (paths as :func:`key_path` gives them) and
+        the treedef.
+    """
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return [(key_path(kp), leaf) for kp, leaf in flat], treedef
+
+
+def show_path(path: Path) -> str:
+    """A path as text for messages.
+
+    Args:
+        path: a leaf path (:func:`key_path` form).
+
+    Returns:
+        ``"params/Dense_0/kernel"``, or ``"<root>"`` for the empty path.
+    """
+    return "/".join(map(str, path)) or "<root>"
+
+
+def is_prunable(path: Path, leaf: Any) -> bool:
+    """The default mask rule: every leaf of ndim >= 2 (kernels) is pruned.
+
+    Args:
+        path: the leaf's keys (unused).
+        leaf: the leaf (only its ndim is read).
+
+    Returns:
+        True for leaves of ndim >= 2.
+    """
+    del path
+    return jnp.ndim(leaf) >= 2
+
+
+def is_kernel(path: Path, leaf: Any) -> bool:
+    """The kernel rule of sparse / packed inference: a 2-D leaf named ``kernel``.
+
+    That is the (in, out) kernel of ``flax.linen.Dense``, a 2-D ``DenseGeneral``,
+    ``fold_jax.nets.Dense``, ``fold_jax.binary.BinaryDense`` and ``flax.nnx.Linear``,
+    wherever the layer sits in the tree; conv kernels (ndim > 2), embeddings, biases and
+    LayerNorm parameters are not kernels. Compose your own ``select`` with it, e.g.
+    ``lambda path, w: is_kernel(path, w) and "head" not in path``.
+
+    Args:
+        path: the leaf's keys, ``("params", "Block_0", "Dense_1", "kernel")``.
+        leaf: the leaf (only its shape is read).
+
+    Returns:
+        True when the leaf is a Dense kernel.
+    """
+    return bool(path) and path[-1] == "kernel" and jnp.ndim(leaf) == 2
+
+
+def resolve_select(select: Select | None, default: Select) -> Select:
+    """The leaf rule to use: ``select`` checked as a callable, or ``default`` for None.
+
+    Args:
+        select: ``select(path, leaf) -> bool`` or None.
+        default: the rule for None (:func:`is_kernel`, :func:`is_prunable`).
+
+    Returns:
+        The rule.
+
+    Raises:
+        TypeError: naming ``select`` when it is not callable.
+    """
+    if select is None:
+        return default
+    check_callable(select, "select", "select(path, leaf) -> bool")
+    return select
+
+
+def kernel_paths(params: PyTree, select: Select | None = None) -> list[Path]:
+    """Paths of the Dense kernels that sparse / packed inference replaces, in tree order.
+
+    Args:
+        params: any parameter tree (linen variables ``{"params": ...}``, an nnx State).
+        select: ``select(path, leaf) -> bool`` choosing the kernels; default
+            :func:`is_kernel` (2-D leaves named ``kernel``).
+
+    Returns:
+        A list of paths (tuples of keys), e.g. ``[("params", "Dense_0", "kernel"), ...]``.
+
+    Raises:
+        ValueError: when no leaf is selected (naming params and some of its leaves).
+    """
+    select = resolve_select(select, is_kernel)
+    flat, _ = flat_paths(params)
+    paths = [path for path, leaf in flat if select(path, leaf)]
+    if not paths:
+        shown = ", ".join(f"{show_path(p)} {tuple(jnp.shape(leaf))}" for p, leaf in flat[:8])
+        raise ValueError(f"params has no Dense kernels to replace (2-D leaves named 'kernel', "
+                         f"or what select= chooses); its leaves: [{shown}"
+                         f"{', ...' if len(flat) > 8 else ''}]")
+    return paths
+
+
+def mlp_layers(params: PyTree, instead: str) -> list[tuple[str, dict]]:
+    """``nets.dense_layers(params)``, its error pointing other models to ``instead``.
+
+    Args:
+        params: the params of a :func:`fold_jax.nets.mlp`.
+        instead: the function for any other flax model, named in the error.
+
+    Returns:
+        ``(name, {"kernel", "bias"})`` pairs in layer order.
+
+    Raises:
+        ValueError: params is not an mlp tree; the message names ``instead``.
+    """
+    try:
+        return nets.dense_layers(params)
+    except ValueError as e:
+        raise ValueError(f"{e}; for any other flax model use {instead}(apply, params)") from None
+
+
+# ------------------------------------------------- any flax model: Dense layers by path
+
+
+class KernelFallbackWarning(UserWarning):
+    """A layer holding a sparse / packed kernel ran its own code on the dense kernel."""
+
+
+class Format(NamedTuple):
+    """How Dense layers multiply by one kind of converted kernel leaf."""
+
+    name: str
+    in_features: Callable[[Any], int]             # kernel -> fan-in
+    product: Callable[[Array, Any, Any], Array]   # (x (M, in), kernel, layer) -> (M, out)
+    dense: Callable[[Any, Any], Array]            # (kernel, layer) -> (in, out) array
+    linen_layers: tuple[type, ...] = LINEN_DENSE  # layers whose __call__ uses product
+
+
+_FORMATS: dict[type, Format] = {}
+
+
+def register_format(kind: type, fmt: Format) -> None:
+    """Make Dense layers multiply by kernels of type ``kind`` with ``fmt`` (call it at
+    module level, once per kind: BCSR in :mod:`fold_jax.bcsr`, ``binary.PackedKernel``
+    in :mod:`fold_jax.binary`).
+
+    Args:
+        kind: the type of the converted kernel leaf.
+        fmt: how Dense layers multiply by it (:class:`Format`).
+    """
+    _FORMATS[kind] = fmt
+
+
+def unbox(x: Any) -> Any:
+    """A boxed linen variable's value (``nn.Partitioned`` etc.), an nnx Variable's value;
+    anything else as it is.
+
+    Args:
+        x: a variable as a layer holds it.
+
+    Returns:
+        The value.
+    """
+    if isinstance(x, meta.AxisMetadata):
+        return x.unbox()
+    return x.get_value() if isinstance(x, nnx.Variable) else x
+
+
+def raw_method(method: Callable) -> Callable:
+    """The user function under flax's method wrapper (what ``context.orig_method``
+    calls): compare it to recognise a layer's own ``__call__`` in an interceptor.
+
+    Args:
+        method: a flax module method, e.g. ``nn.Dense.__call__``.
+
+    Returns:
+        The wrapped function (``method`` itself when it is not wrapped).
+    """
+    return getattr(method, "__wrapped__", method)
+
+
+def _rows(fmt: Format, kernel: Any, layer: Any, x: Array, where: str) -> Array:
+    """``x @ kernel`` for x (..., in) through the format's (M, in) product."""
+    n_in = fmt.in_features(kernel)
+    if jnp.ndim(x) == 0 or jnp.shape(x)[-1] != n_in:
+        raise ValueError(f"{where}: input has shape {jnp.shape(x)}; the {fmt.name} kernel "
+                         f"takes {n_in} input features (last axis)")
+    y = fmt.product(jnp.reshape(x, (-1, n_in)), kernel, layer)
+    return jnp.reshape(y, (*jnp.shape(x)[:-1], y.shape[-1]))
+
+
+def _add_bias(y: Array, bias: Any) -> Array:
+    return y if bias is None else y + jnp.asarray(bias)
+
+
+def _plain(args: tuple, kwargs: dict) -> bool:
+    """One positional input and every keyword at None (flax's defaults)."""
+    return len(args) == 1 and all(v is None for v in kwargs.values())
+
+
+def _linen_simple(layer: nn.Module, x: Any) -> bool:
+    """The layer is ``y = x @ kernel (+ bias)`` over the last axis, default dot."""
+    if getattr(layer, "dot_general", None) is not None or getattr(
+            layer, "dot_general_cls", None) is not None:
+        return False
+    if isinstance(layer, nn.DenseGeneral):
+        axis, features, batch = (_ints(layer.axis), _ints(layer.features),
+                                 _ints(layer.batch_dims))
+        return (len(features) == 1 and not batch and len(axis) == 1
+                and axis[0] % max(jnp.ndim(x), 1) == jnp.ndim(x) - 1)
+    return True
+
+
+def _ints(x: int | Sequence[int]) -> tuple[int, ...]:
+    """flax's int-or-sequence field (axis, features, batch_dims) as a tuple."""
+    return (x,) if isinstance(x, int) else tuple(x)
+
+
+def _fallback_warning(where: str, layer: Any, fmt: Format) -> None:
+    warnings.warn(f"{where}: {type(layer).__name__} has no {fmt.name} product here (another "
+                  f"layer kind or call); it runs its own code on the dense kernel",
+                  KernelFallbackWarning, stacklevel=4)
+
+
+def _linen_interceptor(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
+    """Routes a Dense layer's ``__call__`` with a converted kernel to its format."""
+    layer = context.module
+    if context.method_name != "__call__" or not layer.has_variable("params", "kernel"):
+        return next_fun(*args, **kwargs)
+    kernel = unbox(layer.get_variable("params", "kernel"))
+    fmt = _FORMATS.get(type(kernel))
+    if fmt is None:
+        return next_fun(*args, **kwargs)
+    raw = getattr(context.orig_method, "func", None)
+    known = any(raw is raw_method(cls.__call__) for cls in fmt.linen_layers)
+    where = show_path(layer.path)
+    if known and _plain(args, kwargs) and _linen_simple(layer, args[0]):
+        bias = (unbox(layer.get_variable("params", "bias"))
+                if getattr(layer, "use_bias", True) and layer.has_variable("params", "bias")
+                else None)
+        return _add_bias(_rows(fmt, kernel, layer, jnp.asarray(args[0]), where), bias)
+    if not known and isinstance(layer, fmt.linen_layers):
+        return next_fun(*args, **kwargs)  # a subclass's __call__: its super() call is routed
+    _fallback_warning(where, layer, fmt)
+    variables = dict(layer.variables)
+    variables["params"] = {**variables.get("params", {}), "kernel": fmt.dense(kernel, layer)}
+    return layer.clone(parent=None).apply(variables, *args, **kwargs)
+
+
+class View:
+    """A module's attributes with some replaced, to run its own ``__call__`` on them
+    (``original(View(module, kernel=dense), x)``)."""
+
+    def __init__(self, target: Any, **overrides: Any):
+        self.__dict__["_target"] = target
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_target"], name)
+
+
+def _nnx_linear(original: Callable) -> Callable:
+    """``nnx.Linear.__call__`` routing a converted kernel to its format."""
+
+    @functools.wraps(original)
+    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        kernel = unbox(getattr(self, "kernel", None))
+        fmt = _FORMATS.get(type(kernel))
+        if fmt is None:
+            return original(self, *args, **kwargs)
+        where = f"nnx.{type(self).__name__}"
+        if (_plain(args, kwargs) and getattr(self, "dot_general", lax.dot_general)
+                is lax.dot_general and getattr(self, "preferred_element_type", None) is None):
+            bias = None if self.bias is None else unbox(self.bias)
+            return _add_bias(_rows(fmt, kernel, self, jnp.asarray(args[0]), where), bias)
+        _fallback_warning(where, self, fmt)
+        return original(View(self, kernel=fmt.dense(kernel, self)), *args, **kwargs)
+
+    return __call__
+
+
+class NnxPatch:
+    """Reference-counted replacement of an nnx layer's ``__call__`` (nnx has no method
+    interception): ``enter()`` installs ``wrap(original)`` on the class, the matching
+    last ``exit()`` restores the original. Process-wide: ``wrap``'s call must run the
+    original for ordinary (array) kernels, so other threads see no change.
+
+    Args:
+        layer: the nnx layer class (``nnx.Linear``).
+        wrap: ``wrap(original_call) -> new_call``.
+    """
+
+    def __init__(self, layer: type, wrap: Callable[[Callable], Callable]):
+        self.layer = layer
+        self.wrap = wrap
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.saved: Callable | None = None
+
+    def enter(self) -> None:
+        """Install the wrapped ``__call__`` (first entry) and count the entry."""
+        with self.lock:
+            if self.depth == 0:
+                self.saved = self.layer.__dict__["__call__"]
+                self.layer.__call__ = self.wrap(self.saved)
+            self.depth += 1
+
+    def exit(self) -> None:
+        """Count the exit; the last one restores the original ``__call__``."""
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0:
+                self.layer.__call__ = self.saved
+                self.saved = None
+
+
+_NNX_PATCHES = tuple(NnxPatch(layer, _nnx_linear) for layer in NNX_DENSE)
+
+
+@contextlib.contextmanager
+def kernel_layers() -> Iterator[None]:
+    """While open (at trace time), Dense layers holding a converted kernel use its
+    format (module docstring). Re-entrant and nestable.
+
+    Yields:
+        None.
+    """
+    with contextlib.ExitStack() as stack:
+        for patch in _NNX_PATCHES:
+            patch.enter()
+            stack.callback(patch.exit)
+        with nn.intercept_methods(_linen_interceptor):
+            yield
+
+
+def with_kernel_layers(apply: Callable) -> Callable:
+    """``apply(params, *args)`` traced inside :func:`kernel_layers`, so Dense layers
+    holding a registered format's kernel multiply with the format's product.
+
+    Args:
+        apply: the model's ``apply(params, *args, **kwargs)``.
+
+    Returns:
+        The wrapped apply, same signature.
+    """
+
+    @functools.wraps(apply)
+    def call(params: PyTree, *args: Any, **kwargs: Any) -> Any:
+        with kernel_layers():
+            return apply(params, *args, **kwargs)
+
+    return call
+
+
+def replace_leaves(params: PyTree, paths: Sequence[Path],
+                   convert: Callable[[Path, Any], Any]) -> PyTree:
+    """params with the leaf at each of ``paths`` replaced by ``convert(path, leaf)``.
+
+    Args:
+        params: any pytree.
+        paths: leaf paths (:func:`key_path` form), e.g. from :func:`kernel_paths`.
+        convert: ``convert(path, leaf) -> new leaf`` (a BCSR, a packed kernel, ...).
+
+    Returns:
+        params with those leaves converted; every other leaf unchanged.
+    """
+    chosen = set(paths)
+    return jax.tree_util.tree_map_with_path(
+        lambda kp, leaf: convert(key_path(kp), leaf) if key_path(kp) in chosen else leaf, params)
+
