@@ -1,7 +1,8 @@
 """nox sessions: tests, lint, bench (quick profile + report), report, docs (site/).
 
-``nox -s bench`` writes results/*.csv, results/REPORT.md and results/figures/. Pass
-options after ``--``: ``nox -s bench -- --profile full`` or ``-- --only races``; a
+``nox -s bench`` writes a run's rows, report and figures under results/runs/<run_id>/
+(``-- --promote`` makes it the reference that results/REPORT.md shows). Pass options
+after ``--``: ``nox -s bench -- --profile full`` or ``-- --only races``; a
 researcher's method: ``-- --imports mypkg.methods --methods mine,adam --tasks digits``
 (docs/adding-a-method.md). It runs ``python -m fold_jax.bench``, which a ``pip install
 'fold_jax[bench]'`` user runs without a checkout.

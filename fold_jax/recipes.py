@@ -12,7 +12,7 @@ The tuning protocol (AlgoPerf's external tuning, :func:`trials`): every recipe g
 the same number of trials, drawn quasi-randomly from its space with a scrambled
 Halton sequence (``scipy.stats.qmc``), the same draws for every task; trials are
 scored on the validation split; the best reruns on fresh seeds and only those runs
-read the test split (``bench/suite_races.py``).
+read the test split (``fold_jax/bench/suites/races.py``).
 
 ``build(name, loss, hparams)`` returns a :class:`fold_jax.methods.Method`; ``tx_wrap``
 wraps the optax optimizer (a pruned net keeps its mask through it) and ``mask`` goes

@@ -25,7 +25,7 @@ MAX_SERIES = 10
 MATMUL_BENCHES = ("xnor_matmul", "bcsr_matmul")  # timed against the dense matmul
 # the suite's headline row: the fused low-rank step with every option at its default
 HEADLINE_KERNEL = "zo_gaussian_fused_default"
-FUSED_TARGET = 0.95  # its target fraction of inference (bench/suite_kernels.py)
+FUSED_TARGET = 0.95  # its target fraction of inference (fold_jax/bench/suites/kernels.py)
 # the method families of the summary, in its order (see family())
 FAMILIES: tuple[str, ...] = ("low-rank ZO", "full-rank ZO", "materialized OpenAI-ES",
                              "forward gradient", "direct search", "backprop (Adam)")

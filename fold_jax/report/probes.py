@@ -5,7 +5,7 @@
 them). The section is a pure view: the 2-D region map of a ReLU net trained on spirals
 is drawn from ``region_maps.csv`` (cells run-length encoded, :func:`encode_runs` /
 :func:`decode_runs`) and its ``probe == "region_map"`` rows in probes.csv, both written
-by the probe job ``bench/suite_probes.region_map``; nothing is trained here.
+by the probe job ``fold_jax.bench.suites.probes.region_map``; nothing is trained here.
 """
 
 from __future__ import annotations

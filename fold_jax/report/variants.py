@@ -169,5 +169,5 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
                 "Squared error of one antithetic gaussian pair on the surviving weights of a "
                 "magnitude-pruned MLP (digits batch of 256), perturbing only survivors "
                 "(zo_masked) or every weight (zo_full); expected_mse from the formula in "
-                "`bench/suite_variants.zo_variance`.\n", table(wide, index=True)]
+                "`fold_jax.bench.suites.variants.zo_variance`.\n", table(wide, index=True)]
     return "\n".join(out)

@@ -27,7 +27,7 @@ _KERNELS = Schema(
     ("bench", "method", "variant", "n_params", "batch_size", "num_directions", "rank",
      "chunk_size", "sparsity", "dtype", "width", "shape", "word_bits", "layout", *MACHINE_KEY),
     "one compiled kernel (a step, a forward pass or a matmul) timed on one configuration "
-    "(bench/suite_kernels.py)",
+    "(fold_jax/bench/suites/kernels.py)",
     (
         col("bench", "str", "", "the benchmark the row belongs to (forward, gradient_step, "
            "zo_fused_lowrank, xnor_matmul, ...)", True),
@@ -86,7 +86,7 @@ _RACE_KEY = ("task", "method", "variant", "seed", "max_steps", "budget_s", *MACH
 _RACES = Schema(
     "races", _RACE_KEY,
     "one training race of one method on one task, variant and seed, up to a target "
-    "(bench/suite_races.py)",
+    "(fold_jax/bench/suites/races.py)",
     (
         col("task", "str", "", "the task (fold_jax.tasks name)", True),
         col("method", "str", "", "the method (recipe registry name)", True),
@@ -221,7 +221,7 @@ _VARIANTS = Schema(
     ("row_kind", "variant", "kernel", "method", "sparsity", "shape", "word_bits",
      *MACHINE_KEY),
     "dense vs binarized vs pruned: one matmul kernel, one trained net, or one estimator "
-    "error measurement (row_kind; bench/suite_variants.py)",
+    "error measurement (row_kind; fold_jax/bench/suites/variants.py)",
     (
         col("row_kind", "str", "", "kernel (one matmul), train (a trained net) or "
            "zo_variance (estimator error on a pruned net)"),
@@ -248,7 +248,7 @@ _VARIANTS = Schema(
            "estimate on the surviving weights (zo_variance rows)"),
         col("est_mse_sem", "num", "squared gradient", "standard error of est_mse"),
         col("expected_mse", "num", "squared gradient", "est_mse predicted by the formula in "
-           "bench/suite_variants.zo_variance"),
+           "fold_jax.bench.suites.variants.zo_variance"),
         col("grad_sq_survivors", "num", "squared gradient", "|g_S|^2: squared true gradient "
            "on the surviving weights"),
         col("grad_sq_all", "num", "squared gradient", "|g|^2: squared true gradient on all "
@@ -261,7 +261,7 @@ _PROBES = Schema(
     ("probe", "task", "activation", "depth", "width", "stage", "method", "layer",
      "threshold", "metric", *MACHINE_KEY),
     "one measurement of one probe (long format: metric, value; empty where a column does "
-    "not apply; bench/suite_probes.py)",
+    "not apply; fold_jax/bench/suites/probes.py)",
     (
         col("probe", "str", "", "vanishing, zo_cosine, deep_sigmoid_training, heads, "
            "threshold, regions_line, regions_grid, region_map, tent, estimator_health"),
@@ -283,7 +283,7 @@ _PROBES = Schema(
 
 _REGION_MAPS = Schema(
     "region_maps", ("map", "grid", "row", *MACHINE_KEY),
-    "one row of a 2-D region map of a trained net (bench/suite_probes.region_map; its "
+    "one row of a 2-D region map of a trained net (fold_jax.bench.suites.probes.region_map; its "
     "summary numbers are probes.csv rows with probe = region_map)",
     (
         col("map", "str", "", "the map's name (e.g. spirals_relu_d4_w32)"),
@@ -301,7 +301,7 @@ _SCALING = Schema(
     "scaling",
     ("method", "devices", "forced_host_devices", "num_directions", "batch_size", "host",
      "backend"),
-    "throughput of one sharded step on one mesh size (bench/suite_scaling.py)",
+    "throughput of one sharded step on one mesh size (fold_jax/bench/suites/scaling.py)",
     (
         col("method", "str", "", "zo_gaussian, zo_lowrank (directions sharded) or "
            "backprop_data_parallel (batch sharded)"),
@@ -321,7 +321,7 @@ _BBOB_TARGETS = ("1e1", "1e-1", "1e-3", "1e-5", "1e-8")
 _BBOB = Schema(
     "bbob", ("function", "dim", "instance", "run", "method", "budget", *MACHINE_KEY),
     "one run of one method on one COCO BBOB problem (function x dim x instance; "
-    "bench/suite_bbob.py)",
+    "fold_jax/bench/suites/bbob.py)",
     (
         col("function", "int", "", "BBOB function 1-24", True),
         col("function_name", "str", "", "its name (Sphere, Rastrigin, ...)", True),
@@ -355,7 +355,7 @@ _HYPOTHESES = Schema(
     "hypotheses", ("claim", "workload", "method", "setting", "seed", "metric", "step",
                    *MACHINE_KEY),
     "one measurement of one method on one setting of a workload testing one of the essays' "
-    "claims (bench/suite_hypotheses.py; long format: final metrics at step = the budget, "
+    "claims (fold_jax/bench/suites/hypotheses.py; long format: final metrics at step = the budget, "
     "curve_* metrics at each evaluation, memory and time rows at step 0)",
     (
         col("claim", "str", "", "depth, recurrent, nondiff_parts, nondiff_objective or "
