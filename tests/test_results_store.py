@@ -96,6 +96,20 @@ def test_a_metadata_value_that_differs_from_the_runs_stays_in_the_rows(tmp_path,
     assert kinds == ["cpu x4", results.metadata()["device_kind"]]
 
 
+def test_a_run_whose_first_rows_override_the_machine_keeps_the_machines_kind(tmp_path, as_run):
+    """A scaling-only run writes forced-host-device rows first: the run record's
+    metadata and kind (which reference it promotes to) are still this machine's."""
+    as_run(RUN_A)
+    forced = {"method": "zo", "throughput": 1.0, "devices": 4, "device_kind": "cpu x4",
+              "n_devices": 4}
+    results.append("scaling", [forced], key=["method", "devices"], results_dir=tmp_path)
+    record = json.loads((results.run_dir(tmp_path, RUN_A) / "run.json").read_text())
+    meta = results.metadata()
+    assert record["meta"]["device_kind"] == meta["device_kind"] != "cpu x4"
+    assert record["kind"] == results.machine_kind(meta)
+    assert results.load(tmp_path, run=RUN_A)["scaling"]["device_kind"].tolist() == ["cpu x4"]
+
+
 def test_rows_go_to_the_directory_of_their_run_id(tmp_path, as_run):
     as_run(RUN_A)
     rows = [race_row(0), {**race_row(0), "run_id": RUN_B, "git_commit": "b" * 40}]

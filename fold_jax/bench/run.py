@@ -550,7 +550,7 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
                 print(f"FAILED to load suite {name!r}: {_message(e)}", file=sys.stderr)
                 continue
             print(f"{name}: {len(todo)} jobs to run, {n_done} already written by this run "
-                  f"{rid} ({Path(args.results_dir) / suite.FILE}.csv)")
+                  f"{rid} ({results.run_dir(args.results_dir, rid) / suite.FILE}.csv.gz)")
             plan += [(name, suite, job) for job in todo]
     except KeyboardInterrupt:
         save_state(status="interrupted")

@@ -357,10 +357,13 @@ def stored_columns(frame: pd.DataFrame, meta: Mapping[str, Any]) -> list[str]:
 
 
 def _write_run(directory: Path, name: str, rows: list[dict], key: list[str], replace: bool,
-               current: bool) -> int:
-    """Add one run's rows to its table, under the run directory's lock."""
+               current: bool, machine: Mapping[str, Any]) -> int:
+    """Add one run's rows to its table, under the run directory's lock. ``machine``: the
+    metadata a new run record takes (this process's for the current run, so a suite
+    whose rows override a column, e.g. scaling's forced host devices, does not set the
+    run's machine kind)."""
     with locked(directory):
-        record = ensure_run(directory, rows[0], current=current)
+        record = ensure_run(directory, machine, current=current)
         meta = run_meta(record, directory.name)
         path = directory / f"{name}{TABLE_SUFFIX}"
         for stale in directory.glob(f".{path.name}.*.tmp"):  # left by a killed writer
@@ -453,5 +456,7 @@ def append(name: str, rows: Iterable[Mapping[str, Any]], *, key: Sequence[str],
     for rid, group in by_run.items():
         directory = run_dir(root, rid)
         directory.mkdir(parents=True, exist_ok=True)
-        written += _write_run(directory, name, group, key, replace, rid == meta["run_id"])
+        current = rid == meta["run_id"]
+        written += _write_run(directory, name, group, key, replace, current,
+                              meta if current else group[0])
     return written
