@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -118,19 +119,27 @@ def bootstrap_median(values, *, confidence: float = 0.95, n_resamples: int = 200
     Returns:
         ``(median, low, high, n)``, n the count of non-NaN values.
     """
+    return _bootstrap(values, np.median, confidence, n_resamples, seed, "inverted_cdf")
+
+
+def _bootstrap(values, statistic: Callable[..., Any], confidence: float, n_resamples: int,
+               seed: int, method: str) -> tuple[float, float, float, int]:
+    """``(statistic, low, high, n)`` of the non-NaN ``values`` with its percentile-bootstrap
+    bounds (quantiles by ``method``), widened to contain the statistic; NaN bounds for
+    n = 1, all NaN for n = 0."""
     x = np.asarray(values, float).ravel()
     x = x[~np.isnan(x)]
     n = len(x)
     if n == 0:
         return math.nan, math.nan, math.nan, 0
-    median = float(np.median(x))
+    centre = float(statistic(x))
     if n == 1:
-        return median, math.nan, math.nan, 1
+        return centre, math.nan, math.nan, 1
     rng = np.random.default_rng(seed)
-    medians = np.median(x[rng.integers(0, n, size=(n_resamples, n))], axis=1)
+    resampled = statistic(x[rng.integers(0, n, size=(n_resamples, n))], axis=1)
     tail = (1 - confidence) / 2
-    low, high = np.quantile(medians, [tail, 1 - tail], method="inverted_cdf")
-    return median, min(float(low), median), max(float(high), median), n
+    low, high = np.quantile(resampled, [tail, 1 - tail], method=method)
+    return centre, min(float(low), centre), max(float(high), centre), n
 
 
 def bootstrap_mean(values, *, confidence: float = 0.95, n_resamples: int = 2000,
@@ -150,19 +159,7 @@ def bootstrap_mean(values, *, confidence: float = 0.95, n_resamples: int = 2000,
     Returns:
         ``(mean, low, high, n)``, n the count of non-NaN values.
     """
-    x = np.asarray(values, float).ravel()
-    x = x[~np.isnan(x)]
-    n = len(x)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    mean = float(x.mean())
-    if n == 1:
-        return mean, math.nan, math.nan, 1
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, n, size=(n_resamples, n))].mean(axis=1)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return mean, min(float(low), mean), max(float(high), mean), n
+    return _bootstrap(values, np.mean, confidence, n_resamples, seed, "linear")
 
 
 def ratio_spread(top: float, top_iqr: float, bottom: float, bottom_iqr: float
