@@ -496,6 +496,11 @@ _CONTROL_TUNING = Schema(
         col("eval_seed", "int", "", "seed of the validation episodes"),
         col("elapsed_s", "num", "s", "timed training seconds in all"),
         col("compile_s", "num", "s", _CTRL_TUNE),
+        col("evals_to_target", "num", "evaluations", _CTRL_TUNE),
+        col("env_steps_run", "num", "env steps", _CTRL_TUNE),
+        col("eval_env_steps", "num", "env steps", _CTRL_TUNE),
+        col("n_params", "num", "count", _CTRL_TUNE),
+        col("skipped_steps", "int", "steps", _CTRL_TUNE),
     ),
 )
 

@@ -57,6 +57,9 @@ from fold_jax.bench import tuning
 from fold_jax.bench.common import Job, check_profile, shared_compiles
 from fold_jax.checks import check_choice
 
+__all__ = ["evals_per_step", "jobs", "race", "run", "trial", "trial_rank", "tune_and_race",
+           "why_not"]
+
 FILE = "control"
 KEY = results.key("control")
 KEYS = {"control_curves": results.key("control_curves"),
@@ -88,9 +91,16 @@ def _task(task_name: str, eval_seed: int):
 
 
 def evals_per_step(method: str) -> int:
-    """Loss evaluations one step of ES recipe ``method`` spends: its population
-    (``num_directions`` or ``population_size``), plus one for evosax's evaluation of
-    its mean (``fold_jax.peers.evosax_method``'s ``eval_mean=True``)."""
+    """Loss evaluations one step of ES recipe ``method`` spends.
+
+    Args:
+        method: a control ES recipe's name.
+
+    Returns:
+        Its population (``num_directions`` or ``population_size``), plus one for
+        evosax's evaluation of its mean (``fold_jax.peers.evosax_method``'s
+        ``eval_mean=True``).
+    """
     r = recipes.get(method)
     if "num_directions" in r.fixed:
         return int(r.fixed["num_directions"])
@@ -114,6 +124,15 @@ def run(task_name: str, method: str, hparams: Mapping[str, Any] | None, seed: in
         budget: int, eval_seed: int) -> tuple[dict[str, Any], Any]:
     """One training run of recipe ``method`` on ``task_name`` until the threshold on the
     episodes of ``eval_seed``, within ``budget`` env steps.
+
+    Args:
+        task_name: a control task (``BUDGETS``'s keys, or any ``tasks.get`` name).
+        method: a control recipe's name.
+        hparams: settings from its space (None: its defaults).
+        seed: the initialisation's and training episodes' seed.
+        budget: environment steps at most (an ES: whole steps up to it).
+        eval_seed: the evaluation episodes' seed (``VAL_EVAL_SEED`` or
+            ``TEST_EVAL_SEED``).
 
     Returns:
         ``(row, curve)``: the columns shared by tuning and race rows, and a frame with
@@ -154,9 +173,21 @@ def run(task_name: str, method: str, hparams: Mapping[str, Any] | None, seed: in
 
 def trial(task_name: str, method: str, index: int, hparams: Mapping[str, Any],
           seeds: list[int], budget: int, n_trials: int) -> list[dict[str, Any]]:
-    """Tuning trial ``index`` on ``seeds``, scored on the validation episodes: one
-    ``control_tuning.csv`` row per seed, each with the trial's ``score`` (median env
-    steps to the threshold over its seeds, inf for a miss)."""
+    """Tuning trial ``index`` on ``seeds``, scored on the validation episodes.
+
+    Args:
+        task_name: the control task.
+        method: the recipe.
+        index: the trial's index.
+        hparams: its setting.
+        seeds: its seeds.
+        budget: environment steps per run.
+        n_trials: trials in all.
+
+    Returns:
+        One ``control_tuning.csv`` row per seed, each with the trial's ``score``
+        (median env steps to the threshold over its seeds, inf for a miss).
+    """
     rows = []
     for seed in seeds:
         row, _ = run(task_name, method, hparams, seed, budget, VAL_EVAL_SEED)
@@ -168,16 +199,35 @@ def trial(task_name: str, method: str, index: int, hparams: Mapping[str, Any],
 
 
 def trial_rank(rows: list[dict[str, Any]]) -> tuple[float, float]:
-    """How a trial ranks (lower is better): its score, then minus its median best
-    validation return (a non-finite one ranks last)."""
+    """How a trial ranks (lower is better).
+
+    Args:
+        rows: the trial's tuning rows.
+
+    Returns:
+        ``(score, -median best validation return)`` (a non-finite return ranks last).
+    """
     best = [r["best_return"] if math.isfinite(r["best_return"]) else -math.inf for r in rows]
     return (rows[0]["score"], -float(np.median(best)))
 
 
 def race(task_name: str, method: str, hparams: Mapping[str, Any], seed: int, budget: int,
          trial_index: int, n_trials: int, profile: str) -> dict[str, list[dict[str, Any]]]:
-    """One race of the selected setting on the held-out episodes: ``{"control": [row],
-    "control_curves": rows}``."""
+    """One race of the selected setting on the held-out episodes.
+
+    Args:
+        task_name: the control task.
+        method: the recipe.
+        hparams: the selected setting.
+        seed: the race seed.
+        budget: environment steps at most.
+        trial_index: the selected trial.
+        n_trials: trials drawn.
+        profile: the profile (recorded in the row).
+
+    Returns:
+        ``{"control": [row], "control_curves": rows}``.
+    """
     row, curve = run(task_name, method, hparams, seed, budget, TEST_EVAL_SEED)
     key = {"task": task_name, "method": method, "seed": seed, "budget_env_steps": budget}
     curves = [{**key, "library": row["library"], "env_steps": float(c["env_steps"]),
@@ -191,8 +241,17 @@ def race(task_name: str, method: str, hparams: Mapping[str, Any], seed: int, bud
 def tune_and_race(task_name: str, method: str, profile: str, trials: int | None = None,
                   seeds: tuple[int, ...] | None = None, budget: int | None = None
                   ) -> dict[str, list[dict[str, Any]]]:
-    """The whole protocol for one (task, recipe) under ``profile`` (module docstring;
-    ``trials`` / ``seeds`` / ``budget`` override the profile's, for tests)."""
+    """The whole protocol for one (task, recipe) under ``profile`` (module docstring).
+
+    Args:
+        task_name: the control task.
+        method: the recipe.
+        profile: "quick" or "full".
+        trials, seeds, budget: override the profile's (None: its own), for tests.
+
+    Returns:
+        ``{"control_tuning": rows, "control": rows, "control_curves": rows}``.
+    """
     p = PROFILE[check_profile(profile)]
     n = p["trials"] if trials is None else trials
     seeds = p["seeds"] if seeds is None else seeds
@@ -209,7 +268,15 @@ def tune_and_race(task_name: str, method: str, profile: str, trials: int | None 
 
 
 def why_not(method: str, task_name: str) -> str:
-    """Why ``method`` cannot run on ``task_name`` ("" when it can)."""
+    """Why ``method`` cannot run on ``task_name``.
+
+    Args:
+        method: the recipe.
+        task_name: the control task.
+
+    Returns:
+        The reason (its ``max_params`` below the policy's d), "" when it can run.
+    """
     r = recipes.get(method)
     if r.max_params is not None:
         d = _task(task_name, TEST_EVAL_SEED).n_params
@@ -220,7 +287,14 @@ def why_not(method: str, task_name: str) -> str:
 
 def jobs(profile: str) -> Iterator[Job]:
     """One job per (task, recipe) of ``profile``; a recipe that cannot run on a task is
-    printed with the reason and left out."""
+    printed with the reason and left out.
+
+    Args:
+        profile: "quick" or "full".
+
+    Yields:
+        The jobs.
+    """
     p = PROFILE[check_profile(profile)]
     for task_name in p["tasks"]:
         check_choice(task_name, "control task", list(BUDGETS))
