@@ -5,7 +5,8 @@ evaluations to the task's return threshold, with a percentile-bootstrap 95% inte
 (:func:`fold_jax.report._common.bootstrap_median`; a miss is +inf and stays in the
 resamples), and the final return on the held-out evaluation episodes. One figure per
 task: held-out return against environment steps (left) and training seconds (right),
-every method (the median over seeds at each evaluation, the seeds' range shaded).
+every method on log x axes (the median over seeds at each evaluation, the seeds' range
+shaded; a race stops at the threshold, so a solved seed's last return holds after it).
 
 :func:`headline` states the goals of ``[[control_goal]]`` in
 ``fold_jax/bench/goals.toml`` (issue 33: on every task, fold_jax's best ES, by fewest
@@ -169,21 +170,23 @@ def _figure(frame: pd.DataFrame, curves: pd.DataFrame, task: str, fig_dir: Path)
     threshold = float(frame[frame["task"] == task]["threshold"].iloc[0])
     for method, g in c.groupby("method"):
         for ax, x in zip(axes, ("env_steps", "elapsed_s"), strict=True):
-            # each seed's curve as a step function, then the median / range across seeds
+            # each seed's curve as a step function on the union of its x values; a race
+            # stops at the threshold, so its last return (solved) holds after it ends
             grid = np.unique(g[x].to_numpy(float))
+            grid = grid[grid > 0]  # log axis: step 0 is the same start for everyone
             ys = []
             for _, s in g.groupby("seed"):
                 s = s.sort_values(x)
                 idx = np.searchsorted(s[x].to_numpy(float), grid, side="right") - 1
-                y = s["return"].to_numpy(float)[np.clip(idx, 0, None)]
-                ys.append(np.where(grid > s[x].max(), np.nan, y))  # ended: no value
+                ys.append(s["return"].to_numpy(float)[np.clip(idx, 0, None)])
             ys = np.vstack(ys)
-            line, = ax.plot(grid, np.nanmedian(ys, axis=0), label=method, lw=1.6)
-            ax.fill_between(grid, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0),
-                            color=line.get_color(), alpha=0.15)
+            line, = ax.plot(grid, np.median(ys, axis=0), label=method, lw=1.6)
+            ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), color=line.get_color(),
+                            alpha=0.15)
     for ax, label in zip(axes, ("environment steps", "training seconds"), strict=True):
         ax.axhline(threshold, color="k", ls="--", lw=0.8)
-        ax.set_xlabel(label)
+        ax.set_xlabel(f"{label} (log scale)")
+        ax.set_xscale("log")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("held-out mean return")
     axes[0].set_title(f"{task}: return vs env steps")
@@ -216,7 +219,7 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
         shown = pd.DataFrame({
             "library": t["library"], "method": t["method"], "seeds": t["seeds"],
             "reached": t["reached"],
-            **{name: [f"{fmt(m)} {interval_text(lo, hi, n)}" for m, lo, hi, n in zip(
+            **{name: [f"{fmt(m)} {interval_text(lo, hi, n)}" if n else "-" for m, lo, hi, n in zip(
                 t[name], t[f"{name} lo"], t[f"{name} hi"], t[f"{name} n"], strict=True)]
                for name in STATS}})
         out.append(f"### {task}\n\n" + table(shown))
