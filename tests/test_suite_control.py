@@ -49,6 +49,7 @@ def test_es_job_end_to_end_into_the_results_store(tmp_path):
     # every held-out episode ran the full horizon: the ES count is the transitions
     assert np.all(curve["episode_length"] == 200)
     assert race["reached"] == (race["env_steps_to_target"] < math.inf)
+    assert not race["capped"] and race["skipped_steps"] == 0  # nothing cut or dropped
 
 
 def test_ppo_counts_transitions_on_the_same_episodes():
@@ -122,3 +123,8 @@ def test_section_draws_one_figure_per_task(tmp_path):
 def test_unknown_profile_is_refused(bad):
     with pytest.raises(ValueError, match="profile"):
         list(suite.jobs(bad))
+
+
+def test_a_budget_below_one_step_is_refused_before_training():
+    with pytest.raises(ValueError, match="budget=1000 env steps is less than one step"):
+        suite.run("cartpole", "control/es", None, 0, 1000, suite.TEST_EVAL_SEED)

@@ -445,6 +445,8 @@ _CONTROL = Schema(
            "is not counted, NaN)"),
         col("skipped_steps", "int", "steps", "ES steps whose update was skipped (non-finite "
            "estimate); 0 for PPO"),
+        col("capped", "bool", "", "whether the wall-clock safety cap (BUDGET_S) cut an ES run "
+           "short of its budget (then the row depends on machine speed)"),
         col("eval_seed", "int", "", "seed of the held-out evaluation episodes (tuning used "
            "another: control_tuning.csv)"),
         col("profile", "str", "", "benchmark profile that made the row: quick or full"),
@@ -501,6 +503,7 @@ _CONTROL_TUNING = Schema(
         col("eval_env_steps", "num", "env steps", _CTRL_TUNE),
         col("n_params", "num", "count", _CTRL_TUNE),
         col("skipped_steps", "int", "steps", _CTRL_TUNE),
+        col("capped", "bool", "", _CTRL_TUNE),
     ),
 )
 

@@ -74,6 +74,9 @@ ES_EVAL_EVERY = {"cartpole": 1, "acrobot": 1, "pendulum": 3}  # steps between ev
 BUDGETS = {"cartpole": 2_560_000, "acrobot": 6_400_000, "pendulum": 15_360_000}
 # the quick profile's budget (40 ES steps at 64,000 env steps)
 QUICK_BUDGETS = {"cartpole": 2_560_000}
+# seconds a run of the quick profile took on a shared 2-core CPU (compile included; ES
+# runs about 6.5, PPO about 25): the progress bar's estimate, [ES, PPO]
+RUN_COST = (6.5, 25.0)
 BUDGET_S = 1800.0  # wall-clock safety cap of one run (capped runs are counted in rows)
 
 PROFILE: dict[str, dict[str, Any]] = {
@@ -146,10 +149,13 @@ def run(task_name: str, method: str, hparams: Mapping[str, Any] | None, seed: in
         result = ppo.train(task, env_steps=budget, eval_every=PPO_EVAL_EVERY,
                            target=task.threshold, seed=seed, **hp)
         curve, compile_s, reached, skipped = result.curve, result.compile_s, result.reached, 0
-        n_params, eval_env = math.nan, PPO_EVAL_EVERY
+        n_params, eval_env, capped = math.nan, PPO_EVAL_EVERY, False  # PPO has no cap
     else:
         per_step = evals_per_step(method) * task.env_steps_per_eval
         steps = budget // per_step
+        if steps < 1:
+            raise ValueError(f"budget={budget} env steps is less than one step of {method} on "
+                             f"{task_name} ({per_step} env steps)")
         params = task.init(jax.random.key(seed))
         m = recipes.build(method, task.loss, hp)
         every = ES_EVAL_EVERY.get(task_name, 1)
@@ -158,6 +164,7 @@ def run(task_name: str, method: str, hparams: Mapping[str, Any] | None, seed: in
         curve = r.history[["env_steps", "evals", "elapsed_s", "return", "episode_length"]]
         compile_s, reached, skipped = r.compile_s, r.reached, int(r.skipped)
         n_params, eval_env = nets.count_params(params), every * per_step
+        capped = not reached and int(r.history["step"].iloc[-1]) < steps
     options = {**recipe.fixed, **recipe.defaults, **hp}
     row = {"library": recipe.library, "recipe": recipe.name,
            "hparams": recipes.hparams_json(options), "threshold": float(task.threshold),
@@ -167,7 +174,7 @@ def run(task_name: str, method: str, hparams: Mapping[str, Any] | None, seed: in
            "env_steps_run": float(curve["env_steps"].iloc[-1]),
            "elapsed_s": float(curve["elapsed_s"].iloc[-1]), "compile_s": float(compile_s),
            "eval_env_steps": float(eval_env), "n_params": n_params,
-           "skipped_steps": skipped, "eval_seed": eval_seed}
+           "skipped_steps": skipped, "capped": bool(capped), "eval_seed": eval_seed}
     return row, curve
 
 
@@ -307,5 +314,6 @@ def jobs(profile: str) -> Iterator[Job]:
             key = {"task": task_name, "method": method, "seed": p["seeds"][-1],
                    "budget_env_steps": budget}
             runs = p["trials"] + len(p["seeds"])
+            scale = budget / QUICK_BUDGETS["cartpole"]  # misses run the whole budget
             yield Job(key, lambda a=(task_name, method, profile): tune_and_race(*a),
-                      f"{task_name}/{method}", 12.0 * runs)
+                      f"{task_name}/{method}", RUN_COST[method == PPO] * runs * scale)
