@@ -58,13 +58,14 @@ __all__ = [
     "unregister",
 ]
 
-LIBRARIES = ("optax", "fold_jax", "evosax", "cma")  # the shipped recipes' libraries
+LIBRARIES = ("optax", "fold_jax", "evosax", "cma", "rejax")  # the shipped recipes' libraries
 # Suites with recipes of their own: "races" (the default: every race task; a
 # registered method's suite), "hypotheses" (the essays' workloads: their methods are
-# built by each workload, the recipe holds the search space) and "bbob" (COCO's
-# functions: one setting per method, built on the problem's dimension and budget).
+# built by each workload, the recipe holds the search space), "bbob" (COCO's
+# functions: one setting per method, built on the problem's dimension and budget) and
+# "control" (gymnax control tasks: ES on the policy's return, and rejax's PPO).
 # A suite's recipes are named "<suite>/<method>" but for the races'.
-SUITES = ("races", "hypotheses", "bbob")
+SUITES = ("races", "hypotheses", "bbob", "control")
 USER = "user"  # the library of a registered method unless it names its own
 
 
@@ -596,6 +597,7 @@ def hparams_json(hparams: Mapping[str, Any]) -> str:
 # module's types, so it is imported once they exist): one registry for every suite
 from fold_jax import suite_recipes  # noqa: E402
 
-RECIPES.update(suite_recipes.hypotheses_recipes() | suite_recipes.bbob_recipes())
+RECIPES.update(suite_recipes.hypotheses_recipes() | suite_recipes.bbob_recipes()
+               | suite_recipes.control_recipes())
 BBOB_SIGMA0 = suite_recipes.BBOB_SIGMA0
 _SHIPPED = frozenset(RECIPES)

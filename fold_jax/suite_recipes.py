@@ -9,6 +9,11 @@ every suite.
 - bbob: COCO's rule, one setting per method for the whole suite (no space, no tuning
   per function); built on the problem's ``dim``, ``budget``, ``slot`` and
   ``population_size`` (``recipes.build(..., problem=...)``).
+- control: the control races (:mod:`fold_jax.bench.suites.control`): every ES at a
+  population of ``CONTROL_POPULATION`` loss evaluations a step on ``task.loss(params,
+  key)``, the same sigma (and, where an optimizer moves the mean, Adam step size) space
+  for both libraries; PPO (rejax, through :func:`fold_jax.ppo.train`) runs its own loop,
+  its recipe holds its learning-rate space.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import optax
 from fold_jax import methods
 from fold_jax.recipes import LogUniform, Param, Recipe, midpoint
 
-__all__ = ["BBOB_SIGMA0", "bbob_recipes", "hypotheses_recipes"]
+__all__ = ["BBOB_SIGMA0", "CONTROL_POPULATION", "bbob_recipes", "control_recipes",
+           "hypotheses_recipes"]
 
 _HYP_LR = LogUniform(3e-4, 3e-2)  # Adam step sizes of the backprop methods
 _HYP_ZO = {"lr": LogUniform(1e-3, 3e-2), "sigma": LogUniform(1e-3, 1e-1)}  # Adam on an estimate
@@ -138,3 +144,84 @@ def bbob_recipes() -> dict[str, Recipe]:
                 description="pycma's CMA-ES (its own loop, default termination)")]
     return {f"bbob/{x.name}": x._replace(name=f"bbob/{x.name}", suite="bbob",
                                          handles_mask=False) for x in r}
+
+
+# ------------------------------------------------------------------------ control
+
+CONTROL_POPULATION = 32  # loss evaluations a step of every control ES (evosax's: + its mean)
+# perturbation scales of a policy's weights and Adam step sizes on the mean, for both
+# libraries (a policy's return is flat below sigma ~ 1e-2: argmax actions do not move)
+_CONTROL_SIGMA = LogUniform(1e-2, 3e-1)
+_CONTROL_LR = LogUniform(3e-3, 1e-1)
+
+
+def _control_zo(loss, options, tx_wrap, mask):
+    o = dict(options)
+    lr = o.pop("learning_rate")
+    return methods.zeroth_order(loss, tx_wrap(optax.adam(lr)), **o)
+
+
+def _control_snes(loss, options, tx_wrap, mask):
+    from fold_jax import snes
+
+    return snes.snes(loss, tx_wrap(methods.optimizer("sgd", 1.0)), None, **options)
+
+
+def _control_evosax(strategy: str):
+    def make(loss, options, tx_wrap, mask):
+        from fold_jax import peers
+
+        o = dict(options)
+        extra = {}
+        if "learning_rate" in o:  # strategies with an optax optimizer on the mean
+            extra = {"optimizer": "adam", "learning_rate": o.pop("learning_rate")}
+        return peers.evosax_method(strategy, loss, **o, **extra)
+
+    return make
+
+
+def _ppo_loop(loss, options, tx_wrap, mask):
+    raise ValueError("control/ppo runs rejax's own loop (fold_jax.ppo.train, called by "
+                     "fold_jax.bench.suites.control), not a fold_jax Method")
+
+
+def control_recipes() -> dict[str, Recipe]:
+    """The control races' methods: fold_jax's antithetic ES with centered ranks (full
+    and rank-4 noise), its rank-4 SNES, evosax's Open_ES, SNES and CMA-ES (d <= 4096)
+    at the same population, and rejax's PPO.
+
+    Returns:
+        ``{"control/<method>": Recipe}``.
+    """
+    from fold_jax.peers import MAX_DIMS
+
+    pop = CONTROL_POPULATION
+    es = {"learning_rate": _CONTROL_LR, "sigma": _CONTROL_SIGMA}
+    es_default = {"learning_rate": 3e-2, "sigma": 0.1}
+    ranked = {"num_directions": pop, "noise": "gaussian", "shaping": "centered_ranks"}
+    r = [Recipe("es", "fold_jax", _control_zo, es, es_default, ranked,
+                description=f"antithetic gaussian ES, {pop} evaluations, centered ranks "
+                            f"+ Adam"),
+         Recipe("es_lowrank", "fold_jax", _control_zo, es, es_default, {**ranked, "rank": 4},
+                description=f"rank-4 antithetic gaussian ES, {pop} evaluations, centered "
+                            f"ranks + Adam"),
+         Recipe("snes_lowrank", "fold_jax", _control_snes, {"sigma": _CONTROL_SIGMA},
+                {"sigma": 0.1}, {"num_directions": pop, "rank": 4, "antithetic": True},
+                description=f"SNES on the fused rank-4 path, {pop} evaluations"),
+         Recipe("evosax_open_es", "evosax", _control_evosax("Open_ES"), es, es_default,
+                {"population_size": pop},
+                description=f"evosax Open_ES, population {pop} + Adam on the mean"),
+         Recipe("evosax_snes", "evosax", _control_evosax("SNES"), {"sigma": _CONTROL_SIGMA},
+                {"sigma": 0.1}, {"population_size": pop},
+                description=f"evosax SNES, population {pop}"),
+         Recipe("evosax_cma_es", "evosax", _control_evosax("CMA_ES"),
+                {"sigma": _CONTROL_SIGMA}, {"sigma": 0.1}, {"population_size": pop},
+                max_params=MAX_DIMS["CMA_ES"],
+                why_limited="CMA-ES keeps a d x d covariance (fold_jax.peers.CMA_MAX_DIMS)",
+                description=f"evosax CMA-ES, population {pop}"),
+         Recipe("ppo", "rejax", _ppo_loop, {"learning_rate": LogUniform(1e-4, 3e-3)},
+                {"learning_rate": 3e-4},
+                description="rejax PPO (its defaults: 64 envs x 64 steps an iteration, "
+                            "64-64 actor-critic), learning rate tuned")]
+    return {f"control/{x.name}": x._replace(name=f"control/{x.name}", suite="control",
+                                            handles_mask=False) for x in r}

@@ -1,8 +1,9 @@
 """The results files: one :class:`~fold_jax.results.columns.Schema` per file stem.
 
 ``SCHEMA`` maps each file (kernels, races, curves, tuning, variants, probes, region_maps,
-scaling, bbob, hypotheses) to its key columns and every column it may hold; ``SCHEMAS``
-the core columns and their dtypes (every row carries them and loading checks them).
+scaling, bbob, hypotheses, control, control_curves, control_tuning) to its key columns
+and every column it may hold; ``SCHEMAS`` the core columns and their dtypes (every row
+carries them and loading checks them).
 """
 
 from __future__ import annotations
@@ -402,9 +403,113 @@ _HYPOTHESES = Schema(
     ),
 )
 
+
+_CONTROL_KEY = ("task", "method", "seed", "budget_env_steps", *MACHINE_KEY)
+_CTRL_TUNE = "as control.csv"
+_CONTROL = Schema(
+    "control", _CONTROL_KEY,
+    "one control race: one method on one gymnax task and seed, trained until its policy's "
+    "mean return on the held-out evaluation episodes reaches the task's threshold "
+    "(fold_jax/bench/suites/control.py)",
+    (
+        col("task", "str", "", "the control task (fold_jax.tasks name: cartpole, ...)", True),
+        col("method", "str", "", "the method (recipe registry name, control/...)", True),
+        col("seed", "int", "", "seed of the initialisation and the training episodes", True),
+        col("budget_env_steps", "int", "env steps", "environment-step budget of the task "
+           "(the same for every method; an ES runs whole steps up to it)", True),
+        col("library", "str", "", "who implements the method: fold_jax, evosax or rejax",
+           True),
+        col("recipe", "str", "", "the recipe the method's settings come from"),
+        col("hparams", "str", "JSON", "JSON object of every setting of the run"),
+        col("trial", "int", "", "the selected tuning trial (control_tuning.csv)"),
+        col("n_trials", "int", "count", "tuning trials the method was given"),
+        col("threshold", "num", "return", "the return the race calls solved", True),
+        col("reached", "bool", "", "whether the held-out return reached the threshold",
+           True),
+        col("env_steps_to_target", "num", "env steps", "environment steps until the first "
+           "evaluation at the threshold (ES: loss evaluations x episodes x horizon, every "
+           "episode stepped to the horizon; PPO: its transitions); inf when missed", True),
+        col("evals_to_target", "num", "evaluations", "loss evaluations until then (ES; NaN "
+           "for PPO, which has none); inf when missed"),
+        col("time_to_target_s", "num", "s", "timed training seconds until then (compile "
+           "and evaluation excluded); inf when missed", True),
+        col("final_return", "num", "return", "mean return on the held-out evaluation "
+           "episodes at the last evaluation", True),
+        col("best_return", "num", "return", "best held-out mean return over the evaluations"),
+        col("env_steps_run", "num", "env steps", "environment steps trained in all"),
+        col("elapsed_s", "num", "s", "timed training seconds in all"),
+        col("compile_s", "num", "s", "compile (and warm-up) seconds, off the clock"),
+        col("eval_env_steps", "num", "env steps", "environment steps between evaluations "
+           "(the resolution of env_steps_to_target)"),
+        col("n_params", "num", "count", "parameters of the policy (PPO: its own actor-critic "
+           "is not counted, NaN)"),
+        col("skipped_steps", "int", "steps", "ES steps whose update was skipped (non-finite "
+           "estimate); 0 for PPO"),
+        col("capped", "bool", "", "whether the wall-clock safety cap (BUDGET_S) cut an ES run "
+           "short of its budget (then the row depends on machine speed)"),
+        col("eval_seed", "int", "", "seed of the held-out evaluation episodes (tuning used "
+           "another: control_tuning.csv)"),
+        col("profile", "str", "", "benchmark profile that made the row: quick or full"),
+    ),
+)
+
+_CONTROL_CURVES = Schema(
+    "control_curves", (*_CONTROL_KEY[:4], "env_steps", *MACHINE_KEY),
+    "one evaluation of a control race: held-out return against environment steps and "
+    "seconds (key as control.csv plus env_steps)",
+    (
+        col("task", "str", "", _CTRL_TUNE, True),
+        col("method", "str", "", _CTRL_TUNE, True),
+        col("seed", "int", "", _CTRL_TUNE, True),
+        col("budget_env_steps", "int", "env steps", _CTRL_TUNE, True),
+        col("library", "str", "", _CTRL_TUNE, True),
+        col("env_steps", "num", "env steps", "environment steps done at the evaluation", True),
+        col("elapsed_s", "num", "s", "timed training seconds done at the evaluation", True),
+        col("return", "num", "return", "mean return on the held-out evaluation episodes", True),
+        col("episode_length", "num", "steps", "mean held-out episode length (steps until "
+           "done)"),
+    ),
+)
+
+_CONTROL_TUNING = Schema(
+    "control_tuning", ("task", "method", "trial", "seed", "budget_env_steps", *MACHINE_KEY),
+    "one tuning trial of a control method on one seed, scored on validation episodes "
+    "(evaluation seed apart from the races')",
+    (
+        col("task", "str", "", _CTRL_TUNE, True),
+        col("method", "str", "", _CTRL_TUNE, True),
+        col("trial", "int", "", "the trial's index in the method's quasi-random sequence", True),
+        col("seed", "int", "", "1000 + trial + j n_trials for the trial's j-th seed", True),
+        col("budget_env_steps", "int", "env steps", _CTRL_TUNE, True),
+        col("library", "str", "", _CTRL_TUNE),
+        col("recipe", "str", "", _CTRL_TUNE),
+        col("hparams", "str", "JSON", "JSON object of the trial's settings"),
+        col("n_trials", "int", "count", "trials the method was given"),
+        col("threshold", "num", "return", _CTRL_TUNE),
+        col("reached", "bool", "", "whether the validation return reached the threshold"),
+        col("env_steps_to_target", "num", "env steps", "as control.csv, on validation "
+           "episodes; inf when missed"),
+        col("time_to_target_s", "num", "s", "as control.csv, on validation episodes"),
+        col("best_return", "num", "return", "best validation mean return"),
+        col("final_return", "num", "return", "validation mean return at the last evaluation"),
+        col("score", "num", "env steps", "the trial's ranking score on each of its rows: the "
+           "median over its seeds of env_steps_to_target (lower is better)"),
+        col("selected", "bool", "", "whether this trial is the one raced (control.csv)"),
+        col("eval_seed", "int", "", "seed of the validation episodes"),
+        col("elapsed_s", "num", "s", "timed training seconds in all"),
+        col("compile_s", "num", "s", _CTRL_TUNE),
+        col("evals_to_target", "num", "evaluations", _CTRL_TUNE),
+        col("env_steps_run", "num", "env steps", _CTRL_TUNE),
+        col("eval_env_steps", "num", "env steps", _CTRL_TUNE),
+        col("n_params", "num", "count", _CTRL_TUNE),
+        col("skipped_steps", "int", "steps", _CTRL_TUNE),
+        col("capped", "bool", "", _CTRL_TUNE),
+    ),
+)
+
 SCHEMA: dict[str, Schema] = {s.file: s for s in (
     _KERNELS, _RACES, _CURVES, _TUNING, _VARIANTS, _PROBES, _REGION_MAPS, _SCALING, _BBOB,
-    _HYPOTHESES)}
+    _HYPOTHESES, _CONTROL, _CONTROL_CURVES, _CONTROL_TUNING)}
 
 # Core columns per file and their dtypes (derived from SCHEMA): every row carries them
 # and validate() checks their type. Extra columns are allowed in every file (the test
