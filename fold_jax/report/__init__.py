@@ -51,15 +51,16 @@ from fold_jax.results.io import write_bytes_if_changed
 __all__ = ["SECTIONS", "SECTION_FILES", "Source", "build", "main", "select_runs"]
 
 SECTIONS: tuple[str, ...] = ("kernels", "races", "tuning", "variants", "probes", "scaling", "bbob",
-                             "hypotheses")
+                             "hypotheses", "lm")
 # the results files each section reads (default: the file named like the section)
 SECTION_FILES: dict[str, tuple[str, ...]] = {"races": ("races", "curves"),
                                              "tuning": ("tuning", "races"),
-                                             "probes": ("probes", "region_maps")}
+                                             "probes": ("probes", "region_maps"),
+                                             "lm": ("lm_kernels",)}
 _TITLES = {"kernels": "Kernels", "races": "Time-to-target races",
            "tuning": "Tuning and peers", "variants": "Variants",
            "probes": "Probes", "scaling": "Scaling", "bbob": "BBOB (COCO)",
-           "hypotheses": "The essays' claims, tested"}
+           "hypotheses": "The essays' claims, tested", "lm": "Language models"}
 _SHOWN = ("finished", "unrecorded")  # statuses eligible by default
 
 
