@@ -147,7 +147,8 @@ def _method(method: str, loss: Callable, num_directions: int):
 
 
 def measure(model: str, seq_len: int, batch_size: int, num_directions: int,
-            profile: str = "quick", methods: tuple[str, ...] = METHODS) -> list[dict[str, Any]]:
+            profile: str = "quick", methods: tuple[str, ...] | None = None
+            ) -> list[dict[str, Any]]:
     """One row per method of ``methods`` on one configuration (columns: COLUMNS.md).
 
     Args:
@@ -156,7 +157,7 @@ def measure(model: str, seq_len: int, batch_size: int, num_directions: int,
         batch_size: sequences per loss B.
         num_directions: K of the zo_fused and evosax rows.
         profile: the rounds budget (``BUDGET``).
-        methods: which of ``METHODS`` to measure.
+        methods: which of ``METHODS`` to measure (None: all).
 
     Returns:
         The rows.
@@ -164,6 +165,10 @@ def measure(model: str, seq_len: int, batch_size: int, num_directions: int,
     from fold_jax import nets
 
     budget = BUDGET[check_profile(profile)]
+    methods = METHODS if methods is None else methods
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"methods={unknown} unknown; allowed: {list(METHODS)}")
     net, params, loss, x, y = setup(model, seq_len, batch_size)
     n = nets.count_params(params)
     references: dict[int, tuple[Any, tuple, float]] = {}
