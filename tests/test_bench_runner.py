@@ -341,5 +341,5 @@ def test_a_suite_outside_a_profiles_default_run_runs_only_when_named(tmp_path, c
     assert run.main([*argv, "--only", "optin"], suites=suites) == 0
     assert sorted(results.load(tmp_path / "optin.csv")["i"]) == [0, 1]
     names = run.discover()
-    assert run.default_parts(names, "quick")[1] == ["hypotheses"]
+    assert run.default_parts(names, "quick")[1] == ["hypotheses", "lm"]
     assert run.default_parts(names, "full") == (names, [])

@@ -63,17 +63,18 @@ __all__ = ["HEADLINE_ITEMS", "PAGES_DIR", "SECTIONS", "SECTION_FILES", "Source",
            "main", "select_runs"]
 
 SECTIONS: tuple[str, ...] = ("kernels", "races", "tuning", "variants", "probes", "scaling", "bbob",
-                             "hypotheses", "control")
+                             "hypotheses", "control", "lm")
 # the results files each section reads (default: the file named like the section)
 SECTION_FILES: dict[str, tuple[str, ...]] = {"races": ("races", "curves"),
                                              "tuning": ("tuning", "races"),
                                              "probes": ("probes", "region_maps"),
-                                             "control": ("control", "control_curves")}
+                                             "control": ("control", "control_curves"),
+                                             "lm": ("lm_kernels",)}
 _TITLES = {"kernels": "Kernels", "races": "Time-to-target races",
            "tuning": "Tuning and peers", "variants": "Variants",
            "probes": "Probes", "scaling": "Scaling", "bbob": "BBOB (COCO)",
            "hypotheses": "The essays' claims, tested",
-           "control": "Control races (gymnax)"}
+           "control": "Control races (gymnax)", "lm": "Language models"}
 _SHOWN = ("finished", "unrecorded")  # statuses eligible by default
 PAGES_DIR = "report"  # the per-section pages, beside REPORT.md
 HEADLINE_ITEMS = 3  # findings per section in the summary (fallback headline)

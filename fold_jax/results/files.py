@@ -1,7 +1,8 @@
 """The results files: one :class:`~fold_jax.results.columns.Schema` per file stem.
 
 ``SCHEMA`` maps each file (kernels, races, curves, tuning, variants, probes, region_maps,
-scaling, bbob, hypotheses, control, control_curves, control_tuning) to its key columns
+scaling, bbob, hypotheses, control, control_curves, control_tuning,
+lm_kernels) to its key columns
 and every column it may hold; ``SCHEMAS`` the core columns and their dtypes (every row
 carries them and loading checks them).
 """
@@ -318,6 +319,65 @@ _SCALING = Schema(
     ),
 )
 
+_LM_KERNELS = Schema(
+    "lm_kernels",
+    ("model", "seq_len", "batch_size", "num_directions", "method", "rank", *MACHINE_KEY),
+    "one step (or forward pass) of one training method on one transformer LM "
+    "configuration, timed in alternating rounds against inference on the sequences it "
+    "evaluates (fold_jax/bench/suites/lm.py)",
+    (
+        col("model", "str", "", "transformer_lm preset: tiny (~1.3e5 params), small (~1e6) "
+           "or base (~1.1e7)", True),
+        col("n_params", "num", "count", "parameters of the model", True),
+        col("seq_len", "int", "tokens", "tokens per sequence T", True),
+        col("batch_size", "int", "sequences", "sequences B in one loss evaluation", True),
+        col("num_directions", "int", "evaluations", "the configuration's K: perturbed "
+           "evaluations of the fused ES and evosax rows (population size); the other "
+           "methods' rows carry it to pair with them", True),
+        col("method", "str", "", "inference (a forward pass on B sequences), adam (a "
+           "backprop Adam step), mezo (ZO-SGD: one rademacher SPSA pair, full rank), "
+           "zo_fused (zo.value_and_grad low rank, K directions, SGD update), evosax_Open_ES, "
+           "evosax_SNES (evosax ask / vmapped evaluation / tell, population K)", True),
+        col("rank", "int", "rank", _RANK, True),
+        col("evals", "int", "evaluations", "loss evaluations one call makes on B sequences "
+           "(inference and adam 1, mezo 2, the others K)", True),
+        col("ref_sequences", "int", "sequences", "sequences of the reference inference: "
+           "evals x batch_size"),
+        col("fits", "bool", "", "whether the row was measured; False: the method does not "
+           "fit this configuration (see reason) and the measured columns are NaN", True),
+        col("reason", "str", "", "why the row was not measured ('' when it was)", True),
+        col("compile_s", "num", "s", "ahead-of-time compile time of the step (trace, lower, "
+           "compile)", True),
+        *timing_columns("step", "the step (alternating rounds with its reference)", True),
+        col("rounds", "num", "count", "timed rounds behind the median"),
+        col("mem_bytes", "num", "bytes", "compiled memory of the step: argument + output + "
+           "temp - alias bytes (fold_jax.timing.mem_bytes); NaN when absent", True),
+        col("inference_median_s", "num", "s", "median time of inference on ref_sequences "
+           "sequences, timed in the same alternating rounds", True),
+        col("inference_mem_bytes", "num", "bytes", "compiled memory of that inference", True),
+        col("time_ratio", "num", "ratio", "step_median_s / inference_median_s (goal for "
+           "zo_fused: <= 1.2)", True),
+        col("mem_ratio", "num", "ratio", "mem_bytes / inference_mem_bytes (goal for "
+           "zo_fused: <= 1.25)", True),
+        col("single_inference_mem_bytes", "num", "bytes", "compiled memory of inference on "
+           "batch_size sequences (the memory table's baseline)"),
+        col("mem_vs_single_inference", "num", "ratio", "mem_bytes / "
+           "single_inference_mem_bytes (MeZO's claim: a ZO step needs about one "
+           "inference's memory)", True),
+        col("path", "str", "", "zo rows: vg.describe()'s path (fused, materialized, "
+           "full_rank); '' for the others"),
+        col("fused_leaves", "num", "count", "zo rows: leaves whose low-rank noise reaches a "
+           "layer as factors (association factored, dense or mixed); NaN for the others"),
+        col("materialized_leaves", "num", "count", "zo rows: low-rank leaves summed into "
+           "dense weights (W + s A B^T); NaN for the others", True),
+        col("full_rank_leaves", "num", "count", "zo rows: leaves with full-rank noise; NaN "
+           "for the others"),
+        col("goal", "str", "", "zo_fused rows: 'met', or 'missed: ' and what missed (time "
+           "ratio > 1.2, memory ratio > 1.25, materialized leaves > 0); '' for the others"),
+        col("profile", "str", "", "benchmark profile that made the row: quick or full"),
+    ),
+)
+
 _BBOB_TARGETS = ("1e1", "1e-1", "1e-3", "1e-5", "1e-8")
 _BBOB = Schema(
     "bbob", ("function", "dim", "instance", "run", "method", "budget", *MACHINE_KEY),
@@ -509,7 +569,7 @@ _CONTROL_TUNING = Schema(
 
 SCHEMA: dict[str, Schema] = {s.file: s for s in (
     _KERNELS, _RACES, _CURVES, _TUNING, _VARIANTS, _PROBES, _REGION_MAPS, _SCALING, _BBOB,
-    _HYPOTHESES, _CONTROL, _CONTROL_CURVES, _CONTROL_TUNING)}
+    _HYPOTHESES, _CONTROL, _CONTROL_CURVES, _CONTROL_TUNING, _LM_KERNELS)}
 
 # Core columns per file and their dtypes (derived from SCHEMA): every row carries them
 # and validate() checks their type. Extra columns are allowed in every file (the test
