@@ -46,6 +46,7 @@ __all__ = [
     "Choice",
     "LogUniform",
     "Recipe",
+    "add_shipped",
     "build",
     "get",
     "hparams_json",
@@ -593,11 +594,23 @@ def hparams_json(hparams: Mapping[str, Any]) -> str:
     return json.dumps(dict(hparams), sort_keys=True, separators=(",", ":"))
 
 
-# the hypotheses' and BBOB's recipes (fold_jax.suite_recipes builds them from this
-# module's types, so it is imported once they exist): one registry for every suite
-from fold_jax import suite_recipes  # noqa: E402
+_SHIPPED: set[str] = set(RECIPES)  # names that ship with fold_jax (add_shipped adds more)
 
-RECIPES.update(suite_recipes.hypotheses_recipes() | suite_recipes.bbob_recipes()
-               | suite_recipes.control_recipes())
-BBOB_SIGMA0 = suite_recipes.BBOB_SIGMA0
-_SHIPPED = frozenset(RECIPES)
+
+def add_shipped(new: Mapping[str, Recipe]) -> None:
+    """Add recipes that ship with fold_jax from a module built on this one's types:
+    :mod:`fold_jax.suite_recipes` adds the hypotheses', BBOB's and control's when it is
+    imported (``import fold_jax`` does), so this module never imports it (no circle).
+    Shipped recipes cannot be unregistered.
+
+    Args:
+        new: name -> recipe; a name already registered is refused.
+
+    Raises:
+        ValueError: a name is already registered.
+    """
+    taken = sorted(set(new) & set(RECIPES))
+    if taken:
+        raise ValueError(f"recipes {taken} are already registered")
+    RECIPES.update(new)
+    _SHIPPED.update(new)

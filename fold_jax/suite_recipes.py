@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import optax
 
-from fold_jax import methods
+from fold_jax import methods, recipes
 from fold_jax.recipes import LogUniform, Param, Recipe, midpoint
 
 __all__ = ["BBOB_SIGMA0", "CONTROL_POPULATION", "bbob_recipes", "control_recipes",
@@ -225,3 +225,6 @@ def control_recipes() -> dict[str, Recipe]:
                             "64-64 actor-critic), learning rate tuned")]
     return {f"control/{x.name}": x._replace(name=f"control/{x.name}", suite="control",
                                             handles_mask=False) for x in r}
+
+
+recipes.add_shipped(hypotheses_recipes() | bbob_recipes() | control_recipes())

@@ -59,6 +59,7 @@ __all__ = [
     "get",
     "names",
     "objective",
+    "register",
 ]
 
 TaskName = Literal["digits", "breast_cancer", "digit_attributes", "spirals", "teacher",
@@ -630,15 +631,27 @@ _REGISTRY: dict[str, Callable[..., Task | Objective]] = {
 }
 
 
-TEXT_TASKS = ("shakespeare", "milton")  # built by fold_jax.text (imported on demand: it imports us)
+def register(name: str, builder: Callable[..., Task | Objective]) -> None:
+    """Make :func:`get` build task ``name`` with ``builder(**options)``: how a module
+    that builds on this one adds its tasks without an import circle (fold_jax.text
+    registers ``shakespeare`` and ``milton`` when it is imported, which ``import
+    fold_jax`` does).
 
+    Args:
+        name: the task name (a name already registered is refused).
+        builder: called with ``get``'s options; returns a Task or an Objective.
 
-def _builder(name: str) -> Callable[..., Task | Objective]:
-    if name in TEXT_TASKS:
-        from fold_jax import text
-
-        return getattr(text, name)
-    return _REGISTRY[name]
+    Raises:
+        ValueError: ``name`` is taken, or is not a non-empty string.
+        TypeError: ``builder`` is not callable.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if name in _REGISTRY or name in CONTROL_NAMES:
+        raise ValueError(f"task name {name!r} is already registered")
+    if not callable(builder):
+        raise TypeError(f"builder must be callable, got {type(builder).__name__}")
+    _REGISTRY[name] = builder
 
 
 def names() -> list[str]:
@@ -648,7 +661,7 @@ def names() -> list[str]:
     Returns:
         The names, sorted.
     """
-    return sorted([*_REGISTRY, *TEXT_TASKS, *CONTROL_NAMES])
+    return sorted([*_REGISTRY, *CONTROL_NAMES])
 
 
 @overload
@@ -691,7 +704,7 @@ def get(name: str, **options: Any) -> Task | Objective | ControlTask:
         except ValueError as error:
             raise ValueError(f"{error} (or a gymnax environment id, "
                              f"fold_jax.control.env_ids())") from None
-        make = _builder(name)
+        make = _REGISTRY[name]
     allowed = set(inspect.signature(make).parameters)
     unknown = set(options) - allowed
     if unknown:

@@ -39,6 +39,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, PyTree
 
+from fold_jax import tasks
 from fold_jax.checks import check_choice, check_fraction, check_int
 from fold_jax.gutenberg import clean_gutenberg
 from fold_jax.heads import Head
@@ -447,3 +448,5 @@ def _tokens(name: str) -> np.ndarray:
 
 shakespeare = _corpus_task("shakespeare")
 milton = _corpus_task("milton")
+tasks.register("shakespeare", shakespeare)
+tasks.register("milton", milton)

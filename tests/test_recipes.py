@@ -202,3 +202,17 @@ def test_register_refuses_bad_input_naming_it(registry_snapshot):
         recipes.build("x6", _loss)
     with pytest.raises(ValueError, match="ships with fold_jax"):
         recipes.unregister("adam")
+
+
+def test_suite_recipes_are_shipped_through_add_shipped():
+    """fold_jax.suite_recipes adds the hypotheses', BBOB's and control's recipes on import
+    (recipes never imports it: no circle); they count as shipped, and a name already
+    registered is refused."""
+    for suite in ("hypotheses", "bbob", "control"):
+        names = recipes.names(suite=suite)
+        assert names and all(n.startswith(f"{suite}/") for n in names)
+    with pytest.raises(ValueError, match="cannot be unregistered"):
+        recipes.unregister("bbob/" + recipes.names(suite="bbob")[0].split("/", 1)[1])
+    taken = recipes.names(suite="bbob")[0]
+    with pytest.raises(ValueError, match="already registered"):
+        recipes.add_shipped({taken: recipes.get(taken)})

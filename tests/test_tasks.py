@@ -316,3 +316,34 @@ def test_objectives_evaluate_batches_point_by_point():
         f = tasks.get(name, dim=5)
         pts = jnp.stack([f.x0, f.x_star, 0.5 * f.x0])
         np.testing.assert_allclose(f(pts), [float(f(p)) for p in pts], rtol=1e-6)
+
+
+def test_register_adds_a_builder_that_get_uses_and_refuses_bad_input():
+    """fold_jax.text adds its corpora through register (no import circle): a registered
+    builder is what get calls, with get's options; taken names, empty names and
+    non-callables are refused before anything is stored."""
+    assert {"shakespeare", "milton"} <= set(tasks.names())  # registered by import fold_jax
+    built = {}
+
+    def builder(seed: int = 0):
+        built["seed"] = seed
+        return tasks.get("sphere")
+
+    tasks.register("my_task", builder)
+    try:
+        assert "my_task" in tasks.names()
+        tasks.get("my_task", seed=3)
+        assert built == {"seed": 3}
+        with pytest.raises(ValueError, match="unknown"):
+            tasks.get("my_task", bogus=1)
+        with pytest.raises(ValueError, match="already registered"):
+            tasks.register("my_task", builder)
+        with pytest.raises(ValueError, match="already registered"):
+            tasks.register("cartpole", builder)
+    finally:
+        tasks._REGISTRY.pop("my_task", None)
+    with pytest.raises(ValueError, match="non-empty string"):
+        tasks.register("", builder)
+    with pytest.raises(TypeError, match="callable"):
+        tasks.register("other", 3)
+    assert "other" not in tasks.names()

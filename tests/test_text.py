@@ -180,7 +180,7 @@ def test_windows_are_next_token_pairs_in_disjoint_contiguous_splits(T, blocks):
 
 def test_corpus_tasks_are_registered_in_tasks():
     assert {"shakespeare", "milton"} <= set(tasks.names()) <= set(tasks.TASK_NAMES) | set(
-        tasks.OBJECTIVE_NAMES)
+        tasks.OBJECTIVE_NAMES) | set(tasks.CONTROL_NAMES)
     task = tasks.get("milton", T=32, max_chars=50_000)
     assert isinstance(task, text.SequenceTask) and isinstance(tasks.dataset("milton"), tasks.Task)
     assert task.n_outputs == len(text.vocabulary()) and task.vocab == text.vocabulary()

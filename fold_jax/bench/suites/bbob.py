@@ -93,7 +93,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fold_jax import recipes, results
+from fold_jax import recipes, results, suite_recipes
 from fold_jax.bench.common import Job, check_profile
 from fold_jax.checks import check_choice
 from fold_jax.report.bbob import FUNCTIONS, TARGETS, group_of, target_column
@@ -102,7 +102,7 @@ FILE = "bbob"
 KEY = ["function", "dim", "instance", "run", "method", "budget", *results.MACHINE_KEY]
 
 CHUNK = 32  # steps per jitted lax.scan call (the final target is checked between chunks)
-SIGMA0 = recipes.BBOB_SIGMA0  # initial step size of the adaptive methods (domain [-5, 5])
+SIGMA0 = suite_recipes.BBOB_SIGMA0  # initial step size of the adaptive methods (domain [-5, 5])
 START_LOW, START_HIGH = -4.0, 4.0  # start points: uniform in COCO's region of interest
 TRIGGERS_PER_DECADE = 100  # COCO's bbob observer default (number_target_triggers)
 COCO_DIR_ENV = "FOLD_JAX_BBOB_COCO_DIR"
