@@ -48,6 +48,7 @@ __all__ = [
     "Recipe",
     "add_shipped",
     "build",
+    "evosax_factory",
     "get",
     "hparams_json",
     "libraries",
@@ -175,7 +176,16 @@ def _snes(loss, options, tx_wrap, mask):
     return snes.snes(loss, tx, None, **options, **({} if mask is None else {"mask": mask}))
 
 
-def _evosax(strategy: str):
+def evosax_factory(strategy: str) -> Callable[..., Any]:
+    """The recipe factory of evosax strategy ``strategy`` (a ``learning_rate`` option puts
+    Adam on its mean); the races' and the control suite's evosax recipes share it.
+
+    Args:
+        strategy: the evosax strategy name (fold_jax.peers).
+
+    Returns:
+        ``make(loss, options, tx_wrap, mask) -> Method``.
+    """
     def make(loss, options, tx_wrap, mask):
         from fold_jax import peers
 
@@ -289,7 +299,8 @@ def _recipes() -> dict[str, Recipe]:
         limit = MAX_DIMS.get(strategy)
         suffix = "" if population == EVOSAX_POPULATION else str(population)
         r.append(Recipe(
-            f"evosax_{strategy.lower()}{suffix}", "evosax", _evosax(strategy), space, defaults,
+            f"evosax_{strategy.lower()}{suffix}", "evosax", evosax_factory(strategy), space,
+            defaults,
             {"population_size": population},
             handles_mask=False, max_params=limit,
             why_limited="" if limit is None else (

@@ -167,19 +167,6 @@ def _control_snes(loss, options, tx_wrap, mask):
     return snes.snes(loss, tx_wrap(methods.optimizer("sgd", 1.0)), None, **options)
 
 
-def _control_evosax(strategy: str):
-    def make(loss, options, tx_wrap, mask):
-        from fold_jax import peers
-
-        o = dict(options)
-        extra = {}
-        if "learning_rate" in o:  # strategies with an optax optimizer on the mean
-            extra = {"optimizer": "adam", "learning_rate": o.pop("learning_rate")}
-        return peers.evosax_method(strategy, loss, **o, **extra)
-
-    return make
-
-
 def _ppo_loop(loss, options, tx_wrap, mask):
     raise ValueError("control/ppo runs rejax's own loop (fold_jax.ppo.train, called by "
                      "fold_jax.bench.suites.control), not a fold_jax Method")
@@ -208,13 +195,13 @@ def control_recipes() -> dict[str, Recipe]:
          Recipe("snes_lowrank", "fold_jax", _control_snes, {"sigma": _CONTROL_SIGMA},
                 {"sigma": 0.1}, {"num_directions": pop, "rank": 4, "antithetic": True},
                 description=f"SNES on the fused rank-4 path, {pop} evaluations"),
-         Recipe("evosax_open_es", "evosax", _control_evosax("Open_ES"), es, es_default,
+         Recipe("evosax_open_es", "evosax", recipes.evosax_factory("Open_ES"), es, es_default,
                 {"population_size": pop},
                 description=f"evosax Open_ES, population {pop} + Adam on the mean"),
-         Recipe("evosax_snes", "evosax", _control_evosax("SNES"), {"sigma": _CONTROL_SIGMA},
+         Recipe("evosax_snes", "evosax", recipes.evosax_factory("SNES"), {"sigma": _CONTROL_SIGMA},
                 {"sigma": 0.1}, {"population_size": pop},
                 description=f"evosax SNES, population {pop}"),
-         Recipe("evosax_cma_es", "evosax", _control_evosax("CMA_ES"),
+         Recipe("evosax_cma_es", "evosax", recipes.evosax_factory("CMA_ES"),
                 {"sigma": _CONTROL_SIGMA}, {"sigma": 0.1}, {"population_size": pop},
                 max_params=MAX_DIMS["CMA_ES"],
                 why_limited="CMA-ES keeps a d x d covariance (fold_jax.peers.CMA_MAX_DIMS)",
