@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fold_jax import results
+from fold_jax import recipes, results, train
 from fold_jax.bench import hypotheses_work as work
 from fold_jax.bench.common import TUNING_SEED
 from fold_jax.bench.suites import hypotheses as suite
@@ -55,13 +55,13 @@ def test_quick_is_a_subset_of_full():
 def test_a_tiny_job_runs_and_its_rows_fit_the_schema(tmp_path, monkeypatch):
     steps, seeds, n_trials = 20, (0, 1, 2), 2
     splits = []
-    fit = work.train.fit
+    fit = train.fit
 
     def recording_fit(*args, **kwargs):
         splits.append(kwargs["eval_split"])
         return fit(*args, **kwargs)
 
-    monkeypatch.setattr(work.train, "fit", recording_fit)
+    monkeypatch.setattr(train, "fit", recording_fit)
     job = suite._train_job(
         "linear_regression", "linreg", "relative_loss", "d20", "r2", steps, seeds, n_trials,
         lambda s, hp, split: work.linreg_run("relative_loss", s, steps, 10, hp=hp,
@@ -329,7 +329,7 @@ def test_every_workload_runs_a_validation_trial_with_the_drawn_settings(workload
     method = {"mlp_depth": "zo_layer_scaled", "adding_accuracy": "tbptt",
               "threshold_net": "gld", "categorical": "zo_crn",
               "zero_one": "one_plus_one_metric"}[workload]
-    (hp,) = work.recipes.sample(work.space(method), 1)
+    (hp,) = recipes.sample(work.space(method), 1)
     rows = run(hp, "val")
     assert [r["metric"].rsplit("_", 1)[0] for r in rows] == ["trial_skipped", "trial_val"]
     assert rows[0]["value"] == 0  # no step skipped

@@ -34,305 +34,58 @@ Workloads (``claim`` / ``workload``):
   reported metric (0-1 error; 1 - exact match) vs backprop on the cross-entropy.
 - linear_regression / linreg: the essay's relative-loss search where it says it worked,
   beside GLD, the (1+1)-ES, zeroth-order and Adam.
+
+The protocol, rows and method builders the workloads share are in
+:mod:`fold_jax.bench.hypotheses_protocol`, the recurrent workloads in
+:mod:`fold_jax.bench.hypotheses_recurrent`; every name stays importable from here.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fold_jax import binary, heads, methods, nets, probes, recipes, search, tasks, timing, train
-from fold_jax.bench import tuning
+from fold_jax import binary, methods, nets, probes, search, tasks
+from fold_jax.bench.hypotheses_protocol import (
+    BACKPROP,
+    FORWARD_ONLY,
+    KeyedState,
+    Run,
+    Scaled,
+    family,
+    fit_rows,
+    keyed,
+    layer_scales,
+    row,
+    search_method,
+    select,
+    settings,
+    space,
+    tune,
+    zo,
+)
+from fold_jax.bench.hypotheses_recurrent import (
+    RNN_HIDDEN,
+    adding_task,
+    recurrent_accuracy_run,
+    recurrent_cost_rows,
+    recurrent_method,
+)
+
+# the protocol and the recurrent workloads live in their own modules; their names stay
+# importable from here, where the suite and research code have always found them
+__all__ = ["BACKPROP", "CATEGORIES", "FORWARD_ONLY", "RNN_HIDDEN", "WIDTH", "KeyedState", "Run",
+           "Scaled", "adding_task", "categorical_run", "depth_run", "family", "fit_rows",
+           "keyed", "layer_scales", "linreg_run", "linreg_task", "objective_run",
+           "recurrent_accuracy_run", "recurrent_cost_rows", "recurrent_method", "row",
+           "search_method", "select", "settings", "space", "threshold_run", "tune", "zo"]
 
 WIDTH = 32  # hidden units of the MLP workloads
-FORWARD_ONLY = ("zo", "zo_layer_scaled", "zo_crn", "forward_gradient", "gld", "rso",
-                "one_plus_one", "relative_loss", "one_plus_one_crn", "one_plus_one_ce",
-                "zo_metric", "one_plus_one_metric", "gld_metric", "relative_loss_metric")
-BACKPROP = ("adam", "bptt", "tbptt", "ste_adam", "gumbel_annealed", "st_gumbel",
-            "reinforce", "adam_ce")
-
-
-def family(method: str) -> str:
-    """"backprop" or "forward_only" for a method name of this suite.
-
-    Args:
-        method: the method's name.
-
-    Returns:
-        The family.
-
-    Raises:
-        ValueError: an unknown method.
-    """
-    if method in BACKPROP:
-        return "backprop"
-    if method in FORWARD_ONLY:
-        return "forward_only"
-    raise ValueError(f"method={method!r} is not a method of the hypotheses suite")
-
-
-# ------------------------------------------------------------------------ tuning
-
-def space(method: str) -> dict[str, recipes.Param]:
-    """A method's search space: its recipe ``"hypotheses/<method>"`` in
-    :mod:`fold_jax.recipes` (the same on every workload; the settings a run does not
-    tune, such as directions, stay fixed and are stated in its ``hparams``).
-
-    Args:
-        method: the method's name in this suite.
-
-    Returns:
-        ``{hyperparameter: LogUniform | Choice}``.
-    """
-    return dict(recipes.get(f"hypotheses/{method}").space)
-
-
-Run = Callable[[int, Mapping[str, Any] | None, str], list[dict]]
-"""``run(seed, hparams, eval_split) -> rows``: one training run of a workload's method."""
-
-
-def settings(method: str, defaults: Mapping[str, Any], hp: Mapping[str, Any] | None
-             ) -> dict[str, Any]:
-    """``defaults`` overridden by ``hp`` (None: the defaults alone).
-
-    Args:
-        method: the method (its :func:`space` bounds ``hp``'s keys).
-        defaults: the workload's settings for it, every tunable one included.
-        hp: a trial's values.
-
-    Returns:
-        The merged settings.
-
-    Raises:
-        ValueError: a key of ``hp`` outside the method's space.
-    """
-    allowed = space(method)
-    unknown = sorted(set(hp or {}) - set(allowed))
-    if unknown:
-        raise ValueError(f"hparams {unknown} are not tunable for method {method!r}; "
-                         f"allowed: {sorted(allowed)}")
-    return {**defaults, **(hp or {})}
-
-
-def select(values: list[float]) -> int:
-    """Index of the highest final validation metric (accuracy and R^2 rise; NaN ranks
-    last; ties go to the lower index).
-
-    Args:
-        values: one final validation metric per trial.
-
-    Returns:
-        The selected index.
-    """
-    if not values:
-        raise ValueError("select() needs at least one trial")
-    return min(range(len(values)), key=lambda i: (_rank(values[i]), i))
-
-
-def _rank(value: float) -> float:
-    """A final validation metric as a tuning rank (lower is better; NaN last)."""
-    return -value if math.isfinite(value) else math.inf
-
-
-def tune(run: Run, method: str, seeds: tuple[int, ...], n_trials: int) -> list[dict]:
-    """The tuning protocol for one method on one setting (:func:`fold_jax.bench.tuning.
-    tune`, as every suite).
-
-    ``n_trials`` settings from the recipe ``"hypotheses/<method>"``
-    (:func:`fold_jax.recipes.trials`), trial ``i`` trained on seed ``TUNING_SEED + i``
-    and scored by its final metric on the validation split; the selected trial
-    (the highest, NaN last, ties to the lower index: :func:`select`) reruns on
-    ``seeds``, scored on the test split. Trial rows (each run's last row is its score)
-    carry ``trial``, ``n_trials`` and ``selected``; final rows the selected ``trial``
-    and ``n_trials``.
-
-    Args:
-        run: the workload's run (:data:`Run`).
-        method: the method's name.
-        seeds: the final seeds.
-        n_trials: trials to draw (>= 1).
-
-    Returns:
-        The trial rows, then every seed's rows (the last seed's last).
-    """
-    tuned = tuning.tune(f"hypotheses/{method}", n_trials,
-                        lambda i, hp, trial_seeds: run(trial_seeds[0], hp, "val"),
-                        lambda rows: _rank(rows[-1]["value"]),
-                        lambda i, hp, seed: run(seed, hp, "test"), seeds)
-    best = tuned.selected
-    marked = [{**r, "trial": i, "n_trials": n_trials, "selected": i == best}
-              for i, rows in enumerate(tuned.trials) for r in rows]
-    finals = [{**r, "trial": best, "n_trials": n_trials} for rows in tuned.finals for r in rows]
-    return marked + finals
-
-
-# -------------------------------------------------------------------------- rows
-
-
-def row(claim: str, workload: str, method: str, setting: str, seed: int, metric: str,
-        value: Any, *, step: int, evals: float = math.nan, mem_bytes: float = math.nan,
-        step_s: float = math.nan, **extra: Any) -> dict[str, Any]:
-    """One hypotheses.csv row.
-
-    Args:
-        claim: the essay's claim (depth, recurrent, nondiff_parts, nondiff_objective,
-            linear_regression).
-        workload: the workload testing it.
-        method: the method's name.
-        setting: the configuration within the workload (e.g. "sigmoid/d16", "T512").
-        seed: the seed.
-        metric: what ``value`` measures.
-        value: the measurement.
-        step: training steps done when it was measured (the budget for final metrics).
-        evals: loss evaluations spent by then.
-        mem_bytes: compiled memory of the training step (argument + output + temp -
-            alias bytes).
-        step_s: median seconds of one training step.
-        **extra: further columns (steps, elapsed_s, compile_s, n_params, hparams, ...).
-
-    Returns:
-        The row.
-    """
-    return {"claim": claim, "workload": workload, "method": method,
-            "family": family(method), "library": "fold_jax", "setting": setting,
-            "seed": int(seed), "metric": metric, "value": float(value), "step": int(step),
-            "evals": float(evals), "mem_bytes": float(mem_bytes), "step_s": float(step_s),
-            **extra}
-
-
-def fit_rows(ids: dict[str, Any], method: methods.Method, params, task, apply, *,
-             steps: int, batch_size: int, eval_every: int, hparams: dict,
-             metric: str = "accuracy", eval_split: str = "test") -> list[dict]:
-    """Train with :func:`fold_jax.train.fit`; the final metrics and the curve as rows.
-
-    Args:
-        ids: claim, workload, method, setting, seed.
-        method: the fold_jax Method.
-        params: the initial params.
-        task: the Task.
-        apply: ``apply(params, x)``.
-        steps: the step budget.
-        batch_size: examples per step.
-        eval_every: steps between evaluations (curve points).
-        hparams: the settings (written as JSON).
-        metric: the head metric judged (accuracy, r2, ...).
-        eval_split: "test" (a final run) or "val" (a tuning trial: the test split is
-            not read).
-
-    Returns:
-        On "test": curve_test_<metric> per evaluation, then train_loss, skipped_steps
-        and test_<metric> at the end (the last row: test_<metric>). On "val":
-        trial_skipped_steps and trial_val_<metric> (the last).
-    """
-    r = train.fit(method, params, task, apply=apply, steps=steps, batch_size=batch_size,
-                  eval_every=eval_every, seed=ids["seed"], target_metric=metric,
-                  eval_split=eval_split)
-    h = r.history
-    last = h.iloc[-1]
-    elapsed = float(last["elapsed_s"])
-    step_s = elapsed / max(int(last["step"]), 1)
-    common = dict(steps=steps, batch_size=batch_size, n_params=nets.count_params(params),
-                  hparams=json.dumps(hparams, sort_keys=True), compile_s=r.compile_s,
-                  elapsed_s=elapsed)
-    final = dict(step=int(last["step"]), evals=float(last["evals"]), step_s=step_s, **common)
-    if eval_split == "val":
-        return [row(**ids, metric="trial_skipped_steps", value=int(h["skipped"].sum()),
-                    **final),
-                row(**ids, metric=f"trial_val_{metric}", value=last[f"val_{metric}"],
-                    **final)]
-    out = [row(**ids, metric=f"curve_test_{metric}", value=v, step=int(s), evals=e,
-               **{**common, "elapsed_s": float(t)})
-           for s, e, t, v in zip(h["step"], h["evals"], h["elapsed_s"], h[f"test_{metric}"],
-                                 strict=True)]
-    out += [row(**ids, metric="train_loss", value=last["train_loss"], **final),
-            row(**ids, metric="skipped_steps", value=int(h["skipped"].sum()), **final),
-            row(**ids, metric=f"test_{metric}", value=last[f"test_{metric}"], **final)]
-    return out
-
-
-# ------------------------------------------------------------------------ methods
-
-
-def zo(loss: Callable, *, lr: float = 1e-2, directions: int = 16, sigma: float = 1e-3,
-       ) -> methods.Method:
-    """Isotropic zeroth-order: Adam on the antithetic Gaussian estimate."""
-    return methods.zeroth_order(loss, "adam", lr, num_directions=directions, sigma=sigma)
-
-
-def layer_scales(params) -> Any:
-    """Per-leaf scale of an MLP's params: 1 / sqrt(fan_in) of the leaf's layer (the rms
-    of its LeCun-normal kernel at init; a bias takes its layer's). Python floats, fixed by
-    the architecture alone, so every seed compiles the same program.
-
-    Args:
-        params: an :func:`fold_jax.nets.mlp` params tree.
-
-    Returns:
-        A tree like params of Python floats.
-    """
-    out = {}
-    for name, layer in nets.dense_layers(params):
-        s = 1.0 / math.sqrt(layer["kernel"].shape[0])
-        out[name] = {k: s for k in layer}
-    return {"params": out}
-
-
-class Scaled(NamedTuple):
-    """A reparameterization theta = params / scales (per layer)."""
-
-    scales: Any
-
-    def down(self, params):
-        return jax.tree.map(lambda p, s: p / s, params, self.scales)
-
-    def up(self, theta):
-        return jax.tree.map(lambda t, s: t * s, theta, self.scales)
-
-    def tx(self, lr: float) -> optax.GradientTransformation:
-        """Adam whose step in theta is lr / scale, i.e. lr in parameter units: only the
-        perturbation is scaled per layer, not the step."""
-        return optax.chain(optax.adam(lr), optax.stateless(
-            lambda updates, params=None: jax.tree.map(lambda u, s: u / s, updates,
-                                                      self.scales)))
-
-
-def search_method(name: str, loss: Callable, **options) -> methods.Method:
-    """A fold_jax.search method by name with ``options``."""
-    return getattr(search, name)(loss, **options)
-
-
-class KeyedState(NamedTuple):
-    """The wrapped method's state plus a step count (``params`` first, as fit needs)."""
-
-    params: Any
-    inner: Any
-    count: Any
-
-
-def keyed(build: Callable[[Callable], methods.Method], loss: Callable) -> methods.Method:
-    """A Method whose loss also takes a sampling key and the step count:
-    ``loss(params, x, y, key, count)``. Each step draws one key and passes the same key to
-    every evaluation the step makes (common random numbers); ``build(loss3)`` builds the
-    inner method on ``loss3(params, x, y, key, count)``."""
-    inner = build(loss)
-
-    def init(params):
-        state = inner.init(params)
-        return KeyedState(state.params, state, jnp.int32(0))
-
-    def step(state, key, x, y):
-        k_method, k_sample = jax.random.split(key)
-        new, info = inner.step(state.inner, k_method, x, y, k_sample, state.count)
-        return KeyedState(new.params, new, state.count + 1), info
-
-    return methods.Method(init, step, inner.name)
 
 
 # ------------------------------------------------------------------------- depth
@@ -393,163 +146,6 @@ def depth_run(method: str, activation: str, depth: int, seed: int, steps: int,
 
 
 # --------------------------------------------------------------------- recurrent
-
-
-def adding_task(T: int, n: int = 1200, seed: int = 0) -> tasks.Task:
-    """The adding problem: x (n, T, 2) with a value channel U(0, 1) and a marker channel
-    with one marker in each half of the sequence; y = the sum of the two marked values.
-    Predicting the mean (1) gives R^2 = 0; solving it needs memory over the whole
-    sequence.
-
-    Args:
-        T: sequence length (>= 2).
-        n: sequences (split 70/10/20 train/val/test).
-        seed: the data seed.
-
-    Returns:
-        A regression Task with x of shape (N, T, 2).
-    """
-    if not isinstance(T, int) or T < 2:
-        raise ValueError(f"T={T!r} must be an int >= 2")
-    rng = np.random.default_rng(seed)
-    values = rng.uniform(size=(n, T)).astype(np.float32)
-    first = rng.integers(0, T // 2, n)
-    second = rng.integers(T // 2, T, n)
-    marks = np.zeros((n, T), np.float32)
-    marks[np.arange(n), first] = 1.0
-    marks[np.arange(n), second] = 1.0
-    x = np.stack([values, marks], -1)
-    y = (values * marks).sum(1).astype(np.float32)
-    n_test, n_val = n // 5, n // 10
-    parts = np.split(np.arange(n), [n - n_test - n_val, n - n_test])
-    arr = [(jnp.asarray(x[i]), jnp.asarray(y[i])) for i in parts]
-    return tasks.Task(f"adding_T{T}", "regression", *arr[0], *arr[2],
-                      x_val=arr[1][0], y_val=arr[1][1])
-
-
-RNN_HIDDEN = 32
-
-
-def recurrent_method(method: str, T: int, truncate: int, cell: str = "gru",
-                     hp: Mapping[str, Any] | None = None
-                     ) -> tuple[methods.Method, nets.RecurrentNet, dict]:
-    """The recurrent workload's method, net and settings.
-
-    Args:
-        method: bptt, tbptt, forward_gradient, zo or one_plus_one.
-        T: sequence length.
-        truncate: k of truncated BPTT.
-        cell: gru, lstm or simple.
-        hp: tuned values (None: the defaults below).
-
-    Returns:
-        ``(method, net, hparams)``; the net's apply is the full (untruncated) forward.
-    """
-    net = nets.rnn(2, RNN_HIDDEN, 1, cell)
-    trained = nets.rnn(2, RNN_HIDDEN, 1, cell, truncate=truncate) if method == "tbptt" else net
-    head = heads.Head("regression")
-
-    def loss(p, x, y):
-        return head.loss(trained.apply(p, x), y)
-
-    base: dict[str, Any] = dict(cell=cell, hidden=RNN_HIDDEN, T=T)
-    if method in ("bptt", "tbptt"):
-        h = settings(method, dict(optimizer="adam", lr=3e-3,
-                                  truncate=truncate if method == "tbptt" else None), hp)
-        m = methods.gradient(loss, "adam", h["lr"])
-    elif method == "forward_gradient":
-        h = settings(method, dict(optimizer="adam", lr=3e-3, directions=4), hp)
-        m = methods.forward_gradient(loss, "adam", h["lr"], num_directions=4)
-    elif method == "zo":
-        h = settings(method, dict(optimizer="adam", lr=3e-3, directions=16, sigma=1e-3), hp)
-        m = zo(loss, lr=h["lr"], directions=16, sigma=h["sigma"])
-    elif method == "one_plus_one":
-        h = settings(method, dict(sigma=0.01), hp)
-        m = search.one_plus_one(loss, sigma=h["sigma"])
-        h["acceptance"] = "reevaluate"
-    else:
-        raise ValueError(f"method={method!r} is not a recurrent-workload method")
-    hp = {**base, **h}
-    return m, net, hp
-
-
-def recurrent_accuracy_run(method: str, T: int, truncate: int, seed: int, steps: int,
-                           eval_every: int, cell: str = "gru",
-                           hp: Mapping[str, Any] | None = None, eval_split: str = "test"
-                           ) -> list[dict]:
-    """One training run on the adding problem of length T (test R^2).
-
-    Args:
-        method: as :func:`recurrent_method`.
-        T: sequence length.
-        truncate: k of truncated BPTT.
-        seed: init and batch seed (the data are fixed).
-        steps: step budget.
-        eval_every: steps between curve points.
-        cell: the recurrent cell.
-        hp: tuned values (None: the defaults of :func:`recurrent_method`).
-        eval_split: "test" or "val" (a tuning trial).
-
-    Returns:
-        The rows (metric test_r2).
-    """
-    m, net, hp = recurrent_method(method, T, truncate, cell, hp)
-    task = adding_task(T)
-    ids = dict(claim="recurrent", workload="adding_accuracy", method=method,
-               setting=f"{cell}/T{T}", seed=seed)
-    return fit_rows(ids, m, net.init(jax.random.key(seed)), task, net.apply, steps=steps,
-                    batch_size=64, eval_every=eval_every, hparams=hp, metric="r2",
-                    eval_split=eval_split)
-
-
-def recurrent_cost_rows(method: str, T: int, truncate: int, seeds: tuple[int, ...],
-                        cell: str = "gru", batch: int = 64) -> list[dict]:
-    """Compiled memory and median step time of one training step at length T.
-
-    The step is ``method.step(state, key, x, y)`` on a batch of ``batch`` sequences,
-    compiled ahead of time (:func:`fold_jax.timing.aot`); memory is
-    ``memory_analysis()`` argument + output + temp - alias bytes (and the temp bytes
-    alone); time is the median over rounds (:func:`fold_jax.timing.measure`) from each
-    seed's initial params.
-
-    Args:
-        method: as :func:`recurrent_method`.
-        T: sequence length.
-        truncate: k of truncated BPTT.
-        seeds: seeds whose params are timed.
-        cell: the recurrent cell.
-        batch: sequences per step.
-
-    Returns:
-        Rows per seed: temp_bytes, compile_s and step_s (the last), each with mem_bytes
-        and step_s.
-    """
-    m, net, hp = recurrent_method(method, T, truncate, cell)
-    task = adding_task(T, n=max(2 * batch, 200))
-    x, y = task.x_train[:batch], task.y_train[:batch]
-    state = m.init(net.init(jax.random.key(seeds[0])))
-    key = jax.random.key(0)
-    compiled, compile_s = timing.aot(m.step, state, key, x, y)
-    mem = timing.mem_bytes(compiled)
-    try:
-        temp = float(compiled.memory_analysis().temp_size_in_bytes)
-    except Exception:
-        temp = math.nan
-    out = []
-    for seed in seeds:
-        s = m.init(net.init(jax.random.key(seed)))
-        t = timing.measure(compiled, s, key, x, y, min_rounds=3, max_rounds=20,
-                           max_time_s=0.15, warmup=1)
-        ids = dict(claim="recurrent", workload="adding_memory", method=method,
-                   setting=f"{cell}/T{T}", seed=seed)
-        extra = dict(T=T, batch_size=batch, hparams=json.dumps(hp, sort_keys=True),
-                     trial=-1, n_trials=0,
-                     n_params=nets.count_params(s.params), compile_s=compile_s)
-        common = dict(step=0, mem_bytes=mem, step_s=t.median_s, **extra)
-        out += [row(**ids, metric="temp_bytes", value=temp, **common),
-                row(**ids, metric="mem_bytes", value=mem, **common),
-                row(**ids, metric="step_s", value=t.median_s, **common)]
-    return out
 
 
 # ------------------------------------------------------------ non-differentiable parts
