@@ -40,10 +40,8 @@ unless ``--no-report``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib
 import os
-import platform
 import sys
 import time
 import traceback
@@ -53,18 +51,17 @@ from typing import Any
 
 from fold_jax import results
 from fold_jax.bench.common import PROFILES, Job, Selection
+from fold_jax.bench.jobs import pending, write_rows
+from fold_jax.bench.run_choice import MACHINE, RunChoiceError, describe, now_utc, select_run
 
 SUITES = "fold_jax.bench.suites"  # the package holding the shipped suites
 HERE = Path(__file__).resolve().parent / "suites"
 FIRST = ("kernels",)  # parts that run before the others (timings on an idle machine)
 
-__all__ = ["default_parts", "discover", "import_modules", "main", "pending", "promote",
-           "select_run", "write_rows"]
-
-# one machine a run: the results' machine key and the CPU (a run resumes only on its CPU)
-MACHINE = ("cpu_model", *results.MACHINE_KEY)
-# the command a run was started with (a resumed run keeps them)
-OPTIONS = ("profile", "parts", "filter", "imports", "methods", "tasks")
+# pending / write_rows (fold_jax.bench.jobs) and select_run (fold_jax.bench.run_choice) stay
+# importable from here
+__all__ = ["RunChoiceError", "default_parts", "discover", "import_modules", "main", "pending",
+           "promote", "select_run", "write_rows"]
 
 
 def discover() -> list[str]:
@@ -104,209 +101,6 @@ def default_parts(names: Sequence[str], profile: str, modules: Mapping[str, Any]
 
 def _message(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
-
-
-def _jobs(suite, profile: str, selection: Selection | None):
-    """``suite.jobs`` under ``profile``, given ``selection`` when the suite ``SELECTS``."""
-    if selection and getattr(suite, "SELECTS", ()):
-        return suite.jobs(profile, selection)
-    return suite.jobs(profile)
-
-
-def pending(suite, profile: str, results_dir: str, substring: str | None,
-            run_id: str | None = None, selection: Selection | None = None
-            ) -> tuple[list[Job], int]:
-    """The jobs of ``suite`` still to run (filtered by ``substring``; ``selection``:
-    ``--methods`` / ``--tasks`` for a suite that ``SELECTS`` them) and how many of them
-    run ``run_id`` (by default the current run) already wrote; rows of other runs never
-    count.
-
-    Args:
-        suite: the suite module (:mod:`fold_jax.bench.common`).
-        profile: "quick" or "full".
-        results_dir: the results folder.
-        substring: ``-k``: keep jobs whose label contains it (None: all).
-        run_id: the run whose rows count as done (None: the current run).
-        selection: ``--methods`` / ``--tasks`` (None: the profile's own).
-
-    Returns:
-        ``(jobs to run, number already done)``.
-    """
-    meta = results.metadata()
-    key_columns = list(suite.KEY)
-    have = results.done_keys(suite.FILE, key_columns, results_dir, run=run_id)
-    todo, n_done = [], 0
-    for job in _jobs(suite, profile, selection):
-        if substring and substring not in (job.label or str(job.key)):
-            continue
-        full = {c: job.key.get(c, meta.get(c)) for c in key_columns}
-        if results.normalize_key(full, key_columns) in have:
-            n_done += 1
-        else:
-            todo.append(job)
-    return todo, n_done
-
-
-def write_rows(suite, job: Job, rows, results_dir: str) -> int:
-    """Append a job's rows: other files first (replacing their rows with the same key),
-    the suite's ``FILE`` last, so a half-written job is not done and reruns cleanly.
-
-    Args:
-        suite: the suite module.
-        job: the job that produced ``rows``.
-        rows: a list of rows for ``suite.FILE`` or ``{file_stem: rows}``.
-        results_dir: the results folder.
-
-    Returns:
-        The number of rows written.
-    """
-    by_file = dict(rows) if isinstance(rows, Mapping) else {suite.FILE: rows}
-    keys = {**getattr(suite, "KEYS", {}), suite.FILE: list(suite.KEY)}
-    unknown = [f for f in by_file if f not in keys]
-    if unknown:
-        raise ValueError(f"job {job.label!r} returned rows for {unknown}, which have no key "
-                         f"columns; declare KEYS = {{file: [columns]}} in the suite")
-    written = 0
-    for name in [f for f in by_file if f != suite.FILE] + [suite.FILE]:
-        file_rows = [dict(r) for r in by_file.get(name, [])]
-        if name == suite.FILE:
-            for r in file_rows:
-                for column, value in job.key.items():
-                    r.setdefault(column, value)
-        written += results.append(name, file_rows, key=keys[name], results_dir=results_dir,
-                                  replace=name != suite.FILE)
-    return written
-
-
-class RunChoiceError(Exception):
-    """The requested run cannot be continued (the message says why)."""
-
-
-def _now() -> str:
-    """UTC now, to the millisecond (orders runs started in the same second)."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
-def _pid_alive(record: Mapping[str, str]) -> bool:
-    """Whether another process on this host that is still alive holds ``record``'s run."""
-    try:
-        pid = int(record.get("pid", ""))
-    except ValueError:
-        return False
-    if record.get("host") != platform.node() or pid == os.getpid() or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, another user's
-        return True
-    return True
-
-
-def _describe(record: Mapping[str, str]) -> str:
-    options = f"--profile {record.get('profile')} --only {record.get('parts')}"
-    if record.get("filter"):
-        options += f" -k {record['filter']}"
-    for name in ("imports", "methods", "tasks"):
-        if record.get(name):
-            options += f" --{name} {record[name]}"
-    return options
-
-
-def _continuable(record: Mapping[str, str], current: Mapping[str, Any]) -> str | None:
-    """Why the run of ``record`` cannot be continued here (None when it can)."""
-    machine = {c: str(current[c]) for c in MACHINE}
-    theirs = {c: record.get(c, "") for c in MACHINE}
-    if theirs != machine:
-        return (f"it measured another machine ({', '.join(f'{c}={v}' for c, v in theirs.items())}"
-                f"; this is {', '.join(f'{c}={v}' for c, v in machine.items())})")
-    commit, head = record.get("git_commit", ""), str(current["git_commit"])
-    changed = False if commit == head else results.code_changed(commit, head)
-    if changed is not False:
-        since = ("has changed since" if changed else "cannot be compared with it")
-        return (f"it started at commit {commit[:8]} and the code (fold_jax/, bench/) {since} "
-                f"(checkout at {head[:8]}); its rows would mix code versions")
-    if record.get("status") == "running" and _pid_alive(record):
-        return f"it is still running (pid {record['pid']})"
-    return None
-
-
-def select_run(results_dir: str, options: Mapping[str, str], current: Mapping[str, Any], *,
-               explicit: Sequence[str] = (), resume: str | None = None, new: bool = False,
-               requested: str | None = None) -> tuple[dict[str, str] | None, str, list[str]]:
-    """Decide which run this command writes: ``(record, run_id, notes)`` where ``record``
-    is the resumable record of the run to continue (None: a new run ``run_id``) and
-    ``notes`` say why an unfinished run is not continued.
-
-    ``options``: this command's profile, parts (comma-joined) and filter (``-k`` or
-    ``""``); ``explicit``: those given on the command line; ``current``: this machine's
-    :func:`fold_jax.results.metadata`. ``resume``: continue exactly that run
-    (RunChoiceError when it is unknown, finished, not from this checkout, of another
-    machine or code, or when an ``explicit`` option differs from its own).
-    ``requested``: an id from ``$FOLD_JAX_RUN_ID`` (continued when resumable, else the
-    id of the new run). ``new``: never continue. Otherwise the newest resumable run
-    with the same ``options`` and machine is continued when the code has not changed
-    since it started.
-
-    Args:
-        results_dir: the results folder.
-        options: this command's run options (:data:`OPTIONS`).
-        current: this machine's metadata.
-        explicit: the options given on the command line.
-        resume: ``--resume RUN_ID`` (None: not given).
-        new: ``--new``.
-        requested: ``$FOLD_JAX_RUN_ID`` (None: unset).
-
-    Returns:
-        ``(record or None, run_id, notes)``.
-
-    Raises:
-        RunChoiceError: the requested run cannot be continued (the message says why).
-    """
-    marks = {r["run_id"]: r for r in results.resumable(results_dir)}
-    target = resume or (requested if requested in marks and not new else None)
-    if target is not None:
-        record = marks.get(target)
-        if record is None:
-            known = results.runs(results_dir)
-            row = known[known["run_id"] == target]
-            if len(row) and row.iloc[0]["status"] == "finished":
-                raise RunChoiceError(f"run {target} finished at {row.iloc[0]['finished_utc']};"
-                                     f" a finished run is never resumed (drop --resume for a "
-                                     f"new run)")
-            where = "was not started from this checkout" if len(row) else "is not known"
-            hint = (f"; resumable here: {', '.join(marks)}" if marks else
-                    "; no run is resumable here")
-            raise RunChoiceError(f"run {target} {where} (no {results_dir}/.partial/"
-                                 f"{target}.json){hint}")
-        why = _continuable(record, current)
-        if why:
-            raise RunChoiceError(f"cannot resume run {target}: {why}; start a new run instead")
-        theirs = {k: record.get(k, "") for k in OPTIONS}
-        if any(theirs[k] != options.get(k, "") for k in explicit):
-            raise RunChoiceError(f"run {target} was started with {_describe(theirs)}; rerun "
-                                 f"it without --profile/--only/-k or with the same ones")
-        return dict(record), target, []
-    if requested is not None:
-        results.check_run_id(requested)
-        if requested in set(results.runs(results_dir)["run_id"]):
-            raise RunChoiceError(f"FOLD_JAX_RUN_ID={requested} names a run that is already "
-                                 f"recorded (resumed only when unfinished, without --new); "
-                                 f"unset it for a new run")
-        return None, requested, []
-    notes: list[str] = []
-    if not new:
-        wanted = {k: options.get(k, "") for k in OPTIONS}
-        same = [r for r in marks.values() if {k: r.get(k, "") for k in OPTIONS} == wanted
-                and {c: r.get(c, "") for c in MACHINE} == {c: str(current[c]) for c in MACHINE}]
-        if same:
-            newest = max(same, key=lambda r: (r.get("started_utc", ""), r["run_id"]))
-            why = _continuable(newest, current)
-            if why is None:
-                return dict(newest), newest["run_id"], []
-            notes.append(f"not resuming unfinished run {newest['run_id']}: {why}")
-    return None, results.new_run_id(), notes
 
 
 def _split(text: str | None) -> tuple[str, ...]:
@@ -496,7 +290,7 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
         "command": " ".join(["python -m fold_jax.bench", *args.argv]),
     }
     if record is None:
-        state |= {"started_utc": _now(), "finished_utc": "", "attempts": 1,
+        state |= {"started_utc": now_utc(), "finished_utc": "", "attempts": 1,
                   "git_commit": meta["git_commit"], "jax_version": meta.get("jax_version", ""),
                   "profile": args.profile, "parts": ",".join(parts), "filter": args.k or "",
                   **{k: getattr(args, "recorded", {}).get(k, "") for k in
@@ -513,7 +307,7 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
             attempts = 2
         state = {**record, **state, "attempts": attempts}
         print(f"resuming run {rid} ({record.get('status') or 'unfinished'}, started "
-              f"{record.get('started_utc')}, attempt {attempts}, {_describe(record)}): only "
+              f"{record.get('started_utc')}, attempt {attempts}, {describe(record)}): only "
               f"the jobs this run already wrote are skipped")
     try:
         results.record_run(args.results_dir, state)
@@ -607,7 +401,7 @@ def _execute(args, parts: Sequence[str], modules: Mapping[str, Any],
         print(f"run {rid} is unfinished: rerun the same command to retry what failed in this "
               f"run, or pass --new to start over")
     else:
-        save_state(status="finished", finished_utc=_now())
+        save_state(status="finished", finished_utc=now_utc())
         print(f"run {rid} finished")
         if args.promote:
             try:
