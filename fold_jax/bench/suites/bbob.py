@@ -83,20 +83,40 @@ skips it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from fold_jax import recipes, results, suite_recipes
+from fold_jax.bench.bbob_problems import (
+    COCO_DIR_DEFAULT,
+    COCO_DIR_ENV,
+    TRIGGERS_PER_DECADE,
+    Tracker,
+    bare_problem,
+    bbob_loss,
+    bound,
+    coco_dir,
+    coco_observer,
+    f_opt,
+    new_slot,
+    new_tracker,
+    replay,
+)
 from fold_jax.bench.common import Job, check_profile
 from fold_jax.checks import check_choice
 from fold_jax.report.bbob import FUNCTIONS, TARGETS, group_of, target_column
+
+# the problems (fold_jax.bench.bbob_problems) stay importable from here
+__all__ = ["CHUNK", "COCO_DIR_DEFAULT", "COCO_DIR_ENV", "COMPILE_S", "COST_PER_EVAL_S", "FILE",
+           "KEY", "METHODS", "PROFILE", "SIGMA0", "START_HIGH", "START_LOW",
+           "TRIGGERS_PER_DECADE", "Problem", "Runner", "Spec", "Tracker", "bare_problem",
+           "bbob_loss", "bound", "build", "coco_dir", "f_opt", "jobs", "new_slot", "new_tracker",
+           "population_size", "replay", "run_batch", "run_one", "runner", "seed_of",
+           "start_point"]
 
 FILE = "bbob"
 KEY = ["function", "dim", "instance", "run", "method", "budget", *results.MACHINE_KEY]
@@ -104,9 +124,6 @@ KEY = ["function", "dim", "instance", "run", "method", "budget", *results.MACHIN
 CHUNK = 32  # steps per jitted lax.scan call (the final target is checked between chunks)
 SIGMA0 = suite_recipes.BBOB_SIGMA0  # initial step size of the adaptive methods (domain [-5, 5])
 START_LOW, START_HIGH = -4.0, 4.0  # start points: uniform in COCO's region of interest
-TRIGGERS_PER_DECADE = 100  # COCO's bbob observer default (number_target_triggers)
-COCO_DIR_ENV = "FOLD_JAX_BBOB_COCO_DIR"
-COCO_DIR_DEFAULT = "results/bbob_coco"
 # quick keeps the whole suite within about 2 minutes on a 2-core CPU; full is COCO's
 # standard experiment (all its dimensions, 15 instances) at 1000 x dim evaluations.
 PROFILE: dict[str, dict[str, Any]] = {
@@ -133,208 +150,6 @@ def population_size(dim: int) -> int:
 
 
 # ---------------------------------------------------------------------- problems
-
-
-def _level(precision: float) -> float:
-    """COCO's target-trigger index of a precision (100 per decade; -inf at 0)."""
-    if precision <= 0:
-        return -math.inf
-    return math.floor(TRIGGERS_PER_DECADE * math.log10(precision))
-
-
-@dataclasses.dataclass
-class Tracker:
-    """One run's evaluation record: every evaluation goes through :meth:`evaluate`.
-
-    Attributes:
-        problem: ``problem(x) -> f`` (a cocoex ``BareProblem``).
-        f_opt: the function's optimal value.
-        budget: evaluations allowed; later ones are refused.
-        count: evaluations made so far.
-        best: best precision ``f - f_opt`` so far (float64).
-        hits: per target of ``TARGETS``, the evaluation that first reached it (inf: not yet).
-        improvements: ``(count, x, precision)`` of each new best at a new COCO trigger
-            level (what the COCO replay needs).
-        kept_x, kept: the point a comparison-based method keeps (the first evaluated
-            point of lowest float32 precision, as JAX sees it) and its precision: its
-            exact re-evaluation is answered from memory, uncounted.
-    """
-
-    problem: Callable[[np.ndarray], float]
-    f_opt: float
-    budget: int
-    count: int = 0
-    best: float = math.inf
-    hits: list[float] = dataclasses.field(default_factory=lambda: [math.inf] * len(TARGETS))
-    improvements: list[tuple[int, np.ndarray, float]] = dataclasses.field(default_factory=list)
-    kept_x: np.ndarray | None = None
-    kept: float = math.inf
-
-    @property
-    def solved(self) -> bool:
-        """Whether the final target (1e-8) was reached."""
-        return self.hits[-1] < math.inf
-
-    @property
-    def closed(self) -> bool:
-        """Whether the run is over: budget spent or final target reached."""
-        return self.count >= self.budget or self.solved
-
-    def evaluate(self, x: np.ndarray) -> float:
-        """The precision ``f(x) - f_opt`` of ``x``, recorded; inf (not counted) once the
-        run is closed; the kept point re-evaluated bit for bit comes from memory."""
-        x = np.asarray(x)
-        if self.kept_x is not None and x.dtype == self.kept_x.dtype and np.array_equal(
-                x, self.kept_x):
-            return self.kept
-        if self.closed:
-            return math.inf
-        precision = float(self.problem(x.astype(np.float64))) - self.f_opt
-        self.count += 1
-        if np.float32(precision) < np.float32(self.kept):  # strict, first of ties: as JAX
-            self.kept_x, self.kept = x.copy(), precision
-        if precision < self.best:
-            if not self.improvements or _level(precision) < _level(self.improvements[-1][2]):
-                self.improvements.append((self.count, x.copy(), precision))
-            self.best = precision
-            for j, target in enumerate(TARGETS):
-                if self.hits[j] == math.inf and precision <= target:
-                    self.hits[j] = float(self.count)
-        return precision
-
-
-_TRACKERS: dict[int, Tracker] = {}  # problem slot (the int32 loss argument) -> tracker
-_SLOTS = [0]
-
-
-def new_slot() -> int:
-    """A fresh problem slot (an id :func:`bbob_loss` takes)."""
-    _SLOTS[0] += 1
-    return _SLOTS[0]
-
-
-@contextlib.contextmanager
-def bound(slot: int, tracker: Tracker) -> Iterator[int]:
-    """Bind ``tracker`` to problem ``slot`` while the context lasts.
-
-    Args:
-        slot: an id from :func:`new_slot`.
-        tracker: the run's tracker; :func:`bbob_loss` with this slot evaluates through it.
-
-    Returns:
-        A context manager yielding ``slot`` (RuntimeError when it is already bound).
-    """
-    if slot in _TRACKERS:
-        raise RuntimeError(f"problem slot {slot} is already bound to another run")
-    _TRACKERS[slot] = tracker
-    try:
-        yield slot
-    finally:
-        _TRACKERS.pop(slot, None)
-
-
-def _evaluate_batch(x: np.ndarray, slot: np.ndarray) -> np.ndarray:
-    """Host side of :func:`bbob_loss`: the precision of each row of ``x`` (float32)."""
-    x, slot = np.asarray(x), np.asarray(slot)
-    rows, ids = x.reshape(-1, x.shape[-1]), slot.reshape(-1)
-    out = np.array([_TRACKERS[int(k)].evaluate(r) for r, k in zip(rows, ids, strict=True)],
-                   np.float32)
-    return out.reshape(slot.shape)
-
-
-def bbob_loss(params: dict, slot) -> Any:
-    """The JAX loss of the problem bound to ``slot``: ``f(params["x"]) - f_opt``.
-
-    Args:
-        params: ``{"x": (d,) array}``.
-        slot: int32 scalar, bound to a :class:`Tracker` (:func:`bound`) when it runs.
-
-    Returns:
-        The float32 precision, computed in float64 on the host by the tracker
-        (``jax.pure_callback``; under ``vmap`` one call evaluates every row).
-    """
-    import jax
-    import jax.numpy as jnp
-
-    x = params["x"]
-    slot = jnp.asarray(slot, jnp.int32)
-    return jax.pure_callback(_evaluate_batch, jax.ShapeDtypeStruct(x.shape[:-1], jnp.float32),
-                             x, slot, vmap_method="broadcast_all")
-
-
-def _cocoex():
-    try:
-        import cocoex
-    except ImportError as error:
-        raise ImportError("the bbob suite needs cocoex: pip install 'coco-experiment>=2.8.2' "
-                          "(COCO's reference BBOB functions)") from error
-    cocoex.log_level("warning")
-    return cocoex
-
-
-def bare_problem(function: int, dim: int, instance: int):
-    """COCO's bbob problem (unobserved ``cocoex.BareProblem``): ``problem(x) -> f``,
-    ``best_value()`` = f_opt."""
-    return _cocoex().BareProblem("bbob", int(function), int(dim), int(instance))
-
-
-def f_opt(function: int, dim: int, instance: int) -> float:
-    """COCO's optimal value ``f_opt`` of a bbob problem."""
-    return float(bare_problem(function, dim, instance).best_value())
-
-
-def new_tracker(function: int, dim: int, instance: int, budget: int) -> Tracker:
-    """A fresh :class:`Tracker` of a bbob problem and budget."""
-    problem = bare_problem(function, dim, instance)
-    return Tracker(problem, float(problem.best_value()), int(budget))
-
-
-# ------------------------------------------------------------------- COCO's data
-
-
-def coco_dir() -> Path | None:
-    """Where COCO's observer writes (``$FOLD_JAX_BBOB_COCO_DIR``, default
-    ``results/bbob_coco``); None when it is ``off``/``none``/``0`` or empty."""
-    value = os.environ.get(COCO_DIR_ENV, COCO_DIR_DEFAULT).strip()
-    if value.lower() in ("", "off", "none", "0", "false"):
-        return None
-    return Path(value).resolve()
-
-
-_OBSERVERS: dict[tuple[str, str], Any] = {}
-
-
-def _observer(method: str):
-    """This process's COCO observer for ``method`` in the current run (None: off)."""
-    root = coco_dir()
-    if root is None:
-        return None
-    outer = root / results.run_id()
-    key = (str(outer), method)
-    if key not in _OBSERVERS:
-        outer.mkdir(parents=True, exist_ok=True)
-        _OBSERVERS[key] = _cocoex().Observer(
-            "bbob", f"outer_folder: {outer} result_folder: {method} algorithm_name: {method} "
-                    f"algorithm_info: fold_jax_bench_suite_bbob")
-    return _OBSERVERS[key]
-
-
-def replay(tracker: Tracker, function: int, dim: int, instance: int, observer) -> int:
-    """Replay a run through COCO's observer (module docstring); returns evaluations."""
-    cocoex = _cocoex()
-    suite = cocoex.Suite("bbob", f"instances: {instance}",
-                         f"function_indices: {function} dimensions: {dim}")
-    problem = suite.get_problem_by_function_dimension_instance(function, dim, instance,
-                                                               observer)
-    try:
-        marks = {count: x.astype(np.float64) for count, x, _ in tracker.improvements}
-        current = None
-        for count in range(1, tracker.count + 1):
-            current = marks.get(count, current)
-            problem(current)
-        return int(problem.evaluations)
-    finally:
-        problem.free()
 
 
 # ----------------------------------------------------------------------- methods
@@ -576,7 +391,7 @@ def run_batch(method: str, dim: int, problems: Sequence[Problem], *,
         outs = [_run_pycma(t, x, s) for t, x, s in zip(trackers, x0s, seeds, strict=True)]
     else:
         outs = _run_jax(method, trackers, x0s, seeds)
-    observer = _observer(method)
+    observer = coco_observer(method)
     if observer is not None:
         for p, t in zip(problems, trackers, strict=True):
             replay(t, p.function, dim, p.instance, observer)
