@@ -29,15 +29,16 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from fold_jax.checks import check_choice
 
 __all__ = ["PROFILES", "TUNING_SEED", "Job", "Rows", "Selection", "check_profile",
-           "shared_compiles"]
+           "config_jobs", "config_label", "shared_compiles"]
 
 PROFILES = ("quick", "full")
 # tuning trial i's j-th seed is TUNING_SEED + i + j * n_trials (apart from the race seeds)
@@ -87,10 +88,53 @@ def check_profile(profile: str) -> str:
     return check_choice(profile, "profile", PROFILES)
 
 
+T = TypeVar("T")
+
+
+def config_jobs(items: Iterable[T], *, run: Callable[[T], Rows], label: Callable[[T], str],
+                cost: Callable[[T], float],
+                key: Callable[[T], Mapping[str, Any]] = dict) -> Iterator[Job]:
+    """One :class:`Job` per measured configuration, the shape of the suites that measure a
+    list of configurations (kernels, lm): the job's key is the configuration's key columns,
+    its run measures that one item.
+
+    Args:
+        items: the configurations (or objects holding one), in run order.
+        run: ``run(item) -> rows``: measures one item.
+        label: ``label(item)``: the job's label (:func:`config_label` builds one).
+        cost: ``cost(item)``: expected seconds on a 2-core CPU.
+        key: ``key(item)``: the key columns' values (default: the item itself, a dict).
+
+    Returns:
+        An iterator of jobs, in the order of ``items``.
+    """
+    for item in items:
+        yield Job(dict(key(item)), functools.partial(run, item), label(item), cost(item))
+
+
+def config_label(config: Mapping[str, Any], columns: Sequence[tuple[str, str]],
+                 sep: str = "/") -> str:
+    """A job label from a configuration: ``prefix + value`` of each of ``columns`` that is
+    set (not None), joined by ``sep``.
+
+    Args:
+        config: column -> value.
+        columns: ``(column, prefix)`` pairs, in label order.
+        sep: the separator.
+
+    Returns:
+        E.g. ``"forward/inference/w32/b256"`` or ``"tiny T64 B8 K2"``.
+    """
+    return sep.join(f"{prefix}{config[column]}" for column, prefix in columns
+                    if config.get(column) is not None)
+
+
 _CACHE_DIR: str | None = None  # this process's XLA cache for shared_compiles (removed at exit)
 
 
 @contextlib.contextmanager
+
+
 def shared_compiles() -> Iterator[None]:
     """Within the block, XLA executables are cached on disk (a temporary directory of
     this process, removed at exit), so the runs of one job that build the same program
