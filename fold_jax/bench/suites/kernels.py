@@ -39,11 +39,32 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from fold_jax import recipes, results, timing
-from fold_jax.bench.common import Job, check_profile
+from fold_jax import results, timing
+from fold_jax.bench.common import Job, check_profile, config_jobs, config_label
+from fold_jax.bench.kernel_cases import (
+    SHAPES,
+    SIGMA,
+    Case,
+    bcsr_case,
+    chunk_memory_case,
+    core_case,
+    flax_case,
+    forward_gradient_case,
+    fullrank_vs_es_case,
+    fused_case,
+    openai_es_reference,
+    scaling_case,
+    search_case,
+    search_evals,
+    xnor_case,
+)
+
+# the cases (fold_jax.bench.kernel_cases) stay importable from here
+__all__ = ["BUDGET", "CONFIG", "FILE", "KEY", "LABEL", "PROFILE", "SHAPES", "SIGMA", "SPARSITIES",
+           "Case", "Kernel", "chunk_used", "config", "jobs", "kernels", "measure", "mlp_params",
+           "openai_es_reference", "search_evals"]
 
 FILE = "kernels"
 KEY = results.key(FILE)
@@ -52,7 +73,6 @@ CONFIG = [c for c in KEY if c not in results.MACHINE_KEY]  # a kernel's configur
 # rounds / time budget per kernel by profile
 BUDGET = {"quick": dict(min_rounds=5, max_rounds=50, max_time_s=0.25),
           "full": dict(min_rounds=10, max_rounds=500, max_time_s=2.0)}
-SIGMA = 1e-2
 PROFILE = {
     "quick": {"widths": [32, 128], "batches": [32, 256], "chunks": [None, 16],
               "memory_chunks": [8, 32], "scale_k": [8, 32, 128, 512],
@@ -62,27 +82,7 @@ PROFILE = {
              "scale_k": [8, 32, 128, 512], "scale_w": [16, 64, 128, 512, 1024],
              "forward_k": [1, 8, 32], "es_k": [32, 128, 512]},
 }
-SHAPES = [(256, 1024, 1024), (256, 4096, 4096)]
 SPARSITIES = [0.5, 0.9, 0.95, 0.99]
-
-
-class Case(NamedTuple):
-    """What :func:`measure` times: ``fn(*args)`` against ``reference``.
-
-    ``reference``: ``("inference" | "dense", fn, args)``; ``baseline``: ``(name, fn,
-    args)`` timed in the same rounds; ``evals``: examples evaluated per call (None:
-    num_directions x batch_size); ``extra``: measured columns of the row (e.g.
-    weight_bytes); ``actual``: configuration values known only once built, checked
-    against the kernel's key.
-    """
-
-    fn: Callable
-    args: tuple
-    reference: tuple[str, Callable, tuple] | None = None
-    baseline: tuple[str, Callable, tuple] | None = None
-    evals: float | None = None
-    extra: dict[str, Any] | None = None
-    actual: dict[str, Any] | None = None
 
 
 class Kernel(NamedTuple):
@@ -165,243 +165,13 @@ def chunk_used(num_directions: int, chunk_size: int | str | None = "auto",
     return o.per_chunk * o.signs
 
 
-# ----------------------------------------------------------------------------- setups
-
-
-@functools.cache
-def _digits():
-    from fold_jax import tasks
-
-    return tasks.get("digits")
-
-
-def _setup(width: int = 128, batch_size: int = 256):
-    from fold_jax import nets
-
-    task = _digits()
-    net = nets.mlp((task.n_features, width, width, task.n_outputs), "relu")
-    params = net.init(jax.random.key(0))
-    idx = jnp.arange(batch_size) % task.n_train
-    return task, net, params, task.x_train[idx], task.y_train[idx]
-
-
-def _inference(net, params, x, copies: int) -> tuple[str, Callable, tuple]:
-    return "inference", net.apply, (params, jnp.tile(x, (copies, 1)))
-
-
-def _n(params) -> int:
-    from fold_jax import nets
-
-    return nets.count_params(params)
-
-
-def openai_es_reference(loss: Callable, num_directions: int, sigma: float) -> Callable:
-    """One OpenAI-ES generation that materializes its population (ask / vmapped eval /
-    tell), antithetic, same loss and evaluation count as zo.value_and_grad.
-
-    Args:
-        loss: ``loss(params, *args) -> scalar``.
-        num_directions: evaluations (an even number).
-        sigma: the perturbation scale.
-
-    Returns:
-        ``vg(params, key, *args) -> (mean value, gradient estimate)``.
-    """
-    from jax.flatten_util import ravel_pytree
-
-    pairs = num_directions // 2
-
-    def vg(params, key, *args):
-        x, unravel = ravel_pytree(params)
-        eps = jax.random.normal(key, (pairs, x.shape[0]), x.dtype)  # ask
-        population = jnp.concatenate([x + sigma * eps, x - sigma * eps])
-        values = jax.vmap(lambda z: loss(unravel(z), *args))(population)  # evaluate
-        coef = (values[:pairs] - values[pairs:]) / (2 * sigma * pairs)  # tell
-        return jnp.mean(values), unravel(coef @ eps)
-
-    return vg
-
-
-def _core(bench: str, width: int, batch_size: int) -> Case:
-
-
-    task, net, params, x, y = _setup(width, batch_size)
-    ref = ("inference", net.apply, (params, x))
-    if bench == "forward":
-        return Case(net.apply, (params, x), ref, actual={"n_params": _n(params)})
-    method = recipes.build("adam", task.loss_fn(net.apply), {"learning_rate": 1e-3})
-    return Case(method.step, (method.init(params), jax.random.key(1), x, y), ref,
-                actual={"n_params": _n(params)})
-
-
-def _fused(fused: bool | str, chunk: int | str | None) -> Case:
-    from fold_jax import zo
-
-    task, net, params, x, y = _setup()
-    vg = zo.value_and_grad(task.loss_fn(net.apply), num_directions=128, sigma=SIGMA, rank=4,
-                           chunk_size=chunk, fused=fused)
-    return Case(vg, (params, jax.random.key(0), x, y), _inference(net, params, x, 128),
-                actual={"chunk_size": vg.options.per_chunk * vg.options.signs})
-
-
-def _flax() -> Case:
-    import flax.linen as nn
-    import optax
-
-    from fold_jax import zo
-
-    class LinenMLP(nn.Module):
-        """A user's own flax.linen MLP 64-128-128-10 from standard nn.Dense layers."""
-
-        @nn.compact
-        def __call__(self, x):
-            x = nn.relu(nn.Dense(128)(x))
-            x = nn.relu(nn.Dense(128)(x))
-            return nn.Dense(10)(x)
-
-    task, net, params, x, y = _setup()
-    model = LinenMLP()
-    linen_params = model.init(jax.random.key(0), x[:1])["params"]
-
-    def linen_loss(p, x, y):
-        logits = model.apply({"params": p}, x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-    options = dict(num_directions=128, sigma=SIGMA, rank=4, chunk_size=16)
-    vg = zo.value_and_grad(linen_loss, **options)
-    if vg.describe(linen_params, x, y)["path"] != "fused":
-        raise RuntimeError("the linen MLP does not reach the fused path")
-    ours = zo.value_and_grad(task.loss_fn(net.apply), **options)
-    key = jax.random.key(0)
-    return Case(vg, (linen_params, key, x, y), _inference(net, params, x, 128),
-                ("zo_gaussian_fused_fold_jax_nets", ours, (params, key, x, y)),
-                actual={"n_params": _n(linen_params)})
-
-
-def _fullrank_vs_es(impl: str, k: int) -> Case:
-    from fold_jax import zo
-
-    task, net, params, x, y = _setup()
-    loss = task.loss_fn(net.apply)
-    args = (params, jax.random.key(0), x, y)
-    es = openai_es_reference(loss, k, SIGMA)
-    ref = _inference(net, params, x, k)
-    if impl == "openai_es_materialized":
-        return Case(es, args, ref)
-    chunk = 32 if impl.endswith("chunk32") else None
-    vg = zo.value_and_grad(loss, num_directions=k, sigma=SIGMA, chunk_size=chunk)
-    return Case(vg, args, ref, ("openai_es_materialized", es, args))
-
-
-def _chunk_memory(impl: str, chunk: int) -> Case:
-    from fold_jax import zo
-
-    task, net, params, x, y = _setup()
-    ref = _inference(net, params, x, chunk)
-    if impl == "inference":
-        return Case(ref[1], ref[2], ref)
-    vg = zo.value_and_grad(task.loss_fn(net.apply), num_directions=128, sigma=SIGMA,
-                           chunk_size=chunk, rank=4 if impl.endswith("r4") else None)
-    return Case(vg, (params, jax.random.key(0), x, y), ref)
-
-
-def _scaling(k: int, width: int, rank: int | None, chunk: int | str | None) -> Case:
-    from fold_jax import zo
-
-    task, net, params, x, y = _setup(width=width, batch_size=64)
-    vg = zo.value_and_grad(task.loss_fn(net.apply), num_directions=k, sigma=SIGMA, rank=rank,
-                           chunk_size=chunk)
-    return Case(vg, (params, jax.random.key(0), x, y), _inference(net, params, x, k),
-                actual={"n_params": _n(params),
-                        "chunk_size": vg.options.per_chunk * vg.options.signs})
-
-
-def _search_method(name: str, loss: Callable):
-    """The search recipe ``name`` with its registry defaults (as the races run it)."""
-    return recipes.build(name, loss)
-
-
-@functools.cache
-def search_evals(name: str) -> int:
-    """Loss evaluations one step of search method ``name`` makes on the bench's setup
-    (its num_directions; one compiled step, cached).
-
-    Args:
-        name: gld, rso or one_plus_one.
-
-    Returns:
-        The evaluations per step.
-    """
-    task, net, params, x, y = _setup()
-    method = _search_method(name, task.loss_fn(net.apply))
-    return int(jax.jit(method.step)(method.init(params), jax.random.key(0), x, y)[1]["evals"])
-
-
-def _search(name: str) -> Case:
-    task, net, params, x, y = _setup()
-    method = _search_method(name, task.loss_fn(net.apply))
-    evals = search_evals(name)
-    return Case(method.step, (method.init(params), jax.random.key(1), x, y),
-                _inference(net, params, x, evals))
-
-
-def _forward_gradient(k: int) -> Case:
-    import optax
-
-    from fold_jax import methods
-
-    task, net, params, x, y = _setup()
-    method = methods.forward_gradient(task.loss_fn(net.apply), optax.adam(1e-3),
-                                      num_directions=k)
-    return Case(method.step, (method.init(params), jax.random.key(1), x, y),
-                _inference(net, params, x, k))
-
-
-def _operands(m: int, k: int, n: int):
-    kx, kw = jax.random.split(jax.random.key(0))
-    return (jax.random.normal(kx, (m, k), jnp.float32),
-            jax.random.normal(kw, (k, n), jnp.float32))
-
-
-def _matmul(x, w):
-    return x @ w
-
-
-def _xnor(shape: tuple[int, int, int], word_bits: int) -> Case:
-    from fold_jax import binary
-
-    m, k, n = shape
-    x, w = _operands(m, k, n)
-    a = binary.pack(x, word_bits=word_bits)
-    b = binary.pack(w, axis=0, word_bits=word_bits)
-    return Case(lambda a, b: binary.xnor_matmul(a, b, k), (a, b), ("dense", _matmul, (x, w)),
-                extra={"weight_bytes": int(b.nbytes)})
-
-
-def _bcsr(sparsity: float, layout: str) -> Case:
-    from fold_jax import prune
-
-    m, k, n = SHAPES[0]
-    x, w = _operands(m, k, n)
-    w = prune.apply_mask({"w": w}, prune.random_mask(jax.random.key(1), {"w": w}, sparsity))["w"]
-    wt = prune.to_bcsr(w)
-    fn, args = ((prune.sparse_matmul_t, (wt, x.T)) if layout == "feature_major"
-                else (prune.sparse_matmul, (x, wt)))
-    return Case(fn, args, ("dense", _matmul, (x, w)),
-                actual={"n_params": int(np.count_nonzero(np.asarray(w)))})
-
-
 # ----------------------------------------------------------------------------- kernels
 
 
-def _label(c: dict[str, Any]) -> str:
-    parts = [c["bench"], c["method"]]
-    for column, short in (("width", "w"), ("batch_size", "b"), ("num_directions", "K"),
-                          ("chunk_size", "chunk"), ("sparsity", "s"), ("shape", ""),
-                          ("word_bits", "u"), ("layout", "")):
-        if c.get(column) is not None:
-            parts.append(f"{short}{c[column]}")
-    return "/".join(parts)
+# a kernel's label: its bench and method, then each configuration value it has, prefixed
+LABEL = (("bench", ""), ("method", ""), ("width", "w"), ("batch_size", "b"),
+         ("num_directions", "K"), ("chunk_size", "chunk"), ("sparsity", "s"), ("shape", ""),
+         ("word_bits", "u"), ("layout", ""))
 
 
 def kernels(profile: str) -> list[Kernel]:
@@ -417,14 +187,14 @@ def kernels(profile: str) -> list[Kernel]:
     out: list[Kernel] = []
 
     def add(cfg: dict[str, Any], build: Callable[[], Case], cost: float, x64: bool = False):
-        out.append(Kernel(cfg, build, _label(cfg), cost, x64))
+        out.append(Kernel(cfg, build, config_label(cfg, LABEL), cost, x64))
 
     for bench, cost in (("forward", 0.3), ("gradient_step", 1.5)):
         for w in p["widths"]:
             for b in p["batches"]:
                 add(config(bench, "inference" if bench == "forward" else "adam",
                            n_params=mlp_params(w), batch_size=b, width=w),
-                    functools.partial(_core, bench, w, b), cost)
+                    functools.partial(core_case, bench, w, b), cost)
     n = mlp_params(128)
     for shape in SHAPES:
         m, k, nn = shape
@@ -432,7 +202,7 @@ def kernels(profile: str) -> list[Kernel]:
             add(config("xnor_matmul", "xnor_packed", variant="binarized", n_params=k * nn,
                        batch_size=m, dtype=f"uint{word_bits}", shape="x".join(map(str, shape)),
                        word_bits=word_bits),
-                functools.partial(_xnor, shape, word_bits), 0.4 if nn <= 1024 else 0.6,
+                functools.partial(xnor_case, shape, word_bits), 0.4 if nn <= 1024 else 0.6,
                 x64=word_bits == 64)
     for sparsity in SPARSITIES:
         m, k, nn = SHAPES[0]
@@ -440,50 +210,51 @@ def kernels(profile: str) -> list[Kernel]:
             add(config("bcsr_matmul", "bcsr", variant="pruned",
                        n_params=round((1 - sparsity) * k * nn), batch_size=m, sparsity=sparsity,
                        shape="x".join(map(str, SHAPES[0])), layout=layout),
-                functools.partial(_bcsr, sparsity, layout), 2.5 if sparsity <= 0.5 else 1.0)
+                functools.partial(bcsr_case, sparsity, layout), 2.5 if sparsity <= 0.5 else 1.0)
     for chunk in p["chunks"]:
         for fused, method in ((True, "zo_gaussian_fused"), ("auto", "zo_gaussian_fused_auto")):
             add(config("zo_fused_lowrank", method, n_params=n, batch_size=256,
                        num_directions=128, rank=4, chunk_size=chunk_used(128, chunk, 4)),
-                functools.partial(_fused, fused, chunk), 3.5)
+                functools.partial(fused_case, fused, chunk), 3.5)
     add(config("zo_fused_lowrank", "zo_gaussian_fused_default", n_params=n, batch_size=256,
                num_directions=128, rank=4, chunk_size=chunk_used(128, "auto", 4)),
-        functools.partial(_fused, "auto", "auto"), 3.5)
+        functools.partial(fused_case, "auto", "auto"), 3.5)
     add(config("zo_fused_flax", "zo_gaussian_fused_linen", n_params=n, batch_size=256,
-               num_directions=128, rank=4, chunk_size=16), _flax, 6.0)
+               num_directions=128, rank=4, chunk_size=16), flax_case, 6.0)
     for k in p["es_k"]:
         for impl, chunk in (("zo_gaussian", k), ("zo_gaussian_chunk32", 32),
                             ("openai_es_materialized", k)):
             add(config("zo_fullrank_vs_es", impl, n_params=n, batch_size=256, num_directions=k,
                        rank=0, chunk_size=chunk_used(k, None) if chunk == k else chunk),
-                functools.partial(_fullrank_vs_es, impl, k), 3.5)
+                functools.partial(fullrank_vs_es_case, impl, k), 3.5)
     for chunk in p["memory_chunks"]:
         for impl, rank in (("zo_gaussian", 0), ("zo_gaussian_r4", 4), ("inference", None)):
             cost = 0.5 if impl == "inference" else (25.0 if rank == 0 else 20.0) * 8 / chunk
             add(config("zo_chunk_memory", impl, n_params=n, batch_size=256, num_directions=128,
                        rank=rank, chunk_size=chunk_used(128, chunk) if rank is not None
                        else chunk),
-                functools.partial(_chunk_memory, impl, chunk), cost)
+                functools.partial(chunk_memory_case, impl, chunk), cost)
     for k in p["scale_k"]:
         for rank in (None, 4):
             add(config("zo_scaling_directions", "zo_gaussian" + ("_r4" if rank else ""),
                        n_params=n, batch_size=64, num_directions=k, rank=rank or 0,
                        chunk_size=chunk_used(k, "auto", rank)),
-                functools.partial(_scaling, k, 128, rank, "auto"),
+                functools.partial(scaling_case, k, 128, rank, "auto"),
                 2 + k / (256 if rank else 64))
     for w in p["scale_w"]:
         for rank in (None, 4):
             add(config("zo_scaling_params", "zo_gaussian" + ("_r4" if rank else ""),
                        n_params=mlp_params(w), batch_size=64, num_directions=32, rank=rank or 0,
                        chunk_size=chunk_used(32, 8, rank), width=w),
-                functools.partial(_scaling, 32, w, rank, 8), 2 + w / (512 if rank else 128))
+                functools.partial(scaling_case, 32, w, rank, 8), 2 + w / (512 if rank else 128))
     for name in ("gld", "rso", "one_plus_one"):
         add(config("search_step", name, n_params=n, batch_size=256,
                    num_directions=search_evals(name), rank=0),
-            functools.partial(_search, name), 0.5 if name == "one_plus_one" else 1.5)
+            functools.partial(search_case, name), 0.5 if name == "one_plus_one" else 1.5)
     for k in p["forward_k"]:
         add(config("forward_gradient_step", "forward_gradient", n_params=n, batch_size=256,
-                   num_directions=k, rank=0), functools.partial(_forward_gradient, k), 2 + k / 8)
+                   num_directions=k, rank=0),
+            functools.partial(forward_gradient_case, k), 2 + k / 8)
     return out
 
 
@@ -571,6 +342,6 @@ def jobs(profile: str) -> Iterator[Job]:
     Returns:
         An iterator of :class:`fold_jax.bench.common.Job`.
     """
-    for kernel in kernels(profile):
-        yield Job(dict(kernel.config), functools.partial(lambda k: [measure(k, profile)], kernel),
-                  kernel.label, kernel.cost)
+    return config_jobs(kernels(profile), key=lambda k: k.config,
+                       run=lambda k: [measure(k, profile)], label=lambda k: k.label,
+                       cost=lambda k: k.cost)
