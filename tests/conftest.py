@@ -1,4 +1,5 @@
-"""Shared fixtures: small real tasks and nets, built once per session; compile counts.
+"""Shared fixtures: small real tasks and nets, built once per session; a throwaway git
+repository (the results' code-change and migration tests); compile counts.
 
 The terminal summary counts XLA compiles and the seconds they took (on a CPU the
 suite's time is mostly compiling). ``FOLD_JAX_TEST_XLA_CACHE=1`` gives the run its own
@@ -13,8 +14,10 @@ through fold_jax.programs); switch it on to re-measure the whole suite.
 import collections
 import os
 import shutil
+import subprocess
 import tempfile
-from typing import ClassVar
+from pathlib import Path
+from typing import ClassVar, NamedTuple
 
 import jax
 import pytest
@@ -76,6 +79,39 @@ def digits_net():
 @pytest.fixture(scope="session")
 def digits_params(digits_net):
     return digits_net.init(jax.random.key(0))
+
+
+class GitRepo(NamedTuple):
+    """A git repository for one test (committer t, no signing, no global config read)."""
+
+    path: Path
+
+    def git(self, *args: str) -> str:
+        """``git args`` in the repository; its stdout, stripped (CalledProcessError on
+        failure)."""
+        out = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com",
+                              "-c", "commit.gpgsign=false", *args], cwd=self.path, check=True,
+                             capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def commit(self, path: str, text: str, message: str | None = None) -> str:
+        """Write ``text`` to ``path`` (relative; folders made), commit everything and return
+        the new commit's hash."""
+        file = self.path / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(text)
+        self.git("add", "-A")
+        self.git("commit", "-qm", message or path)
+        return self.git("rev-parse", "HEAD")
+
+
+@pytest.fixture
+def git_repo(tmp_path) -> GitRepo:
+    """An empty git repository at ``tmp_path / "repo"``."""
+    repo = GitRepo(tmp_path / "repo")
+    repo.path.mkdir()
+    repo.git("init", "-q")
+    return repo
 
 
 class Recorder(LowRank):

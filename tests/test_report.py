@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -222,28 +221,11 @@ def test_select_runs_prefers_finished_runs_then_the_newest():
     assert report.select_runs({}, None) == ({}, {})
 
 
-def _git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com",
-                          "-c", "commit.gpgsign=false", *args], cwd=repo, check=True,
-                         capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-def _commit(repo: Path, path: str, text: str) -> str:
-    (repo / path).parent.mkdir(parents=True, exist_ok=True)
-    (repo / path).write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", path)
-    return _git(repo, "rev-parse", "HEAD")
-
-
-def test_rows_measured_on_changed_code_are_flagged_stale(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q")
-    first = _commit(repo, "fold_jax/a.py", "x = 1\n")
-    second = _commit(repo, "bench/b.py", "y = 1\n")  # the code changed since the first
-    head = _commit(repo, "README.md", "docs\n")  # only docs changed since the second
+def test_rows_measured_on_changed_code_are_flagged_stale(tmp_path, git_repo):
+    repo = git_repo.path
+    first = git_repo.commit("fold_jax/a.py", "x = 1\n")
+    second = git_repo.commit("bench/b.py", "y = 1\n")  # the code changed since the first
+    head = git_repo.commit("README.md", "docs\n")  # only docs changed since the second
     out = repo / "results"
     rows, curves = _races()
     when = "2026-01-01T00:00:00+00:00"

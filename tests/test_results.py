@@ -332,33 +332,15 @@ def test_run_registry_and_resume_marks(tmp_path):
         results.runs(tmp_path)
 
 
-def _git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com",
-                          "-c", "commit.gpgsign=false", *args], cwd=repo, check=True,
-                         capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-def test_code_changed_compares_the_code_paths(tmp_path):
-    repo = tmp_path / "repo"
-    (repo / "fold_jax").mkdir(parents=True)
-    _git(repo, "init", "-q")
-    (repo / "fold_jax" / "a.py").write_text("x = 1\n")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "one")
-    first = _git(repo, "rev-parse", "HEAD")
-    (repo / "README.md").write_text("docs\n")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "docs only")
+def test_code_changed_compares_the_code_paths(tmp_path, git_repo):
+    repo = git_repo.path
+    first = git_repo.commit("fold_jax/a.py", "x = 1\n", "one")
+    git_repo.commit("README.md", "docs\n", "docs only")
     assert results.git_commit(repo) != first and len(results.git_commit(repo)) == 40
     assert results.code_changed(first, cwd=repo) is False  # only README changed
-    (repo / "fold_jax" / "report").mkdir()
-    (repo / "fold_jax" / "report" / "view.py").write_text("y = 1\n")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "report only")
+    git_repo.commit("fold_jax/report/view.py", "y = 1\n", "report only")
     assert results.code_changed(first, cwd=repo) is False  # the report reads, writes no rows
-    (repo / "fold_jax" / "a.py").write_text("x = 2\n")
-    _git(repo, "commit", "-qam", "code")
+    git_repo.commit("fold_jax/a.py", "x = 2\n", "code")
     assert results.code_changed(first, cwd=repo) is True
     assert results.code_changed("0" * 40, cwd=repo) is None  # a commit git does not know
     assert results.code_changed("unknown", cwd=repo) is None

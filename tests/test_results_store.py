@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import subprocess
 import textwrap
 from pathlib import Path
 
@@ -280,21 +279,9 @@ def test_the_package_fingerprint_covers_the_measuring_code_only():
 # ----------------------------------------------------------------------------- migration
 
 
-def _git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com",
-                          "-c", "commit.gpgsign=false", *args], cwd=repo, check=True,
-                         capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-def test_migration_keeps_the_shown_runs_rows_and_drops_the_rest(tmp_path):
-    repo = tmp_path / "repo"
-    (repo / "fold_jax").mkdir(parents=True)
-    (repo / "fold_jax" / "zo.py").write_text("def f(x):\n    return x\n")
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "code")
-    commit = _git(repo, "rev-parse", "HEAD")
+def test_migration_keeps_the_shown_runs_rows_and_drops_the_rest(git_repo):
+    repo = git_repo.path
+    commit = git_repo.commit("fold_jax/zo.py", "def f(x):\n    return x\n", "code")
     meta = {"git_commit": commit, "host": "vm", "cpu_model": math.nan, "backend": "cpu",
             "device_kind": "cpu", "n_devices": 1, "jax_version": "0.10.2",
             "jaxlib_version": "0.10.2"}
