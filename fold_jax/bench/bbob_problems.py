@@ -2,7 +2,8 @@
 functions (``cocoex``), each run's evaluation record (:class:`Tracker`: the budget, the
 precision targets hit, the improvements COCO's observer needs), the JAX loss that evaluates
 a bound problem on the host (:func:`bbob_loss`), and the replay of a finished run through
-COCO's observer into ``$FOLD_JAX_BBOB_COCO_DIR`` (:func:`replay`).
+COCO's observer into ``$FOLD_JAX_BBOB_COCO_DIR`` (:func:`replay`); and where each run starts
+(:class:`Problem`, :func:`seed_of`, :func:`start_point`).
 """
 
 from __future__ import annotations
@@ -13,32 +14,21 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fold_jax import results
 from fold_jax.report.bbob import TARGETS
 
-__all__ = [
-    "COCO_DIR_DEFAULT",
-    "COCO_DIR_ENV",
-    "TRIGGERS_PER_DECADE",
-    "Tracker",
-    "bare_problem",
-    "bbob_loss",
-    "bound",
-    "coco_dir",
-    "coco_observer",
-    "f_opt",
-    "new_slot",
-    "new_tracker",
-    "replay",
-]
+__all__ = ["COCO_DIR_DEFAULT", "COCO_DIR_ENV", "START_HIGH", "START_LOW", "TRIGGERS_PER_DECADE",
+           "Problem", "Tracker", "bare_problem", "bbob_loss", "bound", "coco_dir", "coco_observer",
+           "f_opt", "new_slot", "new_tracker", "replay", "seed_of", "start_point"]
 
 TRIGGERS_PER_DECADE = 100  # COCO's bbob observer default (number_target_triggers)
 COCO_DIR_ENV = "FOLD_JAX_BBOB_COCO_DIR"
 COCO_DIR_DEFAULT = "results/bbob_coco"
+START_LOW, START_HIGH = -4.0, 4.0  # start points: uniform in COCO's region of interest
 
 
 def _level(precision: float) -> float:
@@ -116,7 +106,11 @@ _SLOTS = [0]
 
 
 def new_slot() -> int:
-    """A fresh problem slot (an id :func:`bbob_loss` takes)."""
+    """A fresh problem slot (an id :func:`bbob_loss` takes).
+
+    Returns:
+        The slot, never used before in this process.
+    """
     _SLOTS[0] += 1
     return _SLOTS[0]
 
@@ -184,17 +178,45 @@ def _cocoex():
 
 def bare_problem(function: int, dim: int, instance: int):
     """COCO's bbob problem (unobserved ``cocoex.BareProblem``): ``problem(x) -> f``,
-    ``best_value()`` = f_opt."""
+    ``best_value()`` = f_opt.
+
+    Args:
+        function: bbob function 1-24.
+        dim: dimension.
+        instance: COCO instance.
+
+    Returns:
+        The problem.
+    """
     return _cocoex().BareProblem("bbob", int(function), int(dim), int(instance))
 
 
 def f_opt(function: int, dim: int, instance: int) -> float:
-    """COCO's optimal value ``f_opt`` of a bbob problem."""
+    """COCO's optimal value ``f_opt`` of a bbob problem.
+
+    Args:
+        function: bbob function 1-24.
+        dim: dimension.
+        instance: COCO instance.
+
+    Returns:
+        f_opt.
+    """
     return float(bare_problem(function, dim, instance).best_value())
 
 
 def new_tracker(function: int, dim: int, instance: int, budget: int) -> Tracker:
-    """A fresh :class:`Tracker` of a bbob problem and budget."""
+    """A fresh :class:`Tracker` of a bbob problem and budget.
+
+    Args:
+        function: bbob function 1-24.
+        dim: dimension.
+        instance: COCO instance.
+        budget: evaluations allowed.
+
+    Returns:
+        The tracker.
+    """
     problem = bare_problem(function, dim, instance)
     return Tracker(problem, float(problem.best_value()), int(budget))
 
@@ -204,7 +226,11 @@ def new_tracker(function: int, dim: int, instance: int, budget: int) -> Tracker:
 
 def coco_dir() -> Path | None:
     """Where COCO's observer writes (``$FOLD_JAX_BBOB_COCO_DIR``, default
-    ``results/bbob_coco``); None when it is ``off``/``none``/``0`` or empty."""
+    ``results/bbob_coco``).
+
+    Returns:
+        The absolute folder; None when the variable is ``off``/``none``/``0`` or empty.
+    """
     value = os.environ.get(COCO_DIR_ENV, COCO_DIR_DEFAULT).strip()
     if value.lower() in ("", "off", "none", "0", "false"):
         return None
@@ -215,7 +241,14 @@ _OBSERVERS: dict[tuple[str, str], Any] = {}
 
 
 def coco_observer(method: str):
-    """This process's COCO observer for ``method`` in the current run (None: off)."""
+    """This process's COCO observer for ``method`` in the current run.
+
+    Args:
+        method: the method (its result folder).
+
+    Returns:
+        The ``cocoex.Observer`` (one per run and method), or None when COCO data is off.
+    """
     root = coco_dir()
     if root is None:
         return None
@@ -230,7 +263,20 @@ def coco_observer(method: str):
 
 
 def replay(tracker: Tracker, function: int, dim: int, instance: int, observer) -> int:
-    """Replay a run through COCO's observer (module docstring); returns evaluations."""
+    """Replay a finished run through COCO's observer (module docstring of
+    :mod:`fold_jax.bench.suites.bbob`): the point of each recorded improvement, repeated
+    until the next one, for as many evaluations as the run made.
+
+    Args:
+        tracker: the finished run.
+        function: bbob function 1-24.
+        dim: dimension.
+        instance: COCO instance.
+        observer: a :func:`coco_observer`.
+
+    Returns:
+        The evaluations the observer saw.
+    """
     cocoex = _cocoex()
     suite = cocoex.Suite("bbob", f"instances: {instance}",
                          f"function_indices: {function} dimensions: {dim}")
@@ -245,3 +291,43 @@ def replay(tracker: Tracker, function: int, dim: int, instance: int, observer) -
         return int(problem.evaluations)
     finally:
         problem.free()
+
+
+# ---------------------------------------------------------------- a run's start
+
+
+class Problem(NamedTuple):
+    """One run to make: bbob function, instance and repetition."""
+
+    function: int
+    instance: int
+    run: int = 0
+
+
+def seed_of(function: int, dim: int, instance: int, run: int) -> int:
+    """The run's seed (start point, method keys), the same for every method.
+
+    Args:
+        function: bbob function 1-24.
+        dim: dimension.
+        instance: COCO instance.
+        run: the run's index.
+
+    Returns:
+        The seed.
+    """
+    return int(np.random.SeedSequence([function, dim, instance, run]).generate_state(1)[0]
+               & 0x7FFFFFFF)
+
+
+def start_point(seed: int, dim: int) -> np.ndarray:
+    """Uniform in [-4, 4]^dim from ``seed`` (float64).
+
+    Args:
+        seed: :func:`seed_of`.
+        dim: dimension.
+
+    Returns:
+        The (dim,) start point.
+    """
+    return np.random.default_rng(seed).uniform(START_LOW, START_HIGH, dim)

@@ -229,7 +229,17 @@ def fit_rows(ids: dict[str, Any], method: methods.Method, params, task, apply, *
 
 def zo(loss: Callable, *, lr: float = 1e-2, directions: int = 16, sigma: float = 1e-3,
        ) -> methods.Method:
-    """Isotropic zeroth-order: Adam on the antithetic Gaussian estimate."""
+    """Isotropic zeroth-order: Adam on the antithetic Gaussian estimate.
+
+    Args:
+        loss: ``loss(params, x, y)``.
+        lr: Adam's learning rate.
+        directions: directions per step.
+        sigma: perturbation scale.
+
+    Returns:
+        The Method.
+    """
     return methods.zeroth_order(loss, "adam", lr, num_directions=directions, sigma=sigma)
 
 
@@ -271,7 +281,16 @@ class Scaled(NamedTuple):
 
 
 def search_method(name: str, loss: Callable, **options) -> methods.Method:
-    """A fold_jax.search method by name with ``options``."""
+    """A fold_jax.search method by name with ``options``.
+
+    Args:
+        name: a function of :mod:`fold_jax.search` (gld, rso, one_plus_one, ...).
+        loss: ``loss(params, x, y)``.
+        **options: its keyword arguments.
+
+    Returns:
+        The Method.
+    """
     return getattr(search, name)(loss, **options)
 
 
@@ -286,8 +305,16 @@ class KeyedState(NamedTuple):
 def keyed(build: Callable[[Callable], methods.Method], loss: Callable) -> methods.Method:
     """A Method whose loss also takes a sampling key and the step count:
     ``loss(params, x, y, key, count)``. Each step draws one key and passes the same key to
-    every evaluation the step makes (common random numbers); ``build(loss3)`` builds the
-    inner method on ``loss3(params, x, y, key, count)``."""
+    every evaluation the step makes (common random numbers).
+
+    Args:
+        build: ``build(loss3)`` builds the inner method on ``loss3(params, x, y, key,
+            count)``.
+        loss: that loss.
+
+    Returns:
+        The Method (state :class:`KeyedState`).
+    """
     inner = build(loss)
 
     def init(params):

@@ -368,7 +368,15 @@ def objective_run(method: str, workload: str, seed: int, steps: int, eval_every:
 
 
 def linreg_task(dim: int = 20, n: int = 500) -> tasks.Task:
-    """y = x w + 0.1 noise with w ~ N(0, I), x ~ N(0, I) (fixed data, seed 0)."""
+    """y = x w + 0.1 noise with w ~ N(0, I), x ~ N(0, I) (fixed data, seed 0).
+
+    Args:
+        dim: features.
+        n: examples.
+
+    Returns:
+        The regression Task.
+    """
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, dim))
     y = x @ rng.normal(size=dim) + 0.1 * rng.normal(size=n)

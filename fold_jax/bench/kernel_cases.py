@@ -105,8 +105,17 @@ def openai_es_reference(loss: Callable, num_directions: int, sigma: float) -> Ca
 
 
 def core_case(bench: str, width: int, batch_size: int) -> Case:
+    """The forward pass or an Adam (backprop) step of the digits MLP 64-w-w-10, against
+    inference on the same batch.
 
+    Args:
+        bench: "forward" or "gradient_step".
+        width: hidden width w.
+        batch_size: examples per call.
 
+    Returns:
+        The :class:`Case`.
+    """
     task, net, params, x, y = _setup(width, batch_size)
     ref = ("inference", net.apply, (params, x))
     if bench == "forward":
@@ -117,6 +126,16 @@ def core_case(bench: str, width: int, batch_size: int) -> Case:
 
 
 def fused_case(fused: bool | str, chunk: int | str | None) -> Case:
+    """The rank-4 estimator (K = 128 directions, batch 256) on fold_jax's layers,
+    against inference on 128 x 256 examples.
+
+    Args:
+        fused: ``zo.value_and_grad``'s ``fused`` (True or "auto").
+        chunk: its ``chunk_size`` (None: one chunk; "auto").
+
+    Returns:
+        The :class:`Case` (``actual``: the evaluations per chunk it runs).
+    """
     from fold_jax import zo
 
     task, net, params, x, y = _setup()
@@ -127,6 +146,12 @@ def fused_case(fused: bool | str, chunk: int | str | None) -> Case:
 
 
 def flax_case() -> Case:
+    """A user's flax.linen MLP on the fused path (rank 4, K = 128, 16 a chunk), against
+    inference, with the same estimator on fold_jax.nets' MLP as the baseline.
+
+    Returns:
+        The :class:`Case` (RuntimeError when the linen MLP misses the fused path).
+    """
     import flax.linen as nn
     import optax
 
@@ -161,6 +186,17 @@ def flax_case() -> Case:
 
 
 def fullrank_vs_es_case(impl: str, k: int) -> Case:
+    """The full-rank estimator (one chunk or 32 a chunk) or an OpenAI-ES
+    generation that materializes its population, K directions each; the estimator has the
+    ES generation as its baseline.
+
+    Args:
+        impl: "zo_gaussian", "zo_gaussian_chunk32" or "openai_es_materialized".
+        k: directions.
+
+    Returns:
+        The :class:`Case`.
+    """
     from fold_jax import zo
 
     task, net, params, x, y = _setup()
@@ -176,6 +212,16 @@ def fullrank_vs_es_case(impl: str, k: int) -> Case:
 
 
 def chunk_memory_case(impl: str, chunk: int) -> Case:
+    """A K = 128 estimator run ``chunk`` directions at a time (full rank or
+    rank 4), or inference on ``chunk`` x batch examples: what the memory comparison compiles.
+
+    Args:
+        impl: "zo_gaussian", "zo_gaussian_r4" or "inference".
+        chunk: directions per chunk.
+
+    Returns:
+        The :class:`Case`.
+    """
     from fold_jax import zo
 
     task, net, params, x, y = _setup()
@@ -188,6 +234,18 @@ def chunk_memory_case(impl: str, chunk: int) -> Case:
 
 
 def scaling_case(k: int, width: int, rank: int | None, chunk: int | str | None) -> Case:
+    """The estimator at K directions on the MLP of hidden width ``width`` (batch 64),
+    against inference on K x 64 examples.
+
+    Args:
+        k: directions.
+        width: hidden width.
+        rank: perturbation rank (None: full rank).
+        chunk: ``chunk_size``.
+
+    Returns:
+        The :class:`Case` (``actual``: its parameters and evaluations per chunk).
+    """
     from fold_jax import zo
 
     task, net, params, x, y = _setup(width=width, batch_size=64)
@@ -222,6 +280,15 @@ def search_evals(name: str) -> int:
 
 
 def search_case(name: str) -> Case:
+    """One step of the search recipe ``name`` (registry defaults, as the races run
+    it), against inference on as many evaluations as the step makes.
+
+    Args:
+        name: gld, rso or one_plus_one.
+
+    Returns:
+        The :class:`Case`.
+    """
     task, net, params, x, y = _setup()
     method = _search_method(name, task.loss_fn(net.apply))
     evals = search_evals(name)
@@ -230,6 +297,15 @@ def search_case(name: str) -> Case:
 
 
 def forward_gradient_case(k: int) -> Case:
+    """One forward-gradient (JVP) step with Adam, k directions, against
+    inference on k x batch examples.
+
+    Args:
+        k: directions.
+
+    Returns:
+        The :class:`Case`.
+    """
     import optax
 
     from fold_jax import methods
@@ -252,6 +328,16 @@ def _matmul(x, w):
 
 
 def xnor_case(shape: tuple[int, int, int], word_bits: int) -> Case:
+    """The packed 1-bit XNOR-popcount matmul of an M x K by K x N product, against the
+    float32 dense matmul of the same shape.
+
+    Args:
+        shape: (M, K, N).
+        word_bits: bits per packed word (32 or 64).
+
+    Returns:
+        The :class:`Case` (``extra``: the packed weight's bytes).
+    """
     from fold_jax import binary
 
     m, k, n = shape
@@ -263,6 +349,16 @@ def xnor_case(shape: tuple[int, int, int], word_bits: int) -> Case:
 
 
 def bcsr_case(sparsity: float, layout: str) -> Case:
+    """The BCSR sparse matmul of the first of ``SHAPES`` at a random mask, against
+    the dense matmul of the masked weight.
+
+    Args:
+        sparsity: fraction of zero weights.
+        layout: "feature_major" (W^T X^T) or "row_major" (X W).
+
+    Returns:
+        The :class:`Case` (``actual``: the nonzero weights).
+    """
     from fold_jax import prune
 
     m, k, n = SHAPES[0]

@@ -27,7 +27,11 @@ class RunChoiceError(Exception):
 
 
 def now_utc() -> str:
-    """UTC now, to the millisecond (orders runs started in the same second)."""
+    """UTC now, to the millisecond (orders runs started in the same second).
+
+    Returns:
+        An ISO 8601 timestamp.
+    """
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
@@ -49,6 +53,14 @@ def _pid_alive(record: Mapping[str, str]) -> bool:
 
 
 def describe(record: Mapping[str, str]) -> str:
+    """The command-line options a run record was started with, as text.
+
+    Args:
+        record: a run record (profile, parts, filter, imports, methods, tasks).
+
+    Returns:
+        E.g. ``"--profile quick --only races -k digits"``.
+    """
     options = f"--profile {record.get('profile')} --only {record.get('parts')}"
     if record.get("filter"):
         options += f" -k {record['filter']}"

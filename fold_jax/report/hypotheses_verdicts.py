@@ -146,7 +146,17 @@ def compare(backprop: dict[str, np.ndarray], forward: dict[str, np.ndarray], *,
 
 def memory_slopes(frame: pd.DataFrame, method: str, metric: str) -> tuple:
     """Per-seed log-log slopes of ``metric`` vs T (adding_memory rows) and their
-    bootstrap median interval."""
+    bootstrap median interval.
+
+    Args:
+        frame: hypotheses rows.
+        method: the method.
+        metric: "mem_bytes" or "step_s".
+
+    Returns:
+        :func:`fold_jax.report._common.bootstrap_median` of the slopes (NaNs and 0 seeds
+        without rows).
+    """
     sub = frame[(frame["workload"] == "adding_memory") & (frame["method"] == method)
                 & (frame["metric"] == metric)]
     if sub.empty:
@@ -226,7 +236,14 @@ def _deepest(frame: pd.DataFrame) -> str | None:
 
 
 def sequence_length(settings: pd.Series) -> pd.Series:
-    """The sequence lengths T of recurrent settings ("<cell>/T<length>"), as floats."""
+    """The sequence lengths T of recurrent settings ("<cell>/T<length>").
+
+    Args:
+        settings: the settings.
+
+    Returns:
+        T as floats, aligned with ``settings``.
+    """
     return settings.astype(str).str.extract(r"T(\d+)$")[0].astype(float)
 
 

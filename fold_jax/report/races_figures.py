@@ -165,6 +165,21 @@ def _legend_rank(styles: dict[str, dict]):
 
 
 def curve_figure(curves, races, x, xlabel, fig_dir, name, styles):
+    """Test metric vs ``x`` per task (dense variant): each method's median over seeds,
+    min-max bands for each library's best, the target as a dashed line.
+
+    Args:
+        curves: curves rows (joined with their races).
+        races: races rows (targets per task).
+        x: the curves column on the x axis ("elapsed_s" or "evals").
+        xlabel: its label.
+        fig_dir: the figures folder.
+        name: the figure's file stem.
+        styles: :func:`library_styles`.
+
+    Returns:
+        The figure's markdown link.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
@@ -204,6 +219,17 @@ def curve_figure(curves, races, x, xlabel, fig_dir, name, styles):
 
 
 def profile_figure(races, fig_dir, styles):
+    """The performance profiles over time, steps and evaluations
+    (:data:`MEASURES`), one panel each.
+
+    Args:
+        races: races rows.
+        fig_dir: the figures folder.
+        styles: :func:`library_styles`.
+
+    Returns:
+        The figure's markdown link.
+    """
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.8), sharey=True, layout="constrained")
@@ -230,6 +256,17 @@ def profile_figure(races, fig_dir, styles):
 
 
 def variants_figure(s, fig_dir):
+    """Bars of the final test metric and the time to target per (task, method)
+    raced in several variants (dense, binarized, pruned), with bootstrap whiskers.
+
+    Args:
+        s: a :func:`~fold_jax.report.races_stats.summary` table.
+        fig_dir: the figures folder.
+
+    Returns:
+        ``(link, rows)``: the figure's markdown link ("" when no pair has two variants) and
+        the summary rows it drew.
+    """
     import matplotlib.pyplot as plt
 
     multi = s.groupby(["task", "method"])["variant"].transform("nunique") > 1

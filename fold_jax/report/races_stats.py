@@ -33,8 +33,15 @@ _ALL_OR_NONE = ("forwards_to_target",)
 
 
 def latest_budget(frame: pd.DataFrame) -> pd.DataFrame:
-    """Keep, per task, only rows with the largest step budget (max_steps, else budget_s):
-    a full run supersedes quick."""
+    """Keep, per task, only rows with the largest step budget (max_steps, else
+    budget_s): a full run supersedes quick.
+
+    Args:
+        frame: races rows.
+
+    Returns:
+        The kept rows.
+    """
     column = next((c for c in ("max_steps", "budget_s") if c in frame.columns), None)
     if column is None or frame.empty:
         return frame
@@ -43,6 +50,14 @@ def latest_budget(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def main_backend(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows of the machine (backend and device kind) with the most rows.
+
+    Args:
+        frame: races rows.
+
+    Returns:
+        ``(rows, note)``: the note names the machines left out ("" when there is one).
+    """
     where = frame["backend"].astype(str) + ":" + frame["device_kind"].astype(str)
     main = where.value_counts().index[0]
     note = "" if where.nunique() == 1 else (
@@ -52,6 +67,14 @@ def main_backend(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 
 def geomean(x) -> float:
+    """The geometric mean of the finite positive entries.
+
+    Args:
+        x: values (array-like).
+
+    Returns:
+        The mean; NaN when no entry is finite and positive.
+    """
     x = np.asarray(x, float)
     x = x[np.isfinite(x) & (x > 0)]
     return float(np.exp(np.mean(np.log(x)))) if len(x) else math.nan

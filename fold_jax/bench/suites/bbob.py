@@ -94,7 +94,10 @@ from fold_jax import recipes, results, suite_recipes
 from fold_jax.bench.bbob_problems import (
     COCO_DIR_DEFAULT,
     COCO_DIR_ENV,
+    START_HIGH,
+    START_LOW,
     TRIGGERS_PER_DECADE,
+    Problem,
     Tracker,
     bare_problem,
     bbob_loss,
@@ -105,6 +108,8 @@ from fold_jax.bench.bbob_problems import (
     new_slot,
     new_tracker,
     replay,
+    seed_of,
+    start_point,
 )
 from fold_jax.bench.common import Job, check_profile
 from fold_jax.checks import check_choice
@@ -123,7 +128,6 @@ KEY = ["function", "dim", "instance", "run", "method", "budget", *results.MACHIN
 
 CHUNK = 32  # steps per jitted lax.scan call (the final target is checked between chunks)
 SIGMA0 = suite_recipes.BBOB_SIGMA0  # initial step size of the adaptive methods (domain [-5, 5])
-START_LOW, START_HIGH = -4.0, 4.0  # start points: uniform in COCO's region of interest
 # quick keeps the whole suite within about 2 minutes on a 2-core CPU; full is COCO's
 # standard experiment (all its dimensions, 15 instances) at 1000 x dim evaluations.
 PROFILE: dict[str, dict[str, Any]] = {
@@ -147,9 +151,6 @@ def population_size(dim: int) -> int:
     """
     lam = 4 + math.floor(3 * math.log(dim))
     return lam + lam % 2
-
-
-# ---------------------------------------------------------------------- problems
 
 
 # ----------------------------------------------------------------------- methods
@@ -345,25 +346,6 @@ def _run_pycma(tracker: Tracker, x0: np.ndarray, seed: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------- runs
 
 
-class Problem(NamedTuple):
-    """One run to make: bbob function, instance and repetition."""
-
-    function: int
-    instance: int
-    run: int = 0
-
-
-def seed_of(function: int, dim: int, instance: int, run: int) -> int:
-    """The run's seed (start point, method keys), the same for every method."""
-    return int(np.random.SeedSequence([function, dim, instance, run]).generate_state(1)[0]
-               & 0x7FFFFFFF)
-
-
-def start_point(seed: int, dim: int) -> np.ndarray:
-    """Uniform in [-4, 4]^dim from ``seed`` (float64)."""
-    return np.random.default_rng(seed).uniform(START_LOW, START_HIGH, dim)
-
-
 def run_batch(method: str, dim: int, problems: Sequence[Problem], *,
               budget_multiplier: int = PROFILE["quick"]["budget_multiplier"]
               ) -> list[dict[str, Any]]:
@@ -414,7 +396,19 @@ def run_batch(method: str, dim: int, problems: Sequence[Problem], *,
 
 def run_one(method: str, function: int, dim: int, instance: int, run: int = 0, *,
             budget_multiplier: int = PROFILE["quick"]["budget_multiplier"]) -> dict[str, Any]:
-    """One run of ``method`` on one bbob problem: :func:`run_batch`'s row."""
+    """One run of ``method`` on one bbob problem: :func:`run_batch`'s row.
+
+    Args:
+        method: a name of ``METHODS``.
+        function: bbob function 1-24.
+        dim: dimension.
+        instance: COCO instance.
+        run: the run's index (its seed).
+        budget_multiplier: evaluations allowed per dimension.
+
+    Returns:
+        The bbob.csv row.
+    """
     return run_batch(method, dim, [Problem(function, instance, run)],
                      budget_multiplier=budget_multiplier)[0]
 
@@ -429,7 +423,14 @@ def _available(module: str) -> bool:
 
 def jobs(profile: str) -> Iterator[Job]:
     """One job per method x dimension: all 24 functions x instances x runs, vmapped;
-    methods whose module is missing are skipped, saying so."""
+    methods whose module is missing are skipped, saying so.
+
+    Args:
+        profile: quick or full.
+
+    Returns:
+        An iterator of :class:`fold_jax.bench.common.Job`.
+    """
     p = PROFILE[check_profile(profile)]
     if not _available("cocoex"):
         print("bbob: skipping every job: cocoex is missing (pip install "
