@@ -92,7 +92,8 @@ _RACES = Schema(
     (
         col("task", "str", "", "the task (fold_jax.tasks name)", True),
         col("method", "str", "", "the method (recipe registry name)", True),
-        col("variant", "str", "", "network variant: dense, binarized or pruned", True),
+        col("variant", "str", "", "network variant: dense, binarized, pruned or conv "
+           "(nets.cnn in place of the MLP, digits only)", True),
         col("seed", "int", "", "seed of the initialisation and the batches", True),
         col("max_steps", "int", "steps", "step budget of the race"),
         col("budget_s", "num", "s", "wall-clock safety cap of the race", True),
@@ -180,7 +181,7 @@ _TUNING = Schema(
     (
         col("task", "str", "", "the task (fold_jax.tasks name)", True),
         col("method", "str", "", "the method (recipe registry name)", True),
-        col("variant", "str", "", "network variant: dense, binarized or pruned", True),
+        col("variant", "str", "", "network variant: as races.csv", True),
         col("trial", "int", "", "the trial's index in the method's quasi-random sequence", True),
         col("max_steps", "int", "steps", "step budget of the trial", True),
         col("library", "str", "", "who implements the method: fold_jax, optax or evosax"),
