@@ -56,11 +56,14 @@ rows. A speed job writes no ``control.csv`` row, so a resumed run times it again
 
 Profiles (what each covers, honestly):
 
-- **quick** (about 3 minutes on a shared 2-core CPU, mostly compilation): CartPole,
+- **quick** (mostly compilation: 4.4 minutes of CPU time, user, in run
+  20261207T170922Z-4ce95b, which took 16.4 minutes of wall time on a 2-core VM at load
+  average ~15 from other jobs; unloaded about 2.5-4.5 minutes, not measured): CartPole,
   Acrobot and Pendulum, each with ``control/es`` (fold_jax's antithetic ES with centered
   ranks), ``control/evosax_open_es`` and ``control/ppo``; 1 tuning trial (the space's
   first quasi-random draw, so hardly tuned), 2 race seeds and a budget of 196,608 env
-  steps (3 ES steps on CartPole and Acrobot, 7 on Pendulum; 3 PPO chunks of 65,536):
+  steps (fold_jax's ES 3 steps on CartPole and Acrobot, 7 on Pendulum; evosax's 2, 2 and 7,
+  its mean's evaluation included; PPO 3 chunks of 65,536):
   too short to reach the thresholds but for luck. It says whether the machinery runs on
   every task and where the methods stand after a few generations; it is not the
   reference. Plus one speed job at d = 100,738 with 100-step episodes (2 a loss
