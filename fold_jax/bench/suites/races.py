@@ -47,6 +47,10 @@ to 0.01), so a well-tuned method reaches the target inside the budget while it s
 demands a trained model. Targets are constants on purpose: changing them invalidates
 every stored race.
 
+Variants: the task's MLP ("dense"), binarized or pruned, and "conv": nets.cnn on the
+task's image (digits' 8x8 pixels only, ``CONV_IMAGES``) in place of the MLP, run by the
+rank-r recipes on the fused path (issue 33, item 5); the full grid races all four.
+
 Recipes that cannot run a job are left out with a printed reason (a recipe's
 ``max_params``, e.g. CMA-ES above 4096 parameters; evosax peers on pruned nets, which
 they cannot keep masked).
