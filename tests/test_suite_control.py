@@ -66,18 +66,64 @@ def test_ppo_counts_transitions_on_the_same_episodes():
 
 def test_protocol_is_fixed_and_fair():
     """Same budget for every method on a task, the same spaces for both ES libraries,
-    quick covers CartPole only and full every task with >= 5 seeds."""
-    assert suite.PROFILE["quick"]["tasks"] == ("cartpole",)
+    quick covers the three quick tasks briefly and full every task with >= 5 seeds."""
+    assert suite.PROFILE["quick"]["tasks"] == ("cartpole", "acrobot", "pendulum")
     assert len(suite.PROFILE["full"]["seeds"]) >= 5
-    assert set(suite.PROFILE["full"]["tasks"]) == {"cartpole", "acrobot", "pendulum"}
+    assert set(suite.PROFILE["full"]["tasks"]) == {"cartpole", "acrobot", "pendulum",
+                                                   "breakout_minatar", "memory_chain",
+                                                   "cartpole_po"}
     es = recipes.get("control/es")
     assert recipes.get("control/evosax_open_es").space == es.space
     assert recipes.get("control/evosax_snes").space == recipes.get("control/snes_lowrank").space
     for profile in ("quick", "full"):
         libs = {recipes.get(m).library for m in suite.PROFILE[profile]["methods"]}
         assert libs == {"fold_jax", "evosax", "rejax"}
+        assert set(suite.PROFILE[profile]["budgets"]) >= set(suite.PROFILE[profile]["tasks"])
     assert suite.evals_per_step("control/es") == 32
     assert suite.evals_per_step("control/evosax_open_es") == 33
+
+
+def test_full_profile_builds_every_job_without_running_one(capsys):
+    """The full profile's jobs, listed not run: every (task, recipe) once, PPO left out
+    of the GRU memory tasks and CMA-ES out of Breakout's conv policy (d = 33,491) with
+    the reason in a control.csv row, and the speed jobs at d ~ 1e5 and ~ 1e3."""
+    jobs = list(suite.jobs("full"))
+    races = [j for j in jobs if not j.key["method"].startswith("speed/")]
+    methods = recipes.names(suite="control")
+    assert len(races) == 6 * len(methods) == len({(j.key["task"], j.key["method"])
+                                                  for j in races})
+    skipped = {(j.key["task"], j.key["method"]) for j in races if "(not run)" in j.label}
+    assert skipped == {("memory_chain", suite.PPO), ("cartpole_po", suite.PPO),
+                       ("breakout_minatar", "control/evosax_cma_es")}
+    assert all(j.key["seed"] == 4 and j.key["budget_env_steps"] == suite.BUDGETS[j.key["task"]]
+               for j in races)
+    out = capsys.readouterr().out
+    assert "control/ppo not run on memory_chain: rejax 0.1.3's PPO has no recurrent" in out
+    row, = next(j for j in races if j.key["task"] == "cartpole_po"
+                and j.key["method"] == suite.PPO).run()["control"]
+    _check_schema("control", [row])
+    assert row["not_run"] and not row["reached"] and math.isnan(row["env_steps_to_target"])
+    speeds = [j for j in jobs if j.key["method"].startswith("speed/")]
+    assert [c.hidden for c in suite.SPEED["full"]] == [(256, 384), (32, 32)] and len(speeds) == 2
+    assert suite._task("breakout_minatar", 0).threshold == suite.SUITE_THRESHOLDS[
+        "breakout_minatar"]
+    # quick: three tasks x three methods, nothing skipped, one speed job at d >= 1e5
+    quick = list(suite.jobs("quick"))
+    assert len(quick) == 3 * 3 + 1 and not any("(not run)" in j.label for j in quick)
+
+
+def test_speed_rows_time_both_libraries_in_the_same_rounds():
+    """A tiny speed configuration: one row per method, the same population, the ratio
+    against evosax's Open_ES from the same rounds (its own row: exactly 1)."""
+    methods = ("control/es_lowrank", suite.SPEED_BASELINE)  # two compiles, not three
+    rows = suite.speed(suite.SpeedConfig((8,), 5, 1), "quick", methods, seconds=0.2)
+    _check_schema("control_speed", rows)
+    assert [r["method"] for r in rows] == list(methods)
+    assert {r["population"] for r in rows} == {32} and {r["n_params"] for r in rows} == {58}
+    assert rows[-1]["seconds_ratio"] == 1.0 and rows[-1]["library"] == "evosax"
+    for r in rows:
+        assert r["gen_median_s"] > 0 and r["rounds"] >= 3 and r["env_steps_per_gen"] == 160
+        assert r["seconds_ratio"] == r["gen_median_s"] / rows[-1]["gen_median_s"]
 
 
 def _frames() -> dict[str, pd.DataFrame]:
@@ -112,8 +158,44 @@ def test_headline_states_the_goal_from_the_rows(tmp_path):
     assert report.headline({}, tmp_path) == ""
 
 
+def _speed(ours_s: float, d: int) -> list[dict]:
+    return [{"task": "cartpole", "n_params": d, "population": 32, "episode_length": 500,
+             "num_episodes": 4, "method": m, "library": lib, "gen_median_s": t,
+             "gen_iqr_s": 0.01, "mem_bytes": 2.0 ** 20, "seconds_ratio": t / 1.0}
+            for m, lib, t in (("control/es", "fold_jax", 0.9), ("control/es_lowrank",
+                                                                 "fold_jax", ours_s),
+                              ("control/evosax_open_es", "evosax", 1.0))]
+
+
+def test_speed_goal_is_judged_from_rows_at_large_d_only(tmp_path):
+    """goals.toml declares the speed goal as data; the headline judges it from
+    control_speed rows: met at d >= 1e5 with ratio 0.3, missed with 0.6, and d ~ 1e3
+    shown with its ratio but not judged."""
+    goal, = report.speed_goals()
+    assert (goal.ours, goal.peer, goal.min_params, goal.seconds_ratio) == (
+        "fold_jax", "evosax", 1e5, 0.5)
+    speed = pd.DataFrame(_speed(0.3, 100_738) + _speed(1.1, 1_282))
+    lines = report.speed_lines(speed)
+    big = next(line for line in lines if "d = 100,738" in line)
+    small = next(line for line in lines if "d = 1,282" in line)
+    assert "met" in big and "control/es_lowrank" in big and "ratio 0.30" in big
+    assert "shown, not judged" in small and "ratio 0.90" in small
+    missed = report.speed_lines(pd.DataFrame(_speed(0.6, 200_000)))
+    assert any("missed" in line and "ratio 0.60" in line for line in missed)
+    frames = _frames() | {"control_speed": speed}
+    assert big in report.headline(frames, tmp_path)
+
+
 def test_section_draws_one_figure_per_task(tmp_path):
-    text = report.section(_frames(), tmp_path)
+    frames = _frames()
+    skip = {"task": "cartpole_po", "method": "control/ppo", "library": "rejax", "seed": 4,
+            "threshold": 500.0, "reached": False, "env_steps_to_target": math.nan,
+            "time_to_target_s": math.nan, "evals_to_target": math.nan,
+            "final_return": math.nan, "not_run": "rejax has no recurrent policy"}
+    frames["control"] = pd.concat([frames["control"], pd.DataFrame([skip])])
+    text = report.section(frames, tmp_path)
+    assert "- cartpole_po / control/ppo: rejax has no recurrent policy" in text
+    assert "### cartpole_po" not in text  # a row that never raced is no table
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["control_acrobot.png",
                                                                "control_cartpole.png"]
     assert "### cartpole" in text and "### acrobot" in text and "inf" in text

@@ -236,3 +236,33 @@ def test_step_cost_pays_for_what_fit_keeps_and_divides_by_evaluations(monkeypatc
     t_step = cost["step_median_s"] * suite_races.EVAL_EVERY
     assert cost["eval_forwards"] == pytest.approx(
         t_step / evals / cost["forward_median_s"], rel=1e-9)
+
+
+def test_conv_variant_races_nets_cnn_on_digits_on_the_fused_path():
+    """Item 5 of issue 33: the "conv" variant races nets.cnn on digits' 8x8 images beside
+    the MLPs; a rank-r recipe perturbs every conv kernel and the head's kernel as factors
+    (biases full-rank), nothing materialized, and its step raises no FallbackWarning."""
+    import warnings
+
+    import jax
+
+    from fold_jax import zo
+
+    method = "zo_lowrank_ranked32"
+    task, _, params, loss, m = suite_races._built("digits", method, "conv", None, 0)
+    assert set(params["params"]) == {"conv_0", "conv_1", "head"}
+    xb, yb = task.x_train[:16], task.y_train[:16]
+    rank = recipes.get(method).fixed["rank"]
+    info = zo.value_and_grad(loss, num_directions=4, rank=rank).describe(params, xb, yb)
+    assert info["materialized"] == 0
+    for path, leaf in info["leaves"].items():
+        assert leaf["path"] == ("fused" if "kernel" in path else "full_rank"), (path, leaf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", zo.FallbackWarning)
+        state, _ = jax.jit(m.step)(m.init(params), jax.random.key(0), xb, yb)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+    # the full grid races it on digits only; elsewhere it is left out with a reason
+    assert ("digits", method, "conv") in suite_races.grid("full")
+    assert "not an image" in suite_races._why_not(method, "spirals", "conv")
+    assert suite_races._why_not(method, "digits", "conv") == ""
+    assert "d = 9930 > 4096" in suite_races._why_not("evosax_cma_es", "digits", "conv")

@@ -8,14 +8,14 @@ task: held-out return against environment steps (left) and training seconds (rig
 every method on log x axes (the median over seeds at each evaluation, the seeds' range
 shaded; a race stops at the threshold, so a solved seed's last return holds after it).
 
-:func:`headline` states the goals of ``[[control_goal]]`` in
-``fold_jax/bench/goals.toml`` (issue 33: on every task, fold_jax's best ES, by fewest
-median env steps to the threshold, needs at most the env steps of evosax's best
-strategy; overlapping intervals are a tie and said so; PPO reported beside them).
-
-:func:`headline` states the goal of issue 33: on every task, fold_jax's best ES
-(fewest median env steps to the threshold) needs at most the env steps of evosax's best
-strategy; overlapping intervals are a tie and said so; PPO is reported beside them.
+:func:`headline` states the goals of ``fold_jax/bench/goals.toml``, from rows only:
+``[[control_goal]]`` (issue 33: on every task, fold_jax's best ES, by fewest median env
+steps to the threshold, needs at most the env steps of evosax's best strategy;
+overlapping intervals are a tie and said so; PPO reported beside them) and
+``[[control_speed_goal]]`` (at d >= ``min_params``, fold_jax's fastest generation takes
+at most ``seconds_ratio`` x the seconds of evosax's at the same population, both timed in
+the same alternating rounds, ``control_speed.csv``; the ratio at smaller d is shown, not
+judged). Methods a task could not race (``not_run`` rows) are listed with the reason.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import pandas as pd
 
 from fold_jax.report._common import bootstrap_median, fmt, interval_text, save, table
 
-__all__ = ["ControlGoal", "best", "goals", "headline", "section", "summary"]
+__all__ = ["ControlGoal", "SpeedGoal", "best", "goals", "headline", "not_run", "section",
+           "speed_goals", "speed_lines", "summary"]
 
 STATS = {"env steps": "env_steps_to_target", "time (s)": "time_to_target_s",
          "evals": "evals_to_target", "final return": "final_return"}
@@ -55,16 +56,107 @@ def goals() -> list[ControlGoal]:
     Raises:
         ValueError: an entry without ``ours`` / ``peer`` library names.
     """
-    import tomllib
-    from importlib import resources
-
-    text = resources.files("fold_jax.bench").joinpath("goals.toml").read_text()
     out = []
-    for i, g in enumerate(tomllib.loads(text).get("control_goal", [])):
+    for i, g in enumerate(_goals_toml().get("control_goal", [])):
         if not all(isinstance(g.get(k), str) for k in ("ours", "peer")):
             raise ValueError(f"fold_jax/bench/goals.toml: control_goal {i} lacks ours / peer")
         out.append(ControlGoal(g["ours"], g["peer"], g.get("beside", ""), g.get("why", "")))
     return out
+
+
+class SpeedGoal(NamedTuple):
+    """One ``[[control_speed_goal]]`` of ``fold_jax/bench/goals.toml``: at ``n_params >=
+    min_params``, library ``ours``'s fastest generation takes at most ``seconds_ratio``
+    x the seconds of library ``peer``'s (the rows' baseline)."""
+
+    ours: str
+    peer: str
+    min_params: float
+    seconds_ratio: float
+    why: str = ""
+
+
+def _goals_toml() -> dict:
+    import tomllib
+    from importlib import resources
+
+    return tomllib.loads(resources.files("fold_jax.bench").joinpath("goals.toml").read_text())
+
+
+def speed_goals() -> list[SpeedGoal]:
+    """The ``[[control_speed_goal]]`` entries of the shipped ``goals.toml``.
+
+    Returns:
+        The goals, in file order.
+
+    Raises:
+        ValueError: an entry without ``ours`` / ``peer`` names or numeric thresholds.
+    """
+    out = []
+    for i, g in enumerate(_goals_toml().get("control_speed_goal", [])):
+        if not (all(isinstance(g.get(k), str) for k in ("ours", "peer"))
+                and all(isinstance(g.get(k), int | float) for k in ("min_params",
+                                                                    "seconds_ratio"))):
+            raise ValueError(f"fold_jax/bench/goals.toml: control_speed_goal {i} needs ours, "
+                             f"peer (library names), min_params and seconds_ratio (numbers)")
+        out.append(SpeedGoal(g["ours"], g["peer"], float(g["min_params"]),
+                             float(g["seconds_ratio"]), g.get("why", "")))
+    return out
+
+
+def speed_lines(speed: pd.DataFrame | None) -> list[str]:
+    """The speed goals' verdicts from ``control_speed`` rows, and every configuration's
+    ratios (d ~ 1e3 included, shown not judged).
+
+    Args:
+        speed: control_speed.csv rows (None or empty: no lines).
+
+    Returns:
+        Markdown lines.
+    """
+    if speed is None or speed.empty:
+        return []
+    lines = []
+    configs = ["task", "n_params", "population", "episode_length", "num_episodes"]
+    for goal in speed_goals():
+        lines.append(f"Goal ({goal.why}): at d >= {goal.min_params:,.0f}, {goal.ours}'s "
+                     f"fastest generation takes <= {goal.seconds_ratio:g} x the seconds of "
+                     f"{goal.peer}'s at the same population (same alternating rounds).\n")
+        for cfg, g in speed.groupby(configs):
+            ours, peer = g[g["library"] == goal.ours], g[g["library"] == goal.peer]
+            if ours.empty or peer.empty:
+                continue
+            fast = ours.sort_values("gen_median_s").iloc[0]
+            ratio = float(fast["gen_median_s"] / peer["gen_median_s"].min())
+            judged = float(cfg[1]) >= goal.min_params
+            verdict = ("met" if ratio <= goal.seconds_ratio else "missed") if judged \
+                else "shown, not judged"
+            lines.append(
+                f"- {cfg[0]}, d = {int(cfg[1]):,}, population {int(cfg[2])}, "
+                f"{int(cfg[4])} x {int(cfg[3])}-step episodes: {verdict}: {fast['method']} "
+                f"{fmt(fast['gen_median_s'])} s ({fmt(fast['mem_bytes'] / 2**20)} MiB) vs "
+                f"{peer['method'].iloc[0]} {fmt(peer['gen_median_s'].min())} s "
+                f"({fmt(peer['mem_bytes'].iloc[0] / 2**20)} MiB): ratio {ratio:.2f}")
+    return lines
+
+
+def not_run(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of methods a task could not race.
+
+    Args:
+        frame: control.csv rows.
+
+    Returns:
+        Those with a non-empty ``not_run`` reason (none without the column).
+    """
+    if "not_run" not in frame:
+        return frame.iloc[:0]
+    reason = frame["not_run"].fillna("").astype(str)
+    return frame[reason != ""]
+
+
+def _raced(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(not_run(frame).index)
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -140,8 +232,10 @@ def headline(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
         Markdown lines, "" without control rows.
     """
     frame = frames.get("control")
+    speed = speed_lines(frames.get("control_speed"))
     if frame is None or frame.empty:
-        return ""
+        return "\n".join(speed) + "\n" if speed else ""
+    frame = _raced(frame)
     stats = summary(frame)
     lines = []
     for goal in goals():
@@ -159,7 +253,7 @@ def headline(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
             if beside is not None:
                 text += f"; beside: {_show(beside)}"
             lines.append(text)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + speed) + "\n"
 
 
 def _figure(frame: pd.DataFrame, curves: pd.DataFrame, task: str, fig_dir: Path) -> str:
@@ -209,6 +303,8 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
     if frame is None or frame.empty:
         return ""
     curves = frames.get("control_curves")
+    skipped = not_run(frame)
+    frame = _raced(frame)
     stats = summary(frame)
     out = [headline(frames, fig_dir),
            "Environment steps: an ES evaluation steps every episode to the horizon (both "
@@ -225,4 +321,15 @@ def section(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
         out.append(f"### {task}\n\n" + table(shown))
         if curves is not None and not curves.empty and (curves["task"] == task).any():
             out.append(_figure(frame, curves, task, fig_dir))
+    if not skipped.empty:
+        out.append("Not raced (the reason, from the rows):\n\n" + "\n".join(
+            f"- {r.task} / {r.method}: {r.not_run}"
+            for r in skipped.drop_duplicates(["task", "method"]).itertuples()) + "\n")
+    speed = frames.get("control_speed")
+    if speed is not None and not speed.empty:
+        shown = speed[["task", "n_params", "population", "episode_length", "num_episodes",
+                       "method", "gen_median_s", "gen_iqr_s", "mem_bytes",
+                       "seconds_ratio"]].sort_values(["n_params", "gen_median_s"])
+        out.append("### Generation speed (same alternating rounds; ratio = seconds / "
+                   "evosax Open_ES's)\n\n" + table(shown))
     return "\n".join(out)

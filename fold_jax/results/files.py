@@ -1,7 +1,7 @@
 """The results files: one :class:`~fold_jax.results.columns.Schema` per file stem.
 
 ``SCHEMA`` maps each file (kernels, races, curves, tuning, variants, probes, region_maps,
-scaling, bbob, hypotheses, control, control_curves, control_tuning,
+scaling, bbob, hypotheses, control, control_curves, control_tuning, control_speed,
 lm_kernels) to its key columns
 and every column it may hold; ``SCHEMAS`` the core columns and their dtypes (every row
 carries them and loading checks them).
@@ -92,7 +92,8 @@ _RACES = Schema(
     (
         col("task", "str", "", "the task (fold_jax.tasks name)", True),
         col("method", "str", "", "the method (recipe registry name)", True),
-        col("variant", "str", "", "network variant: dense, binarized or pruned", True),
+        col("variant", "str", "", "network variant: dense, binarized, pruned or conv "
+           "(nets.cnn in place of the MLP, digits only)", True),
         col("seed", "int", "", "seed of the initialisation and the batches", True),
         col("max_steps", "int", "steps", "step budget of the race"),
         col("budget_s", "num", "s", "wall-clock safety cap of the race", True),
@@ -180,7 +181,7 @@ _TUNING = Schema(
     (
         col("task", "str", "", "the task (fold_jax.tasks name)", True),
         col("method", "str", "", "the method (recipe registry name)", True),
-        col("variant", "str", "", "network variant: dense, binarized or pruned", True),
+        col("variant", "str", "", "network variant: as races.csv", True),
         col("trial", "int", "", "the trial's index in the method's quasi-random sequence", True),
         col("max_steps", "int", "steps", "step budget of the trial", True),
         col("library", "str", "", "who implements the method: fold_jax, optax or evosax"),
@@ -510,6 +511,9 @@ _CONTROL = Schema(
         col("eval_seed", "int", "", "seed of the held-out evaluation episodes (tuning used "
            "another: control_tuning.csv)"),
         col("profile", "str", "", "benchmark profile that made the row: quick or full"),
+        col("not_run", "str", "", "why the method was not raced on the task (CMA-ES above "
+           "its max_params, PPO on a memory task: rejax has no recurrent policy); then its "
+           "costs and returns are NaN; empty for a race"),
     ),
 )
 
@@ -567,9 +571,42 @@ _CONTROL_TUNING = Schema(
     ),
 )
 
+_CONTROL_SPEED = Schema(
+    "control_speed", ("task", "method", "n_params", "population", "episode_length",
+                      "num_episodes", *MACHINE_KEY),
+    "one ES generation (a training step: ask, every member's episodes, tell) of one method "
+    "on a control task's policy, timed in alternating rounds with the other methods of its "
+    "configuration (fold_jax/bench/suites/control.py, speed)",
+    (
+        col("task", "str", "", _CTRL_TUNE, True),
+        col("method", "str", "", _CTRL_TUNE, True),
+        col("library", "str", "", _CTRL_TUNE, True),
+        col("n_params", "num", "count", "parameters d of the policy", True),
+        col("hidden", "str", "", "the policy MLP's hidden widths (JSON)"),
+        col("population", "num", "evaluations", "loss evaluations a generation (evosax: its "
+           "population, its mean not evaluated here)", True),
+        col("episode_length", "num", "steps", "horizon of each episode", True),
+        col("num_episodes", "num", "episodes", "episodes per loss evaluation", True),
+        col("env_steps_per_gen", "num", "env steps", "population x num_episodes x "
+           "episode_length"),
+        col("compile_s", "num", "s", "ahead-of-time compile seconds of the generation"),
+        *timing_columns("gen", "one generation (alternating rounds)", True),
+        col("rounds", "num", "count", "timed rounds behind the median"),
+        col("mem_bytes", "num", "bytes", "compiled memory of the generation: argument + "
+           "output + temp - alias bytes (NaN where the backend gives none)", True),
+        col("baseline", "str", "", "the method timed in the same rounds that the ratio "
+           "divides by (evosax's Open_ES)", True),
+        col("baseline_median_s", "num", "s", "its median seconds per generation"),
+        col("baseline_mem_bytes", "num", "bytes", "its compiled memory"),
+        col("seconds_ratio", "num", "ratio", "gen_median_s / baseline_median_s (< 1: faster "
+           "than the baseline)", True),
+        col("profile", "str", "", "benchmark profile that made the row: quick or full"),
+    ),
+)
+
 SCHEMA: dict[str, Schema] = {s.file: s for s in (
     _KERNELS, _RACES, _CURVES, _TUNING, _VARIANTS, _PROBES, _REGION_MAPS, _SCALING, _BBOB,
-    _HYPOTHESES, _CONTROL, _CONTROL_CURVES, _CONTROL_TUNING, _LM_KERNELS)}
+    _HYPOTHESES, _CONTROL, _CONTROL_CURVES, _CONTROL_TUNING, _CONTROL_SPEED, _LM_KERNELS)}
 
 # Core columns per file and their dtypes (derived from SCHEMA): every row carries them
 # and validate() checks their type. Extra columns are allowed in every file (the test

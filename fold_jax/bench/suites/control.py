@@ -27,70 +27,112 @@ they end early (a failing CartPole or a solved Acrobot) the ES count exceeds the
 transitions it used, so the comparison with PPO is conservative for ES.
 
 Budgets: every method on a task gets the same environment-step budget
-(``BUDGETS``): an ES runs ``budget // (evaluations a step x env_steps_per_eval)`` whole
-steps, PPO ``budget`` env steps. ES methods are evaluated every ``ES_EVAL_EVERY`` steps
-(cartpole, acrobot: one step = 64,000 env steps; pendulum three steps = 76,800), PPO
-every ``PPO_EVAL_EVERY`` = 65,536 env steps (16 iterations): the same grid within 20%.
+(``BUDGETS``, quick: ``QUICK_BUDGETS``): an ES runs ``budget // (evaluations a step x
+env_steps_per_eval)`` whole steps, PPO ``budget`` env steps (whole iterations of 4,096).
+ES methods are evaluated every ``ES_EVAL_EVERY`` steps (cartpole, acrobot: one step =
+64,000 env steps; pendulum three steps = 76,800), PPO every ``PPO_EVAL_EVERY`` = 65,536
+env steps (16 iterations): the same grid within 20%.
+
+Memory tasks (issue 33, item 4): ``memory_chain`` and ``cartpole_po`` race a GRU policy
+(:mod:`fold_jax.policies`) whose state is carried through the whole episode; the ES
+methods unroll every episode to its horizon, no backprop through time. rejax 0.1.3's
+PPO has no recurrent policy (its actor-critic is a feedforward MLP), so PPO is not
+raced there: the job writes one ``control.csv`` row per such (task, method) with
+``not_run`` saying why (as for CMA-ES above its ``max_params``), nothing left out
+silently.
+
+Thresholds: the task's own (:mod:`fold_jax.control`); Breakout-MinAtar has none
+registered anywhere we could cite, so the suite sets ``SUITE_THRESHOLDS`` (a return of
+10: a bar fixed here before any run, not a published one; a random policy scores about
+1).
+
+Generation speed (issue 33's seconds goal): ``speed`` jobs time one generation (one
+training step: ask, every member's episodes, tell) of fold_jax's ``control/es`` and
+``control/es_lowrank`` against evosax's ``control/evosax_open_es`` at the same
+population (32; evosax's mean not evaluated) on CartPole with a wide MLP policy (d =
+100,738) and, in full, the races' policy (d = 1,282), each with its compiled memory,
+in alternating rounds (:func:`fold_jax.timing.interleaved`): ``control_speed.csv``
+rows. A speed job writes no ``control.csv`` row, so a resumed run times it again.
 
 Profiles (what each covers, honestly):
 
-- **quick** (about 3 minutes on a 2-core CPU, mostly compilation): CartPole only;
-  ``control/es`` (fold_jax's antithetic ES with centered ranks), ``control/evosax_open_es``
-  and ``control/ppo``; 2 tuning trials, 3 race seeds, a 2.56M env-step budget. It says
-  whether the machinery runs and roughly where the methods stand, with intervals from 3
-  seeds; it is not the reference.
-- **full**: CartPole, Acrobot and Pendulum; every control recipe (CMA-ES where d <=
-  4096); 8 tuning trials, 5 race seeds.
+- **quick** (mostly compilation: 4.4 minutes of CPU time, user, in run
+  20261207T170922Z-4ce95b, which took 16.4 minutes of wall time on a 2-core VM at load
+  average ~15 from other jobs; unloaded about 2.5-4.5 minutes, not measured): CartPole,
+  Acrobot and Pendulum, each with ``control/es`` (fold_jax's antithetic ES with centered
+  ranks), ``control/evosax_open_es`` and ``control/ppo``; 1 tuning trial (the space's
+  first quasi-random draw, so hardly tuned), 2 race seeds and a budget of 196,608 env
+  steps (fold_jax's ES 3 steps on CartPole and Acrobot, 7 on Pendulum; evosax's 2, 2 and 7,
+  its mean's evaluation included; PPO 3 chunks of 65,536):
+  too short to reach the thresholds but for luck. It says whether the machinery runs on
+  every task and where the methods stand after a few generations; it is not the
+  reference. Plus one speed job at d = 100,738 with 100-step episodes (2 a loss
+  evaluation).
+- **full**: CartPole, Acrobot, Pendulum, Breakout-MinAtar (conv policy) and the memory
+  tasks memory_chain and cartpole_po (GRU policy); every control recipe (CMA-ES where
+  d <= 4096, PPO where its feedforward policy fits the task); 8 tuning trials, 5 race
+  seeds; speed jobs at d = 100,738 and d = 1,282 on full-length episodes.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from fold_jax import nets, ppo, recipes, results, tasks, train
+from fold_jax import nets, ppo, recipes, results, tasks, timing, train
 from fold_jax.bench import tuning
 from fold_jax.bench.common import Job, check_profile, shared_compiles
 from fold_jax.checks import check_choice
 
-__all__ = ["evals_per_step", "jobs", "race", "run", "trial", "trial_rank", "tune_and_race",
-           "why_not"]
+__all__ = ["SpeedConfig", "evals_per_step", "jobs", "not_run", "race", "run", "speed", "trial",
+           "trial_rank", "tune_and_race", "why_not"]
 
 FILE = "control"
 KEY = results.key("control")
 KEYS = {"control_curves": results.key("control_curves"),
-        "control_tuning": results.key("control_tuning")}
+        "control_tuning": results.key("control_tuning"),
+        "control_speed": results.key("control_speed")}
 DEFAULT_PROFILES = ("quick", "full")
 
 VAL_EVAL_SEED = 1  # the validation episodes tuning scores on
 TEST_EVAL_SEED = 0  # the held-out episodes races score on (the tasks' default)
 PPO = "control/ppo"
 PPO_EVAL_EVERY = 65_536  # env steps between PPO's evaluations (16 iterations of 4,096)
-ES_EVAL_EVERY = {"cartpole": 1, "acrobot": 1, "pendulum": 3}  # steps between evaluations
-BUDGETS = {"cartpole": 2_560_000, "acrobot": 6_400_000, "pendulum": 15_360_000}
-# the quick profile's budget (40 ES steps at 64,000 env steps)
-QUICK_BUDGETS = {"cartpole": 2_560_000}
-# seconds a run of the quick profile took on a shared 2-core CPU (compile included; ES
-# runs about 6.5, PPO about 25): the progress bar's estimate, [ES, PPO]
-RUN_COST = (6.5, 25.0)
+ES_EVAL_EVERY = {"cartpole": 1, "acrobot": 1, "pendulum": 3, "memory_chain": 5}
+BUDGETS = {"cartpole": 2_560_000, "acrobot": 6_400_000, "pendulum": 15_360_000,
+           # 100 ES steps of 32 x 4 episodes x 1,000 steps
+           "breakout_minatar": 12_800_000,
+           # 400 ES steps of 32 x 4 episodes x 6 steps
+           "memory_chain": 307_200, "cartpole_po": 6_400_000}
+QUICK_BUDGETS = {t: 196_608 for t in ("cartpole", "acrobot", "pendulum")}
+SUITE_THRESHOLDS = {"breakout_minatar": 10.0}  # module docstring: our bar, not published
+# seconds a run took in the quick profile on a shared 2-core CPU (compile included): the
+# progress bar's estimate, [ES, PPO]
+RUN_COST = (8.0, 20.0)
 BUDGET_S = 1800.0  # wall-clock safety cap of one run (capped runs are counted in rows)
 
 PROFILE: dict[str, dict[str, Any]] = {
-    "quick": {"tasks": ("cartpole",), "trials": 2, "seeds": (0, 1, 2),
+    "quick": {"tasks": ("cartpole", "acrobot", "pendulum"), "trials": 1, "seeds": (0, 1),
               "methods": ("control/es", "control/evosax_open_es", PPO),
               "budgets": QUICK_BUDGETS},
-    "full": {"tasks": ("cartpole", "acrobot", "pendulum"), "trials": 8,
+    "full": {"tasks": ("cartpole", "acrobot", "pendulum", "breakout_minatar",
+                       "memory_chain", "cartpole_po"), "trials": 8,
              "seeds": (0, 1, 2, 3, 4), "methods": recipes.names(suite="control"),
              "budgets": BUDGETS},
 }
 
 
+@functools.cache
 def _task(task_name: str, eval_seed: int):
-    return tasks.get(task_name, eval_seed=eval_seed)
+    threshold = SUITE_THRESHOLDS.get(task_name)
+    return tasks.get(task_name, eval_seed=eval_seed,
+                     **({} if threshold is None else {"threshold": threshold}))
 
 
 def evals_per_step(method: str) -> int:
@@ -282,19 +324,51 @@ def why_not(method: str, task_name: str) -> str:
         task_name: the control task.
 
     Returns:
-        The reason (its ``max_params`` below the policy's d), "" when it can run.
+        The reason (its ``max_params`` below the policy's d; PPO on a task whose policy
+        is recurrent), "" when it can run.
     """
     r = recipes.get(method)
-    if r.max_params is not None:
-        d = _task(task_name, TEST_EVAL_SEED).n_params
-        if d > r.max_params:
-            return f"d = {d} > {r.max_params}: {r.why_limited}"
+    task = _task(task_name, TEST_EVAL_SEED)
+    if method == PPO and task.policy.recurrent:
+        return ("rejax 0.1.3's PPO has no recurrent policy (a feedforward actor-critic "
+                "MLP), and this memory task needs one")
+    if r.max_params is not None and task.n_params > r.max_params:
+        return f"d = {task.n_params} > {r.max_params}: {r.why_limited}"
     return ""
 
 
+def not_run(task_name: str, method: str, budget: int, seed: int, reason: str,
+            profile: str) -> dict[str, list[dict[str, Any]]]:
+    """The ``control.csv`` row saying that ``method`` was not raced on ``task_name``.
+
+    Args:
+        task_name: the control task.
+        method: the recipe.
+        budget: the task's env-step budget (the row's key).
+        seed: the profile's last race seed (the row's key).
+        reason: :func:`why_not`'s text.
+        profile: the profile.
+
+    Returns:
+        ``{"control": [row]}``: not reached, its costs and returns NaN, ``not_run`` the
+        reason.
+    """
+    recipe = recipes.get(method)
+    task = _task(task_name, TEST_EVAL_SEED)
+    nan = math.nan
+    return {"control": [{"task": task_name, "method": method, "seed": seed,
+                         "budget_env_steps": budget, "library": recipe.library,
+                         "recipe": recipe.name, "threshold": float(task.threshold),
+                         "reached": False, "env_steps_to_target": nan,
+                         "time_to_target_s": nan, "evals_to_target": nan,
+                         "final_return": nan, "n_params": float(task.n_params),
+                         "not_run": reason, "profile": profile}]}
+
+
 def jobs(profile: str) -> Iterator[Job]:
-    """One job per (task, recipe) of ``profile``; a recipe that cannot run on a task is
-    printed with the reason and left out.
+    """One job per (task, recipe) of ``profile`` (a recipe that cannot run on a task:
+    a job writing its :func:`not_run` row, the reason printed too), then one speed job
+    per ``SPEED`` configuration.
 
     Args:
         profile: "quick" or "full".
@@ -305,15 +379,105 @@ def jobs(profile: str) -> Iterator[Job]:
     p = PROFILE[check_profile(profile)]
     for task_name in p["tasks"]:
         check_choice(task_name, "control task", list(BUDGETS))
+        budget = p["budgets"][task_name]
         for method in p["methods"]:
+            key = {"task": task_name, "method": method, "seed": p["seeds"][-1],
+                   "budget_env_steps": budget}
             why = why_not(method, task_name)
             if why:
                 print(f"control: {method} not run on {task_name}: {why}")
+                yield Job(key, lambda a=(task_name, method, budget, p["seeds"][-1], why,
+                                         profile): not_run(*a),
+                          f"{task_name}/{method} (not run)", 0.1)
                 continue
-            budget = p["budgets"][task_name]
-            key = {"task": task_name, "method": method, "seed": p["seeds"][-1],
-                   "budget_env_steps": budget}
             runs = p["trials"] + len(p["seeds"])
             scale = budget / QUICK_BUDGETS["cartpole"]  # misses run the whole budget
             yield Job(key, lambda a=(task_name, method, profile): tune_and_race(*a),
                       f"{task_name}/{method}", RUN_COST[method == PPO] * runs * scale)
+    for config in SPEED[profile]:
+        label = f"speed/{'x'.join(map(str, config.hidden))}/T={config.episode_length}"
+        key = {"task": "cartpole", "method": label, "seed": -1, "budget_env_steps": -1}
+        yield Job(key, lambda c=config: {"control_speed": speed(c, profile)}, label,
+                  SPEED_COST)
+
+
+# --------------------------------------------------------------------------- speed
+
+
+class SpeedConfig(NamedTuple):
+    """One configuration of the generation-speed rows: CartPole with an MLP policy of
+    ``hidden`` widths, episodes of ``episode_length`` steps, ``num_episodes`` a
+    loss evaluation (:func:`speed`)."""
+
+    hidden: tuple[int, ...]
+    episode_length: int
+    num_episodes: int
+
+
+SPEED_BASELINE = "control/evosax_open_es"
+SPEED_METHODS = ("control/es", "control/es_lowrank", SPEED_BASELINE)
+# (256, 384) widths: d = 100,738 (the speed goal's d >= 1e5); (32, 32): d = 1,282 (the
+# races' policy, where both libraries spend their time in the same rollouts). quick
+# shortens the episodes (a generation then takes about 0.1 s on a 2-core CPU)
+SPEED = {"quick": (SpeedConfig((256, 384), 100, 2),),
+         "full": (SpeedConfig((256, 384), 500, 4), SpeedConfig((32, 32), 500, 4))}
+SPEED_S = {"quick": 3.0, "full": 10.0}  # seconds of alternating rounds per configuration
+SPEED_COST = 25.0  # seconds a configuration took in the quick profile (three compiles)
+
+
+def _generation(method: str, task) -> Any:
+    """One training step of recipe ``method`` (its defaults; evosax's mean not
+    evaluated, so both libraries spend the same population) as fit runs it:
+    ``gen(state, key, episode_key) -> (state, kept info)``."""
+    problem = {"eval_mean": False} if recipes.get(method).library == "evosax" else None
+    m = recipes.build(method, task.loss, None, problem=problem)
+
+    def gen(state, key, episode_key):
+        state, info = m.step(state, key, episode_key)
+        return state, train.kept_info(info)
+
+    return m, gen
+
+
+def speed(config: SpeedConfig, profile: str, methods: tuple[str, ...] = SPEED_METHODS,
+          seconds: float | None = None) -> list[dict[str, Any]]:
+    """Seconds and compiled memory of one generation of each of ``methods`` on CartPole
+    with ``config``'s policy, timed in alternating rounds
+    (:func:`fold_jax.timing.interleaved`) so a shared machine's drift hits all alike.
+
+    Args:
+        config: the policy and episodes.
+        profile: "quick" or "full" (the rounds' time budget, ``SPEED_S``).
+        methods: recipes to time; the last is the baseline the ratios divide by.
+        seconds: the alternating rounds' time budget (None: the profile's ``SPEED_S``).
+
+    Returns:
+        One ``control_speed.csv`` row per method.
+    """
+    task = tasks.get("cartpole", hidden=config.hidden, episode_length=config.episode_length,
+                     num_episodes=config.num_episodes)
+    params = task.init(jax.random.key(0))
+    keys = (jax.random.key(1), jax.random.key(2))
+    calls = []
+    for method in methods:
+        m, gen = _generation(method, task)
+        calls.append((gen, (m.init(params), *keys)))
+    budget = SPEED_S[check_profile(profile)] if seconds is None else seconds
+    timed = timing.interleaved(calls, max_time_s=budget, min_rounds=3)
+    base = timed[-1]
+    d = nets.count_params(params)
+    rows = []
+    for method, t in zip(methods, timed, strict=True):
+        pop = evals_per_step(method) - (recipes.get(method).library == "evosax")
+        rows.append({"task": "cartpole", "method": method,
+                     "library": recipes.get(method).library, "n_params": d,
+                     "hidden": json.dumps(list(config.hidden)), "population": pop,
+                     "episode_length": config.episode_length,
+                     "num_episodes": config.num_episodes,
+                     "env_steps_per_gen": pop * task.env_steps_per_eval,
+                     "compile_s": t.compile_s, "gen_median_s": t.median_s,
+                     "gen_iqr_s": t.iqr_s, "rounds": t.rounds, "mem_bytes": t.mem_bytes,
+                     "baseline": methods[-1], "baseline_median_s": base.median_s,
+                     "baseline_mem_bytes": base.mem_bytes,
+                     "seconds_ratio": t.median_s / base.median_s, "profile": profile})
+    return rows

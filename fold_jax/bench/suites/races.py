@@ -47,6 +47,10 @@ to 0.01), so a well-tuned method reaches the target inside the budget while it s
 demands a trained model. Targets are constants on purpose: changing them invalidates
 every stored race.
 
+Variants: the task's MLP ("dense"), binarized or pruned, and "conv": nets.cnn on the
+task's image (digits' 8x8 pixels only, ``CONV_IMAGES``) in place of the MLP, run by the
+rank-r recipes on the fused path (issue 33, item 5); the full grid races all four.
+
 Recipes that cannot run a job are left out with a printed reason (a recipe's
 ``max_params``, e.g. CMA-ES above 4096 parameters; evosax peers on pruned nets, which
 they cannot keep masked).
@@ -111,7 +115,12 @@ TARGETS: dict[str, Race] = {
 }
 
 ALL_METHODS = recipes.names()
-VARIANTS = ("dense", "binarized", "pruned")
+VARIANTS = ("dense", "binarized", "pruned", "conv")
+# the "conv" variant: nets.cnn (3x3 convs of CONV_CHANNELS, then a dense head) in place of
+# the MLP, on the tasks whose features are an image (issue 33, item 5); zeroth-order
+# recipes with rank=r run its convs on the fused path (fold_jax.flax_layers)
+CONV_IMAGES = {"digits": (8, 8, 1)}
+CONV_CHANNELS = (16, 32)
 _PEERS = ("evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars")
 # the small tasks' populations (recipes.SMALL_POPULATIONS: 16 and 8) on both sides:
 # evosax's two best small-task peers, fold_jax's per-entry SNES (the same algorithm as
@@ -199,14 +208,22 @@ def _model(task, race: Race, variant: str, seed: int):
     """(apply, params, tx_wrap, zo_mask) of the race network in ``variant``."""
     widths = (task.n_features, *race.widths[1:-1], task.n_outputs)
     key = jax.random.key(seed)
-    if variant == "dense":
-        net = nets.mlp(widths, "relu")
+    if variant in ("dense", "conv"):
+        net = _net(task.name, widths, variant)
         return net.apply, net.init(key), (lambda tx: tx), None
     from fold_jax import variants
 
     v = variants.make(variant, widths, "relu", key=key,
                       sparsity=SPARSITY if variant == "pruned" else None)
     return v.net.apply, v.params, v.wrap_tx, v.zo_mask
+
+
+def _net(task_name: str, widths: tuple[int, ...], variant: str) -> nets.Net:
+    """The dense race network: the MLP of ``widths``, or (``variant="conv"``) nets.cnn on
+    the task's image (``CONV_IMAGES``) with ``widths[-1]`` outputs."""
+    if variant == "conv":
+        return nets.cnn(CONV_IMAGES[task_name], CONV_CHANNELS, widths[-1], "relu")
+    return nets.mlp(widths, "relu")
 
 
 def _to_target(history, column: str, target: float, metric: str) -> dict[str, float]:
@@ -463,12 +480,14 @@ def _why_not(method: str, task_name: str, variant: str) -> str:
     recipe = recipes.get(method)
     if variant == "pruned" and not recipe.handles_mask:
         return "cannot keep a pruned net's mask"
+    if variant == "conv" and task_name not in CONV_IMAGES:
+        return f"its features are not an image (conv variant: {sorted(CONV_IMAGES)})"
     if recipe.max_params is not None:
         spec = TARGETS[task_name]
         task = tasks.get(task_name)
         widths = (task.n_features, *spec.widths[1:-1], task.n_outputs)
-        d = nets.count_params(jax.eval_shape(nets.mlp(widths, "relu").init,
-                                             jax.random.key(0)))  # shapes only, no init
+        net = _net(task_name, widths, "conv" if variant == "conv" else "dense")
+        d = nets.count_params(jax.eval_shape(net.init, jax.random.key(0)))  # shapes only
         if d > recipe.max_params:
             return f"d = {d} > {recipe.max_params}: {recipe.why_limited}"
     return ""
