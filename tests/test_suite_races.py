@@ -10,6 +10,7 @@ import pytest
 
 from fold_jax import recipes
 from fold_jax.bench.common import TUNING_SEED
+from fold_jax.bench import race_grid
 from fold_jax.bench.suites import races as suite_races
 
 
@@ -49,7 +50,8 @@ def test_select_ranks_trials_by_their_median_over_seeds():
 def tiny_profile(monkeypatch):
     monkeypatch.setitem(suite_races.PROFILE, "tiny",
                         dict(trials=3, seeds=[0, 1], max_steps=50, budget_s=60.0, grids=[]))
-    monkeypatch.setattr(suite_races, "check_profile", lambda p: p)
+    for module in (suite_races, race_grid):  # the grid's budgets live in race_grid
+        monkeypatch.setattr(module, "check_profile", lambda p: p)
     return "tiny"
 
 
