@@ -230,7 +230,8 @@ LM_FINETUNE_ARMS = ("zero_shot", "adam_finetune", "mezo_sgd", "mezo_sgd2", "es_l
 # Spaces, fixed before the protocol ran (from a 4-run probe on the quick GRU: Adam on an
 # ES estimate at lr 1e-2 and ZO-SGD at 1e-2 made the pretrained model worse). Learning
 # rates enter the optax optimizers as float32 arrays, so trials that differ only in them
-# share one compiled program (fold_jax.programs keys on the jaxpr; closed-over arrays are arguments).
+# share one compiled program (fold_jax.programs keys on the jaxpr; closed-over arrays
+# are arguments).
 _FT_ADAM_LR = LogUniform(1e-4, 1e-2)  # backprop Adam (the pretraining used 3e-3)
 _FT_ZO_LR = LogUniform(1e-5, 3e-3)  # Adam on a zeroth-order estimate
 _FT_SIGMA = LogUniform(1e-4, 1e-2)  # perturbation scale of the ES arms
