@@ -105,20 +105,24 @@ def test_end_to_end_protocol_schema_and_resume(tiny, monkeypatch, tmp_path):
     with no test windows and nothing reads test until the finals; rows fit their schemas;
     a job whose rows the run wrote is not run again."""
     events: list[tuple] = []
-    fit, evaluate = train.fit, text.SequenceTask.evaluate
+    fit, setup = train.fit, suite.setup("quick")  # pretraining (it fits), zero-shot scores
+    zs, bits = setup.zero_shot, setup.bits
 
     def spy_fit(method, params, task, **kw):
         events.append(("fit", kw["eval_split"], task.x_test is task.x_val))
         return fit(method, params, task, **kw)
 
-    def spy_evaluate(self, apply, params, split="test", threshold=0.5):
+    def spy_bits(params, split):
         events.append(("evaluate", split))
-        return evaluate(self, apply, params, split, threshold)
+        return bits(params, split)
+
+    def no_evaluate(*args, **kwargs):
+        raise AssertionError("the suite scores splits with Setup.bits only")
 
     monkeypatch.setattr(train, "fit", spy_fit)
-    monkeypatch.setattr(text.SequenceTask, "evaluate", spy_evaluate)
+    monkeypatch.setattr(setup, "bits", spy_bits)
+    monkeypatch.setattr(text.SequenceTask, "evaluate", no_evaluate)
     zero = suite.arm_rows("quick", "zero_shot")
-    zs = suite.setup("quick").zero_shot
     assert all(r["steps"] == 0 and r["final_test_bpc"] == zs["test"]
                and r["final_val_bpc"] == zs["val"] for r in zero["lm_finetune"])
     assert not [e for e in events if e[0] == "fit"]  # zero_shot trains nothing

@@ -109,8 +109,22 @@ class Setup:
         self.loss = self.task.loss_fn(self.net.apply)
         self.apply = pretrain.batched_apply(self.net.apply)
         self.n_params = nets.count_params(self.pretrained.params)
-        self.zero_shot = {s: self.task.evaluate(self.net.apply, self.pretrained.params,
-                                                s)["bits_per_char"] for s in ("val", "test")}
+        head = self.task.head  # one jitted scorer for every call (task.evaluate jits anew)
+        self._metrics = jax.jit(lambda p, x, y: head.metrics(self.apply(p, x), y))
+        self.zero_shot = {s: self.bits(self.pretrained.params, s) for s in ("val", "test")}
+
+    def bits(self, params: Any, split: str) -> float:
+        """Bits per character of ``params`` on the whole ``split`` of the task.
+
+        Args:
+            params: the LM's params.
+            split: "val" or "test".
+
+        Returns:
+            The mean cross-entropy over every position, in bits.
+        """
+        x, y = self.task.split(check_choice(split, "split", ("val", "test")))
+        return float(self._metrics(params, x, y)["bits_per_char"])
 
 
 @functools.cache
@@ -299,7 +313,7 @@ def _final(profile: str, arm: str, index: int, hparams: Mapping[str, Any], seed:
     row, h, r = run(profile, arm, hparams, seed, "val", tuning_run=False)
     base = _base(profile, arm, seed)
     evals_to, secs_to = _to_target(h, base["target_bpc"])
-    test = s.task.evaluate(s.net.apply, r.state.params, "test")["bits_per_char"]
+    test = s.bits(r.state.params, "test")
     key = {"arm": arm, "seed": seed, "budget_evals": p["budget_evals"],
            "library": row["library"]}
     curves = _curve(key, h, "val")
