@@ -105,7 +105,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
         g = frame[frame["arm"] == arm]
         if not g["fits"].astype(bool).any():
             out.append({"arm": arm, "library": g["library"].iloc[0], "seeds": len(g),
-                        "reason": g["reason"].iloc[0]})
+                        "reason": str(g["reason"].fillna("").iloc[0])})
             continue
         med, lo, hi, n = bootstrap_median(g["final_test_bpc"], n_resamples=N_RESAMPLES)
         out.append({"arm": arm, "library": g["library"].iloc[0], "seeds": n,
@@ -223,7 +223,7 @@ def headline(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
         return ""
     s = summary(rows)
     lines = []
-    ran = s[s["reason"] == ""] if "reason" in s else s
+    ran = s[s["reason"].fillna("") == ""] if "reason" in s else s
     parts = [f"{r['arm']} {fmt(r['gain recovered'])}" for _, r in ran.iterrows()
              if r["arm"] not in ("zero_shot", "adam_finetune")]
     if parts:
