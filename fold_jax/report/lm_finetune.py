@@ -240,12 +240,18 @@ def headline(frames: dict[str, pd.DataFrame], fig_dir: Path) -> str:
             continue
         interval = ("no interval" if math.isnan(v["low"]) else
                     f"95% [{fmt(v['low'])}, {fmt(v['high'])}]")
+        level = f"{goal.peer}'s final validation {fmt(v['level'])} bits/char"
+        if math.isinf(v["ours_s"]):  # the median seed of the best arm never got there
+            lines.append(f"- Goal ({goal.why}): **{v['verdict']}**. No {goal.ours} arm "
+                         f"reaches {level} within the budget in most seeds (best: "
+                         f"{v['arm']}); {goal.peer} takes {fmt(v['peer_s'])} s, "
+                         f"{fmt(v['peer_evals'])} evaluations.")
+            continue
         lines.append(
-            f"- Goal ({goal.why}): **{v['verdict']}**. {v['arm']} reaches {goal.peer}'s "
-            f"final validation {fmt(v['level'])} bits/char in {fmt(v['ours_s'])} s vs "
-            f"{fmt(v['peer_s'])} s: {fmt(v['ratio'])}x sooner ({interval}; needs >= "
-            f"{fmt(goal.seconds_ratio)}x), evaluations {fmt(v['ours_evals'])} vs "
-            f"{fmt(v['peer_evals'])}.")
+            f"- Goal ({goal.why}): **{v['verdict']}**. {v['arm']} reaches {level} in "
+            f"{fmt(v['ours_s'])} s vs {fmt(v['peer_s'])} s: {fmt(v['ratio'])}x sooner "
+            f"({interval}; needs >= {fmt(goal.seconds_ratio)}x), evaluations "
+            f"{fmt(v['ours_evals'])} vs {fmt(v['peer_evals'])}.")
     scratch = _scratch_text(rows, curves)
     if scratch:
         lines.append(f"- {scratch}")
