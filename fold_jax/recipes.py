@@ -67,7 +67,7 @@ LIBRARIES = ("optax", "fold_jax", "evosax", "cma", "rejax")  # the shipped recip
 # functions: one setting per method, built on the problem's dimension and budget) and
 # "control" (gymnax control tasks: ES on the policy's return, and rejax's PPO).
 # A suite's recipes are named "<suite>/<method>" but for the races'.
-SUITES = ("races", "hypotheses", "bbob", "control")
+SUITES = ("races", "hypotheses", "bbob", "control", "lm_finetune")
 USER = "user"  # the library of a registered method unless it names its own
 
 

@@ -9,6 +9,10 @@ every suite.
 - bbob: COCO's rule, one setting per method for the whole suite (no space, no tuning
   per function); built on the problem's ``dim``, ``budget``, ``slot`` and
   ``population_size`` (``recipes.build(..., problem=...)``).
+- lm_finetune: fine-tuning a pretrained character LM on Milton
+  (:mod:`fold_jax.bench.suites.lm_finetune`): the arms' spaces and fixed settings; the
+  suite passes ``num_directions`` (its profile's K) as a problem setting and, for
+  ``zo_lora``, the head + LayerNorm mask.
 - control: the control races (:mod:`fold_jax.bench.suites.control`): every ES at a
   population of ``CONTROL_POPULATION`` loss evaluations a step on ``task.loss(params,
   key)``, the same sigma (and, where an optimizer moves the mean, Adam step size) space
@@ -18,13 +22,15 @@ every suite.
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from fold_jax import methods, recipes
 from fold_jax.recipes import LogUniform, Param, Recipe, midpoint
 
-__all__ = ["BBOB_SIGMA0", "CONTROL_POPULATION", "bbob_recipes", "control_recipes",
-           "hypotheses_recipes"]
+__all__ = ["BBOB_SIGMA0", "CONTROL_POPULATION", "LM_FINETUNE_ARMS", "bbob_recipes",
+           "control_recipes", "hypotheses_recipes", "lm_finetune_recipes"]
 
 _HYP_LR = LogUniform(3e-4, 3e-2)  # Adam step sizes of the backprop methods
 _HYP_ZO = {"lr": LogUniform(1e-3, 3e-2), "sigma": LogUniform(1e-3, 1e-1)}  # Adam on an estimate
@@ -214,4 +220,121 @@ def control_recipes() -> dict[str, Recipe]:
                                             handles_mask=False) for x in r}
 
 
-recipes.add_shipped(hypotheses_recipes() | bbob_recipes() | control_recipes())
+# ------------------------------------------------------------------ lm_finetune
+
+# the fine-tuning arms (fold_jax.bench.suites.lm_finetune), in report order; zero_shot
+# (no update) has no recipe, evosax_cma_es is declared so its rows can say why it is not run
+LM_FINETUNE_ARMS = ("zero_shot", "adam_finetune", "mezo_sgd", "mezo_sgd2", "es_lowrank",
+                    "zo_adam", "snes_lowrank", "evosax_open_es", "evosax_snes",
+                    "evosax_cma_es", "zo_lora", "zo_scratch")
+# Spaces, fixed before the protocol ran (from a 4-run probe on the quick GRU: Adam on an
+# ES estimate at lr 1e-2 and ZO-SGD at 1e-2 made the pretrained model worse). Learning
+# rates enter the optax optimizers as float32 arrays, so trials that differ only in them
+# share one compiled program (fold_jax.programs keys on the jaxpr; closed-over arrays
+# are arguments).
+_FT_ADAM_LR = LogUniform(1e-4, 1e-2)  # backprop Adam (the pretraining used 3e-3)
+_FT_ZO_LR = LogUniform(1e-5, 3e-3)  # Adam on a zeroth-order estimate
+_FT_SIGMA = LogUniform(1e-4, 1e-2)  # perturbation scale of the ES arms
+_MEZO_LR = LogUniform(1e-4, 5e-3)  # ZO-SGD: MeZO tunes the learning rate only
+_MEZO_EPS = 1e-3  # MeZO's perturbation scale (the paper's epsilon, fixed)
+_FT_RANK = 4  # rank of the low-rank arms' 2-D perturbations
+
+
+def _lr(options) -> jax.Array:
+    return jnp.asarray(options["learning_rate"], jnp.float32)
+
+
+def _ft_zo(optimizer: str):
+    def make(loss, options, tx_wrap, mask):
+        o = dict(options)
+        o.pop("learning_rate")
+        tx = optax.sgd(_lr(options)) if optimizer == "sgd" else optax.adam(_lr(options))
+        if mask is not None:
+            o["mask"] = mask
+        return methods.zeroth_order(loss, tx_wrap(tx), **o)
+
+    return make
+
+
+def _ft_adam(loss, options, tx_wrap, mask):
+    return methods.gradient(loss, tx_wrap(optax.adam(_lr(options))))
+
+
+def _ft_snes(loss, options, tx_wrap, mask):
+    from fold_jax import snes
+
+    return snes.snes(loss, tx_wrap(methods.optimizer("sgd", 1.0)), None, **options)
+
+
+def _ft_evosax(strategy: str):
+    def make(loss, options, tx_wrap, mask):
+        from fold_jax import peers
+
+        o = dict(options)
+        k = o.pop("num_directions")
+        extra = {}
+        if "learning_rate" in o:
+            extra = {"optimizer": "adam", "learning_rate": o.pop("learning_rate")}
+        return peers.evosax_method(strategy, loss, population_size=k, eval_mean=False,
+                                   **o, **extra)
+
+    return make
+
+
+def lm_finetune_recipes() -> dict[str, Recipe]:
+    """The fine-tuning arms of the lm_finetune suite (all but ``zero_shot``, which does
+    not train). Each is built with ``problem={"num_directions": K}`` (the profile's
+    population; MeZO's arms fix their own 2 or 4 evaluations: the suite passes K only
+    to recipes without a fixed ``num_directions``).
+
+    Returns:
+        ``{"lm_finetune/<arm>": Recipe}``.
+    """
+    from fold_jax.peers import MAX_DIMS
+
+    es = {"learning_rate": _FT_ZO_LR, "sigma": _FT_SIGMA}
+    es_default = {"learning_rate": 3e-4, "sigma": 1e-3}
+    mezo = {"learning_rate": _MEZO_LR}
+    spsa = {"noise": "rademacher", "sigma": _MEZO_EPS, "antithetic": True}
+    r = [Recipe("adam_finetune", "optax", _ft_adam, {"learning_rate": _FT_ADAM_LR},
+                {"learning_rate": 1e-3}, description="backprop + Adam (the anchor)"),
+         Recipe("mezo_sgd", "fold_jax", _ft_zo("sgd"), mezo, {"learning_rate": 1e-3},
+                {**spsa, "num_directions": 2},
+                description="MeZO: ZO-SGD, SPSA (rademacher), 1 direction pair, eps 1e-3, "
+                            "constant learning rate"),
+         Recipe("mezo_sgd2", "fold_jax", _ft_zo("sgd"), mezo, {"learning_rate": 1e-3},
+                {**spsa, "num_directions": 4},
+                description="MeZO with 2 direction pairs (n = 2)"),
+         Recipe("es_lowrank", "fold_jax", _ft_zo("adam"), es, es_default,
+                {"noise": "gaussian", "rank": _FT_RANK, "shaping": "centered_ranks"},
+                description=f"fold_jax's antithetic rank-{_FT_RANK} ES (fused), K "
+                            f"evaluations, centered ranks + Adam"),
+         Recipe("zo_adam", "fold_jax", _ft_zo("adam"), es, es_default,
+                {"noise": "gaussian"},
+                description="ZO-Adam: antithetic full-rank gaussian estimate, K evaluations, "
+                            "+ Adam"),
+         Recipe("snes_lowrank", "fold_jax", _ft_snes, {"sigma": _FT_SIGMA}, {"sigma": 1e-3},
+                {"rank": _FT_RANK, "antithetic": True},
+                description=f"SNES on the fused rank-{_FT_RANK} path, K evaluations"),
+         Recipe("evosax_open_es", "evosax", _ft_evosax("Open_ES"), es, es_default,
+                description="evosax Open_ES, population K, Adam on the mean"),
+         Recipe("evosax_snes", "evosax", _ft_evosax("SNES"), {"sigma": _FT_SIGMA},
+                {"sigma": 1e-3}, description="evosax SNES, population K"),
+         Recipe("evosax_cma_es", "evosax", _ft_evosax("CMA_ES"), {"sigma": _FT_SIGMA},
+                {"sigma": 1e-3}, max_params=MAX_DIMS["CMA_ES"],
+                why_limited="CMA-ES keeps a d x d covariance (fold_jax.peers.CMA_MAX_DIMS)",
+                description="evosax CMA-ES, population K"),
+         Recipe("zo_lora", "fold_jax", _ft_zo("adam"), es, es_default, {"noise": "gaussian"},
+                description="parameter-efficient ZO: the ZO-Adam estimate on the output head "
+                            "and LayerNorm parameters only (a mask; not a LoRA adapter)"),
+         Recipe("zo_scratch", "fold_jax", _ft_zo("adam"), es, es_default,
+                {"noise": "gaussian", "rank": _FT_RANK, "shaping": "centered_ranks"},
+                description="control: es_lowrank's recipe from random init (no pretraining)")]
+    return {f"lm_finetune/{x.name}": x._replace(name=f"lm_finetune/{x.name}",
+                                                suite="lm_finetune",
+                                                handles_mask=x.name == "zo_lora")
+            for x in r}
+
+
+recipes.add_shipped(hypotheses_recipes() | bbob_recipes() | control_recipes()
+                    | lm_finetune_recipes())

@@ -63,19 +63,22 @@ __all__ = ["HEADLINE_ITEMS", "PAGES_DIR", "SECTIONS", "SECTION_FILES", "Source",
            "main", "select_runs"]
 
 SECTIONS: tuple[str, ...] = ("kernels", "races", "tuning", "variants", "probes", "scaling", "bbob",
-                             "hypotheses", "control", "lm")
+                             "hypotheses", "control", "lm", "lm_finetune")
 # the results files each section reads (default: the file named like the section)
 SECTION_FILES: dict[str, tuple[str, ...]] = {"races": ("races", "curves"),
                                              "tuning": ("tuning", "races"),
                                              "probes": ("probes", "region_maps"),
                                              "control": ("control", "control_curves",
                                                          "control_speed"),
-                                             "lm": ("lm_kernels",)}
+                                             "lm": ("lm_kernels",),
+                                             "lm_finetune": ("lm_finetune",
+                                                             "lm_finetune_curves")}
 _TITLES = {"kernels": "Kernels", "races": "Time-to-target races",
            "tuning": "Tuning and peers", "variants": "Variants",
            "probes": "Probes", "scaling": "Scaling", "bbob": "BBOB (COCO)",
            "hypotheses": "The essays' claims, tested",
-           "control": "Control races (gymnax)", "lm": "Language models"}
+           "control": "Control races (gymnax)", "lm": "Language models",
+           "lm_finetune": "LM fine-tuning without backprop"}
 _SHOWN = ("finished", "unrecorded")  # statuses eligible by default
 PAGES_DIR = "report"  # the per-section pages, beside REPORT.md
 HEADLINE_ITEMS = 3  # findings per section in the summary (fallback headline)
