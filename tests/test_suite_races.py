@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fold_jax import recipes
-from fold_jax.bench.common import TUNING_SEED
 from fold_jax.bench import race_grid
+from fold_jax.bench.common import TUNING_SEED
 from fold_jax.bench.suites import races as suite_races
 
 

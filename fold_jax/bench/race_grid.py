@@ -40,6 +40,9 @@ EVAL_EVERY = 10
 
 
 class Race(NamedTuple):
+    """A task's race: the MLP's widths, the metric and target every recipe races to, and
+    the steps between evaluations (the grid of the ``*_to_target`` columns)."""
+
     widths: tuple[int, ...]  # hidden widths used; first/last are set from the task
     target_metric: str
     target: float
@@ -149,36 +152,71 @@ SMALL_TASK, SMALL_TASK_PEER = 0.5, 0.2
 
 
 def n_trials(profile: str, task_name: str) -> int:
-    """Tuning trials of every recipe on ``task_name`` under ``profile``: its
-    ``task_trials`` entry, else the profile's ``trials``."""
+    """Tuning trials of every recipe on ``task_name`` under ``profile``.
+
+    Args:
+        profile: "quick", "full" (or a profile a test adds to ``PROFILE``).
+        task_name: a task of ``TARGETS``.
+
+    Returns:
+        Its ``task_trials`` entry, else the profile's ``trials``.
+    """
     p = PROFILE[check_profile(profile)]
     return p.get("task_trials", {}).get(task_name, p["trials"])
 
 
 def step_budget(profile: str, task_name: str) -> int:
-    """The step budget (``max_steps``) of every tuning and race run on ``task_name``
-    under ``profile``: its ``task_max_steps`` entry, else the profile's ``max_steps``."""
+    """The step budget (``max_steps``) of every tuning and race run on ``task_name``.
+
+    Args:
+        profile: "quick", "full" (or a profile a test adds to ``PROFILE``).
+        task_name: a task of ``TARGETS``.
+
+    Returns:
+        Its ``task_max_steps`` entry, else the profile's ``max_steps``.
+    """
     p = PROFILE[check_profile(profile)]
     return int(p.get("task_max_steps", {}).get(task_name, p["max_steps"]))
 
 
 def race_seeds(profile: str, task_name: str) -> list[int]:
     """Seeds the selected setting on ``task_name`` races on under ``profile`` (the only
-    runs that read the test split): its ``task_seeds`` entry, else the profile's
-    ``seeds``."""
+    runs that read the test split).
+
+    Args:
+        profile: "quick", "full" (or a profile a test adds to ``PROFILE``).
+        task_name: a task of ``TARGETS``.
+
+    Returns:
+        Its ``task_seeds`` entry, else the profile's ``seeds``.
+    """
     p = PROFILE[check_profile(profile)]
     return list(p.get("task_seeds", {}).get(task_name, p["seeds"]))
 
 
 def trial_seeds(profile: str, task_name: str) -> int:
-    """Seeds each tuning trial on ``task_name`` is scored on under ``profile``: its
-    ``task_trial_seeds`` entry, else 1."""
+    """Seeds each tuning trial on ``task_name`` is scored on under ``profile``.
+
+    Args:
+        profile: "quick", "full" (or a profile a test adds to ``PROFILE``).
+        task_name: a task of ``TARGETS``.
+
+    Returns:
+        Its ``task_trial_seeds`` entry, else 1.
+    """
     return PROFILE[check_profile(profile)].get("task_trial_seeds", {}).get(task_name, 1)
 
 
 def check_selection(selection: Selection) -> Selection:
-    """``selection`` if its methods are registered recipes and its tasks have a race
-    target (``TARGETS``), else a ValueError naming the allowed values."""
+    """Check a command line's ``--methods`` / ``--tasks``.
+
+    Args:
+        selection: the selection to check.
+
+    Returns:
+        ``selection`` if its methods are registered recipes and its tasks have a race
+        target (``TARGETS``); a ValueError naming the allowed values otherwise.
+    """
     for m in selection.methods:
         check_choice(m, "--methods entry", recipes.names())
     for t in selection.tasks:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 __all__ = ["DTYPES", "MACHINE_KEY", "META", "META_COLUMNS", "META_OPTIONAL", "META_TYPES",
-           "Column", "Schema", "col", "timing_columns"]
+           "RANK_MEANING", "Column", "Schema", "col", "timing_columns"]
 
 DTYPES: tuple[str, ...] = ("num", "int", "str", "bool")  # num: numbers incl. inf/NaN
 
@@ -122,3 +122,8 @@ def timing_columns(prefix: str, what: str, core: bool = False) -> tuple[Column, 
     return (col(f"{prefix}_median_s", "num", "s", f"median time of one call of {what}", core),
             col(f"{prefix}_iqr_s", "num", "s", "interquartile range of those times", core))
 
+
+# the meaning of a ``rank`` column, one text for every file that has one
+RANK_MEANING = ("rank of each 2-D leaf's low-rank perturbation; 0 = full-rank (dense) noise; "
+                "empty = the kernel perturbs nothing (inference, backprop, binarized / sparse "
+                "matmuls)")
