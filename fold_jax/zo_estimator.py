@@ -191,7 +191,7 @@ class Estimator:
 
 
 class ZerothOrder(Estimator):
-    """:func:`value_and_grad`'s estimator (see the module docstring)."""
+    """:func:`value_and_grad`'s estimator (see :mod:`fold_jax.zo`)."""
 
     def __init__(self, fun: Callable[..., Array], options: Options):
         self.fun = flax_layers.wrap(fun)
@@ -332,7 +332,7 @@ def value_and_grad(
         shaping: see :mod:`fold_jax.shaping`.
         sign: take the sign of the shaped coefficients.
         mask: 0/1 pytree like params: perturb only where != 0.
-        fused: ``"auto"``, True or False (module docstring).
+        fused: ``"auto"``, True or False (:mod:`fold_jax.zo`).
         prng: ``"hash"`` or ``"threefry"``.
         population_map: a :class:`PopulationMap` or ``f -> batched f``.
 
