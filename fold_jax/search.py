@@ -68,9 +68,10 @@ from fold_jax.search_rule import (
     ACCEPTANCE,
     DEFAULT_ACCEPTANCE,
     DEFAULT_CONFIRMATIONS,
+    Propose,
     SearchInfo,
 )
 
 __all__ = ["ACCEPTANCE", "DEFAULT_ACCEPTANCE", "DEFAULT_CONFIRMATIONS", "GLDState",
-           "OnePlusOneState", "RSOState", "SearchInfo", "gld", "one_plus_one",
+           "OnePlusOneState", "Propose", "RSOState", "SearchInfo", "gld", "one_plus_one",
            "relative_loss", "rso"]
