@@ -68,6 +68,7 @@ __all__ = [
     "Path",
     "Select",
     "View",
+    "as_ints",
     "flat_paths",
     "is_kernel",
     "is_prunable",
@@ -323,15 +324,15 @@ def _linen_simple(layer: nn.Module, x: Any) -> bool:
             layer, "dot_general_cls", None) is not None:
         return False
     if isinstance(layer, nn.DenseGeneral):
-        axis, features, batch = (_ints(layer.axis), _ints(layer.features),
-                                 _ints(layer.batch_dims))
+        axis, features, batch = (as_ints(layer.axis), as_ints(layer.features),
+                                 as_ints(layer.batch_dims))
         return (len(features) == 1 and not batch and len(axis) == 1
                 and axis[0] % max(jnp.ndim(x), 1) == jnp.ndim(x) - 1)
     return True
 
 
-def _ints(x: int | Sequence[int]) -> tuple[int, ...]:
-    """flax's int-or-sequence field (axis, features, batch_dims) as a tuple."""
+def as_ints(x: int | Sequence[int]) -> tuple[int, ...]:
+    """flax's int-or-sequence field ``x`` (axis, features, batch_dims) as a tuple of ints."""
     return (x,) if isinstance(x, int) else tuple(x)
 
 
@@ -399,37 +400,41 @@ def _nnx_linear(original: Callable) -> Callable:
 
 
 class NnxPatch:
-    """Reference-counted replacement of an nnx layer's ``__call__`` (nnx has no method
+    """Reference-counted replacement of an nnx layer's method (nnx has no method
     interception): ``enter()`` installs ``wrap(original)`` on the class, the matching
-    last ``exit()`` restores the original. Process-wide: ``wrap``'s call must run the
-    original for ordinary (array) kernels, so other threads see no change.
+    last ``exit()`` restores the original. Process-wide: ``wrap``'s method must run the
+    original for ordinary (array) parameters, so other threads see no change. Used by
+    the converted kernels here and the low-rank layers of :mod:`fold_jax.flax_nnx`.
 
     Args:
         layer: the nnx layer class (``nnx.Linear``).
-        wrap: ``wrap(original_call) -> new_call``.
+        wrap: ``wrap(original_method) -> new_method``.
+        method: the method's name (default ``"__call__"``; ``"attend"`` for Embed's).
     """
 
-    def __init__(self, layer: type, wrap: Callable[[Callable], Callable]):
+    def __init__(self, layer: type, wrap: Callable[[Callable], Callable],
+                 method: str = "__call__"):
         self.layer = layer
         self.wrap = wrap
+        self.method = method
         self.lock = threading.Lock()
         self.depth = 0
         self.saved: Callable | None = None
 
     def enter(self) -> None:
-        """Install the wrapped ``__call__`` (first entry) and count the entry."""
+        """Install the wrapped method (first entry) and count the entry."""
         with self.lock:
             if self.depth == 0:
-                self.saved = self.layer.__dict__["__call__"]
-                self.layer.__call__ = self.wrap(self.saved)
+                self.saved = self.layer.__dict__[self.method]
+                setattr(self.layer, self.method, self.wrap(self.saved))
             self.depth += 1
 
     def exit(self) -> None:
-        """Count the exit; the last one restores the original ``__call__``."""
+        """Count the exit; the last one restores the original method."""
         with self.lock:
             self.depth -= 1
             if self.depth == 0:
-                self.layer.__call__ = self.saved
+                setattr(self.layer, self.method, self.saved)
                 self.saved = None
 
 
