@@ -58,6 +58,17 @@ sign_ste.defvjp(_ste_fwd, _ste_bwd)
 
 
 def word_dtype(word_bits: int):
+    """The unsigned word type that stores ``word_bits`` signs.
+
+    Args:
+        word_bits: 32, or 64 under ``jax_enable_x64``.
+
+    Returns:
+        ``jnp.uint32`` or ``jnp.uint64``.
+
+    Raises:
+        ValueError: another width, or 64 without x64.
+    """
     if word_bits == 32:
         return jnp.uint32
     if word_bits == 64:

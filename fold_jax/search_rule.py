@@ -49,7 +49,20 @@ class Outcome(NamedTuple):
 
 
 def acceptance_rule(acceptance: str, confirmations: int | None, eval_batch: tuple | None) -> Rule:
-    """The acceptance options checked: ValueError / TypeError naming the argument."""
+    """The acceptance options of a search builder, checked.
+
+    Args:
+        acceptance: one of ``ACCEPTANCE``.
+        confirmations: "reevaluate" only: fresh-batch wins a challenger needs (None:
+            ``DEFAULT_CONFIRMATIONS``).
+        eval_batch: "fixed_set" only (and required there): the fixed arguments.
+
+    Returns:
+        The :class:`Rule`.
+
+    Raises:
+        ValueError / TypeError: naming the bad argument.
+    """
     check_choice(acceptance, "acceptance", ACCEPTANCE)
     if confirmations is not None and acceptance != "reevaluate":
         raise ValueError(f"confirmations={confirmations!r} is only used by acceptance="
@@ -88,13 +101,32 @@ def _check_eval_batch(eval_batch) -> tuple:
 
 
 def flatten_params(params: PyTree, key) -> tuple[Array, Callable]:
-    """Checked ``ravel_pytree(params)`` for a step called with ``key``."""
+    """Checked ``ravel_pytree(params)`` for a step called with ``key``.
+
+    Args:
+        params: the current point (a pytree).
+        key: the step's PRNG key (checked).
+
+    Returns:
+        ``(x, unravel)``: the flat (n,) point and its inverse.
+    """
     check_key(key)
     check_params(params, "nothing to search over")
     return ravel_pytree(params)
 
 
 def flatten_mask(mask: PyTree | None) -> np.ndarray | None:
+    """A params-shaped 0/1 mask as the flat vector the candidates are multiplied by.
+
+    Args:
+        mask: a pytree like params (nonzero: searched) or None.
+
+    Returns:
+        The (n,) float32 0/1 vector, or None.
+
+    Raises:
+        ValueError: the mask has no nonzero entry.
+    """
     if mask is None:
         return None
     flat, _ = ravel_pytree(jax.tree.map(lambda m: jnp.asarray(m != 0, jnp.float32), mask))
@@ -104,7 +136,17 @@ def flatten_mask(mask: PyTree | None) -> np.ndarray | None:
     return flat
 
 
-def flat_loss(fun, unravel, args):
+def flat_loss(fun: Callable, unravel: Callable, args: tuple) -> Callable[[Array], Array]:
+    """``fun`` on flat points with the arguments bound.
+
+    Args:
+        fun: ``fun(params, *args) -> scalar``.
+        unravel: flat point -> params (from :func:`flatten_params`).
+        args: the arguments the step decides on.
+
+    Returns:
+        ``f(x) -> float32 scalar``; a non-scalar loss raises ValueError while tracing.
+    """
     def f(x):
         out = jnp.asarray(fun(unravel(x), *args), jnp.float32)
         if out.shape != ():  # static: raised while tracing, before anything runs
@@ -124,7 +166,14 @@ def _select(f0: Array, values: Array) -> tuple[Array, Array, Array]:
 
 
 def fresh_trial(x: Array) -> tuple[Array, Array, Array]:
-    """The acceptance fields of a fresh state: no challenger, no cached loss."""
+    """The acceptance fields of a fresh state: no challenger, no cached loss.
+
+    Args:
+        x: (n,) the flat starting point.
+
+    Returns:
+        ``(challenger zeros (n,), needed 0, loss NaN)``.
+    """
     return jnp.zeros_like(x), jnp.int32(0), jnp.float32(jnp.nan)
 
 
@@ -207,4 +256,13 @@ class SearchInfo(NamedTuple):
 
 
 def search_info(out: Outcome, sigma: Array | None = None) -> SearchInfo:
+    """A decision's step info.
+
+    Args:
+        out: the :class:`Outcome` of :func:`decide`.
+        sigma: the new step size ((1+1)-ES), or None.
+
+    Returns:
+        The :class:`SearchInfo`.
+    """
     return SearchInfo(out.loss, out.evals, out.accepted.astype(jnp.int32), out.needed, sigma)

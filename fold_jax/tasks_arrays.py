@@ -36,6 +36,17 @@ def _check_fraction(value: Any, argument: str, low_open: bool) -> float:
 
 
 def check_seed(seed: Any) -> int:
+    """A task's split seed, checked.
+
+    Args:
+        seed: an int in 0..2**32 - 1 (NumPy ints too; not a bool).
+
+    Returns:
+        The seed as a Python int.
+
+    Raises:
+        TypeError / ValueError: not an int, or out of range.
+    """
     if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if not 0 <= int(seed) < 2**32:

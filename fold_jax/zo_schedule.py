@@ -60,6 +60,18 @@ class PopulationMap(NamedTuple):
 
 
 def as_population_map(pmap: Any) -> PopulationMap | None:
+    """An estimator's ``population_map`` option, checked.
+
+    Args:
+        pmap: a :class:`PopulationMap`, a callable ``f -> batched f`` (its ``shards``
+            attribute read when present) or None.
+
+    Returns:
+        The :class:`PopulationMap`, or None.
+
+    Raises:
+        TypeError: anything else.
+    """
     if pmap is None or isinstance(pmap, PopulationMap):
         return pmap
     if not callable(pmap):
@@ -70,7 +82,14 @@ def as_population_map(pmap: Any) -> PopulationMap | None:
 
 def flat_leaves(params: PyTree) -> tuple[list[Array], Any]:
     """Leaves as arrays (Python-float and NumPy leaves too, as jax.value_and_grad takes
-    them) and the treedef."""
+    them) and the treedef.
+
+    Args:
+        params: the parameter pytree.
+
+    Returns:
+        ``(leaves, treedef)``.
+    """
     leaves, treedef = jax.tree.flatten(params)
     return [jnp.asarray(w) for w in leaves], treedef
 
@@ -140,11 +159,26 @@ class Sums(NamedTuple):
 
 
 def add_leaves(a: list[Array], b: list[Array]) -> list[Array]:
+    """Leafwise sum of two lists of leaves.
+
+    Args:
+        a, b: lists of arrays, leaf by leaf the same shapes.
+
+    Returns:
+        ``[x + y for x, y in zip(a, b)]``.
+    """
     return [x + y for x, y in zip(a, b, strict=True)]
 
 
 def zero_leaves(dirs: Directions) -> list[Array]:
-    """float32 zeros shaped like each leaf: a sum over directions starts there."""
+    """float32 zeros shaped like each leaf: a sum over directions starts there.
+
+    Args:
+        dirs: the call's directions (their ``leaves``).
+
+    Returns:
+        One float32 zero array per leaf.
+    """
     return [jnp.zeros(leaf.shape, jnp.float32) for leaf in dirs.leaves]
 
 
@@ -163,7 +197,16 @@ def chunk_ids(n_chunks: int, per_chunk: int) -> Array:
 
 
 def scan_chunks(body: Callable, start: Sums, idx: Array) -> Sums:
-    """``body`` folded over the chunks ``idx`` from ``start`` (one chunk: no loop)."""
+    """``body`` folded over the chunks ``idx`` from ``start`` (one chunk: no loop).
+
+    Args:
+        body: ``body(carry, ids) -> (carry, None)``, a ``lax.scan`` body.
+        start: the initial :class:`Sums`.
+        idx: (chunks, per_chunk) direction indices.
+
+    Returns:
+        The final carry.
+    """
     if idx.shape[0] == 1:
         return body(start, idx[0])[0]
     return jax.lax.scan(body, start, idx)[0]
@@ -284,6 +327,13 @@ def shard_rows(idx: Array, shards: int) -> Array:
     that loop once per index, which XLA removes, and the noise fused into its
     consumers again (the sharded rank-4 digits step ran 2x slower). The padding
     repeats the last index; callers drop its values.
+
+    Args:
+        idx: (n,) direction indices.
+        shards: rows mapped at once.
+
+    Returns:
+        (rows, size) indices, ``rows * size >= n``.
     """
     size = max(1, -(-idx.shape[0] // shards))
     pad = (-idx.shape[0]) % size
@@ -312,7 +362,17 @@ def sharded(p: Problem, shape: shaping_lib.Shaping, idx: Array, pmap: Population
 
 def normalize(sums: Sums, params: list[Array], baseline: Array | None
                ) -> tuple[Array, list[Array]]:
-    """Average over the valid directions; grads 0 and value NaN when none is valid."""
+    """Average over the valid directions; grads 0 and value NaN when none is valid.
+
+    Args:
+        sums: a schedule's :class:`Sums`.
+        params: the parameter leaves (their dtypes).
+        baseline: ``f(params)`` (one-sided estimates: the value) or None (the value is
+            the mean over valid directions).
+
+    Returns:
+        ``(value, grads)``, grads leaf by leaf in the params' dtypes.
+    """
     ok = sums.count > 0
     n = jnp.maximum(sums.count, 1).astype(jnp.float32)
     grads = [jnp.where(ok, g / n, 0.0).astype(w.dtype) for g, w in zip(sums.grads, params,
