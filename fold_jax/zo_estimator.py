@@ -161,7 +161,6 @@ def _auto_chunk(num_directions: int, antithetic: bool) -> int | None:
     return -(-units // n_chunks) * signs
 
 
-
 def _chunks(options: Options) -> Array:
     return chunk_ids(options.n_chunks, options.per_chunk)
 
