@@ -7,39 +7,32 @@ array parameters run the layer's own method untouched. A layer configuration the
 fused form does not cover runs the layer's own code on ``materialize``-d parameters
 (the fallback: no pick is made, :mod:`fold_jax.fusion` reports the leaf as
 materialized). The table of layers and conditions is in :mod:`fold_jax.flax_layers`.
+Variables are read and layers recognised with :mod:`fold_jax.walker`'s pieces
+(:func:`~fold_jax.walker.unbox`, :func:`~fold_jax.walker.raw_method`), shared with the
+converted kernels of pruning and binarization.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax.numpy as jnp
-from flax.core import meta
 from jaxtyping import Array
 
 from fold_jax import perturb
 from fold_jax.perturb import LowRank
+from fold_jax.walker import as_ints, raw_method, unbox
 
 __all__ = ["LAYERS", "Layer", "interceptor"]
-
-
-def _unbox(x: Any) -> Any:
-    """A boxed (``nn.Partitioned`` etc.) variable's value; anything else as is."""
-    return x.unbox() if isinstance(x, meta.AxisMetadata) else x
-
-
-def _tuple(x: int | Sequence[int]) -> tuple[int, ...]:
-    """flax's int-or-sequence field (axis, features, batch_dims) as a tuple."""
-    return (x,) if isinstance(x, int) else tuple(x)
 
 
 def _param(module: nn.Module, name: str) -> Any:
     """The module's "params"/name (None when absent, e.g. no bias)."""
     if not module.has_variable("params", name):
         return None
-    return _unbox(module.get_variable("params", name))
+    return unbox(module.get_variable("params", name))
 
 
 def _base(w: Any) -> Any:
@@ -76,11 +69,11 @@ def _dense_general(module: nn.DenseGeneral, x: Array) -> Array | None:
     """DenseGeneral (any number of contracted and feature axes, no batch_dims): the
     contracted axes moved last, then :func:`perturb.dense_general`; a 2-D (heads,
     head_dim) bias through :func:`perturb.add`."""
-    axis = _tuple(module.axis)
+    axis = as_ints(module.axis)
     kernel = _param(module, "kernel")
     if (module.dot_general is not None or module.dot_general_cls is not None
-            or _tuple(module.batch_dims) or len(kernel.shape) != len(axis)
-            + len(_tuple(module.features))):
+            or as_ints(module.batch_dims) or len(kernel.shape) != len(axis)
+            + len(as_ints(module.features))):
         return None
     ndim = jnp.ndim(x)
     axis = tuple(ax % ndim for ax in axis)
@@ -147,24 +140,19 @@ class Layer(NamedTuple):
     params: tuple[str, ...]
 
 
-def _raw(method: Callable) -> Callable:
-    """The user function under flax's method wrapper (what ``orig_method`` calls)."""
-    return getattr(method, "__wrapped__", method)
-
-
 LAYERS: dict[Callable, Layer] = {
-    _raw(nn.Dense.__call__): Layer(_dense, ("kernel",)),
-    _raw(nn.DenseGeneral.__call__): Layer(_dense_general, ("kernel", "bias")),
-    _raw(nn.Conv.__call__): Layer(_conv, ("kernel",)),  # _Conv's: ConvLocal too
-    _raw(nn.ConvTranspose.__call__): Layer(_conv_transpose, ("kernel",)),
-    _raw(nn.Embed.__call__): Layer(_embed, ("embedding",)),
-    _raw(nn.Embed.attend): Layer(_attend, ("embedding",)),
+    raw_method(nn.Dense.__call__): Layer(_dense, ("kernel",)),
+    raw_method(nn.DenseGeneral.__call__): Layer(_dense_general, ("kernel", "bias")),
+    raw_method(nn.Conv.__call__): Layer(_conv, ("kernel",)),  # _Conv's: ConvLocal too
+    raw_method(nn.ConvTranspose.__call__): Layer(_conv_transpose, ("kernel",)),
+    raw_method(nn.Embed.__call__): Layer(_embed, ("embedding",)),
+    raw_method(nn.Embed.attend): Layer(_attend, ("embedding",)),
 }
 
 
 def _materialized(module: nn.Module, method: str, args: tuple, kwargs: dict) -> Any:
     """The layer's own method on dense parameters (the fallback; no pick: it is dense)."""
-    params = {k: perturb.materialize(v) if isinstance(_unbox(v), LowRank) else v
+    params = {k: perturb.materialize(v) if isinstance(unbox(v), LowRank) else v
               for k, v in module.variables.get("params", {}).items()}
     return module.clone(parent=None).apply({"params": params}, *args, method=method,
                                            **kwargs)

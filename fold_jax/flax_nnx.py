@@ -1,13 +1,15 @@
 """flax.nnx layers on the fused low-rank path (the nnx half of :mod:`fold_jax.flax_layers`).
 
 nnx has no method interception: while :func:`patched` is open the methods in
-:data:`LAYERS` are replaced on their classes (reference-counted, restored in
-``finally``, also after an exception; process-wide, which changes nothing for array
-parameters: the replacement calls the original method then). A replaced method whose
-module holds a :class:`fold_jax.perturb.LowRank` parameter value computes through
-:mod:`fold_jax.perturb`; a call with extra arguments or a configuration the fused form
-does not cover runs the original method on a view of the module whose LowRank
-parameters are ``materialize``-d (the fallback, reported by :mod:`fold_jax.fusion`).
+:data:`LAYERS` are replaced on their classes by :class:`fold_jax.walker.NnxPatch`
+(reference-counted, restored on exit, also after an exception; process-wide, which
+changes nothing for array parameters: the replacement calls the original method then),
+the mechanism the converted kernels of pruning and binarization use too. A replaced
+method whose module holds a :class:`fold_jax.perturb.LowRank` parameter value computes
+through :mod:`fold_jax.perturb`; a call with extra arguments or a configuration the
+fused form does not cover runs the original method on a :class:`fold_jax.walker.View`
+of the module whose LowRank parameters are ``materialize``-d (the fallback, reported
+by :mod:`fold_jax.fusion`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -26,26 +27,14 @@ from jaxtyping import Array
 
 from fold_jax import perturb
 from fold_jax.perturb import LowRank
+from fold_jax.walker import NnxPatch, View, unbox
 
 __all__ = ["LAYERS", "Layer", "patched"]
 
 
-class _View:
-    """A module's attributes with some replaced, to run its original method on other
-    parameter values (a plain object: nothing is mutated, nothing is an nnx Variable)."""
-
-    def __init__(self, target: Any, **overrides: Any):
-        self.__dict__["_target"] = target
-        self.__dict__.update(overrides)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_target"], name)
-
-
 def _value(module: Any, name: str) -> Any:
     """The value of the module's Param ``name`` (None when absent)."""
-    v = getattr(module, name, None)
-    return v.get_value() if isinstance(v, nnx.Variable) else v
+    return unbox(getattr(module, name, None))
 
 
 def _base(w: Any) -> Any:
@@ -96,7 +85,7 @@ def _conv(module: nnx.Conv, original: Callable, x: Array) -> Array | None:
         return None
 
     def conv_fn(x: Array, kernel: Array) -> Array:
-        view = _View(module, kernel=kernel, bias=None, use_bias=False,
+        view = View(module, kernel=kernel, bias=None, use_bias=False,
                      out_features=jnp.shape(kernel)[-1], kernel_shape=tuple(jnp.shape(kernel)))
         return original(view, x)
 
@@ -162,39 +151,14 @@ def _patched(original: Callable, layer: Layer) -> Callable:
         y = None if x is None else layer.fused(self, original, x)
         if y is None:  # the layer's own code on dense parameters
             dense = {n: perturb.materialize(v) for n, v in low.items()}
-            y = original(_View(self, **dense), *args, **kwargs)
+            y = original(View(self, **dense), *args, **kwargs)
         return y
 
     return method
 
 
-class _Patch:
-    """Reference-counted replacement of the nnx layers' methods (process-wide)."""
-
-    def __init__(self, targets: dict[tuple[type, str], Layer]):
-        self.targets = targets
-        self.lock = threading.Lock()
-        self.depth = 0
-        self.saved: dict[tuple[type, str], Callable] = {}
-
-    def enter(self) -> None:
-        with self.lock:
-            if self.depth == 0:
-                for (cls, name), layer in self.targets.items():
-                    self.saved[cls, name] = cls.__dict__[name]
-                    setattr(cls, name, _patched(self.saved[cls, name], layer))
-            self.depth += 1
-
-    def exit(self) -> None:
-        with self.lock:
-            self.depth -= 1
-            if self.depth == 0:
-                for (cls, name), original in self.saved.items():
-                    setattr(cls, name, original)
-                self.saved.clear()
-
-
-_PATCH = _Patch(LAYERS)
+_PATCHES = tuple(NnxPatch(cls, functools.partial(_patched, layer=layer), name)
+                 for (cls, name), layer in LAYERS.items())
 
 
 @contextlib.contextmanager
@@ -204,8 +168,8 @@ def patched() -> Iterator[None]:
     Yields:
         None.
     """
-    _PATCH.enter()
-    try:
+    with contextlib.ExitStack() as stack:
+        for patch in _PATCHES:
+            patch.enter()
+            stack.callback(patch.exit)
         yield
-    finally:
-        _PATCH.exit()

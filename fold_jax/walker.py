@@ -1,13 +1,14 @@
 """Where flax models keep their kernels, and one way to route a layer's call by its
 kernel's type: the layer walker pruning and binarization share.
 
-Paths. A leaf's path is the tuple of its keys (:func:`key_path`): ``("params",
-"Block_0", "Dense_1", "kernel")`` in a linen variables dict, the same in an nnx
-``State`` (the attribute a Variable stores its value under is dropped). A ``select(path,
-leaf) -> bool`` rule picks leaves: :func:`is_prunable` (every leaf of ndim >= 2: Dense,
-nnx Linear and Conv kernels) for masks, :func:`is_kernel` (a 2-D leaf named
-``kernel``: the (in, out) kernel of a Dense layer) for converted inference;
-:func:`kernel_paths` lists the chosen paths and :func:`replace_leaves` swaps leaves.
+Paths (:mod:`fold_jax.walker_paths`, re-exported here). A leaf's path is the tuple of
+its keys (:func:`key_path`): ``("params", "Block_0", "Dense_1", "kernel")`` in a linen
+variables dict, the same in an nnx ``State`` (the attribute a Variable stores its value
+under is dropped). A ``select(path, leaf) -> bool`` rule picks leaves:
+:func:`is_prunable` (every leaf of ndim >= 2: Dense, nnx Linear and Conv kernels) for
+masks, :func:`is_kernel` (a 2-D leaf named ``kernel``: the (in, out) kernel of a Dense
+layer) for converted inference; :func:`kernel_paths` lists the chosen paths and
+:func:`replace_leaves` swaps leaves.
 
 Layers. The Dense layers whose ``__call__`` is ``y = x @ kernel (+ bias)``:
 
@@ -49,7 +50,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.core import meta
@@ -57,7 +57,19 @@ from jax import lax
 from jaxtyping import Array, PyTree
 
 from fold_jax import nets
-from fold_jax.checks import check_callable
+from fold_jax.walker_paths import (
+    Path,
+    Select,
+    flat_paths,
+    is_kernel,
+    is_prunable,
+    kernel_paths,
+    key_path,
+    mlp_layers,
+    replace_leaves,
+    resolve_select,
+    show_path,
+)
 
 __all__ = [
     "LINEN_DENSE",
@@ -68,6 +80,7 @@ __all__ = [
     "Path",
     "Select",
     "View",
+    "as_ints",
     "flat_paths",
     "is_kernel",
     "is_prunable",
@@ -88,154 +101,6 @@ LINEN_DENSE: tuple[type, ...] = (nn.Dense, nn.DenseGeneral, nets.Dense)
 """linen layers whose ``__call__`` is ``x @ kernel (+ bias)`` (routed to a format)."""
 NNX_DENSE: tuple[type, ...] = (nnx.Linear,)
 """nnx layers whose ``__call__`` is routed to a format (patched while a context is open)."""
-
-
-Path = tuple[Any, ...]
-Select = Callable[[Path, Any], bool]
-
-
-def _key_name(entry: Any) -> Any:
-    """One key-path entry as the key itself: a dict key, attribute name or index."""
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return getattr(entry, attr)
-    return str(entry)
-
-
-def key_path(keypath: Sequence[Any]) -> Path:
-    """A jax key path as a tuple of plain keys, ``("params", "Dense_0", "kernel")``;
-    the attribute an nnx Variable stores its value under is dropped.
-
-    Args:
-        keypath: a key path from ``jax.tree_util.tree_flatten_with_path``.
-
-    Returns:
-        The path as a tuple of dict keys, attribute names and indices.
-    """
-    names = tuple(_key_name(entry) for entry in keypath)
-    return names[:-1] if names and names[-1] in ("value", "raw_value") else names
-
-
-def flat_paths(tree: PyTree) -> tuple[list[tuple[Path, Any]], Any]:
-    """``([(path, leaf), ...], treedef)`` of any pytree (linen dict, nnx State).
-
-    Args:
-        tree: any pytree.
-
-    Returns:
-        The (path, leaf) pairs in leaf order (paths as :func:`key_path` gives them) and
-        the treedef.
-    """
-    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    return [(key_path(kp), leaf) for kp, leaf in flat], treedef
-
-
-def show_path(path: Path) -> str:
-    """A path as text for messages.
-
-    Args:
-        path: a leaf path (:func:`key_path` form).
-
-    Returns:
-        ``"params/Dense_0/kernel"``, or ``"<root>"`` for the empty path.
-    """
-    return "/".join(map(str, path)) or "<root>"
-
-
-def is_prunable(path: Path, leaf: Any) -> bool:
-    """The default mask rule: every leaf of ndim >= 2 (kernels) is pruned.
-
-    Args:
-        path: the leaf's keys (unused).
-        leaf: the leaf (only its ndim is read).
-
-    Returns:
-        True for leaves of ndim >= 2.
-    """
-    del path
-    return jnp.ndim(leaf) >= 2
-
-
-def is_kernel(path: Path, leaf: Any) -> bool:
-    """The kernel rule of sparse / packed inference: a 2-D leaf named ``kernel``.
-
-    That is the (in, out) kernel of ``flax.linen.Dense``, a 2-D ``DenseGeneral``,
-    ``fold_jax.nets.Dense``, ``fold_jax.binary.BinaryDense`` and ``flax.nnx.Linear``,
-    wherever the layer sits in the tree; conv kernels (ndim > 2), embeddings, biases and
-    LayerNorm parameters are not kernels. Compose your own ``select`` with it, e.g.
-    ``lambda path, w: is_kernel(path, w) and "head" not in path``.
-
-    Args:
-        path: the leaf's keys, ``("params", "Block_0", "Dense_1", "kernel")``.
-        leaf: the leaf (only its shape is read).
-
-    Returns:
-        True when the leaf is a Dense kernel.
-    """
-    return bool(path) and path[-1] == "kernel" and jnp.ndim(leaf) == 2
-
-
-def resolve_select(select: Select | None, default: Select) -> Select:
-    """The leaf rule to use: ``select`` checked as a callable, or ``default`` for None.
-
-    Args:
-        select: ``select(path, leaf) -> bool`` or None.
-        default: the rule for None (:func:`is_kernel`, :func:`is_prunable`).
-
-    Returns:
-        The rule.
-
-    Raises:
-        TypeError: naming ``select`` when it is not callable.
-    """
-    if select is None:
-        return default
-    check_callable(select, "select", "select(path, leaf) -> bool")
-    return select
-
-
-def kernel_paths(params: PyTree, select: Select | None = None) -> list[Path]:
-    """Paths of the Dense kernels that sparse / packed inference replaces, in tree order.
-
-    Args:
-        params: any parameter tree (linen variables ``{"params": ...}``, an nnx State).
-        select: ``select(path, leaf) -> bool`` choosing the kernels; default
-            :func:`is_kernel` (2-D leaves named ``kernel``).
-
-    Returns:
-        A list of paths (tuples of keys), e.g. ``[("params", "Dense_0", "kernel"), ...]``.
-
-    Raises:
-        ValueError: when no leaf is selected (naming params and some of its leaves).
-    """
-    select = resolve_select(select, is_kernel)
-    flat, _ = flat_paths(params)
-    paths = [path for path, leaf in flat if select(path, leaf)]
-    if not paths:
-        shown = ", ".join(f"{show_path(p)} {tuple(jnp.shape(leaf))}" for p, leaf in flat[:8])
-        raise ValueError(f"params has no Dense kernels to replace (2-D leaves named 'kernel', "
-                         f"or what select= chooses); its leaves: [{shown}"
-                         f"{', ...' if len(flat) > 8 else ''}]")
-    return paths
-
-
-def mlp_layers(params: PyTree, instead: str) -> list[tuple[str, dict]]:
-    """``nets.dense_layers(params)``, its error pointing other models to ``instead``.
-
-    Args:
-        params: the params of a :func:`fold_jax.nets.mlp`.
-        instead: the function for any other flax model, named in the error.
-
-    Returns:
-        ``(name, {"kernel", "bias"})`` pairs in layer order.
-
-    Raises:
-        ValueError: params is not an mlp tree; the message names ``instead``.
-    """
-    try:
-        return nets.dense_layers(params)
-    except ValueError as e:
-        raise ValueError(f"{e}; for any other flax model use {instead}(apply, params)") from None
 
 
 # ------------------------------------------------- any flax model: Dense layers by path
@@ -323,15 +188,22 @@ def _linen_simple(layer: nn.Module, x: Any) -> bool:
             layer, "dot_general_cls", None) is not None:
         return False
     if isinstance(layer, nn.DenseGeneral):
-        axis, features, batch = (_ints(layer.axis), _ints(layer.features),
-                                 _ints(layer.batch_dims))
+        axis, features, batch = (as_ints(layer.axis), as_ints(layer.features),
+                                 as_ints(layer.batch_dims))
         return (len(features) == 1 and not batch and len(axis) == 1
                 and axis[0] % max(jnp.ndim(x), 1) == jnp.ndim(x) - 1)
     return True
 
 
-def _ints(x: int | Sequence[int]) -> tuple[int, ...]:
-    """flax's int-or-sequence field (axis, features, batch_dims) as a tuple."""
+def as_ints(x: int | Sequence[int]) -> tuple[int, ...]:
+    """flax's int-or-sequence field (axis, features, batch_dims) as a tuple.
+
+    Args:
+        x: an int or a sequence of ints.
+
+    Returns:
+        The tuple of ints.
+    """
     return (x,) if isinstance(x, int) else tuple(x)
 
 
@@ -399,37 +271,41 @@ def _nnx_linear(original: Callable) -> Callable:
 
 
 class NnxPatch:
-    """Reference-counted replacement of an nnx layer's ``__call__`` (nnx has no method
+    """Reference-counted replacement of an nnx layer's method (nnx has no method
     interception): ``enter()`` installs ``wrap(original)`` on the class, the matching
-    last ``exit()`` restores the original. Process-wide: ``wrap``'s call must run the
-    original for ordinary (array) kernels, so other threads see no change.
+    last ``exit()`` restores the original. Process-wide: ``wrap``'s method must run the
+    original for ordinary (array) parameters, so other threads see no change. Used by
+    the converted kernels here and the low-rank layers of :mod:`fold_jax.flax_nnx`.
 
     Args:
         layer: the nnx layer class (``nnx.Linear``).
-        wrap: ``wrap(original_call) -> new_call``.
+        wrap: ``wrap(original_method) -> new_method``.
+        method: the method's name (default ``"__call__"``; ``"attend"`` for Embed's).
     """
 
-    def __init__(self, layer: type, wrap: Callable[[Callable], Callable]):
+    def __init__(self, layer: type, wrap: Callable[[Callable], Callable],
+                 method: str = "__call__"):
         self.layer = layer
         self.wrap = wrap
+        self.method = method
         self.lock = threading.Lock()
         self.depth = 0
         self.saved: Callable | None = None
 
     def enter(self) -> None:
-        """Install the wrapped ``__call__`` (first entry) and count the entry."""
+        """Install the wrapped method (first entry) and count the entry."""
         with self.lock:
             if self.depth == 0:
-                self.saved = self.layer.__dict__["__call__"]
-                self.layer.__call__ = self.wrap(self.saved)
+                self.saved = self.layer.__dict__[self.method]
+                setattr(self.layer, self.method, self.wrap(self.saved))
             self.depth += 1
 
     def exit(self) -> None:
-        """Count the exit; the last one restores the original ``__call__``."""
+        """Count the exit; the last one restores the original method."""
         with self.lock:
             self.depth -= 1
             if self.depth == 0:
-                self.layer.__call__ = self.saved
+                setattr(self.layer, self.method, self.saved)
                 self.saved = None
 
 
@@ -469,21 +345,3 @@ def with_kernel_layers(apply: Callable) -> Callable:
             return apply(params, *args, **kwargs)
 
     return call
-
-
-def replace_leaves(params: PyTree, paths: Sequence[Path],
-                   convert: Callable[[Path, Any], Any]) -> PyTree:
-    """params with the leaf at each of ``paths`` replaced by ``convert(path, leaf)``.
-
-    Args:
-        params: any pytree.
-        paths: leaf paths (:func:`key_path` form), e.g. from :func:`kernel_paths`.
-        convert: ``convert(path, leaf) -> new leaf`` (a BCSR, a packed kernel, ...).
-
-    Returns:
-        params with those leaves converted; every other leaf unchanged.
-    """
-    chosen = set(paths)
-    return jax.tree_util.tree_map_with_path(
-        lambda kp, leaf: convert(key_path(kp), leaf) if key_path(kp) in chosen else leaf, params)
-

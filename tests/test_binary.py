@@ -143,7 +143,7 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="packed"):
         binary.unpack(jnp.ones((2, 2)), 3)
     with pytest.raises(ValueError, match="kernel"):
-        binary._binarize_kernel(jnp.ones(3), True)
+        binary.binarize_kernel(jnp.ones(3), True)
     with pytest.raises(ValueError, match="kernel"):
         binary.pack_mlp({"params": {"dense_0": {"kernel": jnp.ones((2, 2, 2))}}})
     with pytest.raises(ValueError, match="flips"):

@@ -7,7 +7,7 @@ import pytest
 from sklearn import datasets as skdata
 from sklearn.model_selection import train_test_split
 
-from fold_jax import tasks
+from fold_jax import tasks, tasks_builtin
 from fold_jax.heads import KINDS
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -268,7 +268,7 @@ def test_digits_test_split_is_the_old_one(seed):
     assert sorted(map(bytes, ours.astype(np.int8))) == sorted(map(bytes, x_tr.astype(np.int8)))
     attrs = tasks.get("digit_attributes", seed=seed)
     np.testing.assert_array_equal(attrs.x_test, t.x_test)
-    np.testing.assert_array_equal(attrs.y_test, tasks._ATTRIBUTE_TABLE[y_te])
+    np.testing.assert_array_equal(attrs.y_test, tasks_builtin.DIGIT_ATTRIBUTE_TABLE[y_te])
 
 
 @pytest.mark.parametrize("name", ["breast_cancer", "spirals", "teacher"])
@@ -280,7 +280,7 @@ def test_other_builtin_test_splits_are_the_old_ones(name, monkeypatch):
         seen.update(x=np.asarray(x), y=np.asarray(y))
         return original(x, y, **options)
 
-    monkeypatch.setattr(tasks, "from_arrays", record)
+    monkeypatch.setattr(tasks_builtin, "from_arrays", record)  # where the built-ins call it
     t = tasks.get(name)
     stratify = None if name == "teacher" else seen["y"]  # teacher was never stratified
     _, x_te, _, y_te = _old_split(seen["x"], seen["y"], stratify)
