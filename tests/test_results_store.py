@@ -268,9 +268,30 @@ def test_fingerprint_keys_modules_by_stem_not_path():
     assert json.loads(fp.to_json(before)) == before
 
 
+def test_a_moved_module_with_a_shared_stem_is_still_compared():
+    # probes.py collides with bench/suites/probes.py, so both are keyed by path; moving the
+    # library one into a folder changes its key, and changes() pairs it by stem
+    before = fp.fingerprint({"fold_jax/probes.py": MODULE, "fold_jax/zo.py": "x = 1\n",
+                             "fold_jax/bench/suites/probes.py": "y = 1\n"})
+    moved = fp.fingerprint({"fold_jax/analysis/probes.py": MODULE,
+                            "fold_jax/analysis/__init__.py": "", "fold_jax/estimators/zo.py":
+                            "x = 1\n", "fold_jax/bench/suites/probes.py": "y = 1\n"})
+    assert "fold_jax/analysis/probes.py" in moved and "fold_jax/probes.py" not in moved
+    assert fp.changes(before, moved) == []
+    edited = fp.fingerprint({"fold_jax/analysis/probes.py": MODULE.replace("2.0", "3.0"),
+                             "fold_jax/bench/suites/probes.py": "y = 1\n"})
+    assert fp.changes(before, edited) == ["fold_jax/analysis/probes.py.SCALE"]
+    # a module that gained a stem-mate (both now keyed by path) pairs with its old key by
+    # the statement names they share
+    grown = fp.fingerprint({"fold_jax/estimators/zo.py": "x = 2\n",
+                            "fold_jax/bench/suites/zo.py": "z = 1\n"})
+    assert fp.changes(before, grown) == ["fold_jax/estimators/zo.py.x"]
+
+
 def test_the_package_fingerprint_covers_the_measuring_code_only():
     files = {p.as_posix().split("/fold_jax/", 1)[-1] for p in fp.source_files()}
-    assert "zo.py" in files and "train.py" in files
+    names = {f.rsplit("/", 1)[-1] for f in files}  # wherever the layout puts them
+    assert "zo.py" in names and "train.py" in names
     assert not any(f.startswith(("report/", "results/")) for f in files)
     assert fp.covered("bench/suite_races.py") and fp.covered("fold_jax/bench/run.py")
     assert not fp.covered("fold_jax/report/races.py") and not fp.covered("tests/test_zo.py")

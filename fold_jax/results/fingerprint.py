@@ -12,7 +12,9 @@ by the names the statement binds:
   import common`` are the same statement);
 - modules are keyed by file stem (a package ``__init__.py`` by its package's name), not
   by path, so moving a module between folders keeps its rows valid; two files with one
-  stem are told apart by their paths;
+  stem are told apart by their paths, and :func:`changes` pairs a moved one with its old
+  path by stem (``fold_jax/probes.py`` -> ``fold_jax/analysis/probes.py`` beside
+  ``fold_jax/bench/suites/probes.py``);
 - ``__all__`` is ignored (it computes nothing).
 
 :func:`changes` compares two fingerprints: a definition present in both whose hash
@@ -142,10 +144,8 @@ def fingerprint(sources: Mapping[str, str]) -> Fingerprint:
 
 
 def _root(root: str | os.PathLike | None) -> Path:
-    if root is None:
-        import fold_jax
-
-        return Path(fold_jax.__file__).resolve().parent.parent
+    if root is None:  # this file is fold_jax/results/fingerprint.py
+        return Path(__file__).resolve().parents[2]
     return Path(root)
 
 
@@ -220,6 +220,35 @@ def digest(fp: Mapping[str, Mapping[str, str]]) -> str:
     return _hash(json.dumps(fp, sort_keys=True))
 
 
+def _pairs(old: Mapping[str, Mapping[str, str]], new: Mapping[str, Mapping[str, str]]
+           ) -> dict[str, tuple[Mapping[str, str], Mapping[str, str]]]:
+    """The modules of ``old`` and ``new`` that are one module, by key in ``new``.
+
+    Equal keys pair first; of the keys left, an old and a new one with one stem pair (a
+    module whose stem is shared is keyed by its path, so its key changes when it moves
+    between folders or gains a stem-mate): the only two left with that stem, else the
+    two sharing the most statement names. Keys left unpaired are modules added or
+    removed.
+    """
+    pairs = {k: (old[k], new[k]) for k in set(old) & set(new)}
+    left_old: dict[str, list[str]] = {}
+    left_new: dict[str, list[str]] = {}
+    for keys, left in ((set(old) - set(new), left_old), (set(new) - set(old), left_new)):
+        for k in sorted(keys):
+            left.setdefault(_module_key(k) if k.endswith(".py") else k, []).append(k)
+    for stem, olds in left_old.items():
+        news = left_new.get(stem, [])
+        while olds and news:
+            shared = {(o, n): len(set(old[o]) & set(new[n])) for o in olds for n in news}
+            (o, n), most = max(shared.items(), key=lambda item: item[1])
+            if most == 0 and len(shared) > 1:
+                break  # no evidence which is which
+            pairs[n] = (old[o], new[n])
+            olds.remove(o)
+            news.remove(n)
+    return pairs
+
+
 def changes(old: Mapping[str, Mapping[str, str]], new: Mapping[str, Mapping[str, str]]
             ) -> list[str]:
     """What changed in what the code computes between fingerprints ``old`` and ``new``.
@@ -229,11 +258,11 @@ def changes(old: Mapping[str, Mapping[str, str]], new: Mapping[str, Mapping[str,
         new: the fingerprint of the code now.
 
     Returns:
-        ``module.statement`` keys that changed (empty: the rows are not stale).
+        ``module.statement`` keys that changed (empty: the rows are not stale); a module
+        is named by its key in ``new``.
     """
     out = []
-    for module in sorted(set(old) & set(new)):
-        a, b = old[module], new[module]
+    for module, (a, b) in sorted(_pairs(old, new).items()):
         for key in sorted(set(a) | set(b)):
             unnamed = key.startswith("<statement ")
             edited = key in a and key in b and a[key] != b[key]
