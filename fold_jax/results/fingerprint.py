@@ -13,8 +13,8 @@ by the names the statement binds:
 - modules are keyed by file stem (a package ``__init__.py`` by its package's name), not
   by path, so moving a module between folders keeps its rows valid; two files with one
   stem are told apart by their paths, and :func:`changes` pairs a moved one with its old
-  path by stem (``fold_jax/probes.py`` -> ``fold_jax/analysis/probes.py`` beside
-  ``fold_jax/bench/suites/probes.py``);
+  path by stem (``probes.py`` moved from ``fold_jax/`` into ``fold_jax/analysis/``,
+  beside ``fold_jax/bench/suites/probes.py``);
 - ``__all__`` is ignored (it computes nothing).
 
 :func:`changes` compares two fingerprints: a definition present in both whose hash
