@@ -203,3 +203,18 @@ def test_split_and_names_keep_what_did_not_move():
     text = "fold_jax.bench.suites.nets fold_jax.results fold_jax.nets_lm fj.zo fold_jax.nets.x"
     assert relayout.rewrite_names(text, homes) == text.replace("fold_jax.nets.x",
                                                                "fold_jax.learn.nets.x")
+
+
+def test_data_strings_keep_their_old_names_in_python():
+    # a message or row label that changed would turn the measured rows stale
+    homes = {"zo": "estimators"}
+    text = ('"""Doc fold_jax.zo."""\nimport fold_jax.zo as z  # fold_jax.zo\n'
+            'X = "fold_jax.zo"\nY = f"{z} fold_jax.zo"\n\n\ndef f():\n'
+            '    """fold_jax/zo.py"""\n    return fold_jax.zo.x\n')
+    assert relayout.rewrite_file("a.py", text, homes) == (
+        '"""Doc fold_jax.estimators.zo."""\n'
+        'import fold_jax.estimators.zo as z  # fold_jax.estimators.zo\n'
+        'X = "fold_jax.zo"\nY = f"{z} fold_jax.zo"\n\n\ndef f():\n'
+        '    """fold_jax/estimators/zo.py"""\n    return fold_jax.estimators.zo.x\n')
+    assert relayout.rewrite_file("a.md", 'X = "fold_jax.zo"', homes) == (
+        'X = "fold_jax.estimators.zo"')

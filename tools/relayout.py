@@ -16,9 +16,10 @@ What it does, in order, and prints as it goes:
    ``SKIP_FILES`` (results/ is generated, README.md has its owner): statements
    ``from fold_jax import a, b`` into one per home, dotted names ``fold_jax.zo`` ->
    ``fold_jax.estimators.zo`` (imports, strings, docs, mkdocstrings ``:::`` lines) and
-   paths ``fold_jax/zo.py`` -> ``fold_jax/estimators/zo.py``. A line holding
-   ``relayout: keep`` is left as it is. Then ``ruff check --select I --fix`` sorts the
-   imports of the touched Python files.
+   paths ``fold_jax/zo.py`` -> ``fold_jax/estimators/zo.py`` (in Python: in code,
+   comments and docstrings; string literals that are data keep the old names, which
+   resolve through the aliases). A line holding ``relayout: keep`` is left as it is.
+   Then ``ruff check --select I --fix`` sorts the imports of the touched Python files.
 4. Makes ``fold_jax/__init__.py`` the facade: a docstring from ``FOLDERS``, the layer
    folders in ``__all__``, and ``_alias_flat_names``, which registers every module it
    imports under its old flat name in ``sys.modules`` (so ``import fold_jax.zo``,
@@ -239,13 +240,50 @@ def rewrite_names(text: str, homes: dict[str, str]) -> str:
     return "".join(out)
 
 
+def code_strings(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` character offsets of the string literals of Python ``text`` that
+    are data (messages, row labels, names looked up), not docstrings."""
+    docs = {(n.lineno, n.col_offset) for n in ast.walk(ast.parse(text))
+            if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
+            and isinstance(n.value.value, str)}
+    starts = [0]
+    for line in text.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    fstring_start = getattr(tokenize, "FSTRING_START", None)  # Python >= 3.12
+    fstring_end = getattr(tokenize, "FSTRING_END", None)
+    spans, depth, opened = [], 0, 0
+    for tok in tokenize.generate_tokens(StringIO(text).readline):
+        at = starts[tok.start[0] - 1] + tok.start[1]
+        end = starts[tok.end[0] - 1] + tok.end[1]
+        if tok.type == fstring_start:
+            depth, opened = depth + 1, at if depth == 0 else opened
+        elif tok.type == fstring_end:
+            depth -= 1
+            if depth == 0 and tok.start[:2] not in docs:
+                spans.append((opened, end))
+        elif tok.type == tokenize.STRING and depth == 0 and tok.start not in docs:
+            spans.append((at, end))
+    return spans
+
+
 def rewrite_file(relative: str, text: str, homes: dict[str, str]) -> str:
-    """The text of the file at ``relative`` with imports and names rewritten."""
-    if relative.endswith(".py"):
-        text = rewrite_python_imports(text, homes, relative)
-    elif relative.endswith(".md"):
-        text = rewrite_markdown_imports(text, homes)
-    return rewrite_names(text, homes)
+    """The text of the file at ``relative`` with imports and names rewritten.
+
+    In Python, string literals that are data keep the old names: a message or a row
+    label that changed would change what the code computes (its rows would turn stale,
+    fold_jax/results/fingerprint.py), and a module name looked up still resolves through
+    the aliases. Imports, other dotted names in code, comments and docstrings move.
+    """
+    if relative.endswith(".md"):
+        return rewrite_names(rewrite_markdown_imports(text, homes), homes)
+    if not relative.endswith(".py"):
+        return rewrite_names(text, homes)
+    text = rewrite_python_imports(text, homes, relative)
+    out, last = [], 0
+    for start, end in code_strings(text):
+        out += [rewrite_names(text[last:start], homes), text[start:end]]
+        last = end
+    return "".join([*out, rewrite_names(text[last:], homes)])
 
 
 # ------------------------------------------------------------------------------ the facade
@@ -375,15 +413,17 @@ def run(root: Path, dry_run: bool = False, allow_dirty: bool = False) -> int:
         (root / "fold_jax" / folder).mkdir(exist_ok=True)
     for stem, folder in sorted(moves.items()):
         git(root, "mv", f"fold_jax/{stem}.py", f"fold_jax/{folder}/{stem}.py")
-    changed = []
+    changed, before = [], {}
     for folder in FOLDERS:
         if (root / "fold_jax" / folder).is_dir():
             init = root / "fold_jax" / folder / "__init__.py"
             new = folder_init(root, folder)
             if not init.exists() or init.read_text(encoding="utf-8") != new:
                 init.write_text(new, encoding="utf-8")
-                git(root, "add", init.relative_to(root).as_posix())
-                changed.append(init.relative_to(root).as_posix())
+                rel = init.relative_to(root).as_posix()
+                git(root, "add", rel)
+                changed.append(rel)
+                before[rel] = set()
     for rel in tracked_text_files(root):
         path = root / rel
         old = path.read_text(encoding="utf-8")
@@ -393,6 +433,7 @@ def run(root: Path, dry_run: bool = False, allow_dirty: bool = False) -> int:
         if new != old:
             path.write_text(new, encoding="utf-8")
             changed.append(rel)
+            before[rel] = set(old.splitlines())
     py = [f for f in changed if f.endswith(".py")]
     if py:
         sort_imports(root, py)
@@ -401,8 +442,16 @@ def run(root: Path, dry_run: bool = False, allow_dirty: bool = False) -> int:
         if rel.endswith(".py"):
             compile(text, rel, "exec")  # a rewrite that breaks syntax stops here
         long = [i for i, line in enumerate(text.splitlines(), 1)
-                if len(line) > LINE_LIMIT and rel.endswith(".py")]
-        print(f"rewrote {rel}" + (f"  (lines over {LINE_LIMIT}: {long})" if long else ""))
+                if len(line) > LINE_LIMIT and line not in before[rel] and rel.endswith(".py")]
+        print(f"rewrote {rel}" + (f"  (new lines over {LINE_LIMIT}: {long})" if long else ""))
+    for rel in tracked_text_files(root):
+        if rel.endswith(".py"):
+            text = (root / rel).read_text(encoding="utf-8")
+            kept = [text[a:b] for a, b in code_strings(text)
+                    if rewrite_names(text[a:b], homes) != text[a:b]]
+            if kept:
+                print(f"kept {len(kept)} data strings naming old modules in {rel} (they "
+                      "resolve through the aliases)")
     readme = root / "README.md"
     if readme.exists() and rewrite_names(readme.read_text(encoding="utf-8"), homes) != \
             readme.read_text(encoding="utf-8"):
