@@ -268,6 +268,22 @@ def test_fingerprint_keys_modules_by_stem_not_path():
     assert json.loads(fp.to_json(before)) == before
 
 
+@pytest.mark.parametrize(("before", "after", "stale"), [
+    ("from fold_jax import zo", "from fold_jax.estimators import zo", False),  # it moved
+    ("from fold_jax.zo import f", "from fold_jax.estimators.zo import f", False),
+    ("import fold_jax.zo as zo", "import fold_jax.estimators.zo as zo", False),
+    ("from fold_jax import zo", "from . import zo", False),  # relative, same module
+    ("from fold_jax import zo", "from fold_jax import snes as zo", True),  # another one
+    ("from numpy import zo", "from jax.numpy import zo", True),  # outside the package
+])
+def test_a_nested_import_is_hashed_without_its_package_path(before, after, stale):
+    def mod(imp):
+        return f"def step(x):\n    {imp}\n    return zo.f(x)\n"
+    old = fp.fingerprint({"fold_jax/mod.py": mod(before)})
+    new = fp.fingerprint({"fold_jax/mod.py": mod(after)})
+    assert bool(fp.changes(old, new)) is stale
+
+
 def test_a_moved_module_with_a_shared_stem_is_still_compared():
     # probes.py collides with bench/suites/probes.py, so both are keyed by path; moving the
     # library one into a folder changes its key, and changes() pairs it by stem

@@ -9,7 +9,9 @@ by the names the statement binds:
   body before hashing; line and column numbers are not part of the hash;
 - imports are hashed by the imported object's name and the bound name only, not by the
   module path it came from (``from bench import common`` and ``from fold_jax.bench
-  import common`` are the same statement);
+  import common`` are the same statement); an import inside a function, class or
+  block is hashed without the path of the fold_jax module it imports from (where a
+  module lives in the package is layout, not computation);
 - modules are keyed by file stem (a package ``__init__.py`` by its package's name), not
   by path, so moving a module between folders keeps its rows valid; two files with one
   stem are told apart by their paths, and :func:`changes` pairs a moved one with its old
@@ -74,6 +76,22 @@ def _targets(node: ast.AST) -> list[str]:
     return []
 
 
+def _package_path(module: str | None, level: int) -> bool:
+    return bool(level) or module == "fold_jax" or (module or "").startswith("fold_jax.")
+
+
+def _without_package_paths(stmt: ast.stmt) -> ast.stmt:
+    """``stmt`` with the fold_jax module paths of the imports nested in it blanked."""
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.ImportFrom) and _package_path(node.module, node.level):
+            node.module, node.level = "*", 0
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname and _package_path(a.name, 0):
+                    a.name = "*." + a.name.split(".")[-1]
+    return stmt
+
+
 def _entries(stmt: ast.stmt) -> list[tuple[str, str]]:
     """``(key, text to hash)`` pairs of one top-level statement."""
     if isinstance(stmt, ast.Import):
@@ -81,7 +99,8 @@ def _entries(stmt: ast.stmt) -> list[tuple[str, str]]:
                 for a in stmt.names]
     if isinstance(stmt, ast.ImportFrom):
         return [(a.asname or a.name, f"from * import {a.name}") for a in stmt.names]
-    dump = ast.dump(stmt, annotate_fields=False, include_attributes=False)
+    dump = ast.dump(_without_package_paths(stmt), annotate_fields=False,
+                    include_attributes=False)
     if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
         names = [stmt.name]
     elif isinstance(stmt, ast.Assign):
