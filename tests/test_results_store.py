@@ -273,6 +273,9 @@ def test_fingerprint_keys_modules_by_stem_not_path():
     ("from fold_jax.zo import f", "from fold_jax.estimators.zo import f", False),
     ("import fold_jax.zo as zo", "import fold_jax.estimators.zo as zo", False),
     ("from fold_jax import zo", "from . import zo", False),  # relative, same module
+    ("from fold_jax import nets, zo", "from fold_jax.learn import nets\n    "
+     "from fold_jax.estimators import zo", False),  # one import split by folder
+    ("from fold_jax import nets, zo", "from fold_jax import nets\n    zo = nets", True),
     ("from fold_jax import zo", "from fold_jax import snes as zo", True),  # another one
     ("from numpy import zo", "from jax.numpy import zo", True),  # outside the package
 ])

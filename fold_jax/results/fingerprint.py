@@ -81,7 +81,9 @@ def _package_path(module: str | None, level: int) -> bool:
 
 
 def _without_package_paths(stmt: ast.stmt) -> ast.stmt:
-    """``stmt`` with the fold_jax module paths of the imports nested in it blanked."""
+    """``stmt`` with the fold_jax module paths of the imports nested in it blanked, and
+    each run of such imports merged into one with sorted names (one statement split
+    by the modules' new folders hashes as before)."""
     for node in ast.walk(stmt):
         if isinstance(node, ast.ImportFrom) and _package_path(node.module, node.level):
             node.module, node.level = "*", 0
@@ -89,6 +91,21 @@ def _without_package_paths(stmt: ast.stmt) -> ast.stmt:
             for a in node.names:
                 if a.asname and _package_path(a.name, 0):
                     a.name = "*." + a.name.split(".")[-1]
+    for node in ast.walk(stmt):
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
+                continue
+            merged: list[ast.stmt] = []
+            for s in body:
+                if (isinstance(s, ast.ImportFrom) and s.module == "*" and merged
+                        and isinstance(merged[-1], ast.ImportFrom) and merged[-1].module == "*"):
+                    names = [*merged[-1].names, *s.names]
+                    merged[-1] = ast.ImportFrom("*", sorted(names, key=lambda a: (
+                        a.name, a.asname or "")), 0)
+                else:
+                    merged.append(s)
+            setattr(node, field, merged)
     return stmt
 
 
