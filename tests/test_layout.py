@@ -123,6 +123,8 @@ MINI = {
     "fold_jax/zo.py": "from fold_jax import checks\n\n\ndef grad():\n    return checks.ok()\n",
     "fold_jax/zo_extra.py": "from fold_jax.zo import grad\n\nEXTRA = grad\n",
     "fold_jax/nets.py": "from fold_jax import checks, zo as zo_lib  # noqa: F401\n",
+    "fold_jax/heads.py": "def head():\n    from fold_jax import nets, zo\n\n"
+                         "    return nets, zo, 'fold_jax.zo'\n",
     "tests/test_x.py": "def test_x():\n    from fold_jax import nets, zo\n\n"
                        "    assert nets and zo\n",
     "docs/x.md": "Calls `fold_jax.zo.grad` in `fold_jax/zo.py` (not fold_jax.zo_other).\n\n"
@@ -148,7 +150,11 @@ def mini(tmp_path):
 
 
 def test_the_script_moves_rewrites_and_is_idempotent(mini, capsys):
+    from fold_jax.results import fingerprint as fp
+
+    before = fp.fingerprint(fp.package_sources(mini))
     assert relayout.run(mini) > 0
+    assert fp.changes(before, fp.fingerprint(fp.package_sources(mini))) == []  # not stale
     printed = capsys.readouterr().out
     assert "move fold_jax/zo_extra.py -> fold_jax/estimators/zo_extra.py  (prefix rule" in printed
     assert not (mini / "fold_jax" / "zo.py").exists()
@@ -156,6 +162,9 @@ def test_the_script_moves_rewrites_and_is_idempotent(mini, capsys):
         from fold_jax import checks  # noqa: F401
         from fold_jax.estimators import zo as zo_lib  # noqa: F401
         """)
+    assert "    from fold_jax.estimators import zo\n    from fold_jax.learn import nets\n" in (
+        mini / "fold_jax" / "learn" / "heads.py").read_text()  # a lazy import, sorted
+    assert "'fold_jax.zo'" in (mini / "fold_jax" / "learn" / "heads.py").read_text()  # data
     assert "from fold_jax.estimators.zo import grad" in (
         mini / "fold_jax" / "estimators" / "zo_extra.py").read_text()
     assert "    from fold_jax.estimators import zo\n    from fold_jax.learn import nets\n" in (
