@@ -444,14 +444,16 @@ def run(root: Path, dry_run: bool = False, allow_dirty: bool = False) -> int:
         long = [i for i, line in enumerate(text.splitlines(), 1)
                 if len(line) > LINE_LIMIT and line not in before[rel] and rel.endswith(".py")]
         print(f"rewrote {rel}" + (f"  (new lines over {LINE_LIMIT}: {long})" if long else ""))
+    kept = {}
     for rel in tracked_text_files(root):
         if rel.endswith(".py"):
             text = (root / rel).read_text(encoding="utf-8")
-            kept = [text[a:b] for a, b in code_strings(text)
-                    if rewrite_names(text[a:b], homes) != text[a:b]]
-            if kept:
-                print(f"kept {len(kept)} data strings naming old modules in {rel} (they "
-                      "resolve through the aliases)")
+            n = sum(rewrite_names(text[a:b], homes) != text[a:b] for a, b in code_strings(text))
+            kept.update({rel: n} if n else {})
+    if kept:
+        print(f"kept {sum(kept.values())} string literals naming old modules as they are (data: "
+              "messages, labels, names looked up through the aliases): "
+              + ", ".join(f"{rel} ({n})" for rel, n in kept.items()))
     readme = root / "README.md"
     if readme.exists() and rewrite_names(readme.read_text(encoding="utf-8"), homes) != \
             readme.read_text(encoding="utf-8"):
