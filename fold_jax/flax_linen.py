@@ -1,4 +1,5 @@
-"""flax.linen layers on the fused low-rank path (the linen half of :mod:`fold_jax.flax_layers`).
+"""flax.linen layers on the fused low-rank path (the linen half of
+:mod:`fold_jax.flax_layers`).
 
 :func:`interceptor` is a :func:`flax.linen.intercept_methods` interceptor: a known
 layer's method whose parameters include a :class:`fold_jax.perturb.LowRank` is

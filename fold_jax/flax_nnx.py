@@ -1,4 +1,5 @@
-"""flax.nnx layers on the fused low-rank path (the nnx half of :mod:`fold_jax.flax_layers`).
+"""flax.nnx layers on the fused low-rank path (the nnx half of
+:mod:`fold_jax.flax_layers`).
 
 nnx has no method interception: while :func:`patched` is open the methods in
 :data:`LAYERS` are replaced on their classes (reference-counted, restored in

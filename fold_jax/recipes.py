@@ -203,8 +203,8 @@ def evosax_factory(strategy: str) -> Callable[..., Any]:
 _LR = LogUniform(1e-3, 3e-2)  # Adam-type step sizes of every optax-driven recipe
 _SIGMA = LogUniform(1e-3, 1e-1)  # perturbation scales (0.05 flips binarized weights)
 _ZO = dict(num_directions=32)
-# SNES with factored scales on rank-4 noise (fold_jax.snes, rank=4): SNES's update (learning
-# rate 1 on the mean) on the fused low-rank path, with fold_jax's defaults: mirrored pairs
+# SNES with factored scales on rank-4 noise (fold_jax.snes, rank=4): SNES's update
+# (learning rate 1 on the mean) on the fused low-rank path, with fold_jax's defaults: mirrored pairs
 # (half the noise draws per evaluation) and one chunk (the noise is drawn once a step:
 # at 32 directions the digits MLP's population is 4,096 rows, small enough)
 _LOWRANK_SNES = dict(rank=4, antithetic=True, optimizer="sgd", chunk_size=None)
