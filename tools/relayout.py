@@ -341,8 +341,10 @@ def facade_docstring(root: Path) -> str:
     return "\n".join(out)
 
 
-def rewrite_facade(root: Path, text: str) -> str:
-    """``fold_jax/__init__.py``: the docstring, the folders in ``__all__``, the aliases."""
+def rewrite_facade(root: Path, text: str, homes: dict[str, str]) -> str:
+    """``fold_jax/__init__.py``: the docstring, ``__all__`` (the folders and the modules
+    at the top, not the flat names: the API reference documents each module once, at
+    its home), the aliases."""
     tree = ast.parse(text)
     lines = text.splitlines(keepends=True)
     doc = tree.body[0] if tree.body and isinstance(tree.body[0], ast.Expr) else None
@@ -350,7 +352,7 @@ def rewrite_facade(root: Path, text: str) -> str:
     for node in tree.body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1
                 and getattr(node.targets[0], "id", None) == "__all__"):
-            names = sorted({*ast.literal_eval(node.value), *folders, "FLAT_NAMES"})
+            names = sorted({*ast.literal_eval(node.value), *folders, "FLAT_NAMES"} - set(homes))
             body = "".join(f'    "{n}",\n' for n in names)
             lines[node.lineno - 1:node.end_lineno] = [f"__all__ = [\n{body}]\n"]
             break
@@ -429,7 +431,7 @@ def run(root: Path, dry_run: bool = False, allow_dirty: bool = False) -> int:
         old = path.read_text(encoding="utf-8")
         new = rewrite_file(rel, old, homes)
         if rel == "fold_jax/__init__.py":
-            new = rewrite_facade(root, new)
+            new = rewrite_facade(root, new, homes)
         if new != old:
             path.write_text(new, encoding="utf-8")
             changed.append(rel)
