@@ -348,7 +348,7 @@ def rewrite_facade(root: Path, text: str, homes: dict[str, str]) -> str:
     tree = ast.parse(text)
     lines = text.splitlines(keepends=True)
     doc = tree.body[0] if tree.body and isinstance(tree.body[0], ast.Expr) else None
-    folders = sorted(f for f in FOLDERS if (root / "fold_jax" / f).is_dir())
+    folders = sorted(f for f in {*FOLDERS, *HOMES.values()} if (root / "fold_jax" / f).is_dir())
     for node in tree.body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1
                 and getattr(node.targets[0], "id", None) == "__all__"):
