@@ -157,7 +157,8 @@ def test_the_script_moves_rewrites_and_is_idempotent(mini, capsys):
     assert relayout.run(mini) > 0
     assert fp.changes(before, fp.fingerprint(fp.package_sources(mini))) == []  # not stale
     printed = capsys.readouterr().out
-    assert "move fold_jax/zo_extra.py -> fold_jax/estimators/zo_extra.py  (prefix rule" in printed
+    assert ("move fold_jax/zo_extra.py -> fold_jax/estimators/zo_extra.py  (prefix rule: "
+            "goes with zo)") in printed
     assert not (mini / "fold_jax" / "zo.py").exists()
     assert (mini / "fold_jax" / "learn" / "nets.py").read_text() == textwrap.dedent("""\
         from fold_jax import checks  # noqa: F401

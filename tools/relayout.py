@@ -405,7 +405,8 @@ def run(root: Path, dry_run: bool = False, allow_dirty: bool = False) -> int:
     moves = plan(root)
     homes = homes_in_tree(root, moves)
     for stem, folder in sorted(moves.items(), key=lambda kv: (kv[1], kv[0])):
-        rule = "" if stem in HOMES else f"  (prefix rule: {home_of(stem)} of a stem it extends)"
+        parent = max((s for s in HOMES if stem.startswith(s + "_")), key=len, default="")
+        rule = "" if stem in HOMES else f"  (prefix rule: goes with {parent})"
         print(f"move fold_jax/{stem}.py -> fold_jax/{folder}/{stem}.py{rule}")
     if not moves:
         print("relayout: no flat module to move")
