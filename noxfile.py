@@ -41,7 +41,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff over the package, tests and benchmarks."""
     session.install("ruff")
-    session.run("ruff", "check", "fold_jax", "tests", "bench", "noxfile.py")
+    session.run("ruff", "check", "fold_jax", "tests", "bench", "tools", "noxfile.py")
 
 
 @nox.session

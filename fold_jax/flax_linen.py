@@ -1,4 +1,5 @@
-"""flax.linen layers on the fused low-rank path (the linen half of :mod:`fold_jax.flax_layers`).
+"""flax.linen layers on the fused low-rank path (the linen half of
+:mod:`fold_jax.flax_layers`).
 
 :func:`interceptor` is a :func:`flax.linen.intercept_methods` interceptor: a known
 layer's method whose parameters include a :class:`fold_jax.perturb.LowRank` is
@@ -8,7 +9,7 @@ fused form does not cover runs the layer's own code on ``materialize``-d paramet
 (the fallback: no pick is made, :mod:`fold_jax.fusion` reports the leaf as
 materialized). The table of layers and conditions is in :mod:`fold_jax.flax_layers`.
 Variables are read and layers recognised with :mod:`fold_jax.walker`'s pieces
-(:func:`~fold_jax.walker.unbox`, :func:`~fold_jax.walker.raw_method`), shared with the
+(:func:`~fold_jax.flax_hooks.unbox`, :func:`~fold_jax.flax_hooks.raw_method`), shared with the
 converted kernels of pruning and binarization.
 """
 
@@ -22,8 +23,8 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from fold_jax import perturb
+from fold_jax.flax_hooks import as_ints, raw_method, unbox
 from fold_jax.perturb import LowRank
-from fold_jax.walker import as_ints, raw_method, unbox
 
 __all__ = ["LAYERS", "Layer", "interceptor"]
 

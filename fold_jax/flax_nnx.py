@@ -1,13 +1,14 @@
-"""flax.nnx layers on the fused low-rank path (the nnx half of :mod:`fold_jax.flax_layers`).
+"""flax.nnx layers on the fused low-rank path (the nnx half of
+:mod:`fold_jax.flax_layers`).
 
 nnx has no method interception: while :func:`patched` is open the methods in
-:data:`LAYERS` are replaced on their classes by :class:`fold_jax.walker.NnxPatch`
+:data:`LAYERS` are replaced on their classes by :class:`fold_jax.flax_hooks.NnxPatch`
 (reference-counted, restored on exit, also after an exception; process-wide, which
 changes nothing for array parameters: the replacement calls the original method then),
 the mechanism the converted kernels of pruning and binarization use too. A replaced
 method whose module holds a :class:`fold_jax.perturb.LowRank` parameter value computes
 through :mod:`fold_jax.perturb`; a call with extra arguments or a configuration the
-fused form does not cover runs the original method on a :class:`fold_jax.walker.View`
+fused form does not cover runs the original method on a :class:`fold_jax.flax_hooks.View`
 of the module whose LowRank parameters are ``materialize``-d (the fallback, reported
 by :mod:`fold_jax.fusion`).
 """
@@ -26,8 +27,8 @@ from jax import lax
 from jaxtyping import Array
 
 from fold_jax import perturb
+from fold_jax.flax_hooks import NnxPatch, View, unbox
 from fold_jax.perturb import LowRank
-from fold_jax.walker import NnxPatch, View, unbox
 
 __all__ = ["LAYERS", "Layer", "patched"]
 

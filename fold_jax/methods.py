@@ -342,9 +342,10 @@ def forward_gradient(
     num_directions: int = 1,
     chunk_size: int | None = None,
 ) -> Method:
-    """Forward-gradient descent (Baydin et al. 2022): :func:`fold_jax.zo.forward_value_and_grad`
-    fed to an optax optimizer; one jvp (forward with tangent) per direction. ``tx`` and
-    ``learning_rate`` are as in :func:`optimizer`.
+    """Forward-gradient descent (Baydin et al. 2022):
+    :func:`fold_jax.zo.forward_value_and_grad` fed to an optax optimizer; one jvp
+    (forward with tangent) per direction. ``tx`` and ``learning_rate`` are as in
+    :func:`optimizer`.
 
     Args:
         loss: the scalar loss ``loss(params, *args)`` (as in

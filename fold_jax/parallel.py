@@ -279,6 +279,7 @@ def data_parallel_gradient(
         learning_rate: the learning rate (only with an optimizer name).
 
     Returns:
-        The :class:`fold_jax.methods.Method` of :func:`fold_jax.methods.gradient`.
+        The :class:`fold_jax.methods.Method` of
+        :func:`fold_jax.methods.gradient`.
     """
     return methods.gradient(loss, tx, learning_rate)

@@ -26,8 +26,9 @@ training keeps dense masked weights (gradients through BCSR are dense-shaped any
 
 Homes: masks, schedules and the inference entry points live here; paths, leaf rules and
 the routing of Dense layers by kernel type in :mod:`fold_jax.walker` (shared with
-:mod:`fold_jax.binary`); the BCSR kernels and the sparse MLP in :mod:`fold_jax.bcsr`.
-Their public names are re-exported here, so ``fold_jax.prune.to_bcsr`` etc. still work.
+:mod:`fold_jax.binary`); the BCSR kernels and the sparse MLP in
+:mod:`fold_jax.bcsr`. Their public names are re-exported here, so
+``fold_jax.prune.to_bcsr`` etc. still work.
 """
 
 from __future__ import annotations

@@ -324,9 +324,10 @@ def snes(
         entries).
 
     A step is zo's population-wide schedule (:func:`fold_jax.zo.population_losses`
-    then :func:`fold_jax.zo.accumulate`) on a :class:`fold_jax.zo.Problem` whose noise
-    is scaled by ``sigma`` (:func:`scaled`), with the NES :func:`utilities` as the
-    shaping and :func:`natural_gradient` as the contraction.
+    then :func:`fold_jax.zo.accumulate`) on a
+    :class:`fold_jax.zo.Problem` whose noise is scaled by ``sigma``
+    (:func:`scaled`), with the NES :func:`utilities` as the shaping and
+    :func:`natural_gradient` as the contraction.
     """
     check_callable(loss, "loss", "loss(params, *args) -> scalar")
     antithetic = check_bool(antithetic, "antithetic")

@@ -18,7 +18,8 @@ validation split is then carved out of the rest.
 Control tasks (:mod:`fold_jax.control`): :func:`get` also takes the control names
 (``CONTROL_NAMES``: "cartpole", "acrobot", "pendulum", ...) and any gymnax environment
 id ("MountainCar-v0", :func:`fold_jax.control.env_ids`), giving a
-:class:`~fold_jax.control.ControlTask` (options: those of :func:`fold_jax.control.make`).
+:class:`~fold_jax.control.ControlTask` (options: those of
+:func:`fold_jax.control.make`).
 
 Typing: :func:`get` is overloaded on the literal name (a data-task name gives a
 ``Task``, an objective's name an ``Objective``, a control name a ``ControlTask``);

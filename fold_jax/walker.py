@@ -44,19 +44,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 from flax import nnx
-from flax.core import meta
 from jax import lax
 from jaxtyping import Array, PyTree
 
 from fold_jax import nets
+from fold_jax.flax_hooks import NnxPatch, View, as_ints, raw_method, unbox
 from fold_jax.walker_paths import (
     Path,
     Select,
@@ -135,34 +134,6 @@ def register_format(kind: type, fmt: Format) -> None:
     _FORMATS[kind] = fmt
 
 
-def unbox(x: Any) -> Any:
-    """A boxed linen variable's value (``nn.Partitioned`` etc.), an nnx Variable's value;
-    anything else as it is.
-
-    Args:
-        x: a variable as a layer holds it.
-
-    Returns:
-        The value.
-    """
-    if isinstance(x, meta.AxisMetadata):
-        return x.unbox()
-    return x.get_value() if isinstance(x, nnx.Variable) else x
-
-
-def raw_method(method: Callable) -> Callable:
-    """The user function under flax's method wrapper (what ``context.orig_method``
-    calls): compare it to recognise a layer's own ``__call__`` in an interceptor.
-
-    Args:
-        method: a flax module method, e.g. ``nn.Dense.__call__``.
-
-    Returns:
-        The wrapped function (``method`` itself when it is not wrapped).
-    """
-    return getattr(method, "__wrapped__", method)
-
-
 def _rows(fmt: Format, kernel: Any, layer: Any, x: Array, where: str) -> Array:
     """``x @ kernel`` for x (..., in) through the format's (M, in) product."""
     n_in = fmt.in_features(kernel)
@@ -193,18 +164,6 @@ def _linen_simple(layer: nn.Module, x: Any) -> bool:
         return (len(features) == 1 and not batch and len(axis) == 1
                 and axis[0] % max(jnp.ndim(x), 1) == jnp.ndim(x) - 1)
     return True
-
-
-def as_ints(x: int | Sequence[int]) -> tuple[int, ...]:
-    """flax's int-or-sequence field (axis, features, batch_dims) as a tuple.
-
-    Args:
-        x: an int or a sequence of ints.
-
-    Returns:
-        The tuple of ints.
-    """
-    return (x,) if isinstance(x, int) else tuple(x)
 
 
 def _fallback_warning(where: str, layer: Any, fmt: Format) -> None:
@@ -238,18 +197,6 @@ def _linen_interceptor(next_fun: Callable, args: tuple, kwargs: dict, context: A
     return layer.clone(parent=None).apply(variables, *args, **kwargs)
 
 
-class View:
-    """A module's attributes with some replaced, to run its own ``__call__`` on them
-    (``original(View(module, kernel=dense), x)``)."""
-
-    def __init__(self, target: Any, **overrides: Any):
-        self.__dict__["_target"] = target
-        self.__dict__.update(overrides)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_target"], name)
-
-
 def _nnx_linear(original: Callable) -> Callable:
     """``nnx.Linear.__call__`` routing a converted kernel to its format."""
 
@@ -268,45 +215,6 @@ def _nnx_linear(original: Callable) -> Callable:
         return original(View(self, kernel=fmt.dense(kernel, self)), *args, **kwargs)
 
     return __call__
-
-
-class NnxPatch:
-    """Reference-counted replacement of an nnx layer's method (nnx has no method
-    interception): ``enter()`` installs ``wrap(original)`` on the class, the matching
-    last ``exit()`` restores the original. Process-wide: ``wrap``'s method must run the
-    original for ordinary (array) parameters, so other threads see no change. Used by
-    the converted kernels here and the low-rank layers of :mod:`fold_jax.flax_nnx`.
-
-    Args:
-        layer: the nnx layer class (``nnx.Linear``).
-        wrap: ``wrap(original_method) -> new_method``.
-        method: the method's name (default ``"__call__"``; ``"attend"`` for Embed's).
-    """
-
-    def __init__(self, layer: type, wrap: Callable[[Callable], Callable],
-                 method: str = "__call__"):
-        self.layer = layer
-        self.wrap = wrap
-        self.method = method
-        self.lock = threading.Lock()
-        self.depth = 0
-        self.saved: Callable | None = None
-
-    def enter(self) -> None:
-        """Install the wrapped method (first entry) and count the entry."""
-        with self.lock:
-            if self.depth == 0:
-                self.saved = self.layer.__dict__[self.method]
-                setattr(self.layer, self.method, self.wrap(self.saved))
-            self.depth += 1
-
-    def exit(self) -> None:
-        """Count the exit; the last one restores the original method."""
-        with self.lock:
-            self.depth -= 1
-            if self.depth == 0:
-                setattr(self.layer, self.method, self.saved)
-                self.saved = None
 
 
 _NNX_PATCHES = tuple(NnxPatch(layer, _nnx_linear) for layer in NNX_DENSE)

@@ -1,4 +1,5 @@
-"""fold_jax.prune: exact masks, schedules, masks through optax, BCSR inference, ZO masks."""
+"""fold_jax.prune: exact masks, schedules, masks through optax, BCSR inference, ZO
+masks."""
 
 import flax.linen as nn
 import jax

@@ -267,9 +267,51 @@ def test_fingerprint_keys_modules_by_stem_not_path():
     assert json.loads(fp.to_json(before)) == before
 
 
+@pytest.mark.parametrize(("before", "after", "stale"), [
+    ("from fold_jax import zo", "from fold_jax.estimators import zo", False),  # it moved
+    ("from fold_jax.zo import f", "from fold_jax.estimators.zo import f", False),
+    ("import fold_jax.zo as zo", "import fold_jax.estimators.zo as zo", False),
+    ("from fold_jax import zo", "from . import zo", False),  # relative, same module
+    ("from fold_jax import nets, zo", "from fold_jax.learn import nets\n    "
+     "from fold_jax.estimators import zo", False),  # one import split by folder
+    ("from fold_jax import nets, zo", "from fold_jax import nets\n    zo = nets", True),
+    ("from fold_jax import zo", "from fold_jax import snes as zo", True),  # another one
+    ("from numpy import zo", "from jax.numpy import zo", True),  # outside the package
+])
+def test_a_nested_import_is_hashed_without_its_package_path(before, after, stale):
+    def mod(imp):
+        return f"def step(x):\n    {imp}\n    return zo.f(x)\n"
+    old = fp.fingerprint({"fold_jax/mod.py": mod(before)})
+    new = fp.fingerprint({"fold_jax/mod.py": mod(after)})
+    assert bool(fp.changes(old, new)) is stale
+
+
+def test_a_moved_module_with_a_shared_stem_is_still_compared():
+    # probes.py collides with bench/suites/probes.py, so both are keyed by path; moving the
+    # library one into a folder changes its key, and changes() pairs it by stem
+    before = fp.fingerprint({"fold_jax/probes.py": MODULE,  # relayout: keep
+                             "fold_jax/zo.py": "x = 1\n",  # relayout: keep
+                             "fold_jax/bench/suites/probes.py": "y = 1\n"})
+    moved = fp.fingerprint({"fold_jax/analysis/probes.py": MODULE,
+                            "fold_jax/analysis/__init__.py": "", "fold_jax/estimators/zo.py":
+                            "x = 1\n", "fold_jax/bench/suites/probes.py": "y = 1\n"})
+    assert "fold_jax/probes.py" not in moved  # relayout: keep
+    assert "fold_jax/analysis/probes.py" in moved
+    assert fp.changes(before, moved) == []
+    edited = fp.fingerprint({"fold_jax/analysis/probes.py": MODULE.replace("2.0", "3.0"),
+                             "fold_jax/bench/suites/probes.py": "y = 1\n"})
+    assert fp.changes(before, edited) == ["fold_jax/analysis/probes.py.SCALE"]
+    # a module that gained a stem-mate (both now keyed by path) pairs with its old key by
+    # the statement names they share
+    grown = fp.fingerprint({"fold_jax/estimators/zo.py": "x = 2\n",
+                            "fold_jax/bench/suites/zo.py": "z = 1\n"})
+    assert fp.changes(before, grown) == ["fold_jax/estimators/zo.py.x"]
+
+
 def test_the_package_fingerprint_covers_the_measuring_code_only():
     files = {p.as_posix().split("/fold_jax/", 1)[-1] for p in fp.source_files()}
-    assert "zo.py" in files and "train.py" in files
+    names = {f.rsplit("/", 1)[-1] for f in files}  # wherever the layout puts them
+    assert "zo.py" in names and "train.py" in names
     assert not any(f.startswith(("report/", "results/")) for f in files)
     assert fp.covered("bench/suite_races.py") and fp.covered("fold_jax/bench/run.py")
     assert not fp.covered("fold_jax/report/races.py") and not fp.covered("tests/test_zo.py")

@@ -9,10 +9,14 @@ by the names the statement binds:
   body before hashing; line and column numbers are not part of the hash;
 - imports are hashed by the imported object's name and the bound name only, not by the
   module path it came from (``from bench import common`` and ``from fold_jax.bench
-  import common`` are the same statement);
+  import common`` are the same statement); an import inside a function, class or
+  block is hashed without the path of the fold_jax module it imports from (where a
+  module lives in the package is layout, not computation);
 - modules are keyed by file stem (a package ``__init__.py`` by its package's name), not
   by path, so moving a module between folders keeps its rows valid; two files with one
-  stem are told apart by their paths;
+  stem are told apart by their paths, and :func:`changes` pairs a moved one with its old
+  path by stem (``probes.py`` moved from ``fold_jax/`` into ``fold_jax/analysis/``,
+  beside ``fold_jax/bench/suites/probes.py``);
 - ``__all__`` is ignored (it computes nothing).
 
 :func:`changes` compares two fingerprints: a definition present in both whose hash
@@ -72,6 +76,39 @@ def _targets(node: ast.AST) -> list[str]:
     return []
 
 
+def _package_path(module: str | None, level: int) -> bool:
+    return bool(level) or module == "fold_jax" or (module or "").startswith("fold_jax.")
+
+
+def _without_package_paths(stmt: ast.stmt) -> ast.stmt:
+    """``stmt`` with the fold_jax module paths of the imports nested in it blanked, and
+    each run of such imports merged into one with sorted names (one statement split
+    by the modules' new folders hashes as before)."""
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.ImportFrom) and _package_path(node.module, node.level):
+            node.module, node.level = "*", 0
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname and _package_path(a.name, 0):
+                    a.name = "*." + a.name.split(".")[-1]
+    for node in ast.walk(stmt):
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
+                continue
+            merged: list[ast.stmt] = []
+            for s in body:
+                if (isinstance(s, ast.ImportFrom) and s.module == "*" and merged
+                        and isinstance(merged[-1], ast.ImportFrom) and merged[-1].module == "*"):
+                    names = [*merged[-1].names, *s.names]
+                    merged[-1] = ast.ImportFrom("*", sorted(names, key=lambda a: (
+                        a.name, a.asname or "")), 0)
+                else:
+                    merged.append(s)
+            setattr(node, field, merged)
+    return stmt
+
+
 def _entries(stmt: ast.stmt) -> list[tuple[str, str]]:
     """``(key, text to hash)`` pairs of one top-level statement."""
     if isinstance(stmt, ast.Import):
@@ -79,7 +116,8 @@ def _entries(stmt: ast.stmt) -> list[tuple[str, str]]:
                 for a in stmt.names]
     if isinstance(stmt, ast.ImportFrom):
         return [(a.asname or a.name, f"from * import {a.name}") for a in stmt.names]
-    dump = ast.dump(stmt, annotate_fields=False, include_attributes=False)
+    dump = ast.dump(_without_package_paths(stmt), annotate_fields=False,
+                    include_attributes=False)
     if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
         names = [stmt.name]
     elif isinstance(stmt, ast.Assign):
@@ -142,10 +180,8 @@ def fingerprint(sources: Mapping[str, str]) -> Fingerprint:
 
 
 def _root(root: str | os.PathLike | None) -> Path:
-    if root is None:
-        import fold_jax
-
-        return Path(fold_jax.__file__).resolve().parent.parent
+    if root is None:  # this file is fold_jax/results/fingerprint.py
+        return Path(__file__).resolve().parents[2]
     return Path(root)
 
 
@@ -220,6 +256,35 @@ def digest(fp: Mapping[str, Mapping[str, str]]) -> str:
     return _hash(json.dumps(fp, sort_keys=True))
 
 
+def _pairs(old: Mapping[str, Mapping[str, str]], new: Mapping[str, Mapping[str, str]]
+           ) -> dict[str, tuple[Mapping[str, str], Mapping[str, str]]]:
+    """The modules of ``old`` and ``new`` that are one module, by key in ``new``.
+
+    Equal keys pair first; of the keys left, an old and a new one with one stem pair (a
+    module whose stem is shared is keyed by its path, so its key changes when it moves
+    between folders or gains a stem-mate): the only two left with that stem, else the
+    two sharing the most statement names. Keys left unpaired are modules added or
+    removed.
+    """
+    pairs = {k: (old[k], new[k]) for k in set(old) & set(new)}
+    left_old: dict[str, list[str]] = {}
+    left_new: dict[str, list[str]] = {}
+    for keys, left in ((set(old) - set(new), left_old), (set(new) - set(old), left_new)):
+        for k in sorted(keys):
+            left.setdefault(_module_key(k) if k.endswith(".py") else k, []).append(k)
+    for stem, olds in left_old.items():
+        news = left_new.get(stem, [])
+        while olds and news:
+            shared = {(o, n): len(set(old[o]) & set(new[n])) for o in olds for n in news}
+            (o, n), most = max(shared.items(), key=lambda item: item[1])
+            if most == 0 and len(shared) > 1:
+                break  # no evidence which is which
+            pairs[n] = (old[o], new[n])
+            olds.remove(o)
+            news.remove(n)
+    return pairs
+
+
 def changes(old: Mapping[str, Mapping[str, str]], new: Mapping[str, Mapping[str, str]]
             ) -> list[str]:
     """What changed in what the code computes between fingerprints ``old`` and ``new``.
@@ -229,11 +294,11 @@ def changes(old: Mapping[str, Mapping[str, str]], new: Mapping[str, Mapping[str,
         new: the fingerprint of the code now.
 
     Returns:
-        ``module.statement`` keys that changed (empty: the rows are not stale).
+        ``module.statement`` keys that changed (empty: the rows are not stale); a module
+        is named by its key in ``new``.
     """
     out = []
-    for module in sorted(set(old) & set(new)):
-        a, b = old[module], new[module]
+    for module, (a, b) in sorted(_pairs(old, new).items()):
         for key in sorted(set(a) | set(b)):
             unnamed = key.startswith("<statement ")
             edited = key in a and key in b and a[key] != b[key]

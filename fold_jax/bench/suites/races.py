@@ -284,8 +284,8 @@ def step_cost(task_name: str, method: str, variant: str,
 
     Both programs scan the same ``EVAL_EVERY`` minibatches of ``BATCH_SIZE`` training
     examples: one training step each from the initial state, outputting what
-    :func:`fold_jax.train.fit` keeps (:func:`fold_jax.train.kept_info`, so work done only
-    for the reported loss, such as an evosax peer's evaluation of its mean, is paid as
+    :func:`fold_jax.train.fit` keeps (:func:`fold_jax.train.kept_info`, so work
+    done only for the reported loss, such as an evosax peer's evaluation of its mean, is paid as
     in the races), or one loss evaluation at the initial params each (params fixed
     through the loop: XLA may hoist work that depends only on them, such as a binarized
     net's sign, out of it; the same for every method of a problem). Per-evaluation, not
