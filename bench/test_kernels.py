@@ -10,7 +10,7 @@ import contextlib
 import jax
 import numpy as np
 
-from fold_jax import timing
+from fold_jax.bench import timing
 from fold_jax.bench.suites import kernels as suite_kernels
 
 

@@ -1,57 +1,58 @@
 """fold_jax: training without backpropagation, in JAX, measured against it.
 
-Submodules: checks (argument validation), tasks, heads, nets, perturb, methods, train
-(the one loop), programs (compiled programs shared across fits), control (gymnax
-control tasks) and policies (their flax policies), ppo (rejax's PPO, the backprop RL
-baseline), text (character corpora and sequence tasks, built by gutenberg), pretrain
-(cached Adam pretraining of LMs), zo (built from noise, directions, shaping, fusion and
-flax_layers, whose linen and nnx halves are flax_linen and flax_nnx), search, snes
-(separable NES on regenerated noise), walker (where flax layers keep their kernels;
-shared by binary and prune), bcsr (sparse kernels), binary, prune, variants, probes, regions,
-parallel, peers (evosax strategies as Methods), recipes (the benchmarked methods and
-their search spaces; suite_recipes: the hypotheses' and BBOB's), results, timing;
-report and bench (the harness, ``python -m fold_jax.bench``) are imported on demand
-(report needs matplotlib). Modules split by concern keep their public face (zo, tasks,
-binary, search, recipes, nets, walker re-export every public name) beside their homes
-(``zo_schedule``, ``tasks_arrays``, ``search_gld``, ...: docs/structure.md).
+The package by layer; each folder imports only from the folders above it here:
+
+- ``checks``: argument checks shared by every layer (and ``data/``, the shipped
+  corpora).
+- ``estimators`` (directions, flax_hooks, flax_layers, flax_linen, flax_nnx, fusion,
+  methods, noise, peers, perturb, search, search_gld, search_one_plus_one,
+  search_relative_loss, search_rso, search_rule, shaping, snes, zo, zo_estimator,
+  zo_forward, zo_optax, zo_schedule): the estimator core: noise, directions and low-rank
+  perturbations, their fused flax layers, zeroth-order gradients (zo), shaping, SNES,
+  direct search, evosax peers and the Method init/step pair.
+- ``learn`` (control, gutenberg, heads, nets, nets_lm, nets_mlp, nets_rnn, parallel,
+  policies, ppo, pretrain, programs, recipes, recipes_shipped, recipes_space,
+  suite_recipes, tasks, tasks_arrays, tasks_builtin, tasks_types, text, train): tasks
+  and training: datasets, control and text tasks, heads, nets, the one training loop,
+  compiled programs, the device-parallel population, LM pretraining, PPO, and the
+  recipes (named methods with their search spaces) that train and report read.
+- ``analysis`` (probes, regions): probes of trained networks: representation probes and
+  linear regions.
+- ``compress`` (bcsr, binary, binary_kernels, binary_packed, binary_train, prune,
+  variants, walker, walker_paths): network variants: the flax layer walker, sparse
+  (BCSR) kernels, pruning, binarized networks and the variants built from them.
+- ``results`` (the results store), ``report`` (the report; needs matplotlib, imported on
+  demand) and ``bench`` (the harness, ``python -m fold_jax.bench``; holds timing).
+
+Every module keeps its old flat name: ``fj.zo``, ``import fold_jax.zo`` and ``from
+fold_jax.zo import x`` name ``fold_jax.estimators.zo`` (:data:`FLAT_NAMES`).
 """
 
-from fold_jax import (
+from fold_jax import checks, results
+from fold_jax.analysis import probes, regions
+from fold_jax.bench import timing
+from fold_jax.compress import (
     bcsr,
     binary,
     binary_kernels,
     binary_packed,
     binary_train,
-    checks,
-    control,
+    prune,
+    variants,
+    walker,
+    walker_paths,
+)
+from fold_jax.estimators import (
     directions,
     flax_hooks,
     flax_layers,
     flax_linen,
     flax_nnx,
     fusion,
-    gutenberg,
-    heads,
     methods,
-    nets,
-    nets_lm,
-    nets_mlp,
-    nets_rnn,
     noise,
-    parallel,
     peers,
     perturb,
-    policies,
-    ppo,
-    pretrain,
-    probes,
-    programs,
-    prune,
-    recipes,
-    recipes_shipped,
-    recipes_space,
-    regions,
-    results,
     search,
     search_gld,
     search_one_plus_one,
@@ -60,84 +61,73 @@ from fold_jax import (
     search_rule,
     shaping,
     snes,
-    suite_recipes,
-    tasks,
-    tasks_arrays,
-    tasks_builtin,
-    tasks_types,
-    text,
-    timing,
-    train,
-    variants,
-    walker,
-    walker_paths,
     zo,
     zo_estimator,
     zo_forward,
     zo_optax,
     zo_schedule,
 )
+from fold_jax.learn import (
+    control,
+    gutenberg,
+    heads,
+    nets,
+    nets_lm,
+    nets_mlp,
+    nets_rnn,
+    parallel,
+    policies,
+    ppo,
+    pretrain,
+    programs,
+    recipes,
+    recipes_shipped,
+    recipes_space,
+    suite_recipes,
+    tasks,
+    tasks_arrays,
+    tasks_builtin,
+    tasks_types,
+    text,
+    train,
+)
+
+
+def _alias_flat_names(namespace: dict) -> tuple[str, ...]:
+    """Register each module imported here from a folder under its old flat name.
+
+    The flat name (``zo`` of this package) becomes another name of the module in its
+    folder (``estimators.zo``) in ``sys.modules``: one module object, so importing the
+    flat name, importing from it, ``monkeypatch.setattr`` on it and pickles naming it
+    keep working. The package's own code imports the new homes.
+
+    Args:
+        namespace: this module's globals.
+
+    Returns:
+        The flat names registered, sorted.
+    """
+    import sys
+    from types import ModuleType
+
+    flat = {f"{__name__}.{name}": module for name, module in namespace.items()
+            if isinstance(module, ModuleType) and module.__name__.startswith(__name__ + ".")
+            and module.__name__ != f"{__name__}.{name}"}
+    sys.modules.update(flat)
+    return tuple(sorted(flat))
+
+
+FLAT_NAMES = _alias_flat_names(globals())
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "bcsr",
-    "binary",
-    "binary_kernels",
-    "binary_packed",
-    "binary_train",
+    "FLAT_NAMES",
+    "analysis",
+    "bench",
     "checks",
-    "control",
-    "directions",
-    "flax_hooks",
-    "flax_layers",
-    "flax_linen",
-    "flax_nnx",
-    "fusion",
-    "gutenberg",
-    "heads",
-    "methods",
-    "nets",
-    "nets_lm",
-    "nets_mlp",
-    "nets_rnn",
-    "noise",
-    "parallel",
-    "peers",
-    "perturb",
-    "policies",
-    "ppo",
-    "pretrain",
-    "probes",
-    "programs",
-    "prune",
-    "recipes",
-    "recipes_shipped",
-    "recipes_space",
-    "regions",
+    "compress",
+    "estimators",
+    "learn",
     "results",
-    "search",
-    "search_gld",
-    "search_one_plus_one",
-    "search_relative_loss",
-    "search_rso",
-    "search_rule",
-    "shaping",
-    "snes",
-    "suite_recipes",
-    "tasks",
-    "tasks_arrays",
-    "tasks_builtin",
-    "tasks_types",
-    "text",
-    "timing",
-    "train",
-    "variants",
-    "walker",
-    "walker_paths",
-    "zo",
-    "zo_estimator",
-    "zo_forward",
-    "zo_optax",
-    "zo_schedule",
 ]

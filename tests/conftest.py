@@ -8,7 +8,7 @@ share it through the environment), so an identical program built by another test
 fresh closure is loaded instead of recompiled. It is off by default: measured on
 test_train.py + test_determinism.py (2-core shared CPU) it loaded 12 of 577 programs
 and saved about 1% of CPU time, within noise (train.fit already reuses its programs
-through fold_jax.programs); switch it on to re-measure the whole suite.
+through fold_jax.learn.programs); switch it on to re-measure the whole suite.
 """
 
 import collections
@@ -62,8 +62,8 @@ def pytest_unconfigure(config):
     if _XLA_CACHE is not None:
         shutil.rmtree(_XLA_CACHE, ignore_errors=True)
 
-from fold_jax import nets, tasks  # noqa: E402 (after the cache is configured)
-from fold_jax.perturb import LowRank  # noqa: E402
+from fold_jax.estimators.perturb import LowRank  # noqa: E402
+from fold_jax.learn import nets, tasks  # noqa: E402 (after the cache is configured)
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from fold_jax import recipes
 from fold_jax.bench import tuning
 from fold_jax.bench.common import TUNING_SEED
+from fold_jax.learn import recipes
 
 
 def test_tune_draws_the_recipes_trials_seeds_them_and_reruns_the_lowest_rank():

@@ -1,5 +1,5 @@
 """The door for a researcher's method, end to end: a module written to a temporary folder
-registers a method with fold_jax.recipes.register, ``fold_jax.bench.run.main`` imports
+registers a method with fold_jax.learn.recipes.register, ``fold_jax.bench.run.main`` imports
 it (``--imports``) and races it (``--methods`` / ``--tasks``) beside a shipped recipe
 into a temporary results folder, under the same tuning budget, seeds and intervals.
 
@@ -14,9 +14,10 @@ import textwrap
 
 import pytest
 
-from fold_jax import recipes, results
+from fold_jax import results
 from fold_jax.bench import run
 from fold_jax.bench.suites import races as suite_races
+from fold_jax.learn import recipes
 
 MODULE = textwrap.dedent('''
     """A researcher's own forward-only method: antithetic gaussian ES on 8 directions
@@ -71,7 +72,7 @@ def test_a_registered_method_races_beside_a_shipped_recipe(user_module, tmp_path
     assert sorted(races.loc[races["method"] == "mine", "seed"]) == TINY["seeds"]
     assert (tuning.groupby("method")["trial"].nunique() == TINY["trials"]).all()
     # the user's rows are its own measurements: 8 evaluations a step (4 antithetic pairs;
-    # fold_jax.zo's estimate counts num_directions evaluations), Adam's one
+    # fold_jax.estimators.zo's estimate counts num_directions evaluations), Adam's one
     per_step = races.groupby("method")["evals_per_step"].median()
     assert per_step["mine"] == 8 and per_step["adam"] == 1
     assert '"num_directions":8' in races.loc[races["method"] == "mine", "hparams"].iloc[0]

@@ -1,4 +1,4 @@
-"""fold_jax.binary: exact packed kernels, STE gradients, layers, training."""
+"""fold_jax.compress.binary: exact packed kernels, STE gradients, layers, training."""
 
 import itertools
 
@@ -9,7 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from fold_jax import binary, methods, nets, prune, tasks, train
+from fold_jax.compress import binary, prune
+from fold_jax.estimators import methods
+from fold_jax.learn import nets, tasks, train
 
 pack = jax.jit(binary.pack, static_argnames=("axis", "word_bits"))
 unpack = jax.jit(binary.unpack, static_argnames=("k", "axis", "dtype"))

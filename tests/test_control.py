@@ -1,5 +1,5 @@
 """Control tasks: rollouts, evaluation seeds, env-step counts, policies, errors, and ES
-training through the one loop (fold_jax.train.fit)."""
+training through the one loop (fold_jax.learn.train.fit)."""
 
 import flax.linen as nn
 import jax
@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import control, methods, peers, policies, tasks, train, zo
+from fold_jax.estimators import methods, peers, zo
+from fold_jax.learn import control, policies, tasks, train
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fold_jax import methods, nets, results, search, tasks, train
+from fold_jax import results
 from fold_jax.bench import run
 from fold_jax.bench.common import Job
 from fold_jax.bench.suites import probes as suite_probes
 from fold_jax.bench.suites import races as suite_races
+from fold_jax.estimators import methods, search
+from fold_jax.learn import nets, tasks, train
 
 # Columns that measure time (or derive from a time) or identify the run: they may differ.
 TIMING_COLUMNS = re.compile(

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import directions
+from fold_jax.estimators import directions
 
 
 def test_layout_thin_leaves_and_conv_kernels():

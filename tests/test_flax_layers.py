@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from fold_jax import flax_layers, perturb
-from fold_jax.perturb import LowRank
+from fold_jax.estimators import flax_layers, perturb
+from fold_jax.estimators.perturb import LowRank
 
 EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7
 RANK = 4

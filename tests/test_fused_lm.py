@@ -3,7 +3,7 @@
 The models are written here as a user would write them, from flax layers only:
 a transformer LM (nn.Embed, a learned positional table added by hand,
 nn.MultiHeadDotProductAttention with a causal mask, LayerNorm, Dense MLP), its nnx
-twin, a GRU LM, and fold_jax.nets.cnn on digits. zo.value_and_grad(rank=r) must
+twin, a GRU LM, and fold_jax.learn.nets.cnn on digits. zo.value_and_grad(rank=r) must
 fuse every leaf (describe: 0 materialized, no FallbackWarning), and each fused leaf
 must compute what its materialized perturbation computes.
 """
@@ -20,8 +20,9 @@ import optax
 import pytest
 from flax import nnx
 
-from fold_jax import flax_layers, methods, nets, perturb, tasks, train, zo
-from fold_jax.perturb import LowRank
+from fold_jax.estimators import flax_layers, methods, perturb, zo
+from fold_jax.estimators.perturb import LowRank
+from fold_jax.learn import nets, tasks, train
 
 EPS32 = float(np.finfo(np.float32).eps)
 RANK = 4

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from fold_jax import fusion, perturb
+from fold_jax.estimators import fusion, perturb
 
 X = jnp.ones((8, 6))
 

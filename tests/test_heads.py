@@ -5,7 +5,7 @@ import optax
 import pytest
 from sklearn.metrics import mean_squared_error, r2_score
 
-from fold_jax.heads import KINDS, METRICS, Head, higher_is_better
+from fold_jax.learn.heads import KINDS, METRICS, Head, higher_is_better
 
 LOGITS = jnp.array([[3.331, -1.20, -0.002, 2.91, 0.32]])
 

@@ -1,4 +1,4 @@
-"""fold_jax.methods: typed step info (NamedTuples that read like the dicts they replace)
+"""fold_jax.estimators.methods: typed step info (NamedTuples that read like the dicts they replace)
 and the no-import-circle property of the package."""
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 import fold_jax
-from fold_jax import binary, checks, methods, search, snes, train
+from fold_jax import checks
+from fold_jax.compress import binary
+from fold_jax.estimators import methods, search, snes
+from fold_jax.learn import train
 
 
 def _loss(p, x):

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import nets, perturb
+from fold_jax.estimators import perturb
+from fold_jax.learn import nets
 
 
 def test_mlp_shapes_names_and_count(digits_net, digits_params):

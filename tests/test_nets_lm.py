@@ -1,11 +1,11 @@
-"""Language models in fold_jax.nets: shapes, causality, preset sizes, errors."""
+"""Language models in fold_jax.learn.nets: shapes, causality, preset sizes, errors."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import nets
+from fold_jax.learn import nets
 
 V = 85
 

@@ -1,4 +1,4 @@
-"""fold_jax.nets.rnn: flax cells under lax.scan, logits from the last state, and
+"""fold_jax.learn.nets.rnn: flax cells under lax.scan, logits from the last state, and
 truncated backprop through time."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import nets, timing
+from fold_jax.bench import timing
+from fold_jax.learn import nets
 
 EPS = float(jnp.finfo(jnp.float32).eps)
 CELL_CLASSES = {"gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell, "simple": nn.SimpleCell}

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import noise
+from fold_jax.estimators import noise
 
 EXTREME_WORDS = np.array([0, 1, 0xFF, 0x100, 0x7FFFFF00, 0x7FFFFFFF, 0x80000000, 0x800000FF,
                           0xFFFFFE00, 0xFFFFFEFF, 0xFFFFFF00, 0xFFFFFFFE, 0xFFFFFFFF],

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import parallel
+from fold_jax.learn import parallel
 
 HELPER = Path(__file__).parent / "helpers" / "parallel_check.py"
 
@@ -66,7 +66,7 @@ def test_mesh_and_population_map_errors():
     with pytest.raises(ValueError, match="leading axis"):
         f(jnp.ones(3), jnp.ones(4))
     with pytest.raises(TypeError, match="population_map"):
-        from fold_jax import zo
+        from fold_jax.estimators import zo
 
         zo.value_and_grad(jnp.sum, population_map=3)
 
@@ -82,7 +82,7 @@ def test_shard_batch_requires_divisible_batch():
 
 
 def test_two_processes_over_jax_distributed_match_one(tmp_path):
-    """A real multi-host run on loopback: 2 processes joined by fold_jax.parallel.initialize
+    """A real multi-host run on loopback: 2 processes joined by fold_jax.learn.parallel.initialize
     (jax.distributed, gloo CPU collectives), one device each, mesh over both."""
     import socket
 

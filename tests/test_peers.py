@@ -1,5 +1,5 @@
-"""fold_jax.peers: evosax strategies as fold_jax Methods, through the one training loop
-(fold_jax.train.fit) on digits; NaN safety, the CMA-ES size limit, option routing and
+"""fold_jax.estimators.peers: evosax strategies as fold_jax Methods, through the one training loop
+(fold_jax.learn.train.fit) on digits; NaN safety, the CMA-ES size limit, option routing and
 validation."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from fold_jax import nets, peers, tasks, train
+from fold_jax.estimators import peers
+from fold_jax.learn import nets, tasks, train
 
 WIDTHS = (64, 16, 10)  # 1,210 parameters: small enough for CMA-ES's d x d covariance
 POP = 32

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from fold_jax import perturb
-from fold_jax.perturb import LowRank
+from fold_jax.estimators import perturb
+from fold_jax.estimators.perturb import LowRank
 
 EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7
 

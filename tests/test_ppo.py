@@ -1,4 +1,4 @@
-"""PPO baseline (rejax through fold_jax.ppo): the environment adapter's step contract,
+"""PPO baseline (rejax through fold_jax.learn.ppo): the environment adapter's step contract,
 errors, and a short run that improves CartPole on the task's held-out episodes."""
 
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import control, ppo, tasks
+from fold_jax.learn import control, ppo, tasks
 
 
 def test_adapter_steps_as_rejax_unpacks_with_done_terminated_or_truncated():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from fold_jax import nets, pretrain, text
+from fold_jax.learn import nets, pretrain, text
 
 NET = nets.gru_lm(85, embed=4, hidden=8)
 SETTINGS = {"steps": 3, "batch_size": 4, "T": 8, "max_chars": 4_000, "learning_rate": 1e-2}

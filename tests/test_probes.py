@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import heads, probes
+from fold_jax.analysis import probes
+from fold_jax.learn import heads
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import methods, nets, programs, tasks, train
+from fold_jax.estimators import methods
+from fold_jax.learn import nets, programs, tasks, train
 
 LOWERING = "/jax/core/compile/jaxpr_to_mlir_module_duration"  # one event per lowering
 

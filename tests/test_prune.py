@@ -1,4 +1,4 @@
-"""fold_jax.prune: exact masks, schedules, masks through optax, BCSR inference, ZO
+"""fold_jax.compress.prune: exact masks, schedules, masks through optax, BCSR inference, ZO
 masks."""
 
 import flax.linen as nn
@@ -9,7 +9,9 @@ import optax
 import pytest
 from flax import nnx
 
-from fold_jax import methods, nets, prune, tasks, train
+from fold_jax.compress import prune
+from fold_jax.estimators import methods
+from fold_jax.learn import nets, tasks, train
 
 NET = nets.mlp((20, 30, 7, 3), "relu")
 PARAMS = NET.init(jax.random.key(0))

@@ -1,4 +1,4 @@
-"""fold_jax.recipes: the registry, quasi-random trials and building every recipe."""
+"""fold_jax.learn.recipes: the registry, quasi-random trials and building every recipe."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import recipes
+from fold_jax.learn import recipes
 
 
 def _loss(params, x, y):
@@ -126,7 +126,7 @@ def registry_snapshot():
 def test_register_a_method_factory_tunes_and_builds_like_a_shipped_recipe(registry_snapshot):
     import optax
 
-    from fold_jax import methods
+    from fold_jax.estimators import methods
 
     space = {"learning_rate": recipes.LogUniform(1e-3, 1e-1)}
 
@@ -165,7 +165,7 @@ def test_register_an_evosax_style_strategy_class_matches_the_named_adapter(regis
     x = jax.random.normal(key, (32, 8))
     y = x @ jnp.arange(8.0) / 8
     params = {"w": jnp.zeros(8), "b": jnp.zeros(())}
-    from fold_jax import peers
+    from fold_jax.estimators import peers
 
     mine = recipes.build("my_es", _loss, {"sigma": 0.05})
     ref = peers.evosax_method("Open_ES", _loss, population_size=8, sigma=0.05)
@@ -205,7 +205,7 @@ def test_register_refuses_bad_input_naming_it(registry_snapshot):
 
 
 def test_suite_recipes_are_shipped_through_add_shipped():
-    """fold_jax.suite_recipes adds the hypotheses', BBOB's and control's recipes on import
+    """fold_jax.learn.suite_recipes adds the hypotheses', BBOB's and control's recipes on import
     (recipes never imports it: no circle); they count as shipped, and a name already
     registered is refused."""
     for suite in ("hypotheses", "bbob", "control"):

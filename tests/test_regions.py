@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from fold_jax import perturb, probes, regions
+from fold_jax.analysis import probes, regions
+from fold_jax.estimators import perturb
 
 
 def _tent(x, depth):

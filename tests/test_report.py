@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fold_jax import recipes, report, results
+from fold_jax import report, results
+from fold_jax.learn import recipes
 from fold_jax.report import _common, kernels, probes, races
 
 KERNEL_KEY = ["bench", "method", "n_params", "batch_size", "num_directions"]
@@ -430,7 +431,8 @@ def _region_rows(res=4):
 
 
 def test_the_report_is_a_pure_view_and_draws_the_region_map_from_rows(tmp_path, monkeypatch):
-    from fold_jax import methods, train
+    from fold_jax.estimators import methods
+    from fold_jax.learn import train
 
     def refuse(*args, **kwargs):
         raise AssertionError("the report must not train")

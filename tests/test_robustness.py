@@ -78,23 +78,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fold_jax import (
-    binary,
-    heads,
-    methods,
-    nets,
-    parallel,
-    probes,
-    prune,
-    regions,
-    results,
-    search,
-    tasks,
-    timing,
-    train,
-    variants,
-    zo,
-)
+from fold_jax import results
+from fold_jax.analysis import probes, regions
+from fold_jax.bench import timing
+from fold_jax.compress import binary, prune, variants
+from fold_jax.estimators import methods, search, zo
+from fold_jax.learn import heads, nets, parallel, tasks, train
 
 SETTINGS = settings(derandomize=True, max_examples=12, deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))

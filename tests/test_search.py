@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import nets, search, tasks, train
+from fold_jax.estimators import search
+from fold_jax.learn import nets, tasks, train
 
 D = 10
 
@@ -228,7 +229,7 @@ def test_eval_batch_must_be_a_tuple():
 def test_sharded_wrappers_take_every_rule(rule):
     # parallel.gld / rso pass the options on; their shard_map runs inside the step's
     # lax.cond (a one-device mesh is enough to trace it) and gives the same steps
-    from fold_jax import parallel
+    from fold_jax.learn import parallel
 
     mesh = parallel.mesh(1)
     for single, sharded in [

@@ -1,4 +1,4 @@
-"""fold_jax.search.relative_loss: the essay's fixed-radius search (sample at a fixed
+"""fold_jax.estimators.search.relative_loss: the essay's fixed-radius search (sample at a fixed
 distance, keep if lower)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import search
+from fold_jax.estimators import search
 
 EPS = float(jnp.finfo(jnp.float32).eps)
 D = 10

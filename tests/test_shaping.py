@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import shaping, zo
+from fold_jax.estimators import shaping, zo
 
 
 def population(losses, valid=None, baseline=None, step=0.2):

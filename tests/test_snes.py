@@ -1,4 +1,4 @@
-"""fold_jax.snes: rank utilities, descent and scale adaptation at d >= 1e4, parity with
+"""fold_jax.estimators.snes: rank utilities, descent and scale adaptation at d >= 1e4, parity with
 evosax's SNES, dropped directions, masks, chunk invariance, determinism and argument
 validation."""
 
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import directions, peers, snes
+from fold_jax.estimators import directions, peers, snes
 
 D = 10_000  # the scale statistical checks run at (the brief: d >= 1e4)
 F32 = float(np.finfo(np.float32).eps)
@@ -239,7 +239,7 @@ def test_default_sigma_learning_rate_is_snes_formula():
 
 
 def _lowrank_dirs(n, m, rank=4):
-    from fold_jax import directions
+    from fold_jax.estimators import directions
 
     return directions.directions([jnp.zeros((n, m))], rank=rank)
 
@@ -264,7 +264,7 @@ def test_factored_scale_gradient_is_the_row_and_column_means_of_the_dense_one():
 
 
 def _mlp_loss():
-    from fold_jax import nets
+    from fold_jax.learn import nets
 
     net = nets.mlp((64, 128, 96, 10), "relu")  # 21,930 params, two fusable matrices
     params = net.init(jax.random.key(0))
@@ -313,7 +313,7 @@ def test_rank_descends_a_network_loss_at_d_2e4():
 
 
 def test_rank_on_a_loss_that_reads_raw_weights_warns_and_materializes():
-    from fold_jax.zo import FallbackWarning
+    from fold_jax.estimators.zo import FallbackWarning
 
     params = {"w": jnp.ones((100, 100))}
     method = snes.snes(lambda p: jnp.sum(p["w"] ** 2), rank=4, num_directions=8)
@@ -401,7 +401,7 @@ def test_default_scale_learning_rate_counts_only_the_searched_entries():
 
 def _reference_step(mu, log_sigma, key, c, n_pairs, lr_sigma):
     """One plain SNES step (lr 1 on the mean, mirrored pairs) re-derived in float64 NumPy
-    from the noise fold_jax.directions draws; returns (mu, log_sigma, noise, losses)."""
+    from the noise fold_jax.estimators.directions draws; returns (mu, log_sigma, noise, losses)."""
     dirs = directions.directions([jnp.asarray(mu, jnp.float32)], noise="gaussian")
     z = np.stack([np.asarray(dirs.draw(key, k)[0], np.float64) for k in range(n_pairs)])
     s = np.exp(log_sigma)

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fold_jax import recipes, results
+from fold_jax import results
 from fold_jax.bench.suites import control as suite
+from fold_jax.learn import recipes
 from fold_jax.report import control as report
 
 

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fold_jax import recipes, results, train
+from fold_jax import results
 from fold_jax.bench import hypotheses_work as work
 from fold_jax.bench.common import TUNING_SEED
 from fold_jax.bench.suites import hypotheses as suite
+from fold_jax.learn import recipes, train
 from fold_jax.report import hypotheses as report
 from fold_jax.report._common import fmt
 

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fold_jax import nets, results
+from fold_jax import results
 from fold_jax.bench.suites import lm
+from fold_jax.learn import nets
 from fold_jax.report import lm as report_lm
 
 

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fold_jax import recipes, results, text, train
+from fold_jax import results
 from fold_jax.bench import run as bench_run
 from fold_jax.bench.suites import lm_finetune as suite
+from fold_jax.learn import recipes, text, train
 from fold_jax.report import lm_finetune as report
 
 ARMS = ("zero_shot", "adam_finetune", "mezo_sgd", "mezo_sgd2", "es_lowrank", "zo_adam",
@@ -65,7 +66,7 @@ def test_an_arm_that_cannot_hold_d_says_why():
 def test_head_and_norm_mask_marks_only_head_and_layernorms():
     import jax
 
-    from fold_jax import nets
+    from fold_jax.learn import nets
 
     params = nets.transformer_lm(85, "tiny").init(jax.random.key(0))
     mask = suite.head_and_norm_mask(params)

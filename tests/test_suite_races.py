@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from fold_jax import recipes
 from fold_jax.bench import race_grid
 from fold_jax.bench.common import TUNING_SEED
 from fold_jax.bench.suites import races as suite_races
+from fold_jax.learn import recipes
 
 
 def _trial(i, score, best, metric="accuracy"):
@@ -215,7 +215,7 @@ def test_step_cost_pays_for_what_fit_keeps_and_divides_by_evaluations(monkeypatc
     """An evosax peer evaluates its mean only for the reported loss: the timed program
     must keep that output (as fit does), or XLA drops a forward pass from the cost. And
     the window's time is divided by its evaluations (12 + 2 + 2 + ... for GLD)."""
-    from fold_jax import timing
+    from fold_jax.bench import timing
 
     seen = {}
     real = timing.interleaved
@@ -248,7 +248,7 @@ def test_conv_variant_races_nets_cnn_on_digits_on_the_fused_path():
 
     import jax
 
-    from fold_jax import zo
+    from fold_jax.estimators import zo
 
     method = "zo_lowrank_ranked32"
     task, _, params, loss, m = suite_races._built("digits", method, "conv", None, 0)

@@ -7,8 +7,8 @@ import pytest
 from sklearn import datasets as skdata
 from sklearn.model_selection import train_test_split
 
-from fold_jax import tasks, tasks_builtin
-from fold_jax.heads import KINDS
+from fold_jax.learn import tasks, tasks_builtin
+from fold_jax.learn.heads import KINDS
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -319,7 +319,7 @@ def test_objectives_evaluate_batches_point_by_point():
 
 
 def test_register_adds_a_builder_that_get_uses_and_refuses_bad_input():
-    """fold_jax.text adds its corpora through register (no import circle): a registered
+    """fold_jax.learn.text adds its corpora through register (no import circle): a registered
     builder is what get calls, with get's options; taken names, empty names and
     non-callables are refused before anything is stored."""
     assert {"shakespeare", "milton"} <= set(tasks.names())  # registered by import fold_jax

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import gutenberg, methods, nets, peers, search, snes, tasks, text, train
+from fold_jax.estimators import methods, peers, search, snes
+from fold_jax.learn import gutenberg, nets, tasks, text, train
 
 EPS32 = float(np.finfo(np.float32).eps)
 

@@ -1,4 +1,4 @@
-"""fold_jax.timing: compile apart, sane medians, FLOPs and memory from the compiled object."""
+"""fold_jax.bench.timing: compile apart, sane medians, FLOPs and memory from the compiled object."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fold_jax import timing
+from fold_jax.bench import timing
 
 N = 64
 

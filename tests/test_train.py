@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fold_jax import methods, nets, search, tasks, train
+from fold_jax.estimators import methods, search
+from fold_jax.learn import nets, tasks, train
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_target_stops_early_and_budget_in_seconds(digits, digits_net, digits_par
 
 
 def test_full_batch_and_multilabel_metrics(digits_net):
-    from fold_jax import nets
+    from fold_jax.learn import nets
 
     task = tasks.get("breast_cancer")
     net = nets.mlp((30, 16, 1), "tanh")
@@ -126,7 +127,7 @@ def test_bad_method_task_and_optimizer(digits, digits_net, digits_params):
 
 
 def test_wrong_feature_size_is_caught_before_tracing_deeply(digits_params):
-    from fold_jax import nets
+    from fold_jax.learn import nets
 
     task = tasks.get("breast_cancer")  # 30 features, the net expects 64
     net = nets.mlp((64, 8, 1))
@@ -422,7 +423,7 @@ def test_user_multiclass_blobs_train_with_backprop():
 
 
 def _sphere_zo():
-    from fold_jax import zo
+    from fold_jax.estimators import zo
 
     f = tasks.get("sphere")  # dim 10, x0 = ones: value 10
 

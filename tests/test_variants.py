@@ -1,4 +1,4 @@
-"""fold_jax.variants: one interface for dense, binarized and pruned nets."""
+"""fold_jax.compress.variants: one interface for dense, binarized and pruned nets."""
 
 import flax.linen as nn
 import jax
@@ -7,7 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from fold_jax import binary, methods, prune, variants
+from fold_jax.compress import binary, prune, variants
+from fold_jax.estimators import methods
 
 WIDTHS = (12, 16, 3)
 

@@ -1,4 +1,4 @@
-"""fold_jax.walker: paths and leaf rules on linen and nnx trees, and the routing of Dense
+"""fold_jax.compress.walker: paths and leaf rules on linen and nnx trees, and the routing of Dense
 layers by kernel type for a format registered from outside (as bcsr and binary do)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from fold_jax import bcsr, nets, prune, walker
+from fold_jax.compress import bcsr, prune, walker
+from fold_jax.learn import nets
 
 F32 = float(np.finfo(np.float32).eps)
 

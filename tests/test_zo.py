@@ -12,7 +12,9 @@ import numpy as np
 import optax
 import pytest
 
-from fold_jax import methods, nets, perturb, probes, tasks, train, zo
+from fold_jax.analysis import probes
+from fold_jax.estimators import methods, perturb, zo
+from fold_jax.learn import nets, tasks, train
 
 D = 20
 H = jnp.diag(jnp.linspace(0.5, 2.0, D))
@@ -503,7 +505,7 @@ def test_forward_gradient_unbiased_with_the_predicted_variance_at_d_1e4():
 
 def test_non_finite_noise_is_selected_out_not_multiplied(monkeypatch):
     """A direction whose noise has an inf is dropped; 0 * inf never reaches the sum."""
-    from fold_jax import directions as directions_lib
+    from fold_jax.estimators import directions as directions_lib
 
     real = directions_lib.noise_lib.draw
 
@@ -570,7 +572,7 @@ def test_forward_gradient_chunks_use_the_same_tangents_at_d_26k(digits_sized_pro
     tangents u_k = directions(key, k), rebuilt here from the public directions module
     and backprop's gradient; padding (K = 8 in chunks of 3: one padded tangent) is
     computed, counted in ``evals``, and dropped."""
-    from fold_jax import directions as directions_lib
+    from fold_jax.estimators import directions as directions_lib
 
     loss, params, x, y = digits_sized_problem
     k, key = 8, jax.random.key(7)

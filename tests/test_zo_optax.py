@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from fold_jax import zo
+from fold_jax.estimators import zo
 
 D = 1024  # linear-regression parameters (the brief asks for d >= 1e3)
 N = 512

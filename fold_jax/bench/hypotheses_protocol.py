@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fold_jax import methods, nets, recipes, search, train
 from fold_jax.bench import tuning
+from fold_jax.estimators import methods, search
+from fold_jax.learn import nets, recipes, train
 
 FORWARD_ONLY = ("zo", "zo_layer_scaled", "zo_crn", "forward_gradient", "gld", "rso",
                 "one_plus_one", "relative_loss", "one_plus_one_crn", "one_plus_one_ce",
@@ -49,7 +50,7 @@ def family(method: str) -> str:
 
 def space(method: str) -> dict[str, recipes.Param]:
     """A method's search space: its recipe ``"hypotheses/<method>"`` in
-    :mod:`fold_jax.recipes` (the same on every workload; the settings a run does not
+    :mod:`fold_jax.learn.recipes` (the same on every workload; the settings a run does not
     tune, such as directions, stay fixed and are stated in its ``hparams``).
 
     Args:
@@ -113,7 +114,7 @@ def tune(run: Run, method: str, seeds: tuple[int, ...], n_trials: int) -> list[d
     tune`, as every suite).
 
     ``n_trials`` settings from the recipe ``"hypotheses/<method>"``
-    (:func:`fold_jax.recipes.trials`), trial ``i`` trained on seed ``TUNING_SEED + i``
+    (:func:`fold_jax.learn.recipes.trials`), trial ``i`` trained on seed ``TUNING_SEED + i``
     and scored by its final metric on the validation split; the selected trial
     (the highest, NaN last, ties to the lower index: :func:`select`) reruns on
     ``seeds``, scored on the test split. Trial rows (each run's last row is its score)
@@ -177,7 +178,7 @@ def row(claim: str, workload: str, method: str, setting: str, seed: int, metric:
 def fit_rows(ids: dict[str, Any], method: methods.Method, params, task, apply, *,
              steps: int, batch_size: int, eval_every: int, hparams: dict,
              metric: str = "accuracy", eval_split: str = "test") -> list[dict]:
-    """Train with :func:`fold_jax.train.fit`; the final metrics and the curve as rows.
+    """Train with :func:`fold_jax.learn.train.fit`; the final metrics and the curve as rows.
 
     Args:
         ids: claim, workload, method, setting, seed.
@@ -249,7 +250,7 @@ def layer_scales(params) -> Any:
     the architecture alone, so every seed compiles the same program.
 
     Args:
-        params: an :func:`fold_jax.nets.mlp` params tree.
+        params: an :func:`fold_jax.learn.nets.mlp` params tree.
 
     Returns:
         A tree like params of Python floats.
@@ -281,10 +282,10 @@ class Scaled(NamedTuple):
 
 
 def search_method(name: str, loss: Callable, **options) -> methods.Method:
-    """A fold_jax.search method by name with ``options``.
+    """A fold_jax.estimators.search method by name with ``options``.
 
     Args:
-        name: a function of :mod:`fold_jax.search` (gld, rso, one_plus_one, ...).
+        name: a function of :mod:`fold_jax.estimators.search` (gld, rso, one_plus_one, ...).
         loss: ``loss(params, x, y)``.
         **options: its keyword arguments.
 

@@ -15,8 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fold_jax import heads, methods, nets, search, tasks, timing
+from fold_jax.bench import timing
 from fold_jax.bench.hypotheses_protocol import fit_rows, row, settings, zo
+from fold_jax.estimators import methods, search
+from fold_jax.learn import heads, nets, tasks
 
 
 def adding_task(T: int, n: int = 1200, seed: int = 0) -> tasks.Task:
@@ -131,9 +133,9 @@ def recurrent_cost_rows(method: str, T: int, truncate: int, seeds: tuple[int, ..
     """Compiled memory and median step time of one training step at length T.
 
     The step is ``method.step(state, key, x, y)`` on a batch of ``batch`` sequences,
-    compiled ahead of time (:func:`fold_jax.timing.aot`); memory is
+    compiled ahead of time (:func:`fold_jax.bench.timing.aot`); memory is
     ``memory_analysis()`` argument + output + temp - alias bytes (and the temp bytes
-    alone); time is the median over rounds (:func:`fold_jax.timing.measure`) from each
+    alone); time is the median over rounds (:func:`fold_jax.bench.timing.measure`) from each
     seed's initial params.
 
     Args:

@@ -1,10 +1,10 @@
 """Workloads of the hypotheses suite (fold_jax/bench/suites/hypotheses.py): the essays' claims about
 forward-only training, each put where gradients are said to fail.
 
-Every training run goes through :func:`fold_jax.train.fit` with a fixed step budget
+Every training run goes through :func:`fold_jax.learn.train.fit` with a fixed step budget
 (stated in the rows: ``steps``, ``evals``). Every method is tuned by the suites' one
 protocol (:func:`tune`, :mod:`fold_jax.bench.tuning`): ``n_trials`` settings drawn from
-its recipe ``"hypotheses/<method>"`` (:func:`space`, :func:`fold_jax.recipes.trials`),
+its recipe ``"hypotheses/<method>"`` (:func:`space`, :func:`fold_jax.learn.recipes.trials`),
 each trained on its own seed (``TUNING_SEED + i``)
 and scored by its final metric on the **validation** split; the best reruns on every
 seed, which alone read the test split. A run returns long rows: the final metrics
@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fold_jax import binary, methods, nets, probes, search, tasks
+from fold_jax.analysis import probes
 from fold_jax.bench.hypotheses_protocol import (
     BACKPROP,
     FORWARD_ONLY,
@@ -76,6 +76,9 @@ from fold_jax.bench.hypotheses_recurrent import (
     recurrent_cost_rows,
     recurrent_method,
 )
+from fold_jax.compress import binary
+from fold_jax.estimators import methods, search
+from fold_jax.learn import nets, tasks
 
 # the protocol and the recurrent workloads live in their own modules; their names stay
 # importable from here, where the suite and research code have always found them

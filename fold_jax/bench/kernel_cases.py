@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fold_jax import recipes
+from fold_jax.learn import recipes
 
 __all__ = ["SHAPES", "SIGMA", "Case", "bcsr_case", "chunk_memory_case", "core_case",
            "flax_case", "forward_gradient_case", "fullrank_vs_es_case", "fused_case",
@@ -52,13 +52,13 @@ class Case(NamedTuple):
 
 
 def _digits():
-    from fold_jax import tasks
+    from fold_jax.learn import tasks
 
     return tasks.get("digits")
 
 
 def _setup(width: int = 128, batch_size: int = 256):
-    from fold_jax import nets
+    from fold_jax.learn import nets
 
     task = _digits()
     net = nets.mlp((task.n_features, width, width, task.n_outputs), "relu")
@@ -72,7 +72,7 @@ def _inference(net, params, x, copies: int) -> tuple[str, Callable, tuple]:
 
 
 def _n(params) -> int:
-    from fold_jax import nets
+    from fold_jax.learn import nets
 
     return nets.count_params(params)
 
@@ -136,7 +136,7 @@ def fused_case(fused: bool | str, chunk: int | str | None) -> Case:
     Returns:
         The :class:`Case` (``actual``: the evaluations per chunk it runs).
     """
-    from fold_jax import zo
+    from fold_jax.estimators import zo
 
     task, net, params, x, y = _setup()
     vg = zo.value_and_grad(task.loss_fn(net.apply), num_directions=128, sigma=SIGMA, rank=4,
@@ -147,7 +147,7 @@ def fused_case(fused: bool | str, chunk: int | str | None) -> Case:
 
 def flax_case() -> Case:
     """A user's flax.linen MLP on the fused path (rank 4, K = 128, 16 a chunk), against
-    inference, with the same estimator on fold_jax.nets' MLP as the baseline.
+    inference, with the same estimator on fold_jax.learn.nets' MLP as the baseline.
 
     Returns:
         The :class:`Case` (RuntimeError when the linen MLP misses the fused path).
@@ -155,7 +155,7 @@ def flax_case() -> Case:
     import flax.linen as nn
     import optax
 
-    from fold_jax import zo
+    from fold_jax.estimators import zo
 
     class LinenMLP(nn.Module):
         """A user's own flax.linen MLP 64-128-128-10 from standard nn.Dense layers."""
@@ -197,7 +197,7 @@ def fullrank_vs_es_case(impl: str, k: int) -> Case:
     Returns:
         The :class:`Case`.
     """
-    from fold_jax import zo
+    from fold_jax.estimators import zo
 
     task, net, params, x, y = _setup()
     loss = task.loss_fn(net.apply)
@@ -222,7 +222,7 @@ def chunk_memory_case(impl: str, chunk: int) -> Case:
     Returns:
         The :class:`Case`.
     """
-    from fold_jax import zo
+    from fold_jax.estimators import zo
 
     task, net, params, x, y = _setup()
     ref = _inference(net, params, x, chunk)
@@ -246,7 +246,7 @@ def scaling_case(k: int, width: int, rank: int | None, chunk: int | str | None) 
     Returns:
         The :class:`Case` (``actual``: its parameters and evaluations per chunk).
     """
-    from fold_jax import zo
+    from fold_jax.estimators import zo
 
     task, net, params, x, y = _setup(width=width, batch_size=64)
     vg = zo.value_and_grad(task.loss_fn(net.apply), num_directions=k, sigma=SIGMA, rank=rank,
@@ -308,7 +308,7 @@ def forward_gradient_case(k: int) -> Case:
     """
     import optax
 
-    from fold_jax import methods
+    from fold_jax.estimators import methods
 
     task, net, params, x, y = _setup()
     method = methods.forward_gradient(task.loss_fn(net.apply), optax.adam(1e-3),
@@ -338,7 +338,7 @@ def xnor_case(shape: tuple[int, int, int], word_bits: int) -> Case:
     Returns:
         The :class:`Case` (``extra``: the packed weight's bytes).
     """
-    from fold_jax import binary
+    from fold_jax.compress import binary
 
     m, k, n = shape
     x, w = _operands(m, k, n)
@@ -359,7 +359,7 @@ def bcsr_case(sparsity: float, layout: str) -> Case:
     Returns:
         The :class:`Case` (``actual``: the nonzero weights).
     """
-    from fold_jax import prune
+    from fold_jax.compress import prune
 
     m, k, n = SHAPES[0]
     x, w = _operands(m, k, n)

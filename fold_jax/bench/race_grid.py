@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from fold_jax import recipes
 from fold_jax.bench.common import Selection, check_profile
 from fold_jax.checks import check_choice
+from fold_jax.learn import recipes
 
 __all__ = [
     "ALL_METHODS",
@@ -73,7 +73,7 @@ ALL_METHODS = recipes.names()
 VARIANTS = ("dense", "binarized", "pruned", "conv")
 # the "conv" variant: nets.cnn (3x3 convs of CONV_CHANNELS, then a dense head) in place of
 # the MLP, on the tasks whose features are an image (issue 33, item 5); zeroth-order
-# recipes with rank=r run its convs on the fused path (fold_jax.flax_layers)
+# recipes with rank=r run its convs on the fused path (fold_jax.estimators.flax_layers)
 CONV_IMAGES = {"digits": (8, 8, 1)}
 CONV_CHANNELS = (16, 32)
 _PEERS = ("evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars")

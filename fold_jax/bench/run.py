@@ -3,7 +3,7 @@
 [--results-dir results] [--no-report] [--new | --resume RUN_ID]``.
 
 A researcher's own methods: ``--imports mypkg.methods`` imports modules that call
-:func:`fold_jax.recipes.register` before anything is planned; ``--methods mine,adam``
+:func:`fold_jax.learn.recipes.register` before anything is planned; ``--methods mine,adam``
 and ``--tasks digits,spirals`` choose what the suites that honour them (``SELECTS``:
 the races) run, each method under the same tuning budget, seeds, step budget and
 evaluation interval as the shipped recipes on that task. Given without ``--only`` they
@@ -115,7 +115,7 @@ def _suite(name: str, modules: Mapping[str, Any]):
 
 def import_modules(names: Sequence[str]) -> list[str]:
     """Import the ``--imports`` modules (a researcher's methods register themselves with
-    :func:`fold_jax.recipes.register` on import); the current directory is searched
+    :func:`fold_jax.learn.recipes.register` on import); the current directory is searched
     first, as ``python -m`` does.
 
     Args:
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None, suites: Mapping[str, Any] | None = None)
             print(f"{name}: not part of the default {args.profile or 'quick'} run (its "
                   f"suite's DEFAULT_PROFILES); run it with --only {name}")
 
-    from fold_jax import parallel
+    from fold_jax.learn import parallel
 
     parallel.initialize()  # multi-host: FOLD_JAX_* variables (README); no-op otherwise
     try:

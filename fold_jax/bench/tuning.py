@@ -3,7 +3,7 @@
 For one recipe on one problem:
 
 1. **Draw**: ``n_trials`` settings from the recipe's space with
-   :func:`fold_jax.recipes.trials` (a scrambled Halton sequence, seed 0: the same
+   :func:`fold_jax.learn.recipes.trials` (a scrambled Halton sequence, seed 0: the same
    draws on every task and machine; a recipe without a space runs its defaults).
 2. **Trial** ``i`` trains on ``trial_seeds`` seeds, the j-th being
    :func:`trial_seed` ``(i, j, n_trials)`` = ``TUNING_SEED + i + j * n_trials`` (never a
@@ -17,7 +17,7 @@ The suites differ only in what a trial and a final run are and in ``rank``:
 :func:`fold_jax.bench.suites.races.tune_and_race` and
 :func:`fold_jax.bench.hypotheses_work.tune` both call :func:`tune`. BBOB follows COCO's
 rule instead (one setting per method for the whole suite, no tuning per function): its
-recipes have no space, so :func:`fold_jax.recipes.trials` gives their defaults.
+recipes have no space, so :func:`fold_jax.learn.recipes.trials` gives their defaults.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from fold_jax import recipes
 from fold_jax.bench.common import TUNING_SEED
 from fold_jax.checks import check_int
+from fold_jax.learn import recipes
 
 __all__ = ["Tuned", "trial_seed", "tune"]
 

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fold_jax import recipes
+from fold_jax.learn import recipes
 
 __all__ = ["KNOWN_METHODS", "MARKERS", "bootstrap_mean", "bootstrap_median", "fmt", "interval_text",
            "legends_outside", "loglog_slope", "method_styles", "ratio_spread", "save",
            "table"]
 
-# The race methods in a fixed order (the recipe registry, fold_jax.recipes): each owns
+# The race methods in a fixed order (the recipe registry, fold_jax.learn.recipes): each owns
 # one style slot, so it looks the same in every figure whatever else is plotted beside it.
 KNOWN_METHODS: tuple[str, ...] = recipes.names()
 # 9 markers x 20 colours (lcm 180): slot i gets colour i % 20 and marker i % 9, so the

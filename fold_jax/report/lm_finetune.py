@@ -1,7 +1,7 @@
 """Report section for results/lm_finetune.csv and lm_finetune_curves.csv: fine-tuning a
 pretrained character LM forward-only vs backprop (issue 32, item 5).
 
-Per arm (:data:`fold_jax.suite_recipes.LM_FINETUNE_ARMS` order), over its final seeds:
+Per arm (:data:`fold_jax.learn.suite_recipes.LM_FINETUNE_ARMS` order), over its final seeds:
 the median test bits/char with a percentile-bootstrap 95% interval
 (:func:`fold_jax.report._common.bootstrap_median`), the **fraction of Adam
 fine-tuning's gain over zero-shot recovered** ``(zero_shot - arm) / (zero_shot -
@@ -78,7 +78,7 @@ def _frames(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame | None, pd.Da
 
 
 def _order(arms) -> list[str]:
-    from fold_jax.suite_recipes import LM_FINETUNE_ARMS
+    from fold_jax.learn.suite_recipes import LM_FINETUNE_ARMS
 
     known = [a for a in LM_FINETUNE_ARMS if a in set(arms)]
     return known + sorted(set(arms) - set(known))

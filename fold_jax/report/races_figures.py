@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from fold_jax import recipes
+from fold_jax.learn import recipes
 from fold_jax.report._common import save
 from fold_jax.report.races_stats import (
     MEASURES,
@@ -35,7 +35,7 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", "*", ">")
 
 
 def library_order(races: pd.DataFrame) -> list[str]:
-    """The libraries of the rows: the registry's order first (:func:`fold_jax.recipes.
+    """The libraries of the rows: the registry's order first (:func:`fold_jax.learn.recipes.
     libraries`), then any other, sorted.
 
     Args:

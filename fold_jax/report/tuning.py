@@ -10,7 +10,7 @@ seeds of its test evaluations-to-target (then time), with 95% bootstrap interval
 the three ratios the benchmark's goal reads (evosax / fold_jax of evaluations, of the
 races' clocks and of forward passes to target: > 1 means fold_jax needed fewer).
 Recipes that could not run on a task (a recipe's ``max_params``) are listed with the
-reason from :mod:`fold_jax.recipes`.
+reason from :mod:`fold_jax.learn.recipes`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from fold_jax import heads, recipes
+from fold_jax.learn import heads, recipes
 from fold_jax.report._common import fmt, interval_text, table
 from fold_jax.report.races import library_order, summary
 

@@ -164,7 +164,7 @@ def fingerprint(sources: Mapping[str, str]) -> Fingerprint:
     """The fingerprint of a source tree.
 
     Args:
-        sources: relative path (``fold_jax/zo.py``) -> source text.
+        sources: relative path (``fold_jax/estimators/zo.py``) -> source text.
 
     Returns:
         ``{module key: {statement key: hash}}``; the module key is the file stem (the

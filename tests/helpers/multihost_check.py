@@ -1,6 +1,6 @@
 """One process of a 2-process (2-"host") run on loopback; see tests/test_parallel.py.
 
-Each process joins through fold_jax.parallel.initialize (FOLD_JAX_* variables), builds
+Each process joins through fold_jax.learn.parallel.initialize (FOLD_JAX_* variables), builds
 a mesh over the global devices (one CPU device per process) and compares the sharded
 estimate with the single-process one for the same keys. Prints one JSON line.
 """
@@ -11,7 +11,8 @@ import jax
 
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
-from fold_jax import nets, parallel, tasks, zo  # noqa: E402
+from fold_jax.estimators import zo  # noqa: E402
+from fold_jax.learn import nets, parallel, tasks  # noqa: E402
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fold_jax import nets, parallel, search, tasks, zo
+from fold_jax.estimators import search, zo
+from fold_jax.learn import nets, parallel, tasks
 
 ESTIMATORS = {
     "gaussian": dict(num_directions=10),

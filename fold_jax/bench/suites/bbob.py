@@ -56,8 +56,8 @@ How a run goes:
   coarse for 1e-8; pycma works in float64. pycma runs its own ask/tell loop per run,
   ``maxfevals = budget`` and its default termination criteria, no restarts.
 - Settings are one per method for the whole suite (COCO's rule: no tuning per
-  function), each method the recipe ``bbob/<method>`` of :mod:`fold_jax.recipes`
-  (defined in ``fold_jax/suite_recipes.py``); initial step sizes are about a
+  function), each method the recipe ``bbob/<method>`` of :mod:`fold_jax.learn.recipes`
+  (defined in ``fold_jax/learn/suite_recipes.py``); initial step sizes are about a
   quarter of the domain [-5, 5]:
   ``one_plus_one`` sigma 2; ``gld`` radii 4 down to 1e-5 (20 candidates a step);
   ``rso`` max(1, d/2) coordinate pairs, sigma 0.5 (fixed scales, as in the paper);
@@ -90,7 +90,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fold_jax import recipes, results, suite_recipes
+from fold_jax import results
 from fold_jax.bench.bbob_problems import (
     COCO_DIR_DEFAULT,
     COCO_DIR_ENV,
@@ -113,6 +113,7 @@ from fold_jax.bench.bbob_problems import (
 )
 from fold_jax.bench.common import Job, check_profile
 from fold_jax.checks import check_choice
+from fold_jax.learn import recipes, suite_recipes
 from fold_jax.report.bbob import FUNCTIONS, TARGETS, group_of, target_column
 
 # the problems (fold_jax.bench.bbob_problems) stay importable from here
@@ -157,7 +158,7 @@ def population_size(dim: int) -> int:
 
 
 class Spec(NamedTuple):
-    """A benchmarked method: its recipe ``bbob/<name>`` in :mod:`fold_jax.recipes`
+    """A benchmarked method: its recipe ``bbob/<name>`` in :mod:`fold_jax.learn.recipes`
     (settings and builder), its library, whether it runs its own loop (pycma) and the
     module it imports (missing: its jobs are skipped)."""
 
@@ -178,7 +179,7 @@ def _spec(name: str) -> Spec:
     return Spec(name, recipe.library, recipe.library == "cma", needs)
 
 
-# the suite's methods: the registry's bbob recipes (fold_jax.suite_recipes), by short name
+# the suite's methods: the registry's bbob recipes (fold_jax.learn.suite_recipes), by short name
 METHODS: dict[str, Spec] = {n.removeprefix("bbob/"): _spec(n)
                             for n in recipes.names(suite="bbob")}
 
@@ -196,7 +197,7 @@ def build(name: str, loss: Callable, slot: Any, dim: int, budget: int):
         budget: evaluations (schedules decay over it).
 
     Returns:
-        The :class:`fold_jax.methods.Method`.
+        The :class:`fold_jax.estimators.methods.Method`.
     """
     return recipes.build(METHODS[name].recipe, loss, problem={
         "slot": slot, "dim": dim, "budget": budget, "population_size": population_size(dim)})

@@ -6,8 +6,8 @@ The protocol, fixed here before any number was read, per (task, recipe) in one j
 (the tuning protocol of every suite, :func:`fold_jax.bench.tuning.tune`):
 
 1. **Tune on validation episodes.** ``trials`` settings drawn from the recipe's space
-   (:func:`fold_jax.recipes.trials`; the ES recipes of both libraries share one sigma /
-   Adam space, :func:`fold_jax.suite_recipes.control_recipes`), each trained on one
+   (:func:`fold_jax.learn.recipes.trials`; the ES recipes of both libraries share one sigma /
+   Adam space, :func:`fold_jax.learn.suite_recipes.control_recipes`), each trained on one
    seed (``TUNING_SEED + i``) until its policy's mean return on the **validation**
    episodes (the task built with ``eval_seed=VAL_EVAL_SEED``) reaches the threshold.
    A trial's score is its environment steps to that threshold (inf for a miss).
@@ -18,7 +18,7 @@ The protocol, fixed here before any number was read, per (task, recipe) in one j
    row per seed and its curve (``control_curves.csv``: return against env steps and
    seconds at every evaluation).
 
-Environment steps (:mod:`fold_jax.control`): an ES loss evaluation steps
+Environment steps (:mod:`fold_jax.learn.control`): an ES loss evaluation steps
 ``num_episodes`` episodes to the full horizon (``task.env_steps_per_eval``), so both ES
 libraries are charged ``evals x env_steps_per_eval`` (evosax's strategies pay for the
 evaluation of their mean too: 33 evaluations a step); PPO counts its transitions. On a
@@ -34,14 +34,14 @@ ES methods are evaluated every ``ES_EVAL_EVERY`` steps (cartpole, acrobot: one s
 env steps (16 iterations): the same grid within 20%.
 
 Memory tasks (issue 33, item 4): ``memory_chain`` and ``cartpole_po`` race a GRU policy
-(:mod:`fold_jax.policies`) whose state is carried through the whole episode; the ES
+(:mod:`fold_jax.learn.policies`) whose state is carried through the whole episode; the ES
 methods unroll every episode to its horizon, no backprop through time. rejax 0.1.3's
 PPO has no recurrent policy (its actor-critic is a feedforward MLP), so PPO is not
 raced there: the job writes one ``control.csv`` row per such (task, method) with
 ``not_run`` saying why (as for CMA-ES above its ``max_params``), nothing left out
 silently.
 
-Thresholds: the task's own (:mod:`fold_jax.control`); Breakout-MinAtar has none
+Thresholds: the task's own (:mod:`fold_jax.learn.control`); Breakout-MinAtar has none
 registered anywhere we could cite, so the suite sets ``SUITE_THRESHOLDS`` (a return of
 10: a bar fixed here before any run, not a published one; a random policy scores about
 1).
@@ -51,7 +51,7 @@ training step: ask, every member's episodes, tell) of fold_jax's ``control/es`` 
 ``control/es_lowrank`` against evosax's ``control/evosax_open_es`` at the same
 population (32; evosax's mean not evaluated) on CartPole with a wide MLP policy (d =
 100,738) and, in full, the races' policy (d = 1,282), each with its compiled memory,
-in alternating rounds (:func:`fold_jax.timing.interleaved`): ``control_speed.csv``
+in alternating rounds (:func:`fold_jax.bench.timing.interleaved`): ``control_speed.csv``
 rows. A speed job writes no ``control.csv`` row, so a resumed run times it again.
 
 Profiles (what each covers, honestly):
@@ -85,10 +85,11 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from fold_jax import nets, ppo, recipes, results, tasks, timing, train
-from fold_jax.bench import tuning
+from fold_jax import results
+from fold_jax.bench import timing, tuning
 from fold_jax.bench.common import Job, check_profile, shared_compiles
 from fold_jax.checks import check_choice
+from fold_jax.learn import nets, ppo, recipes, tasks, train
 
 __all__ = ["SpeedConfig", "evals_per_step", "jobs", "not_run", "race", "run", "speed", "trial",
            "trial_rank", "tune_and_race", "why_not"]
@@ -143,7 +144,7 @@ def evals_per_step(method: str) -> int:
 
     Returns:
         Its population (``num_directions`` or ``population_size``), plus one for
-        evosax's evaluation of its mean (``fold_jax.peers.evosax_method``'s
+        evosax's evaluation of its mean (``fold_jax.estimators.peers.evosax_method``'s
         ``eval_mean=True``).
     """
     r = recipes.get(method)
@@ -443,7 +444,7 @@ def speed(config: SpeedConfig, profile: str, methods: tuple[str, ...] = SPEED_ME
           seconds: float | None = None) -> list[dict[str, Any]]:
     """Seconds and compiled memory of one generation of each of ``methods`` on CartPole
     with ``config``'s policy, timed in alternating rounds
-    (:func:`fold_jax.timing.interleaved`) so a shared machine's drift hits all alike.
+    (:func:`fold_jax.bench.timing.interleaved`) so a shared machine's drift hits all alike.
 
     Args:
         config: the policy and episodes.

@@ -9,7 +9,7 @@ Benches (``bench`` column), all on the digits MLP 64-w-w-10 unless said otherwis
   with every other option at its default (``zo_gaussian_fused_default``: the headline
   row, target >= 0.95 of inference);
 - zo_fused_flax: a user's flax.linen MLP on the fused path, with the same net from
-  fold_jax.nets timed beside it (``speedup_vs_baseline``);
+  fold_jax.learn.nets timed beside it (``speedup_vs_baseline``);
 - zo_fullrank_vs_es: the full-rank estimator vs an OpenAI-ES generation that
   materializes its population;
 - zo_chunk_memory: compiled memory of a K = 128 estimator with chunk_size = c vs
@@ -41,7 +41,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from fold_jax import results, timing
+from fold_jax import results
+from fold_jax.bench import timing
 from fold_jax.bench.common import Job, check_profile, config_jobs, config_label
 from fold_jax.bench.kernel_cases import (
     SHAPES,
@@ -158,7 +159,7 @@ def chunk_used(num_directions: int, chunk_size: int | str | None = "auto",
     Returns:
         The evaluations per chunk.
     """
-    from fold_jax import zo
+    from fold_jax.estimators import zo
 
     o = zo.value_and_grad(lambda p: 0.0, num_directions=num_directions, chunk_size=chunk_size,
                           rank=rank).options

@@ -16,7 +16,7 @@ job measures one step of each method:
   False, ``reason``) instead of being measured.
 
 Each step is AOT-compiled on its own (compile_s, compiled memory = argument + output
-+ temp - alias bytes, :func:`fold_jax.timing.mem_bytes`) and timed in alternating
++ temp - alias bytes, :func:`fold_jax.bench.timing.mem_bytes`) and timed in alternating
 rounds with inference on the sequences it evaluates (evals x B), so ``time_ratio``
 and ``mem_ratio`` are same-time, same-machine comparisons. Goal of the zo_fused rows:
 time_ratio <= 1.2, mem_ratio <= 1.25, 0 materialized leaves. Columns:
@@ -33,7 +33,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fold_jax import results, timing
+from fold_jax import results
+from fold_jax.bench import timing
 from fold_jax.bench.common import Job, check_profile
 
 FILE = "lm_kernels"
@@ -63,7 +64,7 @@ DEFAULT_PROFILES = ("full",)
 
 @functools.cache
 def _task(seq_len: int):
-    from fold_jax import tasks
+    from fold_jax.learn import tasks
 
     return tasks.get("shakespeare", T=seq_len, max_chars=MAX_CHARS)
 
@@ -79,7 +80,7 @@ def setup(model: str, seq_len: int, batch_size: int):
     Returns:
         ``(net, params, loss, x (B, T) int32, y (B, T) int32)``.
     """
-    from fold_jax import nets
+    from fold_jax.learn import nets
 
     task = _task(seq_len)
     net = nets.transformer_lm(task.n_outputs, model)
@@ -129,7 +130,7 @@ def _method(method: str, loss: Callable, num_directions: int):
     """``(step, init, evals, vg or None, rank)`` of one method (not inference)."""
     import optax
 
-    from fold_jax import methods, peers, zo
+    from fold_jax.estimators import methods, peers, zo
 
     if method == "adam":
         m = methods.gradient(loss, optax.adam(1e-3))
@@ -166,7 +167,7 @@ def measure(model: str, seq_len: int, batch_size: int, num_directions: int,
     Returns:
         The rows.
     """
-    from fold_jax import nets
+    from fold_jax.learn import nets
 
     budget = BUDGET[check_profile(profile)]
     methods = METHODS if methods is None else methods

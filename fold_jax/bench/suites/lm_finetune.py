@@ -5,11 +5,11 @@ item 5).
 The protocol, fixed here before any fine-tuning number was read:
 
 - **Model and data.** The profile's LM (``PROFILE[..]["model"]``) is pretrained with Adam
-  on Shakespeare by :func:`fold_jax.pretrain.pretrain` (cached: a second run loads it),
+  on Shakespeare by :func:`fold_jax.learn.pretrain.pretrain` (cached: a second run loads it),
   then fine-tuned on Milton (``text.milton``: contiguous train / val / test blocks, the
   first ``finetune_chars`` characters) with minibatches of ``batch_size`` windows of T.
 - **Arms** (``ARMS``; recipes ``lm_finetune/<arm>`` in
-  :func:`fold_jax.suite_recipes.lm_finetune_recipes`): ``zero_shot`` (the pretrained
+  :func:`fold_jax.learn.suite_recipes.lm_finetune_recipes`): ``zero_shot`` (the pretrained
   params, no update), ``adam_finetune`` (backprop + Adam), ``mezo_sgd`` / ``mezo_sgd2``
   (MeZO: ZO-SGD, SPSA, 1 / 2 rademacher direction pairs, eps 1e-3, constant learning
   rate, the learning rate tuned), ``es_lowrank`` (fold_jax's antithetic rank-4 ES, K
@@ -37,7 +37,7 @@ The protocol, fixed here before any fine-tuning number was read:
   0.2 full); evaluations and seconds to it on the validation curve (inf when missed).
 - **Cost**: step time = timed training seconds / steps (compilation and evaluation off
   the clock); compiled memory of one step and of inference on B sequences
-  (:func:`fold_jax.timing.mem_bytes`), on the selected setting.
+  (:func:`fold_jax.bench.timing.mem_bytes`), on the selected setting.
 
 Profiles: **quick** (a tiny GRU LM, 2 trials, 3 seeds, 480 evaluations; in the default
 quick run) says whether the machinery runs and roughly where the arms stand; **full**
@@ -54,11 +54,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from fold_jax import nets, pretrain, recipes, results, text, timing, train
-from fold_jax.bench import tuning
+from fold_jax import results
+from fold_jax.bench import timing, tuning
 from fold_jax.bench.common import Job, check_profile, shared_compiles
 from fold_jax.checks import check_choice
-from fold_jax.suite_recipes import LM_FINETUNE_ARMS
+from fold_jax.learn import nets, pretrain, recipes, text, train
+from fold_jax.learn.suite_recipes import LM_FINETUNE_ARMS
 
 __all__ = ["ARMS", "PROFILE", "arm_rows", "evals_per_step", "head_and_norm_mask", "jobs",
            "run", "setup", "tuning_view", "why_not"]
@@ -93,8 +94,8 @@ class Setup:
     """The pretrained model and the fine-tuning task of a profile (built once a process).
 
     Attributes:
-        net, pretrained: the LM and :func:`fold_jax.pretrain.pretrain`'s result.
-        task: Milton's :class:`~fold_jax.text.SequenceTask`.
+        net, pretrained: the LM and :func:`fold_jax.learn.pretrain.pretrain`'s result.
+        task: Milton's :class:`~fold_jax.learn.text.SequenceTask`.
         loss, apply: the training loss and fit's (batched) evaluation apply.
         zero_shot: ``{"val": bpc, "test": bpc}`` of the pretrained params.
     """

@@ -16,7 +16,7 @@ method, layer, threshold, metric, value (None/NaN where a column does not apply)
   ``capped`` = 1 if it cut the run short). Relu control in full.
 - heads / threshold: the three heads trained alike; for digit_attributes the sigmoid
   head vs a softmax head trained on normalised labels, across thresholds 0.3..0.9.
-- regions_line / regions_grid / tent: linear regions (fold_jax.regions) vs depth and
+- regions_line / regions_grid / tent: linear regions (fold_jax.analysis.regions) vs depth and
   width at init and after training (Adam vs zeroth-order) on spirals; the tent-map net.
 - region_map: a ReLU net (``MAP``) trained on spirals and its activation regions on a
   grid over [-box, box]^2: the grid goes to results/region_maps.csv (pattern id and
@@ -37,8 +37,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fold_jax import heads, methods, nets, probes, recipes, regions, results, tasks, train
+from fold_jax import results
+from fold_jax.analysis import probes, regions
 from fold_jax.bench.common import Job, check_profile
+from fold_jax.estimators import methods
+from fold_jax.learn import heads, nets, recipes, tasks, train
 
 FILE = "probes"
 KEY = results.key(FILE)
@@ -94,7 +97,7 @@ def _key(row: dict[str, Any]) -> dict[str, Any]:
 
 
 # name -> (recipe, hyperparameters): the probes' methods, built from the recipe registry
-# (fold_jax.recipes) with the races' defaults unless named here
+# (fold_jax.learn.recipes) with the races' defaults unless named here
 METHODS: dict[str, tuple[str, dict[str, float]]] = {
     "adam": ("adam", {"learning_rate": 1e-3}),
     "adam_1e-2": ("adam", {"learning_rate": 1e-2}),
@@ -159,7 +162,7 @@ def vanishing(activation: str, depth: int, trained: bool, steps: int) -> list[di
 
 
 def zo_cosine(activation: str, depth: int, method: str) -> list[dict]:
-    from fold_jax import zo
+    from fold_jax.estimators import zo
 
     task = tasks.get("digits")
     net = probes.deep_mlp(task.n_features, task.n_outputs, depth=depth, width=WIDTH,
@@ -382,7 +385,7 @@ def estimator_health(noise: str, prng: str, rank: int | None, chunk: int | None,
                      forward: bool = False) -> list[dict]:
     """Non-finite estimates and dropped directions per 1000 calls at d = 1e5 (4
     directions a call, a least-squares linear layer through perturb.matmul)."""
-    from fold_jax import perturb, zo
+    from fold_jax.estimators import perturb, zo
 
     n_in, n_out = HEALTH_SHAPE
     x = jax.random.normal(jax.random.key(20), (8, n_in)) / n_in**0.5

@@ -6,7 +6,7 @@ The protocol (AlgoPerf's external tuning ruleset), per (task, recipe, variant), 
 job:
 
 1. **Tune on the validation split.** ``trials`` hyperparameter settings drawn
-   quasi-randomly from the recipe's space (:func:`fold_jax.recipes.trials`: scrambled
+   quasi-randomly from the recipe's space (:func:`fold_jax.learn.recipes.trials`: scrambled
    Halton, the same draws on every task; quick 4, or 8 on the small tasks
    (``task_trials``), full 20; every recipe on a task, Adam included, gets the same
    number). Trial ``i`` trains on ``trial_seeds`` seeds (1, or 3 on the small tasks:
@@ -31,7 +31,7 @@ job:
    load the ratio moved by up to about 20% (``step_iqr_s``, ``cost_rounds`` say how
    tight a job's timing was).
 
-Every race trains through :func:`fold_jax.train.fit` (timed steps, untimed evaluation
+Every race trains through :func:`fold_jax.learn.train.fit` (timed steps, untimed evaluation
 every ``eval_every`` steps of the task's :class:`Race`, ``EVAL_EVERY`` unless it says
 otherwise; compile timed apart) for at most ``max_steps`` steps (a
 deterministic budget: the same seed gives the same rows on any machine, timing columns
@@ -69,8 +69,8 @@ import jax
 import numpy as np
 import optax
 
-from fold_jax import heads, methods, nets, recipes, results, tasks, timing, train
-from fold_jax.bench import tuning
+from fold_jax import results
+from fold_jax.bench import timing, tuning
 from fold_jax.bench.common import Job, Selection, check_profile, shared_compiles
 from fold_jax.bench.race_grid import (  # noqa: F401  (the grid, re-exported here)
     ALL_METHODS,
@@ -91,6 +91,8 @@ from fold_jax.bench.race_grid import (  # noqa: F401  (the grid, re-exported her
     step_budget,
     trial_seeds,
 )
+from fold_jax.estimators import methods
+from fold_jax.learn import heads, nets, recipes, tasks, train
 
 FILE = "races"
 KEY = results.key("races")
@@ -117,7 +119,7 @@ def _model(task, race: Race, variant: str, seed: int):
     if variant in ("dense", "conv"):
         net = _net(task.name, widths, variant)
         return net.apply, net.init(key), (lambda tx: tx), None
-    from fold_jax import variants
+    from fold_jax.compress import variants
 
     v = variants.make(variant, widths, "relu", key=key,
                       sparsity=SPARSITY if variant == "pruned" else None)
@@ -279,12 +281,12 @@ def race(task_name: str, method: str, variant: str, seed: int, budget_s: float,
 def step_cost(task_name: str, method: str, variant: str,
               hparams: Mapping[str, Any] | None) -> dict[str, float]:
     """The training steps of recipe ``method`` with ``hparams`` timed against a forward
-    pass of the race network, in alternating rounds (:func:`fold_jax.timing.interleaved`,
+    pass of the race network, in alternating rounds (:func:`fold_jax.bench.timing.interleaved`,
     about ``STEP_COST_S`` seconds), so slow drifts of a shared machine hit both alike.
 
     Both programs scan the same ``EVAL_EVERY`` minibatches of ``BATCH_SIZE`` training
     examples: one training step each from the initial state, outputting what
-    :func:`fold_jax.train.fit` keeps (:func:`fold_jax.train.kept_info`, so work
+    :func:`fold_jax.learn.train.fit` keeps (:func:`fold_jax.learn.train.kept_info`, so work
     done only for the reported loss, such as an evosax peer's evaluation of its mean, is paid as
     in the races), or one loss evaluation at the initial params each (params fixed
     through the loop: XLA may hoist work that depends only on them, such as a binarized

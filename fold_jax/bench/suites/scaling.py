@@ -1,4 +1,4 @@
-"""Throughput vs device count for the sharded population axis (fold_jax.parallel).
+"""Throughput vs device count for the sharded population axis (fold_jax.learn.parallel).
 
 For each mesh size the suite times one jitted step of: the full-rank gaussian and
 the rank-4 zeroth-order estimators with their directions sharded over the mesh
@@ -45,7 +45,9 @@ def measure(devices: int, num_directions: int) -> list[dict]:
     import jax.numpy as jnp
     import optax
 
-    from fold_jax import methods, nets, parallel, tasks, timing
+    from fold_jax.bench import timing
+    from fold_jax.estimators import methods
+    from fold_jax.learn import nets, parallel, tasks
 
     task = tasks.get("digits")
     net = nets.mlp((64, 128, 128, 10), "relu")

@@ -30,8 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fold_jax import binary, methods, nets, prune, results, tasks, timing, train
+from fold_jax import results
+from fold_jax.bench import timing
 from fold_jax.bench.common import Job, check_profile
+from fold_jax.compress import binary, prune
+from fold_jax.estimators import methods
+from fold_jax.learn import nets, tasks, train
 
 FILE = "variants"
 KEY = ["row_kind", "variant", "kernel", "method", "sparsity", "shape", "word_bits",
@@ -96,7 +100,7 @@ def sparse_kernels(shape: tuple[int, int, int], max_time_s: float) -> list[dict]
     """Dense, masked-dense and BCSR rows at every sparsity for one shape.
 
     BCSR appears twice: ``"bcsr"`` keeps activations feature-major (``sparse_matmul_t``,
-    the layout :func:`fold_jax.prune.sparse_apply` runs in) and ``"bcsr_row_major"``
+    the layout :func:`fold_jax.compress.prune.sparse_apply` runs in) and ``"bcsr_row_major"``
     pays a transpose of x and of the result (``sparse_matmul``).
     """
     m, k, n = shape
@@ -244,7 +248,7 @@ def zo_variance(sparsity: float, repeats: int = 64) -> list[dict]:
     For coordinates S (survivors) and true gradient g: E|g_hat_S - g_S|^2 is
     (|S| + 1)|g_S|^2 with the mask and |S||g|^2 + |g_S|^2 without (``expected_mse``).
     """
-    from fold_jax import zo
+    from fold_jax.estimators import zo
 
     task = tasks.get("digits")
     net = nets.mlp(HIDDEN, "relu")
