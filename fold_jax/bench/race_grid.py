@@ -82,6 +82,9 @@ _PEERS = ("evosax_open_es", "evosax_snes", "evosax_pgpe", "evosax_ars")
 # evosax_snes16 / 8) and its rank-4 SNES
 _SMALL_POP = tuple(f"{name}{k}" for k in recipes.SMALL_POPULATIONS
                    for name in ("snes_lowrank", "snes", "evosax_open_es", "evosax_snes"))
+# the quick run's share of them: population 16 in both libraries (8 races in full only)
+_SMALL_POP_QUICK = tuple(m for m in _SMALL_POP
+                         if m.endswith(str(max(recipes.SMALL_POPULATIONS))))
 # Each profile: tuning trials, race seeds, step budget (max_steps), wall-clock safety
 # cap (budget_s) and (tasks, recipes, variants) grids. quick (about 11.5 of the quick
 # run's 20 minutes on a 2-core CPU in run 727995): on digits Adam
@@ -93,9 +96,12 @@ _SMALL_POP = tuple(f"{name}{k}" for k in recipes.SMALL_POPULATIONS
 # and ARS's) and the 128-evaluation ES race on digits only in quick: on the small tasks
 # each needed 1.3-6x the evaluations of its library's best in every earlier run, and the
 # population 8 took their minutes (the quick run took 20.1 minutes with them in run
-# cd2fd0); the variants on digits with Adam. full: every recipe
-# on every task and variant. ``task_trials`` gives a task more trials than ``trials``,
-# for every recipe on it alike: a small task's trial costs 0.1-0.5 s, and 4 Halton
+# cd2fd0); the variants on digits with Adam. Cut from quick to make room for the
+# control and LM fine-tuning suites in the 20-minute quick run (issue 34): digits'
+# 128-evaluation ES (zo_lowrank_ranked, the costliest race) and (1+1)-ES, and the
+# small tasks' population 8 (both libraries alike; population 16 stays); all of them
+# race in full. full: every recipe on every task and variant. ``task_trials`` gives a
+# task more trials than ``trials``, for every recipe on it alike: a small task's trial costs 0.1-0.5 s, and 4 Halton
 # points leave 2-D spaces (learning rate x sigma) thinly covered. ``task_trial_seeds``
 # scores each trial there on the median of 3 seeds (default 1): on breast_cancer's
 # grid of 160 evaluations one seed's luck decided between settings (run 7a1c96).
@@ -116,12 +122,12 @@ PROFILE = {
                   task_seeds={t: list(range(7)) for t in _SMALL_TASKS},
                   max_steps=500, task_max_steps={"digits": 1000, "spirals": 1000},
                   budget_s=60.0, grids=[
-        (["digits"], ("adam", "zo_lowrank_ranked", "zo_lowrank_ranked32", "snes_lowrank",
-                      "gld", "one_plus_one", "evosax_open_es", "evosax_snes"), ["dense"]),
-        (["breast_cancer"], ["adam", "zo_lowrank_ranked32", "gld", *_SMALL_POP,
+        (["digits"], ("adam", "zo_lowrank_ranked32", "snes_lowrank", "gld",
+                      "evosax_open_es", "evosax_snes"), ["dense"]),
+        (["breast_cancer"], ["adam", "zo_lowrank_ranked32", "gld", *_SMALL_POP_QUICK,
                              "evosax_cma_es"], ["dense"]),
         (["spirals"], ["adam", "zo_lowrank_ranked32", "evosax_pgpe", "evosax_ars",
-                       *_SMALL_POP], ["dense"]),
+                       *_SMALL_POP_QUICK], ["dense"]),
         (["digits"], ["adam"], ["binarized", "pruned"]),
     ]),
     "full": dict(trials=20, task_trial_seeds={"breast_cancer": 3, "spirals": 3},
