@@ -101,8 +101,8 @@ _SMALL_POP_QUICK = tuple(m for m in _SMALL_POP
 # 128-evaluation ES (zo_lowrank_ranked, the costliest race) and (1+1)-ES, and the
 # small tasks' population 8 (both libraries alike; population 16 stays); all of them
 # race in full. full: every recipe on every task and variant. ``task_trials`` gives a
-# task more trials than ``trials``, for every recipe on it alike: a small task's trial costs 0.1-0.5 s, and 4 Halton
-# points leave 2-D spaces (learning rate x sigma) thinly covered. ``task_trial_seeds``
+# task more trials than ``trials``, for every recipe on it alike: a small task's trial
+# costs 0.1-0.5 s, and 4 Halton points leave 2-D spaces (learning rate x sigma) thinly covered. ``task_trial_seeds``
 # scores each trial there on the median of 3 seeds (default 1): on breast_cancer's
 # grid of 160 evaluations one seed's luck decided between settings (run 7a1c96).
 # ``task_seeds`` races a task's selected setting on more seeds than ``seeds``: on the
