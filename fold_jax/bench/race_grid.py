@@ -85,34 +85,31 @@ _SMALL_POP = tuple(f"{name}{k}" for k in recipes.SMALL_POPULATIONS
 # the quick run's share of them: population 16 in both libraries (8 races in full only)
 _SMALL_POP_QUICK = tuple(m for m in _SMALL_POP
                          if m.endswith(str(max(recipes.SMALL_POPULATIONS))))
-# Each profile: tuning trials, race seeds, step budget (max_steps), wall-clock safety
-# cap (budget_s) and (tasks, recipes, variants) grids. quick (about 11.5 of the quick
-# run's 20 minutes on a 2-core CPU in run 727995): on digits Adam
-# (SGD only in full), the fold_jax estimator and direct-search families and evosax's
-# Open_ES and SNES (the peers that came closest there in every earlier run: PGPE and ARS
-# missed by a wider margin); on breast_cancer (where CMA-ES fits, d = 513) and spirals
-# both libraries' SNES (and evosax's Open_ES) at the small populations 16 and 8, PGPE
-# and ARS (population 32) on spirals, CMA-ES on breast_cancer. Population 32 (but PGPE's
-# and ARS's) and the 128-evaluation ES race on digits only in quick: on the small tasks
-# each needed 1.3-6x the evaluations of its library's best in every earlier run, and the
-# population 8 took their minutes (the quick run took 20.1 minutes with them in run
-# cd2fd0); the variants on digits with Adam. Cut from quick to make room for the
-# control and LM fine-tuning suites in the 20-minute quick run (issue 34): digits'
-# 128-evaluation ES (zo_lowrank_ranked, the costliest race) and (1+1)-ES, and the
-# small tasks' population 8 (both libraries alike; population 16 stays); all of them
-# race in full. full: every recipe on every task and variant. ``task_trials`` gives a
-# task more trials than ``trials``, for every recipe on it alike: a small task's trial
-# costs 0.1-0.5 s, and 4 Halton points leave 2-D spaces (learning rate x sigma) thinly covered. ``task_trial_seeds``
-# scores each trial there on the median of 3 seeds (default 1): on breast_cancer's
-# grid of 160 evaluations one seed's luck decided between settings (run 7a1c96).
-# ``task_seeds`` races a task's selected setting on more seeds than ``seeds``: on the
-# small tasks a seed's evaluations to target range 2-3x (breast_cancer's SNES at 16:
-# 192-544 in run 0e0fa4), so 3 seeds could not separate two libraries' SNES, and a
-# race seed there costs about 0.3 s. ``task_max_steps`` gives a task a longer step
-# budget than ``max_steps``, for every recipe on it alike: at 500 steps evosax's SNES
-# and Open_ES at 32 (33 evaluations a step) missed digits' target on 2 of 3 seeds, so
-# the peer comparison there rested on misses; with 1,500 steps on 5 seeds (an
-# exploratory run of this protocol) they reached on every seed, Open_ES in at most 730;
+# Each profile: tuning trials, race seeds, step budget (max_steps), wall-clock safety cap
+# (budget_s) and (tasks, recipes, variants) grids. quick (about 11.5 of the quick run's 20 minutes
+# on a 2-core CPU in run 727995): on digits Adam (SGD only in full), the fold_jax estimator and
+# direct-search families and evosax's Open_ES and SNES (the peers that came closest there in every
+# earlier run: PGPE and ARS missed by a wider margin); on breast_cancer (where CMA-ES fits, d =
+# 513) and spirals both libraries' SNES (and evosax's Open_ES) at the small populations 16 and 8,
+# PGPE and ARS (population 32) on spirals, CMA-ES on breast_cancer. Population 32 (but PGPE's and
+# ARS's) and the 128-evaluation ES race on digits only in quick: on the small tasks each needed
+# 1.3-6x the evaluations of its library's best in every earlier run, and the population 8 took
+# their minutes (the quick run took 20.1 minutes with them in run cd2fd0); the variants on digits
+# with Adam. Cut from quick to make room for the control and LM fine-tuning suites in the
+# 20-minute quick run (issue 34): digits' 128-evaluation ES (zo_lowrank_ranked, the costliest
+# race) and (1+1)-ES, and the small tasks' population 8 (both libraries alike; population 16
+# stays); all of them race in full. full: every recipe on every task and variant. ``task_trials``
+# gives a task more trials than ``trials``, for every recipe on it alike: a small task's trial
+# costs 0.1-0.5 s, and 4 Halton points leave 2-D spaces (learning rate x sigma) thinly covered.
+# ``task_trial_seeds`` scores each trial there on the median of 3 seeds (default 1): on
+# breast_cancer's grid of 160 evaluations one seed's luck decided between settings (run 7a1c96).
+# ``task_seeds`` races a task's selected setting on more seeds than ``seeds``: on the small tasks
+# a seed's evaluations to target range 2-3x (breast_cancer's SNES at 16: 192-544 in run 0e0fa4),
+# so 3 seeds could not separate two libraries' SNES, and a race seed there costs about 0.3 s.
+# ``task_max_steps`` gives a task a longer step budget than ``max_steps``, for every recipe on it
+# alike: at 500 steps evosax's SNES and Open_ES at 32 (33 evaluations a step) missed digits'
+# target on 2 of 3 seeds, so the peer comparison there rested on misses; with 1,500 steps on 5
+# seeds (an exploratory run of this protocol) they reached on every seed, Open_ES in at most 730;
 # on spirals the population-8 recipes need 4,000-7,000 evaluations (500-900 steps) in an
 # exploratory race, so 500 steps would have capped the smallest population alone.
 _SMALL_TASKS = ("breast_cancer", "spirals")
