@@ -41,7 +41,7 @@ def test_every_other_example_runs():
     test example; the optax chain's last batch loss is below ln 10 (what a uniform
     prediction over the 10 digits scores) with nothing dropped or skipped."""
     blocks = _python_blocks()
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     namespace: dict = {}
     exec(compile(blocks[1], str(README), "exec"), namespace)
     m = namespace["task"].evaluate(namespace["model"].apply, namespace["result"].state.params,
@@ -57,6 +57,23 @@ def test_every_other_example_runs():
     assert float(zo_state.value) < math.log(10), float(zo_state.value)
     assert int(zo_state.dropped) == 0 and int(zo_state.skipped) == 0
     assert np.isfinite(namespace["result"].history["batch_loss"].iloc[-1])
+
+
+
+def test_language_model_and_control_example_runs(tmp_path, monkeypatch):
+    """The LM and control example runs as written (its pretraining cached under a
+    temporary FOLD_JAX_CACHE): finite bits per character on Milton's validation windows
+    at every evaluation, and CartPole returns between 0 and 500 (its per-step reward is
+    1, episodes end at 500) with the environment steps counted upwards."""
+    monkeypatch.setenv("FOLD_JAX_CACHE", str(tmp_path))
+    namespace: dict = {}
+    exec(compile(_python_blocks()[4], str(README), "exec"), namespace)
+    bpc = namespace["ft"].history["val_bits_per_char"].to_numpy()
+    assert len(bpc) >= 2 and np.isfinite(bpc).all(), bpc
+    hist = namespace["rl"].history
+    assert np.all(np.diff(hist["env_steps"].to_numpy()) > 0)
+    assert ((hist["return"] >= 0) & (hist["return"] <= 500)).all(), hist["return"]
+    assert any(tmp_path.rglob("*")), "the pretrained LM was not cached where FOLD_JAX_CACHE says"
 
 
 # README stays a guide: reference material and the lab notebook live in docs/

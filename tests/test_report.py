@@ -208,7 +208,7 @@ def test_select_runs_prefers_finished_runs_then_the_newest():
     registry = pd.DataFrame({"run_id": ["a", "c"], "status": ["finished", "interrupted"],
                              "started_utc": ["2026-01-01T00:00:00+00:00",
                                              "2026-01-03T00:00:00+00:00"],
-                             "filter": ["", "digits"]})
+                             "filter": ["", "digits"], "profile": ["full", "quick"]})
     plain = pd.DataFrame({"v": [9]})  # no metadata: kept whole
     only_c = frame[frame["run_id"] == "c"]
     kept, sources = report.select_runs({"x": frame, "y": only_c, "z": plain}, registry)
@@ -218,6 +218,10 @@ def test_select_runs_prefers_finished_runs_then_the_newest():
     assert list(kept["y"]["v"]) == [4] and sources["y"].status == "interrupted"
     assert "**interrupted**" in sources["y"].describe()
     assert sources["y"].describe().endswith("only jobs matching `-k digits`")
+    # a quick run's numbers are said to be quick ones, where the report names the run
+    assert "**quick profile**" in sources["y"].describe()
+    assert "quick" not in report.select_runs({"x": frame[frame["run_id"] == "a"]},
+                                             registry)[1]["x"].describe()
     assert kept["z"] is plain and "z" not in sources
     assert report.select_runs({}, None) == ({}, {})
 

@@ -103,6 +103,7 @@ class Source:
     stale: tuple[str, ...] = ()  # commits whose code differs from the checkout's HEAD
     unchecked: tuple[str, ...] = ()  # commits that could not be compared with HEAD
     filter: str = ""  # the run's -k: it measured only the jobs whose label contains this
+    profile: str = ""  # the run's profile (quick: brief numbers, not the reference)
 
     def describe(self) -> str:
         """Markdown: run, status, commit, host and device, date."""
@@ -112,9 +113,11 @@ class Source:
         when = _stamp(self.started)
         day = when.strftime("%Y-%m-%d %H:%M UTC") if when.year > 1900 else "unknown date"
         only = f", only jobs matching `-k {self.filter}`" if self.filter else ""
+        profile = ", **quick profile** (brief numbers, not the reference)" if (
+            self.profile == "quick") else (f", {self.profile} profile" if self.profile else "")
         return (f"run `{self.run_id}`{status}, commit {commits}, host "
                 f"{', '.join(self.hosts) or 'unknown'} ({'; '.join(self.devices) or '?'}), "
-                f"{day}{only}")
+                f"{day}{profile}{only}")
 
 
 def _texts(frame: pd.DataFrame, column: str) -> tuple[str, ...]:
@@ -162,11 +165,11 @@ def select_runs(frames: Mapping[str, pd.DataFrame], registry: pd.DataFrame | Non
         ``(frames, sources)``: the kept rows per file and a :class:`Source` per file.
     """
     registry = registry if registry is not None else pd.DataFrame(columns=["run_id"])
-    status = {str(r["run_id"]): str(r.get("status") or "running")
-              for r in registry.to_dict("records")}
-    started = {str(r["run_id"]): str(r.get("started_utc") or "")
-               for r in registry.to_dict("records")}
-    filters = {str(r["run_id"]): str(r.get("filter") or "") for r in registry.to_dict("records")}
+    records = registry.to_dict("records")
+    status = {str(r["run_id"]): str(r.get("status") or "running") for r in records}
+    started = {str(r["run_id"]): str(r.get("started_utc") or "") for r in records}
+    filters = {str(r["run_id"]): str(r.get("filter") or "") for r in records}
+    profiles = {str(r["run_id"]): str(r.get("profile") or "") for r in records}
     first_row: dict[str, str] = {}
     for frame in frames.values():
         if not {"run_id", "timestamp_utc"} <= set(frame.columns):
@@ -225,7 +228,7 @@ def select_runs(frames: Mapping[str, pd.DataFrame], registry: pd.DataFrame | Non
             stale=tuple(c for c in commits if changed(chosen, c) is True),
             unchecked=tuple(c for c in commits if head is not None
                             and changed(chosen, c) is None),
-            filter=filters.get(chosen, ""))
+            filter=filters.get(chosen, ""), profile=profiles.get(chosen, ""))
         kept[name] = rows
     return kept, sources
 
