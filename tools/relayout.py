@@ -52,8 +52,8 @@ FOLDERS: dict[str, tuple[int, str, tuple[str, ...]]] = {
                       "their fused flax layers, zeroth-order gradients (zo), shaping, "
                       "SNES, direct search, evosax peers and the Method init/step pair",
                    ("noise", "directions", "perturb", "fusion", "flax_hooks", "flax_layers",
-                    "flax_linen", "flax_nnx", "zo", "shaping", "snes", "search", "methods",
-                    "peers")),
+                    "flax_linen", "flax_nnx", "info", "zo", "shaping", "snes", "search",
+                    "methods", "peers")),
     "learn": (2, "tasks and training: datasets, control and text tasks, heads, nets, "
                  "the one training loop, compiled programs, the device-parallel "
                  "population, LM pretraining, PPO, and the recipes (named methods with "

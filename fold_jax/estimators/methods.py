@@ -10,7 +10,7 @@ only training loop. ``state.params`` is the current point; ``info`` holds at lea
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ from fold_jax.checks import (
     check_positive,
 )
 from fold_jax.estimators import zo
+from fold_jax.estimators.info import info_type
 
 __all__ = [
     "DEFAULT_LEARNING_RATE",
@@ -57,63 +58,6 @@ class Method(NamedTuple):
 
 # --------------------------------------------------------------------------- step info
 #
-# A step's info is a NamedTuple (typed, a pytree, one class per kind of step) that also
-# reads like the dicts steps used to return: info["loss"], "skipped" in info,
-# info.get("accepted"), info.keys() / items(). Fields that are None are absent.
-
-T = TypeVar("T")
-
-
-def _info_get(self: Any, key: str, default: Any = None) -> Any:
-    return self[key] if key in self else default
-
-
-def _info_getitem(self: Any, key: Any) -> Any:
-    if not isinstance(key, str):
-        return tuple.__getitem__(self, key)  # positions, as any tuple
-    if key in self._fields and getattr(self, key) is not None:
-        return getattr(self, key)
-    extra = getattr(self, "extra", None)
-    if extra is not None and key in extra:
-        return extra[key]
-    raise KeyError(f"{type(self).__name__} has no {key!r}; it has {list(self.keys())}")
-
-
-def _info_contains(self: Any, key: Any) -> bool:
-    return key in self.keys()
-
-
-def _info_keys(self: Any) -> list[str]:
-    names = [k for k in self._fields if k != "extra" and getattr(self, k) is not None]
-    return names + list(getattr(self, "extra", None) or {})
-
-
-def _info_items(self: Any) -> list[tuple[str, Any]]:
-    return [(k, self[k]) for k in self.keys()]
-
-
-def info_type(cls: type[T]) -> type[T]:
-    """Class decorator: a step-info NamedTuple that also reads like a dict.
-
-    ``info["loss"]`` (and ``info[0]``), ``"skipped" in info``, ``info.get(name)``,
-    ``info.keys()`` and ``info.items()`` work as on the dicts steps returned before;
-    fields set to None are absent, and an ``extra`` field (a dict) holds entries
-    without a field of their own. ``info.loss`` is the typed access.
-
-    Args:
-        cls: a NamedTuple class.
-
-    Returns:
-        ``cls``, with the mapping methods added.
-    """
-    cls.__getitem__ = _info_getitem
-    cls.__contains__ = _info_contains
-    cls.keys = _info_keys
-    cls.items = _info_items
-    cls.get = _info_get
-    return cls
-
-
 @info_type
 class DescentInfo(NamedTuple):
     """What a :func:`descent` step reports.

@@ -66,8 +66,9 @@ Semantics:
   padding); invalid directions are removed by selection, never by a zero
   coefficient. The average runs over the valid ones; when none is valid, grads are
   zero and value is NaN (:func:`fold_jax.estimators.methods.descent` then skips the step).
-  ``vg.with_info`` also returns ``{"valid_directions", "dropped_directions"}``
-  (perturbed evaluations kept and dropped).
+  ``vg.with_info`` also returns an ``EstimateInfo`` (``valid_directions``,
+  ``dropped_directions``: perturbed evaluations kept and dropped; typed, and it reads
+  like the dict it was).
 - ``population_map``: a :class:`PopulationMap` (e.g.
   ``fold_jax.learn.parallel.population_map_factory(mesh)``, which shards directions over
   devices) or a plain ``f -> batched f``; it maps over (shards, size) rows of
@@ -85,6 +86,7 @@ schedules, :class:`PopulationMap`), :mod:`fold_jax.estimators.zo_forward`
 
 from fold_jax.estimators.directions import NOISES, Directions
 from fold_jax.estimators.fusion import FallbackWarning
+from fold_jax.estimators.info import EstimateInfo
 from fold_jax.estimators.noise import PRNGS
 from fold_jax.estimators.zo_estimator import (
     AUTO_CHUNK_CPU,
@@ -117,6 +119,7 @@ __all__ = [
     "PRNGS",
     "SHAPINGS",
     "Directions",
+    "EstimateInfo",
     "Estimator",
     "FallbackWarning",
     "ForwardGradient",

@@ -34,6 +34,7 @@ from fold_jax.estimators import directions as directions_lib
 from fold_jax.estimators import flax_layers, fusion
 from fold_jax.estimators import shaping as shaping_lib
 from fold_jax.estimators.directions import NOISES
+from fold_jax.estimators.info import EstimateInfo
 from fold_jax.estimators.noise import PRNGS
 from fold_jax.estimators.zo_schedule import (
     PopulationMap,
@@ -178,7 +179,7 @@ class Estimator:
     evals: int
 
     def with_info(self, params: PyTree, key: PRNGKeyArray, *args
-                  ) -> tuple[Array, PyTree, dict[str, Array]]:
+                  ) -> tuple[Array, PyTree, EstimateInfo]:
         raise NotImplementedError
 
     def describe(self, params: PyTree, *args) -> dict[str, Any]:
@@ -225,8 +226,9 @@ class ZerothOrder(Estimator):
         return leaves, treedef, dirs, p, p.runtime
 
     def with_info(self, params, key, *args):
-        """Same call as ``vg``; also returns ``{"valid_directions", "dropped_directions"}``
-        (perturbed evaluations that entered the estimate, and those dropped)."""
+        """Same call as ``vg``; also returns an :class:`~fold_jax.estimators.info.EstimateInfo`
+        (perturbed evaluations that entered the estimate, and those dropped; it reads
+        like the dict it was)."""
         check_key(key)
         o = self.options
         leaves, treedef, dirs, _, associations = self._setup(params, args, warn=True)
@@ -245,8 +247,7 @@ class ZerothOrder(Estimator):
             sums = two_pass(p, o.shaping, idx)
         value, grads = normalize(sums, leaves, baseline)
         kept = (sums.count * o.signs).astype(jnp.int32)
-        info = {"valid_directions": kept,
-                "dropped_directions": jnp.int32(o.units * o.signs) - kept}
+        info = EstimateInfo(kept, jnp.int32(o.units * o.signs) - kept)
         return value, jax.tree.unflatten(treedef, grads), info
 
     def describe(self, params: PyTree, *args) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from fold_jax.checks import (
     leaf_paths,
 )
 from fold_jax.estimators import directions as directions_lib
+from fold_jax.estimators.info import EstimateInfo
 from fold_jax.estimators.noise import PRNGS
 from fold_jax.estimators.zo_estimator import Estimator
 from fold_jax.estimators.zo_schedule import (
@@ -61,7 +62,8 @@ class ForwardGradient(Estimator):
         self.evals = num_directions if population_map else self.chunks[0] * per
 
     def with_info(self, params, key, *args):
-        """Same call as ``vg``; also returns ``{"valid_directions", "dropped_directions"}``."""
+        """Same call as ``vg``; also returns an :class:`~fold_jax.estimators.info.EstimateInfo`
+        (``valid_directions``, ``dropped_directions``)."""
         check_key(key)
         check_params(params, "nothing to perturb")
         check_scalar_loss(self.fun, params, args)
@@ -99,8 +101,8 @@ class ForwardGradient(Estimator):
                                 chunk_ids(*self.chunks))
         value, grads = normalize(sums, leaves, sums.value)
         n = sums.count.astype(jnp.int32)
-        return value, jax.tree.unflatten(treedef, grads), {
-            "valid_directions": n, "dropped_directions": jnp.int32(self.num_directions) - n}
+        return value, jax.tree.unflatten(treedef, grads), EstimateInfo(
+            n, jnp.int32(self.num_directions) - n)
 
     def describe(self, params: PyTree, *args) -> dict[str, Any]:
         """``path`` (always ``"full_rank"``), ``schedule``, ``evals`` and per-leaf shapes."""
