@@ -5,7 +5,7 @@ The package by layer; each folder imports only from the folders above it here:
 - ``checks``: argument checks shared by every layer (and ``data/``, the shipped
   corpora).
 - ``estimators`` (directions, flax_hooks, flax_layers, flax_linen, flax_nnx, fusion,
-  methods, noise, peers, perturb, search, search_gld, search_one_plus_one,
+  info, methods, noise, peers, perturb, search, search_gld, search_one_plus_one,
   search_relative_loss, search_rso, search_rule, shaping, snes, zo, zo_estimator,
   zo_forward, zo_optax, zo_schedule): the estimator core: noise, directions and low-rank
   perturbations, their fused flax layers, zeroth-order gradients (zo), shaping, SNES,
