@@ -49,6 +49,7 @@ from fold_jax.estimators import (
     flax_linen,
     flax_nnx,
     fusion,
+    info,
     methods,
     noise,
     peers,
