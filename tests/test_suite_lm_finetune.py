@@ -145,13 +145,18 @@ def test_end_to_end_protocol_schema_and_resume(tiny, monkeypatch, tmp_path):
     for name in ("lm_finetune", "lm_finetune_curves", "lm_finetune_tuning"):
         _check_schema(name, zero[name] + out[name])
     # into a results store through the runner: a resumed run skips the written job
-    monkeypatch.setenv("FOLD_JAX_RUN_ID", "lmft-test")
-    job = next(j for j in suite.jobs("quick") if j.label.endswith("mezo_sgd"))
-    bench_run.write_rows(suite, job, out, str(tmp_path))
-    todo, done = bench_run.pending(suite, "quick", str(tmp_path), None)
-    assert done == 1 and [j.label for j in todo] == ["lm_finetune/zero_shot"]
-    bench_run.write_rows(suite, job, out, str(tmp_path))  # a rerun of the job replaces
-    frame = results.load(tmp_path, run="lmft-test")["lm_finetune"]
+    # (the process's run id is set, not read from $FOLD_JAX_RUN_ID: an earlier test in
+    # this process may have fixed it already)
+    previous = results.set_run_id("lmft-test")
+    try:
+        job = next(j for j in suite.jobs("quick") if j.label.endswith("mezo_sgd"))
+        bench_run.write_rows(suite, job, out, str(tmp_path))
+        todo, done = bench_run.pending(suite, "quick", str(tmp_path), None)
+        assert done == 1 and [j.label for j in todo] == ["lm_finetune/zero_shot"]
+        bench_run.write_rows(suite, job, out, str(tmp_path))  # a rerun of the job replaces
+        frame = results.load(tmp_path, run="lmft-test")["lm_finetune"]
+    finally:
+        results.set_run_id(previous)
     assert len(frame) == 3
 
 

@@ -177,7 +177,8 @@ def test_task_max_steps_give_that_task_its_own_budget(tiny_profile, monkeypatch)
     quick = {j.label: j.key for j in suite_races.jobs("quick")}
     assert quick["digits/adam/dense"]["max_steps"] == 1000
     assert quick["digits/adam/pruned"]["max_steps"] == 1000
-    assert quick["spirals/snes8/dense"]["max_steps"] == 1000
+    full = {j.label: j.key for j in suite_races.jobs("full")}  # spirals races in full only
+    assert full["spirals/snes8/dense"]["max_steps"] == 3000
     assert quick["breast_cancer/adam/dense"]["max_steps"] == 500
     monkeypatch.setitem(suite_races.PROFILE[tiny_profile], "task_max_steps", {"spirals": 4})
     assert suite_races.step_budget(tiny_profile, "breast_cancer") == 50
