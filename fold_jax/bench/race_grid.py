@@ -99,8 +99,8 @@ _SMALL_POP_QUICK = tuple(f"{name}{max(recipes.SMALL_POPULATIONS)}"
 # their minutes (the quick run took 20.1 minutes with them in run cd2fd0); the variants on digits
 # with Adam. Cut from quick to make room for the control and LM fine-tuning suites in the
 # 20-minute quick run (issue 34; a quick run from a fresh clone took 26.9 minutes with the first
-# cut, races 13.7 of them): digits' 128-evaluation ES (zo_lowrank_ranked, the costliest race) and
-# (1+1)-ES, spirals (every recipe; PGPE and ARS race on breast_cancer instead), CMA-ES, the small
+# cut, races 13.7 of them; 7.2 with all but GLD): digits' 128-evaluation ES (zo_lowrank_ranked,
+# the costliest race), GLD (it races on breast_cancer) and (1+1)-ES, spirals (every recipe; PGPE and ARS race on breast_cancer instead), CMA-ES, the small
 # tasks' population 8 and fold_jax's per-entry SNES (population 16 stays in both libraries:
 # snes_lowrank16, evosax's SNES and Open_ES); all of them race in full. full: every recipe on
 # every task and variant. ``task_trials`` gives a task more trials than ``trials``, for every
@@ -124,8 +124,8 @@ PROFILE = {
                   task_seeds={t: list(range(7)) for t in _SMALL_TASKS},
                   max_steps=500, task_max_steps={"digits": 1000, "spirals": 1000},
                   budget_s=60.0, grids=[
-        (["digits"], ("adam", "zo_lowrank_ranked32", "snes_lowrank", "gld",
-                      "evosax_open_es", "evosax_snes"), ["dense"]),
+        (["digits"], ("adam", "zo_lowrank_ranked32", "snes_lowrank", "evosax_open_es",
+                      "evosax_snes"), ["dense"]),
         (["breast_cancer"], ["adam", "zo_lowrank_ranked32", "gld", *_SMALL_POP_QUICK,
                              "evosax_pgpe", "evosax_ars"], ["dense"]),
         (["digits"], ["adam"], ["binarized", "pruned"]),
