@@ -96,7 +96,8 @@ def test_jobs_cover_the_grids_and_say_what_they_leave_out(capsys):
     quick = list(suite_races.jobs("quick"))
     labels = [j.label for j in quick]
     assert len(labels) == len(set(labels))
-    assert {"digits/evosax_snes/dense", "digits/adam/dense", "breast_cancer/gld/dense"} <= set(labels)
+    assert {"digits/evosax_snes/dense", "digits/adam/dense",
+            "breast_cancer/gld/dense"} <= set(labels)
     assert all(j.key["seed"] == suite_races.race_seeds("quick", j.key["task"])[-1]
                for j in quick)
     full = {j.label for j in suite_races.jobs("full")}

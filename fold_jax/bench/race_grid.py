@@ -100,23 +100,23 @@ _SMALL_POP_QUICK = tuple(f"{name}{max(recipes.SMALL_POPULATIONS)}"
 # with Adam. Cut from quick to make room for the control and LM fine-tuning suites in the
 # 20-minute quick run (issue 34; a quick run from a fresh clone took 26.9 minutes with the first
 # cut, races 13.7 of them; 7.2 with all but GLD): digits' 128-evaluation ES (zo_lowrank_ranked,
-# the costliest race), GLD (it races on breast_cancer) and (1+1)-ES, spirals (every recipe; PGPE and ARS race on breast_cancer instead), CMA-ES, the small
-# tasks' population 8 and fold_jax's per-entry SNES (population 16 stays in both libraries:
-# snes_lowrank16, evosax's SNES and Open_ES); all of them race in full. full: every recipe on
-# every task and variant. ``task_trials`` gives a task more trials than ``trials``, for every
-# recipe on it alike: a small task's trial costs 0.1-0.5 s, and 4 Halton points leave 2-D spaces
-# (learning rate x sigma) thinly covered. ``task_trial_seeds`` scores each trial there on the
-# median of 3 seeds (default 1): on breast_cancer's grid of 160 evaluations one seed's luck
-# decided between settings (run 7a1c96). ``task_seeds`` races a task's selected setting on more
-# seeds than ``seeds``: on the small tasks a seed's evaluations to target range 2-3x
-# (breast_cancer's SNES at 16: 192-544 in run 0e0fa4), so 3 seeds could not separate two
-# libraries' SNES, and a race seed there costs about 0.3 s. ``task_max_steps`` gives a task a
-# longer step budget than ``max_steps``, for every recipe on it alike: at 500 steps evosax's SNES
-# and Open_ES at 32 (33 evaluations a step) missed digits' target on 2 of 3 seeds, so the peer
-# comparison there rested on misses; with 1,500 steps on 5 seeds (an exploratory run of this
-# protocol) they reached on every seed, Open_ES in at most 730; on spirals the population-8
-# recipes need 4,000-7,000 evaluations (500-900 steps) in an exploratory race, so 500 steps would
-# have capped the smallest population alone.
+# the costliest race), GLD (it races on breast_cancer) and (1+1)-ES, spirals (every recipe; PGPE
+# and ARS race on breast_cancer instead), CMA-ES, the small tasks' population 8 and fold_jax's
+# per-entry SNES (population 16 stays in both libraries: snes_lowrank16, evosax's SNES and
+# Open_ES); all of them race in full. full: every recipe on every task and variant.
+# ``task_trials`` gives a task more trials than ``trials``, for every recipe on it alike: a small
+# task's trial costs 0.1-0.5 s, and 4 Halton points leave 2-D spaces (learning rate x sigma)
+# thinly covered. ``task_trial_seeds`` scores each trial there on the median of 3 seeds (default
+# 1): on breast_cancer's grid of 160 evaluations one seed's luck decided between settings (run
+# 7a1c96). ``task_seeds`` races a task's selected setting on more seeds than ``seeds``: on the
+# small tasks a seed's evaluations to target range 2-3x (breast_cancer's SNES at 16: 192-544 in
+# run 0e0fa4), so 3 seeds could not separate two libraries' SNES, and a race seed there costs
+# about 0.3 s. ``task_max_steps`` gives a task a longer step budget than ``max_steps``, for every
+# recipe on it alike: at 500 steps evosax's SNES and Open_ES at 32 (33 evaluations a step) missed
+# digits' target on 2 of 3 seeds, so the peer comparison there rested on misses; with 1,500 steps
+# on 5 seeds (an exploratory run of this protocol) they reached on every seed, Open_ES in at most
+# 730; on spirals the population-8 recipes need 4,000-7,000 evaluations (500-900 steps) in an
+# exploratory race, so 500 steps would have capped the smallest population alone.
 _SMALL_TASKS = ("breast_cancer", "spirals")
 PROFILE = {
     "quick": dict(trials=4, task_trials={"breast_cancer": 8, "spirals": 8},
