@@ -113,7 +113,7 @@ class Source:
         when = _stamp(self.started)
         day = when.strftime("%Y-%m-%d %H:%M UTC") if when.year > 1900 else "unknown date"
         only = f", only jobs matching `-k {self.filter}`" if self.filter else ""
-        profile = ", **quick profile** (brief numbers, not the reference)" if (
+        profile = ", **quick profile** (brief numbers; the full profile's are the reference)" if (
             self.profile == "quick") else (f", {self.profile} profile" if self.profile else "")
         return (f"run `{self.run_id}`{status}, commit {commits}, host "
                 f"{', '.join(self.hosts) or 'unknown'} ({'; '.join(self.devices) or '?'}), "
