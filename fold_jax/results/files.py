@@ -15,7 +15,6 @@ from fold_jax.results.columns import MACHINE_KEY, RANK_MEANING, Schema, col, tim
 __all__ = ["SCHEMA", "SCHEMAS"]
 
 # shared meanings: one definition per concept, used by every file that has the column
-_RANK = RANK_MEANING
 _CHUNK = ("loss evaluations per chunk actually run (zo.value_and_grad's per_chunk x signs), "
           "= num_directions when all directions run in one chunk; empty = the kernel has no "
           "directions to chunk (zo_chunk_memory's inference rows: the chunk size of the "
@@ -39,7 +38,7 @@ _KERNELS = Schema(
         col("batch_size", "num", "examples", "examples per call (matmuls: rows M of x)", True),
         col("num_directions", "num", "evaluations", "perturbed loss evaluations per step "
            "(search steps: evaluations the step makes); empty without directions", True),
-        col("rank", "num", "rank", _RANK, True),
+        col("rank", "num", "rank", RANK_MEANING, True),
         col("chunk_size", "num", "evaluations", _CHUNK),
         col("sparsity", "num", "fraction", _SPARSITY, True),
         col("dtype", "str", "", "dtype of the operands (uint32/uint64: packed bit words)",
