@@ -17,7 +17,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
 from fold_jax.checks import check_choice, check_int, check_key, check_params
-from fold_jax.estimators.methods import info_type
+from fold_jax.estimators.info import info_type
 
 __all__ = ["ACCEPTANCE", "DEFAULT_ACCEPTANCE", "DEFAULT_CONFIRMATIONS", "Outcome", "Propose",
            "Rule", "SearchInfo", "acceptance_rule", "decide", "flat_loss", "flatten_mask",

@@ -76,7 +76,8 @@ from fold_jax.checks import (
 from fold_jax.estimators import directions as directions_lib
 from fold_jax.estimators import flax_layers, fusion, zo
 from fold_jax.estimators.directions import Directions
-from fold_jax.estimators.methods import LearningRate, Method, info_type, optimizer
+from fold_jax.estimators.info import info_type
+from fold_jax.estimators.methods import LearningRate, Method, optimizer
 from fold_jax.estimators.noise import PRNGS
 
 __all__ = ["SNESInfo", "SNESState", "chunk_layout", "default_sigma_learning_rate",
