@@ -9,6 +9,17 @@ fresh closure is loaded instead of recompiled. It is off by default: measured on
 test_train.py + test_determinism.py (2-core shared CPU) it loaded 12 of 577 programs
 and saved about 1% of CPU time, within noise (train.fit already reuses its programs
 through fold_jax.learn.programs); switch it on to re-measure the whole suite.
+
+XLA compiles with most optimizations off (``jax_disable_most_optimizations``: backend
+optimization level 0, no expensive LLVM passes) in every test but those marked
+``optimized``. Three quarters of the suite's CPU time is compiling small programs that
+then run for milliseconds; measured on the whole suite (2-core CPU, two workers) the
+unoptimized compile cut it from 2,343 to 1,872 test-seconds, while the few tests that run
+one program many times at d >= 1e4 (the non-finite sweeps, the SNES distribution check)
+ran 2-6x slower: they carry ``@pytest.mark.optimized``. The numbers a test checks do not
+depend on the level beyond float32 rounding (other fusion, other summation order), which
+is what every tolerance here already allows for. Subprocesses inherit the setting through
+the environment. ``FOLD_JAX_TEST_OPTIMIZE=1`` compiles every test fully optimized.
 """
 
 import collections
@@ -31,6 +42,25 @@ if os.environ.get("FOLD_JAX_TEST_XLA_CACHE", "0") == "1":
     for _name, _value in _SETTINGS.items():
         jax.config.update(_name, _value)
         os.environ[_name.upper()] = str(_value)  # subprocesses share the cache
+
+_UNOPTIMIZED = os.environ.get("FOLD_JAX_TEST_OPTIMIZE", "0") != "1"
+if _UNOPTIMIZED:
+    jax.config.update("jax_disable_most_optimizations", True)
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # subprocesses too
+
+
+@pytest.fixture(autouse=True)
+def _xla_optimization_level(request):
+    """Compile fully optimized inside tests marked ``optimized`` (see the module doc)."""
+    if not (_UNOPTIMIZED and request.node.get_closest_marker("optimized")):
+        yield
+        return
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", True)
+
 
 _COMPILES: collections.Counter = collections.Counter()  # event -> count, and seconds
 

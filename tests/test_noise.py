@@ -45,6 +45,7 @@ def test_rademacher_is_pm_one_at_the_extreme_words():
     np.testing.assert_array_equal(signs[-32:], 1.0)  # word 2^32-1: every bit 1
 
 
+@pytest.mark.optimized  # runs one program many times: compile it optimized
 @pytest.mark.parametrize("prng", noise.PRNGS)
 def test_gaussian_moments_and_tails_on_1e7_draws(prng):
     n = 10_000_000

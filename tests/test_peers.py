@@ -68,6 +68,7 @@ LEARNERS = {
 }
 
 
+@pytest.mark.optimized  # runs one program many times: compile it optimized
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_open_es_and_snes_learn_digits(name, digits, small):
     net, params = small

@@ -324,6 +324,7 @@ def test_default_acceptance_does_not_raise_the_training_loss(blobs, name):
     assert h.accepted.sum() > 0
 
 
+@pytest.mark.optimized  # runs one program many times: compile it optimized
 def test_fixed_set_descends_on_its_set(blobs):
     task, _, _, loss, start, bar = blobs
     subset = (task.x_train[:1024], task.y_train[:1024])

@@ -50,6 +50,7 @@ def test_utilities_of_extreme_losses_are_finite():
     assert np.all(np.isfinite(w)) and w[1] > w[2] > w[0]
 
 
+@pytest.mark.optimized  # runs one program many times: compile it optimized
 def test_descends_an_ill_conditioned_quadratic_at_d_1e4_without_skips():
     scale = jnp.logspace(-2, 1, D)
     params = {"x": jnp.ones(D)}
@@ -80,6 +81,7 @@ def _final_losses(method, loss, params, steps, seeds):
     return np.array([float(run(s)) for s in seeds])
 
 
+@pytest.mark.optimized  # runs one program many times: compile it optimized
 def test_matches_evosax_snes_in_distribution_at_d_1e4():
     # fold_jax's SNES (noise regenerated from keys, not mirrored) and evosax's are the
     # same update, so after 200 steps on the same problem their final losses come from
@@ -109,6 +111,7 @@ def test_matches_evosax_snes_in_distribution_at_d_1e4():
     assert welch_t(1.5 * lr) > 5.0  # and the check sees a 1.5x error in the scales' rate
 
 
+@pytest.mark.optimized  # runs one program many times: compile it optimized
 def test_scales_shrink_along_steep_coordinates_and_not_along_flat_ones():
     half = D // 2
     weights = jnp.concatenate([jnp.full(half, 100.0), jnp.zeros(D - half)])
@@ -128,6 +131,7 @@ def test_scales_shrink_along_steep_coordinates_and_not_along_flat_ones():
     assert math.log(steep / flat) < -0.01
 
 
+@pytest.mark.optimized  # runs one program many times: compile it optimized
 def test_non_finite_losses_drop_directions_and_never_reach_the_params():
     params = {"x": jnp.zeros(D)}
 

@@ -415,6 +415,7 @@ def count_non_finite(vg, calls=1000):
     return health["non_finite"]
 
 
+@pytest.mark.optimized  # runs one program many times: compile it optimized
 @pytest.mark.parametrize(("noise", "prng", "rank", "chunk"), RARE)
 def test_no_non_finite_estimate_in_1000_calls_at_d_1e5(noise, prng, rank, chunk):
     # 1000 calls x 4 directions x 1e5 entries = 4e8 full-rank noise draws: the old
@@ -424,6 +425,7 @@ def test_no_non_finite_estimate_in_1000_calls_at_d_1e5(noise, prng, rank, chunk)
     assert count_non_finite(vg) == 0
 
 
+@pytest.mark.optimized  # runs one program many times: compile it optimized
 @pytest.mark.parametrize(("noise", "prng", "rank", "chunk"), PLUMBING)
 def test_no_non_finite_estimate_low_rank_or_chunked_at_d_1e5(noise, prng, rank, chunk):
     # 100 calls: 4e7 draws full-rank chunked (the old bug: ~2.4 expected), and the
@@ -433,6 +435,7 @@ def test_no_non_finite_estimate_low_rank_or_chunked_at_d_1e5(noise, prng, rank, 
     assert count_non_finite(vg, calls=100) == 0
 
 
+@pytest.mark.optimized  # runs one program many times: compile it optimized
 @pytest.mark.parametrize(("prng", "calls"), [("hash", 1000), ("threefry", 100)])
 def test_no_non_finite_forward_gradient_at_d_1e5(prng, calls):
     # hash: fold_jax's own word -> gaussian map, 4e8 draws as above; threefry: the
@@ -466,6 +469,7 @@ def trace_cov(noise, g):
     return (d + 1) * g2 if noise == "gaussian" else (d - 1) * g2
 
 
+@pytest.mark.optimized  # runs one program many times: compile it optimized
 @pytest.mark.parametrize("noise", zo.NOISES)
 def test_unbiased_with_the_predicted_variance_at_d_1e4(noise):
     """At d = 1e4 over K m = 4096 directions: the mean estimate is within the predicted
@@ -509,6 +513,7 @@ def test_low_rank_is_unbiased_at_d_1e4(noise):
     assert err_mean / (spread / m) < 1 + 5 * (math.sqrt(2 / m) + math.sqrt(2 / g.size))
 
 
+@pytest.mark.optimized  # runs one program many times: compile it optimized
 def test_forward_gradient_unbiased_with_the_predicted_variance_at_d_1e4():
     k, m = 16, 256
     vg = zo.forward_value_and_grad(quad_big, num_directions=k)

@@ -69,6 +69,7 @@ def test_equals_value_and_grad_for_the_same_key_under_jit(regression):
     assert not np.allclose(again["w"], updates["w"])
 
 
+@pytest.mark.optimized  # runs one program many times: compile it optimized
 def test_plain_optax_chain_trains_linear_regression(regression):
     params, x, y = regression
     # the brief's recipe: ZO estimate first, then adam; extra args go through the chain
