@@ -10,7 +10,8 @@ test_train.py + test_determinism.py (2-core shared CPU) it loaded 12 of 577 prog
 and saved about 1% of CPU time, within noise (train.fit already reuses its programs
 through fold_jax.learn.programs); switch it on to re-measure the whole suite.
 
-XLA compiles with most optimizations off (``jax_disable_most_optimizations``: backend
+XLA's CPU backend compiles with its legacy fusion emitters (FAST_COMPILE_FLAG below) and
+with most optimizations off (``jax_disable_most_optimizations``: backend
 optimization level 0, no expensive LLVM passes) in every test but those marked
 ``optimized``. Three quarters of the suite's CPU time is compiling small programs that
 then run for milliseconds; measured on the whole suite (2-core CPU, two workers) the
@@ -26,12 +27,29 @@ import collections
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
-import jax
-import pytest
+# XLA's legacy CPU fusion emitters compile these small programs 2-3x faster than the new
+# MLIR ones (test_train.py: 303 compiles, 48 s -> 16 s), with the same arithmetic up to
+# float32 rounding. XLA aborts the process on a flag it does not know, so the flag is
+# tried once in a subprocess (a jaxlib that dropped it runs the suite without it); the
+# outcome reaches the xdist workers and every test's subprocess through XLA_FLAGS.
+FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
+if os.environ.get("FOLD_JAX_TEST_FAST_COMPILE") is None:
+    _probe = subprocess.run(
+        [sys.executable, "-c", "import jax; jax.numpy.zeros(1).block_until_ready()"],
+        env={**os.environ, "JAX_PLATFORMS": "cpu",
+             "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}"},
+        capture_output=True, check=False)
+    os.environ["FOLD_JAX_TEST_FAST_COMPILE"] = "1" if _probe.returncode == 0 else "0"
+    if _probe.returncode == 0:
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}"
+
+import jax  # noqa: E402 (after XLA_FLAGS is set: the CPU client reads it once)
+import pytest  # noqa: E402
 
 _XLA_CACHE = None
 if os.environ.get("FOLD_JAX_TEST_XLA_CACHE", "0") == "1":

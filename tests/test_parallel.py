@@ -22,8 +22,10 @@ HELPER = Path(__file__).parent / "helpers" / "parallel_check.py"
 
 @pytest.fixture(scope="module")
 def sharded_cases():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "JAX_PLATFORMS": "cpu"}
+    # the suite's own XLA flags (tests/conftest.py) plus 8 host devices
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+                        "--xla_force_host_platform_device_count=8"}
     done = subprocess.run([sys.executable, str(HELPER)], env=env, capture_output=True,
                           text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

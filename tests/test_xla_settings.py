@@ -1,5 +1,6 @@
-"""The suite's compile settings (tests/conftest.py): unoptimized XLA by default, full
-optimization inside tests marked ``optimized``, and the setting handed to subprocesses."""
+"""The suite's compile settings (tests/conftest.py): legacy CPU fusion emitters where
+jaxlib takes the flag, unoptimized XLA by default, full optimization inside tests marked
+``optimized``, and the settings handed to subprocesses."""
 
 import os
 
@@ -17,3 +18,10 @@ def test_an_unmarked_test_compiles_unoptimized():
 @pytest.mark.optimized
 def test_a_marked_test_compiles_optimized():
     assert jax.config.values["jax_disable_most_optimizations"] is False
+
+
+def test_the_fast_compile_flag_is_set_when_this_jaxlib_takes_it():
+    from conftest import FAST_COMPILE_FLAG
+
+    taken = os.environ["FOLD_JAX_TEST_FAST_COMPILE"] == "1"
+    assert (FAST_COMPILE_FLAG in os.environ.get("XLA_FLAGS", "")) is taken
