@@ -242,7 +242,7 @@ def test_batched_evaluate_equals_whole_split():
     task = tasks.get("milton", T=16, max_chars=40_000)
     task = type(task)(**{**task.__dict__, "eval_batch": 7})
     net = BIGRAM
-    params = net.init(jax.random.key(0))
+    params = jax.jit(net.init)(jax.random.key(0))  # one program, not one per op
     x, y = task.split("val")
     metrics = jax.jit(lambda p, xs, ys: task.head.metrics(net.apply(p, xs), ys))
     whole = {k: float(v) for k, v in metrics(params, x, y).items()}
@@ -256,7 +256,7 @@ def test_batched_evaluate_equals_whole_split():
 def test_trains_through_fit_with_every_method_kind():
     task = tasks.get("milton", T=8, max_chars=6_000)
     net = BIGRAM
-    params = net.init(jax.random.key(0))
+    params = jax.jit(net.init)(jax.random.key(0))  # one program, not one per op
     loss = task.loss_fn(net.apply)
     kinds = [methods.gradient(loss, "adam", 1e-2),
              methods.zeroth_order(loss, "sgd", 1e-3, num_directions=4),
