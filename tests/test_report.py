@@ -67,6 +67,17 @@ def filled(tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def text_only(monkeypatch):
+    """Figures drawn but not rendered: ``Figure.savefig`` writes an empty file. For the
+    tests that read only the report's text (run selection, staleness); rendering the
+    PNGs is most of a build's time, and test_build_writes_report_and_figures renders
+    (and checks) every one of them."""
+    from matplotlib.figure import Figure
+
+    monkeypatch.setattr(Figure, "savefig", lambda self, path, **kw: Path(path).write_bytes(b""))
+
+
 def _text(summary: Path) -> str:
     """The whole report: the summary, then each section's page and the runs page."""
     pages = summary.parent / report.PAGES_DIR
@@ -165,7 +176,7 @@ def _section(text, title):
     return text[start:] if end < 0 else text[start:end]
 
 
-def test_each_file_shows_one_run_and_says_which(tmp_path):
+def test_each_file_shows_one_run_and_says_which(tmp_path, text_only):
     old, new, broken = ("20260101T000000Z-old000", "20260102T000000Z-new000",
                         "20260103T000000Z-broken")
     rows, curves = _races()
@@ -226,7 +237,7 @@ def test_select_runs_prefers_finished_runs_then_the_newest():
     assert report.select_runs({}, None) == ({}, {})
 
 
-def test_rows_measured_on_changed_code_are_flagged_stale(tmp_path, git_repo):
+def test_rows_measured_on_changed_code_are_flagged_stale(tmp_path, git_repo, text_only):
     repo = git_repo.path
     first = git_repo.commit("fold_jax/a.py", "x = 1\n")
     second = git_repo.commit("bench/b.py", "y = 1\n")  # the code changed since the first
