@@ -18,7 +18,7 @@ import pytest
 
 from fold_jax import results
 from fold_jax.bench import run
-from fold_jax.bench.common import Job, shared_compiles
+from fold_jax.bench.common import Job
 from fold_jax.bench.suites import probes as suite_probes
 from fold_jax.bench.suites import races as suite_races
 from fold_jax.estimators import methods, search
@@ -76,16 +76,10 @@ def _strip(frame: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    """Two runs of the tiny suites; the second loads the first one's compiled programs
-    (bench.common.shared_compiles: the on-disk XLA cache the suites use within a job),
-    so it pays for running only. What it guards is everything around the programs
-    (seeds, keys, row order, what the rows say); that a fresh compile gives the same
-    bits is test_fit_twice_with_the_same_seed_gives_identical_params's part."""
     dirs = [tmp_path_factory.mktemp(f"run{i}") for i in range(2)]
-    with shared_compiles():
-        for d in dirs:
-            suites = {"races": _races_suite(), "probes": _probes_suite()}
-            assert run.main(["--results-dir", str(d), "--no-report"], suites=suites) == 0
+    for d in dirs:
+        suites = {"races": _races_suite(), "probes": _probes_suite()}
+        assert run.main(["--results-dir", str(d), "--no-report"], suites=suites) == 0
     return dirs
 
 
