@@ -349,7 +349,7 @@ def _tiny(profile: dict) -> dict:
 def _full_only_jobs() -> list:
     """The fewest full-profile jobs that reach every (workload, method) and every
     (workload, activation or objective) the quick profile (which the reference run
-    executes) never runs: the cover, not the cross product (28 jobs before, 14 now).
+    executes) never runs: the cover, not the cross product (28 jobs before, 16 now).
 
     What they guard: a method, activation or objective that only the full profile
     reaches and that its workload's dispatch lacks or breaks (an unknown-method
@@ -357,11 +357,7 @@ def _full_only_jobs() -> list:
     key, non-finite final metrics). Those depend on the workload and the method, or on
     the workload and the activation, not on their product: a (method, activation)
     pair meets no code the two do not meet apart (``depth_run`` picks them
-    independently). Likewise ``objective_run`` picks its task (and head) from the
-    workload and its method branch from the method apart: a method that runs here on
-    multilabel_exact (whose every method is full-only) needs no second run on
-    zero_one, whose task and head the quick profile runs (16 jobs would be 14:
-    one_plus_one_ce and one_plus_one_metric on zero_one are left to multilabel_exact)."""
+    independently)."""
     quick = list(suite.jobs("quick"))
     seen_methods = {(j.key["workload"], j.key["method"]) for j in quick}
     seen_kinds = {(j.key["workload"], j.key["setting"].split("/")[0]) for j in quick}
@@ -373,11 +369,7 @@ def _full_only_jobs() -> list:
             seen_methods.add(m)
             seen_kinds.add(k)
             picked.append(job)
-    objective = {"zero_one", "multilabel_exact"}  # the workloads of objective_run
-    in_quick = objective & {j.key["workload"] for j in quick}
-    moved = {j.key["method"] for j in picked if j.key["workload"] in objective - in_quick}
-    return [j for j in picked
-            if not (j.key["workload"] in in_quick and j.key["method"] in moved)]
+    return picked
 
 
 def test_every_job_only_the_full_profile_runs_runs_end_to_end(monkeypatch):
@@ -389,7 +381,7 @@ def test_every_job_only_the_full_profile_runs_runs_end_to_end(monkeypatch):
     jobs = _full_only_jobs()
     names = {(j.key["workload"], j.key["method"]) for j in jobs}
     # the full-only methods, the tanh nets and the multilabel objective are all among them
-    assert any(j.key["setting"].startswith("tanh/") for j in jobs) and len(jobs) == 14
+    assert any(j.key["setting"].startswith("tanh/") for j in jobs) and len(jobs) == 16
     assert {("mlp_depth", "gld"), ("mlp_depth", "relative_loss"),
             ("adding_accuracy", "one_plus_one"), ("adding_memory", "one_plus_one"),
             ("threshold_net", "relative_loss"), ("categorical", "one_plus_one_crn"),
