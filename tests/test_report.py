@@ -67,6 +67,17 @@ def filled(tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def text_only(monkeypatch):
+    """Figures drawn but not rendered: ``Figure.savefig`` writes an empty file. For the
+    tests that read only the report's text and the figures' names; rendering the
+    PNGs is most of a build's time, and test_build_writes_report_and_figures renders
+    (and checks) every one of them."""
+    from matplotlib.figure import Figure
+
+    monkeypatch.setattr(Figure, "savefig", lambda self, path, **kw: Path(path).write_bytes(b""))
+
+
 def _text(summary: Path) -> str:
     """The whole report: the summary, then each section's page and the runs page."""
     pages = summary.parent / report.PAGES_DIR
@@ -121,7 +132,7 @@ def test_ratios_and_profiles_follow_the_definitions(filled):
     assert profile["gld"][1].max() == 0.0
 
 
-def test_missing_sections_and_data_are_reported(tmp_path):
+def test_missing_sections_and_data_are_reported(tmp_path, text_only):
     _, curves = _races()
     results.append("curves", curves[:3], key=[*RACE_KEY, "step"], results_dir=tmp_path)
     assert report.main(["--results-dir", str(tmp_path)]) == 0  # the command-line entry
@@ -165,7 +176,7 @@ def _section(text, title):
     return text[start:] if end < 0 else text[start:end]
 
 
-def test_each_file_shows_one_run_and_says_which(tmp_path):
+def test_each_file_shows_one_run_and_says_which(tmp_path, text_only):
     old, new, broken = ("20260101T000000Z-old000", "20260102T000000Z-new000",
                         "20260103T000000Z-broken")
     rows, curves = _races()
@@ -226,7 +237,7 @@ def test_select_runs_prefers_finished_runs_then_the_newest():
     assert report.select_runs({}, None) == ({}, {})
 
 
-def test_rows_measured_on_changed_code_are_flagged_stale(tmp_path, git_repo):
+def test_rows_measured_on_changed_code_are_flagged_stale(tmp_path, git_repo, text_only):
     repo = git_repo.path
     first = git_repo.commit("fold_jax/a.py", "x = 1\n")
     second = git_repo.commit("bench/b.py", "y = 1\n")  # the code changed since the first
@@ -383,7 +394,7 @@ def test_save_moves_axes_legends_outside(tmp_path):
     plt.close(fig)
 
 
-def test_race_section_shows_intervals_seeds_and_the_problem_set(tmp_path):
+def test_race_section_shows_intervals_seeds_and_the_problem_set(tmp_path, text_only):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -453,7 +464,7 @@ def test_the_report_is_a_pure_view_and_draws_the_region_map_from_rows(tmp_path, 
     assert (tmp_path / "COLUMNS.md").read_text() == results.columns_markdown()
 
 
-def test_without_region_map_rows_the_report_says_which_job_makes_them(tmp_path):
+def test_without_region_map_rows_the_report_says_which_job_makes_them(tmp_path, text_only):
     _, summary = _region_rows()
     results.append("probes", summary, key=results.key("probes"), results_dir=tmp_path)
     text = _text(report.build(tmp_path, verbose=False))

@@ -5,6 +5,7 @@ tests/test_results_store.py)."""
 from __future__ import annotations
 
 import gzip
+import inspect
 import json
 import math
 import os
@@ -193,10 +194,14 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
         "fingerprint.json.gz", "races.csv.gz", "run.json"]  # no temporary file left
 
 
-WRITER = textwrap.dedent("""
-    import sys, time
+def write_steps(out, start, stop, pause):
+    """Append steps ``start..stop-1`` of a curve (3 rows each) one append at a time,
+    skipping the steps this run already holds; run in a child process by
+    :func:`_writer` and in the test's own process to resume or to write beside one."""
+    import time
+
     from fold_jax import results
-    out, start, stop, pause = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+
     have = results.done_keys("curves", ["seed", "step"], out)
     for step in range(start, stop):
         if ("0", str(step)) in have:
@@ -206,12 +211,20 @@ WRITER = textwrap.dedent("""
                  "value": 0.5, "pad": "x" * 2000} for _ in range(3)]
         results.append("curves", rows, key=["seed", "step"], results_dir=out)
         time.sleep(pause)
+
+
+# the child runs write_steps itself (its source, not an import of this test module)
+WRITER = (inspect.getsource(write_steps) + textwrap.dedent("""
+    import sys
+    write_steps(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
     print("finished", flush=True)
-""")
+"""))
+WRITER_RUN = "20260101T000000Z-writer"
 
 
-def _writer(out, start, stop, pause, run="20260101T000000Z-writer"):
-    """A writer process; resuming means the same run id (``$FOLD_JAX_RUN_ID``)."""
+def _writer(out, start, stop, pause, run=WRITER_RUN):
+    """A writer process (a Python + jax import each: the tests start as few as show the
+    behaviour); its run id comes from ``$FOLD_JAX_RUN_ID``."""
     return subprocess.Popen([sys.executable, "-c", WRITER, str(out), str(start), str(stop),
                              str(pause)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "FOLD_JAX_RUN_ID": run})
@@ -224,8 +237,10 @@ def _rows_on_disk(path):
         return 0
 
 
-def test_killed_writer_resumes_without_loss_or_duplicates(tmp_path):
-    """SIGKILL at a random moment of a stream of appends (SIGINT: see test_bench_runner)."""
+def test_killed_writer_resumes_without_loss_or_duplicates(tmp_path, as_run):
+    """SIGKILL at a random moment of a stream of appends (SIGINT: see test_bench_runner);
+    the resume and a later run write from this process, under the run ids the child
+    took from ``$FOLD_JAX_RUN_ID`` and another one."""
     path = tmp_path / "curves.csv"
     proc = _writer(tmp_path, 0, 40, 0.0)
     deadline = time.time() + 60
@@ -236,19 +251,18 @@ def test_killed_writer_resumes_without_loss_or_duplicates(tmp_path):
     seen = results.load(path)  # never torn, whatever the moment of the kill
     saved = set(seen["step"])
     assert len(seen) == len(saved) and len(saved) >= 10
-    rerun = _writer(tmp_path, 0, 40, 0.0)
-    _, err = rerun.communicate(timeout=120)
-    assert rerun.returncode == 0, err
+    assert set(seen["run_id"]) == {WRITER_RUN}  # the child's id came from the environment
+    as_run(WRITER_RUN)  # resuming: the same run
+    write_steps(tmp_path, 0, 40, 0.0)
     final = results.load(path)
     assert sorted(final["step"]) == list(range(40))  # nothing lost, nothing doubled
     kept = final[final["step"].isin(saved)]
     assert (kept["run_id"] == seen.set_index("step").loc[kept["step"], "run_id"].values).all()
-    other = _writer(tmp_path, 0, 40, 0.0, run="20260101T000001Z-other")  # another run
-    _, err = other.communicate(timeout=120)
-    assert other.returncode == 0, err
+    as_run("20260101T000001Z-other")  # another run
+    write_steps(tmp_path, 0, 40, 0.0)
     final = results.load(path)  # measured everything again, beside the first run's rows
     assert final.groupby("run_id")["step"].nunique().to_dict() == {
-        "20260101T000000Z-writer": 40, "20260101T000001Z-other": 40}
+        WRITER_RUN: 40, "20260101T000001Z-other": 40}
 
 
 @pytest.fixture
@@ -348,12 +362,20 @@ def test_code_changed_compares_the_code_paths(tmp_path, git_repo):
     assert results.git_commit(tmp_path) == "unknown"
 
 
-def test_concurrent_writers_lose_nothing(tmp_path):
-    procs = [_writer(tmp_path, 0, 15, 0.0), _writer(tmp_path, 15, 30, 0.0)]
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-    assert sorted(results.load(tmp_path / "curves.csv")["step"]) == list(range(30))
+def test_concurrent_writers_lose_nothing(tmp_path, as_run):
+    """A child process and this one append to the same table at the same time (this one
+    starts once the child has written, and both pause between appends so that they
+    interleave)."""
+    as_run(WRITER_RUN)
+    path = tmp_path / "curves.csv"
+    proc = _writer(tmp_path, 0, 15, 0.02)
+    deadline = time.time() + 60
+    while _rows_on_disk(path) == 0 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    write_steps(tmp_path, 15, 30, 0.02)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert sorted(results.load(path)["step"]) == list(range(30))
 
 
 def test_a_schema_column_that_is_also_metadata_is_written_once(tmp_path):

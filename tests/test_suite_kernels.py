@@ -11,10 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 from fold_jax import results
 from fold_jax.bench import run
+from fold_jax.bench.common import shared_compiles
 from fold_jax.bench.suites import kernels as suite_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,9 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @functools.cache
 def quick() -> list:
-    """The quick profile's kernels, listed on first use (listing runs a search step to
-    count its evaluations: not at collection, where every worker would pay for it)."""
-    return suite_kernels.kernels("quick")
+    """The quick profile's kernels, listed on first use (listing compiles ~70 programs,
+    a search step among them to count its evaluations: not at collection, where every
+    worker would pay for it). The programs go into this process's on-disk XLA cache
+    (bench.common.shared_compiles), which the pytest-benchmark child process reads."""
+    with shared_compiles():
+        return suite_kernels.kernels("quick")
 
 
 def by_label(label: str):
@@ -115,7 +120,16 @@ def test_discover_puts_kernels_first():
 
 
 def test_pytest_benchmark_times_the_same_kernels(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    """``pytest bench`` in a child process; it lists the same kernels as quick() did
+    here, so it loads their compiled programs from this process's XLA cache instead of
+    compiling them again (the cache is keyed by the program, the backend and the
+    compile options: a program that differs compiles as usual)."""
+    quick()  # listed here first (a no-op when an earlier test did): the cache is filled
+    with shared_compiles():
+        cache = jax.config.jax_compilation_cache_dir  # where shared_compiles keeps it
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_COMPILATION_CACHE_DIR": cache,
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     out = subprocess.run(
         [sys.executable, "-m", "pytest", str(ROOT / "bench"), "-q", "-p", "no:cacheprovider",
          "-k", "forward/inference/w32/b32", "--benchmark-disable"], cwd=tmp_path, env=env,

@@ -52,6 +52,9 @@ def tiny_profile(monkeypatch):
                         dict(trials=3, seeds=[0, 1], max_steps=50, budget_s=60.0, grids=[]))
     for module in (suite_races, race_grid):  # the grid's budgets live in race_grid
         monkeypatch.setattr(module, "check_profile", lambda p: p)
+    # each race times its step cost for STEP_COST_S (1 s); 0.05 s still gives the
+    # minimum of 5 alternating rounds, and no test here checks the times themselves
+    monkeypatch.setattr(suite_races, "STEP_COST_S", 0.05)
     return "tiny"
 
 
@@ -234,6 +237,7 @@ def test_step_cost_pays_for_what_fit_keeps_and_divides_by_evaluations(monkeypatc
         return real(calls, **kw)
 
     monkeypatch.setattr(suite_races.timing, "interleaved", spy)
+    monkeypatch.setattr(suite_races, "STEP_COST_S", 0.05)  # >= 5 rounds all the same
     cost = suite_races.step_cost("breast_cancer", "evosax_open_es", "dense", None)
     compiled, args = seen["calls"][0]
     _, kept = compiled(*args)
