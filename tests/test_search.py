@@ -5,6 +5,7 @@ NaN safety, validation, a run through train.fit, and the acceptance rules: the
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -34,8 +35,17 @@ RULES = {"reevaluate": {}, "batch": {"acceptance": "batch"},
          "fixed_set": {"acceptance": "fixed_set", "eval_batch": (SHIFT,)}}
 
 
-def run(method, steps, fun_args=(SHIFT,), params=P0, seed=0):
-    step = jax.jit(method.step)
+@functools.cache
+def sphere_method(name, rule):
+    """BUILDERS[name] on sphere under RULES[rule] and its jitted step, built once per
+    module: the tests that drive the same method share one compiled program."""
+    method = BUILDERS[name](sphere, **RULES[rule])
+    return method, jax.jit(method.step)
+
+
+def run(method, steps, fun_args=(SHIFT,), params=P0, seed=0, step=None):
+    """``steps`` steps of ``method`` (``step``: its jitted step, if already built)."""
+    step = jax.jit(method.step) if step is None else step
     state = method.init(params)
     states, infos = [state], []
     for i in range(steps):
@@ -49,8 +59,8 @@ def run(method, steps, fun_args=(SHIFT,), params=P0, seed=0):
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_never_accepts_higher_loss_and_decreases(name, rule):
     # a different shift per step plays the minibatch: compare on the same args
-    method = BUILDERS[name](sphere, **RULES[rule])
-    step, f = jax.jit(method.step), jax.jit(sphere)
+    method, step = sphere_method(name, rule)
+    f = jax.jit(sphere)
     state = method.init(P0)
     start = float(f(P0, SHIFT))
     for i in range(60):
@@ -67,8 +77,7 @@ def test_never_accepts_higher_loss_and_decreases(name, rule):
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_fixed_set_decides_on_eval_batch_and_never_rises(name):
     # the step's own args are ignored: a wild shift per step changes nothing
-    method = BUILDERS[name](sphere, **RULES["fixed_set"])
-    step = jax.jit(method.step)
+    method, step = sphere_method(name, "fixed_set")
     state, losses = method.init(P0), []
     for i in range(40):
         noise = 10.0 * jax.random.normal(jax.random.key(100 + i), SHIFT.shape)
@@ -91,7 +100,8 @@ SOME_RULES = [(name, "reevaluate") for name in sorted(BUILDERS)] + [("gld", "bat
 
 @pytest.mark.parametrize(("name", "rule"), SOME_RULES)
 def test_same_trajectory_under_monotone_transform(name, rule):
-    a, _ = run(BUILDERS[name](sphere, **RULES[rule]), 10)
+    method, step = sphere_method(name, rule)
+    a, _ = run(method, 10, step=step)
     b, _ = run(BUILDERS[name](lambda p, s: jnp.exp(sphere(p, s)), **RULES[rule]), 10)
     for sa, sb in zip(a, b, strict=True):
         for x, y in zip(jax.tree.leaves(sa.params), jax.tree.leaves(sb.params), strict=True):
@@ -232,13 +242,12 @@ def test_sharded_wrappers_take_every_rule(rule):
     from fold_jax.learn import parallel
 
     mesh = parallel.mesh(1)
-    for single, sharded in [
-        (BUILDERS["gld"](sphere, **RULES[rule]),
-         parallel.gld(sphere, mesh=mesh, max_radius=1.0, min_radius=1e-3, **RULES[rule])),
-        (BUILDERS["rso"](sphere, **RULES[rule]),
-         parallel.rso(sphere, mesh=mesh, num_candidates=4, **RULES[rule])),
+    for name, sharded in [
+        ("gld", parallel.gld(sphere, mesh=mesh, max_radius=1.0, min_radius=1e-3, **RULES[rule])),
+        ("rso", parallel.rso(sphere, mesh=mesh, num_candidates=4, **RULES[rule])),
     ]:
-        a, infos = run(single, 4)
+        single, step = sphere_method(name, rule)
+        a, infos = run(single, 4, step=step)
         b, _ = run(sharded, 4)
         assert sum(int(i["accepted"]) for i in infos) > 0
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
