@@ -17,11 +17,14 @@ D = 10_000  # the scale statistical checks run at (the brief: d >= 1e4)
 F32 = float(np.finfo(np.float32).eps)
 
 
-def _run(method, params, n, seed=0):
-    state = method.init(params)
-    step = jax.jit(method.step)
+def _run(method, params, n, seed=0, *, step=None, state=None, first=0):
+    """Steps ``first .. first + n - 1`` of ``method`` (key i = fold_in(key(seed), i)) from
+    ``state`` (default: init(params)) with ``step`` (default: a fresh jit of its step);
+    returns the last state and the infos."""
+    state = method.init(params) if state is None else state
+    step = jax.jit(method.step) if step is None else step
     infos = []
-    for i in range(n):
+    for i in range(first, first + n):
         state, info = step(state, jax.random.fold_in(jax.random.key(seed), i))
         infos.append(jax.device_get(info))
     return state, infos
@@ -267,7 +270,9 @@ def test_factored_scale_gradient_is_the_row_and_column_means_of_the_dense_one():
     np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=bound)
 
 
-def _mlp_loss():
+@pytest.fixture(scope="module")
+def mlp_loss():
+    """(loss, params) of a 64-128-96-10 MLP memorizing 32 examples, built once."""
     from fold_jax.learn import nets
 
     net = nets.mlp((64, 128, 96, 10), "relu")  # 21,930 params, two fusable matrices
@@ -283,11 +288,14 @@ def _mlp_loss():
     return loss, params
 
 
-def test_rank_keeps_log_sigma_separable_and_fused_equals_materialized():
-    loss, params = _mlp_loss()
+def test_rank_keeps_log_sigma_separable_and_fused_equals_materialized(mlp_loss):
+    loss, params = mlp_loss
     kw = dict(num_directions=16, sigma=0.05, rank=4, antithetic=False, chunk_size=8)
-    fused, infos = _run(snes.snes(loss, **kw), params, 20)
-    assert sum(int(i["skipped"]) for i in infos) == 0
+    method = snes.snes(loss, **kw)
+    step = jax.jit(method.step)  # one program for the first 3 steps and the 17 after
+    few, infos = _run(method, params, 3, step=step)
+    fused, more = _run(method, params, 17, step=step, state=few, first=3)
+    assert sum(int(i["skipped"]) for i in infos + more) == 0
     for ls in jax.tree.leaves(fused.log_sigma):
         if ls.ndim == 2:
             ls = np.asarray(ls, np.float64)
@@ -300,14 +308,13 @@ def test_rank_keeps_log_sigma_separable_and_fused_equals_materialized():
     # only (~1e-6 relative); the update reads the losses through their ranks alone, so with
     # the same noise the steps are bit-identical unless two of 16 losses (spread ~1e-2)
     # fall within that rounding of each other
-    few, _ = _run(snes.snes(loss, **kw), params, 3)
     few_dense, _ = _run(snes.snes(loss, fused=False, **kw), params, 3)
     for a, b in zip(jax.tree.leaves(few), jax.tree.leaves(few_dense), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_rank_descends_a_network_loss_at_d_2e4():
-    loss, params = _mlp_loss()
+def test_rank_descends_a_network_loss_at_d_2e4(mlp_loss):
+    loss, params = mlp_loss
     state, infos = _run(snes.snes(loss, num_directions=16, sigma=0.05, rank=4,
                                   antithetic=False), params, 150)
     assert sum(int(i["skipped"]) + int(i["dropped_directions"]) for i in infos) == 0
