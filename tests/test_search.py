@@ -23,8 +23,10 @@ def sphere(p, shift):
     return jnp.sum((p["w"] - shift) ** 2) + jnp.sum(p["b"] ** 2)
 
 
-P0 = {"w": jnp.ones((2, D // 2)), "b": jnp.full((3,), 0.5)}
-SHIFT = jnp.zeros((2, D // 2))
+# module constants from NumPy through device_put: nothing compiles at collection
+P0 = {"w": jax.device_put(np.ones((2, D // 2), np.float32)),
+      "b": jax.device_put(np.full((3,), 0.5, np.float32))}
+SHIFT = jax.device_put(np.zeros((2, D // 2), np.float32))
 
 BUILDERS = {
     "gld": lambda f, **kw: search.gld(f, max_radius=1.0, min_radius=1e-3, **kw),
@@ -210,7 +212,7 @@ def test_rso_moves_one_coordinate_and_respects_mask():
         (search.rso, {"sigma": 0}, "sigma"),
         (search.one_plus_one, {"sigma": -0.1}, "sigma"),
         (search.one_plus_one, {"damping": 0}, "damping"),
-        (search.one_plus_one, {"mask": {"w": jnp.zeros(3)}}, "mask"),
+        (search.one_plus_one, {"mask": {"w": jax.device_put(np.zeros(3, np.float32))}}, "mask"),
         (search.gld, {"acceptance": "noisy"}, r"acceptance='noisy'.*allowed"),
         (search.rso, {"acceptance": None}, "acceptance=None"),
         (search.one_plus_one, {"confirmations": 0}, "confirmations=0"),
@@ -219,7 +221,9 @@ def test_rso_moves_one_coordinate_and_respects_mask():
         (search.rso, {"eval_batch": (SHIFT,)}, "eval_batch"),
         (search.gld, {"acceptance": "fixed_set"}, "eval_batch"),
         (search.gld, {"acceptance": "fixed_set", "eval_batch": ()}, "eval_batch"),
-        (search.one_plus_one, {"acceptance": "fixed_set", "eval_batch": (SHIFT * jnp.nan,)},
+        (search.one_plus_one, {"acceptance": "fixed_set",
+                               "eval_batch": (jax.device_put(np.full(SHIFT.shape, np.nan,
+                                                                     np.float32)),)},
          r"eval_batch\[0\] has non-finite"),
     ],
 )
@@ -349,7 +353,9 @@ def test_fixed_set_descends_on_its_set(blobs):
 
 # a mask unlike P0: one entry short on w (rso's flat indices would then point at the
 # wrong weights), and a missing leaf
-BAD_MASKS = [{"w": jnp.ones((2, D // 2 - 1)), "b": jnp.ones(3)}, {"w": jnp.ones((2, D // 2))}]
+BAD_MASKS = [{"w": jax.device_put(np.ones((2, D // 2 - 1), np.float32)),
+              "b": jax.device_put(np.ones(3, np.float32))},
+             {"w": jax.device_put(np.ones((2, D // 2), np.float32))}]
 
 
 @pytest.mark.parametrize("mask", BAD_MASKS)

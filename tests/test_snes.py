@@ -338,7 +338,8 @@ def test_rank_on_a_loss_that_reads_raw_weights_warns_and_materializes():
     (dict(rank=4, fused="yes"), "fused='yes' is not known"),
     (dict(rank=4, fused=np.True_), "fused=np.True_ is not known"),
     (dict(rank=4, fused=0), "fused=0 is not known"),
-    (dict(rank=4, mask={"x": jnp.ones(3)}), "cannot be combined with a mask"),
+    (dict(rank=4, mask={"x": jax.device_put(np.ones(3, np.float32))}),
+     "cannot be combined with a mask"),
 ])
 def test_bad_rank_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -362,8 +363,10 @@ def test_learning_rate_none_is_snes_step_with_a_name_and_optax_objects_work():
 
 
 @pytest.mark.parametrize("mask, match", [
-    ({"not_x": jnp.ones(8)}, "mask must be a pytree with the structure of params"),
-    ({"x": jnp.ones(5)}, r"mask leaf shape \(5,\) != param shape \(8,\)"),
+    ({"not_x": jax.device_put(np.ones(8, np.float32))},
+     "mask must be a pytree with the structure of params"),
+    ({"x": jax.device_put(np.ones(5, np.float32))},
+     r"mask leaf shape \(5,\) != param shape \(8,\)"),
 ])
 def test_a_mask_unlike_params_is_named(mask, match):
     method = snes.snes(lambda p: jnp.sum(p["x"] ** 2), num_directions=4, mask=mask)

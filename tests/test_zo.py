@@ -16,11 +16,13 @@ from fold_jax.analysis import probes
 from fold_jax.estimators import methods, perturb, zo
 from fold_jax.learn import nets, tasks, train
 
+# Module constants are built in NumPy and placed with device_put: nothing compiles at
+# collection, which every xdist worker repeats for every file.
 D = 20
-H = jnp.diag(jnp.linspace(0.5, 2.0, D))
-B = jnp.linspace(-1.0, 1.0, D)
-X0 = {"x": jnp.linspace(-1.0, 1.0, D)[::-1]}
-G = H @ X0["x"] + B  # true gradient at X0
+H = jax.device_put(np.diag(np.linspace(0.5, 2.0, D, dtype=np.float32)))
+B = jax.device_put(np.linspace(-1.0, 1.0, D, dtype=np.float32))
+X0 = {"x": jax.device_put(np.linspace(-1.0, 1.0, D, dtype=np.float32)[::-1].copy())}
+G = jax.device_put(np.asarray(H) @ np.asarray(X0["x"]) + np.asarray(B))  # true gradient at X0
 
 
 def quad(p, *args):
@@ -400,15 +402,17 @@ def test_forward_gradient_method_trains():
 # ------------------------------------------------------- at the scale people use
 
 N_IN, N_OUT = 316, 317  # d = 316 * 317 + 317 = 100,489 parameters
-SCALE_X = jax.random.normal(jax.random.key(20), (8, N_IN)) / math.sqrt(N_IN)
+SCALE_X = jax.device_put((np.random.default_rng(20).standard_normal((8, N_IN))
+                          / math.sqrt(N_IN)).astype(np.float32))
 
 
 def linear_loss(p, x):
     return jnp.mean((perturb.matmul(x, p["w"]) + p["b"]) ** 2)
 
 
-SCALE_PARAMS = {"w": jax.random.normal(jax.random.key(21), (N_IN, N_OUT)) / math.sqrt(N_IN),
-                "b": jnp.zeros(N_OUT)}
+SCALE_PARAMS = {"w": jax.device_put((np.random.default_rng(21).standard_normal((N_IN, N_OUT))
+                                     / math.sqrt(N_IN)).astype(np.float32)),
+                "b": jax.device_put(np.zeros(N_OUT, np.float32))}
 # Where a rare bad word can show: full-rank noise, one chunk (every entry of every
 # direction is a fresh word). The low-rank and chunked paths draw through the same
 # word -> noise transforms (driven at their extreme words in tests/test_noise.py); at
@@ -458,10 +462,10 @@ def test_no_non_finite_forward_gradient_at_d_1e5(prng, calls):
 
 
 D_BIG = 10_000
-H_BIG = jnp.linspace(0.5, 2.0, D_BIG)
-B_BIG = jnp.linspace(-1.0, 1.0, D_BIG)
-X_BIG = {"x": jnp.cos(jnp.arange(D_BIG, dtype=jnp.float32))}
-G_BIG = H_BIG * X_BIG["x"] + B_BIG
+H_BIG = jax.device_put(np.linspace(0.5, 2.0, D_BIG, dtype=np.float32))
+B_BIG = jax.device_put(np.linspace(-1.0, 1.0, D_BIG, dtype=np.float32))
+X_BIG = {"x": jax.device_put(np.cos(np.arange(D_BIG, dtype=np.float32)))}
+G_BIG = jax.device_put(np.asarray(H_BIG) * np.asarray(X_BIG["x"]) + np.asarray(B_BIG))
 
 
 def quad_big(p):
