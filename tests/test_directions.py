@@ -27,28 +27,34 @@ def test_dense_views_have_the_leaf_shapes_and_masks_apply():
     params = [jnp.zeros((3, 3, 8, 16)), jnp.zeros((10,))]
     mask = [jnp.ones((3, 3, 8, 16)), (jnp.arange(10) % 2).astype(jnp.float32)]
     d = directions.directions(params, rank=2, mask=mask)
-    dense = d.dense(d.draw(jax.random.key(0), jnp.uint32(3)))
+    dense = jax.device_get(jax.jit(lambda key: d.dense(d.draw(key, jnp.uint32(3))))(
+        jax.random.key(0)))  # one program, not op by op
     assert [u.shape for u in dense] == [(3, 3, 8, 16), (10,)]
-    assert bool(jnp.all(dense[1][::2] == 0)) and float(d.d_eff) == 3 * 3 * 8 * 16 + 5
+    assert np.all(dense[1][::2] == 0) and float(d.d_eff) == 3 * 3 * 8 * 16 + 5
 
 
 def test_contract_selects_valid_directions_even_with_inf_noise():
     params = [jnp.zeros((5,)), jnp.zeros((4, 6))]
     d = directions.directions(params, rank=2)
-    idx = jnp.arange(3, dtype=jnp.uint32)
-    parts = d.stacked(jax.random.key(1), idx)
-    parts = [parts[0].at[1, 0].set(jnp.inf), parts[1]]  # direction 1's noise is poisoned
-    coef = jnp.array([1.0, 0.0, -2.0])
-    valid = jnp.array([True, False, True])
-    got = d.contract(coef, valid, parts)
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in got)
-    dense = jax.vmap(d.dense)(parts)
+    idx = np.arange(3, dtype=np.uint32)
+    parts = jax.tree.map(np.array, jax.jit(d.stacked)(jax.random.key(1), idx))  # copies
+    parts[0][1, 0] = np.inf  # direction 1's noise is poisoned
+    coef = np.array([1.0, 0.0, -2.0], np.float32)
+    valid = np.array([True, False, True])
+
+    @jax.jit  # one program for the contraction and the dense views, not op by op
+    def contract_and_views(coef, valid, parts):
+        return d.contract(coef, valid, parts), jax.vmap(d.dense)(parts), jax.vmap(d.finite)(
+            parts)
+
+    got, dense, finite = jax.device_get(contract_and_views(coef, valid, parts))
+    assert all(np.all(np.isfinite(g)) for g in got)
     want = [c0 * u[0] + c2 * u[2] for u, c0, c2 in
             [(dense[0], 1.0, -2.0), (dense[1], 1.0, -2.0)]]
     eps = float(np.finfo(np.float32).eps)
     for g, w in zip(got, want, strict=True):  # two terms, plus rank-2 einsum order
-        np.testing.assert_allclose(g, w, rtol=4 * eps, atol=4 * eps * float(jnp.max(jnp.abs(w))))
-    assert not bool(jax.vmap(d.finite)(parts)[1])
+        np.testing.assert_allclose(g, w, rtol=4 * eps, atol=4 * eps * float(np.max(np.abs(w))))
+    assert not finite[1]
 
 
 @pytest.mark.parametrize("noise", directions.NOISES)
@@ -62,9 +68,10 @@ def test_stacked_equals_each_draw_bit_for_bit(prng, noise):
     k = 7
     key = jax.random.key(5)
     idx = jnp.arange(100, 100 + k, dtype=jnp.uint32)
-    got = jax.jit(d.stacked)(key, idx)
+    got = jax.device_get(jax.jit(d.stacked)(key, idx))
+    draw = jax.jit(d.draw)  # one program, called on each index (a traced uint32)
     for i in range(k):
-        want = jax.jit(d.draw)(key, idx[i])
+        want = draw(key, idx[i])
         for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_array_equal(g[i], w)
     assert all(g.shape[0] == k for g in jax.tree.leaves(got))

@@ -10,6 +10,7 @@ must compute what its materialized perturbation computes.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import flax.linen as nn
@@ -102,7 +103,7 @@ def _tokens(seed=0):
 
 def _linen(model):
     x, y = _tokens()
-    params = model.init(jax.random.key(1), x)
+    params = jax.jit(model.init)(jax.random.key(1), x)  # one program, not op by op
 
     def loss(p, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
@@ -123,7 +124,13 @@ def _nnx():
     return loss, state, apply, x, y
 
 
-MODELS = {"transformer": lambda: _linen(TransformerLM()), "gru": lambda: _linen(GruLM()),
+@functools.cache
+def _transformer():
+    """The transformer LM's (loss, params, apply, x, y), built once for every test."""
+    return _linen(TransformerLM())
+
+
+MODELS = {"transformer": _transformer, "gru": lambda: _linen(GruLM()),
           "nnx_transformer": _nnx}
 
 
@@ -167,7 +174,7 @@ def _lowrank_leaves(params):
 
 
 def test_each_fused_leaf_equals_its_materialized_perturbation():
-    """Every fused leaf of the transformer LM (d = 1.9e4) alone as a LowRank, scale 0.05:
+    """Every fused leaf of the transformer LM (d = 1.9e4) alone perturbed, scale 0.05:
     the fused logits against the same model on W + s A B^T. Rounding: each of the
     net's n_layers products (fan-in <= 4 width = 128) adds <= eps (n + r + 2) of the
     magnitudes it sums (gamma_n; the factored form adds r terms and the rounding of
@@ -175,31 +182,50 @@ def test_each_fused_leaf_equals_its_materialized_perturbation():
     below), so the logits differ by <= 2^n_ln n_layers eps (128 + r + 2) max|logits|.
     The perturbation must move the logits by 100x that bound (else the test could not
     fail), except the key bias: it adds q . b to every key's logit alike, which the
-    softmax removes (so its check is the error bound alone)."""
-    model = TransformerLM()
-    _, params, apply, x, _ = _linen(model)
+    softmax removes (so its check is the error bound alone).
+
+    Every fused leaf is a LowRank in both programs, its scale a traced argument: one
+    fused and one materialized program, called once per leaf with that leaf's scale
+    0.05 and the others' 0. A zero scale adds exact zeros (W + 0 A B^T == W, and
+    x W + 0 (x A) B^T == x W in float32), so each call perturbs that leaf alone."""
+    _, params, apply, x, _ = _transformer()
     assert sum(np.size(w) for w in jax.tree.leaves(params)) >= 1e4
     idx, leaves, treedef = _lowrank_leaves(params)
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
-    materialized = jax.jit(apply)
-    base = materialized(params, x)
+    # pos is summed, not fused: the estimator hands it to the loss as an array
+    fused = [i for i in idx if paths[i] != "['params']['pos']"]
+    @jax.jit  # every leaf's factors in one program, not one per leaf shape
+    def draw_factors():
+        factors = {}
+        for i in fused:
+            n_in, n_out = int(np.prod(leaves[i].shape[:-1])), leaves[i].shape[-1]
+            ka, kb = jax.random.split(jax.random.key(i))
+            factors[i] = (jax.random.normal(ka, (n_in, RANK)),
+                          jax.random.normal(kb, (n_out, RANK)))
+        return factors
+
+    factors = draw_factors()
+
+    def perturbed(scales):
+        new = list(leaves)
+        for j, i in enumerate(fused):
+            new[i] = LowRank(leaves[i], *factors[i], scales[j], "auto")
+        return jax.tree.unflatten(treedef, new)
+
+    got_logits = jax.jit(lambda s: flax_layers.wrap(apply)(perturbed(s), x))
+    want_logits = jax.jit(lambda s: apply(jax.tree.map(perturb.materialize, perturbed(s),
+                                                       is_leaf=perturb.is_lowrank), x))
+    base = np.asarray(want_logits(np.zeros(len(fused), np.float32)))  # the model on params
     n_layers, n_ln = 7, 3  # embed, q/k/v, out, 2 MLP, head; 3 LayerNorms
     bound = 2**n_ln * n_layers * EPS32 * (128 + RANK + 2)
-    for i in idx:
-        if paths[i] == "['params']['pos']":
-            continue  # summed, not fused: the estimator hands it to the loss as an array
-        w = leaves[i]
-        n_in, n_out = int(np.prod(w.shape[:-1])), w.shape[-1]
-        ka, kb = jax.random.split(jax.random.key(i))
-        a, b = jax.random.normal(ka, (n_in, RANK)), jax.random.normal(kb, (n_out, RANK))
-        low = LowRank(w, a, b, jnp.float32(0.05), "auto")
-        swap = lambda v, i=i: jax.tree.unflatten(treedef, [*leaves[:i], v, *leaves[i + 1:]])  # noqa: E731
-        got = jax.jit(flax_layers.wrap(apply))(swap(low), x)
-        want = materialized(swap(perturb.materialize(low)), x)
-        scale = float(jnp.max(jnp.abs(want)))
-        err = float(jnp.max(jnp.abs(got - want)))
-        moved = float(jnp.max(jnp.abs(want - base)))
-        assert err <= bound * scale, (i, w.shape, err, bound * scale)
+    for j, i in enumerate(fused):
+        scales = np.zeros(len(fused), np.float32)
+        scales[j] = 0.05
+        got, want = np.asarray(got_logits(scales)), np.asarray(want_logits(scales))
+        scale = float(np.max(np.abs(want)))
+        err = float(np.max(np.abs(got - want)))
+        moved = float(np.max(np.abs(want - base)))
+        assert err <= bound * scale, (i, leaves[i].shape, err, bound * scale)
         if "['key']['bias']" not in paths[i]:
             assert moved >= 100 * bound * scale, (paths[i], moved)
 
@@ -208,12 +234,12 @@ def test_fused_estimate_equals_the_materialized_one_at_d_1e4():
     """The whole estimator, fused vs fused=False, same key: each direction's losses
     differ by rounding only (<= 64 eps |f|), so value by that and each grad entry by
     5.5 * 64 eps |f| / sigma (the noise bound |u| < 5.5; see test_zo)."""
-    loss, params, _, x, y = _linen(TransformerLM())
+    loss, params, _, x, y = _transformer()
     sigma, key = 1e-2, jax.random.key(3)
     out = {f: jax.jit(zo.value_and_grad(loss, num_directions=8, sigma=sigma, rank=RANK,
                                         fused=f, chunk_size=None))(params, key, x, y)
            for f in ("auto", False)}
-    f0 = float(loss(params, x, y))
+    f0 = float(jax.jit(loss)(params, x, y))  # one program, not op by op
     np.testing.assert_allclose(out["auto"][0], out[False][0], rtol=0, atol=64 * EPS32 * f0)
     atol = 5.5 * 64 * EPS32 * f0 / sigma
     for a, b in zip(jax.tree.leaves(out["auto"][1]), jax.tree.leaves(out[False][1]),
@@ -234,8 +260,8 @@ def test_a_hand_written_product_is_still_a_fallback_and_warns():
     leaves = vg.describe(params, x)["leaves"]
     assert leaves["['pos']"]["path"] == "summed"
     assert leaves["['w']"]["path"] == "materialized"
-    with pytest.warns(zo.FallbackWarning, match=r"1 of 2 .*\['w'\]"):
-        vg(params, jax.random.key(0), x)
+    with pytest.warns(zo.FallbackWarning, match=r"1 of 2 .*\['w'\]"):  # warned when traced
+        jax.jit(vg)(params, jax.random.key(0), x)
 
 
 def test_cnn_on_digits_is_fused_and_trains():
@@ -255,8 +281,9 @@ def test_cnn_on_digits_is_fused_and_trains():
         warnings.simplefilter("error", zo.FallbackWarning)
         r = train.fit(m, params, task, apply=net.apply, steps=30, batch_size=64,
                       eval_every=30, eval_split="val")
-    before = float(loss(params, task.x_val, task.y_val))
-    after = float(loss(r.state.params, task.x_val, task.y_val))
+    val_loss = jax.jit(loss)  # one program for both, not op by op
+    before = float(val_loss(params, task.x_val, task.y_val))
+    after = float(val_loss(r.state.params, task.x_val, task.y_val))
     # ln(10) = 2.30 at the start; 30 steps of 8 antithetic pairs must lower it (a
     # random walk of step 1e-2 moves it by far less than the 5% asked)
     assert after < 0.95 * before, (before, after)

@@ -14,6 +14,10 @@ from fold_jax.estimators import peers
 from fold_jax.learn import nets, tasks, train
 
 WIDTHS = (64, 16, 10)  # 1,210 parameters: small enough for CMA-ES's d x d covariance
+# the smoke and NaN tests' net (310 parameters): they check plumbing, not learning, and
+# CMA-ES's per-step eigendecomposition of its d x d covariance costs ~2.4 s at d = 1,210
+# on a 2-core CPU against ~0.07 s here (measured, unoptimized compile)
+SMOKE_WIDTHS = (64, 4, 10)
 POP = 32
 SIGMA = 0.05  # exploration std in weight units (lecun-normal weights are ~0.1-0.25)
 
@@ -29,6 +33,12 @@ def small():
     return net, net.init(jax.random.key(0))
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    net = nets.mlp(SMOKE_WIDTHS, "relu")
+    return net, net.init(jax.random.key(0))
+
+
 def loss_of(task, net):
     return task.loss_fn(net.apply)
 
@@ -40,8 +50,8 @@ def test_strategies_lists_the_supported_names():
 
 
 @pytest.mark.parametrize("name", peers.strategies())
-def test_each_strategy_runs_20_steps_through_fit(name, digits, small):
-    net, params = small
+def test_each_strategy_runs_20_steps_through_fit(name, digits, tiny):
+    net, params = tiny
     method = peers.evosax_method(name, loss_of(digits, net), population_size=POP, sigma=SIGMA)
     result = train.fit(method, params, digits, apply=net.apply, steps=20, batch_size=128,
                        eval_every=20)
@@ -103,8 +113,8 @@ def test_cma_es_refuses_a_big_net(digits):
 
 
 @pytest.mark.parametrize("name", ["Open_ES", "ARS", "CMA_ES"])
-def test_nan_losses_do_not_poison_the_mean(name, digits, small):
-    net, params = small
+def test_nan_losses_do_not_poison_the_mean(name, digits, tiny):
+    net, params = tiny
     loss = loss_of(digits, net)
 
     def poisoned(p, x, y):

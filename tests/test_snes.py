@@ -17,11 +17,14 @@ D = 10_000  # the scale statistical checks run at (the brief: d >= 1e4)
 F32 = float(np.finfo(np.float32).eps)
 
 
-def _run(method, params, n, seed=0):
-    state = method.init(params)
-    step = jax.jit(method.step)
+def _run(method, params, n, seed=0, *, step=None, state=None, first=0):
+    """Steps ``first .. first + n - 1`` of ``method`` (key i = fold_in(key(seed), i)) from
+    ``state`` (default: init(params)) with ``step`` (default: a fresh jit of its step);
+    returns the last state and the infos."""
+    state = method.init(params) if state is None else state
+    step = jax.jit(method.step) if step is None else step
     infos = []
-    for i in range(n):
+    for i in range(first, first + n):
         state, info = step(state, jax.random.fold_in(jax.random.key(seed), i))
         infos.append(jax.device_get(info))
     return state, infos
@@ -30,9 +33,10 @@ def _run(method, params, n, seed=0):
 @pytest.mark.parametrize("n", [2, 7, 32, 64])
 def test_utilities_sum_to_zero_favour_low_losses_and_ignore_invalid(n):
     rng = np.random.default_rng(n)
-    losses = jnp.asarray(rng.normal(size=n), jnp.float32)
-    valid = jnp.asarray(rng.random(n) > 0.25).at[:2].set(True)
-    w = np.asarray(snes.utilities(losses, valid))
+    losses = rng.normal(size=n).astype(np.float32)
+    valid = rng.random(n) > 0.25
+    valid[:2] = True
+    w = np.asarray(jax.jit(snes.utilities)(losses, valid))  # one program, not op by op
     m = int(valid.sum())
     # n terms of magnitude <= 1, each rounded once: |sum| <= n * eps
     assert abs(w[np.asarray(valid)].sum()) <= n * F32
@@ -43,10 +47,10 @@ def test_utilities_sum_to_zero_favour_low_losses_and_ignore_invalid(n):
 
 
 def test_utilities_of_extreme_losses_are_finite():
-    losses = jnp.array([jnp.finfo(jnp.float32).max, -jnp.finfo(jnp.float32).max, 0.0,
-                        jnp.inf, jnp.nan], jnp.float32)
-    valid = jnp.array([True, True, True, False, False])
-    w = np.asarray(snes.utilities(losses, valid))
+    losses = np.array([np.finfo(np.float32).max, -np.finfo(np.float32).max, 0.0,
+                       np.inf, np.nan], np.float32)
+    valid = np.array([True, True, True, False, False])
+    w = np.asarray(jax.jit(snes.utilities)(losses, valid))
     assert np.all(np.isfinite(w)) and w[1] > w[2] > w[0]
 
 
@@ -251,12 +255,16 @@ def _lowrank_dirs(n, m, rank=4):
 def test_factored_scale_gradient_is_the_row_and_column_means_of_the_dense_one():
     n, m, k = 128, 96, 8  # 12,288 entries (d >= 1e4)
     dirs = _lowrank_dirs(n, m)
-    parts = dirs.stacked(jax.random.key(0), jnp.arange(k, dtype=jnp.uint32))
-    coef = jnp.asarray(np.random.default_rng(0).normal(size=k), jnp.float32)
-    valid = jnp.array([True] * (k - 1) + [False])
-    (got,) = snes.scale_gradient(dirs, coef, valid, parts)
-    e2 = np.stack([np.asarray(dirs.dense(jax.tree.map(lambda x, i=i: x[i], parts))[0]) ** 2
-                   for i in range(k)]).astype(np.float64)
+    coef = np.random.default_rng(0).normal(size=k).astype(np.float32)
+    valid = np.array([True] * (k - 1) + [False])
+
+    @jax.jit  # one program, not op by op
+    def gradient_and_views(key, coef, valid):
+        parts = dirs.stacked(key, jnp.arange(k, dtype=jnp.uint32))
+        return snes.scale_gradient(dirs, coef, valid, parts), jax.vmap(dirs.dense)(parts)
+
+    (got,), (dense,) = gradient_and_views(jax.random.key(0), coef, valid)
+    e2 = np.asarray(dense, np.float64) ** 2
     c = np.where(np.asarray(valid), np.asarray(coef, np.float64), 0.0)
     g = np.tensordot(c, e2 - 1.0, axes=1)
     # the least-squares projection onto separable matrices (the family's natural gradient)
@@ -267,7 +275,9 @@ def test_factored_scale_gradient_is_the_row_and_column_means_of_the_dense_one():
     np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=bound)
 
 
-def _mlp_loss():
+@pytest.fixture(scope="module")
+def mlp_loss():
+    """(loss, params) of a 64-128-96-10 MLP memorizing 32 examples, built once."""
     from fold_jax.learn import nets
 
     net = nets.mlp((64, 128, 96, 10), "relu")  # 21,930 params, two fusable matrices
@@ -283,11 +293,14 @@ def _mlp_loss():
     return loss, params
 
 
-def test_rank_keeps_log_sigma_separable_and_fused_equals_materialized():
-    loss, params = _mlp_loss()
+def test_rank_keeps_log_sigma_separable_and_fused_equals_materialized(mlp_loss):
+    loss, params = mlp_loss
     kw = dict(num_directions=16, sigma=0.05, rank=4, antithetic=False, chunk_size=8)
-    fused, infos = _run(snes.snes(loss, **kw), params, 20)
-    assert sum(int(i["skipped"]) for i in infos) == 0
+    method = snes.snes(loss, **kw)
+    step = jax.jit(method.step)  # one program for the first 3 steps and the 17 after
+    few, infos = _run(method, params, 3, step=step)
+    fused, more = _run(method, params, 17, step=step, state=few, first=3)
+    assert sum(int(i["skipped"]) for i in infos + more) == 0
     for ls in jax.tree.leaves(fused.log_sigma):
         if ls.ndim == 2:
             ls = np.asarray(ls, np.float64)
@@ -304,7 +317,6 @@ def test_rank_keeps_log_sigma_separable_and_fused_equals_materialized():
     # sums 16 terms (each entry <= |leaf|-sized), 16 eps relative per sum, 2 sums
     # (mean and log sigma) -> <= 3 * 2 * 16 eps * max|leaf|. A wrong rank or factor moves
     # entries by a step, ~1e-2.
-    few, _ = _run(snes.snes(loss, **kw), params, 3)
     few_dense, _ = _run(snes.snes(loss, fused=False, **kw), params, 3)
     for a, b in zip(jax.tree.leaves(few), jax.tree.leaves(few_dense), strict=True):
         b = np.asarray(b)
@@ -312,8 +324,8 @@ def test_rank_keeps_log_sigma_separable_and_fused_equals_materialized():
                                    atol=3 * 2 * 16 * F32 * max(float(np.abs(b).max()), 1.0))
 
 
-def test_rank_descends_a_network_loss_at_d_2e4():
-    loss, params = _mlp_loss()
+def test_rank_descends_a_network_loss_at_d_2e4(mlp_loss):
+    loss, params = mlp_loss
     state, infos = _run(snes.snes(loss, num_directions=16, sigma=0.05, rank=4,
                                   antithetic=False), params, 150)
     assert sum(int(i["skipped"]) + int(i["dropped_directions"]) for i in infos) == 0
@@ -337,7 +349,8 @@ def test_rank_on_a_loss_that_reads_raw_weights_warns_and_materializes():
     (dict(rank=4, fused="yes"), "fused='yes' is not known"),
     (dict(rank=4, fused=np.True_), "fused=np.True_ is not known"),
     (dict(rank=4, fused=0), "fused=0 is not known"),
-    (dict(rank=4, mask={"x": jnp.ones(3)}), "cannot be combined with a mask"),
+    (dict(rank=4, mask={"x": jax.device_put(np.ones(3, np.float32))}),
+     "cannot be combined with a mask"),
 ])
 def test_bad_rank_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -361,8 +374,10 @@ def test_learning_rate_none_is_snes_step_with_a_name_and_optax_objects_work():
 
 
 @pytest.mark.parametrize("mask, match", [
-    ({"not_x": jnp.ones(8)}, "mask must be a pytree with the structure of params"),
-    ({"x": jnp.ones(5)}, r"mask leaf shape \(5,\) != param shape \(8,\)"),
+    ({"not_x": jax.device_put(np.ones(8, np.float32))},
+     "mask must be a pytree with the structure of params"),
+    ({"x": jax.device_put(np.ones(5, np.float32))},
+     r"mask leaf shape \(5,\) != param shape \(8,\)"),
 ])
 def test_a_mask_unlike_params_is_named(mask, match):
     method = snes.snes(lambda p: jnp.sum(p["x"] ** 2), num_directions=4, mask=mask)

@@ -16,11 +16,13 @@ from fold_jax.analysis import probes
 from fold_jax.estimators import methods, perturb, zo
 from fold_jax.learn import nets, tasks, train
 
+# Module constants are built in NumPy and placed with device_put: nothing compiles at
+# collection, which every xdist worker repeats for every file.
 D = 20
-H = jnp.diag(jnp.linspace(0.5, 2.0, D))
-B = jnp.linspace(-1.0, 1.0, D)
-X0 = {"x": jnp.linspace(-1.0, 1.0, D)[::-1]}
-G = H @ X0["x"] + B  # true gradient at X0
+H = jax.device_put(np.diag(np.linspace(0.5, 2.0, D, dtype=np.float32)))
+B = jax.device_put(np.linspace(-1.0, 1.0, D, dtype=np.float32))
+X0 = {"x": jax.device_put(np.linspace(-1.0, 1.0, D, dtype=np.float32)[::-1].copy())}
+G = jax.device_put(np.asarray(H) @ np.asarray(X0["x"]) + np.asarray(B))  # true gradient at X0
 
 
 def quad(p, *args):
@@ -44,8 +46,10 @@ def flat(tree):
 
 
 def cosine(a, b):
-    a, b = flat(a), flat(b)
-    return float(a @ b / jnp.sqrt((a @ a) * (b @ b)))
+    """Cosine of two pytrees, in float64 NumPy (eager jnp would compile each op)."""
+    a, b = (np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(t)])
+            for t in (a, b))
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +134,7 @@ def test_threefry_and_hash_prng_agree_in_distribution():
 
 def test_rank_estimate_aligns_with_mlp_gradient(mlp_problem):
     loss, params, x, y = mlp_problem
-    true = jax.grad(loss)(params, x, y)
+    true = jax.jit(jax.grad(loss))(params, x, y)  # one program, not op by op
     n = sum(w.size for w in jax.tree.leaves(params))
     k = 512
     vg = zo.value_and_grad(loss, num_directions=k, sigma=1e-3, rank=2)
@@ -264,8 +268,25 @@ def test_python_float_and_numpy_leaves_work_like_arrays(chunk_size):
             np.testing.assert_array_equal(a, b)
 
 
+# the two estimators a population map is checked on: (make, directions, sigma)
+POPULATION_ESTIMATORS = (
+    (lambda loss, **o: zo.value_and_grad(loss, num_directions=10, sigma=1e-2, **o), 5, 1e-2),
+    (lambda loss, **o: zo.forward_value_and_grad(loss, num_directions=7, **o), 7, None))
+
+
+@pytest.fixture(scope="module")
+def vmapped_estimates(mlp_problem):
+    """f(params) and each POPULATION_ESTIMATORS entry's estimate without a population
+    map (key 3), computed once for every ``shards`` case."""
+    loss, params, x, y = mlp_problem
+    return float(loss(params, x, y)), [
+        jax.device_get(jax.jit(make(loss))(params, jax.random.key(3), x, y))
+        for make, _, _ in POPULATION_ESTIMATORS]
+
+
 @pytest.mark.parametrize("shards", [None, 1, 3, 8])
-def test_population_map_gets_one_row_of_directions_per_shard(mlp_problem, shards):
+def test_population_map_gets_one_row_of_directions_per_shard(mlp_problem, vmapped_estimates,
+                                                              shards):
     """A population map sees (rows, size) direction indices: one row per ``shards``
     (a single row for a plain callable), padding dropped; estimates equal vmap's."""
     loss, params, x, y = mlp_problem
@@ -279,19 +300,15 @@ def test_population_map_gets_one_row_of_directions_per_shard(mlp_problem, shards
 
     pmap = mapper if shards is None else zo.PopulationMap(mapper, shards)
     key = jax.random.key(3)
-    f0 = float(loss(params, x, y))
-    for make, n, sigma in (
-            (lambda **o: zo.value_and_grad(loss, num_directions=10, sigma=1e-2, **o), 5, 1e-2),
-            (lambda **o: zo.forward_value_and_grad(loss, num_directions=7, **o), 7, None)):
+    f0, wants = vmapped_estimates
+    for (make, n, sigma), want in zip(POPULATION_ESTIMATORS, wants, strict=True):
         rows_seen.clear()  # the map runs at trace time: one compile each, not op by op
-        want = jax.jit(make())(params, key, x, y)
-        got = jax.jit(make(population_map=pmap))(params, key, x, y)
+        got = jax.jit(make(loss, population_map=pmap))(params, key, x, y)
         size = -(-n // (shards or 1))
         assert rows_seen == [(-(-n // size), size)]
         # the same losses, evaluated in batches of another shape: loss_rounding_atol
         # (the forward gradient's derivatives round like the loss: relative 64 eps)
-        scale = float(jnp.max(jnp.abs(jnp.concatenate([jnp.ravel(g)
-                                                       for g in jax.tree.leaves(want)]))))
+        scale = max(float(np.max(np.abs(g))) for g in jax.tree.leaves(want))
         atol = loss_rounding_atol(f0, sigma) if sigma else 5.5 * 64 * EPS32 * scale
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(a, b, rtol=64 * EPS32, atol=atol + 64 * EPS32 * f0)
@@ -387,15 +404,17 @@ def test_forward_gradient_method_trains():
 # ------------------------------------------------------- at the scale people use
 
 N_IN, N_OUT = 316, 317  # d = 316 * 317 + 317 = 100,489 parameters
-SCALE_X = jax.random.normal(jax.random.key(20), (8, N_IN)) / math.sqrt(N_IN)
+SCALE_X = jax.device_put((np.random.default_rng(20).standard_normal((8, N_IN))
+                          / math.sqrt(N_IN)).astype(np.float32))
 
 
 def linear_loss(p, x):
     return jnp.mean((perturb.matmul(x, p["w"]) + p["b"]) ** 2)
 
 
-SCALE_PARAMS = {"w": jax.random.normal(jax.random.key(21), (N_IN, N_OUT)) / math.sqrt(N_IN),
-                "b": jnp.zeros(N_OUT)}
+SCALE_PARAMS = {"w": jax.device_put((np.random.default_rng(21).standard_normal((N_IN, N_OUT))
+                                     / math.sqrt(N_IN)).astype(np.float32)),
+                "b": jax.device_put(np.zeros(N_OUT, np.float32))}
 # Where a rare bad word can show: full-rank noise, one chunk (every entry of every
 # direction is a fresh word). The low-rank and chunked paths draw through the same
 # word -> noise transforms (driven at their extreme words in tests/test_noise.py); at
@@ -445,10 +464,10 @@ def test_no_non_finite_forward_gradient_at_d_1e5(prng, calls):
 
 
 D_BIG = 10_000
-H_BIG = jnp.linspace(0.5, 2.0, D_BIG)
-B_BIG = jnp.linspace(-1.0, 1.0, D_BIG)
-X_BIG = {"x": jnp.cos(jnp.arange(D_BIG, dtype=jnp.float32))}
-G_BIG = H_BIG * X_BIG["x"] + B_BIG
+H_BIG = jax.device_put(np.linspace(0.5, 2.0, D_BIG, dtype=np.float32))
+B_BIG = jax.device_put(np.linspace(-1.0, 1.0, D_BIG, dtype=np.float32))
+X_BIG = {"x": jax.device_put(np.cos(np.arange(D_BIG, dtype=np.float32)))}
+G_BIG = jax.device_put(np.asarray(H_BIG) * np.asarray(X_BIG["x"]) + np.asarray(B_BIG))
 
 
 def quad_big(p):
@@ -588,17 +607,42 @@ def digits_sized_problem():
     return loss, params, x, y
 
 
-@pytest.mark.parametrize("chunk_size", [None, 1, 3, 8, 64])
-def test_forward_gradient_chunks_use_the_same_tangents_at_d_26k(digits_sized_problem,
-                                                                 chunk_size):
-    """Chunked or not, the estimate is (1/K) sum_k (grad f . u_k) u_k over the same K
-    tangents u_k = directions(key, k), rebuilt here from the public directions module
-    and backprop's gradient; padding (K = 8 in chunks of 3: one padded tangent) is
-    computed, counted in ``evals``, and dropped."""
+FORWARD_K, FORWARD_KEY_SEED = 8, 7  # the chunking test's K tangents and key
+
+
+@pytest.fixture(scope="module")
+def forward_reference(digits_sized_problem):
+    """(f0, d, want): the loss, the K directional derivatives d_k = grad f . u_k and
+    the estimate (1/K) sum_k d_k u_k, rebuilt from the public directions module and
+    backprop's gradient in one program, shared by every chunking."""
     from fold_jax.estimators import directions as directions_lib
 
     loss, params, x, y = digits_sized_problem
-    k, key = 8, jax.random.key(7)
+    k, key = FORWARD_K, jax.random.key(FORWARD_KEY_SEED)
+
+    @jax.jit
+    def reference(params, x, y):
+        leaves = jax.tree.leaves(params)
+        parts = directions_lib.directions(leaves, noise="gaussian", prng="hash").stacked(
+            key, jnp.arange(k, dtype=jnp.uint32))
+        f0, g = jax.value_and_grad(loss)(params, x, y)
+        d = sum(jnp.einsum("k...,...->k", u, gl)
+                for u, gl in zip(parts, jax.tree.leaves(g), strict=True))
+        return f0, d, [jnp.einsum("k,k...->...", d, u) / k for u in parts]
+
+    return jax.device_get(reference(params, x, y))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 3, 8, 64])
+def test_forward_gradient_chunks_use_the_same_tangents_at_d_26k(digits_sized_problem,
+                                                                 forward_reference,
+                                                                 chunk_size):
+    """Chunked or not, the estimate is (1/K) sum_k (grad f . u_k) u_k over the same K
+    tangents u_k = directions(key, k), rebuilt from the public directions module and
+    backprop's gradient (forward_reference); padding (K = 8 in chunks of 3: one padded
+    tangent) is computed, counted in ``evals``, and dropped."""
+    loss, params, x, y = digits_sized_problem
+    k, key = FORWARD_K, jax.random.key(FORWARD_KEY_SEED)
     vg = zo.forward_value_and_grad(loss, num_directions=k, chunk_size=chunk_size)
     value, grads, info = jax.jit(vg.with_info)(params, key, x, y)
     per = k if chunk_size is None else min(k, chunk_size)
@@ -606,21 +650,15 @@ def test_forward_gradient_chunks_use_the_same_tangents_at_d_26k(digits_sized_pro
                                                                                 per)
     assert int(info["valid_directions"]) == k and int(info["dropped_directions"]) == 0
 
-    leaves, treedef = jax.tree.flatten(params)
-    parts = directions_lib.directions(leaves, noise="gaussian", prng="hash").stacked(
-        key, jnp.arange(k, dtype=jnp.uint32))
-    f0, g = jax.value_and_grad(loss)(params, x, y)
-    g_leaves = jax.tree.leaves(g)
-    d = sum(jnp.einsum("k...,...->k", u, gl) for u, gl in zip(parts, g_leaves, strict=True))
-    want = [jnp.einsum("k,k...->...", d, u) / k for u in parts]
+    f0, d, want = forward_reference
     # each jvp's derivative rounds like the loss (relative 64 eps of |d_k|, 64-term sums;
     # backprop's gradient alike), |u| < 5.5 (the noise bound), and the K-term sums run in
     # another order per chunking: K eps more
-    atol = 5.5 * (2 * 64 + k) * EPS32 * float(jnp.max(jnp.abs(d)))
+    atol = 5.5 * (2 * 64 + k) * EPS32 * float(np.max(np.abs(d)))
     np.testing.assert_allclose(float(value), float(f0), rtol=64 * EPS32)
     for got, ref in zip(jax.tree.leaves(grads), want, strict=True):
         np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
-    assert jax.tree.structure(grads) == treedef
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
 
 
 def test_forward_gradient_chunks_bound_the_tangents_in_memory(digits_sized_problem):
