@@ -30,9 +30,10 @@ def tests(session: nox.Session) -> None:
     _install(session)
     # the slowest tests are listed at the end, so a test that grows is seen in CI. Two
     # worker processes, a file each at a time: the suite's cost is mostly single-threaded
-    # XLA compiles, so two workers use both cores of a 2-core CI machine (measured on one,
-    # quiet, from a fresh clone: 1,383 tests in 17.8 min with -n 2; bash .ci/run 18.1 min
-    # with uv installing in seconds). Pass -n 0 after -- to run serially.
+    # XLA compiles, so two workers use both cores of a 2-core CI machine. tests/conftest.py
+    # compiles with XLA's legacy CPU emitters and most optimizations off (docs/testing.md).
+    # Measured on a quiet 2-core CPU from a fresh clone: 1,386 tests in 8.5 min, bash
+    # .ci/run 8.8 min with uv installing in seconds. Pass -n 0 after -- to run serially.
     session.run("pytest", "-q", "-n", "2", "--dist", "loadfile", "--durations=15", "tests",
                 *session.posargs)
 
