@@ -32,8 +32,8 @@ def tests(session: nox.Session) -> None:
     # worker processes, a file each at a time: the suite's cost is mostly single-threaded
     # XLA compiles, so two workers use both cores of a 2-core CI machine. tests/conftest.py
     # compiles with XLA's legacy CPU emitters and most optimizations off (docs/testing.md).
-    # Measured on a quiet 2-core CPU from a fresh clone: 1,386 tests in 8.5 min, bash
-    # .ci/run 8.8 min with uv installing in seconds. Pass -n 0 after -- to run serially.
+    # Measured on a quiet 2-core CPU from a fresh clone: 1,387 tests in 6.8-8.5 min, bash
+    # .ci/run 7.1-8.8 min with uv installing in seconds. Pass -n 0 after -- to run serially.
     session.run("pytest", "-q", "-n", "2", "--dist", "loadfile", "--durations=15", "tests",
                 *session.posargs)
 
