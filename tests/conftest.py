@@ -98,10 +98,22 @@ jax.monitoring.register_event_duration_secs_listener(_on_duration)
 jax.monitoring.register_event_listener(_on_event)
 
 
+def pytest_sessionfinish(session):
+    """An xdist worker hands its counts to the controller (see pytest_testnodedown)."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["xla_compiles"] = dict(_COMPILES)
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown where xdist is absent
+def pytest_testnodedown(node, error):
+    """The controller adds each finished worker's counts to its own."""
+    _COMPILES.update(getattr(node, "workeroutput", {}).get("xla_compiles", {}))
+
+
 def pytest_terminal_summary(terminalreporter):
     where = _XLA_CACHE or "off; FOLD_JAX_TEST_XLA_CACHE=1 turns it on"
     terminalreporter.write_line(
-        f"XLA in this process: {_COMPILES['compiles']} compiles "
+        f"XLA in the test processes: {_COMPILES['compiles']} compiles "
         f"({_COMPILES['compile_s']:.1f} s), {_COMPILES['cache_hits']} loaded from the run's "
         f"compilation cache ({where})")
 
