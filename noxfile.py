@@ -31,9 +31,8 @@ def tests(session: nox.Session) -> None:
     # the slowest tests are listed at the end, so a test that grows is seen in CI. Two
     # worker processes, a file each at a time: the suite's cost is mostly single-threaded
     # XLA compiles, so two workers use both cores of a 2-core CI machine. tests/conftest.py
-    # compiles with XLA's legacy CPU emitters and most optimizations off (docs/testing.md).
-    # Measured on a quiet 2-core CPU from a fresh clone: 1,387 tests in 6.8-8.5 min, bash
-    # .ci/run 7.1-8.8 min with uv installing in seconds. Pass -n 0 after -- to run serially.
+    # compiles with XLA's legacy CPU emitters and most optimizations off; docs/testing.md
+    # has the settings and the measured times. Pass -n 0 after -- to run serially.
     session.run("pytest", "-q", "-n", "2", "--dist", "loadfile", "--durations=15", "tests",
                 *session.posargs)
 

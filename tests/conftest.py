@@ -36,7 +36,8 @@ from typing import ClassVar, NamedTuple
 # MLIR ones (test_train.py: 303 compiles, 48 s -> 16 s), with the same arithmetic up to
 # float32 rounding. XLA aborts the process on a flag it does not know, so the flag is
 # tried once in a subprocess (a jaxlib that dropped it runs the suite without it); the
-# outcome reaches the xdist workers and every test's subprocess through XLA_FLAGS.
+# outcome reaches the xdist workers and the subprocesses tests start through XLA_FLAGS
+# (test_parallel's two-host check clears XLA_FLAGS for its processes: they go without).
 FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
 if os.environ.get("FOLD_JAX_TEST_FAST_COMPILE") is None:
     _probe = subprocess.run(
