@@ -37,7 +37,7 @@ from typing import ClassVar, NamedTuple
 # float32 rounding. XLA aborts the process on a flag it does not know, so the flag is
 # tried once in a subprocess (a jaxlib that dropped it runs the suite without it); the
 # outcome reaches the xdist workers and the subprocesses tests start through XLA_FLAGS
-# (test_parallel's two-host check clears XLA_FLAGS for its processes: they go without).
+# (test_parallel's two-host check keeps it and drops only a forced host device count).
 FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
 if os.environ.get("FOLD_JAX_TEST_FAST_COMPILE") is None:
     _probe = subprocess.run(

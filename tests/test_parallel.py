@@ -95,7 +95,10 @@ def test_two_processes_over_jax_distributed_match_one(tmp_path):
     for rank in range(2):
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "FOLD_JAX_COORDINATOR": f"127.0.0.1:{port}",
                "FOLD_JAX_NUM_PROCESSES": "2", "FOLD_JAX_PROCESS_ID": str(rank)}
-        env.pop("XLA_FLAGS", None)
+        # one device per process: the suite's compile flags (tests/conftest.py), without
+        # a forced host device count
+        env["XLA_FLAGS"] = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                                    if not f.startswith("--xla_force_host_platform_device"))
         procs.append(subprocess.Popen([sys.executable, str(HELPER.parent / "multihost_check.py")],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True))
