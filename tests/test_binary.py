@@ -16,6 +16,7 @@ from fold_jax.learn import nets, train
 pack = jax.jit(binary.pack, static_argnames=("axis", "word_bits"))
 unpack = jax.jit(binary.unpack, static_argnames=("k", "axis", "dtype"))
 xnor = jax.jit(binary.xnor_matmul, static_argnames=("k", "block_m"))
+sign = jax.jit(binary.sign)
 
 SHAPES = [(1, 1, 1), (5, 31, 3), (7, 32, 9), (130, 100, 17), (9, 127, 130)]
 # References are computed in numpy (an eager jnp op compiles a program per shape); the
@@ -70,6 +71,8 @@ def test_pack_unpack_round_trip_and_layout():
     # bit k of word 0 is element k (LSB first), bit 1 means -1; sign(0) = +1
     v = np.array([-1.0, 1.0, 0.0, -2.0], np.float32)
     assert int(np.asarray(pack(v))[0]) == 0b1001
+    np.testing.assert_array_equal(sign(v), [-1, 1, 1, -1])  # the library's sign agrees
+    np.testing.assert_array_equal(sign(x), np_sign(x))
     ones = np.ones(32, np.float32)
     assert int(np.asarray(pack(ones))[0]) == 0 and int(np.asarray(pack(-ones))[0]) == 2**32 - 1
 
@@ -203,7 +206,7 @@ def test_user_model_packed_inference_matches_the_sign_weight_model():
     xnor_first = binary.packed_inference(USER.apply, USER_PARAMS, binarize_inputs=[KERNELS[0]])
     fn = jax.jit(xnor_first)
     assert "popcnt" in fn.lower(X).as_text()
-    sx = np_sign(X)
+    sx = sign(X)
     exact, bound = chain_bound(sx, user_steps(signed))
     assert_within(fn(X), jax.jit(USER.apply)(signed, sx), exact, bound)
 
