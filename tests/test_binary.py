@@ -98,10 +98,12 @@ def test_binary_mlp_packed_inference_matches_latent_net():
     # odd fan-ins: a sum of an odd number of +-1 is never 0, so float rounding in the
     # reference cannot flip a sign at an exact tie
     x = np.random.default_rng(3).normal(size=(11, 20)).astype(np.float32)
+    # the activation and binarize_activations do not change the params: one init for both
+    params = jax.jit(nets.mlp((20, 41, 33, 3), layer=binary.binary_layer()).init)(
+        jax.random.key(4))
     for act, bin_act in (("relu", False), ("tanh", True)):
         layer = binary.binary_layer(binarize_activations=bin_act)
         net = nets.mlp((20, 41, 33, 3), act, layer=layer)
-        params = jax.jit(net.init)(jax.random.key(4))
         packed = binary.pack_mlp(params, act, binarize_activations=bin_act)
         assert [layer.binarize_input for layer in packed.layers] == [False, bin_act, bin_act]
         assert packed.weight_bytes == 4 * (1 * 41 + 2 * 33 + 2 * 3)  # words * out * 4 bytes
