@@ -17,7 +17,7 @@ NET = nets.mlp((20, 30, 7, 3), "relu")
 # The masks are built by jitted programs (sparsity, scope and select static): one program
 # per call instead of one per eager op (a sort, a threshold, a compare per kernel shape).
 magnitude = jax.jit(prune.magnitude_mask, static_argnums=1, static_argnames=("scope", "select"))
-rand_mask = jax.jit(prune.random_mask, static_argnums=2, static_argnames=("scope",))
+SPARSITIES = (0.0, 0.3, 0.95, 0.999)
 apply_mask = jax.jit(prune.apply_mask)
 
 
@@ -31,13 +31,22 @@ def _zeros(tree):
     return [int((np.asarray(x) == 0).sum()) for x in jax.tree.leaves(tree) if np.ndim(x) == 2]
 
 
-@pytest.mark.parametrize("s", [0.0, 0.3, 0.95, 0.999])
-def test_masks_have_exactly_the_asked_sparsity(s, params0):
+@pytest.fixture(scope="module")
+def random_masks(params0):
+    """prune.random_mask at every sparsity of SPARSITIES, one jitted program for all (the
+    uniform scores do not depend on the sparsity: the draw is shared)."""
+    masks = jax.jit(lambda key, p: [prune.random_mask(key, p, s) for s in SPARSITIES])(
+        jax.random.key(1), params0)
+    return dict(zip(SPARSITIES, masks, strict=True))
+
+
+@pytest.mark.parametrize("s", SPARSITIES)
+def test_masks_have_exactly_the_asked_sparsity(s, params0, random_masks):
     sizes = [x.size for x in jax.tree.leaves(params0) if x.ndim == 2]
     layer = magnitude(params0, s, scope="layer")
     assert _zeros(layer) == [round(s * n) for n in sizes]
     assert sum(_zeros(magnitude(params0, s, scope="global"))) == round(s * sum(sizes))
-    rand = rand_mask(jax.random.key(1), params0, s)
+    rand = random_masks[s]
     assert _zeros(rand) == [round(s * n) for n in sizes]
     for mask in (layer, rand):  # biases are never pruned
         assert all(np.all(np.asarray(m) == 1) for m in jax.tree.leaves(mask) if m.ndim == 1)
