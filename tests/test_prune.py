@@ -14,36 +14,55 @@ from fold_jax.estimators import methods
 from fold_jax.learn import nets, tasks, train
 
 NET = nets.mlp((20, 30, 7, 3), "relu")
-PARAMS = NET.init(jax.random.key(0))
+# The masks are built by jitted programs (sparsity, scope and select static): one program
+# per call instead of one per eager op (a sort, a threshold, a compare per kernel shape).
+magnitude = jax.jit(prune.magnitude_mask, static_argnums=1, static_argnames=("scope", "select"))
+SPARSITIES = (0.0, 0.3, 0.95, 0.999)
+apply_mask = jax.jit(prune.apply_mask)
+
+
+@pytest.fixture(scope="module")
+def params0():
+    """NET's params, built once for the module by one jitted init."""
+    return jax.jit(NET.init)(jax.random.key(0))
 
 
 def _zeros(tree):
     return [int((np.asarray(x) == 0).sum()) for x in jax.tree.leaves(tree) if np.ndim(x) == 2]
 
 
-@pytest.mark.parametrize("s", [0.0, 0.3, 0.95, 0.999])
-def test_masks_have_exactly_the_asked_sparsity(s):
-    sizes = [x.size for x in jax.tree.leaves(PARAMS) if x.ndim == 2]
-    layer = prune.magnitude_mask(PARAMS, s, scope="layer")
+@pytest.fixture(scope="module")
+def random_masks(params0):
+    """prune.random_mask at every sparsity of SPARSITIES, one jitted program for all (the
+    uniform scores do not depend on the sparsity: the draw is shared)."""
+    masks = jax.jit(lambda key, p: [prune.random_mask(key, p, s) for s in SPARSITIES])(
+        jax.random.key(1), params0)
+    return dict(zip(SPARSITIES, masks, strict=True))
+
+
+@pytest.mark.parametrize("s", SPARSITIES)
+def test_masks_have_exactly_the_asked_sparsity(s, params0, random_masks):
+    sizes = [x.size for x in jax.tree.leaves(params0) if x.ndim == 2]
+    layer = magnitude(params0, s, scope="layer")
     assert _zeros(layer) == [round(s * n) for n in sizes]
-    assert sum(_zeros(prune.magnitude_mask(PARAMS, s, scope="global"))) == round(s * sum(sizes))
-    rand = prune.random_mask(jax.random.key(1), PARAMS, s)
+    assert sum(_zeros(magnitude(params0, s, scope="global"))) == round(s * sum(sizes))
+    rand = random_masks[s]
     assert _zeros(rand) == [round(s * n) for n in sizes]
     for mask in (layer, rand):  # biases are never pruned
         assert all(np.all(np.asarray(m) == 1) for m in jax.tree.leaves(mask) if m.ndim == 1)
 
 
 def test_magnitude_mask_keeps_the_largest_weights():
-    w = {"k": jnp.array([[0.1, -3.0, 0.5], [2.0, -0.2, 0.0]])}
-    np.testing.assert_array_equal(prune.magnitude_mask(w, 0.5)["k"], [[0, 1, 1], [1, 0, 0]])
-    g = prune.magnitude_mask({"a": w["k"], "b": 5 * jnp.ones((2, 3))}, 0.5, scope="global")
+    w = {"k": np.array([[0.1, -3.0, 0.5], [2.0, -0.2, 0.0]], np.float32)}
+    np.testing.assert_array_equal(magnitude(w, 0.5)["k"], [[0, 1, 1], [1, 0, 0]])
+    g = magnitude({"a": w["k"], "b": np.full((2, 3), 5.0, np.float32)}, 0.5, scope="global")
     np.testing.assert_array_equal(g["a"], np.zeros((2, 3)))  # global: "b" wins every place
     np.testing.assert_array_equal(g["b"], np.ones((2, 3)))
 
 
 def test_nm_mask_keeps_n_of_every_m():
-    w = {"k": jax.random.normal(jax.random.key(2), (8, 5))}
-    m = np.asarray(prune.nm_mask(w, 2, 4)["k"]).reshape(2, 4, 5)
+    w = {"k": np.random.default_rng(2).normal(size=(8, 5)).astype(np.float32)}
+    m = np.asarray(jax.jit(prune.nm_mask, static_argnums=(1, 2))(w, 2, 4)["k"]).reshape(2, 4, 5)
     np.testing.assert_array_equal(m.sum(axis=1), 2 * np.ones((2, 5)))
     big = np.abs(np.asarray(w["k"])).reshape(2, 4, 5)
     kept_min = np.where(m == 1, big, np.inf).min(axis=1)
@@ -58,12 +77,12 @@ def test_cubic_schedule_values():
 
 
 @pytest.mark.parametrize("opt", ["adam", "adamw"])
-def test_masks_survive_optimizer_steps(opt):
-    mask = prune.magnitude_mask(PARAMS, 0.8)
+def test_masks_survive_optimizer_steps(opt, params0):
+    mask = magnitude(params0, 0.8)
     tx = prune.keep_masked(methods.optimizer(opt, 1e-2), mask)
-    params = PARAMS  # not masked yet: the first update zeroes the pruned entries
+    params = params0  # not masked yet: the first update zeroes the pruned entries
     state = tx.init(params)
-    x = jax.random.normal(jax.random.key(3), (16, 20))
+    x = np.random.default_rng(3).normal(size=(16, 20)).astype(np.float32)
     grad = jax.jit(jax.grad(lambda p: jnp.sum(NET.apply(p, x) ** 2)))
     update = jax.jit(tx.update)
     for _ in range(5):
@@ -74,9 +93,9 @@ def test_masks_survive_optimizer_steps(opt):
     assert prune.sparsity(params) == pytest.approx(0.8, abs=1e-3)
 
 
-def test_gradual_prune_reaches_final_sparsity_and_never_unprunes():
+def test_gradual_prune_reaches_final_sparsity_and_never_unprunes(params0):
     tx = optax.chain(optax.sgd(1e-2), prune.gradual_prune(0.75, 20, frequency=5))
-    params, state = PARAMS, tx.init(PARAMS)
+    params, state = params0, tx.init(params0)
     update = jax.jit(tx.update)
     previous = np.zeros(1)
     sparsities = []
@@ -89,16 +108,16 @@ def test_gradual_prune_reaches_final_sparsity_and_never_unprunes():
         previous = zeros
         sparsities.append(prune.sparsity(params))
     assert sparsities == sorted(sparsities)
-    sizes = [x.size for x in jax.tree.leaves(PARAMS) if x.ndim == 2]
+    sizes = [x.size for x in jax.tree.leaves(params0) if x.ndim == 2]
     assert _zeros(params) == [round(0.75 * n) for n in sizes]
 
 
-def test_bcsr_inference_matches_dense_and_lowers_to_native_kernel():
-    params = prune.apply_mask(PARAMS, prune.magnitude_mask(PARAMS, 0.9))
+def test_bcsr_inference_matches_dense_and_lowers_to_native_kernel(params0):
+    params = apply_mask(params0, magnitude(params0, 0.9))
     model = prune.sparse_mlp(params)
-    assert model.nonzeros == sum(round(0.1 * x.size) for x in jax.tree.leaves(PARAMS)
+    assert model.nonzeros == sum(round(0.1 * x.size) for x in jax.tree.leaves(params0)
                                  if x.ndim == 2)
-    x = jax.random.normal(jax.random.key(4), (9, 20))
+    x = np.random.default_rng(4).normal(size=(9, 20)).astype(np.float32)
     sparse_fn = jax.jit(lambda x: prune.sparse_apply(model, x))
     np.testing.assert_allclose(sparse_fn(x), jax.jit(NET.apply)(params, x), rtol=1e-5, atol=1e-5)
     hlo = sparse_fn.lower(x).compile().as_text()
@@ -107,16 +126,19 @@ def test_bcsr_inference_matches_dense_and_lowers_to_native_kernel():
     # one layer, both layouts: row-major x @ w and feature-major (x @ w).T
     w = params["params"]["dense_0"]["kernel"]
     wt = prune.to_bcsr(w)
-    np.testing.assert_allclose(prune.sparse_matmul(x, wt), x @ w, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(prune.sparse_matmul_t(wt, x.T), (x @ w).T, rtol=1e-5, atol=1e-5)
+    both = jax.jit(lambda x, wt: (prune.sparse_matmul(x, wt), prune.sparse_matmul_t(wt, x.T)))
+    row, col = both(x, wt)
+    ref = x @ np.asarray(w)
+    np.testing.assert_allclose(row, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(col, ref.T, rtol=1e-5, atol=1e-5)
 
 
 def test_zo_on_pruned_weights_perturbs_only_survivors_and_variance_drops():
     zo = pytest.importorskip("fold_jax.zo")
     d, s = 400, 0.9
-    w = {"k": jax.random.normal(jax.random.key(5), (20, 20))}
-    mask = prune.magnitude_mask(w, s)
-    w = prune.apply_mask(w, mask)
+    w = {"k": np.random.default_rng(5).normal(size=(20, 20)).astype(np.float32)}
+    mask = magnitude(w, s)
+    w = {"k": w["k"] * np.asarray(mask["k"])}
     fun = lambda p: 0.5 * jnp.sum(p["k"] ** 2)  # noqa: E731 - gradient = w (zero off-mask)
     keys = jax.random.split(jax.random.key(6), 400)
     errs = {}
@@ -125,7 +147,7 @@ def test_zo_on_pruned_weights_perturbs_only_survivors_and_variance_drops():
         g = jax.jit(jax.vmap(lambda k, vg=vg: vg(w, k)[1]["k"]))(keys)
         if m is not None:
             assert np.all(np.asarray(g)[:, np.asarray(mask["k"]) == 0] == 0)
-        errs[name] = float(jnp.mean(jnp.sum((g - w["k"]) ** 2, axis=(1, 2))))
+        errs[name] = float(np.mean(np.sum((np.asarray(g) - w["k"]) ** 2, axis=(1, 2))))
     # one antithetic gaussian pair: E|g_hat - g|^2 = (d + 1)|g|^2 ; d_eff = 40 vs d = 400
     ratio = errs["masked"] / errs["full"]
     expected = (round((1 - s) * d) + 1) / (d + 1)
@@ -142,14 +164,14 @@ def test_gradually_pruned_mlp_learns_digits():
     assert r.history["test_accuracy"].iloc[-1] >= 0.94
 
 
-def test_bad_input_names_the_argument():
+def test_bad_input_names_the_argument(params0):
     for bad in (-0.1, 1.0, 1.5, "0.5", True):
         with pytest.raises(ValueError, match="sparsity"):
-            prune.magnitude_mask(PARAMS, bad)
+            prune.magnitude_mask(params0, bad)
     with pytest.raises(ValueError, match="scope"):
-        prune.magnitude_mask(PARAMS, 0.5, scope="network")
+        prune.magnitude_mask(params0, 0.5, scope="network")
     with pytest.raises(ValueError, match="scope"):
-        prune.random_mask(jax.random.key(0), PARAMS, 0.5, scope="row")
+        prune.random_mask(jax.random.key(0), params0, 0.5, scope="row")
     with pytest.raises(ValueError, match="schedule"):
         prune.gradual_prune(0.9, 100, schedule="linear")
     with pytest.raises(ValueError, match="final_sparsity"):
@@ -197,7 +219,7 @@ def _at(tree, path):
 
 
 def test_magnitude_mask_by_path_on_a_user_model_leaves_layernorm_and_biases():
-    mask = prune.magnitude_mask(USER_PARAMS, 0.9)
+    mask = magnitude(USER_PARAMS, 0.9)
     flat = {prune.key_path(kp): np.asarray(m)
             for kp, m in jax.tree_util.tree_flatten_with_path(mask)[0]}
     assert prune.kernel_paths(USER_PARAMS) == KERNELS
@@ -206,14 +228,14 @@ def test_magnitude_mask_by_path_on_a_user_model_leaves_layernorm_and_biases():
             assert (m == 0).sum() == round(0.9 * m.size)  # exact, per kernel
         else:  # LayerNorm scale / bias and Dense biases
             assert m.ndim == 1 and np.all(m == 1), path
-    head_only = prune.magnitude_mask(USER_PARAMS, 0.5, select=lambda p, w: p == KERNELS[2])
-    assert prune.sparsity(prune.apply_mask(USER_PARAMS, head_only)) == pytest.approx(
+    head_only = magnitude(USER_PARAMS, 0.5, select=lambda p, w: p == KERNELS[2])
+    assert prune.sparsity(apply_mask(USER_PARAMS, head_only)) == pytest.approx(
         0.5 * WIDTH * OUTPUTS / (2 * FEATURES * WIDTH + WIDTH * OUTPUTS), abs=1e-9)
 
 
 def test_user_model_bcsr_inference_matches_the_masked_dense_model():
-    mask = prune.magnitude_mask(USER_PARAMS, 0.9)
-    masked = prune.apply_mask(USER_PARAMS, mask)
+    mask = magnitude(USER_PARAMS, 0.9)
+    masked = apply_mask(USER_PARAMS, mask)
     infer = prune.sparse_inference(USER.apply, USER_PARAMS, mask)
     sparse_params = infer.args[0]
     for path in KERNELS:  # each kernel stored as BCSR of its 10% survivors
@@ -264,8 +286,8 @@ def test_nnx_model_bcsr_inference_matches_the_masked_dense_model():
     apply = lambda state, x: nnx.merge(graphdef, state)(x)  # noqa: E731
     assert prune.kernel_paths(state) == [("block", "dense0", "kernel"),
                                          ("block", "dense1", "kernel"), ("dense0", "kernel")]
-    mask = prune.magnitude_mask(state, 0.9)
-    masked = prune.apply_mask(state, mask)
+    mask = magnitude(state, 0.9)
+    masked = apply_mask(state, mask)
     got = jax.jit(prune.sparse_inference(apply, state, mask))(X)
     ref = jax.jit(apply)(masked, X)
     steps = user_steps(jax.tree.map(np.asarray, nnx.to_pure_dict(masked)), prefix=(),
@@ -274,9 +296,9 @@ def test_nnx_model_bcsr_inference_matches_the_masked_dense_model():
     assert_within(got, ref, exact, bound)
 
 
-def test_fold_jax_mlp_through_sparse_inference_matches_sparse_apply():
-    params = prune.apply_mask(PARAMS, prune.magnitude_mask(PARAMS, 0.9))
-    x = jax.random.normal(jax.random.key(4), (BATCH, 20))
+def test_fold_jax_mlp_through_sparse_inference_matches_sparse_apply(params0):
+    params = apply_mask(params0, magnitude(params0, 0.9))
+    x = np.random.default_rng(4).normal(size=(BATCH, 20)).astype(np.float32)
     got = jax.jit(prune.sparse_inference(NET.apply, params))(x)
     ref = jax.jit(lambda x: prune.sparse_apply(prune.sparse_mlp(params), x))(x)
     w = [_at(params, ("params", f"dense_{i}", "kernel")) for i in range(3)]
@@ -294,17 +316,17 @@ def test_unknown_layers_with_a_bcsr_kernel_run_dense_and_warn():
             return 2.0 * (x @ self.param("kernel", nn.initializers.lecun_normal(), (8, 3)))
 
     model = Scaled()
-    params = model.init(jax.random.key(0), jnp.ones((1, 8)))
-    x = jax.random.normal(jax.random.key(1), (16, 8))
-    with pytest.warns(prune.KernelFallbackWarning, match="Scaled"):
-        got = prune.sparse_inference(model.apply, params)(x)
+    params = jax.jit(model.init)(jax.random.key(0), np.ones((1, 8), np.float32))
+    x = np.random.default_rng(1).normal(size=(16, 8)).astype(np.float32)
+    with pytest.warns(prune.KernelFallbackWarning, match="Scaled"):  # warned while tracing
+        got = jax.jit(prune.sparse_inference(model.apply, params))(x)
     w = _at(params, ("params", "kernel"))  # one product of 8 terms, then x2 (exact)
     tol = 2 * (8 + 2) * EPS * 2 * (np.abs(np.asarray(x)) @ np.abs(w))
-    assert np.all(np.abs(np.asarray(got) - np.asarray(model.apply(params, x))) <= tol)
+    assert np.all(np.abs(np.asarray(got) - np.asarray(jax.jit(model.apply)(params, x))) <= tol)
 
 
 def test_sparse_inference_names_bad_inputs():
-    mask = prune.magnitude_mask(USER_PARAMS, 0.5)
+    mask = magnitude(USER_PARAMS, 0.5)
     with pytest.raises(ValueError, match="mask must have the structure of params"):
         prune.sparse_inference(USER.apply, USER_PARAMS, {"params": mask["params"]["Block_0"]})
     bad = jax.tree_util.tree_map_with_path(

@@ -106,12 +106,27 @@ def quad(p, x):
     return jnp.sum((p["w"] - x) ** 2)
 
 
-P = {"w": jnp.ones(3)}
-X = jnp.zeros(3)
+# numpy constants: no program compiled at collection (every xdist worker collects)
+P = {"w": np.ones(3, np.float32)}
+X = np.zeros(3, np.float32)
+
+
+def _with(x, index, value):
+    """A copy of the numpy array x with x[index] = value."""
+    x = x.copy()
+    x[index] = value
+    return x
+
+
+def _host(leaf):
+    leaf = jax.random.key_data(leaf) if jax.dtypes.issubdtype(
+        getattr(leaf, "dtype", None), jax.dtypes.prng_key) else leaf
+    return np.asarray(leaf)
 
 
 def _same(a, b) -> bool:
-    return all(bool(jnp.array_equal(u, v, equal_nan=True))
+    """Equal trees, NaN equal to NaN; compared in numpy (no program per leaf shape)."""
+    return all(np.array_equal(_host(u), _host(v), equal_nan=True)
                for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
@@ -151,10 +166,10 @@ def test_estimators_and_init_reject_bad_keys(bad):
 
 def test_legacy_raw_keys_are_accepted_and_match_typed_keys():
     raw, typed = jax.random.PRNGKey(3), jax.random.key(3)
-    vg = zo.value_and_grad(quad, num_directions=4)
+    vg = jax.jit(zo.value_and_grad(quad, num_directions=4))  # the key check runs in the trace
     assert _same(vg(P, raw, X), vg(P, typed, X))
-    m = search.gld(quad)
-    assert _same(m.step(m.init(P), raw, X)[0], m.step(m.init(P), typed, X)[0])
+    m, step = _jitted("gld")  # the typed-key program is the one the NaN sweeps reuse
+    assert _same(step(m.init(P), raw, X)[0], step(m.init(P), typed, X)[0])
 
 
 def test_bad_params_are_named():
@@ -250,7 +265,7 @@ def test_method_builder_options_are_named():
         ]
     for bad in (math.nan, math.inf, -math.inf):
         cases.append((lambda b=bad: search.gld(quad, acceptance="fixed_set",
-                                               eval_batch=(X.at[1].set(b),)),
+                                               eval_batch=(_with(X, 1, b),)),
                       ValueError, r"eval_batch\[0\] has non-finite"))
     for call, error, message in cases:
         with pytest.raises(error, match=message):
@@ -263,7 +278,8 @@ _STEPS: dict = {}
 
 
 def _jitted(name):
-    """One jitted step per method, reused by every hypothesis example (no recompiles)."""
+    """One jitted step per method, reused by every hypothesis example and the tests
+    below (no recompiles)."""
     if name not in _STEPS:
         m = METHODS[name](quad) if name in METHODS else binary.flip_search(
             lambda p, x: jnp.sum((p["w"] @ p["v"] - x) ** 2))
@@ -276,9 +292,10 @@ def _jitted(name):
        value=st.sampled_from([math.nan, math.inf, -math.inf]))
 def test_non_finite_batches_leave_state_unchanged(name, index, value):
     m, step = _jitted(name)
-    params = {"w": jnp.ones((3, 2)), "v": jnp.ones(2)} if name == "flip_search" else P
+    params = ({"w": np.ones((3, 2), np.float32), "v": np.ones(2, np.float32)}
+              if name == "flip_search" else P)
     state = m.init(params)
-    x = X.at[index].set(value)
+    x = _with(X, index, value)
     new, info = step(state, KEY, x)
     assert _same(new.params, state.params)
     if hasattr(state, "opt_state"):  # descent: the whole state is kept, step counted skipped
@@ -298,45 +315,52 @@ def test_a_non_finite_confirmation_batch_drops_the_challenger(name, value):
         if int(info["pending"]):
             break
     assert int(info["pending"]) == search.DEFAULT_CONFIRMATIONS
-    new, info = step(state, jax.random.key(1), X.at[0].set(value))
+    new, info = step(state, jax.random.key(1), _with(X, 0, value))
     assert _same(new.params, state.params) and _same(new.params, P)
     assert (int(info["accepted"]), int(info["pending"]), int(info["evals"])) == (0, 0, 2)
 
 
 def test_nan_params_and_zero_size_batches_are_skipped():
     m, step = _jitted("zeroth_order")
-    nan_state = m.init({"w": jnp.full(3, jnp.nan)})
+    nan_state = m.init({"w": np.full(3, np.nan, np.float32)})
     new, info = step(nan_state, KEY, X)
     assert _same(new, nan_state) and int(info["skipped"]) == 1
     mean_loss = lambda p, x: jnp.mean((p["w"] - x) ** 2)  # noqa: E731
     g = methods.gradient(mean_loss, "sgd", 0.1)
-    state = g.init({"w": jnp.ones(3)})
-    new, info = g.step(state, KEY, jnp.zeros((0, 3)))  # mean over nothing: NaN
+    state = g.init({"w": np.ones(3, np.float32)})
+    new, info = jax.jit(g.step)(state, KEY, np.zeros((0, 3), np.float32))  # mean of nothing: NaN
     assert _same(new, state) and int(info["skipped"]) == 1
 
 
 # ----------------------------------------------------------------------- nets / heads
 
 NET = nets.mlp((4, 8, 2), "relu")
-NET_PARAMS = NET.init(KEY)
+
+
+@pytest.fixture(scope="module")
+def net_params():
+    """NET's params, built once for the module by one jitted init (not at collection)."""
+    return jax.jit(NET.init)(KEY)
 
 
 @SETTINGS
 @given(shape=st.lists(st.integers(0, 6), min_size=0, max_size=3).filter(
     lambda s: not s or s[-1] != 4))
-def test_net_apply_names_a_wrong_input_shape(shape):
+def test_net_apply_names_a_wrong_input_shape(shape, net_params):
     with pytest.raises(ValueError, match="in_features=4"):
-        NET.apply(NET_PARAMS, jnp.zeros(shape))
+        NET.apply(net_params, np.zeros(shape, np.float32))
 
 
-def test_net_apply_params_and_documented_shapes():
+def test_net_apply_params_and_documented_shapes(net_params):
+    x = np.zeros((2, 4), np.float32)
     with pytest.raises(ValueError, match="params do not fit this net"):
-        NET.apply({}, jnp.zeros((2, 4)))
+        NET.apply({}, x)
     with pytest.raises(ValueError, match="params do not fit this net"):
-        NET.apply(nets.mlp((5, 8, 2), "relu").init(KEY), jnp.zeros((2, 4)))
+        NET.apply(jax.eval_shape(nets.mlp((5, 8, 2), "relu").init, KEY), x)  # shapes suffice
     with pytest.raises(ValueError, match="in_features"):
-        NET.apply(NET_PARAMS, "abcd")
-    assert NET.apply(NET_PARAMS, jnp.zeros((0, 4))).shape == (0, 2)  # zero batch: (0, out)
+        NET.apply(net_params, "abcd")
+    zero = jax.jit(NET.apply)(net_params, np.zeros((0, 4), np.float32))
+    assert zero.shape == (0, 2)  # zero batch: (0, out)
     for bad in [(4,), (4, 0, 2), (4.0, 2), (True, 2)]:
         with pytest.raises(ValueError, match="widths"):
             nets.mlp(bad, "relu")
@@ -351,18 +375,18 @@ def test_net_apply_params_and_documented_shapes():
        label_shape=st.lists(st.integers(0, 5), max_size=3))
 def test_head_names_bad_logits_and_labels(kind, n, outputs, label_shape):
     head = heads.Head(kind)
-    logits = jnp.zeros((n, outputs))
+    logits = np.zeros((n, outputs), np.float32)
     want = (n, outputs) if kind == "multilabel" else (n,)
     ok_logits = n >= 1 and (kind != "binary" or outputs == 1)
-    dtype = jnp.int32 if kind == "multiclass" else jnp.float32
+    dtype = np.int32 if kind == "multiclass" else np.float32
     ok_labels = tuple(label_shape) == want
     if kind == "regression":  # (N, T) targets, or (N,) for one target, never broadcast
         ok_labels = tuple(label_shape) in ((n, outputs), (n,) if outputs == 1 else None)
     if ok_logits and ok_labels:
-        assert jnp.isfinite(head.loss(logits, jnp.zeros(label_shape, dtype)))
+        assert np.isfinite(np.asarray(head.loss(logits, np.zeros(label_shape, dtype))))
         return
     with pytest.raises(ValueError, match="logits has shape" if not ok_logits else "labels"):
-        head.loss(logits, jnp.zeros(label_shape, dtype))
+        head.loss(logits, np.zeros(label_shape, dtype))
 
 
 def test_head_dtype_threshold_and_kind():
@@ -425,25 +449,31 @@ def fit_setup():
     return task, net, methods.gradient(task.loss_fn(net.apply), "adam", 1e-2)
 
 
+@pytest.fixture(scope="module")
+def fit_params(fit_setup):
+    """The fit net's params (one jitted init); every fit below fails before using them."""
+    return jax.jit(fit_setup[1].init)(KEY)
+
+
 BAD_COUNTS = st.sampled_from([0, -1, 1.5, True, "10", None, math.nan])
 
 
 @SETTINGS
 @given(argument=st.sampled_from(["steps", "batch_size", "eval_every"]), bad=BAD_COUNTS)
-def test_fit_names_bad_counts_before_compiling(fit_setup, argument, bad):
+def test_fit_names_bad_counts_before_compiling(fit_setup, fit_params, argument, bad):
     task, net, m = fit_setup
     options = {"steps": 5, "batch_size": 8, "eval_every": 5, argument: bad}
     if argument == "steps" and bad is None:  # documented: steps=None needs budget_s
         with pytest.raises(ValueError, match="budget"):
-            train.fit(m, net.init(KEY), task, apply=net.apply, **options)
+            train.fit(m, fit_params, task, apply=net.apply, **options)
         return
     with pytest.raises(ValueError, match=f"{argument}="):
-        train.fit(m, net.init(KEY), task, apply=net.apply, **options)
+        train.fit(m, fit_params, task, apply=net.apply, **options)
 
 
-def test_fit_names_other_bad_arguments(fit_setup):
+def test_fit_names_other_bad_arguments(fit_setup, fit_params):
     task, net, m = fit_setup
-    params = net.init(KEY)
+    params = fit_params
     before = jax.tree.map(np.array, params)
     cases = [
         (dict(budget_s=math.nan), ValueError, "budget_s="),
@@ -465,7 +495,7 @@ def test_fit_names_other_bad_arguments(fit_setup):
     with pytest.raises(ValueError, match="params has no entries"):
         train.fit(m, {}, task, apply=net.apply, steps=5)
     with pytest.raises(TypeError, match="params leaves must be floating"):
-        train.fit(m, jax.tree.map(lambda w: w.astype(jnp.int32), params), task,
+        train.fit(m, jax.tree.map(lambda w: np.asarray(w).astype(np.int32), params), task,
                   apply=net.apply, steps=5)
     with pytest.raises(TypeError, match="task must be"):
         train.fit(m, params, "digits", apply=net.apply, steps=5)
@@ -486,18 +516,16 @@ def test_fit_names_other_bad_arguments(fit_setup):
 @SETTINGS
 @given(array=st.sampled_from(["x_train", "y_train", "x_test", "y_test", "params"]),
        value=st.sampled_from([math.nan, math.inf, -math.inf]), count=st.integers(1, 5))
-def test_fit_names_non_finite_data_and_params(fit_setup, array, value, count):
+def test_fit_names_non_finite_data_and_params(fit_setup, fit_params, array, value, count):
     task, net, m = fit_setup
-    params = net.init(KEY)
+    params = jax.tree.map(np.array, fit_params)  # a numpy copy (edited in place below)
     if array == "params":
-        leaf = params["params"]["dense_0"]["kernel"]
-        params["params"]["dense_0"]["kernel"] = leaf.reshape(-1).at[:count].set(value).reshape(
-            leaf.shape)
+        params["params"]["dense_0"]["kernel"].reshape(-1)[:count] = value
         where = r"params\['params'\]\['dense_0'\]\['kernel'\]"
     else:
-        data = getattr(task, array).astype(jnp.float32)
-        flat = data.reshape(-1).at[:count].set(value)
-        task = dataclasses.replace(task, **{array: flat.reshape(data.shape)})
+        data = np.array(getattr(task, array), np.float32)
+        data.reshape(-1)[:count] = value
+        task = dataclasses.replace(task, **{array: data})
         where = rf"task\.{array}"
     with pytest.raises(ValueError, match=rf"{where} .*has {count} non-finite entries"):
         train.fit(m, params, task, apply=net.apply, steps=5)
@@ -506,7 +534,7 @@ def test_fit_names_non_finite_data_and_params(fit_setup, array, value, count):
 # ---------------------------------------------------------------- probes / regions
 
 
-def test_probes_and_regions_name_bad_inputs():
+def test_probes_and_regions_name_bad_inputs(net_params):
     cases = [
         (lambda: probes.tree_cosine({}, {}), ValueError, "non-empty"),
         (lambda: probes.layer_grad_norms(lambda p: 0.0, {}), ValueError, "params must be"),
@@ -521,17 +549,17 @@ def test_probes_and_regions_name_bad_inputs():
         (lambda: probes.softmax_label_predictions(jnp.zeros((3, 4)), k=jnp.ones(3)),
          TypeError, "k must be"),
         (lambda: probes.label_metrics(jnp.zeros(3), jnp.zeros(3)), ValueError, "pred"),
-        (lambda: regions.activation_patterns(NET_PARAMS, jnp.zeros((3, 5)), "relu"),
+        (lambda: regions.activation_patterns(net_params, jnp.zeros((3, 5)), "relu"),
          ValueError, "in_features=4"),
-        (lambda: regions.activation_patterns(NET_PARAMS, jnp.zeros((3, 4)), "sigmoid"),
+        (lambda: regions.activation_patterns(net_params, jnp.zeros((3, 4)), "sigmoid"),
          ValueError, "activation='sigmoid'"),
         (lambda: regions.activation_patterns({}, jnp.zeros((3, 4)), "relu"), ValueError,
          "params must be"),
-        (lambda: regions.line_regions(NET_PARAMS, jnp.zeros(3), jnp.ones(3),
+        (lambda: regions.line_regions(net_params, jnp.zeros(3), jnp.ones(3),
                                       activation="relu"), ValueError, "in_features"),
-        (lambda: regions.line_regions(NET_PARAMS, jnp.full(4, jnp.nan), jnp.ones(4),
+        (lambda: regions.line_regions(net_params, jnp.full(4, jnp.nan), jnp.ones(4),
                                       activation="relu"), ValueError, "finite"),
-        (lambda: regions.line_regions(NET_PARAMS, jnp.ones(4), jnp.ones(4),
+        (lambda: regions.line_regions(net_params, jnp.ones(4), jnp.ones(4),
                                       activation="relu"), ValueError, "end equals start"),
         (lambda: regions.box_plane([1, 1], [0, 0]), ValueError, "hi > lo"),
         (lambda: regions.box_plane([math.nan, 0], [1, 1]), ValueError, "hi > lo"),
@@ -636,21 +664,21 @@ def test_results_non_finite_values_and_lookups(tmp_path):
 # ------------------------------------------------- binary / prune / variants (not ours)
 
 
-def test_variants_and_prune_validation_that_holds():
+def test_variants_and_prune_validation_that_holds(net_params):
     cases = [
         (lambda: variants.make("x", (4, 8, 2), "relu", key=KEY), ValueError, "name='x'"),
         (lambda: variants.make("dense", (4, 8, 2), "relu", key=KEY, foo=1), ValueError,
          "unknown options"),
         (lambda: variants.make("pruned", (4, 8, 2), "relu", key=KEY, sparsity=2.0),
          ValueError, "sparsity="),
-        (lambda: prune.magnitude_mask(NET_PARAMS, 1.5), ValueError, "sparsity="),
-        (lambda: prune.magnitude_mask(NET_PARAMS, math.nan), ValueError, "sparsity="),
-        (lambda: prune.magnitude_mask(NET_PARAMS, 0.5, scope="x"), ValueError, "scope='x'"),
-        (lambda: prune.nm_mask(NET_PARAMS, 3, 2), ValueError, "n=3"),
+        (lambda: prune.magnitude_mask(net_params, 1.5), ValueError, "sparsity="),
+        (lambda: prune.magnitude_mask(net_params, math.nan), ValueError, "sparsity="),
+        (lambda: prune.magnitude_mask(net_params, 0.5, scope="x"), ValueError, "scope='x'"),
+        (lambda: prune.nm_mask(net_params, 3, 2), ValueError, "n=3"),
         (lambda: prune.cubic_schedule(0.5, 0), ValueError, "total_steps=0"),
         (lambda: prune.gradual_prune(0.5, 10, schedule="x"), ValueError, "schedule='x'"),
         (lambda: prune.to_bcsr(jnp.ones(3)), ValueError, "kernel must be 2-D"),
-        (lambda: prune.sparse_apply(prune.sparse_mlp(NET_PARAMS), jnp.ones((3, 5))),
+        (lambda: prune.sparse_apply(prune.sparse_mlp(net_params), jnp.ones((3, 5))),
          ValueError, "x has shape"),
         (lambda: binary.pack(jnp.float32(1)), ValueError, "at least one axis"),
         (lambda: binary.pack(jnp.ones(8), word_bits=16), ValueError, "word_bits=16"),
@@ -661,17 +689,17 @@ def test_variants_and_prune_validation_that_holds():
         (lambda: binary.clip_latent(math.nan), ValueError, "limit="),
         (lambda: binary.flip_search(quad, flips=0), ValueError, "flips=0"),
         # any flax model (kernels by path): a mask that does not fit, no kernels at all
-        (lambda: prune.sparse_inference(NET.apply, NET_PARAMS, {"params": {}}), ValueError,
+        (lambda: prune.sparse_inference(NET.apply, net_params, {"params": {}}), ValueError,
          "mask must have the structure of params"),
         (lambda: prune.sparse_params({"params": {"ln": {"scale": jnp.ones(3)}}}), ValueError,
          "no Dense kernels"),
         (lambda: binary.packed_inference(NET.apply, {"b": jnp.ones(3)}), ValueError,
          "no Dense kernels"),
-        (lambda: binary.packed_params(NET_PARAMS, binarize_inputs=[("params", "x")]),
+        (lambda: binary.packed_params(net_params, binarize_inputs=[("params", "x")]),
          ValueError, "binarize_inputs has paths"),
         (lambda: prune.magnitude_mask({"b": jnp.ones(3)}, 0.5), ValueError, "no leaves to prune"),
-        (lambda: variants.from_model("x", NET.apply, NET_PARAMS), ValueError, "name='x'"),
-        (lambda: variants.from_model("pruned", 3, NET_PARAMS), TypeError, "apply must be"),
+        (lambda: variants.from_model("x", NET.apply, net_params), ValueError, "name='x'"),
+        (lambda: variants.from_model("pruned", 3, net_params), TypeError, "apply must be"),
     ]
     for call, error, message in cases:
         with pytest.raises(error, match=message):
@@ -686,9 +714,9 @@ def test_flip_search_rejects_bad_keys(bad):
 
 
 @pytest.mark.parametrize("bad", ["int", "typed batch (2,)"])
-def test_random_mask_rejects_bad_keys(bad):
+def test_random_mask_rejects_bad_keys(bad, net_params):
     with pytest.raises(TypeError, match=KEY_MESSAGE):
-        prune.random_mask(BAD_KEYS[bad], NET_PARAMS, 0.5)
+        prune.random_mask(BAD_KEYS[bad], net_params, 0.5)
 
 
 def test_flip_search_rejects_non_callable_loss():
@@ -712,19 +740,19 @@ def test_magnitude_mask_rejects_empty_params():
         prune.magnitude_mask({}, 0.5)
 
 
-def test_packed_apply_names_bad_x():
+def test_packed_apply_names_bad_x(net_params):
     with pytest.raises(ValueError, match="x has shape"):
-        binary.packed_apply(binary.pack_mlp(NET_PARAMS), jnp.ones((3, 5)))
+        binary.packed_apply(binary.pack_mlp(net_params), jnp.ones((3, 5)))
 
 
-def test_apply_mask_names_a_mismatched_mask():
+def test_apply_mask_names_a_mismatched_mask(net_params):
     with pytest.raises(ValueError, match="mask"):
-        prune.apply_mask(NET_PARAMS, {"a": 1})
+        prune.apply_mask(net_params, {"a": 1})
 
 
-def test_keep_masked_names_a_bad_tx():
+def test_keep_masked_names_a_bad_tx(net_params):
     with pytest.raises(TypeError, match="tx"):
-        prune.keep_masked("adam", NET_PARAMS)
+        prune.keep_masked("adam", net_params)
 
 
 def test_schedule_rejects_negative_begin_step():

@@ -11,11 +11,13 @@ from fold_jax.compress import binary, prune, variants
 from fold_jax.estimators import methods
 
 WIDTHS = (12, 16, 3)
+# numpy inputs (no program at collection); every forward below runs under jax.jit: one
+# program per call instead of one per eager op (a flax apply is dozens of them)
+X = np.random.default_rng(1).normal(size=(8, WIDTHS[0])).astype(np.float32)
 
 
 def _steps(v, tx, n=3):
-    x = jax.random.normal(jax.random.key(1), (8, WIDTHS[0]))
-    loss = lambda p: jnp.mean(v.apply(p, x) ** 2)  # noqa: E731
+    loss = lambda p: jnp.mean(v.apply(p, X) ** 2)  # noqa: E731
     m = methods.descent(lambda p, k: jax.value_and_grad(loss)(p), v.wrap_tx(tx),
                         evals_per_step=1)
     state = m.init(v.params)
@@ -33,7 +35,7 @@ def test_every_variant_trains_through_the_same_method(name):
     params = _steps(v, optax.adam(0.5))  # a large step: constraints must still hold
     kernels = [p for p in jax.tree.leaves(params) if p.ndim == 2]
     if name == "binarized":
-        assert all(float(jnp.max(jnp.abs(k))) <= 1.0 for k in kernels)
+        assert all(np.max(np.abs(np.asarray(k))) <= 1.0 for k in kernels)
         assert v.zo_mask is None
     elif name == "pruned":
         assert prune.sparsity(params) == pytest.approx(0.5, abs=1e-6)
@@ -53,10 +55,9 @@ def test_gradual_pruned_variant_reaches_sparsity():
 def test_variant_zo_mask_feeds_zeroth_order():
     zo = pytest.importorskip("fold_jax.zo")
     v = variants.make("pruned", WIDTHS, key=jax.random.key(0), sparsity=0.8)
-    x = jax.random.normal(jax.random.key(1), (8, WIDTHS[0]))
-    vg = zo.value_and_grad(lambda p: jnp.mean(v.net.apply(p, x) ** 2), num_directions=4,
+    vg = zo.value_and_grad(lambda p: jnp.mean(v.net.apply(p, X) ** 2), num_directions=4,
                            mask=v.zo_mask)
-    _, g = vg(v.params, jax.random.key(2))
+    _, g = jax.jit(vg)(v.params, jax.random.key(2))
     for gl, m in zip(jax.tree.leaves(g), jax.tree.leaves(v.zo_mask), strict=True):
         assert np.all(np.asarray(gl)[np.asarray(m) == 0] == 0)
 
@@ -92,9 +93,13 @@ class UserModel(nn.Module):
 
 
 USER = UserModel()
-X = jax.random.normal(jax.random.key(1), (8, WIDTHS[0]))
-USER_PARAMS = USER.init(jax.random.key(2), X)
 KERNELS = [("params", "Block_0", "Dense_0", "kernel"), ("params", "Dense_0", "kernel")]
+
+
+@pytest.fixture(scope="module")
+def user_params():
+    """The user model's params, built once for the module (one jitted init)."""
+    return jax.jit(USER.init)(jax.random.key(2), X)
 
 
 def _leaves(tree):
@@ -102,11 +107,11 @@ def _leaves(tree):
     return {prune.key_path(kp): np.asarray(v) for kp, v in flat}
 
 
-def test_from_model_pruned_keeps_its_mask_trains_layernorm_and_runs_bcsr():
-    v = variants.from_model("pruned", USER.apply, USER_PARAMS, sparsity=0.8)
+def test_from_model_pruned_keeps_its_mask_trains_layernorm_and_runs_bcsr(user_params):
+    v = variants.from_model("pruned", USER.apply, user_params, sparsity=0.8)
     assert v.net is None and v.apply == USER.apply
     params = _steps(v, optax.adam(0.5))
-    mask, before, after = _leaves(v.zo_mask), _leaves(USER_PARAMS), _leaves(params)
+    mask, before, after = _leaves(v.zo_mask), _leaves(user_params), _leaves(params)
     for path, m in mask.items():
         if path in KERNELS:
             assert (m == 0).sum() == round(0.8 * m.size) and np.all(after[path][m == 0] == 0)
@@ -114,53 +119,62 @@ def test_from_model_pruned_keeps_its_mask_trains_layernorm_and_runs_bcsr():
             assert np.all(m == 1) and not np.array_equal(after[path], before[path]), path
     # inference is prune.sparse_inference of the model, its mask and the trained params
     np.testing.assert_array_equal(
-        v.inference(params)(X), prune.sparse_inference(USER.apply, params, v.zo_mask)(X))
-    g = variants.from_model("pruned", USER.apply, USER_PARAMS, sparsity=0.6, gradual=4,
+        jax.jit(v.inference(params))(X),
+        jax.jit(prune.sparse_inference(USER.apply, params, v.zo_mask))(X))
+    g = variants.from_model("pruned", USER.apply, user_params, sparsity=0.6, gradual=4,
                             frequency=1)
     assert prune.sparsity(_steps(g, optax.sgd(1e-2), n=5)) == pytest.approx(0.6, abs=0.02)
 
 
-def test_from_model_binarized_runs_on_sign_weights_and_clips_only_kernels():
-    v = variants.from_model("binarized", USER.apply, USER_PARAMS)
-    np.testing.assert_array_equal(v.apply(USER_PARAMS, X),
-                                  USER.apply(binary.binarize(USER_PARAMS), X))
-    grads = _leaves(jax.grad(lambda p: jnp.sum(v.apply(p, X) ** 2))(USER_PARAMS))
+def test_from_model_binarized_runs_on_sign_weights_and_clips_only_kernels(user_params):
+    v = variants.from_model("binarized", USER.apply, user_params)
+    np.testing.assert_array_equal(
+        jax.jit(v.apply)(user_params, X),
+        jax.jit(lambda p, x: USER.apply(binary.binarize(p), x))(user_params, X))
+    grads = _leaves(jax.jit(jax.grad(lambda p: jnp.sum(v.apply(p, X) ** 2)))(user_params))
     assert all(np.any(grads[path] != 0) for path in KERNELS)  # STE reaches the latents
     params = _steps(v, optax.adam(0.5))
     for path, leaf in _leaves(params).items():
         if path in KERNELS:
             assert np.max(np.abs(leaf)) <= 1.0
-    big = jax.tree.map(lambda p: 1.5 * jnp.ones_like(p), USER_PARAMS)
+    big = jax.tree.map(lambda p: np.full(p.shape, 1.5, np.float32), user_params)
     tx = v.wrap_tx(optax.sgd(0.0))
-    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, big), tx.init(big), big)
-    for path, leaf in _leaves(optax.apply_updates(big, updates)).items():
+
+    @jax.jit
+    def clipped(p):
+        updates, _ = tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p)
+        return optax.apply_updates(p, updates)
+
+    for path, leaf in _leaves(clipped(big)).items():
         np.testing.assert_array_equal(leaf, (1.0 if path in KERNELS else 1.5) * np.ones(leaf.shape))
-    np.testing.assert_array_equal(v.inference(params)(X),
-                                  binary.packed_inference(USER.apply, params)(X))
+    np.testing.assert_array_equal(jax.jit(v.inference(params))(X),
+                                  jax.jit(binary.packed_inference(USER.apply, params))(X))
 
 
-def test_from_model_dense_and_make_inference():
-    v = variants.from_model("dense", USER.apply, USER_PARAMS)
+def test_from_model_dense_and_make_inference(user_params):
+    v = variants.from_model("dense", USER.apply, user_params)
     assert v.apply == USER.apply and v.inference is None and v.zo_mask is None
     p = variants.make("pruned", WIDTHS, key=jax.random.key(0), sparsity=0.7)
-    np.testing.assert_array_equal(p.inference(p.params)(X),
-                                  prune.sparse_inference(p.net.apply, p.params, p.zo_mask)(X))
+    np.testing.assert_array_equal(
+        jax.jit(p.inference(p.params))(X),
+        jax.jit(prune.sparse_inference(p.net.apply, p.params, p.zo_mask))(X))
     b = variants.make("binarized", WIDTHS, key=jax.random.key(0))
-    np.testing.assert_array_equal(b.inference(b.params)(X),
-                                  binary.packed_inference(b.net.apply, b.params)(X))
+    np.testing.assert_array_equal(jax.jit(b.inference(b.params))(X),
+                                  jax.jit(binary.packed_inference(b.net.apply, b.params))(X))
 
 
-def test_from_model_bad_input():
+def test_from_model_bad_input(user_params):
     with pytest.raises(ValueError, match="name="):
-        variants.from_model("ternary", USER.apply, USER_PARAMS)
+        variants.from_model("ternary", USER.apply, user_params)
     with pytest.raises(TypeError, match="apply must be callable"):
-        variants.from_model("pruned", USER_PARAMS, USER_PARAMS)
+        variants.from_model("pruned", user_params, user_params)
     with pytest.raises(ValueError, match="needs key"):
-        variants.from_model("pruned", USER.apply, USER_PARAMS, mask="random")
+        variants.from_model("pruned", USER.apply, user_params, mask="random")
     with pytest.raises(ValueError, match="unknown options"):
-        variants.from_model("binarized", USER.apply, USER_PARAMS, binarize_activations=True)
+        variants.from_model("binarized", USER.apply, user_params, binarize_activations=True)
     norm = nn.LayerNorm()
-    norm_params = norm.init(jax.random.key(0), X)
+    norm_params = {"params": {"scale": np.ones(WIDTHS[0], np.float32),
+                              "bias": np.zeros(WIDTHS[0], np.float32)}}  # norm.init's tree
     with pytest.raises(ValueError, match="no Dense kernels"):
         variants.from_model("binarized", norm.apply, norm_params)
     with pytest.raises(ValueError, match="no leaves to prune"):

@@ -36,13 +36,15 @@ walker.register_format(Halved, walker.Format(
 
 
 def _halve(params):
+    """Every kernel as Halved(2 W), doubled in numpy (no program per kernel shape)."""
     paths = walker.kernel_paths(params)
-    return walker.replace_leaves(params, paths, lambda path, w: Halved(2 * w))
+    return walker.replace_leaves(params, paths, lambda path, w: Halved(2 * np.asarray(w)))
 
 
 def test_paths_and_rules_on_a_linen_tree():
     model = nn.Sequential([nn.Dense(4), nn.LayerNorm(), nn.Dense(2)])
-    params = model.init(jax.random.key(0), jnp.ones((1, 3)))
+    # paths, shapes and dtypes only: the abstract params (nothing compiled)
+    params = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 3)))
     flat, _ = walker.flat_paths(params)
     assert [p for p, _ in flat] == [
         ("params", "layers_0", "bias"), ("params", "layers_0", "kernel"),
@@ -60,7 +62,8 @@ def test_paths_and_rules_on_a_linen_tree():
 
 
 def test_an_nnx_state_has_the_same_paths_without_the_value_attribute():
-    _, state = nnx.split(nnx.Linear(3, 4, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: nnx.Linear(3, 4, rngs=nnx.Rngs(0)))  # no compile
+    _, state = nnx.split(abstract)
     assert walker.kernel_paths(state) == [("kernel",)]
 
 
@@ -68,24 +71,24 @@ def test_an_nnx_state_has_the_same_paths_without_the_value_attribute():
                                    lambda f: nn.DenseGeneral(f, axis=-1)])
 def test_a_registered_format_routes_linen_dense_layers(layer):
     model = nn.Sequential([layer(5), nn.relu, layer(2)])
-    x = jax.random.normal(jax.random.key(1), (3, 4))
-    params = model.init(jax.random.key(0), x)
+    x = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
+    params = jax.jit(model.init)(jax.random.key(0), x)
     y = jax.jit(walker.with_kernel_layers(model.apply))(_halve(params), x)
     # the same products, W recovered exactly (2 W / 2 is exact in float32)
-    np.testing.assert_allclose(y, model.apply(params, x), rtol=0, atol=8 * F32)
+    np.testing.assert_allclose(y, jax.jit(model.apply)(params, x), rtol=0, atol=8 * F32)
 
 
 def test_a_registered_format_routes_nnx_linear_and_the_patch_is_restored():
     model = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
-    x = jnp.ones((2, 4))
+    x = np.ones((2, 4), np.float32)
     original = nnx.Linear.__dict__["__call__"]
 
     def apply(s, x):
         return nnx.merge(graphdef, s)(x)
 
-    y = walker.with_kernel_layers(apply)(_halve(state), x)
-    np.testing.assert_allclose(y, apply(state, x), rtol=0, atol=8 * F32)
+    y = jax.jit(walker.with_kernel_layers(apply))(_halve(state), x)  # patched while tracing
+    np.testing.assert_allclose(y, jax.jit(apply)(state, x), rtol=0, atol=8 * F32)
     assert nnx.Linear.__dict__["__call__"] is original
     with pytest.raises(RuntimeError), walker.kernel_layers(), walker.kernel_layers():
         assert nnx.Linear.__dict__["__call__"] is not original
@@ -101,8 +104,8 @@ def test_another_layer_with_a_converted_kernel_falls_back_visibly():
             return x @ w
 
     model = Manual()
-    x = jnp.ones((1, 3))
-    params = model.init(jax.random.key(0), x)
+    x = np.ones((1, 3), np.float32)
+    params = jax.jit(model.init)(jax.random.key(0), x)
     with pytest.warns(walker.KernelFallbackWarning, match="Manual"):
         y = walker.with_kernel_layers(model.apply)(_halve(params), x)
     np.testing.assert_array_equal(y, model.apply(params, x))
