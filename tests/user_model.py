@@ -35,8 +35,17 @@ def jitter_vectors(tree, seed):
 
 
 USER = UserModel()
-X = jax.random.normal(jax.random.key(7), (BATCH, FEATURES))
-USER_PARAMS = jitter_vectors(USER.init(jax.random.key(8), X[:1]), 9)
+
+
+@jax.jit
+def _inputs_and_params():
+    """X and USER_PARAMS as one program: built at import in every xdist worker, where
+    eager init and jitter compiled ~40 small programs each."""
+    x = jax.random.normal(jax.random.key(7), (BATCH, FEATURES))
+    return x, jitter_vectors(USER.init(jax.random.key(8), x[:1]), 9)
+
+
+X, USER_PARAMS = _inputs_and_params()
 KERNELS = [("params", "Block_0", "Dense_0", "kernel"), ("params", "Block_0", "Dense_1", "kernel"),
            ("params", "Dense_0", "kernel")]
 
