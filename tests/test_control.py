@@ -16,6 +16,12 @@ def cartpole():
     return control.make("cartpole", episode_length=200, num_episodes=3, num_eval_episodes=8)
 
 
+@pytest.fixture(scope="module")
+def cartpole_params(cartpole):
+    """The policy's initial params (one jitted init shared by the cartpole tests)."""
+    return jax.jit(cartpole.init)(jax.random.key(0))
+
+
 def _python_rollout(task, params, key):
     """One episode stepped in plain Python, one env.step call at a time: (return,
     steps until done)."""
@@ -79,8 +85,8 @@ def test_every_gymnax_env_builds_with_a_default_policy():
         tasks.get("MNISTBandit-bsuite")
 
 
-def test_rollout_matches_a_python_loop_and_counts_steps_until_done(cartpole):
-    params = cartpole.init(jax.random.key(3))
+def test_rollout_matches_a_python_loop_and_counts_steps_until_done(cartpole, cartpole_params):
+    params = cartpole_params
     rollout = jax.jit(cartpole.rollout)
     for seed in range(2):
         key = jax.random.key(seed)
@@ -103,7 +109,7 @@ def test_continuous_actions_stay_in_bounds():
 
 def test_returns_are_deterministic_per_seed_and_vary_with_it():
     task = control.make("pendulum", episode_length=50, num_episodes=2)
-    params = task.init(jax.random.key(0))
+    params = jax.jit(task.init)(jax.random.key(0))
     loss = jax.jit(task.loss)
     a, b = loss(params, jax.random.key(7)), loss(params, jax.random.key(7))
     assert float(a) == float(b)
@@ -115,8 +121,8 @@ def test_returns_are_deterministic_per_seed_and_vary_with_it():
 
 
 def test_eval_episodes_are_not_training_episodes(cartpole):
-    reset = jax.vmap(lambda k: cartpole.env.reset(jax.random.split(k)[0],
-                                                  cartpole.env_params)[0])
+    reset = jax.jit(jax.vmap(lambda k: cartpole.env.reset(jax.random.split(k)[0],
+                                                          cartpole.env_params)[0]))
     held_out = np.asarray(reset(cartpole.eval_keys))
     # training keys of many steps, the evaluation seed's own key among them
     keys = [jax.random.key(cartpole.eval_seed), *(jax.random.key(s) for s in range(50))]
@@ -185,13 +191,13 @@ def test_bad_input_names_the_argument(name, options, match):
         control.make(name, **options)
 
 
-def test_bad_types_and_fit_arguments(cartpole):
+def test_bad_types_and_fit_arguments(cartpole, cartpole_params):
     with pytest.raises(TypeError, match="policy must be"):
         control.make("cartpole", policy=lambda obs: obs)
     with pytest.raises(ValueError, match="unknown options"):
         tasks.get("cartpole", colour=1)
     method = methods.zeroth_order(cartpole.loss, "adam", 0.01, num_directions=4)
-    params = cartpole.init(jax.random.key(0))
+    params = cartpole_params
     with pytest.raises(ValueError, match=r"apply .* ControlTask"):
         train.fit(method, params, cartpole, apply=lambda p, x: x, steps=1)
     with pytest.raises(ValueError, match=r"target_metric='accuracy'.*\['return'\]"):
@@ -203,10 +209,10 @@ def test_env_params_override_gymnax_defaults():
     assert task.episode_length == 50 and task.env_params.gravity == 9.8
 
 
-def test_es_improves_cartpole_through_fit(cartpole):
+def test_es_improves_cartpole_through_fit(cartpole, cartpole_params):
     """fold_jax's antithetic ES with centered ranks through the one loop; env steps
     are evals x episodes x horizon."""
-    params = cartpole.init(jax.random.key(0))
+    params = cartpole_params
     method = methods.zeroth_order(cartpole.loss, "adam", 0.05, num_directions=16, sigma=0.1,
                                   shaping="centered_ranks", chunk_size=None)
     result = train.fit(method, params, cartpole, steps=12, eval_every=12, seed=0)
