@@ -153,7 +153,7 @@ def test_population_vmap_equals_per_member_rollouts(cartpole):
 
 def test_gru_policy_carries_state_through_the_episode():
     task = control.make("memory_chain")
-    params = jax.jit(task.init)(jax.random.key(0))
+    params = task.init(jax.random.key(0))  # eager: its ops' programs serve the later inits
 
     @jax.jit  # one program for both episodes
     def outputs(first):
@@ -240,7 +240,7 @@ def test_lowrank_es_runs_the_policies_fused():
     for name in ("breakout_minatar", "memory_chain"):  # the MLP's layers are nets.Dense
         task = control.make(name, episode_length=2, num_episodes=1)
         vg = zo.value_and_grad(task.loss, num_directions=4, rank=2)
-        params = jax.jit(task.init)(jax.random.key(0))  # one program, not op by op
+        params = task.init(jax.random.key(0))
         assert vg.describe(params, jax.random.key(1))["path"] == "fused", name
 
 
