@@ -25,7 +25,7 @@ def _x(batch=3, T=6, features=2, seed=1):
 @pytest.mark.parametrize("cell", ["gru", "lstm", "simple"])
 def test_matches_a_python_loop_over_the_flax_cell(cell):
     net = nets.rnn(2, 5, 3, cell)
-    params = jax.jit(net.init)(jax.random.key(0))  # one program, not the cell's ops one by one
+    params = net.init(jax.random.key(0))
     x = _x()
     out = jax.jit(net.apply)(params, x)
     assert out.shape == (3, 3)
@@ -49,7 +49,7 @@ def test_matches_a_python_loop_over_the_flax_cell(cell):
 
 def test_logits_come_from_the_last_state():
     net = nets.rnn(2, 4, 1, "gru")
-    params = jax.jit(net.init)(jax.random.key(0))
+    params = net.init(jax.random.key(0))
     x = _x()
     # appending a step changes the output; the output of a prefix is the prefix's
     longer = np.concatenate([x, np.ones_like(x[:, :1])], axis=1)
@@ -62,7 +62,7 @@ def test_logits_come_from_the_last_state():
 def test_truncation_keeps_the_value_and_cuts_the_gradient(cell):
     k, T = 3, 8
     full, cut = nets.rnn(2, 4, 1, cell), nets.rnn(2, 4, 1, cell, truncate=k)
-    params = jax.jit(full.init)(jax.random.key(0))
+    params = full.init(jax.random.key(0))
     x = _x(T=T)
     # the forward is the same scan run in two pieces: equal up to float32 rounding
     np.testing.assert_allclose(jax.jit(cut.apply)(params, x), jax.jit(full.apply)(params, x),
