@@ -132,7 +132,7 @@ def test_bad_settings_are_errors(tmp_path):
 
 
 def test_batched_apply_gives_the_same_logits():
-    params = jax.jit(NET.init)(jax.random.key(0))  # one program, not op by op
+    params = NET.init(jax.random.key(0))
     x = np.random.default_rng(1).integers(0, 85, (7, 5), dtype=np.int32)
     batched, whole = jax.jit(lambda p, x: (pretrain.batched_apply(NET.apply, 3)(p, x),
                                            NET.apply(p, x)))(params, x)
