@@ -16,17 +16,24 @@ def cartpole():
     return control.make("cartpole", episode_length=200, num_episodes=3, num_eval_episodes=8)
 
 
+@pytest.fixture(scope="module")
+def cartpole_params(cartpole):
+    """The policy's initial params (one jitted init shared by the cartpole tests)."""
+    return jax.jit(cartpole.init)(jax.random.key(0))
+
+
 def _python_rollout(task, params, key):
     """One episode stepped in plain Python, one env.step call at a time: (return,
     steps until done)."""
     reset_key, step_key = jax.random.split(key)
-    obs, state = task.env.reset(reset_key, task.env_params)
+    obs, state = jax.jit(task.env.reset)(reset_key, task.env_params)
     carry = task.policy.initial_carry()
     total, length = 0.0, 0
-    act = jax.jit(task.act)
+    # each call jitted (one program each, reused every step), still one call at a time
+    act, env_step = jax.jit(task.act), jax.jit(task.env.step)
     for t in range(task.episode_length):
         carry, action = act(params, carry, task.observe(obs))
-        obs, state, reward, terminated, truncated, _ = task.env.step(
+        obs, state, reward, terminated, truncated, _ = env_step(
             jax.random.fold_in(step_key, t), state, action, task.env_params)
         total += float(reward)
         length += 1
@@ -78,8 +85,8 @@ def test_every_gymnax_env_builds_with_a_default_policy():
         tasks.get("MNISTBandit-bsuite")
 
 
-def test_rollout_matches_a_python_loop_and_counts_steps_until_done(cartpole):
-    params = cartpole.init(jax.random.key(3))
+def test_rollout_matches_a_python_loop_and_counts_steps_until_done(cartpole, cartpole_params):
+    params = cartpole_params
     rollout = jax.jit(cartpole.rollout)
     for seed in range(2):
         key = jax.random.key(seed)
@@ -91,17 +98,18 @@ def test_rollout_matches_a_python_loop_and_counts_steps_until_done(cartpole):
 
 def test_continuous_actions_stay_in_bounds():
     task = control.make("pendulum", episode_length=20, num_episodes=2)
-    params = task.init(jax.random.key(0))
-    big = jax.tree.map(lambda x: 100.0 * x, params)  # saturates tanh
+    params = jax.jit(task.init)(jax.random.key(0))
+    big = jax.tree.map(lambda x: 100.0 * np.asarray(x), params)  # saturates tanh
+    act = jax.jit(task.act)  # one program for both parameter sets
     for p in (params, big):
-        _, action = task.act(p, (), jnp.ones((3,), jnp.float32))
+        _, action = act(p, (), np.ones((3,), np.float32))
         assert action.shape == (1,) and action.dtype == jnp.float32
         assert -2.0 <= float(action[0]) <= 2.0
 
 
 def test_returns_are_deterministic_per_seed_and_vary_with_it():
     task = control.make("pendulum", episode_length=50, num_episodes=2)
-    params = task.init(jax.random.key(0))
+    params = jax.jit(task.init)(jax.random.key(0))
     loss = jax.jit(task.loss)
     a, b = loss(params, jax.random.key(7)), loss(params, jax.random.key(7))
     assert float(a) == float(b)
@@ -113,8 +121,8 @@ def test_returns_are_deterministic_per_seed_and_vary_with_it():
 
 
 def test_eval_episodes_are_not_training_episodes(cartpole):
-    reset = jax.vmap(lambda k: cartpole.env.reset(jax.random.split(k)[0],
-                                                  cartpole.env_params)[0])
+    reset = jax.jit(jax.vmap(lambda k: cartpole.env.reset(jax.random.split(k)[0],
+                                                          cartpole.env_params)[0]))
     held_out = np.asarray(reset(cartpole.eval_keys))
     # training keys of many steps, the evaluation seed's own key among them
     keys = [jax.random.key(cartpole.eval_seed), *(jax.random.key(s) for s in range(50))]
@@ -127,7 +135,7 @@ def test_eval_episodes_are_not_training_episodes(cartpole):
 
 def test_population_vmap_equals_per_member_rollouts(cartpole):
     keys = jax.random.split(jax.random.key(0), 6)
-    population = jax.vmap(cartpole.init)(keys)
+    population = jax.jit(jax.vmap(cartpole.init))(keys)
     key = jax.random.key(11)
 
     @jax.jit
@@ -145,8 +153,9 @@ def test_population_vmap_equals_per_member_rollouts(cartpole):
 
 def test_gru_policy_carries_state_through_the_episode():
     task = control.make("memory_chain")
-    params = task.init(jax.random.key(0))
+    params = task.init(jax.random.key(0))  # eager: its ops' programs serve the later inits
 
+    @jax.jit  # one program for both episodes
     def outputs(first):
         obs = jnp.zeros((task.episode_length, 3)).at[0].set(first)
 
@@ -156,9 +165,9 @@ def test_gru_policy_carries_state_through_the_episode():
 
         return jax.lax.scan(step, task.policy.initial_carry(), obs)[1]
 
-    a, b = outputs(jnp.array([1.0, 0.0, 1.0])), outputs(jnp.array([1.0, 0.0, -1.0]))
+    a, b = (np.asarray(outputs(np.array(o, np.float32))) for o in ([1, 0, 1], [1, 0, -1]))
     # only the first observation differs: the last scores differ through the carry
-    assert float(jnp.max(jnp.abs(a[-1] - b[-1]))) > 1e-4
+    assert float(np.max(np.abs(a[-1] - b[-1]))) > 1e-4
     np.testing.assert_array_equal(a[0] != b[0], [True, True])
     mlp = control.make("memory_chain", policy="mlp")
     assert not mlp.policy.recurrent
@@ -182,13 +191,13 @@ def test_bad_input_names_the_argument(name, options, match):
         control.make(name, **options)
 
 
-def test_bad_types_and_fit_arguments(cartpole):
+def test_bad_types_and_fit_arguments(cartpole, cartpole_params):
     with pytest.raises(TypeError, match="policy must be"):
         control.make("cartpole", policy=lambda obs: obs)
     with pytest.raises(ValueError, match="unknown options"):
         tasks.get("cartpole", colour=1)
     method = methods.zeroth_order(cartpole.loss, "adam", 0.01, num_directions=4)
-    params = cartpole.init(jax.random.key(0))
+    params = cartpole_params
     with pytest.raises(ValueError, match=r"apply .* ControlTask"):
         train.fit(method, params, cartpole, apply=lambda p, x: x, steps=1)
     with pytest.raises(ValueError, match=r"target_metric='accuracy'.*\['return'\]"):
@@ -200,10 +209,10 @@ def test_env_params_override_gymnax_defaults():
     assert task.episode_length == 50 and task.env_params.gravity == 9.8
 
 
-def test_es_improves_cartpole_through_fit(cartpole):
+def test_es_improves_cartpole_through_fit(cartpole, cartpole_params):
     """fold_jax's antithetic ES with centered ranks through the one loop; env steps
     are evals x episodes x horizon."""
-    params = cartpole.init(jax.random.key(0))
+    params = cartpole_params
     method = methods.zeroth_order(cartpole.loss, "adam", 0.05, num_directions=16, sigma=0.1,
                                   shaping="centered_ranks", chunk_size=None)
     result = train.fit(method, params, cartpole, steps=12, eval_every=12, seed=0)

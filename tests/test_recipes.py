@@ -77,20 +77,28 @@ def test_get_and_build_name_the_allowed_values():
         recipes.names("torch")
 
 
+@pytest.fixture(scope="module")
+def regression():
+    """A 32 x 8 least-squares batch (numpy: nothing compiled at collection)."""
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype(np.float32)
+    return x, x @ np.arange(8, dtype=np.float32) / 8
+
+
+def _three_steps(m, state, key, x, y):
+    """3 steps under one lax.scan: the last state and the per-step infos (stacked)."""
+    return jax.lax.scan(lambda s, k: m.step(s, k, x, y), state, jax.random.split(key, 3))
+
+
 @pytest.mark.parametrize("name", recipes.names())
-def test_every_recipe_builds_a_method_that_takes_finite_steps(name):
-    key = jax.random.key(0)
-    x = jax.random.normal(key, (32, 8))
-    y = x @ jnp.arange(8.0) / 8
-    params = {"w": jnp.zeros(8), "b": jnp.zeros(())}
+def test_every_recipe_builds_a_method_that_takes_finite_steps(name, regression):
+    x, y = regression
+    params = {"w": np.zeros(8, np.float32), "b": np.zeros((), np.float32)}
     hp = recipes.trials(name, 1)[0]
     m = recipes.build(name, _loss, hp)
-    state = m.init(params)
-    step = jax.jit(m.step)
-    for i in range(3):
-        state, info = step(state, jax.random.fold_in(key, i), x, y)
-    assert math.isfinite(float(info["loss"])) and int(info["evals"]) >= 1
-    assert all(bool(jnp.isfinite(v).all()) for v in jax.tree.leaves(state.params))
+    run = jax.jit(lambda s, k, x, y: _three_steps(m, s, k, x, y))  # one program per recipe
+    state, info = run(m.init(params), jax.random.key(0), x, y)
+    assert math.isfinite(float(info["loss"][-1])) and int(info["evals"][-1]) >= 1
+    assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(state.params))
 
 
 def test_hparams_json_is_compact_and_sorted():
@@ -143,17 +151,17 @@ def test_register_a_method_factory_tunes_and_builds_like_a_shipped_recipe(regist
     # the same quasi-random trials as any recipe with this space
     assert recipes.trials("my_sgd", 4) == recipes.sample(space, 4)
     m = recipes.build("my_sgd", _loss, {"learning_rate": 0.1})
-    x = jnp.ones((4, 3))
-    y = jnp.zeros(4)
-    state = m.init({"w": jnp.ones(3), "b": jnp.zeros(())})
-    state, _ = m.step(state, jax.random.key(0), x, y)
+    x, y = np.ones((4, 3), np.float32), np.zeros(4, np.float32)
+    state = m.init({"w": np.ones(3, np.float32), "b": np.zeros((), np.float32)})
+    state, _ = jax.jit(m.step)(state, jax.random.key(0), x, y)  # one program, not op by op
     # one SGD step on the mean squared error of x @ w (= 3) against 0: grad w = 2 * 3 * 1
     # per entry, so w = 1 - 0.1 * 6 = 0.4 (exact in float32 up to one rounding, 1e-6)
     np.testing.assert_allclose(state.params["w"], 0.4, rtol=1e-6)
     assert recipes.unregister("my_sgd").name == "my_sgd" and "my_sgd" not in recipes.RECIPES
 
 
-def test_register_an_evosax_style_strategy_class_matches_the_named_adapter(registry_snapshot):
+def test_register_an_evosax_style_strategy_class_matches_the_named_adapter(registry_snapshot,
+                                                                          regression):
     from evosax.algorithms import Open_ES
 
     class MyES(Open_ES):  # a researcher's strategy class with evosax's ask/tell API
@@ -161,19 +169,19 @@ def test_register_an_evosax_style_strategy_class_matches_the_named_adapter(regis
 
     recipes.register("my_es", MyES, space={"sigma": recipes.LogUniform(1e-3, 1e-1)},
                      fixed={"population_size": 8})
-    key = jax.random.key(1)
-    x = jax.random.normal(key, (32, 8))
-    y = x @ jnp.arange(8.0) / 8
-    params = {"w": jnp.zeros(8), "b": jnp.zeros(())}
+    x, y = regression
+    params = {"w": np.zeros(8, np.float32), "b": np.zeros((), np.float32)}
     from fold_jax.estimators import peers
 
     mine = recipes.build("my_es", _loss, {"sigma": 0.05})
     ref = peers.evosax_method("Open_ES", _loss, population_size=8, sigma=0.05)
-    a, b = mine.init(params), ref.init(params)
-    for i in range(3):  # same class code, same keys: the same points bit for bit
-        a, ia = mine.step(a, jax.random.fold_in(key, i), x, y)
-        b, _ = ref.step(b, jax.random.fold_in(key, i), x, y)
+    # same class code, same keys: the same points bit for bit (3 steps, one program each)
+    key = jax.random.key(1)
+    a, infos = jax.jit(lambda s, k, x, y: _three_steps(mine, s, k, x, y))(
+        mine.init(params), key, x, y)
+    b, _ = jax.jit(lambda s, k, x, y: _three_steps(ref, s, k, x, y))(ref.init(params), key, x, y)
     np.testing.assert_array_equal(a.params["w"], b.params["w"])
+    ia = {k: v[-1] for k, v in infos.items()}
     assert int(ia["evals"]) == 9 and mine.name == "evosax_MyES"
 
 

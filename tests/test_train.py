@@ -45,12 +45,13 @@ def test_same_seed_gives_bit_identical_params_and_history(adam_run, digits, digi
 
 
 def test_target_stops_early_and_budget_in_seconds(digits, digits_net, digits_params):
+    # "adam" by name builds the same program as adam_run's optax.adam(1e-3): the default
+    # 50-step chunk is compiled once for the module (fit's program cache)
     m = methods.gradient(digits.loss_fn(digits_net.apply), "adam", 1e-3)
-    r = train.fit(m, digits_params, digits, apply=digits_net.apply, steps=1000, target=0.9,
-                  eval_every=10)
+    r = train.fit(m, digits_params, digits, apply=digits_net.apply, steps=1000, target=0.9)
     assert r.reached and r.history["step"].iloc[-1] < 1000
     assert r.history["test_accuracy"].iloc[-1] >= 0.9
-    r = train.fit(m, digits_params, digits, apply=digits_net.apply, budget_s=0.05, eval_every=5)
+    r = train.fit(m, digits_params, digits, apply=digits_net.apply, budget_s=0.05)
     assert not r.reached and r.history["elapsed_s"].iloc[-1] >= 0.05
 
 
@@ -60,14 +61,14 @@ def test_full_batch_and_multilabel_metrics(digits_net):
     task = tasks.get("breast_cancer")
     net = nets.mlp((30, 16, 1), "tanh")
     m = methods.gradient(task.loss_fn(net.apply), "sgd", 0.1)
-    r = train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=20,
+    r = train.fit(m, jax.jit(net.init)(jax.random.key(0)), task, apply=net.apply, steps=20,
                   batch_size=task.n_train, eval_every=20)
     assert r.history["test_accuracy"].iloc[-1] > 0.85
     task = tasks.get("digit_attributes")
     net = nets.mlp((64, 32, 4), "relu")
     m = methods.gradient(task.loss_fn(net.apply), "adam", 1e-2)
-    r = train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=40, eval_every=20,
-                  target_metric="micro_f1")
+    r = train.fit(m, jax.jit(net.init)(jax.random.key(0)), task, apply=net.apply, steps=40,
+                  eval_every=20, target_metric="micro_f1")
     assert {"test_micro_f1", "train_micro_f1"} <= set(r.history.columns)
     assert r.history["test_micro_f1"].iloc[-1] > 0.8
 
@@ -81,7 +82,7 @@ def test_non_finite_loss_never_poisons_params(digits, digits_net, digits_params)
     m = methods.gradient(flaky, "adam", 1e-3)
     with pytest.warns(RuntimeWarning, match=r"\d+ of 40 steps .* skipped.*not finite"):
         r = train.fit(m, digits_params, digits, apply=digits_net.apply, steps=40, eval_every=20)
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(r.state))
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(r.state))
     assert r.history["test_accuracy"].iloc[-1] > 0.5  # the finite steps still trained
     h = r.history
     assert 0 < r.skipped < 40 and h["skipped"].sum() == r.skipped
@@ -133,7 +134,7 @@ def test_wrong_feature_size_is_caught_before_tracing_deeply(digits_params):
     net = nets.mlp((64, 8, 1))
     m = methods.gradient(task.loss_fn(net.apply), "sgd")
     with pytest.raises(ValueError, match="in_features"):
-        train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=2)
+        train.fit(m, jax.jit(net.init)(jax.random.key(0)), task, apply=net.apply, steps=2)
 
 
 # ------------------------------------------------ what fit says: skipped / accepted steps
@@ -141,7 +142,9 @@ def test_wrong_feature_size_is_caught_before_tracing_deeply(digits_params):
 
 class CountState(NamedTuple):
     params: dict
-    t: jax.Array
+    t: np.ndarray
+    skip_every: np.ndarray  # in the state (traced), not closed over: hypothesis' examples
+    accept_every: np.ndarray  # share one compiled chunk per chunk length
 
 
 def counting_method(skip_every: int, accept_every: int | None) -> methods.Method:
@@ -149,15 +152,16 @@ def counting_method(skip_every: int, accept_every: int | None) -> methods.Method
     t % accept_every == 0: the expected history is known exactly."""
 
     def init(params):
-        return CountState(params, jnp.int32(0))
+        return CountState(params, np.int32(0), np.int32(skip_every),
+                          np.int32(accept_every or 1))
 
     def step(state, key, x, y):
         t = state.t + 1
         info = {"loss": jnp.float32(1.0), "evals": jnp.int32(1),
-                "skipped": (t % skip_every == 0).astype(jnp.int32)}
+                "skipped": (t % state.skip_every == 0).astype(jnp.int32)}
         if accept_every is not None:
-            info["accepted"] = (t % accept_every == 0).astype(jnp.int32)
-        return CountState(state.params, t), info
+            info["accepted"] = (t % state.accept_every == 0).astype(jnp.int32)
+        return state._replace(t=t), info
 
     return methods.Method(init, step, "counting")
 
@@ -166,7 +170,7 @@ def counting_method(skip_every: int, accept_every: int | None) -> methods.Method
 def tiny():
     task = tasks.get("breast_cancer")
     net = nets.mlp((task.n_features, 1))
-    return task, net, net.init(jax.random.key(0))
+    return task, net, jax.jit(net.init)(jax.random.key(0))
 
 
 @settings(derandomize=True, max_examples=10, deadline=None, database=None)
@@ -246,14 +250,17 @@ def _untouchable():
                                                        ("x_test", (7, 1), np.nan)])
 def test_fit_rejects_non_finite_features_before_running(tiny, array, index, value):
     task, net, params = tiny
-    bad = dataclasses.replace(task, **{array: getattr(task, array).at[index].set(value)})
+    data = np.array(getattr(task, array))  # a numpy copy: no scatter program to compile
+    data[index] = value
+    bad = dataclasses.replace(task, **{array: data})
     with pytest.raises(ValueError, match=rf"task\.{array} .* has 1 non-finite entries"):
         train.fit(_untouchable(), params, bad, apply=net.apply, steps=5)
 
 
 def test_fit_rejects_inf_labels_and_names_the_count(tiny):
     task, net, params = tiny
-    y = task.y_test.astype(jnp.float32).at[jnp.array([0, 2, 4])].set(jnp.inf)
+    y = np.array(task.y_test, np.float32)
+    y[[0, 2, 4]] = np.inf
     bad = dataclasses.replace(task, y_test=y)
     with pytest.raises(ValueError, match=r"task\.y_test .* has 3 non-finite entries .* out of"):
         train.fit(_untouchable(), params, bad, apply=net.apply, steps=5)
@@ -261,9 +268,13 @@ def test_fit_rejects_inf_labels_and_names_the_count(tiny):
 
 def test_fit_rejects_nan_params_naming_the_leaf(tiny):
     task, net, params = tiny
-    bad = jax.tree_util.tree_map_with_path(
-        lambda path, w: w.at[(0,) * w.ndim].set(jnp.nan) if "kernel" in str(path) else w,
-        params)
+    def poison(path, w):
+        w = np.array(w)
+        if "kernel" in str(path):
+            w[(0,) * w.ndim] = np.nan
+        return w
+
+    bad = jax.tree_util.tree_map_with_path(poison, params)
     with pytest.raises(ValueError, match=r"params\[.*kernel.*\] has 1 non-finite"):
         train.fit(_untouchable(), bad, task, apply=net.apply, steps=5)
     m = methods.gradient(task.loss_fn(net.apply), "sgd")
@@ -295,11 +306,11 @@ def test_schedule_learning_rate_trains_and_follows_the_schedule(tiny):
     assert r.history["train_loss"].iloc[-1] < 0.8 * r.history["train_loss"].iloc[0]
     # sgd with a schedule: step k moves by schedule(k) * grad; after 10 steps lr is 0
     state = m.init(params)
-    step = jax.jit(m.step)
+    step, grad = jax.jit(m.step), jax.jit(jax.grad(loss))
     x, y = task.x_train[:16], task.y_train[:16]
     for k in range(12):
         before = state.params
-        grads = jax.grad(loss)(before, x, y)
+        grads = grad(before, x, y)
         state, _ = step(state, jax.random.key(k), x, y)
         for p, g, q in zip(jax.tree.leaves(before), jax.tree.leaves(grads),
                            jax.tree.leaves(state.params), strict=True):
@@ -368,8 +379,9 @@ def linear_task():
 def linear_run(linear_task):
     net = nets.mlp((D_USER, 1), "identity")  # one Dense layer: a linear model
     m = methods.gradient(linear_task.loss_fn(net.apply), "adam", 5e-2)
-    r = train.fit(m, net.init(jax.random.key(0)), linear_task, apply=net.apply, steps=400,
-                  eval_every=100)
+    # every 10 steps: test_regression_target_honours_the_metric_direction reuses this chunk
+    r = train.fit(m, jax.jit(net.init)(jax.random.key(0)), linear_task, apply=net.apply,
+                  steps=400, eval_every=10)
     return net, r
 
 
@@ -390,13 +402,13 @@ def test_user_regression_reaches_r2_near_the_noise_ceiling(linear_task, linear_r
 def test_regression_target_honours_the_metric_direction(linear_task, linear_run):
     net, _ = linear_run
     m = methods.gradient(linear_task.loss_fn(net.apply), "adam", 5e-2)
-    params = net.init(jax.random.key(0))
+    params = jax.jit(net.init)(jax.random.key(0))
     run = lambda **kw: train.fit(m, params, linear_task, apply=net.apply, steps=400,  # noqa: E731
                                  eval_every=10, **kw)
     up = run(target=0.5)  # r2 (the regression default) is higher-is-better: rises to 0.5
     assert up.reached and up.history["test_r2"].iloc[-1] >= 0.5
     assert up.history["step"].iloc[-1] < 400 and (up.history["test_r2"].iloc[:-1] < 0.5).all()
-    y_var = float(jnp.var(linear_task.y_test))
+    y_var = float(np.var(np.asarray(linear_task.y_test)))
     down = run(target=0.5 * y_var, target_metric="mse")  # mse falls to half the variance
     assert down.reached and down.history["test_mse"].iloc[-1] <= 0.5 * y_var
     assert (down.history["test_mse"].iloc[:-1] > 0.5 * y_var).all()
@@ -412,7 +424,7 @@ def test_user_multiclass_blobs_train_with_backprop():
     assert task.n_outputs == 4  # from the labels: no label_names given
     net = nets.mlp((10, 32, task.n_outputs), "relu")
     m = methods.gradient(task.loss_fn(net.apply), "adam", 1e-2)
-    r = train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=300,
+    r = train.fit(m, jax.jit(net.init)(jax.random.key(0)), task, apply=net.apply, steps=300,
                   eval_every=100)
     # Bayes error <= 3 Phi(-4.24 / 2) = 0.051 (union bound over the 3 other centres), so
     # the best accuracy is >= 0.949; n_test = 240 puts its std at 0.014: a 0.9 bar
@@ -437,7 +449,7 @@ def _sphere_zo():
 
 def test_fit_minimizes_an_objective_with_zeroth_order():
     f, m, evals = _sphere_zo()
-    r = train.fit(m, f.x0, f, steps=200, eval_every=50)
+    r = train.fit(m, f.x0, f, steps=200, eval_every=10)  # the stop run's chunk: compiled once
     h = r.history
     assert list(h.columns) == ["step", "evals", "elapsed_s", "batch_loss", "value", "skipped"]
     assert h["value"].iloc[0] == pytest.approx(10.0)
@@ -494,8 +506,10 @@ def test_eval_split_val_scores_and_targets_the_validation_split_only(tiny, monke
         return original(self, split)
 
     monkeypatch.setattr(type(task), "split", spy)
+    # the training chunk is test_fit_takes_numpy_and_jax_counts' (batch 32): compiled once
     r = train.fit(methods.gradient(task.loss_fn(net.apply), "adam", 1e-2), params, task,
-                  apply=net.apply, steps=20, eval_every=10, eval_split="val", target=2.0)
+                  apply=net.apply, steps=20, eval_every=10, batch_size=32, eval_split="val",
+                  target=2.0)
     assert read == ["val"]  # the test split is never looked at
     assert {"val_accuracy", "val_loss"} <= set(r.history.columns)
     assert not any(c.startswith("test_") for c in r.history.columns)
