@@ -24,7 +24,7 @@ def _install(session: nox.Session) -> None:
     # UV_COMPILE_BYTECODE: uv, unlike pip, installs without compiling bytecode; where
     # PYTHONDONTWRITEBYTECODE is set (CI machines) every Python process then compiles jax,
     # flax, pandas... from source: `import fold_jax` took 13-16 s instead of 4, in each of
-    # the ~30 processes the tests start. Compiling once at install took 25 s on 2 cores.
+    # the ~20 processes the tests start. Compiling once at install took 25 s on 2 cores.
     session.install("-e", ".[bench]", *DEV, env={"UV_COMPILE_BYTECODE": "1"})
 
 
