@@ -252,6 +252,19 @@ def test_batched_evaluate_equals_whole_split():
         assert abs(batched[k] - whole[k]) <= 16 * EPS32 * max(1.0, abs(whole[k])), k
 
 
+def test_evaluate_compiles_once_per_model():
+    """A second evaluate of the same apply lowers nothing new (it built a new jit per
+    call before, compiling every time)."""
+    from test_programs import count_lowerings
+
+    task = tasks.get("milton", T=16, max_chars=20_000)
+    params = jax.jit(BIGRAM.init)(jax.random.key(0))
+    first = task.evaluate(BIGRAM.apply, params, "val")
+    with count_lowerings() as lowered:
+        again = task.evaluate(BIGRAM.apply, params, "val")
+    assert lowered == [] and again == first
+
+
 @pytest.mark.slow
 def test_trains_through_fit_with_every_method_kind():
     task = tasks.get("milton", T=8, max_chars=6_000)

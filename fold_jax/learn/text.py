@@ -297,7 +297,7 @@ class SequenceTask(Task):
             The metrics as floats.
         """
         x, y = self.split(split)
-        metrics = jax.jit(lambda p, xb, yb: self.head.metrics(apply(p, xb), yb))
+        metrics = _metrics_program(apply)
         total = {"loss": 0.0, "accuracy": 0.0}
         for i in range(0, x.shape[0], self.eval_batch):
             m = metrics(params, x[i:i + self.eval_batch], y[i:i + self.eval_batch])
@@ -305,6 +305,16 @@ class SequenceTask(Task):
             total = {k: total[k] + float(m[k]) * n for k in total}
         out = {k: v / x.shape[0] for k, v in total.items()}
         return {**out, "bits_per_char": out["loss"] * BITS_PER_NAT}
+
+
+@functools.lru_cache(maxsize=32)
+def _metrics_program(apply: Callable[[PyTree, Array], Array]) -> Callable:
+    """The jitted ``SequenceHead().metrics(apply(p, x), y)``, one per ``apply``, so
+    repeated :meth:`SequenceTask.evaluate` calls with the same model reuse its compiled
+    programs (a new jit per call compiled afresh every time). ``apply`` must be hashable,
+    as functions and bound methods (``net.apply``) are."""
+    head = SequenceHead()
+    return jax.jit(lambda p, xb, yb: head.metrics(apply(p, xb), yb))
 
 
 def _check_open_fraction(value: Any, argument: str) -> float:

@@ -110,7 +110,7 @@ class Setup:
         self.loss = self.task.loss_fn(self.net.apply)
         self.apply = pretrain.batched_apply(self.net.apply)
         self.n_params = nets.count_params(self.pretrained.params)
-        head = self.task.head  # one jitted scorer for every call (task.evaluate jits anew)
+        head = self.task.head  # one jitted scorer of a whole split per call
         self._metrics = jax.jit(lambda p, x, y: head.metrics(self.apply(p, x), y))
         self.zero_shot = {s: self.bits(self.pretrained.params, s) for s in ("val", "test")}
 
