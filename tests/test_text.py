@@ -264,6 +264,15 @@ def test_evaluate_compiles_once_per_model():
         again = task.evaluate(BIGRAM.apply, params, "val")
     assert lowered == [] and again == first
 
+    class Unhashable:  # __eq__ without __hash__: evaluate still scores it (uncached)
+        def __eq__(self, other):
+            return self is other
+
+        def __call__(self, p, x):
+            return BIGRAM.apply(p, x)
+
+    assert task.evaluate(Unhashable(), params, "val") == first
+
 
 @pytest.mark.slow
 def test_trains_through_fit_with_every_method_kind():

@@ -307,14 +307,25 @@ class SequenceTask(Task):
         return {**out, "bits_per_char": out["loss"] * BITS_PER_NAT}
 
 
-@functools.lru_cache(maxsize=32)
-def _metrics_program(apply: Callable[[PyTree, Array], Array]) -> Callable:
-    """The jitted ``SequenceHead().metrics(apply(p, x), y)``, one per ``apply``, so
-    repeated :meth:`SequenceTask.evaluate` calls with the same model reuse its compiled
-    programs (a new jit per call compiled afresh every time). ``apply`` must be hashable,
-    as functions and bound methods (``net.apply``) are."""
+def _jit_metrics(apply: Callable[[PyTree, Array], Array]) -> Callable:
+    """``SequenceHead().metrics(apply(p, x), y)``, jitted."""
     head = SequenceHead()
     return jax.jit(lambda p, xb, yb: head.metrics(apply(p, xb), yb))
+
+
+_cached_jit_metrics = functools.lru_cache(maxsize=32)(_jit_metrics)
+
+
+def _metrics_program(apply: Callable[[PyTree, Array], Array]) -> Callable:
+    """The jitted sequence metrics of ``apply``: one per ``apply`` when it is hashable
+    (functions, bound methods such as ``net.apply``), so repeated
+    :meth:`SequenceTask.evaluate` calls with the same model reuse its compiled programs;
+    an unhashable callable gets a new jit per call, as every call did before."""
+    try:
+        hash(apply)
+    except TypeError:
+        return _jit_metrics(apply)
+    return _cached_jit_metrics(apply)
 
 
 def _check_open_fraction(value: Any, argument: str) -> float:
