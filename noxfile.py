@@ -22,9 +22,10 @@ DOCS = nox.project.dependency_groups(PYPROJECT, "docs")
 def _install(session: nox.Session) -> None:
     # the harness's extra dependencies (cocoex, cma, pytest-benchmark) come with [bench].
     # UV_COMPILE_BYTECODE: uv, unlike pip, installs without compiling bytecode; where
-    # PYTHONDONTWRITEBYTECODE is set (CI machines) every Python process then compiles jax,
-    # flax, pandas... from source: `import fold_jax` took 13-16 s instead of 4, in each of
-    # the ~20 processes the tests start. Compiling once at install took 25 s on 2 cores.
+    # PYTHONDONTWRITEBYTECODE is set (as on this project's machines) every Python process
+    # then compiles jax, flax, pandas... from source: `import fold_jax` took 13-16 s
+    # instead of 4, in each of the ~20 processes the tests start. Compiling once at
+    # install took 25 s on 2 cores.
     session.install("-e", ".[bench]", *DEV, env={"UV_COMPILE_BYTECODE": "1"})
 
 
