@@ -208,6 +208,28 @@ def test_sequence_task_errors():
         text.decode(np.array([1.5]))
 
 
+def test_encode_is_the_per_character_lookup_at_every_code_point_extreme():
+    """encode (a sorted code-point lookup) equals ``vocab.index`` per character: on the whole
+    shipped corpora, and for an unsorted vocabulary holding the smallest code point (NUL),
+    the last before the surrogates (U+D7FF), the first after them (U+E000), the largest
+    in the BMP (U+FFFF) and the largest there is (U+10FFFF, four UTF-8 bytes)."""
+    for name in text.CORPORA:
+        body = text.corpus(name)
+        ids = text.encode(body)
+        assert ids.dtype == np.int32 and ids.shape == (len(body),)
+        assert text.decode(ids) == body
+    vocab = "z\U0010ffff\x00a\ue000\ud7ff\uffff"
+    sample = vocab[::-1] + vocab + "\x00\x00\U0010ffff"
+    assert text.encode(sample, vocab).tolist() == [vocab.index(c) for c in sample]
+    assert text.encode("", vocab).shape == (0,)
+    # characters below the smallest, between and above the largest vocabulary code point
+    for outside in ("\x01", "b", "\U0010fffe", "\ufffe"):
+        with pytest.raises(ValueError, match="1 characters missing"):
+            text.encode("a" + outside + "z", vocab.replace("\x00", "\x02"))
+    with pytest.raises(ValueError, match="1 characters missing"):  # above the largest
+        text.encode("cad", "cba")
+
+
 def test_vocabulary_mismatch_is_an_error():
     own = text.sequence_task(text.encode("abcabc" * 100, "abc"), T=4, vocab="abc", name="own",
                              blocks=1)

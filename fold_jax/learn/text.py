@@ -151,13 +151,19 @@ def encode(text: str, vocab: str | None = None) -> np.ndarray:
     vocab = _check_vocab(vocabulary() if vocab is None else vocab)
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    missing = sorted(set(text) - set(vocab))
-    if missing:
+    # code points, looked up in the vocabulary's sorted code points (numpy: a per-character
+    # Python loop took ~1.5 s for the 5M characters of the Shakespeare corpus)
+    points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+    vocab_points = np.frombuffer(vocab.encode("utf-32-le"), np.uint32)
+    order = np.argsort(vocab_points)
+    at = np.minimum(np.searchsorted(vocab_points[order], points), len(vocab) - 1)
+    found = vocab_points[order][at] == points
+    if not found.all():
+        missing = sorted({chr(c) for c in np.unique(points[~found])})
         raise ValueError(f"text has {len(missing)} characters missing from the vocabulary "
                          f"({len(vocab)} characters): {''.join(missing)[:40]!r}; clean the "
                          f"text or build the task with a vocabulary that holds them")
-    table = {c: i for i, c in enumerate(vocab)}
-    return np.fromiter((table[c] for c in text), np.int32, len(text))
+    return order[at].astype(np.int32)
 
 
 def decode(tokens: ArrayLike, vocab: str | None = None) -> str:
