@@ -15,7 +15,6 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
-from sklearn.model_selection import train_test_split
 
 from fold_jax.checks import check_bool, check_choice
 from fold_jax.learn.heads import KINDS
@@ -290,6 +289,9 @@ def from_arrays(
     if strata is not None:
         _check_strata(strata, {"test": n_test, "train + val": n - n_test}, 3 if n_val else 2,
                       stratified_names, "test_fraction / val_fraction")
+    # imported here: sklearn costs ~1 s at import, paid only by processes that split arrays
+    from sklearn.model_selection import train_test_split
+
     index = np.arange(n)
     rest, test = train_test_split(index, test_size=test_fraction, random_state=seed,
                                   stratify=strata)

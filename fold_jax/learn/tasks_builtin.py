@@ -14,7 +14,6 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
-from sklearn import datasets as skdata
 
 from fold_jax.checks import check_finite, check_int, check_positive
 from fold_jax.learn.tasks_arrays import check_seed, from_arrays
@@ -56,6 +55,8 @@ DIGIT_ATTRIBUTE_TABLE = np.array(
 
 @functools.cache
 def _digits_raw():
+    from sklearn import datasets as skdata  # here: sklearn costs ~1 s at import
+
     d = skdata.load_digits()
     return d.data.astype(np.float64), d.target.astype(np.int32)
 
@@ -88,6 +89,8 @@ def breast_cancer(seed: int = 0, test_fraction: float = 0.2, val_fraction: float
     Returns:
         The binary :class:`~fold_jax.learn.tasks_types.Task`.
     """
+    from sklearn import datasets as skdata  # here: sklearn costs ~1 s at import
+
     d = skdata.load_breast_cancer()
     return from_arrays(d.data, d.target.astype(np.int32), kind="binary", name="breast_cancer",
                        test_fraction=test_fraction, val_fraction=val_fraction, seed=seed,
