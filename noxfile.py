@@ -19,14 +19,19 @@ DEV = nox.project.dependency_groups(PYPROJECT, "dev")
 DOCS = nox.project.dependency_groups(PYPROJECT, "docs")
 
 
+# Python's bytecode, written as each module is first imported: where the machine sets
+# PYTHONDONTWRITEBYTECODE (as this project's machines do), every Python process would
+# otherwise compile jax, flax, pandas... from source (`import fold_jax` took 13-16 s
+# instead of 4, in each of the ~20 processes the tests start). Compiling at install
+# instead (UV_COMPILE_BYTECODE) compiled all 9,600 installed files (25 s on 2 cores);
+# written lazily, the ~2,100 modules the tests import cost ~11 s of CPU in the first
+# processes. The .pyc files land in the session's venv and in gitignored __pycache__/.
+BYTECODE = {"PYTHONDONTWRITEBYTECODE": ""}
+
+
 def _install(session: nox.Session) -> None:
     # the harness's extra dependencies (cocoex, cma, pytest-benchmark) come with [bench].
-    # UV_COMPILE_BYTECODE: uv, unlike pip, installs without compiling bytecode; where
-    # PYTHONDONTWRITEBYTECODE is set (as on this project's machines) every Python process
-    # then compiles jax, flax, pandas... from source: `import fold_jax` took 13-16 s
-    # instead of 4, in each of the ~20 processes the tests start. Compiling once at
-    # install took 25 s on 2 cores.
-    session.install("-e", ".[bench]", *DEV, env={"UV_COMPILE_BYTECODE": "1"})
+    session.install("-e", ".[bench]", *DEV)
 
 
 @nox.session
@@ -39,7 +44,7 @@ def tests(session: nox.Session) -> None:
     # compiles with XLA's legacy CPU emitters and most optimizations off; docs/testing.md
     # has the settings and the measured times. Pass -n 0 after -- to run serially.
     session.run("pytest", "-q", "-n", "2", "--dist", "loadfile", "--durations=15", "tests",
-                *session.posargs)
+                *session.posargs, env=BYTECODE)
 
 
 @nox.session
@@ -54,14 +59,14 @@ def bench(session: nox.Session) -> None:
     """Quick profile by default: kernel micro-benchmarks, suites, then the report, through
     the packaged entry point ``python -m fold_jax.bench`` (what a pip user runs)."""
     _install(session)
-    session.run("python", "-m", "fold_jax.bench", *session.posargs)
+    session.run("python", "-m", "fold_jax.bench", *session.posargs, env=BYTECODE)
 
 
 @nox.session
 def report(session: nox.Session) -> None:
     """Rebuild results/REPORT.md and figures from the existing CSVs."""
     _install(session)
-    session.run("python", "-m", "fold_jax.report", *session.posargs)
+    session.run("python", "-m", "fold_jax.report", *session.posargs, env=BYTECODE)
 
 
 @nox.session
