@@ -119,7 +119,8 @@ def test_discover_puts_kernels_first():
 def test_pytest_benchmark_times_the_same_kernels(pytester):
     """``pytest bench`` (bench/conftest.py and bench/test_kernels.py under pytest-benchmark),
     run in this process by pytester: a child process paid the imports and plugin start-up
-    again (measured on a 2-core CPU: 18 s as a child, 4 s in process). It lists the same
+    again (measured back to back on a shared 2-core CPU: 7-15 s as a child, 1-3 s in
+    process; the file's CPU time 27-29 s -> 20-22 s). It lists the same
     kernels as quick() did here (as many, one selected by label), inside the same on-disk
     XLA cache (bench.common.shared_compiles), so the programs the listing compiles are
     loaded instead of compiled again (the cache is keyed by the program, the backend and
