@@ -56,15 +56,17 @@ def test_bad_arguments():
 
 def test_short_ppo_run_improves_cartpole_on_held_out_episodes():
     task = control.make("cartpole", num_eval_episodes=8)
-    result = ppo.train(task, env_steps=16_384, eval_every=16_384, seed=0)
+    result = ppo.train(task, env_steps=8192, eval_every=8192, seed=0)
     curve = result.curve
     assert list(curve.columns) == ["env_steps", "elapsed_s", "return", "episode_length"]
-    assert list(curve["env_steps"]) == [0, 16_384]  # 4 iterations of 64 envs x 64 steps
+    assert list(curve["env_steps"]) == [0, 8192]  # 2 iterations of 64 envs x 64 steps
     assert curve["elapsed_s"].iloc[-1] > 0 and result.compile_s > 0
     assert result.reached is False  # no target: the budget ran out
     # the same evaluation as the ES methods: task.evaluate with PPO's greedy act
     again = task.evaluate(result.train_state, result.act)
     assert float(again["return"]) == curve["return"].iloc[-1]
-    # PPO's initial policy keeps the pole up ~10-50 steps; 16k steps of PPO roughly
-    # double that or better (187 at 16k steps, 388 at 20k in a manual run)
+    # PPO's initial policy keeps the pole up ~10-50 steps; two iterations (8,192 steps)
+    # of PPO at least double that: measured (2-core CPU, evaluated every iteration) 48
+    # -> 348 on seed 0 (7x, a 3.6x margin over the bar), 9 -> 159 and 18 -> 119 on seeds
+    # 1 and 2; one iteration is too few (48 -> 79 on seed 0, under 2x)
     assert curve["return"].iloc[-1] > 2 * curve["return"].iloc[0]

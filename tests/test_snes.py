@@ -90,14 +90,16 @@ def test_matches_evosax_snes_in_distribution_at_d_1e4():
     # fold_jax's SNES (noise regenerated from keys, not mirrored) and evosax's are the
     # same update, so after 200 steps on the same problem their final losses come from
     # one distribution. lr_sigma = 0.2 (not SNES's 0.013 at this d) makes the scales
-    # matter: x1.5 it moves the final loss by about 15%, seed to seed it varies ~1.5%.
+    # matter: x1.5 it moves the final loss by about 15%, seed to seed it varies ~1-2%.
+    # Five seeds a side (eight before: each seed is 200 steps at d = 1e4 in all three
+    # programs) leave the 1.5x error at Welch's t ~ 20 (measured 19.8; 29.6 with 8).
     scale = jnp.logspace(-2, 1, D)
     params = {"x": jnp.ones(D)}
 
     def loss(p):
         return jnp.sum(scale * p["x"] ** 2)
 
-    seeds, lr = range(8), 0.2
+    seeds, lr = range(5), 0.2
     theirs = _final_losses(peers.evosax_method("SNES", loss, population_size=16, sigma=0.1,
                                                lr_std_init=lr), loss, params, 200, seeds)
 
@@ -108,11 +110,11 @@ def test_matches_evosax_snes_in_distribution_at_d_1e4():
         se = math.sqrt(ours.var(ddof=1) / len(ours) + theirs.var(ddof=1) / len(theirs))
         return abs(ours.mean() - theirs.mean()) / se
 
-    # equal means: Welch's t exceeds 5 with probability about 2e-4 at its 14 degrees of
-    # freedom (below 2e-3 even at its minimum of 7), so a platform's rounding, which
-    # changes every trajectory, passes
-    assert welch_t(lr) < 5.0
-    assert welch_t(1.5 * lr) > 5.0  # and the check sees a 1.5x error in the scales' rate
+    # equal means: Welch's t exceeds 7 with probability about 1e-4 at its 8 degrees of
+    # freedom (4e-4 at 6, the df of the measured variance ratio ~3; 2e-3 even at its
+    # minimum of 4), so a platform's rounding, which changes every trajectory, passes
+    assert welch_t(lr) < 7.0
+    assert welch_t(1.5 * lr) > 7.0  # and the check sees a 1.5x error in the scales' rate
 
 
 @pytest.mark.optimized  # runs one program many times: compile it optimized
@@ -152,8 +154,8 @@ def test_non_finite_losses_drop_directions_and_never_reach_the_params():
     assert dropped + kept == 100 * 32 and 0.4 < dropped / (100 * 32) < 0.6
     state, infos = _run(method, params, 100)  # a trajectory: the mean drifts, stays finite
     assert all(int(i["dropped_directions"]) + int(i["valid_directions"]) == 32 for i in infos)
-    assert bool(jnp.all(jnp.isfinite(state.params["x"])))
-    assert bool(jnp.all(jnp.isfinite(state.log_sigma["x"])))
+    assert np.all(np.isfinite(np.asarray(state.params["x"])))
+    assert np.all(np.isfinite(np.asarray(state.log_sigma["x"])))
 
 
 def test_a_step_with_no_valid_direction_is_skipped_and_changes_nothing():

@@ -53,14 +53,24 @@ def test_es_job_end_to_end_into_the_results_store(tmp_path):
     assert not race["capped"] and race["skipped_steps"] == 0  # nothing cut or dropped
 
 
-def test_ppo_counts_transitions_on_the_same_episodes():
+def test_ppo_counts_transitions_on_the_same_episodes(monkeypatch):
     """PPO through the suite: its env steps are its transitions (whole iterations of
-    64 envs x 64 steps), scored on the same held-out episodes (eval_seed) as the ES."""
+    64 envs x 64 steps), scored on the same held-out episodes (eval_seed) as the ES.
+
+    Evaluated every iteration (4,096 transitions) instead of the suite's 16: the run
+    stops at the first evaluation at or past the budget, so a budget of one iteration
+    runs one, not the 16 of a whole evaluation interval (65,536 transitions, which
+    this test once spent 12 s training); the count checked is the same."""
+    monkeypatch.setattr(suite, "PPO_EVAL_EVERY", 4096)
     budget = 4096
     row, curve = suite.run("pendulum", suite.PPO, {"learning_rate": 3e-4}, 0, budget,
                            suite.TEST_EVAL_SEED)
     assert row["library"] == "rejax" and row["eval_seed"] == suite.TEST_EVAL_SEED
     assert row["env_steps_run"] >= budget and row["env_steps_run"] % 4096 == 0
+    # one iteration of 64 envs x 64 steps: its transitions, not its 1 iteration or the
+    # 64 env resets; the row names the interval it was evaluated at
+    assert row["env_steps_run"] == 4096 and row["eval_env_steps"] == 4096
+    assert list(curve["env_steps"]) == [0, 4096]
     assert np.isnan(row["evals_to_target"])
     assert np.all(curve["episode_length"] == 200)  # Pendulum: no early end, as for ES
 

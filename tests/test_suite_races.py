@@ -46,31 +46,37 @@ def test_select_ranks_trials_by_their_median_over_seeds():
     assert suite_races.select(rows) == 5  # the trial number, not a row index
 
 
-@pytest.fixture
-def tiny_profile(monkeypatch):
-    monkeypatch.setitem(suite_races.PROFILE, "tiny",
-                        dict(trials=3, seeds=[0, 1], max_steps=50, budget_s=60.0, grids=[]))
+def _tiny_profile(mp: pytest.MonkeyPatch) -> str:
+    """Register the profile "tiny" (2 trials, seeds [0, 1], 50 steps) through ``mp``: two
+    trials are the fewest that still make a selection."""
+    mp.setitem(suite_races.PROFILE, "tiny",
+               dict(trials=2, seeds=[0, 1], max_steps=50, budget_s=60.0, grids=[]))
     for module in (suite_races, race_grid):  # the grid's budgets live in race_grid
-        monkeypatch.setattr(module, "check_profile", lambda p: p)
+        mp.setattr(module, "check_profile", lambda p: p)
     # each race times its step cost for STEP_COST_S (1 s); 0.05 s still gives the
     # minimum of 5 alternating rounds, and no test here checks the times themselves
-    monkeypatch.setattr(suite_races, "STEP_COST_S", 0.05)
+    mp.setattr(suite_races, "STEP_COST_S", 0.05)
     return "tiny"
+
+
+@pytest.fixture
+def tiny_profile(monkeypatch):
+    return _tiny_profile(monkeypatch)
 
 
 def test_tune_and_race_tunes_on_val_then_races_the_selected_trial_on_test(tiny_profile):
     out = suite_races.tune_and_race("breast_cancer", "adam", "dense", tiny_profile)
     trials, races = out["tuning"], out["races"]
-    assert [t["trial"] for t in trials] == [0, 1, 2]
-    assert all(t["split"] == "val" and t["n_trials"] == 3 for t in trials)
-    assert [t["seed"] for t in trials] == [TUNING_SEED + i for i in range(3)]
-    drawn = recipes.trials("adam", 3)
+    assert [t["trial"] for t in trials] == [0, 1]
+    assert all(t["split"] == "val" and t["n_trials"] == 2 for t in trials)
+    assert [t["seed"] for t in trials] == [TUNING_SEED + i for i in range(2)]
+    drawn = recipes.trials("adam", 2)
     assert [json.loads(t["hparams"]) for t in trials] == drawn
     (chosen,) = [t for t in trials if t["selected"]]
     assert chosen["trial"] == suite_races.select(trials)
     assert [r["seed"] for r in races] == [0, 1]
     for r in races:
-        assert r["trial"] == chosen["trial"] and r["n_trials"] == 3
+        assert r["trial"] == chosen["trial"] and r["n_trials"] == 2
         assert r["hparams"] == chosen["hparams"] and r["library"] == "optax"
         assert "final_test_metric" in r and "best_val_metric" not in r
     splits = {c["split"] for c in out["curves"]}
@@ -161,17 +167,38 @@ def test_every_recipe_on_a_task_gets_the_same_trials_and_at_least_the_minimum():
     assert suite_races.trial_seeds("quick", "digits") == 1
 
 
-def test_task_seeds_race_that_task_on_its_own_seeds(tiny_profile, monkeypatch):
-    monkeypatch.setitem(suite_races.PROFILE[tiny_profile], "task_seeds", {"spirals": [4, 5, 6]})
+# The three per-task overrides below act on one race of spirals: its own seeds, step
+# budget and trial count, each set to a value unlike the tiny profile's (seeds [0, 1],
+# 50 steps, 2 trials), so each test still fails if its override is ignored or read
+# from another's key, and the three tests share one tune-and-race (1 trial x 4 steps
+# and 3 race seeds) instead of training three.
+SPIRALS = {"task_seeds": {"spirals": [4, 5, 6]}, "task_max_steps": {"spirals": 4},
+           "task_trials": {"spirals": 1}}
+
+
+@pytest.fixture(scope="module")
+def spirals_race():
+    """``tune_and_race("spirals", "adam", "dense")`` under the tiny profile plus the
+    SPIRALS overrides, run once for the module."""
+    with pytest.MonkeyPatch.context() as mp:
+        profile = _tiny_profile(mp)
+        for key, value in SPIRALS.items():
+            mp.setitem(suite_races.PROFILE[profile], key, value)
+        yield suite_races.tune_and_race("spirals", "adam", "dense", profile)
+
+
+def test_task_seeds_race_that_task_on_its_own_seeds(tiny_profile, monkeypatch, spirals_race):
+    monkeypatch.setitem(suite_races.PROFILE[tiny_profile], "task_seeds", SPIRALS["task_seeds"])
     assert suite_races.race_seeds(tiny_profile, "breast_cancer") == [0, 1]
-    out = suite_races.tune_and_race("spirals", "adam", "dense", tiny_profile)
+    out = spirals_race
     assert [r["seed"] for r in out["races"]] == [4, 5, 6]
     # the tuning trials keep their own seeds, apart from the race seeds
     assert {t["seed"] for t in out["tuning"]}.isdisjoint({4, 5, 6})
     assert {c["seed"] for c in out["curves"]} == {4, 5, 6}
 
 
-def test_task_max_steps_give_that_task_its_own_budget(tiny_profile, monkeypatch):
+def test_task_max_steps_give_that_task_its_own_budget(tiny_profile, monkeypatch,
+                                                      spirals_race):
     # digits races on 1,000 steps in quick (its peers missed at 500), spirals too (its
     # population-8 recipes need 500-900 steps), breast_cancer on 500
     assert suite_races.step_budget("quick", "digits") == 1000
@@ -184,20 +211,24 @@ def test_task_max_steps_give_that_task_its_own_budget(tiny_profile, monkeypatch)
     full = {j.label: j.key for j in suite_races.jobs("full")}  # spirals races in full only
     assert full["spirals/snes8/dense"]["max_steps"] == 3000
     assert quick["breast_cancer/adam/dense"]["max_steps"] == 500
-    monkeypatch.setitem(suite_races.PROFILE[tiny_profile], "task_max_steps", {"spirals": 4})
+    monkeypatch.setitem(suite_races.PROFILE[tiny_profile], "task_max_steps",
+                        SPIRALS["task_max_steps"])
     assert suite_races.step_budget(tiny_profile, "breast_cancer") == 50
-    out = suite_races.tune_and_race("spirals", "adam", "dense", tiny_profile)
+    assert suite_races.step_budget(tiny_profile, "spirals") == 4
+    out = spirals_race
     # every trial and race ran on the task's budget (4 steps: far short of the target)
     assert all(r["max_steps"] == 4 and r["steps_run"] <= 4 for r in out["tuning"] + out["races"])
 
 
-def test_task_trials_override_the_profile_for_that_task_only(tiny_profile, monkeypatch):
-    monkeypatch.setitem(suite_races.PROFILE[tiny_profile], "task_trials", {"spirals": 2})
-    assert suite_races.n_trials(tiny_profile, "spirals") == 2
-    assert suite_races.n_trials(tiny_profile, "breast_cancer") == 3
-    out = suite_races.tune_and_race("spirals", "adam", "dense", tiny_profile)
-    assert [t["trial"] for t in out["tuning"]] == [0, 1]
-    assert all(r["n_trials"] == 2 for r in out["tuning"] + out["races"])
+def test_task_trials_override_the_profile_for_that_task_only(tiny_profile, monkeypatch,
+                                                            spirals_race):
+    monkeypatch.setitem(suite_races.PROFILE[tiny_profile], "task_trials",
+                        SPIRALS["task_trials"])
+    assert suite_races.n_trials(tiny_profile, "spirals") == 1
+    assert suite_races.n_trials(tiny_profile, "breast_cancer") == 2
+    out = spirals_race
+    assert [t["trial"] for t in out["tuning"]] == [0]
+    assert all(r["n_trials"] == 1 for r in out["tuning"] + out["races"])
 
 
 def test_task_trial_seeds_score_each_trial_on_the_median_of_its_seeds(tiny_profile,
@@ -207,12 +238,14 @@ def test_task_trial_seeds_score_each_trial_on_the_median_of_its_seeds(tiny_profi
     assert suite_races.trial_seeds(tiny_profile, "breast_cancer") == 3
     assert suite_races.trial_seeds(tiny_profile, "spirals") == 1
     out = suite_races.tune_and_race("breast_cancer", "adam", "dense", tiny_profile)
-    trials, n = out["tuning"], 3
+    trials, n = out["tuning"], 2  # n trials, 3 seeds each (3: a median is not a mean)
     assert len(trials) == n * 3 and all(t["trial_seeds"] == 3 for t in trials)
     # seeds TUNING_SEED + trial + j * n_trials: distinct, and trial j = 0 keeps the
     # one-seed protocol's seed
     assert sorted(t["seed"] for t in trials) == [TUNING_SEED + s
                                                  for s in range(n * 3)]
+    assert {t["seed"] for t in trials if t["trial"] == 1} == {
+        TUNING_SEED + 1 + j * n for j in range(3)}
     for i in range(n):
         mine = [t for t in trials if t["trial"] == i]
         assert {t["score"] for t in mine} == {float(np.median(
