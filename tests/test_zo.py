@@ -413,7 +413,7 @@ def test_zeroth_order_trains_digits_quickly():
     m = methods.zeroth_order(task.loss_fn(net.apply), optax.adam(1e-2), num_directions=32,
                              sigma=1e-2, rank=2, shaping="centered_ranks")
     t0 = time.perf_counter()
-    r = train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=200,
+    r = train.fit(m, jax.jit(net.init)(jax.random.key(0)), task, apply=net.apply, steps=200,
                   batch_size=128, eval_every=200)
     assert time.perf_counter() - t0 < 30
     assert r.history.evals.iloc[-1] == 200 * 32
@@ -425,7 +425,7 @@ def test_forward_gradient_method_trains():
     task = tasks.get("digits")
     net = nets.mlp((64, 32, 10), "relu")
     m = methods.forward_gradient(task.loss_fn(net.apply), "adam", 3e-3, num_directions=16)
-    r = train.fit(m, net.init(jax.random.key(0)), task, apply=net.apply, steps=200,
+    r = train.fit(m, jax.jit(net.init)(jax.random.key(0)), task, apply=net.apply, steps=200,
                   batch_size=128, eval_every=200)
     assert r.history.test_accuracy.iloc[-1] > r.history.test_accuracy.iloc[0] + 0.3
 
