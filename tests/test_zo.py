@@ -664,7 +664,7 @@ def forward_reference(digits_sized_problem):
     return jax.device_get(reference(params, x, y))
 
 
-@pytest.mark.parametrize("chunk_size", [None, 1, 3, 8, 64])
+@pytest.mark.parametrize("chunk_size", [None, 1, 3])  # 8 and 64: the test below
 def test_forward_gradient_chunks_use_the_same_tangents_at_d_26k(digits_sized_problem,
                                                                  forward_reference,
                                                                  chunk_size):
@@ -690,6 +690,21 @@ def test_forward_gradient_chunks_use_the_same_tangents_at_d_26k(digits_sized_pro
     for got, ref in zip(jax.tree.leaves(grads), want, strict=True):
         np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
     assert jax.tree.structure(grads) == jax.tree.structure(params)
+
+
+@pytest.mark.parametrize("chunk_size", [FORWARD_K, 8 * FORWARD_K])
+def test_forward_gradient_chunks_of_k_or_more_are_the_one_chunk_program(digits_sized_problem,
+                                                                       chunk_size):
+    """chunk_size >= K is one chunk of K tangents: the very program chunk_size=None
+    traces (equal jaxprs; that one is checked against the reference above), so it is
+    traced here, not compiled and run again."""
+    loss, params, x, y = digits_sized_problem
+    key = jax.random.key(FORWARD_KEY_SEED)
+    one, vg = (zo.forward_value_and_grad(loss, num_directions=FORWARD_K, chunk_size=c)
+               for c in (None, chunk_size))
+    assert vg.evals == FORWARD_K and vg.describe(params)["chunks"] == (1, FORWARD_K)
+    want, got = (str(jax.make_jaxpr(e.with_info)(params, key, x, y)) for e in (one, vg))
+    assert got == want
 
 
 def test_forward_gradient_chunks_bound_the_tangents_in_memory(digits_sized_problem):
