@@ -7,7 +7,6 @@ the rounding of W + s a b^T), where M is the same product on absolute values,
 |x| (x) (|base| + |s| |a| |b|^T). ``_bound`` computes exactly that.
 """
 
-import functools
 import math
 
 import jax
@@ -29,18 +28,12 @@ def _float32_products():
         yield
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))  # one program, not op by op
 def _factors(key, shape, rank, lead=()):
     """a (*lead, prod(shape[:-1]), r), b (*lead, shape[-1], r), standard normal."""
     ka, kb = jax.random.split(key)
     n_in, n_out = math.prod(shape[:-1]), shape[-1]
     return (jax.random.normal(ka, (*lead, n_in, rank)),
             jax.random.normal(kb, (*lead, n_out, rank)))
-
-
-@functools.partial(jax.jit, static_argnums=(1,))  # one program, not op by op
-def _normal(key, shape):
-    return jax.random.normal(key, shape)
 
 
 def _abs_kernel(w: LowRank) -> jax.Array:
@@ -50,11 +43,9 @@ def _abs_kernel(w: LowRank) -> jax.Array:
 
 
 def _bound(product, x, w: LowRank, n_terms: int) -> np.ndarray:
-    """eps * (n + r + 2) * product(|x|, |kernel terms|): the float32 bound of the header
-    (one program, not op by op)."""
+    """eps * (n + r + 2) * product(|x|, |kernel terms|): the float32 bound of the header."""
     rank = w.a.shape[-1]
-    m = jax.jit(lambda x, w: product(jnp.abs(x), _abs_kernel(w)))(x, w)
-    return EPS32 * (n_terms + rank + 2) * np.asarray(m)
+    return EPS32 * (n_terms + rank + 2) * np.asarray(product(jnp.abs(x), _abs_kernel(w)))
 
 
 def _assert_within(got, want, bound):
@@ -86,31 +77,30 @@ def _operand_shapes(fun, *args, primitive):
 
 def test_materialize_reshapes_the_matrix_view_product_to_the_kernel_shape():
     k = jax.random.split(jax.random.key(0), 2)
-    base = _normal(k[0], (3, 3, 8, 16))
+    base = jax.random.normal(k[0], (3, 3, 8, 16))
     a, b = _factors(k[1], base.shape, 4)
     w = LowRank(base, a, b, 0.3)
     assert w.shape == (3, 3, 8, 16) and w.matrix_shape == (72, 16)
     want = np.asarray(base, np.float64) + 0.3 * (
         np.asarray(a, np.float64) @ np.asarray(b, np.float64).T).reshape(3, 3, 8, 16)
-    got = np.asarray(jax.jit(perturb.materialize)(w))
+    got = perturb.materialize(w)
     assert got.shape == base.shape
     # each entry: base + s sum_k a b over r = 4 terms; float32 eps * (r + 2) * |terms|
-    _assert_within(got, want, EPS32 * 6 * np.asarray(jax.jit(_abs_kernel)(w)))
+    _assert_within(got, want, EPS32 * 6 * np.asarray(_abs_kernel(w)))
     # entry (i, j, c, o) is a[(i*3 + j)*8 + c] . b[o]: row-major flattening of (kh, kw, cin)
-    base, a, b = (np.asarray(v) for v in (base, a, b))  # NumPy: no compile
-    np.testing.assert_allclose(got[1, 2, 5, 7], base[1, 2, 5, 7] + np.float32(0.3)
-                               * (a[(1 * 3 + 2) * 8 + 5] @ b[7]), rtol=EPS32 * 8)
+    np.testing.assert_allclose(got[1, 2, 5, 7], base[1, 2, 5, 7] + 0.3 * a[(1 * 3 + 2) * 8 + 5]
+                               @ b[7], rtol=EPS32 * 8)
 
 
 def test_matmul_takes_nd_kernels_through_their_matrix_view():
     k = jax.random.split(jax.random.key(1), 3)
-    base = _normal(k[0], (4, 6, 32))  # matrix view (24, 32)
+    base = jax.random.normal(k[0], (4, 6, 32))  # matrix view (24, 32)
     a, b = _factors(k[1], base.shape, 2)
-    x = _normal(k[2], (5, 24))
+    x = jax.random.normal(k[2], (5, 24))
     for how in ("factored", "dense"):
         w = LowRank(base, a, b, 0.5, how)
-        got = jax.jit(perturb.matmul)(x, w)  # one program each, not op by op
-        want = jax.jit(lambda x, w: x @ perturb.materialize(w).reshape(24, 32))(x, w)
+        got = perturb.matmul(x, w)
+        want = x @ perturb.materialize(w).reshape(24, 32)
         _assert_within(got, want, _bound(lambda x, k: x @ k.reshape(24, 32), x, w, 24))
 
 
@@ -163,9 +153,9 @@ def test_pick_keeps_a_layer_exactly_at_a_quarter_dense():
 
 def test_matmul_calls_pick_once_and_obeys_it(recorder):
     k = jax.random.split(jax.random.key(3), 3)
-    base = _normal(k[0], (64, 128))
+    base = jax.random.normal(k[0], (64, 128))
     a, b = _factors(k[1], base.shape, 8)  # rank 8 > UNROLL_MAX_RANK: (x @ a) @ b.T is a dot
-    x = _normal(k[2], (16, 64))
+    x = jax.random.normal(k[2], (16, 64))
     for how in ("factored", "dense"):
         w = recorder(base, a, b, 0.2, how)
         recorder.picks.clear()
@@ -180,14 +170,13 @@ def test_matmul_calls_pick_once_and_obeys_it(recorder):
 
 def test_matmul_casts_the_factors_to_dtype_and_passes_precision():
     k = jax.random.split(jax.random.key(4), 3)
-    base = _normal(k[0], (32, 48))
+    base = jax.random.normal(k[0], (32, 48))
     a, b = _factors(k[1], base.shape, 2)
-    x = np.asarray(_normal(k[2], (4, 32))).astype(jnp.bfloat16)
+    x = jax.random.normal(k[2], (4, 32)).astype(jnp.bfloat16)
     w = LowRank(base, a, b, 0.1, "factored")
-    out = jax.eval_shape(lambda x, w: perturb.matmul(x, w, dtype=jnp.bfloat16), x, w)
-    assert out.dtype == jnp.bfloat16
+    assert perturb.matmul(x, w, dtype=jnp.bfloat16).dtype == jnp.bfloat16
     jaxpr = jax.make_jaxpr(lambda x: perturb.matmul(x, w, precision=lax.Precision.HIGHEST))(
-        x.astype(np.float32)).jaxpr
+        x.astype(jnp.float32)).jaxpr
     precisions = [e.params["precision"] for e in _eqns(jaxpr) if e.primitive.name == "dot_general"]
     assert len(precisions) == 2  # x @ base and x @ a (rank 2 expands b^T elementwise)
     assert all(p == (lax.Precision.HIGHEST, lax.Precision.HIGHEST) for p in precisions)
@@ -210,10 +199,10 @@ def _lax_conv(groups=1):
 def test_conv_matches_the_materialized_kernel_under_vmap(how, groups, recorder):
     """Conv 3x3x8 -> 16 on 8x8 images, 5 directions vmapped over stacked a, b, scale."""
     k = jax.random.split(jax.random.key(5), 4)
-    base = _normal(k[0], (3, 3, 8 // groups, 16)) / 6.0
+    base = jax.random.normal(k[0], (3, 3, 8 // groups, 16)) / 6.0
     a, b = _factors(k[1], base.shape, 3, lead=(5,))
-    scale = jax.jit(lambda k: jax.random.uniform(k, (5,), minval=0.05, maxval=0.2))(k[2])
-    x = _normal(k[3], (4, 8, 8, 8))
+    scale = jax.random.uniform(k[2], (5,), minval=0.05, maxval=0.2)
+    x = jax.random.normal(k[3], (4, 8, 8, 8))
     conv_fn = _lax_conv(groups)
 
     def one(a, b, s):
@@ -225,8 +214,8 @@ def test_conv_matches_the_materialized_kernel_under_vmap(how, groups, recorder):
     assert got.shape == want.shape == (5, 4, 4, 7, 16)  # H (8 + 1 - 3) / 2 + 1, W 8 + 3 - 5 + 1
     assert recorder.picks == [how]  # traced once under vmap: one pick per use
     # each output sums kh kw cin / groups = 72 / groups products
-    bounds = EPS32 * (72 // groups + 3 + 2) * np.asarray(jax.jit(jax.vmap(  # one program
-        lambda a, b, s: conv_fn(jnp.abs(x), _abs_kernel(LowRank(base, a, b, s)))))(a, b, scale))
+    bounds = np.stack([_bound(conv_fn, x, LowRank(base, a[i], b[i], scale[i]), 72 // groups)
+                       for i in range(5)])
     _assert_within(got, want, bounds)
 
 
@@ -244,13 +233,13 @@ def test_factored_conv_convolves_with_the_rank_r_factor(recorder):
 def test_grouped_factor_is_tiled_per_group():
     """groups 4: output channel j of group g = j // 4 reads only group g's inputs."""
     k = jax.random.split(jax.random.key(7), 3)
-    base = _normal(k[0], (1, 1, 2, 16))
+    base = jax.random.normal(k[0], (1, 1, 2, 16))
     a, b = _factors(k[1], base.shape, 3)
-    x = _normal(k[2], (1, 3, 3, 8))
+    x = jax.random.normal(k[2], (1, 3, 3, 8))
     conv_fn = _lax_conv(4)
     w = LowRank(base, a, b, 0.7, "factored")
-    got = jax.jit(lambda x, w: perturb.conv(x, w, conv_fn, feature_group_count=4))(x, w)
-    want = jax.jit(lambda x, w: conv_fn(x, perturb.materialize(w)))(x, w)
+    got = perturb.conv(x, w, conv_fn, feature_group_count=4)
+    want = conv_fn(x, perturb.materialize(w))
     _assert_within(got, want, _bound(conv_fn, x, w, 2))
 
 
@@ -290,14 +279,13 @@ def test_take_add_attend_dense_general_equal_the_materialized_kernel(name, how, 
     summed: n = 0)."""
     shape, make_x, op, ref, n = _REFERENCES[name]
     kx, kw, kf = jax.random.split(jax.random.key(11), 3)
-    x = jax.jit(make_x)(kx)  # one program each, not op by op
+    x = make_x(kx)
     a, b = _factors(kf, shape, 3)
-    w = recorder(_normal(kw, shape), a, b, np.float32(0.3), how)
+    w = recorder(jax.random.normal(kw, shape), a, b, jnp.float32(0.3), how)
     got = jax.jit(op)(x, w)
     assert recorder.picks == [how]
-    want = jax.jit(lambda x, w: ref(x, perturb.materialize(w)))(x, w)
-    magnitude = jax.jit(lambda x, w: ref(x if x.dtype.kind == "i" else jnp.abs(x),
-                                         _abs_kernel(w)))(x, w)
+    want = ref(x, perturb.materialize(w))
+    magnitude = ref(x if x.dtype.kind == "i" else jnp.abs(x), _abs_kernel(w))
     _assert_within(got, want, EPS32 * (n + 3 + 2) * np.asarray(jnp.abs(magnitude)))
     jaxpr = jax.make_jaxpr(op)(x, w).jaxpr
     factored_rhs = {tuple(e.invars[1].aval.shape) for e in _eqns(jaxpr)
