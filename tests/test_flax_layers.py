@@ -8,7 +8,6 @@ r low-rank terms, the rounding of W + s a b^T), with M the same model applied to
 and the kernel of magnitudes |base| + |s| |a| |b|^T (bias |bias|). ``_bound`` is that.
 """
 
-import functools
 import math
 from collections.abc import Callable
 
@@ -37,7 +36,6 @@ def _float32_products():
 # --------------------------------------------------------------------------- helpers
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))  # one program, not op by op
 def _factors(key, shape, lead=()):
     """a (*lead, prod(shape[:-1]), r), b (*lead, shape[-1], r), scale (*lead,)."""
     ka, kb, ks = jax.random.split(key, 3)
@@ -84,7 +82,7 @@ class Linen:
 
     def __init__(self, module: nn.Module, x, name: str = "layer"):
         self.module, self.name = module, name
-        self.params = _random_biases(jax.jit(module.init)(jax.random.key(0), x))
+        self.params = _random_biases(module.init(jax.random.key(0), x))
 
     @property
     def kernel(self):
@@ -169,7 +167,6 @@ def _x(shape, seed=1):
     return jax.device_put(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
 
 
-@jax.jit  # one program for every bias, not op by op
 def _random_biases(params):
     """Biases initialise to zero; make them nonzero so a dropped or doubled bias shows."""
     def one(path, v):
@@ -196,17 +193,11 @@ def case(request):
     return make(), x, fan_in, factor_rhs
 
 
-def _bound(model, x, w: LowRank, fan_in: int, stacked: bool = False):
-    """eps (n + r + 2) M, M = the model on |x| with kernel magnitudes (header), in one
-    program (op by op, each op would compile apart); ``stacked``: w's factors and scale
-    carry a leading directions axis, one bound per direction (vmapped)."""
-    def magnitude(a, b, s):
-        magnitudes = model.with_kernel(_abs_kernel(LowRank(w.base, a, b, s)),
-                                       model.magnitudes())
-        return model.apply(magnitudes, jax.tree.map(jnp.abs, x))
-
-    m = jax.jit(jax.vmap(magnitude) if stacked else magnitude)(w.a, w.b, w.scale)
-    return EPS32 * (fan_in + RANK + 2) * np.abs(np.asarray(m))
+def _bound(model, x, w: LowRank, fan_in: int):
+    """eps (n + r + 2) M, M = the model on |x| with kernel magnitudes (header)."""
+    magnitudes = model.with_kernel(_abs_kernel(w), model.magnitudes())
+    m = np.asarray(model.apply(magnitudes, jax.tree.map(jnp.abs, x)))
+    return EPS32 * (fan_in + RANK + 2) * np.abs(m)
 
 
 # ----------------------------------------------------------------------------- tests
@@ -221,7 +212,7 @@ def test_lowrank_kernel_equals_the_materialized_kernel(case, how, recorder):
     loss = flax_layers.wrap(model.apply)
     got = jax.jit(loss)(model.with_kernel(w), x)
     assert recorder.picks == [how] and recorder.a_reads  # one pick, obeyed (below)
-    want = jax.jit(lambda w: model.apply(model.with_kernel(perturb.materialize(w)), x))(w)
+    want = model.apply(model.with_kernel(perturb.materialize(w)), x)
     _assert_within(got, want, _bound(model, x, w, fan_in))
     # the factored path multiplies x by the rank-r factor; the dense one never does
     rhs = _rhs_shapes(loss, model.with_kernel(w), x)
@@ -242,8 +233,9 @@ def test_under_vmap_over_a_stack_of_directions(case, how, recorder):
 
     got = jax.jit(jax.vmap(perturbed))(a, b, s)
     assert recorder.picks == [how]
-    want = jax.jit(jax.vmap(materialized))(a, b, s)
-    bound = _bound(model, x, LowRank(base, a, b, s), fan_in, stacked=True)
+    want = jax.vmap(materialized)(a, b, s)
+    bound = np.stack([_bound(model, x, LowRank(base, a[i], b[i], s[i]), fan_in)
+                      for i in range(K)])
     _assert_within(got, want, bound)
 
 
@@ -326,7 +318,7 @@ def test_other_linen_layers_fused_or_materialized(name, recorder):
     a, b, s = _factors(jax.random.key(6), model.kernel.shape)
     w = recorder(model.kernel, a, b, s, "factored")
     got = jax.jit(flax_layers.wrap(model.apply))(model.with_kernel(w), x)[name]
-    want = jax.jit(lambda w: model.apply(model.with_kernel(perturb.materialize(w)), x))(w)[name]
+    want = model.apply(model.with_kernel(perturb.materialize(w)), x)[name]
     _assert_within(got, want, _bound(_Select(model, name), x, w, FAN_IN[name]))
     assert recorder.picks == ([] if name in FALLBACK else ["factored"])
 
@@ -352,12 +344,11 @@ def test_computation_dtype_is_flax_s(recorder):
     model = Linen(Several("bf16"), x, "bf16")
     a, b, s = _factors(jax.random.key(7), model.kernel.shape)
     w = recorder(model.kernel, a, b, s, "factored")
-    got = jax.jit(flax_layers.wrap(model.apply))(model.with_kernel(w), x)["bf16"]
-    want = jax.jit(lambda w: model.apply(model.with_kernel(perturb.materialize(w)), x))(w)
-    want = want["bf16"]
+    got = flax_layers.wrap(model.apply)(model.with_kernel(w), x)["bf16"]
+    want = model.apply(model.with_kernel(perturb.materialize(w)), x)["bf16"]
     assert got.dtype == want.dtype == jnp.bfloat16
-    m = np.asarray(jax.jit(lambda w: _Select(model, "bf16").apply(  # one program
-        model.with_kernel(_abs_kernel(w), model.magnitudes()), jax.tree.map(jnp.abs, x)))(w),
+    m = np.asarray(_Select(model, "bf16").apply(
+        model.with_kernel(_abs_kernel(w), model.magnitudes()), jax.tree.map(jnp.abs, x)),
         np.float64)
     err = np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))
     assert np.all(err <= 10 * 2.0**-8 * m)
@@ -459,7 +450,7 @@ def _model(name, act):
     make, x = TIED_HEADS[name]
     if name.startswith("linen"):
         module = make(act=act)
-        return jax.jit(module.init)(jax.random.key(0), x), module.apply
+        return module.init(jax.random.key(0), x), module.apply
     graphdef, state = nnx.split(make(act=act))
     return state, lambda s, x: nnx.merge(graphdef, s)(x)
 
@@ -478,14 +469,9 @@ def test_embeddings_and_multi_axis_projections_equal_their_materialized_leaves(n
            for i, w in enumerate(leaves)]
     assert sum(isinstance(w, LowRank) for w in low) == (1 if "tied" in name else 3)
     got = jax.jit(flax_layers.wrap(apply))(jax.tree.unflatten(treedef, low), x)
-    want = jax.jit(lambda low: apply(jax.tree.unflatten(  # one program, not op by op
-        treedef, [perturb.materialize(w) for w in low]), x))(low)
+    want = apply(jax.tree.unflatten(treedef, [perturb.materialize(w) for w in low]), x)
+    mags = [_abs_kernel(w) if isinstance(w, LowRank) else jnp.abs(w) for w in low]
     _, linear = _model(name, _identity)
-
-    @jax.jit
-    def magnitude(low):
-        mags = [_abs_kernel(w) if isinstance(w, LowRank) else jnp.abs(w) for w in low]
-        return linear(jax.tree.unflatten(treedef, mags), x if x.dtype.kind == "i" else jnp.abs(x))
-
-    m = np.abs(np.asarray(magnitude(low)))
+    m = np.abs(np.asarray(linear(jax.tree.unflatten(treedef, mags),
+                                 x if x.dtype.kind == "i" else jnp.abs(x))))
     _assert_within(got, want, 2 * EPS32 * (32 + RANK + 2) * m)
