@@ -96,9 +96,15 @@ class NnxLM(nnx.Module):
         return self.embed.attend(self.ln3(h))  # tied output layer
 
 
+@functools.cache
 def _tokens(seed=0):
-    x = jax.random.randint(jax.random.key(seed), (B, T + 1), 0, VOCAB)
-    return x[:, :-1], x[:, 1:]
+    """(x, y) next-token pairs, drawn in one program (not op by op), once per seed."""
+    @jax.jit
+    def draw():
+        x = jax.random.randint(jax.random.key(seed), (B, T + 1), 0, VOCAB)
+        return x[:, :-1], x[:, 1:]
+
+    return draw()
 
 
 def _linen(model):
@@ -111,8 +117,12 @@ def _linen(model):
     return loss, params, model.apply, x, y
 
 
+@functools.cache
 def _nnx():
-    graphdef, state = nnx.split(NnxLM(rngs=nnx.Rngs(0)))
+    # the module's structure from an abstract build, its weights from one program (an
+    # eager build would compile each initializer's ops apart)
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: NnxLM(rngs=nnx.Rngs(0))))
+    state = jax.jit(lambda: nnx.split(NnxLM(rngs=nnx.Rngs(0)))[1])()
     x, y = _tokens()
 
     def apply(s, x):
@@ -130,8 +140,33 @@ def _transformer():
     return _linen(TransformerLM())
 
 
-MODELS = {"transformer": _transformer, "gru": lambda: _linen(GruLM()),
-          "nnx_transformer": _nnx}
+SIGMA, ESTIMATE_KEY, ESTIMATE_K = 1e-2, 3, 8  # the transformer's estimate, shared below
+
+
+def _estimator(loss, fused="auto"):
+    return zo.value_and_grad(loss, num_directions=ESTIMATE_K, sigma=SIGMA, rank=RANK,
+                             fused=fused, chunk_size=None)
+
+
+@functools.cache
+def _fused_estimate(name):
+    """MODELS[name]'s fused rank-r estimate (key ESTIMATE_KEY), compiled and run once
+    with FallbackWarning raised as an error (only real fallbacks warn): the leaf test
+    and the fused-vs-materialized test share this one program."""
+    loss, params, _, x, y = MODELS[name]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", zo.FallbackWarning)
+        return jax.device_get(jax.jit(_estimator(loss))(params, jax.random.key(ESTIMATE_KEY),
+                                                         x, y))
+
+
+@functools.cache
+def _gru():
+    return _linen(GruLM())
+
+
+# each model's (loss, params, apply, x, y), built once for every test
+MODELS = {"transformer": _transformer, "gru": _gru, "nnx_transformer": _nnx}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
@@ -144,8 +179,7 @@ def lm(request):
 
 def test_every_leaf_of_a_standard_lm_is_fused_summed_or_full_rank(lm):
     name, (loss, params, _, x, y) = lm
-    vg = zo.value_and_grad(loss, num_directions=4, rank=RANK)
-    info = vg.describe(params, x, y)
+    info = _estimator(loss).describe(params, x, y)
     leaves = info["leaves"]
     assert info["materialized"] == 0 and info["path"] == "fused", {
         k: v["why"] for k, v in leaves.items() if v["path"] == "materialized"}
@@ -161,11 +195,9 @@ def test_every_leaf_of_a_standard_lm_is_fused_summed_or_full_rank(lm):
     assert {"embedding", "kernel"} <= kinds
     if name != "gru":
         assert sum(v["path"] == "summed" for v in leaves.values()) == 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", zo.FallbackWarning)  # only real fallbacks warn
-        value, grads = jax.jit(vg)(params, jax.random.key(0), x, y)
-    assert jnp.isfinite(value)
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+    value, grads = _fused_estimate(name)  # raises on a FallbackWarning
+    assert np.isfinite(value)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
 def _lowrank_leaves(params):
@@ -235,10 +267,9 @@ def test_fused_estimate_equals_the_materialized_one_at_d_1e4():
     differ by rounding only (<= 64 eps |f|), so value by that and each grad entry by
     5.5 * 64 eps |f| / sigma (the noise bound |u| < 5.5; see test_zo)."""
     loss, params, _, x, y = _transformer()
-    sigma, key = 1e-2, jax.random.key(3)
-    out = {f: jax.jit(zo.value_and_grad(loss, num_directions=8, sigma=sigma, rank=RANK,
-                                        fused=f, chunk_size=None))(params, key, x, y)
-           for f in ("auto", False)}
+    sigma, key = SIGMA, jax.random.key(ESTIMATE_KEY)
+    out = {"auto": _fused_estimate("transformer"),  # shared with the leaf test
+           False: jax.jit(_estimator(loss, fused=False))(params, key, x, y)}
     f0 = float(jax.jit(loss)(params, x, y))  # one program, not op by op
     np.testing.assert_allclose(out["auto"][0], out[False][0], rtol=0, atol=64 * EPS32 * f0)
     atol = 5.5 * 64 * EPS32 * f0 / sigma
@@ -250,8 +281,8 @@ def test_fused_estimate_equals_the_materialized_one_at_d_1e4():
 def test_a_hand_written_product_is_still_a_fallback_and_warns():
     """A table multiplied by hand (x @ W, no layer) is materialized: it is not only
     added to an activation, so the per-direction weight is a real fallback."""
-    params = {"w": jnp.ones((64, 64)), "pos": jnp.ones((8, 64))}
-    x = jnp.ones((16, 8, 64))
+    params = {"w": np.ones((64, 64), np.float32), "pos": np.ones((8, 64), np.float32)}
+    x = np.ones((16, 8, 64), np.float32)
 
     def loss(p, x):
         return jnp.mean((x + p["pos"]) @ p["w"])
@@ -267,9 +298,9 @@ def test_a_hand_written_product_is_still_a_fallback_and_warns():
 def test_cnn_on_digits_is_fused_and_trains():
     task = tasks.get("digits")
     net = nets.cnn((8, 8, 1), (8, 16), 10)
-    params = net.init(jax.random.key(0))
+    params = jax.jit(net.init)(jax.random.key(0))  # one program, not op by op
     loss = task.loss_fn(net.apply)
-    xb, yb = task.x_train[:64], task.y_train[:64]
+    xb, yb = np.asarray(task.x_train)[:64], np.asarray(task.y_train)[:64]
     info = zo.value_and_grad(loss, num_directions=8, rank=RANK).describe(params, xb, yb)
     assert info["materialized"] == 0
     for path, leaf in info["leaves"].items():
