@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -23,6 +24,9 @@ def test_quick_start_is_two_commands():
     assert "nox -s bench" in commands[0] and "nox -s tests" in commands[1]
 
 
+# runs its zeroth-order step ~400 times (128 directions, batch 256) until the target:
+# compiled optimized it took 10.6 s against 15.8 unoptimized (2-core CPU, same session)
+@pytest.mark.optimized
 def test_research_example_runs_and_reaches_its_targets():
     namespace: dict = {}
     exec(compile(_python_blocks()[0], str(README), "exec"), namespace)
