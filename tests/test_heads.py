@@ -3,7 +3,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from sklearn.metrics import mean_squared_error, r2_score
 
 from fold_jax.learn.heads import KINDS, METRICS, Head, higher_is_better
 
@@ -121,6 +120,9 @@ def _regression_data(outputs):
 
 @pytest.mark.parametrize("outputs", [1, 3])
 def test_regression_metrics_equal_sklearn(outputs):
+    # imported here: sklearn.metrics costs every xdist worker ~1.8 s at collection
+    from sklearn.metrics import mean_squared_error, r2_score
+
     pred, target = _regression_data(outputs)
     head = Head("regression")
     m, loss = jax.jit(lambda p, t: (head.metrics(p, t), head.loss(p, t)))(pred, target)

@@ -4,8 +4,6 @@ import typing
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from sklearn import datasets as skdata
-from sklearn.model_selection import train_test_split
 
 from fold_jax.learn import tasks, tasks_builtin
 from fold_jax.learn.heads import KINDS
@@ -244,6 +242,8 @@ def test_from_arrays_names_every_bad_input(x, y, options, error, match):
 
 def _old_split(x, y, stratify, seed=0, test_fraction=0.2):
     """The split code path of versions without a validation split."""
+    from sklearn.model_selection import train_test_split  # here: sklearn costs ~1 s
+
     return train_test_split(x, y, test_size=test_fraction, random_state=seed,
                             stratify=stratify)
 
@@ -255,6 +255,8 @@ def _raw_x(task, z):
 
 @pytest.mark.parametrize("seed", [0, 3])
 def test_digits_test_split_is_the_old_one(seed):
+    from sklearn import datasets as skdata  # here: sklearn costs ~1 s at collection
+
     d = skdata.load_digits()
     x_tr, x_te, y_tr, y_te = _old_split(d.data, d.target, d.target, seed)
     t = tasks.get("digits", seed=seed)
