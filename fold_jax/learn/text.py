@@ -156,8 +156,9 @@ def encode(text: str, vocab: str | None = None) -> np.ndarray:
     points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
     vocab_points = np.frombuffer(vocab.encode("utf-32-le"), np.uint32)
     order = np.argsort(vocab_points)
-    at = np.minimum(np.searchsorted(vocab_points[order], points), len(vocab) - 1)
-    found = vocab_points[order][at] == points
+    sorted_points = vocab_points[order]
+    at = np.minimum(np.searchsorted(sorted_points, points), len(vocab) - 1)
+    found = sorted_points[at] == points
     if not found.all():
         missing = sorted({chr(c) for c in np.unique(points[~found])})
         raise ValueError(f"text has {len(missing)} characters missing from the vocabulary "
